@@ -1,0 +1,1 @@
+"""Drivers: the hosts' side of the protocol. See ``migrator.drivers.base``."""

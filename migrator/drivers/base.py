@@ -1,0 +1,175 @@
+"""The driver seam: one host's side of the migration protocol.
+
+A driver is chosen by the scheme of a host URI (``test:///ABS/DIR``, ``null://NAME``, ...).
+Third-party drivers register a factory ``(uri: str) -> Driver`` under the entry-point group
+``migrator.drivers``, named after the scheme.
+
+Contract of every hook (DESIGN §5): idempotent per ``(ctx.migration_id, ctx.step)``;
+cookies are opaque bytes for the peer and at most ``COOKIE_MAX`` long; a hook reports
+failure by raising (any exception: its type name and message become journal data).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from migrator.errors import InvalidURI
+from migrator.flags import MigrateFlags
+from migrator.records import StepContext
+
+COOKIE_MAX = 4 * 1024 * 1024
+"""libvirt's REMOTE_MIGRATE_COOKIE_MAX: a larger cookie is refused."""
+
+ENTRY_POINT_GROUP = "migrator.drivers"
+
+
+class Feature(enum.StrEnum):
+    MIGRATION_V1 = "MIGRATION_V1"
+    MIGRATION_V2 = "MIGRATION_V2"
+    MIGRATION_V3 = "MIGRATION_V3"
+    TUNNELLED = "TUNNELLED"
+
+
+class DomainState(enum.StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    SHUTOFF = "shutoff"
+    INCOMING = "incoming"
+    ABSENT = "absent"
+
+    @property
+    def active(self) -> bool:
+        """True if the host runs (or holds paused, ready to run) this copy of the domain."""
+        return self in (DomainState.RUNNING, DomainState.PAUSED)
+
+
+@dataclass(frozen=True, slots=True)
+class BeginResult:
+    description: str
+    cookie: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareResult:
+    uri: str
+    cookie: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class PerformResult:
+    cookie: bytes = b""
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FinishResult:
+    running: bool
+    """True if the destination now runs the domain (or holds it paused, under PAUSED)."""
+    cookie: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmResult:
+    cookie: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    state: DomainState
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationParams:
+    """What the caller asked for; the same for every step of one migration."""
+
+    domain: str
+    flags: MigrateFlags = MigrateFlags.NONE
+    dname: str | None = None
+    bandwidth: int = 0
+    """MiB/s; 0 means unlimited."""
+
+    @property
+    def dest_name(self) -> str:
+        return self.dname or self.domain
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """One host's side of protocol v3. Steps run on src (begin, perform, confirm) or dst."""
+
+    uri: str
+
+    def features(self) -> frozenset[Feature]: ...
+
+    def begin(self, ctx: StepContext, params: MigrationParams) -> BeginResult:
+        """Src: describe the domain and start the migration job; change nothing visible."""
+        ...
+
+    def prepare(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, description: str
+    ) -> PrepareResult:
+        """Dst: create the incoming domain ``params.dest_name`` and return the URI to send to."""
+        ...
+
+    def perform(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, uri: str
+    ) -> PerformResult:
+        """Src: send the domain to ``uri``; on success the source is left paused, not killed."""
+        ...
+
+    def finish(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
+    ) -> FinishResult:
+        """Dst: run the received domain; if ``cancelled``, remove any incoming copy instead."""
+        ...
+
+    def confirm(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
+    ) -> ConfirmResult:
+        """Src: kill the source copy, or, if ``cancelled``, resume it as it was before Begin."""
+        ...
+
+    def probe(self, domain: str) -> ProbeResult:
+        """What this host really holds of ``domain``; raise if it cannot tell."""
+        ...
+
+    def close(self) -> None: ...
+
+
+DriverFactory = Callable[[str], Driver]
+
+
+def _builtin(scheme: str) -> DriverFactory | None:
+    if scheme == "test":
+        from migrator.drivers.test import TestDriver
+
+        return TestDriver
+    if scheme == "null":
+        from migrator.drivers.null import NullDriver
+
+        return NullDriver
+    return None
+
+
+def _registered(scheme: str) -> DriverFactory | None:
+    for ep in entry_points(group=ENTRY_POINT_GROUP, name=scheme):
+        factory: DriverFactory = ep.load()
+        return factory
+    return None
+
+
+def connect(uri: str) -> Driver:
+    """Open the driver for a host URI; raise InvalidURI for an unknown scheme or bad URI."""
+    scheme = urlsplit(uri).scheme
+    if not scheme:
+        raise InvalidURI(uri=uri, reason="no scheme (expected e.g. test:///ABS/DIR)")
+    factory = _builtin(scheme) or _registered(scheme)
+    if factory is None:
+        raise InvalidURI(uri=uri, reason=f"unknown scheme {scheme!r}")
+    return factory(uri)

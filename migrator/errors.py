@@ -1,0 +1,117 @@
+"""The exception tree of migrator.
+
+Every error the library raises on purpose derives from :class:`MigratorError`::
+
+    MigratorError
+    ├── UsageError                 bad input from a caller; the CLI exits 2
+    │   ├── InvalidURI             unknown scheme, relative test-host path, bad syntax
+    │   ├── DomainNotFound         the domain is not on the source host
+    │   ├── DomainExists           the domain (or its new name) is already on the destination
+    │   ├── MigrationNotFound      no migration matches an id or id prefix
+    │   ├── AmbiguousMigrationId   an id prefix matches several migrations
+    │   └── NoCommonProtocol       the two drivers share no migration protocol
+    ├── JournalError               the journal cannot be used; the CLI exits 2
+    │   ├── JournalUnavailable     cannot connect, not a database, locked
+    │   ├── SchemaOutOfDate        the schema is older (or newer) than this code
+    │   └── FenceLost              another coordinator owns the migration now
+    ├── IllegalTransition          a trigger the state machine refuses
+    └── DriverError                a driver hook failed (its text is data, never trusted)
+        ├── StepTimeout            a hook did not return within its timeout
+        └── CookieTooLarge         a driver returned a cookie over REMOTE_MIGRATE_COOKIE_MAX
+
+Errors take identifiers as keyword arguments and write their own message.
+"""
+
+from __future__ import annotations
+
+
+class MigratorError(Exception):
+    """Root of every error migrator raises on purpose."""
+
+
+class UsageError(MigratorError):
+    """The caller asked for something that cannot be done; nothing was changed."""
+
+
+class InvalidURI(UsageError):
+    def __init__(self, *, uri: str, reason: str) -> None:
+        self.uri = uri
+        super().__init__(f"invalid host URI {uri!r}: {reason}")
+
+
+class DomainNotFound(UsageError):
+    def __init__(self, *, domain: str, host: str) -> None:
+        self.domain = domain
+        super().__init__(f"domain {domain!r} not found on {host}")
+
+
+class DomainExists(UsageError):
+    def __init__(self, *, domain: str, host: str) -> None:
+        self.domain = domain
+        super().__init__(f"domain {domain!r} already exists on {host}")
+
+
+class MigrationNotFound(UsageError):
+    def __init__(self, *, migration_id: str) -> None:
+        super().__init__(f"no migration matches {migration_id!r}")
+
+
+class AmbiguousMigrationId(UsageError):
+    def __init__(self, *, prefix: str, count: int) -> None:
+        super().__init__(f"{prefix!r} matches {count} migrations; give more of the id")
+
+
+class NoCommonProtocol(UsageError):
+    def __init__(self, *, src: str, dst: str) -> None:
+        super().__init__(f"no common migration protocol: source offers {src}, destination offers {dst}")
+
+
+class JournalError(MigratorError):
+    """The journal cannot be used as it is."""
+
+
+class JournalUnavailable(JournalError):
+    def __init__(self, *, url: str, reason: str) -> None:
+        super().__init__(f"journal {url} unavailable: {reason}")
+
+
+class SchemaOutOfDate(JournalError):
+    def __init__(self, *, url: str, found: str | None, expected: str) -> None:
+        self.found = found
+        self.expected = expected
+        if found is None:
+            hint = "it has no migrator schema; run `migrator db upgrade`"
+        else:
+            hint = (
+                f"schema revision {found} is not {expected}; run `migrator db upgrade`"
+                " (or upgrade migrator if the journal is newer)"
+            )
+        super().__init__(f"journal {url} is out of date: {hint}")
+
+
+class FenceLost(JournalError):
+    def __init__(self, *, migration_id: str, fence: int) -> None:
+        super().__init__(
+            f"migration {migration_id} is no longer owned with fence {fence}; another coordinator took it"
+        )
+
+
+class IllegalTransition(MigratorError):
+    def __init__(self, *, state: str, trigger: str) -> None:
+        self.state = state
+        self.trigger = trigger
+        super().__init__(f"trigger {trigger!r} is not allowed in state {state}")
+
+
+class DriverError(MigratorError):
+    """A driver hook failed. Drivers raise it (or anything) and the coordinator journals it."""
+
+
+class StepTimeout(DriverError):
+    def __init__(self, *, step: str, seconds: float) -> None:
+        super().__init__(f"{step} did not return within {seconds:g} s")
+
+
+class CookieTooLarge(DriverError):
+    def __init__(self, *, step: str, size: int, limit: int) -> None:
+        super().__init__(f"{step} returned a cookie of {size} bytes; the limit is {limit}")

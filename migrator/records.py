@@ -1,0 +1,104 @@
+"""Frozen records: what the journal returns and what the engine hands to drivers."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from migrator.states import State, Step
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """One sample of a long step (Perform): bytes, and passes over the guest memory."""
+
+    total: int
+    transferred: int
+    remaining: int
+    passes: int = 1
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    id: str
+    domain: str
+    dname: str | None
+    src: str
+    dst: str
+    protocol: int
+    flags: int
+    bandwidth: int
+    state: State
+    reason: str | None
+    owner: str | None
+    lease_expires_at: datetime | None
+    fence: int
+    last_seq: int
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    progress: dict[str, Any] | None
+
+    @property
+    def dest_name(self) -> str:
+        return self.dname or self.domain
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    migration_id: str
+    seq: int
+    step: Step | None
+    kind: str
+    state: State
+    at: datetime
+    cancelled: bool | None = None
+    cookie_in: bytes | None = None
+    cookie_out: bytes | None = None
+    uri: str | None = None
+    description: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    detail: dict[str, Any] | None = None
+    coordinator: str | None = None
+    attempt: int = 1
+    duration: float | None = None
+
+
+def _no_progress(progress: Progress) -> None:
+    return None
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class StepContext:
+    """What the engine tells a driver hook about the call it is making.
+
+    A hook is idempotent per ``(migration_id, step)``: called again with the same pair it
+    returns the same result, or a harmless equivalent, and changes nothing more.
+    ``fence`` grows whenever another coordinator takes the migration over; a host may refuse
+    a call with a lower fence than one it has seen. A long hook reports ``progress`` and
+    gives up (raising) when ``aborted()`` turns true or ``deadline`` (``time.monotonic``)
+    passes; a hook that gave up must not take effect later.
+    """
+
+    migration_id: str
+    step: Step
+    attempt: int = 1
+    fence: int = 0
+    deadline: float | None = None
+    progress: Callable[[Progress], None] = field(default=_no_progress, compare=False)
+    aborted: Callable[[], bool] = field(default=_never, compare=False)
+
+    def time_left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
