@@ -63,7 +63,9 @@ class AmbiguousMigrationId(UsageError):
 
 class NoCommonProtocol(UsageError):
     def __init__(self, *, src: str, dst: str) -> None:
-        super().__init__(f"no common migration protocol: source offers {src}, destination offers {dst}")
+        super().__init__(
+            f"no common migration protocol: source offers {src}, destination offers {dst}"
+        )
 
 
 class JournalError(MigratorError):
@@ -114,4 +116,6 @@ class StepTimeout(DriverError):
 
 class CookieTooLarge(DriverError):
     def __init__(self, *, step: str, size: int, limit: int) -> None:
-        super().__init__(f"{step} returned a cookie of {size} bytes; the limit is {limit}")
+        super().__init__(
+            f"{step} returned a cookie of {size} bytes; the limit is {limit}"
+        )

@@ -27,7 +27,9 @@ def parse(spec: str) -> dict[str, str]:
     for item in filter(None, (part.strip() for part in spec.split(","))):
         name, sep, action = item.partition("=")
         if not sep or action not in ACTIONS or name.rpartition(".")[2] not in POINTS:
-            raise ValueError(f"bad failpoint {item!r}; expected <step>.<intent|called|recorded>=crash")
+            raise ValueError(
+                f"bad failpoint {item!r}; expected <step>.<intent|called|recorded>=crash"
+            )
         points[name] = action
     return points
 

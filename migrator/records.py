@@ -41,6 +41,7 @@ class Migration:
     lease_expires_at: datetime | None
     fence: int
     last_seq: int
+    abort_requested: bool
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
@@ -102,3 +103,21 @@ class StepContext:
 
     def time_left(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
+
+
+@dataclass(frozen=True, slots=True)
+class EventDraft:
+    """An event before the journal gives it a seq, a time and the state it leads to."""
+
+    kind: str
+    step: Step | None = None
+    cancelled: bool | None = None
+    cookie_in: bytes | None = None
+    cookie_out: bytes | None = None
+    uri: str | None = None
+    description: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    detail: dict[str, Any] | None = None
+    attempt: int = 1
+    duration: float | None = None

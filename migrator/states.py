@@ -102,12 +102,23 @@ _TABLE: tuple[tuple[Trigger, tuple[State, ...], State], ...] = (
     # after a failure, or when recovery cancels a migration that never performed.
     (
         T.START_FINISH,
-        (S.PERFORMED, S.PERFORM_FAILED, S.PREPARE_FAILED, S.PREPARING, S.PREPARED, S.FINISH_FAILED),
+        (
+            S.PERFORMED,
+            S.PERFORM_FAILED,
+            S.PREPARE_FAILED,
+            S.PREPARING,
+            S.PREPARED,
+            S.FINISH_FAILED,
+        ),
         S.FINISHING,
     ),
     (T.FINISH_OK, (S.FINISHING,), S.FINISHED),
     # Confirm(cancelled = dst does not run the domain); from BEGUN/BEGINNING only to cancel.
-    (T.START_CONFIRM, (S.FINISHED, S.FINISH_FAILED, S.BEGINNING, S.BEGUN), S.CONFIRMING),
+    (
+        T.START_CONFIRM,
+        (S.FINISHED, S.FINISH_FAILED, S.BEGINNING, S.BEGUN),
+        S.CONFIRMING,
+    ),
     (T.CONFIRMED, (S.CONFIRMING,), S.CONFIRMED),
     (T.ROLLED_BACK, (S.CONFIRMING,), S.ROLLED_BACK),
     (T.BEGIN_FAILED, (S.BEGINNING,), S.FAILED),
@@ -121,10 +132,14 @@ _TABLE: tuple[tuple[Trigger, tuple[State, ...], State], ...] = (
 )
 
 TRANSITIONS: tuple[Transition, ...] = tuple(
-    Transition(trigger, source, dest) for trigger, sources, dest in _TABLE for source in sources
+    Transition(trigger, source, dest)
+    for trigger, sources, dest in _TABLE
+    for source in sources
 )
 
-_NEXT: dict[tuple[State, Trigger], State] = {(t.source, t.trigger): t.dest for t in TRANSITIONS}
+_NEXT: dict[tuple[State, Trigger], State] = {
+    (t.source, t.trigger): t.dest for t in TRANSITIONS
+}
 
 
 def next_state(state: State, trigger: Trigger) -> State:

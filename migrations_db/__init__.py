@@ -1,0 +1,1 @@
+"""The Alembic environment that owns the journal's schema (``migrator db upgrade``)."""

@@ -1,0 +1,616 @@
+"""The coordinator: runs migrations with protocol v3 under the write-ahead rule.
+
+For each step (DESIGN §5): (1) commit the intent, with every input the step will use;
+(2) call the driver hook; (3) commit the outcome and the next state. The failure rules of
+DESIGN §2 pick the next step from each outcome; the state table in ``states.py`` refuses
+anything else. Driver exceptions become journal data (type name and text), never pickles.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from migrator import failpoints
+from migrator.drivers.base import (
+    COOKIE_MAX,
+    DomainState,
+    Driver,
+    Feature,
+    MigrationParams,
+    ProbeResult,
+)
+from migrator.errors import (
+    CookieTooLarge,
+    DomainExists,
+    DomainNotFound,
+    DriverError,
+    NoCommonProtocol,
+    UsageError,
+)
+from migrator.flags import MigrateFlags
+from migrator.hookrunner import HookRunner
+from migrator.journal.store import Journal
+from migrator.records import EventDraft, Migration, Progress, StepContext
+from migrator.states import (
+    MachineModel,
+    State,
+    Step,
+    Trigger,
+    build_machine,
+    fire,
+    release_machine,
+)
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+ERROR_TEXT_MAX = 64 * 1024
+REASON_MAX = 500
+PROGRESS_INTERVAL = 0.5
+
+
+def new_coordinator_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:ERROR_TEXT_MAX]
+
+
+def _reason(step: Step | str, exc: BaseException) -> str:
+    first = _error_text(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"{step} failed: {first}"[:REASON_MAX]
+
+
+def _check_cookie(step: Step, cookie: object) -> bytes:
+    if not isinstance(cookie, bytes):
+        raise DriverError(
+            f"{step} returned a cookie of type {type(cookie).__name__}, not bytes"
+        )
+    if len(cookie) > COOKIE_MAX:
+        raise CookieTooLarge(step=str(step), size=len(cookie), limit=COOKIE_MAX)
+    return cookie
+
+
+@dataclass
+class Run:
+    """One migration being driven: its journal record, its hosts and what the steps gave.
+
+    ``model`` is the state machine's view of ``migration.state``; the journal is the truth.
+    """
+
+    migration: Migration
+    src: Driver
+    dst: Driver
+    params: MigrationParams
+    cookie: bytes = b""
+    description: str = ""
+    uri: str = ""
+    model: Any = field(default_factory=MachineModel)
+
+    def __post_init__(self) -> None:
+        build_machine(self.model, self.migration.state)
+
+    @property
+    def state(self) -> State:
+        return self.migration.state
+
+    def release(self) -> None:
+        release_machine(self.model)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a driver call gave: a value, or the exception it raised, and how long it took."""
+
+    value: Any = None
+    error: BaseException | None = None
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+ProgressCallback = Callable[[Migration, Progress], None]
+
+
+class Coordinator:
+    """Runs migrations and records every step in ``journal``.
+
+    ``step_timeout`` (seconds, or None) turns a hung hook into a failure of its step;
+    ``confirm_attempts`` and ``retry_backoff`` bound the retries of a failing Confirm,
+    after which the migration stays CONFIRMING for ``recover`` to finish.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        coordinator_id: str | None = None,
+        step_timeout: float | None = 600.0,
+        confirm_attempts: int = 5,
+        retry_backoff: float = 0.2,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        self.journal = journal
+        self.id = coordinator_id or new_coordinator_id()
+        self.step_timeout = step_timeout
+        self.confirm_attempts = max(1, confirm_attempts)
+        self.retry_backoff = retry_backoff
+        self.on_progress = on_progress
+        self._runner = HookRunner()
+
+    def close(self) -> None:
+        self._runner.close()
+
+    # -- the public entry point ----------------------------------------------------------
+
+    def migrate(
+        self,
+        domain: str,
+        *,
+        src: Driver,
+        dst: Driver,
+        flags: MigrateFlags = MigrateFlags.NONE,
+        dname: str | None = None,
+        bandwidth: int = 0,
+        protocol: int | None = None,
+    ) -> Migration:
+        """Migrate ``domain`` from ``src`` to ``dst``; return the migration at its end state.
+
+        Bad input raises a ``UsageError`` before anything is journaled or called.
+        """
+        params = self._preflight(
+            domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol
+        )
+        migration = self.journal.create(
+            domain=domain,
+            dname=dname,
+            src=src.uri,
+            dst=dst.uri,
+            protocol=3,
+            flags=int(params.flags),
+            bandwidth=bandwidth,
+            owner=self.id,
+        )
+        run = Run(migration, src, dst, params)
+        try:
+            self._drive_v3(run)
+        finally:
+            run.release()
+        return run.migration
+
+    # -- checks before anything is written ------------------------------------------------
+
+    def _preflight(
+        self,
+        domain: str,
+        src: Driver,
+        dst: Driver,
+        flags: MigrateFlags,
+        dname: str | None,
+        bandwidth: int,
+        protocol: int | None,
+    ) -> MigrationParams:
+        if bandwidth < 0:
+            raise UsageError(f"bandwidth must be >= 0 MiB/s, not {bandwidth}")
+        if not domain or (dname is not None and not dname):
+            raise UsageError("a domain name must not be empty")
+        if src.uri == dst.uri:
+            raise UsageError(f"source and destination are the same host: {src.uri}")
+        self._negotiate(src, dst, protocol)
+        src_state = self._best_effort_probe(src, domain)
+        if src_state is not None and not src_state.active:
+            raise DomainNotFound(domain=domain, host=src.uri)
+        dst_state = self._best_effort_probe(dst, dname or domain)
+        if dst_state is not None and dst_state is not DomainState.ABSENT:
+            raise DomainExists(domain=dname or domain, host=dst.uri)
+        if src_state is DomainState.PAUSED:
+            flags |= (
+                MigrateFlags.PAUSED
+            )  # as libvirt: a paused source stays paused on dst
+        return MigrationParams(
+            domain=domain, flags=flags, dname=dname, bandwidth=bandwidth
+        )
+
+    @staticmethod
+    def _negotiate(src: Driver, dst: Driver, protocol: int | None) -> int:
+        if protocol not in (None, 3):
+            raise UsageError(f"protocol {protocol} is not supported yet; use 3")
+        common = src.features() & dst.features()
+        if Feature.MIGRATION_V3 not in common:
+            raise NoCommonProtocol(
+                src=", ".join(sorted(src.features())) or "nothing",
+                dst=", ".join(sorted(dst.features())) or "nothing",
+            )
+        return 3
+
+    @staticmethod
+    def _best_effort_probe(driver: Driver, domain: str) -> DomainState | None:
+        """A host that cannot be probed is left for the steps to judge."""
+        try:
+            return driver.probe(domain).state
+        except Exception as exc:  # noqa: BLE001 -- any driver failure means "cannot tell"
+            log.warning(
+                "probe of %s on %s failed before the migration: %s",
+                domain,
+                driver.uri,
+                exc,
+            )
+            return None
+
+    # -- protocol v3 ------------------------------------------------------------------------
+
+    def _drive_v3(self, run: Run) -> None:
+        if not self._begin(run):
+            return
+        if not self._prepare(run):
+            self._cancel(run)
+            return
+        if not self._perform(run):
+            self._cancel(run)
+            return
+        self._finish(run, cancelled=False)
+
+    def _begin(self, run: Run) -> bool:
+        self._intent(
+            run, Trigger.START_BEGIN, EventDraft(kind="intent", step=Step.BEGIN)
+        )
+        out = self._call(run, Step.BEGIN, lambda ctx: run.src.begin(ctx, run.params))
+        if out.ok:
+            out = self._validated(Step.BEGIN, out, out.value.cookie if out.ok else b"")
+        if not out.ok:
+            self._outcome(run, Trigger.BEGIN_FAILED, Step.BEGIN, out)
+            return False
+        run.description, run.cookie = out.value.description, out.value.cookie
+        self._outcome(
+            run,
+            Trigger.BEGIN_OK,
+            Step.BEGIN,
+            out,
+            cookie_out=run.cookie,
+            description=run.description,
+        )
+        return True
+
+    def _prepare(self, run: Run) -> bool:
+        draft = EventDraft(
+            kind="intent",
+            step=Step.PREPARE,
+            cookie_in=run.cookie,
+            description=run.description,
+        )
+        self._intent(run, Trigger.START_PREPARE, draft)
+        cookie, description = run.cookie, run.description
+        out = self._call(
+            run,
+            Step.PREPARE,
+            lambda ctx: run.dst.prepare(ctx, run.params, cookie, description),
+        )
+        out = self._validated(Step.PREPARE, out, out.value.cookie if out.ok else b"")
+        if not out.ok:
+            self._outcome(run, Trigger.PREPARE_FAILED, Step.PREPARE, out)
+            return False
+        run.uri, run.cookie = out.value.uri, out.value.cookie
+        self._outcome(
+            run,
+            Trigger.PREPARE_OK,
+            Step.PREPARE,
+            out,
+            cookie_out=run.cookie,
+            uri=run.uri,
+        )
+        return True
+
+    def _perform(self, run: Run) -> bool:
+        draft = EventDraft(
+            kind="intent", step=Step.PERFORM, cookie_in=run.cookie, uri=run.uri
+        )
+        self._intent(run, Trigger.START_PERFORM, draft)
+        cookie, uri = run.cookie, run.uri
+        out = self._call(
+            run, Step.PERFORM, lambda ctx: run.src.perform(ctx, run.params, cookie, uri)
+        )
+        out = self._validated(Step.PERFORM, out, out.value.cookie if out.ok else b"")
+        if not out.ok:
+            self._outcome(run, Trigger.PERFORM_FAILED, Step.PERFORM, out)
+            return False
+        run.cookie = out.value.cookie
+        stats = dict(out.value.stats) or None
+        self._outcome(
+            run,
+            Trigger.PERFORM_OK,
+            Step.PERFORM,
+            out,
+            cookie_out=run.cookie,
+            detail=stats,
+        )
+        return True
+
+    def _cancel(self, run: Run) -> None:
+        """Before the point of no return: clean the destination, then resume the source."""
+        self._finish(run, cancelled=True)
+
+    def _finish(self, run: Run, *, cancelled: bool) -> None:
+        draft = EventDraft(
+            kind="intent", step=Step.FINISH, cookie_in=run.cookie, cancelled=cancelled
+        )
+        self._intent(run, Trigger.START_FINISH, draft)
+        cookie = run.cookie
+        out = self._call(
+            run,
+            Step.FINISH,
+            lambda ctx: run.dst.finish(ctx, run.params, cookie, cancelled),
+        )
+        out = self._validated(Step.FINISH, out, out.value.cookie if out.ok else b"")
+        if not out.ok:
+            self._outcome(
+                run, Trigger.FINISH_FAILED, Step.FINISH, out, cancelled=cancelled
+            )
+            self._after_finish_failed(run, cancelled=cancelled)
+            return
+        running = bool(out.value.running)
+        run.cookie = out.value.cookie
+        self._outcome(
+            run,
+            Trigger.FINISH_OK,
+            Step.FINISH,
+            out,
+            cookie_out=run.cookie,
+            cancelled=cancelled,
+            detail={"running": running},
+        )
+        if cancelled and running:
+            self._give_up(
+                run,
+                "Finish(cancelled=1) still reports the domain running on the destination: broken driver",
+            )
+            return
+        self._confirm(run, cancelled=not running)
+
+    def _after_finish_failed(self, run: Run, *, cancelled: bool) -> None:
+        """Finish raised: the destination's state is unknown, so ask it before acting.
+
+        libvirt kills the source here "even though that may leave no VM at all"; we never
+        act on a guess: running on dst -> Confirm(0); surely not -> clean dst and Confirm(1);
+        cannot tell -> IN_DOUBT with the source kept paused.
+        """
+        probe = self._probe(run, run.dst, run.params.dest_name)
+        if probe is not None and probe.state.active:
+            if cancelled:
+                self._give_up(
+                    run,
+                    "Finish(cancelled=1) failed and the destination runs the domain",
+                )
+            else:
+                self._confirm(run, cancelled=False)
+            return
+        if probe is None and not cancelled:
+            self._give_up(
+                run,
+                "Finish failed and the destination cannot be probed; the source is kept paused",
+            )
+            return
+        if cancelled:
+            # A cancelling Finish never started the domain, so the source is the only copy.
+            self._confirm(run, cancelled=True)
+            return
+        self._finish(run, cancelled=True)
+
+    def _confirm(self, run: Run, *, cancelled: bool) -> None:
+        draft = EventDraft(
+            kind="intent", step=Step.CONFIRM, cookie_in=run.cookie, cancelled=cancelled
+        )
+        self._intent(run, Trigger.START_CONFIRM, draft)
+        self.confirm_with_retries(run, cancelled=cancelled)
+
+    def confirm_with_retries(
+        self, run: Run, *, cancelled: bool, first_attempt: int = 1
+    ) -> None:
+        """Call Confirm (its intent is journaled) until it succeeds or the attempts run out."""
+        cookie = run.cookie
+        for attempt in range(first_attempt, first_attempt + self.confirm_attempts):
+            out = self._call(
+                run,
+                Step.CONFIRM,
+                lambda ctx: run.src.confirm(ctx, run.params, cookie, cancelled),
+                attempt=attempt,
+            )
+            out = self._validated(
+                Step.CONFIRM, out, out.value.cookie if out.ok else b""
+            )
+            if out.ok:
+                trigger = Trigger.ROLLED_BACK if cancelled else Trigger.CONFIRMED
+                reason = run.migration.reason if cancelled else None
+                self._outcome(
+                    run,
+                    trigger,
+                    Step.CONFIRM,
+                    out,
+                    cookie_out=out.value.cookie,
+                    cancelled=cancelled,
+                    attempt=attempt,
+                    reason=reason,
+                )
+                return
+            last = attempt == first_attempt + self.confirm_attempts - 1
+            reason = _reason(Step.CONFIRM, out.error or DriverError()) + (
+                f" (after {attempt} attempts; `migrator recover` retries it)"
+                if last
+                else ""
+            )
+            self._outcome(
+                run,
+                Trigger.CONFIRM_FAILED,
+                Step.CONFIRM,
+                out,
+                cancelled=cancelled,
+                attempt=attempt,
+                reason=reason,
+            )
+            if not last:
+                time.sleep(
+                    min(5.0, self.retry_backoff * 2 ** (attempt - first_attempt))
+                )
+
+    def _give_up(self, run: Run, reason: str) -> None:
+        self._transition(
+            run, Trigger.GIVE_UP, EventDraft(kind="in_doubt"), reason=reason
+        )
+
+    def _probe(self, run: Run, driver: Driver, domain: str) -> ProbeResult | None:
+        """Ask a host what it holds; journal the answer; None if it cannot tell."""
+        start = time.monotonic()
+        try:
+            result = self._runner.call(
+                lambda: driver.probe(domain), step="probe", timeout=self.step_timeout
+            )
+        except Exception as exc:  # noqa: BLE001 -- any failure means "cannot tell"
+            self._note(
+                run,
+                EventDraft(
+                    kind="error",
+                    step=Step.PROBE,
+                    uri=driver.uri,
+                    error_type=type(exc).__name__,
+                    error_message=_error_text(exc),
+                    duration=time.monotonic() - start,
+                ),
+            )
+            return None
+        detail = {
+            "host": driver.uri,
+            "domain": domain,
+            "state": str(result.state),
+            **result.detail,
+        }
+        self._note(
+            run,
+            EventDraft(
+                kind="ok",
+                step=Step.PROBE,
+                uri=driver.uri,
+                detail=detail,
+                duration=time.monotonic() - start,
+            ),
+        )
+        return result
+
+    # -- the write-ahead mechanics ---------------------------------------------------------
+
+    def _validated(self, step: Step, out: Outcome, cookie: object) -> Outcome:
+        if not out.ok:
+            return out
+        try:
+            _check_cookie(step, cookie)
+        except DriverError as exc:
+            return Outcome(error=exc, duration=out.duration)
+        return out
+
+    def _call(
+        self,
+        run: Run,
+        step: Step,
+        hook: Callable[[StepContext], R],
+        *,
+        attempt: int = 1,
+    ) -> Outcome:
+        timeout = self.step_timeout
+        ctx = StepContext(
+            migration_id=run.migration.id,
+            step=step,
+            attempt=attempt,
+            fence=run.migration.fence,
+            deadline=None if timeout is None else time.monotonic() + timeout,
+            progress=self._progress_sink(run),
+        )
+        start = time.monotonic()
+        try:
+            value = self._runner.call(
+                lambda: hook(ctx), step=str(step), timeout=timeout
+            )
+        except Exception as exc:  # noqa: BLE001 -- every driver failure becomes journal data
+            failpoints.hit(f"{step}.called")
+            return Outcome(error=exc, duration=time.monotonic() - start)
+        failpoints.hit(f"{step}.called")
+        return Outcome(value=value, duration=time.monotonic() - start)
+
+    def _progress_sink(self, run: Run) -> Callable[[Progress], None]:
+        last = [0.0]
+
+        def sink(progress: Progress) -> None:
+            now = time.monotonic()
+            final = progress.remaining == 0
+            if self.on_progress is not None:
+                self.on_progress(run.migration, progress)
+            if final or now - last[0] >= PROGRESS_INTERVAL:
+                last[0] = now
+                self.journal.set_progress(run.migration, progress.as_dict())
+
+        return sink
+
+    def _intent(self, run: Run, trigger: Trigger, draft: EventDraft) -> None:
+        self._transition(run, trigger, draft)
+        assert draft.step is not None
+        failpoints.hit(f"{draft.step}.intent")
+
+    def _outcome(
+        self,
+        run: Run,
+        trigger: Trigger,
+        step: Step,
+        out: Outcome,
+        *,
+        reason: str | None = None,
+        **fields: Any,
+    ) -> None:
+        if out.ok:
+            draft = EventDraft(kind="ok", step=step, duration=out.duration, **fields)
+        else:
+            assert out.error is not None
+            draft = EventDraft(
+                kind="error",
+                step=step,
+                duration=out.duration,
+                error_type=type(out.error).__name__,
+                error_message=_error_text(out.error),
+                **fields,
+            )
+            reason = reason or _reason(step, out.error)
+        self._transition(run, trigger, draft, reason=reason)
+        failpoints.hit(f"{step}.recorded")
+
+    def _transition(
+        self,
+        run: Run,
+        trigger: Trigger,
+        draft: EventDraft,
+        *,
+        reason: str | None = None,
+    ) -> None:
+        """Fire ``trigger`` on the machine, then commit the event and the new state."""
+        before = run.model.state
+        state = fire(run.model, trigger)
+        try:
+            run.migration = self.journal.record(
+                run.migration, draft, state=state, coordinator=self.id, reason=reason
+            )
+        except BaseException:
+            run.model.state = before
+            raise
+
+    def _note(self, run: Run, draft: EventDraft) -> None:
+        """Commit an event that does not change the state (a probe, say)."""
+        run.migration = self.journal.record(
+            run.migration, draft, state=run.state, coordinator=self.id
+        )

@@ -1,0 +1,98 @@
+"""The journal's tables: the only place the schema is written in Python.
+
+Alembic (``migrations_db/``) owns the schema in the database; a test checks that these
+tables and the revisions agree. ``SCHEMA_HEAD`` is the revision this code expects.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+SCHEMA_HEAD = "0001"
+"""The Alembic head revision these tables match."""
+
+KNOWN_REVISIONS = ("0001",)
+"""Every revision this code can upgrade from, oldest first."""
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite drops the zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: datetime | None, dialect: sa.Dialect
+    ) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime)
+        return (
+            value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        )
+
+
+metadata = sa.MetaData()
+
+migrations = sa.Table(
+    "migrations",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("domain", sa.String(255), nullable=False),
+    sa.Column("dname", sa.String(255), nullable=True),
+    sa.Column("src", sa.Text, nullable=False),
+    sa.Column("dst", sa.Text, nullable=False),
+    sa.Column("protocol", sa.Integer, nullable=False),
+    sa.Column("flags", sa.Integer, nullable=False),
+    sa.Column("bandwidth", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("owner", sa.String(255), nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime, nullable=True),
+    sa.Column("fence", sa.Integer, nullable=False),
+    sa.Column("last_seq", sa.Integer, nullable=False),
+    sa.Column("abort_requested", sa.Boolean, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.Column("progress", sa.JSON, nullable=True),
+    sa.Index("ix_migrations_state", "state"),
+    sa.Index("ix_migrations_created_at", "created_at"),
+)
+
+events = sa.Table(
+    "migration_events",
+    metadata,
+    sa.Column(
+        "migration_id",
+        sa.String(36),
+        sa.ForeignKey("migrations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("step", sa.String(16), nullable=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("cancelled", sa.Boolean, nullable=True),
+    sa.Column("cookie_in", sa.LargeBinary, nullable=True),
+    sa.Column("cookie_out", sa.LargeBinary, nullable=True),
+    sa.Column("uri", sa.Text, nullable=True),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("error_type", sa.String(255), nullable=True),
+    sa.Column("error_message", sa.Text, nullable=True),
+    sa.Column("detail", sa.JSON, nullable=True),
+    sa.Column("coordinator", sa.String(255), nullable=True),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("duration", sa.Float, nullable=True),
+)

@@ -1,0 +1,487 @@
+"""``Journal``: the one owner of transactions on the journal database.
+
+Every state change commits together with its event, conditional on the migration's fence
+and current state (compare-and-set), so a coordinator that lost ownership, or raced
+another, writes nothing. Database errors are translated here, and only here, into
+``JournalUnavailable`` / ``SchemaOutOfDate``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from migrator.errors import (
+    AmbiguousMigrationId,
+    FenceLost,
+    IllegalTransition,
+    JournalUnavailable,
+    MigrationNotFound,
+    SchemaOutOfDate,
+)
+from migrator.journal import schema
+from migrator.journal.schema import events, migrations
+from migrator.records import Event, EventDraft, Migration
+from migrator.states import TERMINAL, State, Step
+
+DEFAULT_URL = "sqlite:///./migrator.db"
+LEASE_SECONDS = 30.0
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***``: safe for logs, errors and the journal."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<unparseable URL>"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@contextlib.contextmanager
+def _translated(url: str) -> Iterator[None]:
+    """The one edge where database errors become journal errors."""
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
+        raise JournalUnavailable(url=url, reason=reason) from exc
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = FULL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def _create_engine(url: str) -> sa.Engine:
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise JournalUnavailable(
+            url=redact(url), reason=f"not a database URL ({exc})"
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(
+            parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        )
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    try:
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    except (ImportError, sa.exc.NoSuchModuleError) as exc:
+        raise JournalUnavailable(
+            url=redact(url), reason=f"driver not installed ({exc})"
+        ) from None
+
+
+def _sqlite_file(engine: sa.Engine) -> Path | None:
+    if engine.dialect.name != "sqlite":
+        return None
+    database = engine.url.database
+    return Path(database) if database and database != ":memory:" else None
+
+
+def script_location() -> str:
+    import migrations_db
+
+    return str(Path(migrations_db.__file__).parent)
+
+
+def _run_upgrade(engine: sa.Engine, revision: str = "head") -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", script_location())
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+
+
+def _read_revision(conn: sa.Connection) -> str | None:
+    if not sa.inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def _migration(row: sa.Row[Any]) -> Migration:
+    m = row._mapping
+    return Migration(
+        id=m["id"],
+        domain=m["domain"],
+        dname=m["dname"],
+        src=m["src"],
+        dst=m["dst"],
+        protocol=m["protocol"],
+        flags=m["flags"],
+        bandwidth=m["bandwidth"],
+        state=State(m["state"]),
+        reason=m["reason"],
+        owner=m["owner"],
+        lease_expires_at=m["lease_expires_at"],
+        fence=m["fence"],
+        last_seq=m["last_seq"],
+        abort_requested=bool(m["abort_requested"]),
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        finished_at=m["finished_at"],
+        progress=m["progress"],
+    )
+
+
+def _event(row: sa.Row[Any]) -> Event:
+    m = row._mapping
+    return Event(
+        migration_id=m["migration_id"],
+        seq=m["seq"],
+        step=Step(m["step"]) if m["step"] else None,
+        kind=m["kind"],
+        state=State(m["state"]),
+        at=m["at"],
+        cancelled=m["cancelled"],
+        cookie_in=m["cookie_in"],
+        cookie_out=m["cookie_out"],
+        uri=m["uri"],
+        description=m["description"],
+        error_type=m["error_type"],
+        error_message=m["error_message"],
+        detail=m["detail"],
+        coordinator=m["coordinator"],
+        attempt=m["attempt"],
+        duration=m["duration"],
+    )
+
+
+_ADVANCE = (
+    migrations.update()
+    .where(
+        migrations.c.id == sa.bindparam("mid"),
+        migrations.c.fence == sa.bindparam("expect_fence"),
+        migrations.c.state == sa.bindparam("expect_state"),
+    )
+    .values(
+        state=sa.bindparam("new_state"),
+        last_seq=migrations.c.last_seq + 1,
+        updated_at=sa.bindparam("now"),
+        lease_expires_at=sa.bindparam("lease"),
+        reason=sa.func.coalesce(
+            sa.bindparam("new_reason", type_=sa.Text), migrations.c.reason
+        ),
+        finished_at=sa.bindparam("finished"),
+    )
+    .returning(migrations.c.last_seq)
+)
+
+
+class Journal:
+    """The journal of migrations. Open it with ``Journal.open(url)``."""
+
+    def __init__(
+        self, engine: sa.Engine, *, lease_seconds: float = LEASE_SECONDS
+    ) -> None:
+        self.engine = engine
+        self.url = redact(engine.url.render_as_string(hide_password=False))
+        self.lease_seconds = lease_seconds
+
+    @classmethod
+    def open(cls, url: str = DEFAULT_URL, *, upgrade: bool | None = None) -> Journal:
+        """Open the journal at ``url``; SQLite files are created and upgraded on first use.
+
+        A PostgreSQL journal must be upgraded explicitly (``migrator db upgrade``) unless
+        ``upgrade=True``; an out-of-date schema raises ``SchemaOutOfDate``.
+        """
+        engine = _create_engine(url)
+        journal = cls(engine)
+        auto = engine.dialect.name == "sqlite" if upgrade is None else upgrade
+        try:
+            journal._ensure_schema(auto_upgrade=auto)
+        except BaseException:
+            engine.dispose()
+            raise
+        return journal
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema -------------------------------------------------------------------------
+
+    def revision(self) -> str | None:
+        """The schema revision stamped in the database (None for an empty database)."""
+        with _translated(self.url), self.engine.connect() as conn:
+            return _read_revision(conn)
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Apply the Alembic revisions up to ``revision``; each commits with its stamp."""
+        with _translated(self.url), self._upgrade_lock():
+            _run_upgrade(self.engine, revision)
+
+    def _ensure_schema(self, *, auto_upgrade: bool) -> None:
+        found = self.revision()
+        if found == schema.SCHEMA_HEAD:
+            return
+        if found is not None and found not in schema.KNOWN_REVISIONS:
+            raise SchemaOutOfDate(
+                url=self.url, found=found, expected=schema.SCHEMA_HEAD
+            )
+        if not auto_upgrade:
+            raise SchemaOutOfDate(
+                url=self.url, found=found, expected=schema.SCHEMA_HEAD
+            )
+        self.upgrade()
+
+    @contextlib.contextmanager
+    def _upgrade_lock(self) -> Iterator[None]:
+        """Serialize first-use upgrades of one SQLite file across processes.
+
+        ``flock`` on the database file does not interfere with SQLite's own POSIX locks.
+        """
+        path = _sqlite_file(self.engine)
+        if path is None:
+            yield
+            return
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    # -- writes -------------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        domain: str,
+        src: str,
+        dst: str,
+        protocol: int,
+        flags: int,
+        bandwidth: int,
+        owner: str,
+        dname: str | None = None,
+    ) -> Migration:
+        """Record a NEW migration owned by ``owner`` with fence 1."""
+        now = _now()
+        values: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "domain": domain,
+            "dname": dname,
+            "src": src,
+            "dst": dst,
+            "protocol": protocol,
+            "flags": int(flags),
+            "bandwidth": bandwidth,
+            "state": State.NEW.value,
+            "reason": None,
+            "owner": owner,
+            "lease_expires_at": now + timedelta(seconds=self.lease_seconds),
+            "fence": 1,
+            "last_seq": 0,
+            "abort_requested": False,
+            "created_at": now,
+            "updated_at": now,
+            "finished_at": None,
+            "progress": None,
+        }
+        with _translated(self.url), self.engine.begin() as conn:
+            conn.execute(migrations.insert(), values)
+        return Migration(**{**values, "state": State.NEW})
+
+    def record(
+        self,
+        migration: Migration,
+        draft: EventDraft,
+        *,
+        state: State,
+        coordinator: str | None = None,
+        reason: str | None = None,
+    ) -> Migration:
+        """Append ``draft`` and move the migration to ``state``, in one transaction.
+
+        Conditional on the migration still being in ``migration.state`` with
+        ``migration.fence``; otherwise nothing is written and ``FenceLost`` (another
+        coordinator took it) or ``IllegalTransition`` (its state moved) is raised.
+        """
+        now = _now()
+        finished = now if state in TERMINAL else None
+        with _translated(self.url), self.engine.begin() as conn:
+            seq = conn.execute(
+                _ADVANCE,
+                {
+                    "mid": migration.id,
+                    "expect_fence": migration.fence,
+                    "expect_state": migration.state.value,
+                    "new_state": state.value,
+                    "now": now,
+                    "lease": now + timedelta(seconds=self.lease_seconds),
+                    "new_reason": reason,
+                    "finished": finished,
+                },
+            ).scalar()
+            if seq is None:
+                self._refused(conn, migration, state)
+            conn.execute(
+                events.insert(),
+                self._event_row(migration.id, seq, draft, state, now, coordinator),
+            )
+        return _replace(
+            migration,
+            state=state,
+            last_seq=seq,
+            updated_at=now,
+            reason=reason or migration.reason,
+            finished_at=finished,
+        )
+
+    def set_progress(self, migration: Migration, progress: dict[str, Any]) -> None:
+        """Keep the last progress sample of a long step (not an event: it is overwritten)."""
+        stmt = (
+            migrations.update()
+            .where(
+                migrations.c.id == migration.id, migrations.c.fence == migration.fence
+            )
+            .values(
+                progress=progress,
+                lease_expires_at=_now() + timedelta(seconds=self.lease_seconds),
+            )
+        )
+        with _translated(self.url), self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    @staticmethod
+    def _event_row(
+        mid: str,
+        seq: int,
+        d: EventDraft,
+        state: State,
+        now: datetime,
+        coordinator: str | None,
+    ) -> dict[str, Any]:
+        return {
+            "migration_id": mid,
+            "seq": seq,
+            "step": d.step.value if d.step else None,
+            "kind": d.kind,
+            "state": state.value,
+            "at": now,
+            "cancelled": d.cancelled,
+            "cookie_in": d.cookie_in,
+            "cookie_out": d.cookie_out,
+            "uri": d.uri,
+            "description": d.description,
+            "error_type": d.error_type,
+            "error_message": d.error_message,
+            "detail": d.detail,
+            "coordinator": coordinator,
+            "attempt": d.attempt,
+            "duration": d.duration,
+        }
+
+    def _refused(self, conn: sa.Connection, migration: Migration, state: State) -> None:
+        row = conn.execute(
+            sa.select(migrations.c.fence, migrations.c.state).where(
+                migrations.c.id == migration.id
+            )
+        ).one_or_none()
+        if row is None:
+            raise MigrationNotFound(migration_id=migration.id)
+        if row.fence != migration.fence:
+            raise FenceLost(migration_id=migration.id, fence=migration.fence)
+        raise IllegalTransition(
+            state=row.state,
+            trigger=f"-> {state} (journal moved from {migration.state})",
+        )
+
+    # -- reads --------------------------------------------------------------------------
+
+    def get(self, migration_id: str) -> Migration:
+        with _translated(self.url), self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(migrations).where(migrations.c.id == migration_id)
+            ).one_or_none()
+        if row is None:
+            raise MigrationNotFound(migration_id=migration_id)
+        return _migration(row)
+
+    def find(self, prefix: str) -> Migration:
+        """The one migration whose id starts with ``prefix``."""
+        cleaned = prefix.strip().lower()
+        if not cleaned or any(c not in "0123456789abcdef-" for c in cleaned):
+            raise MigrationNotFound(migration_id=prefix)
+        query = (
+            sa.select(migrations).where(migrations.c.id.startswith(cleaned)).limit(2)
+        )
+        with _translated(self.url), self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        if not rows:
+            raise MigrationNotFound(migration_id=prefix)
+        if len(rows) > 1:
+            raise AmbiguousMigrationId(prefix=prefix, count=self._count_prefix(cleaned))
+        return _migration(rows[0])
+
+    def _count_prefix(self, prefix: str) -> int:
+        query = (
+            sa.select(sa.func.count())
+            .select_from(migrations)
+            .where(migrations.c.id.startswith(prefix))
+        )
+        with _translated(self.url), self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def list(
+        self,
+        *,
+        states: Iterable[State] = (),
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> Sequence[Migration]:
+        """Migrations, newest first."""
+        query = sa.select(migrations).order_by(
+            migrations.c.created_at.desc(), migrations.c.id
+        )
+        wanted = [s.value for s in states]
+        if wanted:
+            query = query.where(migrations.c.state.in_(wanted))
+        if since is not None:
+            query = query.where(migrations.c.created_at >= since)
+        if limit is not None:
+            query = query.limit(limit)
+        with _translated(self.url), self.engine.connect() as conn:
+            return [_migration(row) for row in conn.execute(query)]
+
+    def history(self, migration_id: str) -> list[Event]:
+        """Every event of a migration, oldest first."""
+        query = (
+            sa.select(events)
+            .where(events.c.migration_id == migration_id)
+            .order_by(events.c.seq)
+        )
+        with _translated(self.url), self.engine.connect() as conn:
+            return [_event(row) for row in conn.execute(query)]
+
+
+def _replace(migration: Migration, **changes: Any) -> Migration:
+    import dataclasses
+
+    return dataclasses.replace(migration, **changes)
