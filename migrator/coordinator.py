@@ -14,7 +14,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from migrator import failpoints
@@ -39,13 +39,12 @@ from migrator.hookrunner import HookRunner
 from migrator.journal.store import Journal
 from migrator.records import EventDraft, Migration, Progress, StepContext
 from migrator.states import (
-    MachineModel,
     State,
     Step,
     Trigger,
-    build_machine,
+    acquire_model,
     fire,
-    release_machine,
+    release_model,
 )
 
 log = logging.getLogger(__name__)
@@ -73,9 +72,7 @@ def _reason(step: Step | str, exc: BaseException) -> str:
 
 def _check_cookie(step: Step, cookie: object) -> bytes:
     if not isinstance(cookie, bytes):
-        raise DriverError(
-            f"{step} returned a cookie of type {type(cookie).__name__}, not bytes"
-        )
+        raise DriverError(f"{step} returned a cookie of type {type(cookie).__name__}, not bytes")
     if len(cookie) > COOKIE_MAX:
         raise CookieTooLarge(step=str(step), size=len(cookie), limit=COOKIE_MAX)
     return cookie
@@ -95,17 +92,17 @@ class Run:
     cookie: bytes = b""
     description: str = ""
     uri: str = ""
-    model: Any = field(default_factory=MachineModel)
+    model: Any = None
 
     def __post_init__(self) -> None:
-        build_machine(self.model, self.migration.state)
+        self.model = acquire_model(self.migration.state)
 
     @property
     def state(self) -> State:
         return self.migration.state
 
     def release(self) -> None:
-        release_machine(self.model)
+        release_model(self.model)
 
 
 @dataclass(frozen=True)
@@ -170,9 +167,7 @@ class Coordinator:
 
         Bad input raises a ``UsageError`` before anything is journaled or called.
         """
-        params = self._preflight(
-            domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol
-        )
+        params = self._preflight(domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol)
         migration = self.journal.create(
             domain=domain,
             dname=dname,
@@ -216,12 +211,8 @@ class Coordinator:
         if dst_state is not None and dst_state is not DomainState.ABSENT:
             raise DomainExists(domain=dname or domain, host=dst.uri)
         if src_state is DomainState.PAUSED:
-            flags |= (
-                MigrateFlags.PAUSED
-            )  # as libvirt: a paused source stays paused on dst
-        return MigrationParams(
-            domain=domain, flags=flags, dname=dname, bandwidth=bandwidth
-        )
+            flags |= MigrateFlags.PAUSED  # as libvirt: a paused source stays paused on dst
+        return MigrationParams(domain=domain, flags=flags, dname=dname, bandwidth=bandwidth)
 
     @staticmethod
     def _negotiate(src: Driver, dst: Driver, protocol: int | None) -> int:
@@ -263,9 +254,7 @@ class Coordinator:
         self._finish(run, cancelled=False)
 
     def _begin(self, run: Run) -> bool:
-        self._intent(
-            run, Trigger.START_BEGIN, EventDraft(kind="intent", step=Step.BEGIN)
-        )
+        self._intent(run, Trigger.START_BEGIN, EventDraft(kind="intent", step=Step.BEGIN))
         out = self._call(run, Step.BEGIN, lambda ctx: run.src.begin(ctx, run.params))
         if out.ok:
             out = self._validated(Step.BEGIN, out, out.value.cookie if out.ok else b"")
@@ -313,9 +302,7 @@ class Coordinator:
         return True
 
     def _perform(self, run: Run) -> bool:
-        draft = EventDraft(
-            kind="intent", step=Step.PERFORM, cookie_in=run.cookie, uri=run.uri
-        )
+        draft = EventDraft(kind="intent", step=Step.PERFORM, cookie_in=run.cookie, uri=run.uri)
         self._intent(run, Trigger.START_PERFORM, draft)
         cookie, uri = run.cookie, run.uri
         out = self._call(
@@ -354,9 +341,7 @@ class Coordinator:
         )
         out = self._validated(Step.FINISH, out, out.value.cookie if out.ok else b"")
         if not out.ok:
-            self._outcome(
-                run, Trigger.FINISH_FAILED, Step.FINISH, out, cancelled=cancelled
-            )
+            self._outcome(run, Trigger.FINISH_FAILED, Step.FINISH, out, cancelled=cancelled)
             self._after_finish_failed(run, cancelled=cancelled)
             return
         running = bool(out.value.running)
@@ -414,9 +399,7 @@ class Coordinator:
         self._intent(run, Trigger.START_CONFIRM, draft)
         self.confirm_with_retries(run, cancelled=cancelled)
 
-    def confirm_with_retries(
-        self, run: Run, *, cancelled: bool, first_attempt: int = 1
-    ) -> None:
+    def confirm_with_retries(self, run: Run, *, cancelled: bool, first_attempt: int = 1) -> None:
         """Call Confirm (its intent is journaled) until it succeeds or the attempts run out."""
         cookie = run.cookie
         for attempt in range(first_attempt, first_attempt + self.confirm_attempts):
@@ -426,9 +409,7 @@ class Coordinator:
                 lambda ctx: run.src.confirm(ctx, run.params, cookie, cancelled),
                 attempt=attempt,
             )
-            out = self._validated(
-                Step.CONFIRM, out, out.value.cookie if out.ok else b""
-            )
+            out = self._validated(Step.CONFIRM, out, out.value.cookie if out.ok else b"")
             if out.ok:
                 trigger = Trigger.ROLLED_BACK if cancelled else Trigger.CONFIRMED
                 reason = run.migration.reason if cancelled else None
@@ -445,9 +426,7 @@ class Coordinator:
                 return
             last = attempt == first_attempt + self.confirm_attempts - 1
             reason = _reason(Step.CONFIRM, out.error or DriverError()) + (
-                f" (after {attempt} attempts; `migrator recover` retries it)"
-                if last
-                else ""
+                f" (after {attempt} attempts; `migrator recover` retries it)" if last else ""
             )
             self._outcome(
                 run,
@@ -459,14 +438,10 @@ class Coordinator:
                 reason=reason,
             )
             if not last:
-                time.sleep(
-                    min(5.0, self.retry_backoff * 2 ** (attempt - first_attempt))
-                )
+                time.sleep(min(5.0, self.retry_backoff * 2 ** (attempt - first_attempt)))
 
     def _give_up(self, run: Run, reason: str) -> None:
-        self._transition(
-            run, Trigger.GIVE_UP, EventDraft(kind="in_doubt"), reason=reason
-        )
+        self._transition(run, Trigger.GIVE_UP, EventDraft(kind="in_doubt"), reason=reason)
 
     def _probe(self, run: Run, driver: Driver, domain: str) -> ProbeResult | None:
         """Ask a host what it holds; journal the answer; None if it cannot tell."""
@@ -536,9 +511,7 @@ class Coordinator:
         )
         start = time.monotonic()
         try:
-            value = self._runner.call(
-                lambda: hook(ctx), step=str(step), timeout=timeout
-            )
+            value = self._runner.call(lambda: hook(ctx), step=str(step), timeout=timeout)
         except Exception as exc:  # noqa: BLE001 -- every driver failure becomes journal data
             failpoints.hit(f"{step}.called")
             return Outcome(error=exc, duration=time.monotonic() - start)

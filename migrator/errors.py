@@ -116,6 +116,4 @@ class StepTimeout(DriverError):
 
 class CookieTooLarge(DriverError):
     def __init__(self, *, step: str, size: int, limit: int) -> None:
-        super().__init__(
-            f"{step} returned a cookie of {size} bytes; the limit is {limit}"
-        )
+        super().__init__(f"{step} returned a cookie of {size} bytes; the limit is {limit}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -132,14 +133,10 @@ _TABLE: tuple[tuple[Trigger, tuple[State, ...], State], ...] = (
 )
 
 TRANSITIONS: tuple[Transition, ...] = tuple(
-    Transition(trigger, source, dest)
-    for trigger, sources, dest in _TABLE
-    for source in sources
+    Transition(trigger, source, dest) for trigger, sources, dest in _TABLE for source in sources
 )
 
-_NEXT: dict[tuple[State, Trigger], State] = {
-    (t.source, t.trigger): t.dest for t in TRANSITIONS
-}
+_NEXT: dict[tuple[State, Trigger], State] = {(t.source, t.trigger): t.dest for t in TRANSITIONS}
 
 
 def next_state(state: State, trigger: Trigger) -> State:
@@ -182,6 +179,22 @@ def _machine() -> Any:
     )
 
 
+_POOL_MAX = 64
+
+
+class _Pool:
+    """Models already attached to the shared machine: adding one costs ~0.1 ms, reuse ~1 us."""
+
+    def __init__(self) -> None:
+        self.free: list[MachineModel] = []
+        self.lock = threading.Lock()
+
+
+@functools.cache
+def _pool() -> _Pool:
+    return _Pool()
+
+
 def build_machine(model: object, initial: State) -> Any:
     """Attach the machine to ``model`` at ``initial`` (no callbacks fire) and return it.
 
@@ -190,6 +203,28 @@ def build_machine(model: object, initial: State) -> Any:
     machine = _machine()
     machine.add_model(model, initial=str(initial))
     return machine
+
+
+def acquire_model(initial: State) -> MachineModel:
+    """A model attached to the machine and set to ``initial`` (no callbacks fire)."""
+    pool = _pool()
+    with pool.lock:
+        model = pool.free.pop() if pool.free else None
+    if model is None:
+        model = MachineModel()
+        build_machine(model, initial)
+    else:
+        _machine().set_state(str(initial), model)
+    return model
+
+
+def release_model(model: MachineModel) -> None:
+    pool = _pool()
+    with pool.lock:
+        if len(pool.free) < _POOL_MAX:
+            pool.free.append(model)
+            return
+    release_machine(model)
 
 
 def release_machine(model: object) -> None:

@@ -40,8 +40,8 @@ def upgrade() -> None:
         sa.Column("updated_at", _TS, nullable=False),
         sa.Column("finished_at", _TS, nullable=True),
         sa.Column("progress", sa.JSON, nullable=True),
+        sqlite_with_rowid=False,
     )
-    op.create_index("ix_migrations_state", "migrations", ["state"])
     op.create_index("ix_migrations_created_at", "migrations", ["created_at"])
     op.create_table(
         "migration_events",
@@ -67,11 +67,11 @@ def upgrade() -> None:
         sa.Column("coordinator", sa.String(255), nullable=True),
         sa.Column("attempt", sa.Integer, nullable=False),
         sa.Column("duration", sa.Float, nullable=True),
+        sqlite_with_rowid=False,
     )
 
 
 def downgrade() -> None:
     op.drop_table("migration_events")
     op.drop_index("ix_migrations_created_at", table_name="migrations")
-    op.drop_index("ix_migrations_state", table_name="migrations")
     op.drop_table("migrations")

@@ -24,9 +24,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
     impl = sa.DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(
-        self, value: datetime | None, dialect: sa.Dialect
-    ) -> datetime | None:
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
         if value is None:
             return None
         return value.astimezone(UTC)
@@ -37,9 +35,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
         assert isinstance(value, datetime)
-        return (
-            value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        )
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 metadata = sa.MetaData()
@@ -66,8 +62,8 @@ migrations = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("finished_at", UTCDateTime, nullable=True),
     sa.Column("progress", sa.JSON, nullable=True),
-    sa.Index("ix_migrations_state", "state"),
     sa.Index("ix_migrations_created_at", "created_at"),
+    sqlite_with_rowid=False,
 )
 
 events = sa.Table(
@@ -95,4 +91,5 @@ events = sa.Table(
     sa.Column("coordinator", sa.String(255), nullable=True),
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("duration", sa.Float, nullable=True),
+    sqlite_with_rowid=False,
 )

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -72,21 +73,15 @@ def _create_engine(url: str) -> sa.Engine:
     try:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError as exc:
-        raise JournalUnavailable(
-            url=redact(url), reason=f"not a database URL ({exc})"
-        ) from None
+        raise JournalUnavailable(url=redact(url), reason=f"not a database URL ({exc})") from None
     if parsed.get_backend_name() == "sqlite":
-        engine = sa.create_engine(
-            parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-        )
+        engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     try:
         return sa.create_engine(parsed, pool_pre_ping=True)
     except (ImportError, sa.exc.NoSuchModuleError) as exc:
-        raise JournalUnavailable(
-            url=redact(url), reason=f"driver not installed ({exc})"
-        ) from None
+        raise JournalUnavailable(url=redact(url), reason=f"driver not installed ({exc})") from None
 
 
 def _sqlite_file(engine: sa.Engine) -> Path | None:
@@ -179,44 +174,120 @@ _ADVANCE = (
         last_seq=migrations.c.last_seq + 1,
         updated_at=sa.bindparam("now"),
         lease_expires_at=sa.bindparam("lease"),
-        reason=sa.func.coalesce(
-            sa.bindparam("new_reason", type_=sa.Text), migrations.c.reason
-        ),
+        reason=sa.func.coalesce(sa.bindparam("new_reason", type_=sa.Text), migrations.c.reason),
         finished_at=sa.bindparam("finished"),
     )
     .returning(migrations.c.last_seq)
 )
 
 
+class _Compiled:
+    """A Core statement compiled once for a dialect and run on the DBAPI cursor.
+
+    The journal commits two statements per step; SQLAlchemy's per-execution machinery
+    (cache key, execution context, result wrapping) costs more than SQLite's commit itself,
+    so the hot path keeps the Core statement but skips that machinery. Bind processors
+    (UTC timestamps, JSON) are the dialect's own, taken from the compiled statement.
+    """
+
+    def __init__(self, stmt: sa.Executable, dialect: sa.Dialect) -> None:
+        compiled = stmt.compile(dialect=dialect)
+        self.sql = compiled.string
+        self.positional = compiled.positiontup
+        self.processors: dict[str, Callable[[Any], Any]] = {}
+        self.defaults = {n: b.value for n, b in compiled.binds.items() if b.value is not None}
+        for name, bind in compiled.binds.items():
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                self.processors[name] = processor
+
+    def params(self, values: dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
+        procs = self.processors
+        values = {**self.defaults, **values}
+        bound = {k: (procs[k](v) if k in procs and v is not None else v) for k, v in values.items()}
+        if self.positional is None:
+            return bound
+        return [bound[name] for name in self.positional]
+
+    def execute(self, conn: sa.Connection, values: dict[str, Any]) -> Any:
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute(self.sql, self.params(values))
+        return cursor
+
+
 class Journal:
     """The journal of migrations. Open it with ``Journal.open(url)``."""
 
-    def __init__(
-        self, engine: sa.Engine, *, lease_seconds: float = LEASE_SECONDS
-    ) -> None:
+    def __init__(self, engine: sa.Engine, *, lease_seconds: float = LEASE_SECONDS) -> None:
         self.engine = engine
         self.url = redact(engine.url.render_as_string(hide_password=False))
         self.lease_seconds = lease_seconds
+        self._writer: sa.Connection | None = None
+        self._write_lock = threading.Lock()
+        self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+        self._advance = _Compiled(_ADVANCE, engine.dialect)
+        self._insert_event = _Compiled(events.insert(), engine.dialect)
+        self._insert_migration = _Compiled(migrations.insert(), engine.dialect)
 
     @classmethod
-    def open(cls, url: str = DEFAULT_URL, *, upgrade: bool | None = None) -> Journal:
+    def open(
+        cls, url: str = DEFAULT_URL, *, upgrade: bool | None = None, check: bool = True
+    ) -> Journal:
         """Open the journal at ``url``; SQLite files are created and upgraded on first use.
 
-        A PostgreSQL journal must be upgraded explicitly (``migrator db upgrade``) unless
-        ``upgrade=True``; an out-of-date schema raises ``SchemaOutOfDate``.
+        A PostgreSQL journal must be upgraded explicitly (``migrator db upgrade``, or
+        ``upgrade=True``); an out-of-date schema raises ``SchemaOutOfDate``. ``check=False``
+        skips the schema check (for ``db current`` and ``db upgrade``).
         """
         engine = _create_engine(url)
         journal = cls(engine)
         auto = engine.dialect.name == "sqlite" if upgrade is None else upgrade
         try:
-            journal._ensure_schema(auto_upgrade=auto)
+            if check:
+                journal._ensure_schema(auto_upgrade=auto)
         except BaseException:
             engine.dispose()
             raise
         return journal
 
     def close(self) -> None:
+        with self._write_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
         self.engine.dispose()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """One transaction on the journal's writer connection, held across transactions.
+
+        Keeping one connection saves a pool checkout and reset per commit, which is most
+        of the engine's cost per step; the lock makes it safe for the progress thread.
+        """
+        with self._write_lock, _translated(self.url):
+            if self._writer is None or self._writer.invalidated:
+                self._writer = self.engine.connect()
+            conn = self._writer
+            try:
+                with conn.begin():
+                    yield conn
+            except sa.exc.DBAPIError as exc:
+                if exc.connection_invalidated or conn.invalidated:
+                    self._drop_writer()
+                raise
+            except self._dbapi_error as exc:
+                self._drop_writer()
+                raise JournalUnavailable(url=self.url, reason=str(exc).splitlines()[0]) from exc
+
+    def _drop_writer(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.invalidate()
+            self._writer = None
+
+    def _fetch_seq(self, conn: sa.Connection, values: dict[str, Any]) -> int | None:
+        row = self._advance.execute(conn, values).fetchone()
+        return None if row is None else int(row[0])
 
     def __enter__(self) -> Journal:
         return self
@@ -241,13 +312,9 @@ class Journal:
         if found == schema.SCHEMA_HEAD:
             return
         if found is not None and found not in schema.KNOWN_REVISIONS:
-            raise SchemaOutOfDate(
-                url=self.url, found=found, expected=schema.SCHEMA_HEAD
-            )
+            raise SchemaOutOfDate(url=self.url, found=found, expected=schema.SCHEMA_HEAD)
         if not auto_upgrade:
-            raise SchemaOutOfDate(
-                url=self.url, found=found, expected=schema.SCHEMA_HEAD
-            )
+            raise SchemaOutOfDate(url=self.url, found=found, expected=schema.SCHEMA_HEAD)
         self.upgrade()
 
     @contextlib.contextmanager
@@ -304,8 +371,8 @@ class Journal:
             "finished_at": None,
             "progress": None,
         }
-        with _translated(self.url), self.engine.begin() as conn:
-            conn.execute(migrations.insert(), values)
+        with self._write() as conn:
+            self._insert_migration.execute(conn, values)
         return Migration(**{**values, "state": State.NEW})
 
     def record(
@@ -325,9 +392,9 @@ class Journal:
         """
         now = _now()
         finished = now if state in TERMINAL else None
-        with _translated(self.url), self.engine.begin() as conn:
-            seq = conn.execute(
-                _ADVANCE,
+        with self._write() as conn:
+            seq = self._fetch_seq(
+                conn,
                 {
                     "mid": migration.id,
                     "expect_fence": migration.fence,
@@ -338,13 +405,11 @@ class Journal:
                     "new_reason": reason,
                     "finished": finished,
                 },
-            ).scalar()
+            )
             if seq is None:
                 self._refused(conn, migration, state)
-            conn.execute(
-                events.insert(),
-                self._event_row(migration.id, seq, draft, state, now, coordinator),
-            )
+            row = self._event_row(migration.id, seq, draft, state, now, coordinator)
+            self._insert_event.execute(conn, row)
         return _replace(
             migration,
             state=state,
@@ -358,15 +423,13 @@ class Journal:
         """Keep the last progress sample of a long step (not an event: it is overwritten)."""
         stmt = (
             migrations.update()
-            .where(
-                migrations.c.id == migration.id, migrations.c.fence == migration.fence
-            )
+            .where(migrations.c.id == migration.id, migrations.c.fence == migration.fence)
             .values(
                 progress=progress,
                 lease_expires_at=_now() + timedelta(seconds=self.lease_seconds),
             )
         )
-        with _translated(self.url), self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(stmt)
 
     @staticmethod
@@ -400,9 +463,7 @@ class Journal:
 
     def _refused(self, conn: sa.Connection, migration: Migration, state: State) -> None:
         row = conn.execute(
-            sa.select(migrations.c.fence, migrations.c.state).where(
-                migrations.c.id == migration.id
-            )
+            sa.select(migrations.c.fence, migrations.c.state).where(migrations.c.id == migration.id)
         ).one_or_none()
         if row is None:
             raise MigrationNotFound(migration_id=migration.id)
@@ -429,9 +490,7 @@ class Journal:
         cleaned = prefix.strip().lower()
         if not cleaned or any(c not in "0123456789abcdef-" for c in cleaned):
             raise MigrationNotFound(migration_id=prefix)
-        query = (
-            sa.select(migrations).where(migrations.c.id.startswith(cleaned)).limit(2)
-        )
+        query = sa.select(migrations).where(migrations.c.id.startswith(cleaned)).limit(2)
         with _translated(self.url), self.engine.connect() as conn:
             rows = conn.execute(query).all()
         if not rows:
@@ -457,9 +516,7 @@ class Journal:
         limit: int | None = None,
     ) -> Sequence[Migration]:
         """Migrations, newest first."""
-        query = sa.select(migrations).order_by(
-            migrations.c.created_at.desc(), migrations.c.id
-        )
+        query = sa.select(migrations).order_by(migrations.c.created_at.desc(), migrations.c.id)
         wanted = [s.value for s in states]
         if wanted:
             query = query.where(migrations.c.state.in_(wanted))
@@ -473,9 +530,7 @@ class Journal:
     def history(self, migration_id: str) -> list[Event]:
         """Every event of a migration, oldest first."""
         query = (
-            sa.select(events)
-            .where(events.c.migration_id == migration_id)
-            .order_by(events.c.seq)
+            sa.select(events).where(events.c.migration_id == migration_id).order_by(events.c.seq)
         )
         with _translated(self.url), self.engine.connect() as conn:
             return [_event(row) for row in conn.execute(query)]
