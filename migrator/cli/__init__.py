@@ -1,0 +1,1 @@
+"""The command line: parsing, rendering and exit codes. The only place that prints or exits."""

@@ -1,0 +1,159 @@
+"""The work behind CLI commands that need more than one library call to render."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from migrator.cli.render import console, header, safe, timeline
+from migrator.coordinator import Coordinator
+from migrator.drivers.base import connect
+from migrator.drivers.test import TestDriver
+from migrator.errors import InvalidURI
+from migrator.flags import MigrateFlags
+from migrator.inspect import migration_dict
+from migrator.journal.store import Journal
+from migrator.records import Migration, Progress
+from migrator.states import TERMINAL, State
+
+EXIT_BY_STATE = {State.CONFIRMED: 0, State.IN_DOUBT: 3}
+
+
+def exit_code(state: State) -> int:
+    return EXIT_BY_STATE.get(state, 1)
+
+
+def test_host(uri: str) -> TestDriver:
+    driver = connect(uri)
+    if not isinstance(driver, TestDriver):
+        raise InvalidURI(uri=uri, reason="not a test host (expected test:///ABS/DIR)")
+    return driver
+
+
+@contextmanager
+def _progress_bar(enabled: bool) -> Iterator[Callable[[Migration, Progress], None] | None]:
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        console=console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("perform", total=None)
+
+        def update(_m: Migration, p: Progress) -> None:
+            bar.update(task, total=p.total, completed=p.transferred, description=f"perform pass {p.passes}")
+
+        yield update
+
+
+def migrate(
+    db: str,
+    domain: str,
+    *,
+    src: str,
+    dst: str,
+    live: bool,
+    bandwidth: int,
+    dname: str | None,
+    protocol: int | None,
+    timeout: float,
+    progress: bool,
+) -> dict[str, Any]:
+    src_driver, dst_driver = connect(src), connect(dst)
+    journal = Journal.open(db)
+    flags = MigrateFlags.LIVE if live else MigrateFlags.NONE
+    with _progress_bar(progress) as on_progress:
+        coordinator = Coordinator(journal, step_timeout=timeout, on_progress=on_progress)
+        try:
+            migration = coordinator.migrate(
+                domain, src=src_driver, dst=dst_driver, flags=flags, dname=dname,
+                bandwidth=bandwidth, protocol=protocol,
+            )
+        except KeyboardInterrupt:
+            _interrupted(journal, coordinator.id)
+            raise
+    return {**migration_dict(migration), "exit_code": exit_code(migration.state)}
+
+
+def _interrupted(journal: Journal, coordinator_id: str) -> None:
+    for m in journal.list(limit=20):
+        if m.owner == coordinator_id and m.state not in TERMINAL:
+            click.echo(
+                f"migrator: interrupted: migration {m.id} left in {m.state}; "
+                "`migrator recover` brings it to a safe end",
+                err=True,
+            )
+            return
+
+
+def print_outcome(outcome: dict[str, Any]) -> None:
+    out = console()
+    out.print(f"migration {outcome['id']}")
+    out.print(f"state     {outcome['state']}")
+    if outcome["reason"]:
+        out.print(f"reason    {safe(outcome['reason'])}", markup=False)
+
+
+def print_timeline(data: dict[str, Any]) -> None:
+    out = console()
+    out.print(header(data))
+    out.print()
+    out.print(timeline(data))
+
+
+def print_domains(domains: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    if not domains:
+        console().print("no domains")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("NAME", "STATE", "MEMORY", "LEASE", "JOB"):
+        table.add_column(column)
+    for d in domains:
+        table.add_row(
+            Text(safe(d["name"], 60)),
+            d["state"],
+            f"{d.get('memory_mib', '?')} MiB",
+            "held" if d.get("lease_held") else "-",
+            Text(safe(d.get("job") or "-", 40)),
+        )
+    console().print(table)
+
+
+def demo(db: str, *, memory: int, bandwidth: int) -> int:
+    out = console()
+    with tempfile.TemporaryDirectory(prefix="migrator-demo-") as tmp:
+        src_uri, dst_uri = f"test://{Path(tmp) / 'host-a'}", f"test://{Path(tmp) / 'host-b'}"
+        src, dst = test_host(src_uri), test_host(dst_uri)
+        src.define("demo-vm", memory_mib=memory)
+        out.print(f"hosts   {src_uri}  {dst_uri}", markup=False)
+        out.print(f"domain  demo-vm ({memory} MiB) running on host-a; live migration at {bandwidth} MiB/s")
+        journal = Journal.open(db)
+        with _progress_bar(True) as on_progress:
+            coordinator = Coordinator(journal, on_progress=on_progress)
+            migration = coordinator.migrate(
+                "demo-vm", src=src, dst=dst, flags=MigrateFlags.LIVE, bandwidth=bandwidth
+            )
+        out.print(f"journal {journal.url}\n", markup=False)
+        from migrator import inspect
+
+        print_timeline(inspect.show(journal, migration.id))
+        where = {d["name"]: d["state"] for d in dst.domains()}
+        out.print(f"\nhost-a: {len(src.domains())} domains; host-b: demo-vm {where.get('demo-vm', 'absent')}")
+        out.print(f"see it again with: migrator show {migration.id[:8]}")
+    return exit_code(migration.state)

@@ -1,0 +1,327 @@
+"""``migrator``: the command line. Each command makes one library call and renders it.
+
+Exit codes (DESIGN §9): 0 success, 1 rolled back or failed, 2 bad usage or bad input,
+3 in doubt, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from migrator.errors import JournalError, MigratorError, UsageError
+from migrator.states import State
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_IN_DOUBT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+DEFAULT_DB = "sqlite:///./migrator.db"
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_BY_STATE = {
+    State.CONFIRMED: EXIT_OK,
+    State.IN_DOUBT: EXIT_IN_DOUBT,
+}
+
+
+class Settings:
+    def __init__(self, db: str, traceback: bool) -> None:
+        self.db = db
+        self.traceback = traceback
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    from migrator.cli.render import safe
+
+    click.echo(f"migrator: error: {safe(message, 2000)}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def _errors(settings: Settings) -> Iterator[None]:
+    """Turn library errors into one line on stderr and the exit code of DESIGN §9."""
+    try:
+        yield
+    except (UsageError, JournalError) as exc:
+        if settings.traceback:
+            raise
+        _fail(str(exc), EXIT_USAGE)
+    except MigratorError as exc:
+        if settings.traceback:
+            raise
+        _fail(str(exc), EXIT_FAILED)
+
+
+def _settings() -> Settings:
+    obj = click.get_current_context().find_object(Settings)
+    assert obj is not None
+    return obj
+
+
+def _journal(*, check: bool = True, upgrade: bool | None = None) -> Any:
+    from migrator.journal.store import Journal
+
+    return Journal.open(_settings().db, check=check, upgrade=upgrade)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, ensure_ascii=True))
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--db",
+    envvar="MIGRATOR_DB",
+    default=DEFAULT_DB,
+    show_default=True,
+    help="Journal URL (sqlite:///FILE or postgresql+psycopg://...); env MIGRATOR_DB.",
+)
+@click.option("--traceback", is_flag=True, help="Show Python tracebacks (for developers).")
+@click.version_option(package_name="migrator")
+@click.pass_context
+def cli(ctx: click.Context, db: str, traceback: bool) -> None:
+    """Crash-safe live migration of VMs with libvirt's five-step protocol (v3)."""
+    ctx.obj = Settings(db=db, traceback=traceback)
+
+
+# -- migrate -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("domain")
+@click.option("--src", required=True, metavar="URI", help="Source host, e.g. test:///srv/hostA.")
+@click.option("--dst", required=True, metavar="URI", help="Destination host.")
+@click.option("--live", is_flag=True, help="Migrate while the domain runs (flag LIVE).")
+@click.option("--bandwidth", type=int, default=0, metavar="MIB", help="Cap in MiB/s (0: none).")
+@click.option("--dname", metavar="NAME", help="Name of the domain on the destination.")
+@click.option("--protocol", type=click.IntRange(1, 3), help="Force a protocol version.")
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="Per-step timeout, s.")
+@json_option
+def migrate(
+    domain: str,
+    src: str,
+    dst: str,
+    live: bool,
+    bandwidth: int,
+    dname: str | None,
+    protocol: int | None,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Migrate DOMAIN from --src to --dst and print the outcome."""
+    from migrator.cli import commands
+
+    settings = _settings()
+    with _errors(settings):
+        if bandwidth < 0:
+            raise UsageError(f"--bandwidth must be >= 0 MiB/s, not {bandwidth}")
+        outcome = commands.migrate(
+            settings.db,
+            domain,
+            src=src,
+            dst=dst,
+            live=live,
+            bandwidth=bandwidth,
+            dname=dname,
+            protocol=protocol,
+            timeout=timeout,
+            progress=not as_json,
+        )
+    if as_json:
+        _print_json(outcome)
+    else:
+        commands.print_outcome(outcome)
+    sys.exit(outcome["exit_code"])
+
+
+# -- read commands ---------------------------------------------------------------------------
+
+STATE_CHOICE = click.Choice([s.value for s in State], case_sensitive=False)
+
+
+@cli.command("list")
+@click.option("--state", "states", multiple=True, type=STATE_CHOICE, help="Only this state (repeatable).")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many, newest first.")
+@json_option
+def list_(states: tuple[str, ...], limit: int | None, as_json: bool) -> None:
+    """List migrations, newest first."""
+    from migrator.inspect import migration_dict
+
+    with _errors(_settings()):
+        journal = _journal()
+        rows = [migration_dict(m) for m in journal.list(states=[State(s.upper()) for s in states], limit=limit)]
+    if as_json:
+        _print_json(rows)
+        return
+    from migrator.cli.render import console, migrations_table
+
+    console().print(migrations_table(rows) if rows else "no migrations")
+
+
+@cli.command()
+@click.argument("migration_id", metavar="ID")
+@json_option
+def show(migration_id: str, as_json: bool) -> None:
+    """Show one migration's timeline: every event, durations, cookies, errors."""
+    from migrator import inspect
+
+    with _errors(_settings()):
+        data = inspect.show(_journal(), migration_id)
+    if as_json:
+        _print_json(data)
+        return
+    from migrator.cli import commands
+
+    commands.print_timeline(data)
+
+
+@cli.command()
+@click.argument("migration_id", metavar="ID", required=False)
+def diagram(migration_id: str | None) -> None:
+    """Print the state machine as a Mermaid diagram (with ID: the path it took)."""
+    from migrator.states import State as S
+    from migrator.states import mermaid
+
+    path = None
+    if migration_id:
+        with _errors(_settings()):
+            journal = _journal()
+            migration = journal.find(migration_id)
+            path = [S.NEW] + [e.state for e in journal.history(migration.id)]
+    click.echo(mermaid(path), nl=False)
+
+
+# -- the journal database ------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """The journal's schema (Alembic)."""
+
+
+@db.command()
+def upgrade() -> None:
+    """Create or upgrade the journal schema to this version of migrator."""
+    with _errors(_settings()):
+        journal = _journal(check=False)
+        journal.upgrade()
+        click.echo(f"journal {journal.url} at revision {journal.revision()}")
+
+
+@db.command()
+def current() -> None:
+    """Print the journal's schema revision."""
+    from migrator.journal.schema import SCHEMA_HEAD
+
+    with _errors(_settings()):
+        journal = _journal(check=False)
+        found = journal.revision()
+    state = "up to date" if found == SCHEMA_HEAD else f"expected {SCHEMA_HEAD}: run `migrator db upgrade`"
+    click.echo(f"{found or 'none'} ({state})")
+
+
+# -- test hosts -------------------------------------------------------------------------------
+
+
+@cli.group("test-host")
+def test_host() -> None:
+    """Simulated hosts (test:///ABS/DIR) whose state lives in a directory."""
+
+
+@test_host.command("define")
+@click.argument("uri")
+@click.argument("domain")
+@click.option("--memory", type=click.IntRange(min=1), default=4, show_default=True, help="MiB.")
+@click.option("--paused", is_flag=True, help="Define the domain paused.")
+def test_host_define(uri: str, domain: str, memory: int, paused: bool) -> None:
+    """Define DOMAIN, running (or paused), on the test host URI."""
+    from migrator.cli import commands
+
+    with _errors(_settings()):
+        info = commands.test_host(uri).define(domain, memory_mib=memory, paused=paused)
+    click.echo(f"defined {domain} ({info['state']}, {memory} MiB) on {uri}")
+
+
+@test_host.command("list")
+@click.argument("uri")
+@json_option
+def test_host_list(uri: str, as_json: bool) -> None:
+    """List the domains of a test host."""
+    from migrator.cli import commands
+
+    with _errors(_settings()):
+        domains = commands.test_host(uri).domains()
+    if as_json:
+        _print_json(domains)
+        return
+    commands.print_domains(domains)
+
+
+FAULT_STEPS = ["begin", "prepare", "perform", "finish", "confirm", "probe"]
+FAULT_MODES = ["error", "lost-reply", "no-domain", "hang", "slow"]
+
+
+@test_host.command("fault")
+@click.argument("uri")
+@click.option("--step", type=click.Choice(FAULT_STEPS), help="The hook to break.")
+@click.option("--mode", type=click.Choice(FAULT_MODES), help="How it breaks.")
+@click.option("--seconds", type=float, help="For slow: how long the hook takes.")
+@click.option("--message", help="For error: the error text.")
+@click.option("--count", type=click.IntRange(min=1), help="Fire this many times, then clear.")
+@click.option("--clear", is_flag=True, help="Remove every fault of the host.")
+def test_host_fault(
+    uri: str,
+    step: str | None,
+    mode: str | None,
+    seconds: float | None,
+    message: str | None,
+    count: int | None,
+    clear: bool,
+) -> None:
+    """Inject a fault into one step of a test host (or --clear them)."""
+    from migrator.cli import commands
+
+    with _errors(_settings()):
+        host = commands.test_host(uri)
+        if clear:
+            host.clear_faults()
+            click.echo(f"cleared faults on {uri}")
+            return
+        if step is None or mode is None:
+            raise UsageError("give --step and --mode, or --clear")
+        try:
+            host.set_fault(step, mode, seconds=seconds, message=message, count=count)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    click.echo(f"{uri}: {step} will {mode}")
+
+
+# -- demo ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--memory", type=click.IntRange(min=1), default=64, show_default=True, help="MiB.")
+@click.option("--bandwidth", type=click.IntRange(min=0), default=256, show_default=True, help="MiB/s.")
+def demo(memory: int, bandwidth: int) -> None:
+    """Two test hosts, one domain, one live migration, then its timeline."""
+    from migrator.cli import commands
+
+    settings = _settings()
+    with _errors(settings):
+        code = commands.demo(settings.db, memory=memory, bandwidth=bandwidth)
+    sys.exit(code)
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="migrator", standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("migrator: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)

@@ -1,0 +1,643 @@
+"""``test:///ABS/DIR``: a simulated host whose whole state lives in DIR, with fault injection.
+
+Like libvirt's test driver, but persistent: the state outlives every process, so a
+coordinator can be killed and restarted against the same hosts, and ``migrator test-host``
+can inspect them meanwhile. ``DIR/host.json`` holds::
+
+    {"host_id": uuid, "domains": {name: {state, memory_mib, image, checksum,
+                                         lease: {token, held}, job, state_before_job,
+                                         outgoing: {migration id: "completed"}, ...}},
+     "faults": {step: {mode, seconds, message, count}},
+     "calls": {memo key: recorded result}, "fences": {migration id: highest fence}}
+
+Every read-modify-write holds an exclusive ``flock`` on ``DIR/.lock`` and replaces
+``host.json`` atomically; long work (the copy in Perform, the sleeps of faults) runs
+without the lock. A domain's memory is an image file under ``DIR/images/``; Perform copies
+it to the destination's ``images/incoming-<migration id>.img`` and Finish checks its sha256.
+
+Fault modes, per step (``begin``... ``confirm``, ``probe``): ``error`` raises having done
+nothing; ``lost-reply`` does the work, then raises; ``no-domain`` (Finish only) makes
+Finish(cancelled=0) drop the incoming copy and report no domain; ``hang`` never returns
+before ``ctx.deadline`` + 1 s; ``slow`` sleeps ``seconds`` first. A fault with a ``count``
+fires that many times, else until cleared.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import fcntl
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+from migrator.drivers.base import (
+    BeginResult,
+    ConfirmResult,
+    DomainState,
+    Feature,
+    FinishResult,
+    MigrationParams,
+    PerformResult,
+    PrepareResult,
+    ProbeResult,
+)
+from migrator.errors import DomainExists, DomainNotFound, DriverError, InvalidURI
+from migrator.flags import MigrateFlags
+from migrator.records import Progress, StepContext
+from migrator.states import Step
+
+Host = dict[str, Any]
+Memo = dict[str, Any]
+
+MIB = 1024 * 1024
+CHUNK = 256 * 1024
+PROGRESS_EVERY = 0.1
+NAP = 0.02
+HANG_GRACE = 1.0
+"""A hung hook outlives its deadline by this much, so the engine's timeout fires first."""
+
+_FEATURES = frozenset({Feature.MIGRATION_V3})
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+class FaultMode(enum.StrEnum):
+    ERROR = "error"
+    LOST_REPLY = "lost-reply"
+    NO_DOMAIN = "no-domain"
+    HANG = "hang"
+    SLOW = "slow"
+
+
+def _enc(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _dec(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def _json_bytes(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, sort_keys=True).encode()
+
+
+def _key(mid: str, step: Step, cancelled: bool | None = None) -> str:
+    return f"{mid}/{step}" if cancelled is None else f"{mid}/{step}/{int(cancelled)}"
+
+
+def _incoming_image(mid: str) -> str:
+    """The image path (relative to DIR) a migration's copy arrives at."""
+    if not _SAFE_ID.fullmatch(mid):
+        raise DriverError(f"migration id {mid!r} cannot name a file on a test host")
+    return f"images/incoming-{mid}.img"
+
+
+def _parse_dir(uri: str) -> Path:
+    parts = urlsplit(uri)
+    if parts.scheme != "test" or parts.netloc or not parts.path.startswith("/"):
+        raise InvalidURI(
+            uri=uri, reason=f"test host path must be absolute: test:///ABS/DIR, not {uri}"
+        )
+    return Path(parts.path)
+
+
+def _parse_incoming(uri: str, mid: str) -> Path:
+    """The destination DIR of a Prepare URI, checked to be for migration ``mid``."""
+    parts = urlsplit(uri)
+    wanted = parse_qs(parts.query).get("incoming", [""])[0]
+    if parts.scheme != "test" or parts.netloc or not parts.path.startswith("/"):
+        raise DriverError(f"not a test host migration URI: {uri}")
+    if wanted != mid:
+        raise DriverError(f"URI {uri} is for migration {wanted!r}, not {mid!r}")
+    return Path(parts.path)
+
+
+def _write_image(path: Path, name: str, memory_mib: int) -> str:
+    """Write ``memory_mib`` MiB of bytes that depend only on ``name``; return their sha256.
+
+    One MiB of SHAKE output, each copy stamped with its index, is fast at any size and
+    still makes every MiB (and every domain) different.
+    """
+    base = hashlib.shake_256(name.encode()).digest(MIB)
+    digest = hashlib.sha256()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as out:
+        for i in range(memory_mib):
+            block = i.to_bytes(8, "big") + base[8:]
+            digest.update(block)
+            out.write(block)
+        out.flush()
+        os.fsync(out.fileno())
+    return digest.hexdigest()
+
+
+def _domain(
+    state: DomainState,
+    memory_mib: int,
+    image: str,
+    checksum: str,
+    lease: str | None,
+    *,
+    job: str | None,
+) -> dict[str, Any]:
+    """A domain record; one with a ``job`` is arriving (incoming) and holds no lease yet."""
+    return {
+        "state": str(state),
+        "memory_mib": memory_mib,
+        "image": image,
+        "checksum": checksum,
+        "lease": {"token": lease, "held": job is None},
+        "job": job,
+        "state_before_job": None,
+        "outgoing": {},
+        "arrived_with": job,
+    }
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def _check_fault(step: str, mode: str, seconds: float | None, count: int | None) -> None:
+    steps = [str(s) for s in Step]
+    modes = [str(m) for m in FaultMode]
+    if step not in steps:
+        raise ValueError(f"unknown step {step!r}; valid steps: {', '.join(steps)}")
+    if mode not in modes:
+        raise ValueError(f"unknown fault mode {mode!r}; valid modes: {', '.join(modes)}")
+    if mode == FaultMode.NO_DOMAIN and step != Step.FINISH:
+        raise ValueError(f"fault mode no-domain applies only to finish, not {step}")
+    if seconds is not None and seconds < 0:
+        raise ValueError(f"fault seconds must be >= 0, not {seconds}")
+    if count is not None and count < 1:
+        raise ValueError(f"fault count must be >= 1, not {count}")
+
+
+def _hang(step: str, deadline: float | None) -> None:
+    while deadline is None or time.monotonic() < deadline + HANG_GRACE:
+        time.sleep(NAP)
+    raise DriverError(f"hung: injected hang in {step} gave up after its deadline")
+
+
+def _check_stop(ctx: StepContext, done: int, total: int) -> None:
+    if ctx.aborted():
+        raise DriverError(f"perform aborted after {done} of {total} bytes")
+    if ctx.deadline is not None and time.monotonic() > ctx.deadline:
+        raise DriverError(f"perform passed its deadline after {done} of {total} bytes")
+
+
+def _pace(ctx: StepContext, start: float, done: int, total: int, bandwidth: int) -> None:
+    """Sleep until ``done`` bytes fit ``bandwidth`` MiB/s, still heeding abort and deadline."""
+    if bandwidth <= 0:
+        return
+    due = start + done / (bandwidth * MIB)
+    while (left := due - time.monotonic()) > 0:
+        _check_stop(ctx, done, total)
+        time.sleep(min(NAP, left))
+
+
+def _send(ctx: StepContext, src: Path, dst: Path, bandwidth: int) -> int:
+    """Copy ``src`` to ``dst`` in chunks, paced and reporting progress; return bytes sent."""
+    total = src.stat().st_size
+    done, start, reported = 0, time.monotonic(), time.monotonic()
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        while chunk := fin.read(CHUNK):
+            _check_stop(ctx, done, total)
+            fout.write(chunk)
+            done += len(chunk)
+            _pace(ctx, start, done, total, bandwidth)
+            if time.monotonic() - reported >= PROGRESS_EVERY:
+                reported = time.monotonic()
+                ctx.progress(Progress(total, done, total - done, passes=1))
+        _check_stop(ctx, done, total)
+        fout.flush()
+        os.fsync(fout.fileno())
+    ctx.progress(Progress(total, done, 0, passes=1))
+    return done
+
+
+class TestDriver:
+    """One simulated host; every hook is idempotent per migration id and step (DESIGN §5)."""
+
+    __test__ = False  # the name starts with "Test": keep pytest from collecting it
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.dir = _parse_dir(uri)
+        self._state = self.dir / "host.json"
+
+    # -- storage ------------------------------------------------------------------------
+
+    def _read(self) -> Host:
+        """The host as last written, without the lock (writes are atomic replaces)."""
+        try:
+            host: Host = json.loads(self._state.read_text())
+        except FileNotFoundError:
+            host = {}
+        except ValueError as exc:
+            raise DriverError(f"{self._state} is not valid JSON: {exc}") from exc
+        for part in ("domains", "faults", "calls", "fences"):
+            host.setdefault(part, {})
+        return host
+
+    @contextmanager
+    def _txn(self) -> Iterator[Host]:
+        """Read-modify-write under the host lock; written only if the body returns."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            host = self._read()
+            host.setdefault("host_id", str(uuid.uuid4()))
+            before = json.dumps(host, sort_keys=True)
+            yield host
+            if json.dumps(host, sort_keys=True) != before:
+                self._write(host)
+
+    def _write(self, host: Host) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".host-", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(host, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._state)
+        dfd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)  # make the rename itself durable
+        finally:
+            os.close(dfd)
+
+    def _once(self, key: str, effect: Callable[[Host], Memo]) -> Memo:
+        """Apply ``effect`` and record its result in the same write, unless already done."""
+        with self._txn() as host:
+            if key not in host["calls"]:
+                host["calls"][key] = effect(host)
+            memo: Memo = host["calls"][key]
+            return memo
+
+    def _remove(self, host: Host, name: str) -> None:
+        dom = host["domains"].pop(name)
+        (self.dir / dom["image"]).unlink(missing_ok=True)
+
+    # -- public helpers (the ``migrator test-host`` CLI) ---------------------------------
+
+    @property
+    def host_id(self) -> str:
+        """This host's identity, created with the host."""
+        with self._txn() as host:
+            host_id: str = host["host_id"]
+            return host_id
+
+    def define(self, name: str, memory_mib: int = 4, paused: bool = False) -> dict[str, Any]:
+        """Create domain ``name`` with a fresh image; raise DomainExists if it is here."""
+        if not name:
+            raise ValueError("a domain name must not be empty")
+        if memory_mib < 1:
+            raise ValueError(f"memory_mib must be >= 1, not {memory_mib}")
+        if name in self._read()["domains"]:
+            raise DomainExists(domain=name, host=self.uri)
+        image = f"images/{uuid.uuid4().hex}.img"
+        checksum = _write_image(self.dir / image, name, memory_mib)
+        state = DomainState.PAUSED if paused else DomainState.RUNNING
+        dom = _domain(state, memory_mib, image, checksum, uuid.uuid4().hex, job=None)
+        try:
+            with self._txn() as host:
+                if name in host["domains"]:
+                    raise DomainExists(domain=name, host=self.uri)
+                host["domains"][name] = dom
+        except DomainExists:
+            (self.dir / image).unlink(missing_ok=True)
+            raise
+        return {"name": name, **dom}
+
+    def domains(self) -> list[dict[str, Any]]:
+        """Every domain, sorted by name: name, state, memory_mib, lease_held, job, checksum."""
+        return [
+            {
+                "name": name,
+                "state": dom["state"],
+                "memory_mib": dom["memory_mib"],
+                "lease_held": dom["lease"]["held"],
+                "job": dom["job"],
+                "checksum": dom["checksum"],
+            }
+            for name, dom in sorted(self._read()["domains"].items())
+        ]
+
+    def set_fault(
+        self,
+        step: str,
+        mode: str,
+        *,
+        seconds: float | None = None,
+        message: str | None = None,
+        count: int | None = None,
+    ) -> None:
+        """Arm a fault for ``step``, replacing any; ValueError names what is wrong."""
+        _check_fault(step, mode, seconds, count)
+        fault = {"mode": mode, "seconds": seconds, "message": message, "count": count}
+        with self._txn() as host:
+            host["faults"][step] = fault
+
+    def clear_faults(self) -> None:
+        with self._txn() as host:
+            host["faults"].clear()
+
+    def faults(self) -> dict[str, dict[str, Any]]:
+        faults: dict[str, dict[str, Any]] = self._read()["faults"]
+        return faults
+
+    # -- faults and fences ---------------------------------------------------------------
+
+    @staticmethod
+    def _consume(host: Host, step: Step, skip: FaultMode | None) -> dict[str, Any] | None:
+        fault: dict[str, Any] | None = host["faults"].get(step)
+        if fault is None or fault["mode"] == skip:
+            return None
+        if fault["count"] is not None:
+            fault["count"] -= 1
+            if fault["count"] <= 0:
+                del host["faults"][step]
+        return dict(fault)
+
+    def _admit(
+        self, ctx: StepContext, step: Step, skip: FaultMode | None = None
+    ) -> dict[str, Any] | None:
+        """Refuse a stale fence, record a higher one, and take this step's fault if any."""
+        with self._txn() as host:
+            seen: int = host["fences"].get(ctx.migration_id, ctx.fence)
+            if ctx.fence < seen:
+                raise DriverError(
+                    f"stale fence {ctx.fence} for migration {ctx.migration_id}:"
+                    f" this host has seen {seen}"
+                )
+            host["fences"][ctx.migration_id] = ctx.fence
+            return self._consume(host, step, skip)
+
+    @staticmethod
+    def _before(fault: dict[str, Any] | None, step: Step, deadline: float | None) -> None:
+        if fault is None:
+            return
+        if fault["mode"] == FaultMode.ERROR:
+            raise DriverError(fault["message"] or f"injected error in {step}")
+        if fault["mode"] == FaultMode.HANG:
+            _hang(step, deadline)
+        if fault["mode"] == FaultMode.SLOW:
+            time.sleep(1.0 if fault["seconds"] is None else fault["seconds"])
+
+    @contextmanager
+    def _guarded(
+        self, ctx: StepContext, step: Step, skip: FaultMode | None = None
+    ) -> Iterator[dict[str, Any] | None]:
+        """Admit the call and play its fault around the body (lost-reply after it)."""
+        fault = self._admit(ctx, step, skip)
+        self._before(fault, step, ctx.deadline)
+        yield fault
+        if fault is not None and fault["mode"] == FaultMode.LOST_REPLY:
+            raise DriverError(
+                fault["message"] or f"reply lost: {step} took effect but its answer never came"
+            )
+
+    def _job_domain(self, host: Host, name: str, mid: str) -> dict[str, Any]:
+        dom: dict[str, Any] | None = host["domains"].get(name)
+        if dom is None or dom["job"] != mid:
+            raise DriverError(f"domain {name!r} on {self.uri} has no job for migration {mid}")
+        return dom
+
+    # -- the protocol --------------------------------------------------------------------
+
+    def features(self) -> frozenset[Feature]:
+        return _FEATURES
+
+    def begin(self, ctx: StepContext, params: MigrationParams) -> BeginResult:
+        """Start the migration job on the source domain; nothing else visible changes."""
+        with self._guarded(ctx, Step.BEGIN):
+            memo = self._once(
+                _key(ctx.migration_id, Step.BEGIN), lambda h: self._begin(h, ctx, params)
+            )
+        return BeginResult(description=memo["description"], cookie=_dec(memo["cookie"]))
+
+    def _begin(self, host: Host, ctx: StepContext, params: MigrationParams) -> Memo:
+        dom = host["domains"].get(params.domain)
+        if dom is None or not DomainState(dom["state"]).active:
+            raise DomainNotFound(domain=params.domain, host=self.uri)
+        if dom["job"] not in (None, ctx.migration_id):
+            raise DriverError(f"domain {params.domain!r} is being migrated by {dom['job']}")
+        dom["job"], dom["state_before_job"] = ctx.migration_id, dom["state"]
+        description = {
+            "name": params.domain,
+            "memory_mib": dom["memory_mib"],
+            "checksum": dom["checksum"],
+        }
+        cookie = {
+            "host": host["host_id"],
+            "lease": dom["lease"]["token"],
+            "checksum": dom["checksum"],
+        }
+        return {
+            "description": json.dumps(description, sort_keys=True),
+            "cookie": _enc(_json_bytes(cookie)),
+        }
+
+    def prepare(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, description: str
+    ) -> PrepareResult:
+        """Create ``dest_name`` as an incoming domain and an image path for the copy."""
+        with self._guarded(ctx, Step.PREPARE):
+            try:
+                desc, peer = json.loads(description), json.loads(cookie)
+            except ValueError as exc:
+                raise DriverError(f"prepare got a bad description or cookie: {exc}") from exc
+            memo = self._once(
+                _key(ctx.migration_id, Step.PREPARE),
+                lambda h: self._prepare(h, ctx, params, desc, peer),
+            )
+        return PrepareResult(uri=memo["uri"], cookie=_dec(memo["cookie"]))
+
+    def _prepare(
+        self,
+        host: Host,
+        ctx: StepContext,
+        params: MigrationParams,
+        desc: dict[str, Any],
+        peer: dict[str, Any],
+    ) -> Memo:
+        name, mid = params.dest_name, ctx.migration_id
+        if name in host["domains"]:
+            raise DomainExists(domain=name, host=self.uri)
+        image = _incoming_image(mid)
+        (self.dir / image).parent.mkdir(parents=True, exist_ok=True)
+        (self.dir / image).touch()  # the "listening socket": Perform refuses without it
+        host["domains"][name] = _domain(
+            DomainState.INCOMING,
+            desc["memory_mib"],
+            image,
+            desc["checksum"],
+            peer.get("lease"),
+            job=mid,
+        )
+        uri = f"test://{self.dir}?incoming={quote(mid)}"
+        return {"uri": uri, "cookie": _enc(_json_bytes({"host": host["host_id"]}))}
+
+    def perform(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, uri: str
+    ) -> PerformResult:
+        """Copy the image to ``uri``; on success the source is paused, its lease released.
+
+        Gives up (raising, the source as it was) when ``ctx.aborted()`` or the deadline trips.
+        """
+        with self._guarded(ctx, Step.PERFORM):
+            key = _key(ctx.migration_id, Step.PERFORM)
+            memo = self._read()["calls"].get(key) or self._perform(ctx, params, uri, key)
+        return PerformResult(cookie=_dec(memo["cookie"]), stats=memo["stats"])
+
+    def _perform(self, ctx: StepContext, params: MigrationParams, uri: str, key: str) -> Memo:
+        mid = ctx.migration_id
+        final = _parse_incoming(uri, mid) / _incoming_image(mid)
+        if not final.exists():
+            raise DriverError(f"{uri} is not expecting migration {mid}: no incoming image")
+        with self._txn() as host:
+            dom = self._job_domain(host, params.domain, mid)
+            before, source = dom["state"], self.dir / dom["image"]
+            if not params.flags & MigrateFlags.LIVE:
+                dom["state"] = str(DomainState.PAUSED)
+        start = time.monotonic()
+        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            sent = _send(ctx, source, tmp, params.bandwidth)
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            self._restore(params.domain, mid, before)
+            raise
+        stats = {"bytes": sent, "seconds": round(time.monotonic() - start, 3)}
+        return self._once(key, lambda h: self._performed(h, params.domain, mid, stats))
+
+    def _restore(self, name: str, mid: str, state: str) -> None:
+        with self._txn() as host:
+            dom = host["domains"].get(name)
+            if dom is not None and dom["job"] == mid:
+                dom["state"] = state
+
+    def _performed(self, host: Host, name: str, mid: str, stats: dict[str, Any]) -> Memo:
+        dom = self._job_domain(host, name, mid)
+        dom["state"] = str(DomainState.PAUSED)
+        dom["lease"]["held"] = False  # the destination takes it over at Finish
+        dom["outgoing"][mid] = "completed"
+        cookie = {"host": host["host_id"], "sent": stats["bytes"]}
+        return {"cookie": _enc(_json_bytes(cookie)), "stats": stats}
+
+    def finish(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
+    ) -> FinishResult:
+        """Run the received domain if its image is whole; if ``cancelled``, remove it."""
+        key = _key(ctx.migration_id, Step.FINISH, cancelled)
+        skip = FaultMode.NO_DOMAIN if cancelled else None
+        with self._guarded(ctx, Step.FINISH, skip) as fault:
+            if cancelled:
+                memo = self._once(key, lambda h: self._cancel_incoming(h, params, ctx))
+            else:
+                whole = fault is None or fault["mode"] != FaultMode.NO_DOMAIN
+                whole = whole and self._image_whole(params.dest_name, ctx.migration_id)
+                memo = self._once(key, lambda h: self._land(h, params, ctx, whole))
+        return FinishResult(running=memo["running"], cookie=_dec(memo["cookie"]))
+
+    def _image_whole(self, name: str, mid: str) -> bool:
+        """True if ``name``'s incoming image matches the checksum Begin sent (no lock held)."""
+        dom = self._read()["domains"].get(name)
+        if dom is None or dom["job"] != mid:
+            return False
+        return bool(_sha256(self.dir / dom["image"]) == dom["checksum"])
+
+    def _finished(self, host: Host, running: bool) -> Memo:
+        cookie = {"host": host["host_id"], "running": running}
+        return {"running": running, "cookie": _enc(_json_bytes(cookie))}
+
+    def _land(self, host: Host, params: MigrationParams, ctx: StepContext, whole: bool) -> Memo:
+        dom = host["domains"].get(params.dest_name)
+        if dom is None or dom["job"] != ctx.migration_id:
+            return self._finished(host, running=False)
+        if not whole:
+            self._remove(host, params.dest_name)
+            return self._finished(host, running=False)
+        paused = bool(params.flags & MigrateFlags.PAUSED)
+        dom["state"] = str(DomainState.PAUSED if paused else DomainState.RUNNING)
+        dom["lease"]["held"], dom["job"] = True, None
+        return self._finished(host, running=True)
+
+    def _cancel_incoming(self, host: Host, params: MigrationParams, ctx: StepContext) -> Memo:
+        mid = ctx.migration_id
+        dom = host["domains"].get(params.dest_name)
+        if dom is not None and dom.get("arrived_with") == mid and dom["job"] is None:
+            # A Finish(0) already ran it: say so honestly; the engine calls that in doubt.
+            return self._finished(host, running=True)
+        if dom is not None and dom["job"] == mid:
+            self._remove(host, params.dest_name)
+        (self.dir / _incoming_image(mid)).unlink(missing_ok=True)
+        return self._finished(host, running=False)
+
+    def confirm(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
+    ) -> ConfirmResult:
+        """Remove the source copy, or if ``cancelled`` resume it as it was at Begin.
+
+        Either is a no-op for a domain that is absent or has no job for this migration.
+        """
+        with self._guarded(ctx, Step.CONFIRM):
+            effect = self._resume if cancelled else self._kill
+            self._once(
+                _key(ctx.migration_id, Step.CONFIRM, cancelled),
+                lambda h: effect(h, params.domain, ctx.migration_id),
+            )
+        return ConfirmResult(cookie=b"")
+
+    def _kill(self, host: Host, name: str, mid: str) -> Memo:
+        if name in host["domains"]:
+            self._job_domain(host, name, mid)  # never kill a copy this migration never began
+            self._remove(host, name)
+        return {}
+
+    def _resume(self, host: Host, name: str, mid: str) -> Memo:
+        dom = host["domains"].get(name)
+        if dom is not None and dom["job"] == mid:
+            dom["state"] = dom["state_before_job"] or str(DomainState.RUNNING)
+            dom["lease"]["held"], dom["job"], dom["state_before_job"] = True, None, None
+            dom["outgoing"].pop(mid, None)
+        return {}
+
+    def probe(self, domain: str) -> ProbeResult:
+        """The state of ``domain`` here, with lease_held, job and outgoing transfers."""
+        fault = None
+        if Step.PROBE in self._read()["faults"]:
+            with self._txn() as host:
+                fault = self._consume(host, Step.PROBE, None)
+        if fault is not None and fault["mode"] == FaultMode.HANG:
+            raise DriverError(fault["message"] or "hung: injected hang in probe")
+        self._before(fault, Step.PROBE, None)
+        dom = self._read()["domains"].get(domain)
+        if fault is not None and fault["mode"] == FaultMode.LOST_REPLY:
+            raise DriverError(fault["message"] or "reply lost: the probe's answer never came")
+        if dom is None:
+            absent: dict[str, Any] = {"lease_held": False, "job": None, "outgoing": {}}
+            return ProbeResult(state=DomainState.ABSENT, detail=absent)
+        detail = {
+            "lease_held": dom["lease"]["held"],
+            "job": dom["job"],
+            "outgoing": dict(dom["outgoing"]),
+        }
+        return ProbeResult(state=DomainState(dom["state"]), detail=detail)
+
+    def close(self) -> None:
+        return None
