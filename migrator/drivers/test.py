@@ -260,8 +260,8 @@ class TestDriver:
         with open(self.dir / ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             host = self._read()
-            host.setdefault("host_id", str(uuid.uuid4()))
             before = json.dumps(host, sort_keys=True)
+            host.setdefault("host_id", str(uuid.uuid4()))  # a new host is born at first write
             yield host
             if json.dumps(host, sort_keys=True) != before:
                 self._write(host)

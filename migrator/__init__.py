@@ -1,0 +1,70 @@
+"""migrator: crash-safe live migration of VMs with libvirt's five-step protocol (v3).
+
+    from migrator import Coordinator, Journal, MigrateFlags, State, connect
+    journal = Journal.open("sqlite:///migrator.db")
+    coord = Coordinator(journal)
+    m = coord.migrate("vm1", src=connect("test:///tmp/a"), dst=connect("test:///tmp/b"),
+                      flags=MigrateFlags.LIVE)
+
+Names are imported on first use, so ``import migrator`` (and ``migrator --help``) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from migrator.coordinator import Coordinator
+    from migrator.drivers.base import COOKIE_MAX, DomainState, Driver, Feature, MigrationParams, connect
+    from migrator.errors import (
+        DriverError,
+        IllegalTransition,
+        JournalError,
+        MigratorError,
+        SchemaOutOfDate,
+        UsageError,
+    )
+    from migrator.flags import MigrateFlags
+    from migrator.journal.store import Journal
+    from migrator.records import Event, Migration, Progress, StepContext
+    from migrator.states import State, Step, Trigger
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+_HOMES = {
+    "COOKIE_MAX": "migrator.drivers.base",
+    "Coordinator": "migrator.coordinator",
+    "DomainState": "migrator.drivers.base",
+    "Driver": "migrator.drivers.base",
+    "DriverError": "migrator.errors",
+    "Event": "migrator.records",
+    "Feature": "migrator.drivers.base",
+    "IllegalTransition": "migrator.errors",
+    "Journal": "migrator.journal.store",
+    "JournalError": "migrator.errors",
+    "MigrateFlags": "migrator.flags",
+    "Migration": "migrator.records",
+    "MigrationParams": "migrator.drivers.base",
+    "MigratorError": "migrator.errors",
+    "Progress": "migrator.records",
+    "SchemaOutOfDate": "migrator.errors",
+    "State": "migrator.states",
+    "Step": "migrator.states",
+    "StepContext": "migrator.records",
+    "Trigger": "migrator.states",
+    "UsageError": "migrator.errors",
+    "connect": "migrator.drivers.base",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'migrator' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,123 @@
+"""Fixtures: a fresh journal per test on SQLite and on the real PostgreSQL server, and
+real test hosts in temporary directories.
+
+PostgreSQL tests use ``MIGRATOR_TEST_PG_URL`` (default: the local ``test`` database) and a
+fresh schema per test, dropped afterwards, so runs never see each other's rows. They skip
+when the server is unreachable, unless ``MIGRATOR_REQUIRE_PG=1`` makes that a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import sqlalchemy as sa
+
+from migrator.drivers.test import TestDriver
+from migrator.journal.store import Journal
+
+PG_URL = os.environ.get("MIGRATOR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REQUIRE_PG = os.environ.get("MIGRATOR_REQUIRE_PG") == "1"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def pg_engine() -> Iterator[sa.Engine]:
+    engine = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 -- any failure means "no server here"
+        engine.dispose()
+        if REQUIRE_PG:
+            pytest.fail(f"PostgreSQL required (MIGRATOR_REQUIRE_PG=1) but unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable at {PG_URL}: {exc}")
+    yield engine
+    engine.dispose()
+
+
+def _schema_url(base: str, schema: str) -> str:
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
+
+
+@pytest.fixture
+def pg_url(pg_engine: sa.Engine) -> Iterator[str]:
+    """A URL whose search_path is a fresh, empty schema (no migrator tables yet)."""
+    schema = f"mt_{uuid.uuid4().hex[:16]}"
+    with pg_engine.connect() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    yield _schema_url(PG_URL, schema)
+    with pg_engine.connect() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A journal URL with an up-to-date schema, on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'journal.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    Journal.open(url, upgrade=True).close()
+    return url
+
+
+@pytest.fixture
+def journal(db_url: str) -> Iterator[Journal]:
+    j = Journal.open(db_url)
+    yield j
+    j.close()
+
+
+@dataclass
+class Hosts:
+    src: TestDriver
+    dst: TestDriver
+
+    @property
+    def src_uri(self) -> str:
+        return self.src.uri
+
+    @property
+    def dst_uri(self) -> str:
+        return self.dst.uri
+
+    def states(self, domain: str) -> tuple[str, str]:
+        return state_of(self.src, domain), state_of(self.dst, domain)
+
+
+def state_of(host: TestDriver, domain: str) -> str:
+    for d in host.domains():
+        if d["name"] == domain:
+            return str(d["state"])
+    return "absent"
+
+
+@pytest.fixture
+def hosts(tmp_path: Path) -> Hosts:
+    """Two test hosts; ``vm1`` (4 MiB) runs on the source."""
+    src = TestDriver(f"test://{tmp_path / 'host-a'}")
+    dst = TestDriver(f"test://{tmp_path / 'host-b'}")
+    src.define("vm1", memory_mib=4)
+    return Hosts(src, dst)
+
+
+def run_cli(*args: str, db: str | None = None, env: dict[str, str] | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m migrator ARGS`` in a subprocess, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("MIGRATOR_FAILPOINTS", None) if env is None or "MIGRATOR_FAILPOINTS" not in env else None
+    if db is not None:
+        full_env["MIGRATOR_DB"] = db
+    return subprocess.run(
+        [sys.executable, "-m", "migrator", *args],
+        capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT, check=False,
+    )

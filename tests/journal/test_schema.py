@@ -1,0 +1,80 @@
+"""The Alembic revisions and the SQLAlchemy tables describe the same schema."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.config import Config
+
+from migrator.errors import JournalUnavailable, SchemaOutOfDate
+from migrator.journal import schema
+from migrator.journal.store import Journal, script_location
+
+
+def test_models_and_migrations_do_not_drift(db_url: str) -> None:
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(context, schema.metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_schema_head_constant_is_the_alembic_head() -> None:
+    config = Config()
+    config.set_main_option("script_location", script_location())
+    script = ScriptDirectory.from_config(config)
+    assert script.get_current_head() == schema.SCHEMA_HEAD
+    assert [r.revision for r in script.walk_revisions()][::-1] == list(schema.KNOWN_REVISIONS)
+
+
+def test_sqlite_file_is_created_and_upgraded_on_first_use(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    with Journal.open(f"sqlite:///{path}") as journal:
+        assert journal.revision() == schema.SCHEMA_HEAD
+    assert path.exists()
+
+
+def test_sqlite_runs_in_wal_mode_with_synchronous_full(tmp_path: Path) -> None:
+    with Journal.open(f"sqlite:///{tmp_path / 'j.db'}") as journal, journal.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_postgres_journal_must_be_upgraded_explicitly(pg_url: str) -> None:
+    with pytest.raises(SchemaOutOfDate, match="migrator db upgrade"):
+        Journal.open(pg_url)
+    Journal.open(pg_url, upgrade=True).close()
+    with Journal.open(pg_url) as journal:
+        assert journal.revision() == schema.SCHEMA_HEAD
+
+
+def test_a_schema_newer_than_the_code_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    Journal.open(f"sqlite:///{path}").close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(SchemaOutOfDate, match="9999"):
+        Journal.open(f"sqlite:///{path}")
+
+
+def test_a_file_that_is_not_a_database_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"this is not sqlite\x00" * 100)
+    with pytest.raises(JournalUnavailable, match="not a database"):
+        Journal.open(f"sqlite:///{path}")
+    assert path.read_bytes() == b"this is not sqlite\x00" * 100
+
+
+def test_passwords_never_appear_in_the_journal_url() -> None:
+    from migrator.journal.store import redact
+
+    assert "s3cret" not in redact("postgresql+psycopg://bob:s3cret@db.example/x")
+    assert "***" in redact("postgresql+psycopg://bob:s3cret@db.example/x")
