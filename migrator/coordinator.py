@@ -60,9 +60,18 @@ def new_coordinator_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def storable(text: str, limit: int = ERROR_TEXT_MAX) -> str:
+    """Driver text as the journal can keep it on every backend, bounded.
+
+    PostgreSQL text cannot hold NUL and neither backend takes lone surrogates, so both are
+    written as backslash escapes; everything else is kept as the driver gave it.
+    """
+    text = text[:limit].replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _error_text(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text[:ERROR_TEXT_MAX]
+    return storable(str(exc) or type(exc).__name__)
 
 
 def _reason(step: Step | str, exc: BaseException) -> str:

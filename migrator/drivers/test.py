@@ -268,11 +268,15 @@ class TestDriver:
 
     def _write(self, host: Host) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".host-", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(host, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._state)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(host, f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._state)
+        except BaseException:
+            os.unlink(tmp)
+            raise
         dfd = os.open(self.dir, os.O_RDONLY)
         try:
             os.fsync(dfd)  # make the rename itself durable

@@ -447,12 +447,14 @@ def test_abort_stops_perform_and_leaves_the_source_running(
     assert [p.name for p in (dst.dir / "images").iterdir()] == [f"incoming-{MID}.img"]
 
 
-def test_perform_gives_up_at_its_deadline(src: TestDriver, dst: TestDriver) -> None:
+def test_perform_past_its_deadline_takes_no_effect(src: TestDriver, dst: TestDriver) -> None:
     flow = Flow(src, dst, MigrationParams("vm1", MigrateFlags.LIVE, bandwidth=1))
     flow.until("perform")
     with pytest.raises(DriverError, match="deadline"):
         flow.perform(deadline=time.monotonic() + 0.1)
-    assert "perform" not in json.dumps(json.loads((src.dir / "host.json").read_text())["calls"])
+    assert src.probe("vm1").detail == {"lease_held": True, "job": MID, "outgoing": {}}
+    assert [p.name for p in (dst.dir / "images").iterdir()] == [f"incoming-{MID}.img"]
+    assert flow.finish().running is False
 
 
 # -- two processes ----------------------------------------------------------------------------
