@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from migrator.coordinator import Coordinator
-    from migrator.drivers.base import COOKIE_MAX, DomainState, Driver, Feature, MigrationParams, connect
+    from migrator.drivers.base import (
+        COOKIE_MAX,
+        DomainState,
+        Driver,
+        Feature,
+        MigrationParams,
+        connect,
+    )
     from migrator.errors import (
         DriverError,
         IllegalTransition,
@@ -58,7 +65,30 @@ _HOMES = {
     "connect": "migrator.drivers.base",
 }
 
-__all__ = sorted(_HOMES)
+__all__ = [
+    "COOKIE_MAX",
+    "Coordinator",
+    "DomainState",
+    "Driver",
+    "DriverError",
+    "Event",
+    "Feature",
+    "IllegalTransition",
+    "Journal",
+    "JournalError",
+    "MigrateFlags",
+    "Migration",
+    "MigrationParams",
+    "MigratorError",
+    "Progress",
+    "SchemaOutOfDate",
+    "State",
+    "Step",
+    "StepContext",
+    "Trigger",
+    "UsageError",
+    "connect",
+]
 
 
 def __getattr__(name: str) -> Any:

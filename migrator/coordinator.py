@@ -367,7 +367,8 @@ class Coordinator:
         if cancelled and running:
             self._give_up(
                 run,
-                "Finish(cancelled=1) still reports the domain running on the destination: broken driver",
+                "Finish(cancelled=1) still reports the domain running on the destination:"
+                " broken driver",
             )
             return
         self._confirm(run, cancelled=not running)

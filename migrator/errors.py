@@ -94,7 +94,8 @@ class SchemaOutOfDate(JournalError):
 class FenceLost(JournalError):
     def __init__(self, *, migration_id: str, fence: int) -> None:
         super().__init__(
-            f"migration {migration_id} is no longer owned with fence {fence}; another coordinator took it"
+            f"migration {migration_id} is no longer owned with fence {fence};"
+            " another coordinator took it"
         )
 
 

@@ -110,14 +110,22 @@ def hosts(tmp_path: Path) -> Hosts:
     return Hosts(src, dst)
 
 
-def run_cli(*args: str, db: str | None = None, env: dict[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, db: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m migrator ARGS`` in a subprocess, as a user would."""
     full_env = {**os.environ, **(env or {})}
-    full_env.pop("MIGRATOR_FAILPOINTS", None) if env is None or "MIGRATOR_FAILPOINTS" not in env else None
+    full_env.pop(
+        "MIGRATOR_FAILPOINTS", None
+    ) if env is None or "MIGRATOR_FAILPOINTS" not in env else None
     if db is not None:
         full_env["MIGRATOR_DB"] = db
     return subprocess.run(
         [sys.executable, "-m", "migrator", *args],
-        capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT, check=False,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
     )

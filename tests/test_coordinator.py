@@ -62,11 +62,15 @@ class JournalWatchingDriver(NullDriver):
         self._look(ctx)
         return super().begin(ctx, params)
 
-    def perform(self, ctx: StepContext, params: MigrationParams, cookie: bytes, uri: str) -> PerformResult:
+    def perform(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, uri: str
+    ) -> PerformResult:
         self._look(ctx)
         return super().perform(ctx, params, cookie, uri)
 
-    def confirm(self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool) -> ConfirmResult:
+    def confirm(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
+    ) -> ConfirmResult:
         self._look(ctx)
         return super().confirm(ctx, params, cookie, cancelled)
 
@@ -91,7 +95,9 @@ def test_success_journals_ten_events_and_moves_the_domain(journal: Journal) -> N
     assert "vm1" not in src.domains and dst.domains["vm1"].value == "running"
 
 
-def test_the_journal_keeps_cookies_and_hands_each_to_the_next_step(journal: Journal, hosts: Hosts) -> None:
+def test_the_journal_keeps_cookies_and_hands_each_to_the_next_step(
+    journal: Journal, hosts: Hosts
+) -> None:
     m = Coordinator(journal).migrate("vm1", src=hosts.src, dst=hosts.dst)
     events = journal.history(m.id)
     outs = [e.cookie_out for e in events if e.kind == "ok" and e.step is not Step.CONFIRM]
@@ -160,13 +166,17 @@ def test_a_hung_hook_becomes_a_timeout_failure_of_its_step(journal: Journal, hos
     assert hosts.states("vm1") == ("running", "absent")
 
 
-def test_confirm_is_retried_with_backoff_then_left_confirming(journal: Journal, hosts: Hosts) -> None:
+def test_confirm_is_retried_with_backoff_then_left_confirming(
+    journal: Journal, hosts: Hosts
+) -> None:
     hosts.src.set_fault("confirm", "error", message="src unreachable")
     m = Coordinator(journal, confirm_attempts=3, retry_backoff=0.01).migrate(
         "vm1", src=hosts.src, dst=hosts.dst
     )
     assert m.state is State.CONFIRMING
-    attempts = [e.attempt for e in journal.history(m.id) if e.step is Step.CONFIRM and e.kind == "error"]
+    attempts = [
+        e.attempt for e in journal.history(m.id) if e.step is Step.CONFIRM and e.kind == "error"
+    ]
     assert attempts == [1, 2, 3]
     assert m.reason is not None and "migrator recover" in m.reason
     assert state_of(hosts.dst, "vm1") == "running"
@@ -183,7 +193,9 @@ def test_finish_cancelled_that_reports_running_is_a_broken_driver(journal: Journ
     dst = Broken(_unique("broken"))
 
     class FailingPerform(NullDriver):
-        def perform(self, ctx: StepContext, params: MigrationParams, cookie: bytes, uri: str) -> PerformResult:
+        def perform(
+            self, ctx: StepContext, params: MigrationParams, cookie: bytes, uri: str
+        ) -> PerformResult:
             raise RuntimeError("link down")
 
     failing = FailingPerform(_unique("broken"))
@@ -205,7 +217,9 @@ def test_progress_reaches_the_callback_and_the_journal(journal: Journal, hosts: 
     assert journal.get(m.id).progress == samples[-1].as_dict()
 
 
-def test_a_driver_error_message_is_journaled_as_text_with_nul_escaped(journal: Journal, hosts: Hosts) -> None:
+def test_a_driver_error_message_is_journaled_as_text_with_nul_escaped(
+    journal: Journal, hosts: Hosts
+) -> None:
     hosts.dst.set_fault("prepare", "error", message="disk \x1b[31mfull\x00")
     m = Coordinator(journal).migrate("vm1", src=hosts.src, dst=hosts.dst)
     error = next(e for e in journal.history(m.id) if e.kind == "error")
@@ -220,11 +234,19 @@ def test_a_failpoint_kills_the_process_leaving_the_journal_at_that_point(
     db = f"sqlite:///{tmp_path / 'j.db'}"
     hosts = [f"test://{tmp_path / h}" for h in ("a", "b")]
     env = {**os.environ, "MIGRATOR_DB": db}
-    subprocess.run([sys.executable, "-m", "migrator", "test-host", "define", hosts[0], "vm1"],
-                   env=env, cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "migrator", "test-host", "define", hosts[0], "vm1"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "migrator", "migrate", "vm1", "--src", hosts[0], "--dst", hosts[1]],
-        env={**env, "MIGRATOR_FAILPOINTS": f"{point}=crash"}, cwd=ROOT, capture_output=True, text=True,
+        env={**env, "MIGRATOR_FAILPOINTS": f"{point}=crash"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 137, proc.stderr
     with Journal.open(db) as journal:

@@ -93,9 +93,16 @@ def test_a_machine_built_at_a_journaled_state_starts_there() -> None:
 
 def test_happy_path_of_v3_goes_through_five_intents_to_confirmed() -> None:
     path = [
-        Trigger.START_BEGIN, Trigger.BEGIN_OK, Trigger.START_PREPARE, Trigger.PREPARE_OK,
-        Trigger.START_PERFORM, Trigger.PERFORM_OK, Trigger.START_FINISH, Trigger.FINISH_OK,
-        Trigger.START_CONFIRM, Trigger.CONFIRMED,
+        Trigger.START_BEGIN,
+        Trigger.BEGIN_OK,
+        Trigger.START_PREPARE,
+        Trigger.PREPARE_OK,
+        Trigger.START_PERFORM,
+        Trigger.PERFORM_OK,
+        Trigger.START_FINISH,
+        Trigger.FINISH_OK,
+        Trigger.START_CONFIRM,
+        Trigger.CONFIRMED,
     ]
     state = State.NEW
     for trigger in path:

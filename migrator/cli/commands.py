@@ -41,20 +41,22 @@ def _progress_bar(enabled: bool) -> Iterator[Callable[[Migration, Progress], Non
     if not enabled or not sys.stderr.isatty():
         yield None
         return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+    from rich import progress as rp
 
-    with Progress(
+    with rp.Progress(
         "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
+        rp.BarColumn(),
+        rp.DownloadColumn(binary_units=True),
+        rp.TransferSpeedColumn(),
         console=console(stderr=True),
         transient=True,
     ) as bar:
         task = bar.add_task("perform", total=None)
 
         def update(_m: Migration, p: Progress) -> None:
-            bar.update(task, total=p.total, completed=p.transferred, description=f"perform pass {p.passes}")
+            bar.update(
+                task, total=p.total, completed=p.transferred, description=f"perform pass {p.passes}"
+            )
 
         yield update
 
@@ -79,8 +81,13 @@ def migrate(
         coordinator = Coordinator(journal, step_timeout=timeout, on_progress=on_progress)
         try:
             migration = coordinator.migrate(
-                domain, src=src_driver, dst=dst_driver, flags=flags, dname=dname,
-                bandwidth=bandwidth, protocol=protocol,
+                domain,
+                src=src_driver,
+                dst=dst_driver,
+                flags=flags,
+                dname=dname,
+                bandwidth=bandwidth,
+                protocol=protocol,
             )
         except KeyboardInterrupt:
             _interrupted(journal, coordinator.id)
@@ -142,7 +149,9 @@ def demo(db: str, *, memory: int, bandwidth: int) -> int:
         src, dst = test_host(src_uri), test_host(dst_uri)
         src.define("demo-vm", memory_mib=memory)
         out.print(f"hosts   {src_uri}  {dst_uri}", markup=False)
-        out.print(f"domain  demo-vm ({memory} MiB) running on host-a; live migration at {bandwidth} MiB/s")
+        out.print(
+            f"domain  demo-vm ({memory} MiB) running on host-a; live migration at {bandwidth} MiB/s"
+        )
         journal = Journal.open(db)
         with _progress_bar(True) as on_progress:
             coordinator = Coordinator(journal, on_progress=on_progress)
@@ -154,6 +163,9 @@ def demo(db: str, *, memory: int, bandwidth: int) -> int:
 
         print_timeline(inspect.show(journal, migration.id))
         where = {d["name"]: d["state"] for d in dst.domains()}
-        out.print(f"\nhost-a: {len(src.domains())} domains; host-b: demo-vm {where.get('demo-vm', 'absent')}")
+        out.print(
+            f"\nhost-a: {len(src.domains())} domains; "
+            f"host-b: demo-vm {where.get('demo-vm', 'absent')}"
+        )
         out.print(f"see it again with: migrator show {migration.id[:8]}")
     return exit_code(migration.state)

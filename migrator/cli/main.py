@@ -102,7 +102,9 @@ def cli(ctx: click.Context, db: str, traceback: bool) -> None:
 @click.option("--bandwidth", type=int, default=0, metavar="MIB", help="Cap in MiB/s (0: none).")
 @click.option("--dname", metavar="NAME", help="Name of the domain on the destination.")
 @click.option("--protocol", type=click.IntRange(1, 3), help="Force a protocol version.")
-@click.option("--timeout", type=float, default=600.0, show_default=True, help="Per-step timeout, s.")
+@click.option(
+    "--timeout", type=float, default=600.0, show_default=True, help="Per-step timeout, s."
+)
 @json_option
 def migrate(
     domain: str,
@@ -147,7 +149,9 @@ STATE_CHOICE = click.Choice([s.value for s in State], case_sensitive=False)
 
 
 @cli.command("list")
-@click.option("--state", "states", multiple=True, type=STATE_CHOICE, help="Only this state (repeatable).")
+@click.option(
+    "--state", "states", multiple=True, type=STATE_CHOICE, help="Only this state (repeatable)."
+)
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many, newest first.")
 @json_option
 def list_(states: tuple[str, ...], limit: int | None, as_json: bool) -> None:
@@ -156,7 +160,10 @@ def list_(states: tuple[str, ...], limit: int | None, as_json: bool) -> None:
 
     with _errors(_settings()):
         journal = _journal()
-        rows = [migration_dict(m) for m in journal.list(states=[State(s.upper()) for s in states], limit=limit)]
+        rows = [
+            migration_dict(m)
+            for m in journal.list(states=[State(s.upper()) for s in states], limit=limit)
+        ]
     if as_json:
         _print_json(rows)
         return
@@ -223,7 +230,11 @@ def current() -> None:
     with _errors(_settings()):
         journal = _journal(check=False)
         found = journal.revision()
-    state = "up to date" if found == SCHEMA_HEAD else f"expected {SCHEMA_HEAD}: run `migrator db upgrade`"
+    state = (
+        "up to date"
+        if found == SCHEMA_HEAD
+        else f"expected {SCHEMA_HEAD}: run `migrator db upgrade`"
+    )
     click.echo(f"{found or 'none'} ({state})")
 
 
@@ -308,7 +319,9 @@ def test_host_fault(
 
 @cli.command()
 @click.option("--memory", type=click.IntRange(min=1), default=64, show_default=True, help="MiB.")
-@click.option("--bandwidth", type=click.IntRange(min=0), default=256, show_default=True, help="MiB/s.")
+@click.option(
+    "--bandwidth", type=click.IntRange(min=0), default=256, show_default=True, help="MiB/s."
+)
 def demo(memory: int, bandwidth: int) -> None:
     """Two test hosts, one domain, one live migration, then its timeline."""
     from migrator.cli import commands

@@ -12,7 +12,7 @@ import json
 import sys
 import unicodedata
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.table import Table
@@ -127,7 +127,7 @@ def timeline(m: dict[str, Any]) -> Table:
     start = datetime.fromisoformat(m["created_at"])
     table = Table(box=None, header_style="bold")
     for column in ("SEQ", "TIME", "+S", "STEP", "KIND", "STATE", "TOOK", "CANCEL"):
-        justify = "right" if column in ("SEQ", "+S", "TOOK") else "left"
+        justify: Literal["left", "right"] = "right" if column in ("SEQ", "+S", "TOOK") else "left"
         table.add_column(column, justify=justify, no_wrap=True)
     table.add_column("DETAIL", overflow="fold", min_width=30)
     for e in m["events"]:

@@ -163,6 +163,11 @@ def _domain(
     }
 
 
+def _handed_over(dom: dict[str, Any]) -> bool:
+    """True once the job's migration changed the domain (paused it, sent it)."""
+    return bool(dom.get("outgoing")) or dom["state"] != dom.get("state_before_job", dom["state"])
+
+
 def _sha256(path: Path) -> str | None:
     try:
         with open(path, "rb") as f:
@@ -437,8 +442,11 @@ class TestDriver:
         dom = host["domains"].get(params.domain)
         if dom is None or not DomainState(dom["state"]).active:
             raise DomainNotFound(domain=params.domain, host=self.uri)
-        if dom["job"] not in (None, ctx.migration_id):
+        if dom["job"] not in (None, ctx.migration_id) and _handed_over(dom):
             raise DriverError(f"domain {params.domain!r} is being migrated by {dom['job']}")
+        # A job that never handed the domain over (e.g. its Begin reply was lost and the
+        # migration failed) is superseded: Begin changes nothing visible, so the older
+        # migration's Perform or Confirm finds the job gone and refuses to act.
         dom["job"], dom["state_before_job"] = ctx.migration_id, dom["state"]
         description = {
             "name": params.domain,

@@ -8,6 +8,7 @@ another, writes nothing. Database errors are translated here, and only here, int
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import os
@@ -190,8 +191,8 @@ class _Compiled:
     (UTC timestamps, JSON) are the dialect's own, taken from the compiled statement.
     """
 
-    def __init__(self, stmt: sa.Executable, dialect: sa.Dialect) -> None:
-        compiled = stmt.compile(dialect=dialect)
+    def __init__(self, stmt: sa.ClauseElement, dialect: sa.Dialect) -> None:
+        compiled: Any = stmt.compile(dialect=dialect)  # an SQLCompiler: binds, positiontup
         self.sql = compiled.string
         self.positional = compiled.positiontup
         self.processors: dict[str, Callable[[Any], Any]] = {}
@@ -407,7 +408,7 @@ class Journal:
                 },
             )
             if seq is None:
-                self._refused(conn, migration, state)
+                raise self._refused(conn, migration, state)
             row = self._event_row(migration.id, seq, draft, state, now, coordinator)
             self._insert_event.execute(conn, row)
         return _replace(
@@ -461,15 +462,15 @@ class Journal:
             "duration": d.duration,
         }
 
-    def _refused(self, conn: sa.Connection, migration: Migration, state: State) -> None:
+    def _refused(self, conn: sa.Connection, migration: Migration, state: State) -> Exception:
         row = conn.execute(
             sa.select(migrations.c.fence, migrations.c.state).where(migrations.c.id == migration.id)
         ).one_or_none()
         if row is None:
-            raise MigrationNotFound(migration_id=migration.id)
+            return MigrationNotFound(migration_id=migration.id)
         if row.fence != migration.fence:
-            raise FenceLost(migration_id=migration.id, fence=migration.fence)
-        raise IllegalTransition(
+            return FenceLost(migration_id=migration.id, fence=migration.fence)
+        return IllegalTransition(
             state=row.state,
             trigger=f"-> {state} (journal moved from {migration.state})",
         )
@@ -514,7 +515,7 @@ class Journal:
         states: Iterable[State] = (),
         since: datetime | None = None,
         limit: int | None = None,
-    ) -> Sequence[Migration]:
+    ) -> builtins.list[Migration]:
         """Migrations, newest first."""
         query = sa.select(migrations).order_by(migrations.c.created_at.desc(), migrations.c.id)
         wanted = [s.value for s in states]
@@ -527,7 +528,7 @@ class Journal:
         with _translated(self.url), self.engine.connect() as conn:
             return [_migration(row) for row in conn.execute(query)]
 
-    def history(self, migration_id: str) -> list[Event]:
+    def history(self, migration_id: str) -> builtins.list[Event]:
         """Every event of a migration, oldest first."""
         query = (
             sa.select(events).where(events.c.migration_id == migration_id).order_by(events.c.seq)

@@ -239,10 +239,12 @@ def test_begin_of_a_missing_domain_raises_domain_not_found(
         Flow(src, dst, MigrationParams("nope")).begin()
 
 
-def test_begin_refuses_a_domain_another_migration_holds(src: TestDriver) -> None:
-    src.begin(StepContext(migration_id="other", step=Step.BEGIN), LIVE)
-    with pytest.raises(DriverError, match="being migrated by other"):
-        src.begin(ctx(Step.BEGIN), LIVE)
+def test_begin_refuses_a_domain_another_migration_has_sent(
+    src: TestDriver, dst: TestDriver
+) -> None:
+    Flow(src, dst).until("finish")  # migration "m1" sent vm1 and paused it
+    with pytest.raises(DriverError, match="being migrated by m1"):
+        src.begin(StepContext(migration_id="other", step=Step.BEGIN), LIVE)
 
 
 def test_prepare_refuses_an_existing_destination_domain(src: TestDriver, dst: TestDriver) -> None:
@@ -478,3 +480,16 @@ def test_concurrent_writers_lose_nothing(src: TestDriver) -> None:
     names = set(by_name(src))
     assert names == {"vm1"} | {f"p{i}" for i in range(20)} | {f"q{i}" for i in range(20)}
     assert src.faults()["begin"]["seconds"] == 19
+
+
+def test_a_begin_whose_migration_failed_is_superseded_by_a_new_begin(tmp_path: Path) -> None:
+    """A lost Begin reply leaves a job that never handed the domain over; it must not block."""
+    src = TestDriver(f"test://{tmp_path / 'a'}")
+    src.define("vm1")
+    src.set_fault("begin", "lost-reply", count=1)
+    params = MigrationParams(domain="vm1")
+    with pytest.raises(DriverError):
+        src.begin(StepContext(migration_id="m-old", step=Step.BEGIN), params)
+    result = src.begin(StepContext(migration_id="m-new", step=Step.BEGIN), params)
+    assert result.description
+    assert src.domains()[0]["job"] == "m-new"

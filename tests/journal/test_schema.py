@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from alembic.config import Config
 
 from migrator.errors import JournalUnavailable, SchemaOutOfDate
 from migrator.journal import schema
@@ -42,7 +42,10 @@ def test_sqlite_file_is_created_and_upgraded_on_first_use(tmp_path: Path) -> Non
 
 
 def test_sqlite_runs_in_wal_mode_with_synchronous_full(tmp_path: Path) -> None:
-    with Journal.open(f"sqlite:///{tmp_path / 'j.db'}") as journal, journal.engine.connect() as conn:
+    with (
+        Journal.open(f"sqlite:///{tmp_path / 'j.db'}") as journal,
+        journal.engine.connect() as conn,
+    ):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1

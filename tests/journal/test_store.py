@@ -14,7 +14,13 @@ from migrator.states import State, Step
 
 def _new(journal: Journal, domain: str = "vm1") -> Migration:
     return journal.create(
-        domain=domain, src="test:///a", dst="test:///b", protocol=3, flags=1, bandwidth=0, owner="c1"
+        domain=domain,
+        src="test:///a",
+        dst="test:///b",
+        protocol=3,
+        flags=1,
+        bandwidth=0,
+        owner="c1",
     )
 
 
@@ -30,7 +36,9 @@ def test_record_moves_the_state_and_appends_the_event_together(journal: Journal)
     cookie = bytes(range(256))
     m = journal.record(m, EventDraft(kind="intent", step=Step.BEGIN), state=State.BEGINNING)
     m = journal.record(
-        m, EventDraft(kind="ok", step=Step.BEGIN, cookie_out=cookie, detail={"a": 1}), state=State.BEGUN
+        m,
+        EventDraft(kind="ok", step=Step.BEGIN, cookie_out=cookie, detail={"a": 1}),
+        state=State.BEGUN,
     )
     assert journal.get(m.id).state is State.BEGUN
     events = journal.history(m.id)
@@ -120,8 +128,12 @@ def test_list_is_newest_first_and_filters_by_state(journal: Journal) -> None:
 def test_terminal_state_sets_finished_at_and_keeps_the_reason(journal: Journal) -> None:
     m = _new(journal)
     m = journal.record(m, EventDraft(kind="intent"), state=State.BEGINNING)
-    m = journal.record(m, EventDraft(kind="error", error_type="X", error_message="boom"),
-                       state=State.FAILED, reason="begin failed: boom")
+    m = journal.record(
+        m,
+        EventDraft(kind="error", error_type="X", error_message="boom"),
+        state=State.FAILED,
+        reason="begin failed: boom",
+    )
     stored = journal.get(m.id)
     assert stored.finished_at is not None
     assert stored.reason == "begin failed: boom"
@@ -130,7 +142,12 @@ def test_terminal_state_sets_finished_at_and_keeps_the_reason(journal: Journal) 
 def test_progress_sample_is_kept_on_the_migration(journal: Journal) -> None:
     m = _new(journal)
     journal.set_progress(m, {"total": 10, "transferred": 4, "remaining": 6, "passes": 1})
-    assert journal.get(m.id).progress == {"total": 10, "transferred": 4, "remaining": 6, "passes": 1}
+    assert journal.get(m.id).progress == {
+        "total": 10,
+        "transferred": 4,
+        "remaining": 6,
+        "passes": 1,
+    }
 
 
 def _fields(m: Migration, **changes: object) -> dict[str, object]:
