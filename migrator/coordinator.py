@@ -473,12 +473,9 @@ class Coordinator:
                 ),
             )
             return None
-        detail = {
-            "host": driver.uri,
-            "domain": domain,
-            "state": str(result.state),
-            **result.detail,
-        }
+        detail: dict[str, Any] = {"host": driver.uri, "domain": domain, "state": str(result.state)}
+        if result.detail:
+            detail["detail"] = result.detail  # nested: a driver's keys never shadow ours
         self._note(
             run,
             EventDraft(

@@ -4,7 +4,8 @@ A driver is chosen by the scheme of a host URI (``test:///ABS/DIR``, ``null://NA
 Third-party drivers register a factory ``(uri: str) -> Driver`` under the entry-point group
 ``migrator.drivers``, named after the scheme.
 
-Contract of every hook (DESIGN §5): idempotent per ``(ctx.migration_id, ctx.step)``;
+Contract of every hook (DESIGN §5): idempotent per ``(ctx.migration_id, ctx.step)``, and for
+Finish and Confirm per ``(ctx.migration_id, ctx.step, cancelled)``;
 cookies are opaque bytes for the peer and at most ``COOKIE_MAX`` long; a hook reports
 failure by raising (any exception: its type name and message become journal data).
 """
