@@ -155,6 +155,10 @@ class Coordinator:
         self.retry_backoff = retry_backoff
         self.on_progress = on_progress
         self._runner = HookRunner()
+        try:
+            self._failpoints = failpoints.active()  # read once: inert and cheap unless set
+        except ValueError as exc:
+            raise UsageError(f"{failpoints.ENV_VAR}: {exc}") from None
 
     def close(self) -> None:
         self._runner.close()
@@ -520,9 +524,9 @@ class Coordinator:
         try:
             value = self._runner.call(lambda: hook(ctx), step=str(step), timeout=timeout)
         except Exception as exc:  # noqa: BLE001 -- every driver failure becomes journal data
-            failpoints.hit(f"{step}.called")
+            failpoints.hit(f"{step}.called", self._failpoints)
             return Outcome(error=exc, duration=time.monotonic() - start)
-        failpoints.hit(f"{step}.called")
+        failpoints.hit(f"{step}.called", self._failpoints)
         return Outcome(value=value, duration=time.monotonic() - start)
 
     def _progress_sink(self, run: Run) -> Callable[[Progress], None]:
@@ -542,7 +546,7 @@ class Coordinator:
     def _intent(self, run: Run, trigger: Trigger, draft: EventDraft) -> None:
         self._transition(run, trigger, draft)
         assert draft.step is not None
-        failpoints.hit(f"{draft.step}.intent")
+        failpoints.hit(f"{draft.step}.intent", self._failpoints)
 
     def _outcome(
         self,
@@ -568,7 +572,7 @@ class Coordinator:
             )
             reason = reason or _reason(step, out.error)
         self._transition(run, trigger, draft, reason=reason)
-        failpoints.hit(f"{step}.recorded")
+        failpoints.hit(f"{step}.recorded", self._failpoints)
 
     def _transition(
         self,

@@ -38,8 +38,8 @@ def active(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return parse((os.environ if environ is None else environ).get(ENV_VAR, ""))
 
 
-def hit(name: str) -> None:
-    """Die at once if ``name`` is armed."""
-    spec = os.environ.get(ENV_VAR)
-    if spec and parse(spec).get(name) == "crash":
+def hit(name: str, armed: Mapping[str, str] | None = None) -> None:
+    """Die at once if ``name`` is armed (in ``armed``, else in the environment)."""
+    points = active() if armed is None else armed
+    if points.get(name) == "crash":
         os._exit(CRASH_EXIT_CODE)

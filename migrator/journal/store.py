@@ -203,12 +203,17 @@ class _Compiled:
                 self.processors[name] = processor
 
     def params(self, values: dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
-        procs = self.processors
-        values = {**self.defaults, **values}
-        bound = {k: (procs[k](v) if k in procs and v is not None else v) for k, v in values.items()}
+        procs, defaults = self.processors, self.defaults
         if self.positional is None:
-            return bound
-        return [bound[name] for name in self.positional]
+            merged = {**defaults, **values}
+            return {
+                k: (procs[k](v) if v is not None and k in procs else v) for k, v in merged.items()
+            }
+        out = []
+        for name in self.positional:
+            v = values[name] if name in values else defaults[name]
+            out.append(procs[name](v) if v is not None and name in procs else v)
+        return out
 
     def execute(self, conn: sa.Connection, values: dict[str, Any]) -> Any:
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
