@@ -332,9 +332,21 @@ def demo(memory: int, bandwidth: int) -> None:
     sys.exit(code)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The console script: click's own usage errors become one line too, exit 2."""
     try:
-        cli.main(prog_name="migrator", standalone_mode=True)
+        cli.main(args=argv, prog_name="migrator", standalone_mode=False)
+    except click.UsageError as exc:
+        if type(exc).__name__.startswith("NoArgsIsHelp") and exc.ctx is not None:
+            click.echo(exc.ctx.get_help())  # a bare `migrator` or group: help, as usual
+            sys.exit(EXIT_OK)
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        _fail(exc.format_message() + hint, EXIT_USAGE)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("migrator: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:
         click.echo("migrator: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
