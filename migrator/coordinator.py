@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import EllipsisType
 from typing import Any, TypeVar
 
 from migrator import failpoints
@@ -128,6 +129,8 @@ class Outcome:
 
 
 ProgressCallback = Callable[[Migration, Progress], None]
+Reason = str | None | EllipsisType
+"""A new reason for the migration, None to clear it, or ``...`` to keep it."""
 
 
 class Coordinator:
@@ -341,9 +344,13 @@ class Coordinator:
         """Before the point of no return: clean the destination, then resume the source."""
         self._finish(run, cancelled=True)
 
-    def _finish(self, run: Run, *, cancelled: bool) -> None:
+    def _finish(self, run: Run, *, cancelled: bool, attempt: int = 1) -> None:
         draft = EventDraft(
-            kind="intent", step=Step.FINISH, cookie_in=run.cookie, cancelled=cancelled
+            kind="intent",
+            step=Step.FINISH,
+            cookie_in=run.cookie,
+            cancelled=cancelled,
+            attempt=attempt,
         )
         self._intent(run, Trigger.START_FINISH, draft)
         cookie = run.cookie
@@ -351,11 +358,14 @@ class Coordinator:
             run,
             Step.FINISH,
             lambda ctx: run.dst.finish(ctx, run.params, cookie, cancelled),
+            attempt=attempt,
         )
         out = self._validated(Step.FINISH, out, out.value.cookie if out.ok else b"")
         if not out.ok:
-            self._outcome(run, Trigger.FINISH_FAILED, Step.FINISH, out, cancelled=cancelled)
-            self._after_finish_failed(run, cancelled=cancelled)
+            self._outcome(
+                run, Trigger.FINISH_FAILED, Step.FINISH, out, cancelled=cancelled, attempt=attempt
+            )
+            self._after_finish_failed(run, cancelled=cancelled, attempt=attempt)
             return
         running = bool(out.value.running)
         run.cookie = out.value.cookie
@@ -377,12 +387,14 @@ class Coordinator:
             return
         self._confirm(run, cancelled=not running)
 
-    def _after_finish_failed(self, run: Run, *, cancelled: bool) -> None:
+    def _after_finish_failed(self, run: Run, *, cancelled: bool, attempt: int) -> None:
         """Finish raised: the destination's state is unknown, so ask it before acting.
 
         libvirt kills the source here "even though that may leave no VM at all"; we never
         act on a guess: running on dst -> Confirm(0); surely not -> clean dst and Confirm(1);
-        cannot tell -> IN_DOUBT with the source kept paused.
+        cannot tell -> IN_DOUBT with the source kept paused. A failing cleanup (cancelled)
+        Finish is retried like Confirm; if it never succeeds the source, the only copy that
+        ever ran, is resumed all the same and the reason says what dst may still hold.
         """
         probe = self._probe(run, run.dst, run.params.dest_name)
         if probe is not None and probe.state.active:
@@ -400,22 +412,36 @@ class Coordinator:
                 "Finish failed and the destination cannot be probed; the source is kept paused",
             )
             return
+        if cancelled and attempt < self.confirm_attempts:
+            self._backoff(attempt)
+            self._finish(run, cancelled=True, attempt=attempt + 1)
+            return
         if cancelled:
             # A cancelling Finish never started the domain, so the source is the only copy.
-            self._confirm(run, cancelled=True)
+            self._confirm(run, cancelled=True, reason=self._cleanup_failed(run))
             return
         self._finish(run, cancelled=True)
 
-    def _confirm(self, run: Run, *, cancelled: bool) -> None:
+    def _backoff(self, attempt: int) -> None:
+        time.sleep(min(5.0, self.retry_backoff * 2 ** (attempt - 1)))
+
+    @staticmethod
+    def _cleanup_failed(run: Run) -> str:
+        cause = run.migration.reason or "finish failed"
+        return f"{cause}; destination cleanup failed, an incoming copy that never ran may remain on {run.dst.uri}"[
+            :REASON_MAX
+        ]
+
+    def _confirm(self, run: Run, *, cancelled: bool, reason: Reason = ...) -> None:
         draft = EventDraft(
             kind="intent", step=Step.CONFIRM, cookie_in=run.cookie, cancelled=cancelled
         )
-        self._intent(run, Trigger.START_CONFIRM, draft)
+        self._intent(run, Trigger.START_CONFIRM, draft, reason=reason)
         self.confirm_with_retries(run, cancelled=cancelled)
 
     def confirm_with_retries(self, run: Run, *, cancelled: bool, first_attempt: int = 1) -> None:
         """Call Confirm (its intent is journaled) until it succeeds or the attempts run out."""
-        cookie = run.cookie
+        cookie, cause = run.cookie, run.migration.reason
         for attempt in range(first_attempt, first_attempt + self.confirm_attempts):
             out = self._call(
                 run,
@@ -426,7 +452,7 @@ class Coordinator:
             out = self._validated(Step.CONFIRM, out, out.value.cookie if out.ok else b"")
             if out.ok:
                 trigger = Trigger.ROLLED_BACK if cancelled else Trigger.CONFIRMED
-                reason = run.migration.reason if cancelled else None
+                reason = cause if cancelled else None  # a success clears retry noise
                 self._outcome(
                     run,
                     trigger,
@@ -543,8 +569,10 @@ class Coordinator:
 
         return sink
 
-    def _intent(self, run: Run, trigger: Trigger, draft: EventDraft) -> None:
-        self._transition(run, trigger, draft)
+    def _intent(
+        self, run: Run, trigger: Trigger, draft: EventDraft, *, reason: Reason = ...
+    ) -> None:
+        self._transition(run, trigger, draft, reason=reason)
         assert draft.step is not None
         failpoints.hit(f"{draft.step}.intent", self._failpoints)
 
@@ -555,7 +583,7 @@ class Coordinator:
         step: Step,
         out: Outcome,
         *,
-        reason: str | None = None,
+        reason: Reason = ...,
         **fields: Any,
     ) -> None:
         if out.ok:
@@ -570,7 +598,7 @@ class Coordinator:
                 error_message=_error_text(out.error),
                 **fields,
             )
-            reason = reason or _reason(step, out.error)
+            reason = _reason(step, out.error) if reason is ... else reason
         self._transition(run, trigger, draft, reason=reason)
         failpoints.hit(f"{step}.recorded", self._failpoints)
 
@@ -580,7 +608,7 @@ class Coordinator:
         trigger: Trigger,
         draft: EventDraft,
         *,
-        reason: str | None = None,
+        reason: Reason = ...,
     ) -> None:
         """Fire ``trigger`` on the machine, then commit the event and the new state."""
         before = run.model.state

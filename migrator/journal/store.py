@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 import sqlalchemy as sa
@@ -175,7 +176,10 @@ _ADVANCE = (
         last_seq=migrations.c.last_seq + 1,
         updated_at=sa.bindparam("now"),
         lease_expires_at=sa.bindparam("lease"),
-        reason=sa.func.coalesce(sa.bindparam("new_reason", type_=sa.Text), migrations.c.reason),
+        reason=sa.case(
+            (sa.bindparam("keep_reason", type_=sa.Boolean), migrations.c.reason),
+            else_=sa.bindparam("new_reason", type_=sa.Text),
+        ),
         finished_at=sa.bindparam("finished"),
     )
     .returning(migrations.c.last_seq)
@@ -388,9 +392,11 @@ class Journal:
         *,
         state: State,
         coordinator: str | None = None,
-        reason: str | None = None,
+        reason: str | None | EllipsisType = ...,
     ) -> Migration:
         """Append ``draft`` and move the migration to ``state``, in one transaction.
+
+        ``reason`` replaces the migration's reason (None clears it); ``...`` keeps it.
 
         Conditional on the migration still being in ``migration.state`` with
         ``migration.fence``; otherwise nothing is written and ``FenceLost`` (another
@@ -408,7 +414,8 @@ class Journal:
                     "new_state": state.value,
                     "now": now,
                     "lease": now + timedelta(seconds=self.lease_seconds),
-                    "new_reason": reason,
+                    "keep_reason": reason is ...,
+                    "new_reason": None if reason is ... else reason,
                     "finished": finished,
                 },
             )
@@ -421,7 +428,7 @@ class Journal:
             state=state,
             last_seq=seq,
             updated_at=now,
-            reason=reason or migration.reason,
+            reason=migration.reason if reason is ... else reason,
             finished_at=finished,
         )
 
