@@ -376,6 +376,7 @@ class Coordinator:
             out,
             cookie_out=run.cookie,
             cancelled=cancelled,
+            attempt=attempt,
             detail={"running": running},
         )
         if cancelled and running:

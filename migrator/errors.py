@@ -78,17 +78,22 @@ class JournalUnavailable(JournalError):
 
 
 class SchemaOutOfDate(JournalError):
-    def __init__(self, *, url: str, found: str | None, expected: str) -> None:
+    def __init__(self, *, url: str, found: str | None, expected: str, newer: bool = False) -> None:
         self.found = found
         self.expected = expected
-        if found is None:
-            hint = "it has no migrator schema; run `migrator db upgrade`"
-        else:
-            hint = (
-                f"schema revision {found} is not {expected}; run `migrator db upgrade`"
-                " (or upgrade migrator if the journal is newer)"
+        if newer:
+            message = (
+                f"journal {url} has schema revision {found}, newer than this migrator"
+                f" knows (up to {expected}); upgrade migrator"
             )
-        super().__init__(f"journal {url} is out of date: {hint}")
+        elif found is None:
+            message = f"journal {url} has no migrator schema; run `migrator db upgrade`"
+        else:
+            message = (
+                f"journal {url} is out of date (schema revision {found}, expected {expected});"
+                " run `migrator db upgrade`"
+            )
+        super().__init__(message)
 
 
 class FenceLost(JournalError):

@@ -313,16 +313,27 @@ class Journal:
             return _read_revision(conn)
 
     def upgrade(self, revision: str = "head") -> None:
-        """Apply the Alembic revisions up to ``revision``; each commits with its stamp."""
+        """Apply the Alembic revisions up to ``revision``; each commits with its stamp.
+
+        A journal stamped with a revision this code does not know (a newer migrator wrote
+        it) is refused, never touched.
+        """
         with _translated(self.url), self._upgrade_lock():
+            with self.engine.connect() as conn:
+                self._refuse_newer(_read_revision(conn))
             _run_upgrade(self.engine, revision)
+
+    def _refuse_newer(self, found: str | None) -> None:
+        if found is not None and found not in schema.KNOWN_REVISIONS:
+            raise SchemaOutOfDate(
+                url=self.url, found=found, expected=schema.SCHEMA_HEAD, newer=True
+            )
 
     def _ensure_schema(self, *, auto_upgrade: bool) -> None:
         found = self.revision()
         if found == schema.SCHEMA_HEAD:
             return
-        if found is not None and found not in schema.KNOWN_REVISIONS:
-            raise SchemaOutOfDate(url=self.url, found=found, expected=schema.SCHEMA_HEAD)
+        self._refuse_newer(found)
         if not auto_upgrade:
             raise SchemaOutOfDate(url=self.url, found=found, expected=schema.SCHEMA_HEAD)
         self.upgrade()
