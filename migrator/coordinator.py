@@ -40,6 +40,7 @@ from migrator.hookrunner import HookRunner
 from migrator.journal.store import Journal
 from migrator.records import EventDraft, Migration, Progress, StepContext
 from migrator.states import (
+    START,
     State,
     Step,
     Trigger,
@@ -269,75 +270,71 @@ class Coordinator:
             return
         self._finish(run, cancelled=False)
 
-    def _begin(self, run: Run) -> bool:
-        self._intent(run, Trigger.START_BEGIN, EventDraft(kind="intent", step=Step.BEGIN))
-        out = self._call(run, Step.BEGIN, lambda ctx: run.src.begin(ctx, run.params))
-        if out.ok:
-            out = self._validated(Step.BEGIN, out, out.value.cookie if out.ok else b"")
+    def _step(
+        self,
+        run: Run,
+        draft: EventDraft,
+        hook: Callable[[StepContext], Any],
+        failed: Trigger,
+    ) -> Outcome:
+        """Intent, call, and on failure the failed outcome; the caller records success."""
+        step = draft.step
+        assert step is not None
+        self._intent(run, START[step], draft)
+        out = self._validated(step, self._call(run, step, hook, attempt=draft.attempt))
         if not out.ok:
-            self._outcome(run, Trigger.BEGIN_FAILED, Step.BEGIN, out)
+            self._outcome(run, failed, step, out, cancelled=draft.cancelled, attempt=draft.attempt)
+        return out
+
+    def _begin(self, run: Run) -> bool:
+        draft = EventDraft(kind="intent", step=Step.BEGIN)
+        out = self._step(
+            run, draft, lambda ctx: run.src.begin(ctx, run.params), Trigger.BEGIN_FAILED
+        )
+        if not out.ok:
             return False
         run.description, run.cookie = out.value.description, out.value.cookie
         self._outcome(
-            run,
-            Trigger.BEGIN_OK,
-            Step.BEGIN,
-            out,
-            cookie_out=run.cookie,
+            run, Trigger.BEGIN_OK, Step.BEGIN, out, cookie_out=run.cookie,
             description=run.description,
-        )
+        )  # fmt: skip
         return True
 
     def _prepare(self, run: Run) -> bool:
-        draft = EventDraft(
-            kind="intent",
-            step=Step.PREPARE,
-            cookie_in=run.cookie,
-            description=run.description,
-        )
-        self._intent(run, Trigger.START_PREPARE, draft)
         cookie, description = run.cookie, run.description
-        out = self._call(
-            run,
-            Step.PREPARE,
-            lambda ctx: run.dst.prepare(ctx, run.params, cookie, description),
+        draft = EventDraft(
+            kind="intent", step=Step.PREPARE, cookie_in=cookie, description=description
         )
-        out = self._validated(Step.PREPARE, out, out.value.cookie if out.ok else b"")
+        out = self._step(
+            run,
+            draft,
+            lambda ctx: run.dst.prepare(ctx, run.params, cookie, description),
+            Trigger.PREPARE_FAILED,
+        )
         if not out.ok:
-            self._outcome(run, Trigger.PREPARE_FAILED, Step.PREPARE, out)
             return False
         run.uri, run.cookie = out.value.uri, out.value.cookie
         self._outcome(
-            run,
-            Trigger.PREPARE_OK,
-            Step.PREPARE,
-            out,
-            cookie_out=run.cookie,
-            uri=run.uri,
+            run, Trigger.PREPARE_OK, Step.PREPARE, out, cookie_out=run.cookie, uri=run.uri
         )
         return True
 
     def _perform(self, run: Run) -> bool:
-        draft = EventDraft(kind="intent", step=Step.PERFORM, cookie_in=run.cookie, uri=run.uri)
-        self._intent(run, Trigger.START_PERFORM, draft)
         cookie, uri = run.cookie, run.uri
-        out = self._call(
-            run, Step.PERFORM, lambda ctx: run.src.perform(ctx, run.params, cookie, uri)
+        draft = EventDraft(kind="intent", step=Step.PERFORM, cookie_in=cookie, uri=uri)
+        out = self._step(
+            run,
+            draft,
+            lambda ctx: run.src.perform(ctx, run.params, cookie, uri),
+            Trigger.PERFORM_FAILED,
         )
-        out = self._validated(Step.PERFORM, out, out.value.cookie if out.ok else b"")
         if not out.ok:
-            self._outcome(run, Trigger.PERFORM_FAILED, Step.PERFORM, out)
             return False
         run.cookie = out.value.cookie
-        stats = dict(out.value.stats) or None
         self._outcome(
-            run,
-            Trigger.PERFORM_OK,
-            Step.PERFORM,
-            out,
-            cookie_out=run.cookie,
-            detail=stats,
-        )
+            run, Trigger.PERFORM_OK, Step.PERFORM, out, cookie_out=run.cookie,
+            detail=dict(out.value.stats) or None,
+        )  # fmt: skip
         return True
 
     def _cancel(self, run: Run) -> None:
@@ -345,26 +342,18 @@ class Coordinator:
         self._finish(run, cancelled=True)
 
     def _finish(self, run: Run, *, cancelled: bool, attempt: int = 1) -> None:
-        draft = EventDraft(
-            kind="intent",
-            step=Step.FINISH,
-            cookie_in=run.cookie,
-            cancelled=cancelled,
-            attempt=attempt,
-        )
-        self._intent(run, Trigger.START_FINISH, draft)
         cookie = run.cookie
-        out = self._call(
-            run,
-            Step.FINISH,
-            lambda ctx: run.dst.finish(ctx, run.params, cookie, cancelled),
+        draft = EventDraft(
+            kind="intent", step=Step.FINISH, cookie_in=cookie, cancelled=cancelled,
             attempt=attempt,
+        )  # fmt: skip
+        out = self._step(
+            run,
+            draft,
+            lambda ctx: run.dst.finish(ctx, run.params, cookie, cancelled),
+            Trigger.FINISH_FAILED,
         )
-        out = self._validated(Step.FINISH, out, out.value.cookie if out.ok else b"")
         if not out.ok:
-            self._outcome(
-                run, Trigger.FINISH_FAILED, Step.FINISH, out, cancelled=cancelled, attempt=attempt
-            )
             self._after_finish_failed(run, cancelled=cancelled, attempt=attempt)
             return
         running = bool(out.value.running)
@@ -450,7 +439,7 @@ class Coordinator:
                 lambda ctx: run.src.confirm(ctx, run.params, cookie, cancelled),
                 attempt=attempt,
             )
-            out = self._validated(Step.CONFIRM, out, out.value.cookie if out.ok else b"")
+            out = self._validated(Step.CONFIRM, out)
             if out.ok:
                 trigger = Trigger.ROLLED_BACK if cancelled else Trigger.CONFIRMED
                 reason = cause if cancelled else None  # a success clears retry noise
@@ -521,9 +510,12 @@ class Coordinator:
 
     # -- the write-ahead mechanics ---------------------------------------------------------
 
-    def _validated(self, step: Step, out: Outcome, cookie: object) -> Outcome:
+    @staticmethod
+    def _validated(step: Step, out: Outcome) -> Outcome:
+        """A hook's result with a cookie that is not bytes, or too large, is its failure."""
         if not out.ok:
             return out
+        cookie = getattr(out.value, "cookie", b"")
         try:
             _check_cookie(step, cookie)
         except DriverError as exc:

@@ -90,6 +90,15 @@ INTENT_STATES: dict[State, Step] = {
     S.CONFIRMING: Step.CONFIRM,
 }
 
+START: dict[Step, Trigger] = {
+    Step.BEGIN: Trigger.START_BEGIN,
+    Step.PREPARE: Trigger.START_PREPARE,
+    Step.PERFORM: Trigger.START_PERFORM,
+    Step.FINISH: Trigger.START_FINISH,
+    Step.CONFIRM: Trigger.START_CONFIRM,
+}
+"""The trigger that commits each step's intent."""
+
 # (trigger, sources, dest). The happy path of protocol v3 first, then each failure rule
 # of DESIGN §2, then the recovery moves of DESIGN §6.
 _TABLE: tuple[tuple[Trigger, tuple[State, ...], State], ...] = (

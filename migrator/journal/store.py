@@ -403,7 +403,7 @@ class Journal:
         *,
         state: State,
         coordinator: str | None = None,
-        reason: str | None | EllipsisType = ...,
+        reason: str | EllipsisType | None = ...,
     ) -> Migration:
         """Append ``draft`` and move the migration to ``state``, in one transaction.
 
