@@ -418,7 +418,10 @@ class Coordinator:
     @staticmethod
     def _cleanup_failed(run: Run) -> str:
         cause = run.migration.reason or "finish failed"
-        note = f"destination cleanup failed; an incoming copy that never ran may remain on {run.dst.uri}"
+        note = (
+            "destination cleanup failed; an incoming copy that never ran may remain on "
+            + run.dst.uri
+        )
         return f"{cause}; {note}"[:REASON_MAX]
 
     def _confirm(self, run: Run, *, cancelled: bool, reason: Reason = ...) -> None:
