@@ -8,6 +8,7 @@ anything else. Driver exceptions become journal data (type name and text), never
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from types import EllipsisType
 from typing import Any, TypeVar
 
-from migrator import failpoints
+from migrator import failpoints, recovery
 from migrator.drivers.base import (
     COOKIE_MAX,
     DomainState,
@@ -26,19 +27,24 @@ from migrator.drivers.base import (
     Feature,
     MigrationParams,
     ProbeResult,
+    connect,
 )
 from migrator.errors import (
     CookieTooLarge,
+    CoordinatorCrashed,
     DomainExists,
     DomainNotFound,
     DriverError,
+    FenceLost,
+    JournalError,
+    MigratorError,
     NoCommonProtocol,
     UsageError,
 )
 from migrator.flags import MigrateFlags
 from migrator.hookrunner import HookRunner
 from migrator.journal.store import Journal
-from migrator.records import EventDraft, Migration, Progress, StepContext
+from migrator.records import Event, EventDraft, Migration, Progress, StepContext
 from migrator.states import (
     START,
     State,
@@ -56,6 +62,7 @@ R = TypeVar("R")
 ERROR_TEXT_MAX = 64 * 1024
 REASON_MAX = 500
 PROGRESS_INTERVAL = 0.5
+ABORT_POLL = 0.25
 
 
 def new_coordinator_id() -> str:
@@ -127,6 +134,41 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+ABORTABLE = (
+    State.NEW,
+    State.BEGINNING,
+    State.BEGUN,
+    State.PREPARING,
+    State.PREPARED,
+    State.PERFORMING,
+    State.PERFORMED,
+)
+"""States an abort can still turn back: before Finish(cancelled=0) is asked."""
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """What ``recover`` did (or, with ``dry_run``, would do) with one migration."""
+
+    id: str
+    state: State
+    plan: recovery.Plan
+    claimed_because: str | None = None
+    result: State | None = None
+    reason: str | None = None
+    note: str | None = None
+
+
+def _last_cookie(history: list[Event]) -> bytes:
+    """The cookie the next step takes: the newest output, or the newest step's input."""
+    for event in reversed(history):
+        if event.kind == "ok" and event.cookie_out is not None:
+            return event.cookie_out
+        if event.kind == "intent" and event.cookie_in is not None:
+            return event.cookie_in
+    return b""
 
 
 ProgressCallback = Callable[[Migration, Progress], None]
@@ -202,6 +244,155 @@ class Coordinator:
             run.release()
         return run.migration
 
+    # -- recovery, operators' commands -------------------------------------------------------
+
+    def recover(self, *, dry_run: bool = False, steal: bool = False) -> list[Recovered]:
+        """Bring every orphaned migration to a safe end (DESIGN §6); see ``recovery.py``.
+
+        A migration is claimed when its owner provably died (same host, process gone), its
+        lease lapsed, or ``steal``; one whose owner is alive is reported and left alone.
+        ``dry_run`` plans without claiming, calling or writing anything.
+        """
+        reports = []
+        for migration in self.journal.list(states=recovery.RECOVERABLE):
+            reports.append(self._recover_one(migration, dry_run=dry_run, steal=steal))
+        return reports
+
+    def _recover_one(self, migration: Migration, *, dry_run: bool, steal: bool) -> Recovered:
+        history = self.journal.history(migration.id)
+        the_plan = recovery.plan(migration, history)
+        why = recovery.claimable(migration, steal=steal)
+        report = Recovered(migration.id, migration.state, the_plan, claimed_because=why)
+        if dry_run or why is None:
+            return report
+        try:
+            claimed = self.journal.claim(migration, self.id)
+        except FenceLost:
+            return dataclasses.replace(
+                report, claimed_because=None, note="claimed by another coordinator"
+            )
+        try:
+            run = self._resume(claimed, history)
+        except MigratorError as exc:
+            return dataclasses.replace(report, note=f"cannot reach its hosts: {exc}")
+        try:
+            detail = {
+                "from_state": str(migration.state),
+                "action": str(the_plan.action),
+                "plan": the_plan.text,
+                "previous_owner": migration.owner,
+                "because": why,
+            }
+            self._note(run, EventDraft(kind="recovery", detail=detail))
+            self._carry_out(run, the_plan)
+        finally:
+            run.release()
+        return dataclasses.replace(report, result=run.migration.state, reason=run.migration.reason)
+
+    def _resume(self, migration: Migration, history: list[Event]) -> Run:
+        """A Run rebuilt from the journal: hosts, parameters and the last cookie handed on."""
+        params = MigrationParams(
+            domain=migration.domain,
+            flags=MigrateFlags(migration.flags),
+            dname=migration.dname,
+            bandwidth=migration.bandwidth,
+        )
+        run = Run(migration, connect(migration.src), connect(migration.dst), params)
+        run.cookie = _last_cookie(history)
+        begun = next((e for e in history if e.step is Step.BEGIN and e.kind == "ok"), None)
+        prepared = next((e for e in history if e.step is Step.PREPARE and e.kind == "ok"), None)
+        run.description = (begun.description if begun else None) or ""
+        run.uri = (prepared.uri if prepared else None) or ""
+        return run
+
+    def _carry_out(self, run: Run, plan: recovery.Plan) -> None:
+        action, cancelled = plan.action, bool(plan.cancelled)
+        if action is recovery.Action.ABANDON:
+            draft = EventDraft(kind="recovery", detail={"action": "abandon"})
+            self._transition(run, Trigger.ABANDON, draft, reason="abandoned before Begin")
+        elif action is recovery.Action.CANCEL:
+            self._confirm(run, cancelled=True, reason=self._crash_reason(run))
+        elif action is recovery.Action.CANCEL_WITH_CLEANUP:
+            self._set_reason_if_none(run)
+            self._finish(run, cancelled=True)
+        elif action is recovery.Action.PROBE_PERFORM:
+            self._recover_perform(run)
+        elif action is recovery.Action.FINISH:
+            self._finish(run, cancelled=False)
+        elif action is recovery.Action.REPLAY_FINISH:
+            self._finish(run, cancelled=cancelled, attempt=plan.attempt, replay=True)
+        elif action is recovery.Action.AFTER_FINISH_FAILED:
+            self._after_finish_failed(run, cancelled=cancelled, attempt=plan.attempt)
+        elif action is recovery.Action.CONFIRM:
+            self._confirm(run, cancelled=cancelled)
+        elif action is recovery.Action.GIVE_UP:
+            self._give_up(run, plan.text)
+        elif action is recovery.Action.REPLAY_CONFIRM:
+            self.confirm_with_retries(run, cancelled=cancelled, first_attempt=plan.attempt)
+
+    def _recover_perform(self, run: Run) -> None:
+        """A crash during Perform: forward if the source says the transfer completed."""
+        probe = self._probe(run, run.src, run.params.domain)
+        completed = probe is not None and probe.transfers.get(run.migration.id) == "completed"
+        if completed:
+            out = Outcome(value=None)
+            self._outcome(run, Trigger.PERFORM_OK, Step.PERFORM, out, detail={"recovered": True})
+            self._finish(run, cancelled=False)
+            return
+        crash = CoordinatorCrashed(
+            step="perform", detail="the source reports no completed transfer"
+        )
+        self._outcome(run, Trigger.PERFORM_FAILED, Step.PERFORM, Outcome(error=crash))
+        self._finish(run, cancelled=True)
+
+    def _crash_reason(self, run: Run) -> str:
+        return run.migration.reason or f"cancelled by recovery after a crash in {run.state}"
+
+    def _set_reason_if_none(self, run: Run) -> None:
+        if run.migration.reason is None:
+            self._note(
+                run,
+                EventDraft(kind="recovery", detail={"cancel": True}),
+                reason=self._crash_reason(run),
+            )
+
+    def resolve(self, migration_id: str, *, running_on: str) -> Migration:
+        """An operator's decision for an IN_DOUBT migration: where the domain really runs.
+
+        ``src``: Confirm(cancelled=1) resumes the source; ``dst``: Confirm(cancelled=0)
+        kills the paused source. The decision is journaled with the operator's coordinator id.
+        """
+        if running_on not in ("src", "dst"):
+            raise UsageError(f"--running-on must be src or dst, not {running_on!r}")
+        migration = self.journal.find(migration_id)
+        if migration.state is not State.IN_DOUBT:
+            raise UsageError(f"migration {migration.id} is {migration.state}, not IN_DOUBT")
+        migration = self.journal.claim(migration, self.id)
+        run = self._resume(migration, self.journal.history(migration.id))
+        cancelled = running_on == "src"
+        try:
+            draft = EventDraft(
+                kind="intent", step=Step.CONFIRM, cookie_in=run.cookie, cancelled=cancelled,
+                detail={"resolved": running_on},
+            )  # fmt: skip
+            reason = f"resolved by an operator: the domain runs on {running_on}"
+            self._transition(run, Trigger.RESOLVE, draft, reason=reason)
+            self.confirm_with_retries(run, cancelled=cancelled)
+        finally:
+            run.release()
+        return run.migration
+
+    def abort(self, migration_id: str) -> Migration:
+        """Persist an abort request; a running Perform notices it and the cancel path runs."""
+        migration = self.journal.find(migration_id)
+        if not self.journal.request_abort(migration.id, states=ABORTABLE):
+            current = self.journal.get(migration.id)
+            raise UsageError(
+                f"migration {current.id} is {current.state}: past the point of no return"
+                " or finished, it cannot be aborted"
+            )
+        return self.journal.get(migration.id)
+
     # -- checks before anything is written ------------------------------------------------
 
     def _preflight(
@@ -268,6 +459,9 @@ class Coordinator:
         if not self._perform(run):
             self._cancel(run)
             return
+        if self.journal.abort_requested(run.migration.id):
+            self._cancel(run)  # aborted after the data went, before the point of no return
+            return
         self._finish(run, cancelled=False)
 
     def _step(
@@ -276,11 +470,18 @@ class Coordinator:
         draft: EventDraft,
         hook: Callable[[StepContext], Any],
         failed: Trigger,
+        *,
+        replay: bool = False,
     ) -> Outcome:
-        """Intent, call, and on failure the failed outcome; the caller records success."""
+        """Intent, call, and on failure the failed outcome; the caller records success.
+
+        ``replay`` calls the hook again under the intent already journaled (recovery of a
+        crash between intent and outcome): same inputs, next attempt number.
+        """
         step = draft.step
         assert step is not None
-        self._intent(run, START[step], draft)
+        if not replay:
+            self._intent(run, START[step], draft)
         out = self._validated(step, self._call(run, step, hook, attempt=draft.attempt))
         if not out.ok:
             self._outcome(run, failed, step, out, cancelled=draft.cancelled, attempt=draft.attempt)
@@ -341,7 +542,7 @@ class Coordinator:
         """Before the point of no return: clean the destination, then resume the source."""
         self._finish(run, cancelled=True)
 
-    def _finish(self, run: Run, *, cancelled: bool, attempt: int = 1) -> None:
+    def _finish(self, run: Run, *, cancelled: bool, attempt: int = 1, replay: bool = False) -> None:
         cookie = run.cookie
         draft = EventDraft(
             kind="intent", step=Step.FINISH, cookie_in=cookie, cancelled=cancelled,
@@ -352,6 +553,7 @@ class Coordinator:
             draft,
             lambda ctx: run.dst.finish(ctx, run.params, cookie, cancelled),
             Trigger.FINISH_FAILED,
+            replay=replay,
         )
         if not out.ok:
             self._after_finish_failed(run, cancelled=cancelled, attempt=attempt)
@@ -375,7 +577,14 @@ class Coordinator:
                 " broken driver",
             )
             return
-        self._confirm(run, cancelled=not running)
+        if running:
+            self._confirm(run, cancelled=False)
+        elif cancelled:
+            self._confirm(run, cancelled=True)
+        else:
+            self._confirm(
+                run, cancelled=True, reason="finish: the destination did not start the domain"
+            )
 
     def _after_finish_failed(self, run: Run, *, cancelled: bool, attempt: int) -> None:
         """Finish raised: the destination's state is unknown, so ask it before acting.
@@ -540,15 +749,37 @@ class Coordinator:
             fence=run.migration.fence,
             deadline=None if timeout is None else time.monotonic() + timeout,
             progress=self._progress_sink(run),
+            aborted=self._abort_check(run),
         )
         start = time.monotonic()
         try:
-            value = self._runner.call(lambda: hook(ctx), step=str(step), timeout=timeout)
+            value = self._runner.call(
+                lambda: hook(ctx),
+                step=str(step),
+                timeout=timeout,
+                tick=lambda: self.journal.heartbeat(run.migration),
+                tick_every=self.journal.lease_seconds / 3,
+            )
+        except JournalError:
+            raise  # the heartbeat lost the lease: stop driving at once
         except Exception as exc:  # noqa: BLE001 -- every driver failure becomes journal data
             failpoints.hit(f"{step}.called", self._failpoints)
             return Outcome(error=exc, duration=time.monotonic() - start)
         failpoints.hit(f"{step}.called", self._failpoints)
         return Outcome(value=value, duration=time.monotonic() - start)
+
+    def _abort_check(self, run: Run) -> Callable[[], bool]:
+        """``ctx.aborted``: reads the persisted abort request, at most every 0.25 s."""
+        state = {"at": 0.0, "aborted": False}
+
+        def aborted() -> bool:
+            now = time.monotonic()
+            if not state["aborted"] and now - state["at"] >= ABORT_POLL:
+                state["at"] = now
+                state["aborted"] = self.journal.abort_requested(run.migration.id)
+            return bool(state["aborted"])
+
+        return aborted
 
     def _progress_sink(self, run: Run) -> Callable[[Progress], None]:
         last = [0.0]
@@ -616,8 +847,8 @@ class Coordinator:
             run.model.state = before
             raise
 
-    def _note(self, run: Run, draft: EventDraft) -> None:
+    def _note(self, run: Run, draft: EventDraft, *, reason: Reason = ...) -> None:
         """Commit an event that does not change the state (a probe, say)."""
         run.migration = self.journal.record(
-            run.migration, draft, state=run.state, coordinator=self.id
+            run.migration, draft, state=run.state, coordinator=self.id, reason=reason
         )

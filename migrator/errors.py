@@ -15,6 +15,7 @@ Every error the library raises on purpose derives from :class:`MigratorError`::
     │   ├── SchemaOutOfDate        the schema is older (or newer) than this code
     │   └── FenceLost              another coordinator owns the migration now
     ├── IllegalTransition          a trigger the state machine refuses
+    ├── CoordinatorCrashed         recovery's record of a step cut short by a crash
     └── DriverError                a driver hook failed (its text is data, never trusted)
         ├── StepTimeout            a hook did not return within its timeout
         └── CookieTooLarge         a driver returned a cookie over REMOTE_MIGRATE_COOKIE_MAX
@@ -102,6 +103,13 @@ class FenceLost(JournalError):
             f"migration {migration_id} is no longer owned with fence {fence};"
             " another coordinator took it"
         )
+
+
+class CoordinatorCrashed(MigratorError):
+    """Journaled by recovery as the outcome of a step whose coordinator died mid-call."""
+
+    def __init__(self, *, step: str, detail: str) -> None:
+        super().__init__(f"the coordinator died during {step}; {detail}")
 
 
 class IllegalTransition(MigratorError):

@@ -18,7 +18,15 @@ from collections.abc import Mapping
 ENV_VAR = "MIGRATOR_FAILPOINTS"
 CRASH_EXIT_CODE = 137
 POINTS = ("intent", "called", "recorded")
-ACTIONS = ("crash",)
+ACTIONS = ("crash", "raise")
+
+
+class Crash(BaseException):
+    """Raised by a failpoint armed with ``raise``: an in-process stand-in for a crash.
+
+    A BaseException, so no ``except Exception`` on the way up can mistake it for a failure
+    to handle; tests catch it and then recover, as a restarted coordinator would.
+    """
 
 
 def parse(spec: str) -> dict[str, str]:
@@ -41,5 +49,8 @@ def active(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 def hit(name: str, armed: Mapping[str, str] | None = None) -> None:
     """Die at once if ``name`` is armed (in ``armed``, else in the environment)."""
     points = active() if armed is None else armed
-    if points.get(name) == "crash":
+    action = points.get(name)
+    if action == "crash":
         os._exit(CRASH_EXIT_CODE)
+    if action == "raise":
+        raise Crash(name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -33,19 +34,42 @@ class HookRunner:
         self._jobs: queue.SimpleQueue[_Job | None] | None = None
         self._lock = threading.Lock()
 
-    def call(self, fn: Callable[[], R], *, step: str, timeout: float | None) -> R:
-        """Return ``fn()`` or raise what it raised; raise StepTimeout after ``timeout`` s."""
-        if timeout is None:
+    def call(
+        self,
+        fn: Callable[[], R],
+        *,
+        step: str,
+        timeout: float | None,
+        tick: Callable[[], None] | None = None,
+        tick_every: float = 10.0,
+    ) -> R:
+        """Return ``fn()`` or raise what it raised; raise StepTimeout after ``timeout`` s.
+
+        While waiting, ``tick()`` runs every ``tick_every`` s (the lease heartbeat); what it
+        raises propagates at once, leaving the hook to finish on its abandoned worker.
+        """
+        if timeout is None and tick is None:
             return fn()
         reply: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
         with self._lock:
             jobs = self._worker()
             jobs.put((fn, reply))
-        try:
-            ok, value = reply.get(timeout=timeout)
-        except queue.Empty:
-            self._abandon(jobs)
-            raise StepTimeout(step=step, seconds=timeout) from None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = tick_every if deadline is None else min(tick_every, deadline - time.monotonic())
+            try:
+                ok, value = reply.get(timeout=max(0.0, wait))
+                break
+            except queue.Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    self._abandon(jobs)
+                    raise StepTimeout(step=step, seconds=timeout or 0.0) from None
+            if tick is not None:
+                try:
+                    tick()
+                except BaseException:
+                    self._abandon(jobs)
+                    raise
         if ok:
             result: R = value
             return result

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from migrator.cli.render import console, header, safe, timeline
-from migrator.coordinator import Coordinator
+from migrator.coordinator import Coordinator, Recovered
 from migrator.drivers.base import connect
 from migrator.drivers.test import TestDriver
 from migrator.errors import InvalidURI
@@ -169,3 +169,74 @@ def demo(db: str, *, memory: int, bandwidth: int) -> int:
         )
         out.print(f"see it again with: migrator show {migration.id[:8]}")
     return exit_code(migration.state)
+
+
+# -- recovery -------------------------------------------------------------------------------
+
+
+def recover(db: str, *, dry_run: bool, steal: bool, timeout: float) -> list[dict[str, Any]]:
+    journal = Journal.open(db)
+    coordinator = Coordinator(journal, step_timeout=timeout)
+    return [_recovered_dict(r) for r in coordinator.recover(dry_run=dry_run, steal=steal)]
+
+
+def _recovered_dict(r: Recovered) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "state": r.state.value,
+        "action": r.plan.text,
+        "action_code": r.plan.action.value,
+        "claimed": r.claimed_because is not None,
+        "because": r.claimed_because,
+        "result": r.result.value if r.result else None,
+        "reason": r.reason,
+        "note": r.note,
+    }
+
+
+SAFE_ENDS = {State.CONFIRMED.value, State.ROLLED_BACK.value, State.FAILED.value}
+
+
+def recover_exit_code(rows: list[dict[str, Any]], *, dry_run: bool) -> int:
+    """0 all claimed reached a safe end (or nothing to do), 3 any IN_DOUBT, 1 a failure."""
+    if dry_run:
+        return 0
+    results = [r["result"] for r in rows if r["claimed"]]
+    if any(r == State.IN_DOUBT.value for r in results):
+        return 3
+    if any(r not in SAFE_ENDS for r in results):
+        return 1
+    return 0
+
+
+def print_recovery(rows: list[dict[str, Any]], *, dry_run: bool, steal: bool) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    out = console()
+    if not rows:
+        out.print("nothing to recover")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("ID", "STATE", "PLAN" if dry_run else "ACTION", "RESULT"):
+        table.add_column(column)
+    for r in rows:
+        if dry_run:
+            result = "would claim: " + r["because"] if r["because"] else "owner alive: left alone"
+        elif r["claimed"]:
+            result = r["result"] or f"not finished: {r['note']}"
+        else:
+            result = r["note"] or "owner alive: left alone (--steal takes it)"
+        table.add_row(r["id"][:8], r["state"], Text(r["action"]), Text(safe(result)))
+    out.print(table)
+
+
+def resolve(db: str, migration_id: str, *, running_on: str) -> dict[str, Any]:
+    coordinator = Coordinator(Journal.open(db))
+    migration = coordinator.resolve(migration_id, running_on=running_on)
+    return {**migration_dict(migration), "exit_code": exit_code(migration.state)}
+
+
+def abort(db: str, migration_id: str) -> dict[str, Any]:
+    coordinator = Coordinator(Journal.open(db))
+    return migration_dict(coordinator.abort(migration_id))

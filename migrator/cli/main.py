@@ -205,6 +205,65 @@ def diagram(migration_id: str | None) -> None:
     click.echo(mermaid(path), nl=False)
 
 
+# -- recovery and operators' commands ---------------------------------------------------------
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--steal", is_flag=True, help="Also take migrations whose owner seems alive.")
+@click.option(
+    "--timeout", type=float, default=600.0, show_default=True, help="Per-step timeout, s."
+)
+@json_option
+def recover(dry_run: bool, steal: bool, timeout: float, as_json: bool) -> None:
+    """Bring every orphaned migration to a safe end (or show the plan)."""
+    from migrator.cli import commands
+
+    settings = _settings()
+    with _errors(settings):
+        rows = commands.recover(settings.db, dry_run=dry_run, steal=steal, timeout=timeout)
+    if as_json:
+        _print_json(rows)
+    else:
+        commands.print_recovery(rows, dry_run=dry_run, steal=steal)
+    sys.exit(commands.recover_exit_code(rows, dry_run=dry_run))
+
+
+@cli.command()
+@click.argument("migration_id", metavar="ID")
+@click.option(
+    "--running-on",
+    type=click.Choice(["src", "dst"]),
+    required=True,
+    help="Where the domain really runs, as the operator established.",
+)
+@json_option
+def resolve(migration_id: str, running_on: str, as_json: bool) -> None:
+    """Settle an IN_DOUBT migration: Confirm on the source as the operator decides."""
+    from migrator.cli import commands
+
+    settings = _settings()
+    with _errors(settings):
+        outcome = commands.resolve(settings.db, migration_id, running_on=running_on)
+    if as_json:
+        _print_json(outcome)
+    else:
+        commands.print_outcome(outcome)
+    sys.exit(outcome["exit_code"])
+
+
+@cli.command()
+@click.argument("migration_id", metavar="ID")
+def abort(migration_id: str) -> None:
+    """Ask a running migration to stop; Perform fails and the migration rolls back."""
+    from migrator.cli import commands
+
+    settings = _settings()
+    with _errors(settings):
+        migration = commands.abort(settings.db, migration_id)
+    click.echo(f"abort requested for {migration['id']} ({migration['state']})")
+
+
 # -- the journal database ------------------------------------------------------------------
 
 

@@ -83,6 +83,9 @@ class ConfirmResult:
 class ProbeResult:
     state: DomainState
     detail: dict[str, Any] = field(default_factory=dict)
+    transfers: dict[str, str] = field(default_factory=dict)
+    """Outgoing transfers of this domain that the host remembers, by migration id:
+    ``"completed"`` once Perform sent everything. Recovery of a crash in PERFORMING asks it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -649,7 +649,9 @@ class TestDriver:
             "job": dom["job"],
             "outgoing": dict(dom["outgoing"]),
         }
-        return ProbeResult(state=DomainState(dom["state"]), detail=detail)
+        return ProbeResult(
+            state=DomainState(dom["state"]), detail=detail, transfers=dict(dom["outgoing"])
+        )
 
     def close(self) -> None:
         return None

@@ -456,6 +456,53 @@ class Journal:
         with self._write() as conn:
             conn.execute(stmt)
 
+    def heartbeat(self, migration: Migration) -> None:
+        """Extend the lease while a step runs; raise FenceLost if another owner took over."""
+        stmt = (
+            migrations.update()
+            .where(migrations.c.id == migration.id, migrations.c.fence == migration.fence)
+            .values(lease_expires_at=_now() + timedelta(seconds=self.lease_seconds))
+        )
+        with self._write() as conn:
+            if conn.execute(stmt).rowcount == 0:
+                raise FenceLost(migration_id=migration.id, fence=migration.fence)
+
+    def claim(self, migration: Migration, owner: str) -> Migration:
+        """Take ownership: a new owner, a fresh lease and a higher fence, or FenceLost.
+
+        Conditional on the fence the caller read, so of two coordinators claiming the same
+        migration exactly one wins; the loser's later writes (old fence) are refused.
+        """
+        now = _now()
+        lease = now + timedelta(seconds=self.lease_seconds)
+        stmt = (
+            migrations.update()
+            .where(migrations.c.id == migration.id, migrations.c.fence == migration.fence)
+            .values(owner=owner, fence=migrations.c.fence + 1, lease_expires_at=lease)
+        )
+        with self._write() as conn:
+            if conn.execute(stmt).rowcount == 0:
+                raise FenceLost(migration_id=migration.id, fence=migration.fence)
+        return _replace(migration, owner=owner, fence=migration.fence + 1, lease_expires_at=lease)
+
+    def request_abort(self, migration_id: str, *, states: Iterable[State]) -> bool:
+        """Persist an abort request if the migration is still in one of ``states``."""
+        stmt = (
+            migrations.update()
+            .where(
+                migrations.c.id == migration_id,
+                migrations.c.state.in_([s.value for s in states]),
+            )
+            .values(abort_requested=True)
+        )
+        with self._write() as conn:
+            return bool(conn.execute(stmt).rowcount)
+
+    def abort_requested(self, migration_id: str) -> bool:
+        query = sa.select(migrations.c.abort_requested).where(migrations.c.id == migration_id)
+        with _translated(self.url), self.engine.connect() as conn:
+            return bool(conn.execute(query).scalar())
+
     @staticmethod
     def _event_row(
         mid: str,
