@@ -28,6 +28,7 @@ from migrator.drivers.base import (
     MigrationParams,
     ProbeResult,
     connect,
+    redact_uri,
 )
 from migrator.errors import (
     CookieTooLarge,
@@ -230,8 +231,8 @@ class Coordinator:
         migration = self.journal.create(
             domain=domain,
             dname=dname,
-            src=src.uri,
-            dst=dst.uri,
+            src=redact_uri(src.uri),
+            dst=redact_uri(dst.uri),
             protocol=3,
             flags=int(params.flags),
             bandwidth=bandwidth,

@@ -85,8 +85,9 @@ def _never() -> bool:
 class StepContext:
     """What the engine tells a driver hook about the call it is making.
 
-    A hook is idempotent per ``(migration_id, step)``: called again with the same pair it
-    returns the same result, or a harmless equivalent, and changes nothing more.
+    A hook is idempotent per ``(migration_id, step)`` (for Finish and Confirm, per
+    ``(migration_id, step, cancelled)``): called again with the same key it returns the same
+    result, or a harmless equivalent, and changes nothing more.
     ``fence`` grows whenever another coordinator takes the migration over; a host may refuse
     a call with a lower fence than one it has seen. A long hook reports ``progress`` and
     gives up (raising) when ``aborted()`` turns true or ``deadline`` (``time.monotonic``)

@@ -6,6 +6,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from migrator.cli.render import console, header, safe, timeline
 from migrator.coordinator import Coordinator, Recovered
 from migrator.drivers.base import connect
 from migrator.drivers.test import TestDriver
-from migrator.errors import InvalidURI
+from migrator.errors import InvalidURI, UsageError
 from migrator.flags import MigrateFlags
 from migrator.inspect import migration_dict
 from migrator.journal.store import Journal
@@ -23,6 +24,21 @@ from migrator.records import Migration, Progress
 from migrator.states import TERMINAL, State
 
 EXIT_BY_STATE = {State.CONFIRMED: 0, State.IN_DOUBT: 3}
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str) -> datetime:
+    """An ISO time (naive means UTC) or an age such as ``30s``, ``15m``, ``2h``, ``3d``."""
+    value = text.strip()
+    if value[:-1].isdigit() and value[-1:] in AGE_UNITS:
+        return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * AGE_UNITS[value[-1]])
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r}: expected an ISO time or an age like 30s, 2h, 3d"
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
 
 
 def exit_code(state: State) -> int:

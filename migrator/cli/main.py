@@ -152,18 +152,21 @@ STATE_CHOICE = click.Choice([s.value for s in State], case_sensitive=False)
 @click.option(
     "--state", "states", multiple=True, type=STATE_CHOICE, help="Only this state (repeatable)."
 )
+@click.option(
+    "--since", metavar="T", help="Created at or after T: ISO time, or an age (30s, 2h, 3d)."
+)
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many, newest first.")
 @json_option
-def list_(states: tuple[str, ...], limit: int | None, as_json: bool) -> None:
+def list_(states: tuple[str, ...], since: str | None, limit: int | None, as_json: bool) -> None:
     """List migrations, newest first."""
+    from migrator.cli.commands import parse_since
     from migrator.inspect import migration_dict
 
     with _errors(_settings()):
+        after = parse_since(since) if since else None
         journal = _journal()
-        rows = [
-            migration_dict(m)
-            for m in journal.list(states=[State(s.upper()) for s in states], limit=limit)
-        ]
+        chosen = journal.list(states=[State(s.upper()) for s in states], since=after, limit=limit)
+        rows = [migration_dict(m) for m in chosen]
     if as_json:
         _print_json(rows)
         return
@@ -190,7 +193,7 @@ def show(migration_id: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("migration_id", metavar="ID", required=False)
+@click.argument("migration_id", metavar="[ID]", required=False)
 def diagram(migration_id: str | None) -> None:
     """Print the state machine as a Mermaid diagram (with ID: the path it took)."""
     from migrator.states import State as S
@@ -284,16 +287,17 @@ def upgrade() -> None:
 @db.command()
 def current() -> None:
     """Print the journal's schema revision."""
-    from migrator.journal.schema import SCHEMA_HEAD
+    from migrator.journal.schema import KNOWN_REVISIONS, SCHEMA_HEAD
 
     with _errors(_settings()):
         journal = _journal(check=False)
         found = journal.revision()
-    state = (
-        "up to date"
-        if found == SCHEMA_HEAD
-        else f"expected {SCHEMA_HEAD}: run `migrator db upgrade`"
-    )
+    if found == SCHEMA_HEAD:
+        state = "up to date"
+    elif found is not None and found not in KNOWN_REVISIONS:
+        state = f"newer than this migrator (knows up to {SCHEMA_HEAD}): upgrade migrator"
+    else:
+        state = f"expected {SCHEMA_HEAD}: run `migrator db upgrade`"
     click.echo(f"{found or 'none'} ({state})")
 
 

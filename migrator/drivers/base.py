@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from migrator.errors import InvalidURI
 from migrator.flags import MigrateFlags
@@ -166,6 +166,20 @@ def _registered(scheme: str) -> DriverFactory | None:
         factory: DriverFactory = ep.load()
         return factory
     return None
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with any password replaced by ``***``: what the journal and logs keep.
+
+    A driver that needs credentials should read them from its own configuration, since
+    recovery reconnects to hosts from the journaled (redacted) URIs.
+    """
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
 
 
 def connect(uri: str) -> Driver:
