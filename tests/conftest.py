@@ -60,14 +60,29 @@ def pg_url(pg_engine: sa.Engine) -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A journal URL with an up-to-date schema, on SQLite and on PostgreSQL."""
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A journal URL with an up-to-date schema, on SQLite and on PostgreSQL.
+
+    Afterwards every migration the test left in it is replayed: today's engine must make
+    the same decisions the journal recorded (``migrator replay`` says "consistent").
+    """
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'journal.db'}"
     else:
         url = request.getfixturevalue("pg_url")
     Journal.open(url, upgrade=True).close()
-    return url
+    yield url
+    if request.node.get_closest_marker("no_replay") is None:
+        assert_replays_consistently(url)
+
+
+def assert_replays_consistently(url: str) -> None:
+    from migrator.replay import replay
+
+    with Journal.open(url) as journal:
+        for migration in journal.list():
+            result = replay(journal, migration.id)
+            assert result.consistent, result.as_dict()
 
 
 @pytest.fixture

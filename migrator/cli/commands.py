@@ -256,3 +256,15 @@ def resolve(db: str, migration_id: str, *, running_on: str) -> dict[str, Any]:
 def abort(db: str, migration_id: str) -> dict[str, Any]:
     coordinator = Coordinator(Journal.open(db))
     return migration_dict(coordinator.abort(migration_id))
+
+
+def print_divergence(data: dict[str, Any]) -> None:
+    at = data["divergence"]
+    out = console()
+    out.print(f"{data['id']}: DIVERGES at seq {at['seq']}", markup=False)
+    for label in ("recorded", "replayed"):
+        sig = at[label]
+        text = "nothing" if sig is None else " ".join(f"{k}={v}" for k, v in sig.items())
+        out.print(f"  {label:9} {safe(text)}", markup=False)
+    if data["note"]:
+        out.print(f"  note      {safe(data['note'])}", markup=False)

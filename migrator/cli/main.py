@@ -257,6 +257,27 @@ def resolve(migration_id: str, running_on: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("migration_id", metavar="ID")
+@json_option
+def replay(migration_id: str, as_json: bool) -> None:
+    """Re-run the engine's decisions against the journal; report the first divergence."""
+    from migrator import replay as replaying
+
+    with _errors(_settings()):
+        result = replaying.replay(_journal(), migration_id)
+    data = result.as_dict()
+    if as_json:
+        _print_json(data)
+    elif result.consistent:
+        click.echo(f"{result.migration_id}: consistent ({data['events']} events)")
+    else:
+        from migrator.cli.commands import print_divergence
+
+        print_divergence(data)
+    sys.exit(EXIT_OK if result.consistent else EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("migration_id", metavar="ID")
 def abort(migration_id: str) -> None:
     """Ask a running migration to stop; Perform fails and the migration rolls back."""
     from migrator.cli import commands

@@ -11,6 +11,8 @@ from migrator.journal.store import Journal
 from migrator.records import EventDraft, Migration
 from migrator.states import State, Step
 
+pytestmark = pytest.mark.no_replay  # events written by hand, not by the engine
+
 
 def _new(journal: Journal, domain: str = "vm1") -> Migration:
     return journal.create(

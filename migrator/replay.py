@@ -1,0 +1,282 @@
+"""Replay: run today's engine against a migration's recorded driver outcomes.
+
+No host is touched. Replay drivers answer each hook call with the outcome the journal
+recorded for that step, in order; the coordinator runs on a scratch journal; where the
+original run was cut short by a crash (a ``recovery`` event follows), the replay crashes
+at the same point (an in-process failpoint) and recovers. The two event sequences are
+then compared, step by step: the first difference is where the engine now decides
+otherwise than the journal says it did. That is how a new engine is checked against old
+journals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from migrator import failpoints
+from migrator.coordinator import Coordinator
+from migrator.drivers.base import (
+    BeginResult,
+    ConfirmResult,
+    DomainState,
+    Feature,
+    FinishResult,
+    MigrationParams,
+    PerformResult,
+    PrepareResult,
+    ProbeResult,
+)
+from migrator.errors import DriverError
+from migrator.flags import MigrateFlags
+from migrator.journal.store import Journal
+from migrator.records import Event, Migration, StepContext
+from migrator.states import Step
+
+Signature = tuple[str | None, str, bool | None, str, int]
+"""What replay compares of each event: step, kind, cancelled, state after it, attempt."""
+
+
+class Exhausted(BaseException):
+    """The engine made a call the journal holds no outcome for.
+
+    A BaseException so that it passes the coordinator's handling of driver failures and
+    stops the replay where the journal ends (a migration still in flight, say).
+    """
+
+
+def signature(event: Event) -> Signature:
+    step = event.step.value if event.step else None
+    return (step, event.kind, event.cancelled, event.state.value, event.attempt)
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    migration_id: str
+    consistent: bool
+    recorded: list[Signature]
+    replayed: list[Signature]
+    divergence: int | None = None
+    """Index of the first differing event, when not consistent."""
+    note: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        at = self.divergence
+        return {
+            "id": self.migration_id,
+            "consistent": self.consistent,
+            "events": len(self.recorded),
+            "divergence": None
+            if at is None
+            else {
+                "seq": at + 1,
+                "recorded": _sig_dict(self.recorded[at]) if at < len(self.recorded) else None,
+                "replayed": _sig_dict(self.replayed[at]) if at < len(self.replayed) else None,
+            },
+            "note": self.note,
+        }
+
+
+def _sig_dict(sig: Signature) -> dict[str, Any]:
+    step, kind, cancelled, state, attempt = sig
+    return {"step": step, "kind": kind, "cancelled": cancelled, "state": state, "attempt": attempt}
+
+
+class _Tape:
+    """The recorded outcomes of one host's hooks, served in order."""
+
+    def __init__(self, events: Sequence[Event], steps: set[Step]) -> None:
+        self.outcomes: dict[Step, deque[Event]] = {s: deque() for s in steps}
+        for event in events:
+            if event.step in self.outcomes and event.kind in ("ok", "error"):
+                self.outcomes[event.step].append(event)
+
+    def next(self, step: Step) -> Event:
+        queue = self.outcomes[step]
+        if not queue:
+            raise Exhausted(f"the engine calls {step} again; the journal recorded no more")
+        return queue.popleft()
+
+
+def _result(event: Event) -> Event:
+    if event.kind == "error":
+        raise DriverError(event.error_message or "recorded error")
+    return event
+
+
+class ReplayDriver:
+    """A host that answers from the journal. ``probe`` before the run answers as at start."""
+
+    def __init__(self, uri: str, tape: _Tape, probes: _Tape, *, start: DomainState) -> None:
+        self.uri = uri
+        self.tape, self.probes, self.start = tape, probes, start
+        self.started = False
+
+    def features(self) -> frozenset[Feature]:
+        return frozenset({Feature.MIGRATION_V3})
+
+    def begin(self, ctx: StepContext, params: MigrationParams) -> BeginResult:
+        self.started = True
+        e = _result(self.tape.next(Step.BEGIN))
+        return BeginResult(description=e.description or "", cookie=e.cookie_out or b"")
+
+    def prepare(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, description: str
+    ) -> PrepareResult:
+        self.started = True
+        e = _result(self.tape.next(Step.PREPARE))
+        return PrepareResult(uri=e.uri or "", cookie=e.cookie_out or b"")
+
+    def perform(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, uri: str
+    ) -> PerformResult:
+        e = _result(self.tape.next(Step.PERFORM))
+        return PerformResult(cookie=e.cookie_out or b"", stats=dict(e.detail or {}))
+
+    def finish(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
+    ) -> FinishResult:
+        self.started = True
+        e = _result(self.tape.next(Step.FINISH))
+        running = bool(e.detail and e.detail.get("running"))
+        return FinishResult(running=running, cookie=e.cookie_out or b"")
+
+    def confirm(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
+    ) -> ConfirmResult:
+        e = _result(self.tape.next(Step.CONFIRM))
+        return ConfirmResult(cookie=e.cookie_out or b"")
+
+    def probe(self, domain: str) -> ProbeResult:
+        if not self.started:
+            return ProbeResult(state=self.start)
+        e = _result(self.probes.next(Step.PROBE))
+        detail = e.detail or {}
+        inner = detail.get("detail") or {}
+        transfers = dict(inner.get("outgoing") or {}) if isinstance(inner, dict) else {}
+        return ProbeResult(state=DomainState(detail.get("state", "absent")), transfers=transfers)
+
+    def close(self) -> None:
+        return None
+
+
+def _crash_points(history: Sequence[Event]) -> list[str]:
+    """Where each crashed run stopped, one per recovery: the last event before it.
+
+    ``<step>.intent`` or ``<step>.recorded`` as the failpoints name them, or ``created``
+    for a migration that died before its first step.
+    """
+    points = []
+    previous: Event | None = None
+    for event in history:
+        if event.kind == "recovery" and (previous is None or previous.kind != "recovery"):
+            points.append(_point_after(previous))
+        previous = event
+    return points
+
+
+def _point_after(event: Event | None) -> str:
+    if event is None or event.step is None:
+        return "created"
+    return f"{event.step.value}.{'intent' if event.kind == 'intent' else 'recorded'}"
+
+
+def _split_tapes(
+    migration: Migration, history: Sequence[Event]
+) -> tuple[_Tape, _Tape, _Tape, _Tape]:
+    src_steps = {Step.BEGIN, Step.PERFORM, Step.CONFIRM}
+    dst_steps = {Step.PREPARE, Step.FINISH}
+    probes = [e for e in history if e.step is Step.PROBE]
+    src_probes = [e for e in probes if e.uri == migration.src]
+    dst_probes = [e for e in probes if e.uri != migration.src]
+    return (
+        _Tape(history, src_steps),
+        _Tape(src_probes, {Step.PROBE}),
+        _Tape(history, dst_steps),
+        _Tape(dst_probes, {Step.PROBE}),
+    )
+
+
+def replay(journal: Journal, migration_id: str) -> ReplayResult:
+    """Re-run the engine's decisions for one journaled migration and compare."""
+    migration = journal.find(migration_id)
+    history = journal.history(migration.id)
+    recorded = [signature(e) for e in history]
+    with tempfile.TemporaryDirectory(prefix="migrator-replay-") as tmp:
+        replayed, note = _rerun(migration, history, Path(tmp) / "replay.db")
+    return _compare(migration.id, recorded, replayed, note)
+
+
+def _rerun(
+    migration: Migration, history: Sequence[Event], path: Path
+) -> tuple[list[Signature], str | None]:
+    src_tape, src_probes, dst_tape, dst_probes = _split_tapes(migration, history)
+    paused = bool(migration.flags & MigrateFlags.PAUSED)
+    start = DomainState.PAUSED if paused else DomainState.RUNNING
+    src = ReplayDriver(migration.src, src_tape, src_probes, start=start)
+    dst = ReplayDriver(migration.dst, dst_tape, dst_probes, start=DomainState.ABSENT)
+    crashes = _crash_points(history)
+    with Journal.open(f"sqlite:///{path}") as scratch:
+        try:
+            _first_run(scratch, migration, src, dst, crashes[0] if crashes else None)
+            for later in [*crashes[1:], None][: len(crashes)]:
+                _recover(scratch, src, dst, later)
+        except Exhausted as exc:
+            return _scratch_signatures(scratch), str(exc)
+        return _scratch_signatures(scratch), None
+
+
+def _first_run(
+    scratch: Journal, m: Migration, src: ReplayDriver, dst: ReplayDriver, point: str | None
+) -> None:
+    coordinator = Coordinator(scratch, retry_backoff=0.0, step_timeout=None)
+    if point == "created":  # died between recording the migration and its first step
+        scratch.create(
+            domain=m.domain, src=m.src, dst=m.dst, protocol=m.protocol, flags=m.flags,
+            bandwidth=m.bandwidth, owner=coordinator.id, dname=m.dname,
+        )  # fmt: skip
+        return
+    coordinator._failpoints = {point: "raise"} if point else {}
+    with contextlib.suppress(failpoints.Crash):  # as the original run did; recovery follows
+        coordinator.migrate(
+            m.domain, src=src, dst=dst, flags=MigrateFlags(m.flags), dname=m.dname,
+            bandwidth=m.bandwidth,
+        )  # fmt: skip
+
+
+def _recover(scratch: Journal, src: ReplayDriver, dst: ReplayDriver, point: str | None) -> None:
+    """Recover in the scratch journal, with the replay drivers in place of the real hosts."""
+    recoverer = _ReplayCoordinator(scratch, {src.uri: src, dst.uri: dst})
+    recoverer._failpoints = {point: "raise"} if point else {}
+    with contextlib.suppress(failpoints.Crash):
+        recoverer.recover(steal=True)
+
+
+class _ReplayCoordinator(Coordinator):
+    def __init__(self, journal: Journal, hosts: dict[str, ReplayDriver]) -> None:
+        super().__init__(journal, retry_backoff=0.0, step_timeout=None)
+        self.hosts = hosts
+
+    def connect_host(self, uri: str) -> Any:
+        return self.hosts[uri]
+
+
+def _scratch_signatures(scratch: Journal) -> list[Signature]:
+    (migration,) = scratch.list()
+    return [signature(e) for e in scratch.history(migration.id)]
+
+
+def _compare(
+    mid: str, recorded: list[Signature], replayed: list[Signature], note: str | None
+) -> ReplayResult:
+    for index, (a, b) in enumerate(zip(recorded, replayed, strict=False)):
+        if a != b:
+            return ReplayResult(mid, False, recorded, replayed, index, note)
+    if len(recorded) != len(replayed):
+        return ReplayResult(mid, False, recorded, replayed, min(len(recorded), len(replayed)), note)
+    return ReplayResult(mid, True, recorded, replayed, None, note)
