@@ -14,7 +14,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import EllipsisType
 from typing import Any, TypeVar
@@ -203,7 +203,7 @@ class Coordinator:
         self.on_progress = on_progress
         self._runner = HookRunner()
         try:
-            self._failpoints = failpoints.active()  # read once: inert and cheap unless set
+            self._failpoints: Mapping[str, str] = failpoints.active()  # read once: cheap
         except ValueError as exc:
             raise UsageError(f"{failpoints.ENV_VAR}: {exc}") from None
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,25 +165,70 @@ class ReplayDriver:
         return None
 
 
-def _crash_points(history: Sequence[Event]) -> list[str]:
-    """Where each crashed run stopped, one per recovery: the last event before it.
+class _NthHit(Mapping[str, str]):
+    """A failpoint map that arms ``name`` for its ``n``-th hit only.
 
-    ``<step>.intent`` or ``<step>.recorded`` as the failpoints name them, or ``created``
-    for a migration that died before its first step.
+    A crash after the third Confirm attempt must not be replayed as one after the first,
+    and an ordinary failpoint fires at every hit.
     """
-    points = []
-    previous: Event | None = None
+
+    def __init__(self, name: str, n: int) -> None:
+        self.name, self.n, self.hits = name, n, 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key != self.name:
+            return default
+        self.hits += 1
+        return "raise" if self.hits == self.n else default
+
+    def __getitem__(self, key: str) -> str:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return str(value)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([self.name])
+
+    def __len__(self) -> int:
+        return 1
+
+
+Crash = tuple[str, int]
+"""Where a run stopped: a failpoint name and which hit of it, within that run."""
+
+
+def _crash_points(history: Sequence[Event]) -> list[Crash]:
+    """Where each run before a recovery stopped: the last event before each recovery.
+
+    ``<step>.intent`` or ``<step>.recorded`` as the failpoints name them, counted within
+    the run, or ``created`` for a migration that died before its first step.
+    """
+    points: list[Crash] = []
+    run: list[Event] = []
     for event in history:
-        if event.kind == "recovery" and (previous is None or previous.kind != "recovery"):
-            points.append(_point_after(previous))
-        previous = event
+        if event.kind == "recovery" and (not run or run[-1].kind != "recovery"):
+            points.append(_point_after(run))
+            run = []
+        run.append(event)
     return points
 
 
-def _point_after(event: Event | None) -> str:
-    if event is None or event.step is None:
-        return "created"
-    return f"{event.step.value}.{'intent' if event.kind == 'intent' else 'recorded'}"
+def _point_after(run: list[Event]) -> Crash:
+    last = run[-1] if run else None
+    if last is None or last.step is None:
+        return ("created", 1)
+    intent = last.kind == "intent"
+    name = f"{last.step.value}.{'intent' if intent else 'recorded'}"
+    same = [
+        e for e in run
+        if e.step is last.step and (e.kind == "intent") == intent and e.kind != "recovery"
+    ]  # fmt: skip
+    return (name, len(same))
+
+
+def _armed(point: Crash | None) -> Mapping[str, str]:
+    return {} if point is None else _NthHit(*point)
 
 
 def _split_tapes(
@@ -232,16 +277,18 @@ def _rerun(
 
 
 def _first_run(
-    scratch: Journal, m: Migration, src: ReplayDriver, dst: ReplayDriver, point: str | None
+    scratch: Journal, m: Migration, src: ReplayDriver, dst: ReplayDriver, point: Crash | None
 ) -> None:
     coordinator = Coordinator(scratch, retry_backoff=0.0, step_timeout=None)
-    if point == "created":  # died between recording the migration and its first step
+    if (
+        point is not None and point[0] == "created"
+    ):  # died between recording the migration and its first step
         scratch.create(
             domain=m.domain, src=m.src, dst=m.dst, protocol=m.protocol, flags=m.flags,
             bandwidth=m.bandwidth, owner=coordinator.id, dname=m.dname,
         )  # fmt: skip
         return
-    coordinator._failpoints = {point: "raise"} if point else {}
+    coordinator._failpoints = _armed(point)
     with contextlib.suppress(failpoints.Crash):  # as the original run did; recovery follows
         coordinator.migrate(
             m.domain, src=src, dst=dst, flags=MigrateFlags(m.flags), dname=m.dname,
@@ -249,10 +296,10 @@ def _first_run(
         )  # fmt: skip
 
 
-def _recover(scratch: Journal, src: ReplayDriver, dst: ReplayDriver, point: str | None) -> None:
+def _recover(scratch: Journal, src: ReplayDriver, dst: ReplayDriver, point: Crash | None) -> None:
     """Recover in the scratch journal, with the replay drivers in place of the real hosts."""
     recoverer = _ReplayCoordinator(scratch, {src.uri: src, dst.uri: dst})
-    recoverer._failpoints = {point: "raise"} if point else {}
+    recoverer._failpoints = _armed(point)
     with contextlib.suppress(failpoints.Crash):
         recoverer.recover(steal=True)
 
