@@ -28,6 +28,7 @@ from migrator.drivers.base import (
     MigrationParams,
     ProbeResult,
     connect,
+    is_blocking,
     redact_uri,
 )
 from migrator.errors import (
@@ -115,6 +116,11 @@ class Run:
 
     def __post_init__(self) -> None:
         self.model = acquire_model(self.migration.state)
+
+    @property
+    def blocking(self) -> bool:
+        """False when both drivers say their hooks never block: they are then called inline."""
+        return is_blocking(self.src) or is_blocking(self.dst)
 
     @property
     def state(self) -> State:
@@ -466,7 +472,7 @@ class Coordinator:
         if not self._perform(run):
             self._cancel(run)
             return
-        if self.journal.abort_requested(run.migration.id):
+        if run.migration.abort_requested:  # as of the commit of Perform's outcome
             self._cancel(run)  # aborted after the data went, before the point of no return
             return
         self._finish(run, cancelled=False)
@@ -759,12 +765,13 @@ class Coordinator:
             aborted=self._abort_check(run),
         )
         start = time.monotonic()
+        watched = run.blocking
         try:
             value = self._runner.call(
                 lambda: hook(ctx),
                 step=str(step),
-                timeout=timeout,
-                tick=lambda: self.journal.heartbeat(run.migration),
+                timeout=timeout if watched else None,
+                tick=(lambda: self.journal.heartbeat(run.migration)) if watched else None,
                 tick_every=self.journal.lease_seconds / 3,
             )
         except JournalError:

@@ -112,6 +112,8 @@ def _result(event: Event) -> Event:
 class ReplayDriver:
     """A host that answers from the journal. ``probe`` before the run answers as at start."""
 
+    blocking = False  # answers from memory: called inline
+
     def __init__(self, uri: str, tape: _Tape, probes: _Tape, *, start: DomainState) -> None:
         self.uri = uri
         self.tape, self.probes, self.start = tape, probes, start

@@ -146,6 +146,16 @@ class Driver(Protocol):
     def close(self) -> None: ...
 
 
+def is_blocking(driver: Driver) -> bool:
+    """Whether the coordinator must watch this driver's hooks (timeout, lease heartbeat).
+
+    A driver may set the class attribute ``blocking = False`` when it is in-process and its
+    hooks return at once (``null://``, replay): the coordinator then calls them inline,
+    saving a thread hand-off per step. Every other driver is watched from a worker thread.
+    """
+    return bool(getattr(driver, "blocking", True))
+
+
 DriverFactory = Callable[[str], Driver]
 
 

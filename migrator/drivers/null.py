@@ -28,6 +28,7 @@ _FEATURES = frozenset({Feature.MIGRATION_V3})
 
 
 class NullDriver:
+    blocking: ClassVar[bool] = False  # in-process, returns at once: called inline
     _hosts: ClassVar[dict[str, dict[str, DomainState]]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
 import fcntl
 import os
 import threading
@@ -182,7 +183,7 @@ _ADVANCE = (
         ),
         finished_at=sa.bindparam("finished"),
     )
-    .returning(migrations.c.last_seq)
+    .returning(migrations.c.last_seq, migrations.c.abort_requested)
 )
 
 
@@ -197,30 +198,34 @@ class _Compiled:
 
     def __init__(self, stmt: sa.ClauseElement, dialect: sa.Dialect) -> None:
         compiled: Any = stmt.compile(dialect=dialect)  # an SQLCompiler: binds, positiontup
-        self.sql = compiled.string
-        self.positional = compiled.positiontup
+        self.sql: str = compiled.string
+        self.positional: list[str] | None = compiled.positiontup
         self.processors: dict[str, Callable[[Any], Any]] = {}
         self.defaults = {n: b.value for n, b in compiled.binds.items() if b.value is not None}
         for name, bind in compiled.binds.items():
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if processor is not None:
                 self.processors[name] = processor
+        # For positional dialects: (name, processor or None, default) in parameter order.
+        self.slots = [
+            (name, self.processors.get(name), self.defaults.get(name))
+            for name in (self.positional or [])
+        ]
 
     def params(self, values: dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
-        procs, defaults = self.processors, self.defaults
         if self.positional is None:
-            merged = {**defaults, **values}
+            procs = self.processors
+            merged = {**self.defaults, **values}
             return {
                 k: (procs[k](v) if v is not None and k in procs else v) for k, v in merged.items()
             }
         out = []
-        for name in self.positional:
-            v = values[name] if name in values else defaults[name]
-            out.append(procs[name](v) if v is not None and name in procs else v)
+        for name, proc, default in self.slots:
+            v = values.get(name, default)
+            out.append(v if proc is None or v is None else proc(v))
         return out
 
-    def execute(self, conn: sa.Connection, values: dict[str, Any]) -> Any:
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    def execute(self, cursor: Any, values: dict[str, Any]) -> Any:
         cursor.execute(self.sql, self.params(values))
         return cursor
 
@@ -289,15 +294,38 @@ class Journal:
                 self._drop_writer()
                 raise JournalUnavailable(url=self.url, reason=str(exc).splitlines()[0]) from exc
 
+    @contextlib.contextmanager
+    def _cursor(self) -> Iterator[Any]:
+        """One transaction on the writer's DBAPI connection: the hot path of ``record``.
+
+        Begin and commit are the driver's own (SQLAlchemy's transaction bookkeeping costs
+        as much as the statements); errors roll back and are translated as in ``_write``.
+        """
+        with self._write_lock, _translated(self.url):
+            if self._writer is None or self._writer.invalidated:
+                self._writer = self.engine.connect()
+            dbapi: Any = self._writer.connection.dbapi_connection
+            try:
+                yield dbapi.cursor()
+                dbapi.commit()
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    dbapi.rollback()
+                if isinstance(exc, self._dbapi_error):
+                    self._drop_writer()
+                    raise JournalUnavailable(url=self.url, reason=str(exc).splitlines()[0]) from exc
+                raise
+
     def _drop_writer(self) -> None:
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 self._writer.invalidate()
             self._writer = None
 
-    def _fetch_seq(self, conn: sa.Connection, values: dict[str, Any]) -> int | None:
-        row = self._advance.execute(conn, values).fetchone()
-        return None if row is None else int(row[0])
+    def _advance_row(self, cursor: Any, values: dict[str, Any]) -> tuple[int, bool] | None:
+        """The new seq, and whether an abort was requested (read for free on every step)."""
+        row = self._advance.execute(cursor, values).fetchone()
+        return None if row is None else (int(row[0]), bool(row[1]))
 
     def __enter__(self) -> Journal:
         return self
@@ -392,8 +420,8 @@ class Journal:
             "finished_at": None,
             "progress": None,
         }
-        with self._write() as conn:
-            self._insert_migration.execute(conn, values)
+        with self._cursor() as cursor:
+            self._insert_migration.execute(cursor, values)
         return Migration(**{**values, "state": State.NEW})
 
     def record(
@@ -415,9 +443,9 @@ class Journal:
         """
         now = _now()
         finished = now if state in TERMINAL else None
-        with self._write() as conn:
-            seq = self._fetch_seq(
-                conn,
+        with self._cursor() as cursor:
+            advanced = self._advance_row(
+                cursor,
                 {
                     "mid": migration.id,
                     "expect_fence": migration.fence,
@@ -430,10 +458,12 @@ class Journal:
                     "finished": finished,
                 },
             )
-            if seq is None:
-                raise self._refused(conn, migration, state)
-            row = self._event_row(migration.id, seq, draft, state, now, coordinator)
-            self._insert_event.execute(conn, row)
+            if advanced is not None:
+                seq, aborted = advanced
+                row = self._event_row(migration.id, seq, draft, state, now, coordinator)
+                self._insert_event.execute(cursor, row)
+        if advanced is None:
+            raise self._refused(migration, state)
         return _replace(
             migration,
             state=state,
@@ -441,6 +471,7 @@ class Journal:
             updated_at=now,
             reason=migration.reason if reason is ... else reason,
             finished_at=finished,
+            abort_requested=aborted,
         )
 
     def set_progress(self, migration: Migration, progress: dict[str, Any]) -> None:
@@ -532,10 +563,12 @@ class Journal:
             "duration": d.duration,
         }
 
-    def _refused(self, conn: sa.Connection, migration: Migration, state: State) -> Exception:
-        row = conn.execute(
-            sa.select(migrations.c.fence, migrations.c.state).where(migrations.c.id == migration.id)
-        ).one_or_none()
+    def _refused(self, migration: Migration, state: State) -> Exception:
+        query = sa.select(migrations.c.fence, migrations.c.state).where(
+            migrations.c.id == migration.id
+        )
+        with _translated(self.url), self.engine.connect() as conn:
+            row = conn.execute(query).one_or_none()
         if row is None:
             return MigrationNotFound(migration_id=migration.id)
         if row.fence != migration.fence:
@@ -607,7 +640,11 @@ class Journal:
             return [_event(row) for row in conn.execute(query)]
 
 
-def _replace(migration: Migration, **changes: Any) -> Migration:
-    import dataclasses
+_MIGRATION_FIELDS = tuple(f.name for f in dataclasses.fields(Migration))
 
-    return dataclasses.replace(migration, **changes)
+
+def _replace(migration: Migration, **changes: Any) -> Migration:
+    """``dataclasses.replace`` without its per-call introspection (it runs on every step)."""
+    values = {name: getattr(migration, name) for name in _MIGRATION_FIELDS}
+    values.update(changes)
+    return Migration(**values)
