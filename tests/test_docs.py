@@ -20,16 +20,24 @@ from tests.conftest import ROOT
 
 DOCS = ROOT / "docs"
 HELP_WIDTH = 100
-README_HEAD = [
+README_TITLE = [
     "# migrator",
     "Crash-safe live migration of VMs with libvirt's five-step protocol, journaled in SQLite or"
     " PostgreSQL.",
     "",
-    "Run the demo (fresh machine):",
-    "    python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/migrator demo",
-    "Run the tests (fresh machine; PostgreSQL on 127.0.0.1:5432 is used if present):",
-    "    python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pytest",
 ]
+README_COMMANDS = [
+    (
+        "Run the demo (fresh machine):",
+        "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/migrator demo",
+    ),
+    (
+        "Run the tests (fresh machine; PostgreSQL on 127.0.0.1:5432 is used if present):",
+        "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pytest",
+    ),
+]
+README_HEAD_LINES = 15
+"""The two commands must be within this many lines of the top of the README."""
 
 
 def fenced_blocks(text: str, info: str | None = None) -> list[str]:
@@ -107,4 +115,14 @@ def test_embed_example_runs_and_confirms_its_migration() -> None:
 
 def test_readme_starts_with_the_demo_and_test_commands() -> None:
     lines = (ROOT / "README.md").read_text().splitlines()
-    assert lines[: len(README_HEAD)] == README_HEAD
+    assert lines[: len(README_TITLE)] == README_TITLE
+    head = "\n".join(lines[:README_HEAD_LINES]) + "\n"
+    # Each command verbatim in its own ```sh block, after its sentence and a blank line, so
+    # that Markdown renders it as code (an indented line right under a sentence would join it).
+    assert fenced_blocks(head, "sh") == [command + "\n" for _, command in README_COMMANDS]
+    positions = []
+    for sentence, command in README_COMMANDS:
+        block = f"\n{sentence}\n\n```sh\n{command}\n```\n"
+        assert block in head, f"README.md should start with:\n{block}"
+        positions.append(head.index(block))
+    assert positions == sorted(positions)  # the demo first, then the tests
