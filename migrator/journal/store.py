@@ -370,13 +370,16 @@ class Journal:
     def _upgrade_lock(self) -> Iterator[None]:
         """Serialize first-use upgrades of one SQLite file across processes.
 
-        ``flock`` on the database file does not interfere with SQLite's own POSIX locks.
+        The lock is a sibling file, never the database itself: closing any descriptor of
+        the database file would drop the POSIX locks SQLite holds on it in this process,
+        and another process could then checkpoint and delete the WAL under our writes.
         """
         path = _sqlite_file(self.engine)
         if path is None:
             yield
             return
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        lock = path.with_name(path.name + ".upgrade-lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

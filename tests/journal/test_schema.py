@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -81,3 +82,42 @@ def test_passwords_never_appear_in_the_journal_url() -> None:
 
     assert "s3cret" not in redact("postgresql+psycopg://bob:s3cret@db.example/x")
     assert "***" in redact("postgresql+psycopg://bob:s3cret@db.example/x")
+
+
+def test_a_fresh_journal_keeps_its_writes_while_another_process_reads_it(tmp_path: Path) -> None:
+    """Regression: the first-use upgrade once closed a descriptor of the database file,
+    dropping SQLite's locks in the writing process, so a reader's close deleted the WAL
+    and every later write of the migration was lost (it printed CONFIRMED regardless)."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT, run_cli
+
+    db = f"sqlite:///{tmp_path / 'fresh.db'}"
+    src, dst = f"test://{tmp_path / 'a'}", f"test://{tmp_path / 'b'}"
+    assert run_cli("test-host", "define", src, "vm1", "--memory", "8").returncode == 0
+    env = {**os.environ, "MIGRATOR_DB": db}
+    args = ["migrate", "vm1", "--src", src, "--dst", dst, "--bandwidth", "8"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "migrator", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            listed = run_cli("list", "--json", db=db)
+            if listed.returncode == 0 and "PERFORMING" in listed.stdout:
+                break
+            time.sleep(0.1)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert "CONFIRMED" in out
+    final = json.loads(run_cli("list", "--json", db=db).stdout)
+    assert [m["state"] for m in final] == ["CONFIRMED"]
