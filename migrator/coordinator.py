@@ -150,9 +150,11 @@ ABORTABLE = (
     State.PREPARING,
     State.PREPARED,
     State.PERFORMING,
-    State.PERFORMED,
 )
-"""States an abort can still turn back: before Finish(cancelled=0) is asked."""
+"""States an abort can still turn back: until Perform's outcome is committed. After that
+the coordinator asks Finish(cancelled=0) at once, so a later request could only race it."""
+ABORTED = "aborted by an operator"
+NOT_STARTED = "finish: the destination did not start the domain"
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,7 @@ class Recovered:
     id: str
     state: State
     plan: recovery.Plan
+    claimed: bool = False
     claimed_because: str | None = None
     result: State | None = None
     reason: str | None = None
@@ -262,7 +265,15 @@ class Coordinator:
         """
         reports = []
         for migration in self.journal.list(states=recovery.RECOVERABLE):
-            reports.append(self._recover_one(migration, dry_run=dry_run, steal=steal))
+            try:
+                reports.append(self._recover_one(migration, dry_run=dry_run, steal=steal))
+            except MigratorError as exc:  # one migration's trouble must not stop the others
+                state = self.journal.get(migration.id).state
+                plan = recovery.plan(migration, [])
+                note = f"recovery stopped: {exc}"
+                reports.append(
+                    Recovered(migration.id, migration.state, plan, True, None, state, None, note)
+                )
         return reports
 
     def _recover_one(self, migration: Migration, *, dry_run: bool, steal: bool) -> Recovered:
@@ -275,9 +286,7 @@ class Coordinator:
         try:
             claimed = self.journal.claim(migration, self.id)
         except FenceLost:
-            return dataclasses.replace(
-                report, claimed_because=None, note="claimed by another coordinator"
-            )
+            return dataclasses.replace(report, note="claimed by another coordinator")
         try:
             run = self._resume(claimed, history)
         except MigratorError as exc:
@@ -294,7 +303,9 @@ class Coordinator:
             self._carry_out(run, the_plan)
         finally:
             run.release()
-        return dataclasses.replace(report, result=run.migration.state, reason=run.migration.reason)
+        return dataclasses.replace(
+            report, claimed=True, result=run.migration.state, reason=run.migration.reason
+        )
 
     def _resume(self, migration: Migration, history: list[Event]) -> Run:
         """A Run rebuilt from the journal: hosts, parameters and the last cookie handed on."""
@@ -336,8 +347,10 @@ class Coordinator:
             self._finish(run, cancelled=cancelled, attempt=plan.attempt, replay=True)
         elif action is recovery.Action.AFTER_FINISH_FAILED:
             self._after_finish_failed(run, cancelled=cancelled, attempt=plan.attempt)
+        elif action is recovery.Action.CONFIRM and cancelled:
+            self._confirm(run, cancelled=True, reason=run.migration.reason or NOT_STARTED)
         elif action is recovery.Action.CONFIRM:
-            self._confirm(run, cancelled=cancelled)
+            self._confirm(run, cancelled=False)
         elif action is recovery.Action.GIVE_UP:
             self._give_up(run, plan.text)
         elif action is recovery.Action.REPLAY_CONFIRM:
@@ -372,8 +385,10 @@ class Coordinator:
     def resolve(self, migration_id: str, *, running_on: str) -> Migration:
         """An operator's decision for an IN_DOUBT migration: where the domain really runs.
 
-        ``src``: Confirm(cancelled=1) resumes the source; ``dst``: Confirm(cancelled=0)
-        kills the paused source. The decision is journaled with the operator's coordinator id.
+        ``src``: Finish(cancelled=1) removes what the destination holds, then Confirm
+        (cancelled=1) resumes the source; should the destination still report the domain
+        running, the migration stays IN_DOUBT. ``dst``: Confirm(cancelled=0) kills the paused
+        source. The decision is journaled with the operator's coordinator id.
         """
         if running_on not in ("src", "dst"):
             raise UsageError(f"--running-on must be src or dst, not {running_on!r}")
@@ -382,15 +397,19 @@ class Coordinator:
             raise UsageError(f"migration {migration.id} is {migration.state}, not IN_DOUBT")
         migration = self.journal.claim(migration, self.id)
         run = self._resume(migration, self.journal.history(migration.id))
-        cancelled = running_on == "src"
+        reason = f"resolved by an operator: the domain runs on {running_on}"
         try:
-            draft = EventDraft(
-                kind="intent", step=Step.CONFIRM, cookie_in=run.cookie, cancelled=cancelled,
-                detail={"resolved": running_on},
-            )  # fmt: skip
-            reason = f"resolved by an operator: the domain runs on {running_on}"
-            self._transition(run, Trigger.RESOLVE, draft, reason=reason)
-            self.confirm_with_retries(run, cancelled=cancelled)
+            self._note(
+                run, EventDraft(kind="resolve", detail={"running_on": running_on}), reason=reason
+            )
+            if running_on == "src":
+                self._finish(run, cancelled=True)
+            else:
+                draft = EventDraft(
+                    kind="intent", step=Step.CONFIRM, cookie_in=run.cookie, cancelled=False
+                )
+                self._transition(run, Trigger.RESOLVE, draft)
+                self.confirm_with_retries(run, cancelled=False)
         finally:
             run.release()
         return run.migration
@@ -401,8 +420,8 @@ class Coordinator:
         if not self.journal.request_abort(migration.id, states=ABORTABLE):
             current = self.journal.get(migration.id)
             raise UsageError(
-                f"migration {current.id} is {current.state}: past the point of no return"
-                " or finished, it cannot be aborted"
+                f"migration {current.id} is {current.state}: only a migration that has not"
+                " finished Perform can be aborted"
             )
         return self.journal.get(migration.id)
 
@@ -473,7 +492,9 @@ class Coordinator:
             self._cancel(run)
             return
         if run.migration.abort_requested:  # as of the commit of Perform's outcome
-            self._cancel(run)  # aborted after the data went, before the point of no return
+            # Aborted while the data went: still before the point of no return.
+            self._note(run, EventDraft(kind="abort", step=Step.PERFORM), reason=ABORTED)
+            self._cancel(run)
             return
         self._finish(run, cancelled=False)
 
@@ -595,9 +616,7 @@ class Coordinator:
         elif cancelled:
             self._confirm(run, cancelled=True)
         else:
-            self._confirm(
-                run, cancelled=True, reason="finish: the destination did not start the domain"
-            )
+            self._confirm(run, cancelled=True, reason=NOT_STARTED)
 
     def _after_finish_failed(self, run: Run, *, cancelled: bool, attempt: int) -> None:
         """Finish raised: the destination's state is unknown, so ask it before acting.

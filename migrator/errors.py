@@ -109,7 +109,9 @@ class CoordinatorCrashed(MigratorError):
     """Journaled by recovery as the outcome of a step whose coordinator died mid-call."""
 
     def __init__(self, *, step: str, detail: str) -> None:
-        super().__init__(f"the coordinator died during {step}; {detail}")
+        super().__init__(
+            f"recovery took over {step} from a coordinator that died or lost its lease; {detail}"
+        )
 
 
 class IllegalTransition(MigratorError):

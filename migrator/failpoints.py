@@ -36,7 +36,7 @@ def parse(spec: str) -> dict[str, str]:
         name, sep, action = item.partition("=")
         if not sep or action not in ACTIONS or name.rpartition(".")[2] not in POINTS:
             raise ValueError(
-                f"bad failpoint {item!r}; expected <step>.<intent|called|recorded>=crash"
+                f"bad failpoint {item!r}; expected <step>.<intent|called|recorded>=crash|raise"
             )
         points[name] = action
     return points

@@ -64,6 +64,12 @@ def _flag(value: bool | None) -> int:
 def plan(migration: Migration, history: Sequence[Event]) -> Plan:
     """The recovery action for ``migration`` as the journal leaves it."""
     state = migration.state
+    if migration.abort_requested and state in (State.PERFORMING, State.PERFORMED):
+        return Plan(
+            Action.CANCEL_WITH_CLEANUP,
+            "aborted: Finish(cancelled=1) on the destination, then Confirm(cancelled=1)",
+            True,
+        )
     simple = _SIMPLE.get(state)
     if simple is not None:
         return simple

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,16 +114,21 @@ class ReplayDriver:
 
     blocking = False  # answers from memory: called inline
 
-    def __init__(self, uri: str, tape: _Tape, probes: _Tape, *, start: DomainState) -> None:
+    def __init__(
+        self, uri: str, tape: _Tape, probes: _Tape, *, start: DomainState, original_id: str
+    ) -> None:
         self.uri = uri
         self.tape, self.probes, self.start = tape, probes, start
         self.started = False
+        self.original_id = original_id
+        self.mid = original_id
+        self.before_perform_returns: Callable[[str], None] | None = None
 
     def features(self) -> frozenset[Feature]:
         return frozenset({Feature.MIGRATION_V3})
 
     def begin(self, ctx: StepContext, params: MigrationParams) -> BeginResult:
-        self.started = True
+        self.started, self.mid = True, ctx.migration_id
         e = _result(self.tape.next(Step.BEGIN))
         return BeginResult(description=e.description or "", cookie=e.cookie_out or b"")
 
@@ -138,6 +143,8 @@ class ReplayDriver:
         self, ctx: StepContext, params: MigrationParams, cookie: bytes, uri: str
     ) -> PerformResult:
         e = _result(self.tape.next(Step.PERFORM))
+        if self.before_perform_returns is not None:
+            self.before_perform_returns(ctx.migration_id)
         return PerformResult(cookie=e.cookie_out or b"", stats=dict(e.detail or {}))
 
     def finish(
@@ -160,7 +167,9 @@ class ReplayDriver:
         e = _result(self.probes.next(Step.PROBE))
         detail = e.detail or {}
         inner = detail.get("detail") or {}
-        transfers = dict(inner.get("outgoing") or {}) if isinstance(inner, dict) else {}
+        recorded = dict(inner.get("outgoing") or {}) if isinstance(inner, dict) else {}
+        # The scratch journal gave the migration a new id; the host knew the original.
+        transfers = {(self.mid if k == self.original_id else k): v for k, v in recorded.items()}
         return ProbeResult(state=DomainState(detail.get("state", "absent")), transfers=transfers)
 
     def close(self) -> None:
@@ -199,34 +208,37 @@ class _NthHit(Mapping[str, str]):
 Crash = tuple[str, int]
 """Where a run stopped: a failpoint name and which hit of it, within that run."""
 
+PHASE_STARTS = ("recovery", "resolve")
 
-def _crash_points(history: Sequence[Event]) -> list[Crash]:
-    """Where each run before a recovery stopped: the last event before each recovery.
+
+def _phases(history: Sequence[Event]) -> list[list[Event]]:
+    """The history cut where a new coordinator took over: each recovery or resolve."""
+    phases: list[list[Event]] = [[]]
+    for event in history:
+        starts = event.kind in PHASE_STARTS and not (
+            phases[-1] and phases[-1][-1].kind == "recovery" and event.kind == "recovery"
+        )
+        if starts:
+            phases.append([])
+        phases[-1].append(event)
+    return phases
+
+
+def _stop_point(phase: list[Event], *, first: bool) -> Crash | None:
+    """Where a phase that a later one follows stopped: a crash, or None if it ended by itself.
 
     ``<step>.intent`` or ``<step>.recorded`` as the failpoints name them, counted within
-    the run, or ``created`` for a migration that died before its first step.
+    the phase; ``created`` for a migration that died before its first step.
     """
-    points: list[Crash] = []
-    run: list[Event] = []
-    for event in history:
-        if event.kind == "recovery" and (not run or run[-1].kind != "recovery"):
-            points.append(_point_after(run))
-            run = []
-        run.append(event)
-    return points
-
-
-def _point_after(run: list[Event]) -> Crash:
-    last = run[-1] if run else None
-    if last is None or last.step is None:
-        return ("created", 1)
+    if not phase:
+        return ("created", 1) if first else None
+    last = phase[-1]
+    if last.step is None or last.step is Step.PROBE:
+        return None  # it stopped on its own (IN_DOUBT, say); no crash to replay
     intent = last.kind == "intent"
     name = f"{last.step.value}.{'intent' if intent else 'recorded'}"
-    same = [
-        e for e in run
-        if e.step is last.step and (e.kind == "intent") == intent and e.kind != "recovery"
-    ]  # fmt: skip
-    return (name, len(same))
+    kinds = ("intent",) if intent else ("ok", "error")
+    return (name, sum(1 for e in phase if e.step is last.step and e.kind in kinds))
 
 
 def _armed(point: Crash | None) -> Mapping[str, str]:
@@ -265,32 +277,43 @@ def _rerun(
     src_tape, src_probes, dst_tape, dst_probes = _split_tapes(migration, history)
     paused = bool(migration.flags & MigrateFlags.PAUSED)
     start = DomainState.PAUSED if paused else DomainState.RUNNING
-    src = ReplayDriver(migration.src, src_tape, src_probes, start=start)
-    dst = ReplayDriver(migration.dst, dst_tape, dst_probes, start=DomainState.ABSENT)
-    crashes = _crash_points(history)
+    src = ReplayDriver(migration.src, src_tape, src_probes, start=start, original_id=migration.id)
+    dst = ReplayDriver(
+        migration.dst, dst_tape, dst_probes, start=DomainState.ABSENT, original_id=migration.id
+    )
+    phases = _phases(history)
+    stops = [_stop_point(p, first=i == 0) for i, p in enumerate(phases[:-1])] + [None]
     with Journal.open(f"sqlite:///{path}") as scratch:
+        if any(e.kind == "abort" for e in history):
+            src.before_perform_returns = lambda mid: _request_abort(scratch, mid)
         try:
-            _first_run(scratch, migration, src, dst, crashes[0] if crashes else None)
-            for later in [*crashes[1:], None][: len(crashes)]:
-                _recover(scratch, src, dst, later)
+            _first_run(scratch, migration, src, dst, stops[0])
+            for phase, stop in zip(phases[1:], stops[1:], strict=True):
+                _later_run(scratch, src, dst, phase[0], stop)
         except Exhausted as exc:
             return _scratch_signatures(scratch), str(exc)
         return _scratch_signatures(scratch), None
 
 
+def _request_abort(scratch: Journal, mid: str) -> None:
+    """The original was aborted while Perform ran: ask the same of the replay."""
+    from migrator.coordinator import ABORTABLE
+
+    scratch.request_abort(mid, states=ABORTABLE)
+
+
 def _first_run(
-    scratch: Journal, m: Migration, src: ReplayDriver, dst: ReplayDriver, point: Crash | None
+    scratch: Journal, m: Migration, src: ReplayDriver, dst: ReplayDriver, stop: Crash | None
 ) -> None:
     coordinator = Coordinator(scratch, retry_backoff=0.0, step_timeout=None)
-    if (
-        point is not None and point[0] == "created"
-    ):  # died between recording the migration and its first step
+    if stop is not None and stop[0] == "created":
+        # It died between recording the migration and its first step.
         scratch.create(
             domain=m.domain, src=m.src, dst=m.dst, protocol=m.protocol, flags=m.flags,
             bandwidth=m.bandwidth, owner=coordinator.id, dname=m.dname,
         )  # fmt: skip
         return
-    coordinator._failpoints = _armed(point)
+    coordinator._failpoints = _armed(stop)
     with contextlib.suppress(failpoints.Crash):  # as the original run did; recovery follows
         coordinator.migrate(
             m.domain, src=src, dst=dst, flags=MigrateFlags(m.flags), dname=m.dname,
@@ -298,12 +321,19 @@ def _first_run(
         )  # fmt: skip
 
 
-def _recover(scratch: Journal, src: ReplayDriver, dst: ReplayDriver, point: Crash | None) -> None:
-    """Recover in the scratch journal, with the replay drivers in place of the real hosts."""
-    recoverer = _ReplayCoordinator(scratch, {src.uri: src, dst.uri: dst})
-    recoverer._failpoints = _armed(point)
+def _later_run(
+    scratch: Journal, src: ReplayDriver, dst: ReplayDriver, opening: Event, stop: Crash | None
+) -> None:
+    """A recovery, or an operator's resolve, with the replay drivers as the hosts."""
+    coordinator = _ReplayCoordinator(scratch, {src.uri: src, dst.uri: dst})
+    coordinator._failpoints = _armed(stop)
     with contextlib.suppress(failpoints.Crash):
-        recoverer.recover(steal=True)
+        if opening.kind == "resolve":
+            (migration,) = scratch.list()
+            running_on = str((opening.detail or {}).get("running_on", "src"))
+            coordinator.resolve(migration.id, running_on=running_on)
+        else:
+            coordinator.recover(steal=True)
 
 
 class _ReplayCoordinator(Coordinator):

@@ -119,6 +119,7 @@ _TABLE: tuple[tuple[Trigger, tuple[State, ...], State], ...] = (
             S.PREPARING,
             S.PREPARED,
             S.FINISH_FAILED,
+            S.IN_DOUBT,  # an operator resolved it to the source: clean the destination
         ),
         S.FINISHING,
     ),

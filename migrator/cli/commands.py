@@ -202,7 +202,7 @@ def _recovered_dict(r: Recovered) -> dict[str, Any]:
         "state": r.state.value,
         "action": r.plan.text,
         "action_code": r.plan.action.value,
-        "claimed": r.claimed_because is not None,
+        "claimed": r.claimed,
         "because": r.claimed_because,
         "result": r.result.value if r.result else None,
         "reason": r.reason,
