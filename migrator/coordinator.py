@@ -337,6 +337,9 @@ class Coordinator:
         elif action is recovery.Action.CANCEL:
             self._confirm(run, cancelled=True, reason=self._crash_reason(run))
         elif action is recovery.Action.CANCEL_WITH_CLEANUP:
+            if run.state is State.PERFORMING:  # aborted, then crashed: Perform did not finish
+                crash = CoordinatorCrashed(step="perform", detail="an abort was requested")
+                self._outcome(run, Trigger.PERFORM_FAILED, Step.PERFORM, Outcome(error=crash))
             self._set_reason_if_none(run)
             self._finish(run, cancelled=True)
         elif action is recovery.Action.PROBE_PERFORM:
@@ -354,7 +357,9 @@ class Coordinator:
         elif action is recovery.Action.GIVE_UP:
             self._give_up(run, plan.text)
         elif action is recovery.Action.REPLAY_CONFIRM:
-            self.confirm_with_retries(run, cancelled=cancelled, first_attempt=plan.attempt)
+            self.confirm_with_retries(
+                run, cancelled=cancelled, first_attempt=plan.attempt, cause=plan.reason or ...
+            )
 
     def _recover_perform(self, run: Run) -> None:
         """A crash during Perform: forward if the source says the transfer completed."""
@@ -666,15 +671,24 @@ class Coordinator:
         return f"{cause}; {note}"[:REASON_MAX]
 
     def _confirm(self, run: Run, *, cancelled: bool, reason: Reason = ...) -> None:
+        cause = run.migration.reason if reason is ... else reason
         draft = EventDraft(
-            kind="intent", step=Step.CONFIRM, cookie_in=run.cookie, cancelled=cancelled
-        )
+            kind="intent", step=Step.CONFIRM, cookie_in=run.cookie, cancelled=cancelled,
+            detail={"reason": cause} if cancelled and cause else None,
+        )  # fmt: skip
         self._intent(run, Trigger.START_CONFIRM, draft, reason=reason)
         self.confirm_with_retries(run, cancelled=cancelled)
 
-    def confirm_with_retries(self, run: Run, *, cancelled: bool, first_attempt: int = 1) -> None:
-        """Call Confirm (its intent is journaled) until it succeeds or the attempts run out."""
-        cookie, cause = run.cookie, run.migration.reason
+    def confirm_with_retries(
+        self, run: Run, *, cancelled: bool, first_attempt: int = 1, cause: Reason = ...
+    ) -> None:
+        """Call Confirm (its intent is journaled) until it succeeds or the attempts run out.
+
+        A rollback ends with ``cause`` as its reason (by default the reason at the start):
+        the failures of Confirm attempts explain a stuck migration, not a rollback.
+        """
+        cookie = run.cookie
+        cause = run.migration.reason if cause is ... else cause
         for attempt in range(first_attempt, first_attempt + self.confirm_attempts):
             out = self._call(
                 run,

@@ -44,6 +44,8 @@ class Plan:
     text: str
     cancelled: bool | None = None
     attempt: int = 1
+    reason: str | None = None
+    """For a replayed rollback: the cause the Confirm intent recorded."""
 
 
 RECOVERABLE: frozenset[State] = frozenset(State) - TERMINAL - {State.IN_DOUBT}
@@ -95,11 +97,13 @@ def plan(migration: Migration, history: Sequence[Event]) -> Plan:
         last = _last(history, Step.CONFIRM)
         cancelled = bool(intent and intent.cancelled)
         attempt = (last.attempt if last else 1) + 1
+        cause = (intent.detail or {}).get("reason") if intent else None
         return Plan(
             Action.REPLAY_CONFIRM,
             f"replay Confirm(cancelled={_flag(cancelled)})",
             cancelled,
             attempt,
+            str(cause) if cause else None,
         )
     return Plan(Action.NONE, f"nothing: {state} waits for an operator (`migrator resolve`)")
 
