@@ -61,6 +61,45 @@ def _raw_round(path: Path, commits: int) -> float:
     return elapsed
 
 
+def _same_sql_round(path: Path, n: int) -> float:
+    """The engine's own statements (a migration row, then per event one UPDATE ... RETURNING
+    and one INSERT, each pair one commit) through the ``sqlite3`` module, without Python
+    bookkeeping: what the journal's schema costs by itself."""
+    Journal.open(f"sqlite:///{path}").close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    ts = "2026-01-01 00:00:00.000000"
+    start = time.perf_counter()
+    for _ in range(n):
+        mid = str(uuid.uuid4())
+        conn.execute("BEGIN")
+        conn.execute(
+            "INSERT INTO migrations (id, domain, src, dst, protocol, flags, bandwidth, state,"
+            " fence, last_seq, abort_requested, created_at, updated_at) VALUES"
+            " (?, 'vm', 'null://a', 'null://b', 3, 0, 0, 'NEW', 1, 0, 0, ?, ?)",
+            (mid, ts, ts),
+        )
+        conn.execute("COMMIT")
+        for _event in range(10):
+            conn.execute("BEGIN")
+            seq = conn.execute(
+                "UPDATE migrations SET state = 'X', last_seq = last_seq + 1, updated_at = ?,"
+                " lease_expires_at = ? WHERE id = ? AND fence = 1 RETURNING last_seq,"
+                " abort_requested",
+                (ts, ts, mid),
+            ).fetchone()[0]
+            conn.execute(
+                "INSERT INTO migration_events (migration_id, seq, step, kind, state, at,"
+                " coordinator, attempt) VALUES (?, ?, 'begin', 'ok', 'X', ?, 'c', 1)",
+                (mid, seq, ts),
+            )
+            conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return elapsed
+
+
 def _prefill(path: Path, migrations: int) -> None:
     """Fill a journal with finished migrations, straight through SQL (fast)."""
     Journal.open(f"sqlite:///{path}").close()
@@ -83,13 +122,14 @@ def _prefill(path: Path, migrations: int) -> None:
 
 
 def run(n: int, rounds: int, prefill: int) -> dict[str, float]:
-    engine, raw, full = [], [], []
+    engine, raw, same, full = [], [], [], []
     commits = 0
     with tempfile.TemporaryDirectory(prefix="migrator-bench-") as tmp:
         for r in range(rounds):
             seconds, commits = _engine_round(Path(tmp) / f"engine{r}.db", n)
             engine.append(n / seconds)
             raw.append(n / _raw_round(Path(tmp) / f"raw{r}.db", n * commits))
+            same.append(n / _same_sql_round(Path(tmp) / f"same{r}.db", n))
             if prefill:
                 path = Path(tmp) / f"full{r}.db"
                 _prefill(path, prefill)
@@ -103,6 +143,9 @@ def run(n: int, rounds: int, prefill: int) -> dict[str, float]:
         "ceiling_commits_per_s": statistics.median(raw) * commits,
     }
     result["ratio"] = result["engine_migrations_per_s"] / result["ceiling_migrations_per_s"]
+    result["same_sql_migrations_per_s"] = statistics.median(same)
+    result["same_sql_ratio"] = statistics.median(same) / result["ceiling_migrations_per_s"]
+    result["engine_to_same_sql"] = result["engine_migrations_per_s"] / statistics.median(same)
     if prefill:
         result["prefilled_migrations"] = prefill
         result["engine_migrations_per_s_prefilled"] = statistics.median(full)
