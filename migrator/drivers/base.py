@@ -164,6 +164,10 @@ def _builtin(scheme: str) -> DriverFactory | None:
         from migrator.drivers.test import TestDriver
 
         return TestDriver
+    if scheme == "qemu":
+        from migrator.drivers.qemu import QemuDriver
+
+        return QemuDriver
     if scheme == "null":
         from migrator.drivers.null import NullDriver
 
