@@ -416,6 +416,9 @@ def demo(memory: int, bandwidth: int) -> None:
     sys.exit(code)
 
 
+import migrator.cli.qemu_host  # noqa: E402, F401 -- registers `migrator qemu-host`
+
+
 def main(argv: list[str] | None = None) -> None:
     """The console script: click's own usage errors become one line too, exit 2."""
     try:
