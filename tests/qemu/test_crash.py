@@ -23,7 +23,7 @@ from migrator.states import State
 from tests.conftest import ROOT, assert_replays_consistently
 from tests.crash.forkserver import SERVER, Child
 from tests.crash.harness import CLI_TIMEOUT, cli_env, sqlite_url
-from tests.qemu.rig import QemuRig, qemu_processes
+from tests.qemu.rig import QemuRig
 
 MEMORY, TOUCH = 64, 32
 SLOW_CAP = 16  # MiB/s: 32 MiB take 2 s, time enough to kill something mid-transfer
@@ -135,6 +135,7 @@ def test_sigkill_while_performing_then_recover_during_the_transfer_rolls_back(
     # QEMU goes on sending without its coordinator; recovery finds no completed transfer.
     assert rig.src.migration_info("vm1")["status"] == "active"
     m = recover_and_check(rig, db, "ROLLED_BACK")
+    assert "source reports no completed transfer" in m["reason"]
     assert rig.src.pid_of("vm1") == src_pid
 
 
@@ -153,16 +154,6 @@ def test_sigkill_while_performing_then_recover_after_qemu_finished_goes_forward(
     m = recover_and_check(rig, db, "CONFIRMED")
     assert m["events"][-1]["step"] == "confirm"
     assert rig.region(rig.dst, "vm1") == before
-
-
-def test_sigkill_while_confirming_is_replayed_to_confirmed(rig: QemuRig, db: str) -> None:
-    rig.src.define("vm1", memory_mib=MEMORY, touch_mib=TOUCH)
-    # A Confirm that dies mid-call: the coordinator is killed the moment the source's
-    # QEMU is gone (Confirm quit it), before the outcome could be committed.
-    child = spawn_migrate(rig, db, env={"MIGRATOR_FAILPOINTS": "confirm.called=crash"})
-    assert SERVER.wait(child, CLI_TIMEOUT).returncode == 137
-    assert only(db).state is State.CONFIRMING
-    recover_and_check(rig, db, "CONFIRMED")
 
 
 def test_the_destination_qemu_killed_mid_transfer_rolls_back_and_the_source_runs(
