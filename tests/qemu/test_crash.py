@@ -227,3 +227,44 @@ def test_busy_guest_converges_after_the_downtime_limit_is_raised_memory_equal(
     assert rig.region(rig.src, "vm1") == rig.region(rig.dst, "vm1")
     recover_and_check(rig, db, "CONFIRMED")
     assert rig.dst.config("vm1")["busy"]
+
+
+def test_perform_past_its_step_timeout_cancels_the_transfer_and_rolls_back(
+    rig: QemuRig, db: str
+) -> None:
+    rig.src.define("vm1", memory_mib=MEMORY, touch_mib=TOUCH)
+    src_pid = rig.src.pid_of("vm1")
+    code, outcome = cli(
+        db, "migrate", "vm1", "--src", rig.src.uri, "--dst", rig.dst.uri, "--live",
+        "--bandwidth", str(SLOW_CAP), "--timeout", "1", "--json",
+    )  # fmt: skip
+    assert code == 1
+    m = view(db, outcome["id"])
+    assert m["state"] == "ROLLED_BACK"
+    assert "perform failed" in m["reason"] and "1 s" in m["reason"]
+    wait_for("the source's transfer to end", lambda: rig.src.migration_info("vm1")["status"]
+             in ("cancelled", "failed"))  # fmt: skip
+    rig.check_one_copy(m)
+    rig.check_journal(m)
+    assert rig.src.pid_of("vm1") == src_pid
+    assert_replays_consistently(db)
+
+
+def test_an_offline_migration_under_a_new_name_pauses_the_source_and_lands_running(
+    rig: QemuRig, db: str
+) -> None:
+    rig.src.define("vm1", memory_mib=MEMORY, touch_mib=TOUCH)
+    before = rig.region(rig.src, "vm1")
+    argv = ["migrate", "vm1", "--src", rig.src.uri, "--dst", rig.dst.uri, "--dname", "vm2"]
+    child = SERVER.spawn([*argv, "--bandwidth", str(SLOW_CAP), "--json"], env=cli_env(db), cwd=ROOT)
+    try:
+        wait_for("the transfer", transferring(db))
+        assert rig.state(rig.src, "vm1") == "paused"  # without --live the guest is stopped
+        assert rig.state(rig.dst, "vm2") == "incoming"
+    finally:
+        done = SERVER.wait(child, CLI_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert rig.states("vm1") == ("absent", "absent")
+    assert rig.state(rig.dst, "vm2") == "running"
+    assert rig.region(rig.dst, "vm2") == before
+    assert_replays_consistently(db)
