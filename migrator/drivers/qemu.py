@@ -95,6 +95,7 @@ READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 5.0
 SETTLE_TIMEOUT = 30.0
 POLL = 0.05
+CONNECT_ATTEMPTS = 5
 SOCKET_PATH_MAX = 100
 """A unix socket path longer than this is reached through ``/proc/self/fd`` (limit 108)."""
 
@@ -240,18 +241,30 @@ class Monitor:
         self._client: Any = None
 
     def __enter__(self) -> Monitor:
+        self._loop = asyncio.new_event_loop()
+        for attempt in range(1, CONNECT_ATTEMPTS + 1):
+            try:
+                self._connect()
+                return self
+            except Exception as exc:  # noqa: BLE001 -- any failure to connect means unreachable
+                if attempt == CONNECT_ATTEMPTS or _no_listener(exc):
+                    self._close()
+                    text = str(exc) or type(exc).__name__
+                    raise QMPUnreachable(
+                        f"QMP of {self.rundir.name} unreachable: {text}"
+                    ) from None
+                time.sleep(0.01 * attempt)
+        raise AssertionError("unreachable")
+
+    def _connect(self) -> None:
+        """Connect and negotiate. QEMU can write an event to a new connection before its
+        greeting (an event emitted while it still tears down the previous session), which
+        fails the handshake: the caller then tries again on a fresh connection."""
         from qemu.qmp import QMPClient
 
-        self._loop = asyncio.new_event_loop()
         self._client = QMPClient(f"migrator-{self.rundir.name}")
-        try:
-            with _socket_path(self.rundir / "qmp.sock") as path:
-                self._wait(self._client.connect(path))
-        except Exception as exc:  # noqa: BLE001 -- any failure to connect means unreachable
-            self._close()
-            text = str(exc) or type(exc).__name__
-            raise QMPUnreachable(f"QMP of {self.rundir.name} unreachable: {text}") from None
-        return self
+        with _socket_path(self.rundir / "qmp.sock") as path:
+            self._wait(self._client.connect(path))
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -281,6 +294,12 @@ class Monitor:
             raise DriverError(f"QMP {command} failed: {exc}") from None
         except Exception as exc:  # noqa: BLE001 -- a dead or hung peer
             raise QMPUnreachable(f"QMP {command} to {self.rundir.name} failed: {exc!r}") from None
+
+
+def _no_listener(exc: BaseException) -> bool:
+    """True if nothing listens on the socket (no QEMU): trying again would not help."""
+    cause = getattr(exc, "exc", None) or exc.__cause__ or exc
+    return isinstance(cause, FileNotFoundError | ConnectionRefusedError)
 
 
 @contextlib.contextmanager
