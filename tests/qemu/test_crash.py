@@ -45,6 +45,10 @@ def spawn_migrate(rig: QemuRig, db: str, *extra: str, env: dict[str, str] | None
     return SERVER.spawn([*argv, *extra], env=cli_env(db, env), cwd=ROOT)
 
 
+def migrate_argv(rig: QemuRig) -> list[str]:
+    return ["migrate", "vm1", "--src", rig.src.uri, "--dst", rig.dst.uri, "--live"]
+
+
 def only(db: str) -> Migration:
     with Journal.open(db) as journal:
         [m] = journal.list()
@@ -267,4 +271,56 @@ def test_an_offline_migration_under_a_new_name_pauses_the_source_and_lands_runni
     assert rig.states("vm1") == ("absent", "absent")
     assert rig.state(rig.dst, "vm2") == "running"
     assert rig.region(rig.dst, "vm2") == before
+    assert_replays_consistently(db)
+
+
+def test_a_destination_killed_after_the_transfer_is_caught_by_finish_and_rolled_back(
+    rig: QemuRig, db: str
+) -> None:
+    """The source says completed and sits in postmigrate; the destination dies before
+    Finish. Finish must see that (not trust the source) and the source is continued."""
+    rig.src.define("vm1", memory_mib=MEMORY, touch_mib=TOUCH)
+    src_pid = rig.src.pid_of("vm1")
+    code, _ = cli(db, *migrate_argv(rig), env={"MIGRATOR_FAILPOINTS": "perform.recorded=crash"})
+    assert code == 137
+    assert rig.src.probe("vm1").detail["qemu_status"] == "postmigrate"
+    dst_pid = rig.dst.pid_of("vm1")
+    assert dst_pid is not None
+    os.kill(dst_pid, signal.SIGKILL)
+    m = recover_and_check(rig, db, "ROLLED_BACK")
+    assert m["reason"] == "finish: the destination did not start the domain"
+    assert rig.src.pid_of("vm1") == src_pid
+
+
+def test_a_destination_that_fails_to_load_what_the_source_calls_completed_rolls_back(
+    rig: QemuRig, db: str, qemu_binary: str, tmp_path: Path
+) -> None:
+    """QEMU's pitfall: a source with more CPUs than its destination reports the migration
+    completed while the destination dies loading it. Finish checks the destination itself."""
+    wrapper = tmp_path / "qemu-src-smp2"
+    wrapper.write_text(
+        "#!/bin/bash\n"
+        'args=("$@")\n'
+        'if [[ " $* " != *" -incoming "* ]]; then\n'
+        '  for i in "${!args[@]}"; do [[ ${args[$i]} == -smp ]] && args[$((i+1))]=2; done\n'
+        "fi\n"
+        f'exec {qemu_binary} "${{args[@]}}"\n'
+    )
+    wrapper.chmod(0o755)
+    env = {"MIGRATOR_QEMU": str(wrapper)}
+    os.environ.update(env)  # define runs here, in-process
+    try:
+        rig.src.define("vm1", memory_mib=MEMORY, touch_mib=TOUCH)
+    finally:
+        del os.environ["MIGRATOR_QEMU"]
+    src_pid = rig.src.pid_of("vm1")
+    code, outcome = cli(db, *migrate_argv(rig), "--json", env=env)
+    assert code == 1, outcome
+    m = view(db, outcome["id"])
+    [performed] = [e for e in m["events"] if e["step"] == "perform" and e["kind"] == "ok"]
+    assert performed["detail"]["status"] == "completed"  # the source believed it
+    assert m["state"] == "ROLLED_BACK"
+    assert m["reason"] == "finish: the destination did not start the domain"
+    rig.check_one_copy(m)
+    assert rig.src.pid_of("vm1") == src_pid
     assert_replays_consistently(db)
