@@ -22,9 +22,10 @@ REQUIRE_QEMU = os.environ.get("MIGRATOR_REQUIRE_QEMU") == "1"
 
 @pytest.fixture(scope="session")
 def qemu_binary() -> str:
-    found = shutil.which(os.environ.get("MIGRATOR_QEMU") or "qemu-system-x86_64")
+    wanted = os.environ.get("MIGRATOR_QEMU") or "qemu-system-x86_64"
+    found = shutil.which(wanted)
     if found is None:
-        reason = "qemu-system-x86_64 not on PATH (apt-get install qemu-system-x86)"
+        reason = f"QEMU not found: {wanted} (apt-get install qemu-system-x86)"
         if REQUIRE_QEMU:
             pytest.fail(f"QEMU required (MIGRATOR_REQUIRE_QEMU=1) but missing: {reason}")
         pytest.skip(reason)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from migrator import Coordinator, MigrateFlags, Progress, State
 from migrator.drivers import payload
 from migrator.drivers.qemu import pattern_of
 from migrator.journal.store import Journal
 from migrator.states import Step
 from tests.conftest import assert_replays_consistently, run_cli
 from tests.crash.harness import sqlite_url
-from tests.qemu.rig import QemuRig
+from tests.qemu.rig import QemuRig, qemu_processes
 
 MIB = 1024 * 1024
 MEMORY, TOUCH = 128, 96
@@ -49,6 +50,7 @@ def check_migrated(rig: QemuRig, db: str, bandwidth: int) -> dict[str, object]:
 
     assert outcome["state"] == "CONFIRMED"
     assert rig.states("vm1") == ("absent", "running")
+    assert set(qemu_processes(rig.root)) == {rig.dst.pid_of("vm1")}  # no orphan QEMU
     assert src_pid is not None and not rig.src.pid_of("vm1")
     after = rig.region(rig.dst, "vm1")
     assert after == before, "the destination's guest memory differs from the source's"
@@ -77,3 +79,24 @@ def test_migrate_with_a_bandwidth_cap_keeps_to_it_memory_intact(
     # 96 MiB at 64 MiB/s cannot take less than 1.5 s; QEMU's own clock says so too.
     assert int(stats["total_time_ms"]) >= 1400  # type: ignore[call-overload]
     assert_replays_consistently(db)
+
+
+def test_perform_reports_qemu_progress_to_the_coordinator_and_the_journal(
+    rig: QemuRig, tmp_path: Path
+) -> None:
+    rig.src.define("vm1", memory_mib=64, touch_mib=32)
+    samples: list[Progress] = []
+    with Journal.open(sqlite_url(tmp_path / "journal")) as journal:
+        coordinator = Coordinator(journal, on_progress=lambda _m, p: samples.append(p))
+        m = coordinator.migrate(
+            "vm1", src=rig.src, dst=rig.dst, flags=MigrateFlags.LIVE, bandwidth=32
+        )
+        coordinator.close()
+        kept = journal.get(m.id).progress
+    assert m.state is State.CONFIRMED
+    assert len(samples) >= 10  # 32 MiB at 32 MiB/s, sampled every 50 ms
+    sent = [p.transferred for p in samples]
+    assert sent == sorted(sent) and sent[0] < 16 * MIB < sent[-1]
+    assert all(p.total == samples[0].total >= 64 * MIB for p in samples)
+    assert samples[-1].remaining == 0 and samples[-1].passes >= 2
+    assert kept == samples[-1].as_dict()
