@@ -62,11 +62,13 @@ def view(db: str, migration_id: str) -> dict[str, Any]:
         return show(journal, migration_id)
 
 
-def wait_for(what: str, ready: Callable[[], bool], timeout: float = 30.0) -> None:
+def wait_for(
+    what: str, ready: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02
+) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+        time.sleep(interval)
 
 
 def transferring(db: str) -> Callable[[], bool]:
@@ -324,3 +326,56 @@ def test_a_destination_that_fails_to_load_what_the_source_calls_completed_rolls_
     rig.check_one_copy(m)
     assert rig.src.pid_of("vm1") == src_pid
     assert_replays_consistently(db)
+
+
+def hold_finish(rig: QemuRig, db: str) -> tuple[Child, int]:
+    """Start a migration and hold its Finish: the destination QEMU is stopped (SIGSTOP) the
+    moment the source reports the transfer completed, so Finish's QMP call waits on it."""
+    rig.src.define("vm1", memory_mib=MEMORY, touch_mib=TOUCH)
+    child = spawn_migrate(rig, db, "--bandwidth", str(SLOW_CAP))
+    wait_for("the transfer", transferring(db))
+    dst_pid = rig.dst.pid_of("vm1")
+    assert dst_pid is not None
+    wait_for("the source to complete", lambda: status_of(rig) == "completed", interval=0.005)
+    os.kill(dst_pid, signal.SIGSTOP)
+    wait_for("Finish", lambda: only(db).state is State.FINISHING)
+    return child, dst_pid
+
+
+def recovery_action(m: dict[str, Any]) -> str:
+    [claim] = [e for e in m["events"] if e["kind"] == "recovery"]
+    return str(claim["detail"]["action"])
+
+
+def status_of(rig: QemuRig) -> str:
+    return str(rig.src.migration_info("vm1").get("status"))
+
+
+def test_sigkill_while_finishing_is_replayed_to_confirmed(rig: QemuRig, db: str) -> None:
+    child, dst_pid = hold_finish(rig, db)
+    try:
+        SERVER.kill(child)
+        assert SERVER.wait(child, CLI_TIMEOUT).returncode == -signal.SIGKILL
+    finally:
+        os.kill(dst_pid, signal.SIGCONT)
+    assert only(db).state is State.FINISHING
+    m = recover_and_check(rig, db, "CONFIRMED")
+    assert recovery_action(m) == "replay-finish"
+
+
+def test_sigkill_while_confirming_is_replayed_to_confirmed(rig: QemuRig, db: str) -> None:
+    child, dst_pid = hold_finish(rig, db)
+    src_pid = rig.src.pid_of("vm1")
+    assert src_pid is not None
+    os.kill(src_pid, signal.SIGSTOP)  # Confirm's `quit` will wait on it
+    try:
+        os.kill(dst_pid, signal.SIGCONT)
+        wait_for("Confirm", lambda: only(db).state is State.CONFIRMING)
+        SERVER.kill(child)
+        assert SERVER.wait(child, CLI_TIMEOUT).returncode == -signal.SIGKILL
+    finally:
+        os.kill(dst_pid, signal.SIGCONT)
+        os.kill(src_pid, signal.SIGCONT)
+    assert rig.src.pid_of("vm1") == src_pid  # the source was never quit
+    m = recover_and_check(rig, db, "CONFIRMED")
+    assert recovery_action(m) == "replay-confirm"
