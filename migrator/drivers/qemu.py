@@ -247,7 +247,7 @@ class Monitor:
                 self._connect()
                 return self
             except Exception as exc:  # noqa: BLE001 -- any failure to connect means unreachable
-                if attempt == CONNECT_ATTEMPTS or _no_listener(exc):
+                if attempt == CONNECT_ATTEMPTS or _hopeless(exc):
                     self._close()
                     text = str(exc) or type(exc).__name__
                     raise QMPUnreachable(
@@ -296,10 +296,13 @@ class Monitor:
             raise QMPUnreachable(f"QMP {command} to {self.rundir.name} failed: {exc!r}") from None
 
 
-def _no_listener(exc: BaseException) -> bool:
-    """True if nothing listens on the socket (no QEMU): trying again would not help."""
+def _hopeless(exc: BaseException) -> bool:
+    """True if trying again would not help: nothing listens (no QEMU), or it did not answer
+    within the timeout (a hung QEMU: waiting again only multiplies the wait)."""
     cause = getattr(exc, "exc", None) or exc.__cause__ or exc
-    return isinstance(cause, FileNotFoundError | ConnectionRefusedError)
+    return isinstance(exc, TimeoutError) or isinstance(
+        cause, FileNotFoundError | ConnectionRefusedError | TimeoutError
+    )
 
 
 @contextlib.contextmanager
