@@ -36,6 +36,7 @@ def run(root: Path, memory: int, bandwidth: int, busy: bool) -> int:
     print(f"vm1 runs on {src.uri}: pid {info['pid']}, {memory} MiB, {info['touch_mib']} touched")
     pattern = pattern_of(src.config("vm1"))
     before = None if busy else src.read_memory("vm1", pattern.start, pattern.size)
+    stats: dict[str, object] = {}
     with Journal.open(f"sqlite:///{root / 'journal.db'}") as journal:
         coordinator = Coordinator(journal, on_progress=show_progress)
         m = coordinator.migrate(
@@ -51,8 +52,9 @@ def run(root: Path, memory: int, bandwidth: int, busy: bool) -> int:
                 print(f"  {event.step:<8} {event.duration or 0:7.3f} s")
             if event.step is Step.PERFORM and event.kind == "ok" and event.detail:
                 stats = event.detail
+    sent = int(stats["transferred_bytes"])  # type: ignore[call-overload]
     print(
-        f"QEMU: {stats['transferred_bytes'] / 2**20:.1f} MiB in {stats['total_time_ms']} ms,"
+        f"QEMU: {sent / 2**20:.1f} MiB in {stats['total_time_ms']} ms,"
         f" downtime {stats['downtime_ms']} ms, {stats['passes']} passes"
     )
     print(f"vm1 now runs on {dst.uri}: pid {dst.pid_of('vm1')}")

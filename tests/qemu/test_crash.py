@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from migrator.drivers.base import DomainState
 from migrator.journal.store import Journal
 from migrator.records import Migration
 from migrator.states import State
@@ -358,7 +359,14 @@ def test_sigkill_while_finishing_is_replayed_to_confirmed(rig: QemuRig, db: str)
         assert SERVER.wait(child, CLI_TIMEOUT).returncode == -signal.SIGKILL
     finally:
         os.kill(dst_pid, signal.SIGCONT)
-    assert only(db).state is State.FINISHING
+    crashed = only(db)
+    assert crashed.state is State.FINISHING
+    # What recovery will find: the source stopped after a completed transfer, the
+    # destination holding the state but not yet the domain.
+    src = rig.src.probe("vm1")
+    assert (src.state, src.detail["qemu_status"]) == (DomainState.PAUSED, "postmigrate")
+    assert src.transfers == {crashed.id: "completed"}
+    assert rig.dst.probe("vm1").state is DomainState.INCOMING
     m = recover_and_check(rig, db, "CONFIRMED")
     assert recovery_action(m) == "replay-finish"
 
