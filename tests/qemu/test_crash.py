@@ -7,6 +7,7 @@ knew of the destination, and it replays consistently.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from migrator.drivers.base import DomainState
+from migrator.drivers.qemu import Monitor
 from migrator.journal.store import Journal
 from migrator.records import Migration
 from migrator.states import State
@@ -329,18 +331,15 @@ def test_a_destination_that_fails_to_load_what_the_source_calls_completed_rolls_
     assert_replays_consistently(db)
 
 
-def hold_finish(rig: QemuRig, db: str) -> tuple[Child, int]:
-    """Start a migration and hold its Finish: the destination QEMU is stopped (SIGSTOP) the
-    moment the source reports the transfer completed, so Finish's QMP call waits on it."""
+def hold_finish(rig: QemuRig, db: str, held: contextlib.ExitStack) -> Child:
+    """Start a migration and hold its Finish: the test holds the destination's QMP session
+    (QEMU serves one client at a time) from mid-transfer on, so Finish's call waits."""
     rig.src.define("vm1", memory_mib=MEMORY, touch_mib=TOUCH)
     child = spawn_migrate(rig, db, "--bandwidth", str(SLOW_CAP))
     wait_for("the transfer", transferring(db))
-    dst_pid = rig.dst.pid_of("vm1")
-    assert dst_pid is not None
-    wait_for("the source to complete", lambda: status_of(rig) == "completed", interval=0.005)
-    os.kill(dst_pid, signal.SIGSTOP)
+    held.enter_context(Monitor(rig.dst.rundir("vm1")))
     wait_for("Finish", lambda: only(db).state is State.FINISHING)
-    return child, dst_pid
+    return child
 
 
 def recovery_action(m: dict[str, Any]) -> str:
@@ -348,17 +347,11 @@ def recovery_action(m: dict[str, Any]) -> str:
     return str(claim["detail"]["action"])
 
 
-def status_of(rig: QemuRig) -> str:
-    return str(rig.src.migration_info("vm1").get("status"))
-
-
 def test_sigkill_while_finishing_is_replayed_to_confirmed(rig: QemuRig, db: str) -> None:
-    child, dst_pid = hold_finish(rig, db)
-    try:
+    with contextlib.ExitStack() as held:
+        child = hold_finish(rig, db, held)
         SERVER.kill(child)
         assert SERVER.wait(child, CLI_TIMEOUT).returncode == -signal.SIGKILL
-    finally:
-        os.kill(dst_pid, signal.SIGCONT)
     crashed = only(db)
     assert crashed.state is State.FINISHING
     # What recovery will find: the source stopped after a completed transfer, the
@@ -372,18 +365,15 @@ def test_sigkill_while_finishing_is_replayed_to_confirmed(rig: QemuRig, db: str)
 
 
 def test_sigkill_while_confirming_is_replayed_to_confirmed(rig: QemuRig, db: str) -> None:
-    child, dst_pid = hold_finish(rig, db)
-    src_pid = rig.src.pid_of("vm1")
-    assert src_pid is not None
-    os.kill(src_pid, signal.SIGSTOP)  # Confirm's `quit` will wait on it
-    try:
-        os.kill(dst_pid, signal.SIGCONT)
+    src_pid = None
+    with contextlib.ExitStack() as held_src:
+        with contextlib.ExitStack() as held_dst:
+            child = hold_finish(rig, db, held_dst)
+            src_pid = rig.src.pid_of("vm1")
+            held_src.enter_context(Monitor(rig.src.rundir("vm1")))  # Confirm's `quit` waits
         wait_for("Confirm", lambda: only(db).state is State.CONFIRMING)
         SERVER.kill(child)
         assert SERVER.wait(child, CLI_TIMEOUT).returncode == -signal.SIGKILL
-    finally:
-        os.kill(dst_pid, signal.SIGCONT)
-        os.kill(src_pid, signal.SIGCONT)
-    assert rig.src.pid_of("vm1") == src_pid  # the source was never quit
+    assert src_pid is not None and rig.src.pid_of("vm1") == src_pid  # never quit
     m = recover_and_check(rig, db, "CONFIRMED")
     assert recovery_action(m) == "replay-confirm"
