@@ -106,6 +106,7 @@ def recover_and_check(rig: QemuRig, db: str, expected: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("failpoint", "expected"),
     [
+        ("prepare.called", "ROLLED_BACK"),  # the incoming QEMU runs: it must not be orphaned
         ("perform.intent", "ROLLED_BACK"),
         ("perform.called", "CONFIRMED"),
         ("perform.recorded", "CONFIRMED"),
@@ -125,6 +126,8 @@ def test_a_coordinator_dead_at_a_failpoint_is_recovered_to_one_running_qemu(
                   env={"MIGRATOR_FAILPOINTS": f"{failpoint}=crash"})  # fmt: skip
     assert code == 137
     assert only(db).state not in (State.CONFIRMED, State.ROLLED_BACK)
+    if failpoint.startswith(("prepare.", "perform.", "finish.intent")):
+        assert rig.state(rig.dst, "vm1") == "incoming"  # a second QEMU runs until recovery
     m = recover_and_check(rig, db, expected)
     host = rig.dst if m["state"] == "CONFIRMED" else rig.src
     assert rig.region(host, "vm1") == before
