@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ from migrator.drivers import payload
 from migrator.drivers.qemu import pattern_of
 from migrator.journal.store import Journal
 from migrator.states import Step
-from tests.conftest import assert_replays_consistently, run_cli
+from tests.conftest import ROOT, assert_replays_consistently, run_cli
 from tests.crash.harness import sqlite_url
 from tests.qemu.rig import QemuRig, qemu_processes
 
@@ -101,3 +103,39 @@ def test_perform_reports_qemu_progress_to_the_coordinator_and_the_journal(
     assert all(p.total == samples[0].total >= 64 * MIB for p in samples)
     assert samples[-1].remaining == 0 and samples[-1].passes >= 2
     assert kept == samples[-1].as_dict()
+
+
+def test_two_guests_migrate_at_once_between_the_same_hosts(rig: QemuRig, tmp_path: Path) -> None:
+    """Each migration gets its own incoming port and QMP sockets; the host files, one lock."""
+    for name in ("vm1", "vm2"):
+        rig.src.define(name, memory_mib=64, touch_mib=32)
+    before = {name: rig.region(rig.src, name) for name in ("vm1", "vm2")}
+    db = sqlite_url(tmp_path / "journal")
+    procs = [spawn_migrate(db, rig, name) for name in ("vm1", "vm2")]
+    outcomes = [proc.communicate(timeout=60) for proc in procs]
+    assert [p.returncode for p in procs] == [0, 0], outcomes
+    uris = {json.loads(out)["id"]: perform_uri(db, json.loads(out)["id"]) for out, _ in outcomes}
+    assert len(set(uris.values())) == 2
+    for name in ("vm1", "vm2"):
+        assert rig.states(name) == ("absent", "running")
+        assert rig.region(rig.dst, name) == before[name]
+    assert len(qemu_processes(rig.root)) == 2
+    assert_replays_consistently(db)
+
+
+def spawn_migrate(db: str, rig: QemuRig, name: str) -> subprocess.Popen[str]:
+    argv = ["migrate", name, "--src", rig.src.uri, "--dst", rig.dst.uri, "--live"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "migrator", "--db", db, *argv, "--bandwidth", "64", "--json"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def perform_uri(db: str, migration_id: str) -> str:
+    with Journal.open(db) as journal:
+        [intent] = [
+            e for e in journal.history(migration_id)
+            if e.step is Step.PERFORM and e.kind == "intent"
+        ]  # fmt: skip
+    assert intent.uri is not None
+    return intent.uri
