@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from migrator.drivers.base import DomainState
-from migrator.drivers.qemu import Monitor
+from migrator.drivers.qmp import Monitor
 from migrator.journal.store import Journal
 from migrator.records import Migration
 from migrator.states import State
