@@ -253,7 +253,9 @@ def test_perform_past_its_step_timeout_cancels_the_transfer_and_rolls_back(
     assert code == 1
     m = view(db, outcome["id"])
     assert m["state"] == "ROLLED_BACK"
-    assert "perform failed" in m["reason"] and "1 s" in m["reason"]
+    # The engine's timeout, or the hook's own check of the same deadline, whichever first.
+    assert m["reason"].startswith("perform failed")
+    assert "within 1 s" in m["reason"] or "passed its deadline" in m["reason"]
     wait_for("the source's transfer to end", lambda: rig.src.migration_info("vm1")["status"]
              in ("cancelled", "failed"))  # fmt: skip
     rig.check_one_copy(m)
