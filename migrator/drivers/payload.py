@@ -10,7 +10,7 @@ dirtied continuously (a guest that may not converge).
 
 Every page the guest touches is non-zero, so QEMU migrates it in full: a ``touch_mib`` MiB
 region puts ``touch_mib`` MiB on the wire. Nothing here runs code from anywhere else: the
-bytes are generated from four integers.
+bytes are generated from the pattern (size, seed, busy).
 """
 
 from __future__ import annotations
