@@ -19,14 +19,15 @@ from dataclasses import dataclass
 from types import EllipsisType
 from typing import Any, TypeVar
 
-from migrator import failpoints, recovery
+from migrator import failpoints, negotiation, older, recovery
 from migrator.drivers.base import (
     COOKIE_MAX,
     DomainState,
     Driver,
-    Feature,
     MigrationParams,
+    PerformResult,
     ProbeResult,
+    TunnelStream,
     connect,
     is_blocking,
     redact_uri,
@@ -40,7 +41,6 @@ from migrator.errors import (
     FenceLost,
     JournalError,
     MigratorError,
-    NoCommonProtocol,
     UsageError,
 )
 from migrator.flags import MigrateFlags
@@ -113,6 +113,8 @@ class Run:
     description: str = ""
     uri: str = ""
     model: Any = None
+    stream: TunnelStream | None = None
+    """Tunnelled v3: the destination's end of the tunnel, from PrepareTunnel3."""
 
     def __post_init__(self) -> None:
         self.model = acquire_model(self.migration.state)
@@ -125,6 +127,14 @@ class Run:
     @property
     def state(self) -> State:
         return self.migration.state
+
+    @property
+    def protocol(self) -> int:
+        return self.migration.protocol
+
+    @property
+    def tunnelled(self) -> bool:
+        return bool(self.params.flags & MigrateFlags.TUNNELLED)
 
     def release(self) -> None:
         release_model(self.model)
@@ -150,9 +160,18 @@ ABORTABLE = (
     State.PREPARING,
     State.PREPARED,
     State.PERFORMING,
+    State.DUMPING,
+    State.DUMPED,
+    State.PREPARING2,
+    State.PREPARED2,
+    State.PERFORMING2,
+    State.PREPARING1,
+    State.PREPARED1,
+    State.PERFORMING1,
 )
 """States an abort can still turn back: until Perform's outcome is committed. After that
-the coordinator asks Finish(cancelled=0) at once, so a later request could only race it."""
+the coordinator asks Finish(cancelled=0) at once, so a later request could only race it
+(and with v1 and v2 the source has already ended itself)."""
 ABORTED = "aborted by an operator"
 NOT_STARTED = "finish: the destination did not start the domain"
 
@@ -179,6 +198,27 @@ def _last_cookie(history: list[Event]) -> bytes:
         if event.kind == "intent" and event.cookie_in is not None:
             return event.cookie_in
     return b""
+
+
+def _relay(ctx: StepContext, run: Run, cookie: bytes) -> PerformResult:
+    """Tunnelled Perform: the source sends through us into the destination's stream."""
+    stream = run.stream
+    if stream is None:
+        raise DriverError("no tunnel to the destination: PrepareTunnel3 gave no stream")
+    relayed = [0]
+
+    def send(data: bytes) -> None:
+        stream.write(data)
+        relayed[0] += len(data)
+
+    src: Any = run.src
+    try:
+        result: PerformResult = src.perform_tunnel(ctx, run.params, cookie, send)
+        stream.close()
+    except BaseException:
+        stream.abort()
+        raise
+    return dataclasses.replace(result, stats={**result.stats, "relayed_bytes": relayed[0]})
 
 
 ProgressCallback = Callable[[Migration, Progress], None]
@@ -236,20 +276,25 @@ class Coordinator:
 
         Bad input raises a ``UsageError`` before anything is journaled or called.
         """
-        params = self._preflight(domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol)
+        params, version = self._preflight(
+            domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol
+        )
         migration = self.journal.create(
             domain=domain,
             dname=dname,
             src=redact_uri(src.uri),
             dst=redact_uri(dst.uri),
-            protocol=3,
+            protocol=version,
             flags=int(params.flags),
             bandwidth=bandwidth,
             owner=self.id,
         )
         run = Run(migration, src, dst, params)
         try:
-            self._drive_v3(run)
+            if version == 3:
+                self._drive_v3(run)
+            else:
+                older.drive(self, run)
         finally:
             run.release()
         return run.migration
@@ -330,6 +375,9 @@ class Coordinator:
         return connect(uri)
 
     def _carry_out(self, run: Run, plan: recovery.Plan) -> None:
+        if run.protocol != 3:
+            older.carry_out(self, run, plan)
+            return
         action, cancelled = plan.action, bool(plan.cancelled)
         if action is recovery.Action.ABANDON:
             draft = EventDraft(kind="recovery", detail={"action": "abandon"})
@@ -407,7 +455,9 @@ class Coordinator:
             self._note(
                 run, EventDraft(kind="resolve", detail={"running_on": running_on}), reason=reason
             )
-            if running_on == "src":
+            if run.protocol != 3:
+                older.resolve(self, run, running_on=running_on)
+            elif running_on == "src":
                 self._finish(run, cancelled=True)
             else:
                 draft = EventDraft(
@@ -441,14 +491,19 @@ class Coordinator:
         dname: str | None,
         bandwidth: int,
         protocol: int | None,
-    ) -> MigrationParams:
+    ) -> tuple[MigrationParams, int]:
         if bandwidth < 0:
             raise UsageError(f"bandwidth must be >= 0 MiB/s, not {bandwidth}")
         if not domain or (dname is not None and not dname):
             raise UsageError("a domain name must not be empty")
         if src.uri == dst.uri:
             raise UsageError(f"source and destination are the same host: {src.uri}")
-        self._negotiate(src, dst, protocol)
+        version = negotiation.negotiate(
+            src.features(),
+            dst.features(),
+            forced=protocol,
+            tunnelled=bool(flags & MigrateFlags.TUNNELLED),
+        )
         src_state = self._best_effort_probe(src, domain)
         if src_state is not None and not src_state.active:
             raise DomainNotFound(domain=domain, host=src.uri)
@@ -457,19 +512,8 @@ class Coordinator:
             raise DomainExists(domain=dname or domain, host=dst.uri)
         if src_state is DomainState.PAUSED:
             flags |= MigrateFlags.PAUSED  # as libvirt: a paused source stays paused on dst
-        return MigrationParams(domain=domain, flags=flags, dname=dname, bandwidth=bandwidth)
-
-    @staticmethod
-    def _negotiate(src: Driver, dst: Driver, protocol: int | None) -> int:
-        if protocol not in (None, 3):
-            raise UsageError(f"protocol {protocol} is not supported yet; use 3")
-        common = src.features() & dst.features()
-        if Feature.MIGRATION_V3 not in common:
-            raise NoCommonProtocol(
-                src=", ".join(sorted(src.features())) or "nothing",
-                dst=", ".join(sorted(dst.features())) or "nothing",
-            )
-        return 3
+        params = MigrationParams(domain=domain, flags=flags, dname=dname, bandwidth=bandwidth)
+        return params, version
 
     @staticmethod
     def _best_effort_probe(driver: Driver, domain: str) -> DomainState | None:
@@ -541,33 +585,46 @@ class Coordinator:
         return True
 
     def _prepare(self, run: Run) -> bool:
+        """Prepare, or for a tunnelled migration PrepareTunnel3 (same states, own step)."""
         cookie, description = run.cookie, run.description
-        draft = EventDraft(
-            kind="intent", step=Step.PREPARE, cookie_in=cookie, description=description
-        )
-        out = self._step(
-            run,
-            draft,
-            lambda ctx: run.dst.prepare(ctx, run.params, cookie, description),
-            Trigger.PREPARE_FAILED,
-        )
+        step = Step.PREPARE_TUNNEL if run.tunnelled else Step.PREPARE
+        draft = EventDraft(kind="intent", step=step, cookie_in=cookie, description=description)
+        if run.tunnelled:
+            dst: Any = run.dst
+
+            def hook(ctx: StepContext) -> Any:
+                return dst.prepare_tunnel(ctx, run.params, cookie, description)
+        else:
+
+            def hook(ctx: StepContext) -> Any:
+                return run.dst.prepare(ctx, run.params, cookie, description)
+
+        out = self._step(run, draft, hook, Trigger.PREPARE_FAILED)
         if not out.ok:
             return False
-        run.uri, run.cookie = out.value.uri, out.value.cookie
+        if run.tunnelled:
+            run.stream, run.uri = out.value.stream, ""
+        else:
+            run.uri = out.value.uri
+        run.cookie = out.value.cookie
         self._outcome(
-            run, Trigger.PREPARE_OK, Step.PREPARE, out, cookie_out=run.cookie, uri=run.uri
+            run, Trigger.PREPARE_OK, step, out, cookie_out=run.cookie, uri=run.uri or None
         )
         return True
 
     def _perform(self, run: Run) -> bool:
         cookie, uri = run.cookie, run.uri
-        draft = EventDraft(kind="intent", step=Step.PERFORM, cookie_in=cookie, uri=uri)
-        out = self._step(
-            run,
-            draft,
-            lambda ctx: run.src.perform(ctx, run.params, cookie, uri),
-            Trigger.PERFORM_FAILED,
-        )
+        draft = EventDraft(kind="intent", step=Step.PERFORM, cookie_in=cookie, uri=uri or None)
+        if run.tunnelled:
+
+            def hook(ctx: StepContext) -> Any:
+                return _relay(ctx, run, cookie)
+        else:
+
+            def hook(ctx: StepContext) -> Any:
+                return run.src.perform(ctx, run.params, cookie, uri)
+
+        out = self._step(run, draft, hook, Trigger.PERFORM_FAILED)
         if not out.ok:
             return False
         run.cookie = out.value.cookie

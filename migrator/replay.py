@@ -31,12 +31,13 @@ from migrator.drivers.base import (
     PerformResult,
     PrepareResult,
     ProbeResult,
+    TunnelResult,
 )
 from migrator.errors import DriverError
 from migrator.flags import MigrateFlags
 from migrator.journal.store import Journal
 from migrator.records import Event, Migration, StepContext
-from migrator.states import Step
+from migrator.states import RUNS_ON, Step
 
 Signature = tuple[str | None, str, bool | None, str, int]
 """What replay compares of each event: step, kind, cancelled, state after it, attempt."""
@@ -109,6 +110,19 @@ def _result(event: Event) -> Event:
     return event
 
 
+class _NullStream:
+    """A tunnel's destination end in a replay: the data went where the journal says."""
+
+    def write(self, data: bytes) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def abort(self) -> None:
+        return None
+
+
 class ReplayDriver:
     """A host that answers from the journal. ``probe`` before the run answers as at start."""
 
@@ -125,7 +139,7 @@ class ReplayDriver:
         self.before_perform_returns: Callable[[str], None] | None = None
 
     def features(self) -> frozenset[Feature]:
-        return frozenset({Feature.MIGRATION_V3})
+        return frozenset(Feature)  # the replay forces the protocol the journal recorded
 
     def begin(self, ctx: StepContext, params: MigrationParams) -> BeginResult:
         self.started, self.mid = True, ctx.migration_id
@@ -160,6 +174,49 @@ class ReplayDriver:
     ) -> ConfirmResult:
         e = _result(self.tape.next(Step.CONFIRM))
         return ConfirmResult(cookie=e.cookie_out or b"")
+
+    # -- tunnelled v3, v2 and v1: the same tapes, by step ---------------------------------
+
+    def prepare_tunnel(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, description: str
+    ) -> TunnelResult:
+        self.started = True
+        e = _result(self.tape.next(Step.PREPARE_TUNNEL))
+        return TunnelResult(stream=_NullStream(), cookie=e.cookie_out or b"")
+
+    def perform_tunnel(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, send: Any
+    ) -> PerformResult:
+        return self.perform(ctx, params, cookie, "")
+
+    def dump_xml(self, ctx: StepContext, params: MigrationParams) -> BeginResult:
+        self.started, self.mid = True, ctx.migration_id
+        e = _result(self.tape.next(Step.DUMP_XML))
+        return BeginResult(description=e.description or "")
+
+    def prepare2(
+        self, ctx: StepContext, params: MigrationParams, description: str | None
+    ) -> PrepareResult:
+        self.started = True
+        e = _result(self.tape.next(ctx.step))
+        return PrepareResult(uri=e.uri or "", cookie=e.cookie_out or b"")
+
+    def perform2(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, uri: str
+    ) -> PerformResult:
+        self.started, self.mid = True, ctx.migration_id
+        e = _result(self.tape.next(ctx.step))
+        if self.before_perform_returns is not None:
+            self.before_perform_returns(ctx.migration_id)
+        return PerformResult(cookie=e.cookie_out or b"", stats=dict(e.detail or {}))
+
+    def finish2(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
+    ) -> FinishResult:
+        self.started = True
+        e = _result(self.tape.next(ctx.step))
+        running = bool(e.detail and e.detail.get("running"))
+        return FinishResult(running=running, cookie=e.cookie_out or b"")
 
     def probe(self, domain: str) -> ProbeResult:
         if not self.started:
@@ -248,8 +305,8 @@ def _armed(point: Crash | None) -> Mapping[str, str]:
 def _split_tapes(
     migration: Migration, history: Sequence[Event]
 ) -> tuple[_Tape, _Tape, _Tape, _Tape]:
-    src_steps = {Step.BEGIN, Step.PERFORM, Step.CONFIRM}
-    dst_steps = {Step.PREPARE, Step.FINISH}
+    src_steps = {step for step, host in RUNS_ON.items() if host == "src"}
+    dst_steps = {step for step, host in RUNS_ON.items() if host == "dst"}
     probes = [e for e in history if e.step is Step.PROBE]
     src_probes = [e for e in probes if e.uri == migration.src]
     dst_probes = [e for e in probes if e.uri != migration.src]
@@ -317,7 +374,7 @@ def _first_run(
     with contextlib.suppress(failpoints.Crash):  # as the original run did; recovery follows
         coordinator.migrate(
             m.domain, src=src, dst=dst, flags=MigrateFlags(m.flags), dname=m.dname,
-            bandwidth=m.bandwidth,
+            bandwidth=m.bandwidth, protocol=m.protocol,
         )  # fmt: skip
 
 

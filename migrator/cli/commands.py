@@ -83,7 +83,7 @@ def migrate(
     *,
     src: str,
     dst: str,
-    live: bool,
+    flags: MigrateFlags,
     bandwidth: int,
     dname: str | None,
     protocol: int | None,
@@ -92,7 +92,6 @@ def migrate(
 ) -> dict[str, Any]:
     src_driver, dst_driver = connect(src), connect(dst)
     journal = Journal.open(db)
-    flags = MigrateFlags.LIVE if live else MigrateFlags.NONE
     with _progress_bar(progress) as on_progress:
         coordinator = Coordinator(journal, step_timeout=timeout, on_progress=on_progress)
         try:

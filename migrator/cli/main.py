@@ -99,9 +99,23 @@ def cli(ctx: click.Context, db: str, traceback: bool) -> None:
 @click.option("--src", required=True, metavar="URI", help="Source host, e.g. test:///srv/hostA.")
 @click.option("--dst", required=True, metavar="URI", help="Destination host.")
 @click.option("--live", is_flag=True, help="Migrate while the domain runs (flag LIVE).")
+@click.option(
+    "--tunnelled", is_flag=True, help="Relay the data through the coordinator (flag TUNNELLED)."
+)
+@click.option(
+    "--flag",
+    "flag_names",
+    multiple=True,
+    metavar="NAME",
+    help="A migration flag by name, e.g. persist-dest; repeatable.",
+)
 @click.option("--bandwidth", type=int, default=0, metavar="MIB", help="Cap in MiB/s (0: none).")
 @click.option("--dname", metavar="NAME", help="Name of the domain on the destination.")
-@click.option("--protocol", type=click.IntRange(1, 3), help="Force a protocol version.")
+@click.option(
+    "--protocol",
+    type=click.IntRange(1, 3),
+    help="Force a protocol version (default: v3, else v2, else v1).",
+)
 @click.option(
     "--timeout", type=float, default=600.0, show_default=True, help="Per-step timeout, s."
 )
@@ -111,6 +125,8 @@ def migrate(
     src: str,
     dst: str,
     live: bool,
+    tunnelled: bool,
+    flag_names: tuple[str, ...],
     bandwidth: int,
     dname: str | None,
     protocol: int | None,
@@ -119,17 +135,26 @@ def migrate(
 ) -> None:
     """Migrate DOMAIN from --src to --dst and print the outcome."""
     from migrator.cli import commands
+    from migrator.flags import MigrateFlags, parse_flags
 
     settings = _settings()
     with _errors(settings):
         if bandwidth < 0:
             raise UsageError(f"--bandwidth must be >= 0 MiB/s, not {bandwidth}")
+        try:
+            flags = parse_flags(flag_names)
+        except ValueError as exc:
+            raise UsageError(f"--flag: {exc}") from None
+        if live:
+            flags |= MigrateFlags.LIVE
+        if tunnelled:
+            flags |= MigrateFlags.TUNNELLED
         outcome = commands.migrate(
             settings.db,
             domain,
             src=src,
             dst=dst,
-            live=live,
+            flags=flags,
             bandwidth=bandwidth,
             dname=dname,
             protocol=protocol,
