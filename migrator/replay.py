@@ -123,6 +123,15 @@ class _NullStream:
         return None
 
 
+@dataclass
+class _Shared:
+    """What both hosts of a replay know: whether any hook ran yet (probes before that are
+    the coordinator's checks before it journals anything), and the scratch migration id."""
+
+    mid: str
+    started: bool = False
+
+
 class ReplayDriver:
     """A host that answers from the journal. ``probe`` before the run answers as at start."""
 
@@ -133,23 +142,26 @@ class ReplayDriver:
     ) -> None:
         self.uri = uri
         self.tape, self.probes, self.start = tape, probes, start
-        self.started = False
         self.original_id = original_id
-        self.mid = original_id
+        self.shared = _Shared(mid=original_id)
         self.before_perform_returns: Callable[[str], None] | None = None
+
+    def _started(self, ctx: StepContext) -> None:
+        """A hook ran: the migration exists, and later probes answer from the journal."""
+        self.shared.started, self.shared.mid = True, ctx.migration_id
 
     def features(self) -> frozenset[Feature]:
         return frozenset(Feature)  # the replay forces the protocol the journal recorded
 
     def begin(self, ctx: StepContext, params: MigrationParams) -> BeginResult:
-        self.started, self.mid = True, ctx.migration_id
+        self._started(ctx)
         e = _result(self.tape.next(Step.BEGIN))
         return BeginResult(description=e.description or "", cookie=e.cookie_out or b"")
 
     def prepare(
         self, ctx: StepContext, params: MigrationParams, cookie: bytes, description: str
     ) -> PrepareResult:
-        self.started = True
+        self._started(ctx)
         e = _result(self.tape.next(Step.PREPARE))
         return PrepareResult(uri=e.uri or "", cookie=e.cookie_out or b"")
 
@@ -164,7 +176,7 @@ class ReplayDriver:
     def finish(
         self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
     ) -> FinishResult:
-        self.started = True
+        self._started(ctx)
         e = _result(self.tape.next(Step.FINISH))
         running = bool(e.detail and e.detail.get("running"))
         return FinishResult(running=running, cookie=e.cookie_out or b"")
@@ -180,7 +192,7 @@ class ReplayDriver:
     def prepare_tunnel(
         self, ctx: StepContext, params: MigrationParams, cookie: bytes, description: str
     ) -> TunnelResult:
-        self.started = True
+        self._started(ctx)
         e = _result(self.tape.next(Step.PREPARE_TUNNEL))
         return TunnelResult(stream=_NullStream(), cookie=e.cookie_out or b"")
 
@@ -190,21 +202,21 @@ class ReplayDriver:
         return self.perform(ctx, params, cookie, "")
 
     def dump_xml(self, ctx: StepContext, params: MigrationParams) -> BeginResult:
-        self.started, self.mid = True, ctx.migration_id
+        self._started(ctx)
         e = _result(self.tape.next(Step.DUMP_XML))
         return BeginResult(description=e.description or "")
 
     def prepare2(
         self, ctx: StepContext, params: MigrationParams, description: str | None
     ) -> PrepareResult:
-        self.started = True
+        self._started(ctx)
         e = _result(self.tape.next(ctx.step))
         return PrepareResult(uri=e.uri or "", cookie=e.cookie_out or b"")
 
     def perform2(
         self, ctx: StepContext, params: MigrationParams, cookie: bytes, uri: str
     ) -> PerformResult:
-        self.started, self.mid = True, ctx.migration_id
+        self._started(ctx)
         e = _result(self.tape.next(ctx.step))
         if self.before_perform_returns is not None:
             self.before_perform_returns(ctx.migration_id)
@@ -213,20 +225,20 @@ class ReplayDriver:
     def finish2(
         self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
     ) -> FinishResult:
-        self.started = True
+        self._started(ctx)
         e = _result(self.tape.next(ctx.step))
         running = bool(e.detail and e.detail.get("running"))
         return FinishResult(running=running, cookie=e.cookie_out or b"")
 
     def probe(self, domain: str) -> ProbeResult:
-        if not self.started:
+        if not self.shared.started:
             return ProbeResult(state=self.start)
         e = _result(self.probes.next(Step.PROBE))
         detail = e.detail or {}
         inner = detail.get("detail") or {}
         recorded = dict(inner.get("outgoing") or {}) if isinstance(inner, dict) else {}
         # The scratch journal gave the migration a new id; the host knew the original.
-        transfers = {(self.mid if k == self.original_id else k): v for k, v in recorded.items()}
+        transfers = {(self.shared.mid if k == self.original_id else k): v for k, v in recorded.items()}
         return ProbeResult(state=DomainState(detail.get("state", "absent")), transfers=transfers)
 
     def close(self) -> None:
@@ -338,6 +350,7 @@ def _rerun(
     dst = ReplayDriver(
         migration.dst, dst_tape, dst_probes, start=DomainState.ABSENT, original_id=migration.id
     )
+    dst.shared = src.shared
     phases = _phases(history)
     stops = [_stop_point(p, first=i == 0) for i, p in enumerate(phases[:-1])] + [None]
     with Journal.open(f"sqlite:///{path}") as scratch:
