@@ -508,7 +508,8 @@ class Coordinator:
         if src_state is not None and not src_state.active:
             raise DomainNotFound(domain=domain, host=src.uri)
         dst_state = self._best_effort_probe(dst, dname or domain)
-        if dst_state is not None and dst_state is not DomainState.ABSENT:
+        if dst_state is not None and dst_state not in (DomainState.ABSENT, DomainState.SHUTOFF):
+            # A shut-off definition on the destination is replaced, as libvirt does.
             raise DomainExists(domain=dname or domain, host=dst.uri)
         if src_state is DomainState.PAUSED:
             flags |= MigrateFlags.PAUSED  # as libvirt: a paused source stays paused on dst

@@ -238,7 +238,8 @@ class ReplayDriver:
         inner = detail.get("detail") or {}
         recorded = dict(inner.get("outgoing") or {}) if isinstance(inner, dict) else {}
         # The scratch journal gave the migration a new id; the host knew the original.
-        transfers = {(self.shared.mid if k == self.original_id else k): v for k, v in recorded.items()}
+        mid = self.shared.mid
+        transfers = {(mid if k == self.original_id else k): v for k, v in recorded.items()}
         return ProbeResult(state=DomainState(detail.get("state", "absent")), transfers=transfers)
 
     def close(self) -> None:

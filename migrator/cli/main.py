@@ -14,8 +14,9 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from migrator.drivers.test import FaultMode
 from migrator.errors import JournalError, MigratorError, UsageError
-from migrator.states import State
+from migrator.states import State, Step
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_IN_DOUBT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEFAULT_DB = "sqlite:///./migrator.db"
@@ -360,12 +361,17 @@ def test_host() -> None:
 @click.argument("domain")
 @click.option("--memory", type=click.IntRange(min=1), default=4, show_default=True, help="MiB.")
 @click.option("--paused", is_flag=True, help="Define the domain paused.")
-def test_host_define(uri: str, domain: str, memory: int, paused: bool) -> None:
+@click.option(
+    "--persistent", is_flag=True, help="Keep its definition on a source it leaves (else transient)."
+)
+def test_host_define(uri: str, domain: str, memory: int, paused: bool, persistent: bool) -> None:
     """Define DOMAIN, running (or paused), on the test host URI."""
     from migrator.cli import commands
 
     with _errors(_settings()):
-        info = commands.test_host(uri).define(domain, memory_mib=memory, paused=paused)
+        info = commands.test_host(uri).define(
+            domain, memory_mib=memory, paused=paused, persistent=persistent
+        )
     click.echo(f"defined {domain} ({info['state']}, {memory} MiB) on {uri}")
 
 
@@ -384,8 +390,8 @@ def test_host_list(uri: str, as_json: bool) -> None:
     commands.print_domains(domains)
 
 
-FAULT_STEPS = ["begin", "prepare", "perform", "finish", "confirm", "probe"]
-FAULT_MODES = ["error", "lost-reply", "no-domain", "hang", "slow"]
+FAULT_STEPS = [str(step) for step in Step]
+FAULT_MODES = [str(mode) for mode in FaultMode]
 
 
 @test_host.command("fault")

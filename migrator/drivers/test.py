@@ -78,6 +78,7 @@ _PROTOCOL_FEATURES = {
     3: {Feature.MIGRATION_V3, Feature.TUNNELLED},
 }
 _FINISH_STEPS = (Step.FINISH, Step.FINISH2, Step.FINISH1)
+_PERFORM_STEPS = (Step.PERFORM, Step.PERFORM2, Step.PERFORM1)
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -85,6 +86,7 @@ class FaultMode(enum.StrEnum):
     ERROR = "error"
     LOST_REPLY = "lost-reply"
     NO_DOMAIN = "no-domain"
+    IO_ERROR = "io-error"
     HANG = "hang"
     SLOW = "slow"
 
@@ -186,6 +188,8 @@ def _domain(
         "state_before_job": None,
         "outgoing": {},
         "arrived_with": job,
+        "persistent": False,
+        "protected": None,
     }
 
 
@@ -211,6 +215,8 @@ def _check_fault(step: str, mode: str, seconds: float | None, count: int | None)
         raise ValueError(f"unknown fault mode {mode!r}; valid modes: {', '.join(modes)}")
     if mode == FaultMode.NO_DOMAIN and step not in _FINISH_STEPS:
         raise ValueError(f"fault mode no-domain applies only to finish steps, not {step}")
+    if mode == FaultMode.IO_ERROR and step not in _PERFORM_STEPS:
+        raise ValueError(f"fault mode io-error applies only to perform steps, not {step}")
     if seconds is not None and seconds < 0:
         raise ValueError(f"fault seconds must be >= 0, not {seconds}")
     if count is not None and count < 1:
@@ -221,6 +227,17 @@ def _hang(step: str, deadline: float | None) -> None:
     while deadline is None or time.monotonic() < deadline + HANG_GRACE:
         time.sleep(NAP)
     raise DriverError(f"hung: injected hang in {step} gave up after its deadline")
+
+
+def _io_errors(fault: dict[str, Any] | None, params: MigrationParams) -> int:
+    """An injected I/O error during Perform: fatal with ABORT_ON_ERROR, else counted."""
+    if fault is None or fault["mode"] != FaultMode.IO_ERROR:
+        return 0
+    if params.flags & MigrateFlags.ABORT_ON_ERROR:
+        raise DriverError(
+            fault["message"] or "I/O error during migration: aborted (abort-on-error)"
+        )
+    return 1
 
 
 def _check_stop(ctx: StepContext, done: int, total: int) -> None:
@@ -357,6 +374,13 @@ class TestDriver:
             memo: Memo = host["calls"][key]
             return memo
 
+    def _drop_incoming(self, host: Host, name: str) -> None:
+        """Remove an incoming domain; a shut-off definition it was to replace comes back."""
+        replaced = host["domains"][name].get("replaces")
+        self._remove(host, name)
+        if replaced is not None:
+            host["domains"][name] = replaced
+
     def _remove(self, host: Host, name: str) -> None:
         dom = host["domains"].pop(name)
         (self.dir / dom["image"]).unlink(missing_ok=True)
@@ -370,8 +394,14 @@ class TestDriver:
             host_id: str = host["host_id"]
             return host_id
 
-    def define(self, name: str, memory_mib: int = 4, paused: bool = False) -> dict[str, Any]:
-        """Create domain ``name`` with a fresh image; raise DomainExists if it is here."""
+    def define(
+        self, name: str, memory_mib: int = 4, paused: bool = False, persistent: bool = False
+    ) -> dict[str, Any]:
+        """Create domain ``name`` with a fresh image; raise DomainExists if it is here.
+
+        A ``persistent`` domain keeps its definition (shut off) on a source it left, unless
+        the migration has UNDEFINE_SOURCE; a transient one is gone from it.
+        """
         if not name:
             raise ValueError("a domain name must not be empty")
         if memory_mib < 1:
@@ -382,6 +412,7 @@ class TestDriver:
         checksum = _write_image(self.dir / image, name, memory_mib)
         state = DomainState.PAUSED if paused else DomainState.RUNNING
         dom = _domain(state, memory_mib, image, checksum, uuid.uuid4().hex, job=None)
+        dom["persistent"] = persistent
         try:
             with self._txn() as host:
                 if name in host["domains"]:
@@ -402,9 +433,24 @@ class TestDriver:
                 "lease_held": dom["lease"]["held"],
                 "job": dom["job"],
                 "checksum": dom["checksum"],
+                "persistent": dom.get("persistent", False),
+                "protected": bool(dom.get("protected")),
             }
             for name, dom in sorted(self._read()["domains"].items())
         ]
+
+    def set_memory(self, name: str, memory_mib: int) -> None:
+        """A configuration change; refused while a migration with CHANGE_PROTECTION runs."""
+        with self._txn() as host:
+            dom = host["domains"].get(name)
+            if dom is None:
+                raise DomainNotFound(domain=name, host=self.uri)
+            if dom.get("protected"):
+                raise DriverError(
+                    f"domain {name!r} is protected against configuration changes while"
+                    f" migration {dom['protected']} runs (change-protection)"
+                )
+            dom["memory_mib"] = memory_mib
 
     def set_fault(
         self,
@@ -509,6 +555,8 @@ class TestDriver:
         # migration failed) is superseded: Begin changes nothing visible, so the older
         # migration's Perform or Confirm finds the job gone and refuses to act.
         dom["job"], dom["state_before_job"] = ctx.migration_id, dom["state"]
+        if params.flags & MigrateFlags.CHANGE_PROTECTION:
+            dom["protected"] = ctx.migration_id
         description = {
             "name": params.domain,
             "memory_mib": dom["memory_mib"],
@@ -549,7 +597,8 @@ class TestDriver:
         peer: dict[str, Any],
     ) -> Memo:
         name, mid = params.dest_name, ctx.migration_id
-        if name in host["domains"]:
+        inactive = host["domains"].get(name)
+        if inactive is not None and (inactive["state"] != DomainState.SHUTOFF or inactive["job"]):
             raise DomainExists(domain=name, host=self.uri)
         image = _incoming_image(mid)
         (self.dir / image).parent.mkdir(parents=True, exist_ok=True)
@@ -562,6 +611,8 @@ class TestDriver:
             peer.get("lease"),
             job=mid,
         )
+        if inactive is not None:  # a shut-off definition: put back if the migration fails
+            host["domains"][name]["replaces"] = inactive
         uri = f"test://{self.dir}?incoming={quote(mid)}"
         return {"uri": uri, "cookie": _enc(_json_bytes({"host": host["host_id"]}))}
 
@@ -572,12 +623,16 @@ class TestDriver:
 
         Gives up (raising, the source as it was) when ``ctx.aborted()`` or the deadline trips.
         """
-        with self._guarded(ctx, Step.PERFORM):
+        with self._guarded(ctx, Step.PERFORM) as fault:
             key = _key(ctx.migration_id, Step.PERFORM)
-            memo = self._read()["calls"].get(key) or self._perform(ctx, params, uri, key)
+            memo = self._read()["calls"].get(key) or self._perform(
+                ctx, params, uri, key, io_errors=_io_errors(fault, params)
+            )
         return PerformResult(cookie=_dec(memo["cookie"]), stats=memo["stats"])
 
-    def _perform(self, ctx: StepContext, params: MigrationParams, uri: str, key: str) -> Memo:
+    def _perform(
+        self, ctx: StepContext, params: MigrationParams, uri: str, key: str, *, io_errors: int
+    ) -> Memo:
         mid = ctx.migration_id
         final = _parse_incoming(uri, mid) / _incoming_image(mid)
         if not final.exists():
@@ -597,6 +652,8 @@ class TestDriver:
             self._restore(params.domain, mid, before)
             raise
         stats = {"bytes": sent, "seconds": round(time.monotonic() - start, 3)}
+        if io_errors:
+            stats["io_errors"] = io_errors
         return self._once(key, lambda h: self._performed(h, params.domain, mid, stats))
 
     def _restore(self, name: str, mid: str, state: str) -> None:
@@ -657,11 +714,15 @@ class TestDriver:
         if dom is None or dom["job"] != ctx.migration_id:
             return self._finished(host, running=False)
         if not whole:
-            self._remove(host, params.dest_name)
+            self._drop_incoming(host, params.dest_name)
             return self._finished(host, running=False)
         paused = bool(params.flags & MigrateFlags.PAUSED)
         dom["state"] = str(DomainState.PAUSED if paused else DomainState.RUNNING)
         dom["lease"]["held"], dom["job"] = True, None
+        dom["persistent"] = bool(params.flags & MigrateFlags.PERSIST_DEST)
+        replaced = dom.pop("replaces", None)
+        if replaced is not None:  # the incoming domain takes the inactive definition's place
+            (self.dir / replaced["image"]).unlink(missing_ok=True)
         sent = self._sent_with(ctx.migration_id)
         dom["checksum"] = dom["checksum"] or sent.get("checksum")
         dom["memory_mib"] = dom["memory_mib"] or sent.get("memory_mib")
@@ -675,7 +736,7 @@ class TestDriver:
             # A Finish(0) already ran it: say so honestly; the engine calls that in doubt.
             return self._finished(host, running=True)
         if dom is not None and dom["job"] == mid:
-            self._remove(host, params.dest_name)
+            self._drop_incoming(host, params.dest_name)
         (self.dir / _incoming_image(mid)).unlink(missing_ok=True)
         (self.dir / _incoming_image(mid)).with_suffix(".json").unlink(missing_ok=True)
         return self._finished(host, running=False)
@@ -688,24 +749,41 @@ class TestDriver:
         Either is a no-op for a domain that is absent or has no job for this migration.
         """
         with self._guarded(ctx, Step.CONFIRM):
-            effect = self._resume if cancelled else self._kill
-            self._once(
-                _key(ctx.migration_id, Step.CONFIRM, cancelled),
-                lambda h: effect(h, params.domain, ctx.migration_id),
-            )
+            if cancelled:
+                self._once(
+                    _key(ctx.migration_id, Step.CONFIRM, cancelled),
+                    lambda h: self._resume(h, params.domain, ctx.migration_id),
+                )
+            else:
+                self._once(
+                    _key(ctx.migration_id, Step.CONFIRM, cancelled),
+                    lambda h: self._kill(h, params.domain, ctx.migration_id, params.flags),
+                )
         return ConfirmResult(cookie=b"")
 
-    def _kill(self, host: Host, name: str, mid: str) -> Memo:
-        if name in host["domains"]:
+    def _kill(self, host: Host, name: str, mid: str, flags: int) -> Memo:
+        dom = host["domains"].get(name)
+        if dom is not None and not (dom["state"] == DomainState.SHUTOFF and dom["job"] is None):
             self._job_domain(host, name, mid)  # never kill a copy this migration never began
-            self._remove(host, name)
+            self._end_source(host, name, flags)
         return {}
+
+    def _end_source(self, host: Host, name: str, flags: int) -> None:
+        """The source copy stops; a persistent definition stays (shut off) unless
+        UNDEFINE_SOURCE, as libvirt leaves it."""
+        dom = host["domains"][name]
+        if dom.get("persistent") and not flags & MigrateFlags.UNDEFINE_SOURCE:
+            dom["state"], dom["job"], dom["state_before_job"] = str(DomainState.SHUTOFF), None, None
+            dom["lease"]["held"], dom["protected"] = False, None
+        else:
+            self._remove(host, name)
 
     def _resume(self, host: Host, name: str, mid: str) -> Memo:
         dom = host["domains"].get(name)
         if dom is not None and dom["job"] == mid:
             dom["state"] = dom["state_before_job"] or str(DomainState.RUNNING)
             dom["lease"]["held"], dom["job"], dom["state_before_job"] = True, None, None
+            dom["protected"] = None
             dom["outgoing"].pop(mid, None)
         return {}
 
@@ -786,12 +864,16 @@ class TestDriver:
     ) -> PerformResult:
         """Send the domain; on success end the source copy, on failure resume it."""
         step = ctx.step if ctx.step in (Step.PERFORM1, Step.PERFORM2) else Step.PERFORM2
-        with self._guarded(ctx, step):
+        with self._guarded(ctx, step) as fault:
             key = _key(ctx.migration_id, step)
-            memo = self._read()["calls"].get(key) or self._perform2(ctx, params, uri, key)
+            memo = self._read()["calls"].get(key) or self._perform2(
+                ctx, params, uri, key, io_errors=_io_errors(fault, params)
+            )
         return PerformResult(cookie=_dec(memo["cookie"]), stats=memo["stats"])
 
-    def _perform2(self, ctx: StepContext, params: MigrationParams, uri: str, key: str) -> Memo:
+    def _perform2(
+        self, ctx: StepContext, params: MigrationParams, uri: str, key: str, *, io_errors: int
+    ) -> Memo:
         mid = ctx.migration_id
         final = _parse_incoming(uri, mid) / _incoming_image(mid)
         if not final.exists():
@@ -804,6 +886,8 @@ class TestDriver:
                 raise DriverError(f"domain {params.domain!r} is being migrated by {dom['job']}")
             if dom["job"] is None:  # not when a crashed attempt left its job
                 dom["job"], dom["state_before_job"] = mid, dom["state"]
+            if params.flags & MigrateFlags.CHANGE_PROTECTION:
+                dom["protected"] = mid
             if not params.flags & MigrateFlags.LIVE:
                 dom["state"] = str(DomainState.PAUSED)
             source, sent_with = (
@@ -825,7 +909,9 @@ class TestDriver:
                 self._resume(host, params.domain, mid)
             raise
         stats = {"bytes": sent, "seconds": round(time.monotonic() - start, 3)}
-        return self._once(key, lambda h: self._departed(h, params.domain, mid, stats))
+        if io_errors:
+            stats["io_errors"] = io_errors
+        return self._once(key, lambda h: self._departed(h, params.domain, mid, stats, params.flags))
 
     def finish2(
         self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
@@ -833,10 +919,10 @@ class TestDriver:
         """v2's Finish2 and v1's Finish: as ``finish``."""
         return self.finish(ctx, params, cookie, cancelled)
 
-    def _departed(self, host: Host, name: str, mid: str, stats: dict[str, Any]) -> Memo:
+    def _departed(self, host: Host, name: str, mid: str, stats: dict[str, Any], flags: int) -> Memo:
         """The source copy ends once sent (v1, v2); the transfer is remembered for probe."""
         dom = self._job_domain(host, name, mid)
-        self._remove(host, name)
+        self._end_source(host, name, flags)
         host["departed"][mid] = name
         cookie = {"host": host["host_id"], "sent": stats["bytes"], "lease": dom["lease"]["token"]}
         return {"cookie": _enc(_json_bytes(cookie)), "stats": stats}
