@@ -188,9 +188,11 @@ def watch_source(db: str, a: TestDriver, b: TestDriver, *args: str) -> set[tuple
     try:
         deadline = time.monotonic() + 30
         while proc.poll() is None and time.monotonic() < deadline:
+            # The copy is on the way while its temporary file exists on the destination
+            # (looked at first: the source is paused, if it is, before that file is made).
+            copying = any((b.dir / "images").glob(".incoming-*.tmp"))
             src = {d["name"]: d for d in a.domains()}.get("vm1")
-            sending = src is not None and src["job"] is not None and not a.probe("vm1").transfers
-            if src is not None and sending and state_of(b, "vm1") == "incoming":
+            if src is not None and copying and not a.probe("vm1").transfers:
                 seen.add((src["state"], src["protected"]))
             time.sleep(0.05)
         assert proc.wait(timeout=30) == 0
