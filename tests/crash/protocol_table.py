@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PHASE = {
     "begin": "Begin / DumpXML", "dump_xml": "Begin / DumpXML",
     "prepare": "Prepare", "prepare2": "Prepare", "prepare1": "Prepare",
+    "prepare_tunnel": "Prepare",
     "perform": "Perform", "perform2": "Perform", "perform1": "Perform",
     "finish": "Finish", "finish2": "Finish", "finish1": "Finish",
     "confirm": "Confirm",
@@ -60,13 +61,16 @@ def render(results: list[dict[str, Any]]) -> str:
         by = {(row_of(r["failpoint"]), r["protocol"]): r for r in mine}
         labels = ["no crash"]
         labels += [f"{ph}, {POINT[p]}" for ph in PHASES for p in failpoints.POINTS]
-        out += [f"**{title}**", "", "| crash | v1 | v2 | v3 |", "|---|---|---|---|"]
+        columns = [v for v in (1, 2, 3, 0) if any(r["protocol"] == v for r in mine)]
+        names = ["v3 tunnelled" if v == 0 else f"v{v}" for v in columns]
+        out += [f"**{title}**", "", "| crash | " + " | ".join(names) + " |"]
+        out.append("|---|" + "---|" * len(columns))
         for label in labels:
-            cells = [by.get((label, v)) for v in (1, 2, 3)]
+            cells = [by.get((label, v)) for v in columns]
             if any(cells):
                 out.append(f"| {label} | " + " | ".join(cell(c) for c in cells) + " |")
         out.append("")
-    lost = sorted({r["protocol"] for r in results if r["where"] == "nowhere"})
+    lost = sorted({r["protocol"] or 3 for r in results if r["where"] == "nowhere"})
     out.append(
         f"{len(results)} cases; the domain was lost with "
         + (", ".join(f"v{v}" for v in lost) or "no protocol")

@@ -40,7 +40,15 @@ FINISH = {3: Step.FINISH, 2: Step.FINISH2, 1: Step.FINISH1}
 PERFORM = {3: Step.PERFORM, 2: Step.PERFORM2, 1: Step.PERFORM1}
 
 
+TUNNELLED = 0
+"""The protocol key of tunnelled v3 in this matrix (journaled as protocol 3)."""
+FINISH[TUNNELLED], PERFORM[TUNNELLED] = Step.FINISH, Step.PERFORM
+
+
 def failpoints_of(protocol: int) -> list[str]:
+    if protocol == TUNNELLED:
+        steps = [Step.PREPARE_TUNNEL if s is Step.PREPARE else s for s in SEQUENCES[3]]
+        return [f"{step}.{p}" for step in steps for p in failpoints.POINTS]
     return [f"{step}.{p}" for step in SEQUENCES[protocol] for p in failpoints.POINTS]
 
 
@@ -53,15 +61,22 @@ def after_transfer(protocol: int) -> list[str]:
     return points[points.index(f"{PERFORM[protocol]}.called") :]
 
 
-CASES = [
-    pytest.param(v, "clean", fp, id=f"v{v}-clean-{fp}")
-    for v in (3, 2, 1)
-    for fp in failpoints_of(v)
-] + [
-    pytest.param(v, "finish-fails", fp, id=f"v{v}-finish-fails-{fp or 'no-crash'}")
-    for v in (3, 2, 1)
-    for fp in [None, *after_transfer(v)]
-]
+CASES = (
+    [
+        pytest.param(v, "clean", fp, id=f"v{v}-clean-{fp}")
+        for v in (3, 2, 1)
+        for fp in failpoints_of(v)
+    ]
+    + [
+        pytest.param(TUNNELLED, "clean", fp, id=f"tunnelled-clean-{fp}")
+        for fp in failpoints_of(TUNNELLED)
+    ]
+    + [
+        pytest.param(v, "finish-fails", fp, id=f"v{v}-finish-fails-{fp or 'no-crash'}")
+        for v in (3, 2, 1)
+        for fp in [None, *after_transfer(v)]
+    ]
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -90,7 +105,8 @@ def test_where_the_domain_survives(
     if behaviour == "finish-fails":
         rig.hosts.dst.set_fault(str(FINISH[protocol]), "error", message="cannot start it")
     env = {failpoints.ENV_VAR: f"{failpoint}=crash"} if failpoint else None
-    proc = rig.cli(*rig.migrate_argv("--protocol", str(protocol), "--json"), env=env)
+    how = ["--tunnelled"] if protocol == TUNNELLED else ["--protocol", str(protocol)]
+    proc = rig.cli(*rig.migrate_argv(*how, "--json"), env=env)
     crashed_in = None
     if failpoint:
         assert proc.returncode == failpoints.CRASH_EXIT_CODE, (proc.returncode, proc.stderr)
@@ -98,14 +114,14 @@ def test_where_the_domain_survives(
         code, done = rig.cli_json("recover")
         assert code == (1 if any(r["result"] == "LOST" for r in done) else 0), done
     m = rig.view(rig.only_migration().id)
-    assert m["protocol"] == protocol
+    assert m["protocol"] == (protocol or 3)
     assert m["state"] in TERMINAL, (m["state"], m["reason"])
     seqs = [e["seq"] for e in m["events"]]
     assert seqs == list(range(1, len(seqs) + 1))
     where = survived(rig, m)
     expected = {"CONFIRMED": "dst", "ROLLED_BACK": "src", "FAILED": "src", "LOST": "nowhere"}
     assert where == expected[m["state"]], (m["state"], where, m["reason"])
-    if protocol == 3:
+    if protocol in (3, TUNNELLED):
         assert where != "nowhere", "v3 must never lose the domain"
     assert_replays_consistently(rig.db)
     RESULTS.append(
