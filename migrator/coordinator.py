@@ -190,6 +190,12 @@ class Recovered:
     note: str | None = None
 
 
+DESCRIBE = (Step.BEGIN, Step.DUMP_XML)
+"""The steps that give the domain description, in every protocol."""
+PREPARE = (Step.PREPARE, Step.PREPARE_TUNNEL, Step.PREPARE2, Step.PREPARE1)
+"""The steps that give the URI to send to, in every protocol."""
+
+
 def _last_cookie(history: list[Event]) -> bytes:
     """The cookie the next step takes: the newest output, or the newest step's input."""
     for event in reversed(history):
@@ -364,8 +370,8 @@ class Coordinator:
             migration, self.connect_host(migration.src), self.connect_host(migration.dst), params
         )
         run.cookie = _last_cookie(history)
-        begun = next((e for e in history if e.step is Step.BEGIN and e.kind == "ok"), None)
-        prepared = next((e for e in history if e.step is Step.PREPARE and e.kind == "ok"), None)
+        begun = next((e for e in history if e.step in DESCRIBE and e.kind == "ok"), None)
+        prepared = next((e for e in history if e.step in PREPARE and e.kind == "ok"), None)
         run.description = (begun.description if begun else None) or ""
         run.uri = (prepared.uri if prepared else None) or ""
         return run
