@@ -115,6 +115,27 @@ def test_tunnelled_perform_failure_rolls_back(db_url: str, hosts: Hosts) -> None
     assert not list((hosts.dst.dir / "images").glob("*.tunnel")), "the tunnel's file is gone"
 
 
+def test_tunnelled_prepare_whose_reply_was_lost_is_cleaned_up(db_url: str, hosts: Hosts) -> None:
+    hosts.dst.set_fault("prepare_tunnel", "lost-reply", count=1)
+    code, m = run(hosts, db_url, "--tunnelled")
+    assert (code, m["state"]) == (EXIT_FAILED, "ROLLED_BACK")
+    assert m["reason"].startswith("prepare_tunnel failed: reply lost")
+    assert [s for s, kind, _ in steps(m) if kind == "intent"] == [
+        "begin", "prepare_tunnel", "finish", "confirm",
+    ]  # fmt: skip
+    assert where(hosts, m) == ("running", "absent")
+
+
+def test_tunnelled_needs_tunnelling_on_both_hosts(db_url: str, hosts: Hosts) -> None:
+    dst = f"{hosts.dst_uri}?protocols=2"
+    proc = run_cli("migrate", "vm1", "--src", hosts.src_uri, "--dst", dst, "--tunnelled", db=db_url)
+    assert proc.returncode == EXIT_USAGE
+    assert proc.stderr == (
+        "migrator: error: tunnelled migration needs v3 and tunnelling on both hosts:"
+        " source offers v3, v2, v1, tunnelled, destination offers v2\n"
+    )
+
+
 # -- v2 failure rules ------------------------------------------------------------------------
 
 
