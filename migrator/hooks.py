@@ -23,6 +23,7 @@ import json
 import logging
 import shlex
 import subprocess
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -121,12 +122,13 @@ class Hooks:
                 hook(hook_event)
             except Exception:  # a hook observes: its failure is only logged
                 log.warning(
-                    "hook %r failed on %s of migration %s",
+                    "hook %r failed on %s of migration %s: %s",
                     hook,
                     hook_event.name,
                     hook_event.migration.id,
-                    exc_info=True,
+                    sys.exc_info()[1],
                 )
+                log.debug("the hook's traceback", exc_info=True)
 
 
 class HookCommandFailed(Exception):
