@@ -41,7 +41,7 @@ def _escape_char(ch: str) -> str:
 
 def safe(value: object, limit: int = TEXT_MAX) -> str:
     """``value`` as one printable line of at most ``limit`` characters (plus a count)."""
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    text = value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
     cut = text[:limit]
     out = "".join(_escape_char(ch) for ch in cut)
     if len(text) > limit:
