@@ -93,7 +93,8 @@ class JournalCollector:
         return []  # nothing to check at registration: the journal is read at each scrape
 
     def collect(self) -> Iterator[Any]:
-        core = _prometheus().core
+        _prometheus()
+        from prometheus_client import core
         by_state = {State(s): n for s, n in self.journal.count_by("state")}
         outcomes = core.CounterMetricFamily(
             OUTCOMES, "Migrations that reached an end state.", labels=["outcome"]
