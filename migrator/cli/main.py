@@ -225,7 +225,7 @@ def show(migration_id: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("migration_id", metavar="ID", required=False)
+@click.argument("migration_id", metavar="[ID]", required=False)
 @click.option("--all", "everything", is_flag=True, help="Every migration, as JSON Lines.")
 @click.option(
     "--state", "states", multiple=True, type=STATE_CHOICE, help="With --all: only this state."
