@@ -896,7 +896,7 @@ class Coordinator:
         except BaseException:
             run.model.state = before
             raise
-        self.hooks.after_commit(run.migration, draft, State(before), self.id)
+        self.hooks.after_commit(run.migration, draft, before, self.id)
 
     def _note(self, run: Run, draft: EventDraft, *, reason: Reason = ...) -> None:
         """Commit an event that does not change the state (a probe, say)."""

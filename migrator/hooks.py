@@ -33,7 +33,8 @@ from migrator.states import TERMINAL, State
 
 log = logging.getLogger(__name__)
 
-COMMAND_TIMEOUT = 30.0
+COMMAND_TIMEOUT = 10.0
+"""Seconds a hook command may run: well under the 30 s lease, which no write renews meanwhile."""
 STDERR_MAX = 500
 
 
@@ -83,7 +84,7 @@ def committed_event(migration: Migration, draft: EventDraft, coordinator: str | 
     )
 
 
-def names_for(event: Event, previous: State) -> list[HookName]:
+def names_for(event: Event, previous: State | str) -> list[HookName]:
     names = []
     if event.kind == "intent":
         if event.seq == 1:
@@ -93,7 +94,7 @@ def names_for(event: Event, previous: State) -> list[HookName]:
         names.append(HookName.STEP_FINISHED)
     elif event.kind == "recovery" and event.detail and "from_state" in event.detail:
         names.append(HookName.RECOVERED)
-    if event.state is not previous and event.state in ENDS:
+    if event.state != previous and event.state in ENDS:
         names.append(HookName.MIGRATION_FINISHED)
     return names
 
@@ -108,8 +109,14 @@ class Hooks:
         return bool(self.hooks)
 
     def after_commit(
-        self, migration: Migration, draft: EventDraft, previous: State, coordinator: str | None
+        self,
+        migration: Migration,
+        draft: EventDraft,
+        previous: State | str,
+        coordinator: str | None,
     ) -> None:
+        """Call the hooks for the event ``draft`` just committed, which moved ``migration``
+        from the state ``previous``."""
         if not self.hooks:
             return
         event = committed_event(migration, draft, coordinator)
