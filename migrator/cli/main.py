@@ -228,7 +228,12 @@ def show(migration_id: str, as_json: bool) -> None:
 @click.argument("migration_id", metavar="[ID]", required=False)
 @click.option("--all", "everything", is_flag=True, help="Every migration, as JSON Lines.")
 @click.option(
-    "--state", "states", multiple=True, type=STATE_CHOICE, help="With --all: only this state."
+    "--state",
+    "states",
+    multiple=True,
+    type=STATE_CHOICE,
+    metavar="STATE",
+    help="With --all: only this state (repeatable; as for list).",
 )
 @click.option("--since", metavar="T", help="With --all: created at or after T.")
 @click.option(
@@ -396,7 +401,12 @@ TERMINAL_CHOICE = click.Choice(sorted(s.value for s in TERMINAL), case_sensitive
     "--older-than", required=True, metavar="DURATION", help="Finished longer ago: 30d, 12h..."
 )
 @click.option(
-    "--state", "states", multiple=True, type=TERMINAL_CHOICE, help="Only this end state."
+    "--state",
+    "states",
+    multiple=True,
+    type=TERMINAL_CHOICE,
+    metavar="STATE",
+    help="Only this end state (repeatable), e.g. rolled_back.",
 )
 @click.option("--dry-run", is_flag=True, help="Print what would go; delete nothing.")
 @json_option
