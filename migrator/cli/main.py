@@ -291,6 +291,8 @@ def diagram(migration_id: str | None, fmt: str, output: str | None) -> None:
 
     path = None
     with _errors(_settings()):
+        if fmt == "png" and output is None and sys.stdout.isatty():
+            raise UsageError("--format png is binary: give -o FILE, or pipe it")
         if migration_id:
             from migrator.inspect import path as taken
 

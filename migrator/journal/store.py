@@ -691,7 +691,8 @@ class Journal:
             doomed = [_migration(row) for row in conn.execute(query)]
             ids = [m.id for m in doomed]
             for chunk in _chunks(ids, 500):
-                conn.execute(events.delete().where(events.c.migration_id.in_(chunk)))
+                still = sa.select(migrations.c.id).where(migrations.c.id.in_(chunk), *where)
+                conn.execute(events.delete().where(events.c.migration_id.in_(still)))
                 conn.execute(migrations.delete().where(migrations.c.id.in_(chunk), *where))
         return doomed
 

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -341,3 +342,25 @@ def test_show_says_who_recovered_a_crashed_migration_and_after_what(
     assert "claimed because owner process is gone" in recovered
     assert "RECOVERY by" in text
     assert os.environ.get("MIGRATOR_FAILPOINTS") is None
+
+
+@sqlite_only
+def test_diagram_png_to_a_terminal_is_refused(db_url: str) -> None:
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "migrator", "--db", db_url, "diagram", "--format", "png"],
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert proc.returncode == 2
+    assert proc.stderr == "migrator: error: --format png is binary: give -o FILE, or pipe it\n"
