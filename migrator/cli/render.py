@@ -23,6 +23,7 @@ KIND_STYLE = {"intent": "", "ok": "", "error": "red"}
 TEXT_MAX = 400
 
 STATE_STYLE = {
+    "LOST": "bold red",
     "CONFIRMED": "green",
     "ROLLED_BACK": "yellow",
     "FAILED": "red",
@@ -119,6 +120,7 @@ def header_rows(m: dict[str, Any]) -> list[tuple[str, Text | str]]:
     if failure:
         rows.append(("failed at", Text(failure, style="red")))
     rows += [("recovered", Text(r, style="magenta")) for r in recoveries(events)]
+    rows += [(label, Text(text, style="magenta")) for label, text in operator_actions(events)]
     rows += [
         ("started", _time(m["created_at"])),
         ("took", f"{m['duration']:.3f} s"),
@@ -186,6 +188,19 @@ def _cookie(value: str | None) -> bytes | None:
     return None if value is None else base64.b64decode(value)
 
 
+def operator_actions(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """``resolved`` and ``aborted`` header lines: what an operator decided, and when."""
+    out = []
+    for e in events:
+        who = safe(e["coordinator"] or "?", 80)
+        if e["kind"] == "resolve":
+            where = safe((e["detail"] or {}).get("running_on"), 8)
+            out.append(("resolved", f"seq {e['seq']} by {who}: the domain runs on {where}"))
+        elif e["kind"] == "abort":
+            out.append(("aborted", f"seq {e['seq']}: an operator's abort, honoured by {who}"))
+    return out
+
+
 def _special_note(e: dict[str, Any]) -> str | None:
     """The meaning of the events that are not a driver call."""
     d = e["detail"] or {}
@@ -198,7 +213,10 @@ def _special_note(e: dict[str, Any]) -> str | None:
     if e["kind"] == "recovery":
         return "RECOVERY " + safe(json.dumps(d, sort_keys=True), 200)
     if e["kind"] == "resolve":
-        return f"OPERATOR resolved it: the domain runs on {safe(d.get('running_on'), 8)}"
+        return (
+            f"OPERATOR resolved it with {safe(e['coordinator'] or '?', 80)}:"
+            f" the domain runs on {safe(d.get('running_on'), 8)}"
+        )
     if e["kind"] == "abort":
         return "OPERATOR asked to abort"
     if e["kind"] == "in_doubt":

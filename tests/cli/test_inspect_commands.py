@@ -364,3 +364,15 @@ def test_diagram_png_to_a_terminal_is_refused(db_url: str) -> None:
         os.close(leader)
     assert proc.returncode == 2
     assert proc.stderr == "migrator: error: --format png is binary: give -o FILE, or pipe it\n"
+
+
+def test_operator_actions_name_an_abort_and_who_honoured_it() -> None:
+    from migrator.cli.render import operator_actions
+
+    events = [
+        {"seq": 6, "kind": "ok", "coordinator": "c1", "detail": None},
+        {"seq": 7, "kind": "abort", "coordinator": "c1\x1b[2J", "detail": None},
+    ]
+    assert operator_actions(events) == [
+        ("aborted", "seq 7: an operator's abort, honoured by c1\\x1b[2J")
+    ]

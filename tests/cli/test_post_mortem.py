@@ -172,3 +172,18 @@ def test_show_explains_each_crash_and_its_recovery(
         side = SIDE[first.step.value]
         expected = f"{first.step.value} on {side} {host(src, dst, side).uri} (seq {first.seq})"
         assert seen.header["failed at"].startswith(expected)
+
+
+def test_show_says_who_resolved_an_in_doubt_migration(journal: Journal, tmp_path: Path) -> None:
+    src, dst = rig(tmp_path)
+    dst.set_fault("finish", "error", count=1)
+    dst.set_fault("probe", "error", count=2)  # the pre-flight probe, then the one after Finish
+    m = Coordinator(journal).migrate("vm1", src=src, dst=dst)
+    assert m.state.value == "IN_DOUBT"
+    operator = Coordinator(journal, coordinator_id="ops-desk:1:abc")
+    operator.resolve(m.id[:8], running_on="src")
+    seen = look(journal, m.id)
+    [resolve] = [e for e in journal.history(m.id) if e.kind == "resolve"]
+    assert seen.header["resolved"] == f"seq {resolve.seq} by ops-desk:1:abc: the domain runs on src"
+    assert seen.header["failed at"].startswith(f"finish on dst {dst.uri}")
+    assert "ROLLED_BACK" in seen.row
