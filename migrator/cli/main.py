@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from migrator.errors import JournalError, MigratorError, UsageError
-from migrator.states import TERMINAL, State
+from migrator.states import State
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_IN_DOUBT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEFAULT_DB = "sqlite:///./migrator.db"
@@ -395,7 +395,10 @@ def abort(migration_id: str) -> None:
     click.echo(f"abort requested for {migration['id']} ({migration['state']})")
 
 
-TERMINAL_CHOICE = click.Choice(sorted(s.value for s in TERMINAL), case_sensitive=False)
+def _terminal_choice() -> click.Choice:
+    from migrator.states import TERMINAL
+
+    return click.Choice(sorted(s.value for s in TERMINAL), case_sensitive=False)
 
 
 @cli.command()
@@ -406,7 +409,7 @@ TERMINAL_CHOICE = click.Choice(sorted(s.value for s in TERMINAL), case_sensitive
     "--state",
     "states",
     multiple=True,
-    type=TERMINAL_CHOICE,
+    type=_terminal_choice(),
     metavar="STATE",
     help="Only this end state (repeatable), e.g. rolled_back.",
 )
