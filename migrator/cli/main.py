@@ -395,7 +395,7 @@ def abort(migration_id: str) -> None:
     click.echo(f"abort requested for {migration['id']} ({migration['state']})")
 
 
-def _terminal_choice() -> click.Choice:
+def _terminal_choice() -> click.Choice[str]:
     from migrator.states import TERMINAL
 
     return click.Choice(sorted(s.value for s in TERMINAL), case_sensitive=False)
