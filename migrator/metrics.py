@@ -22,7 +22,7 @@ from typing import Any
 
 from migrator.errors import UsageError
 from migrator.hooks import ENDS, HookEvent, HookName
-from migrator.journal.store import Journal, StepDuration
+from migrator.journal.store import Journal
 from migrator.states import State
 
 BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0)
@@ -104,20 +104,19 @@ class JournalCollector:
         yield outcomes
         in_flight = sum(n for s, n in by_state.items() if s not in ENDS)
         yield core.GaugeMetricFamily(IN_FLIGHT, "Migrations being driven.", value=in_flight)
-        yield self._durations(core, self.journal.step_durations())
+        yield self._durations(core, self.journal.duration_buckets(BUCKETS))
 
     @staticmethod
-    def _durations(core: Any, rows: list[StepDuration]) -> Any:
+    def _durations(
+        core: Any, rows: dict[tuple[str, str], tuple[list[int], float, int]]
+    ) -> Any:
         family = core.HistogramMetricFamily(
             DURATIONS, "Duration of driver hooks.", labels=["step", "result"]
         )
-        groups: dict[tuple[str, str], list[float]] = {}
-        for r in rows:
-            groups.setdefault((r.step, r.kind), []).append(r.duration)
-        for labels, values in sorted(groups.items()):
-            buckets = [(str(b), sum(1 for v in values if v <= b)) for b in BUCKETS]
-            buckets.append(("+Inf", len(values)))
-            family.add_metric(list(labels), buckets, sum(values))
+        for labels, (counts, total, n) in sorted(rows.items()):
+            buckets = [(str(b), c) for b, c in zip(BUCKETS, counts, strict=True)]
+            buckets.append(("+Inf", n))
+            family.add_metric(list(labels), buckets, total)
         return family
 
 

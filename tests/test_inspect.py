@@ -215,3 +215,15 @@ def test_prune_dry_run_deletes_nothing(mixed: Mixed) -> None:
     would = inspect.prune(mixed.journal, before=later, states=[State.ROLLED_BACK], dry_run=True)
     assert [m["id"] for m in would] == [mixed.rolled_back]
     assert len(mixed.journal.list()) == 4
+
+
+def test_duration_buckets_agree_with_the_durations(mixed: Mixed) -> None:
+    buckets = (0.0, 0.0005, 0.001, 0.01, 1.0)
+    got = mixed.journal.duration_buckets(buckets)
+    rows = mixed.journal.step_durations()
+    assert set(got) == {(r.step, r.kind) for r in rows}
+    for (step, kind), (counts, total, n) in got.items():
+        mine = [r.duration for r in rows if (r.step, r.kind) == (step, kind)]
+        assert n == len(mine)
+        assert total == pytest.approx(sum(mine))
+        assert counts == [sum(1 for v in mine if v <= b) for b in buckets]

@@ -649,6 +649,28 @@ class Journal:
         with _translated(self.url), self.engine.connect() as conn:
             return [StepDuration(r.step, r.kind, float(r.duration)) for r in conn.execute(query)]
 
+    def duration_buckets(
+        self, buckets: Sequence[float]
+    ) -> dict[tuple[str, str], tuple[builtins.list[int], float, int]]:
+        """Per (step, kind) of step outcomes: how many took at most each bucket's seconds,
+        their total seconds and their count, counted by the database (for a histogram)."""
+        d = events.c.duration
+        columns = [sa.func.sum(sa.case((d <= b, 1), else_=0)) for b in buckets]
+        query = (
+            sa.select(events.c.step, events.c.kind, sa.func.sum(d), sa.func.count(), *columns)
+            .where(
+                events.c.kind.in_(("ok", "error")),
+                events.c.step.is_not(None),
+                d.is_not(None),
+            )
+            .group_by(events.c.step, events.c.kind)
+        )
+        with _translated(self.url), self.engine.connect() as conn:
+            return {
+                (r[0], r[1]): ([int(n or 0) for n in r[4:]], float(r[2] or 0.0), int(r[3]))
+                for r in conn.execute(query)
+            }
+
     def count_by(
         self, column: str, *, states: Iterable[State] = (), since: datetime | None = None
     ) -> builtins.list[tuple[Any, int]]:
