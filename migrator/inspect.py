@@ -89,8 +89,8 @@ def migration_stats(events: list[Event]) -> dict[str, Any]:
         row["calls"] += 1
         row["errors"] += e.kind == "error"
         row["seconds"] += e.duration or 0.0
-    transfer = next(
-        (e.detail for e in events if e.step is not None and e.step.value == "perform"
+    transfer = next(  # Perform's statistics, whatever the protocol (perform, perform2...)
+        (e.detail for e in events if e.step is not None and e.step.value.startswith("perform")
          and e.kind == "ok" and e.detail),
         None,
     )  # fmt: skip

@@ -236,7 +236,7 @@ def _event_note(e: dict[str, Any]) -> Text:
     for label in ("cookie_in", "cookie_out"):
         if e[label]:
             parts.append(f"{label.replace('_', ' ')} {preview(_cookie(e[label]))}")
-    if e["uri"] and e["kind"] == "ok" and e["step"] == "prepare":
+    if e["uri"] and e["kind"] == "ok" and (e["step"] or "").startswith("prepare"):
         parts.append(f"uri {safe(e['uri'], 120)}")
     style = "red" if e["error"] else "magenta" if special else ""
     return Text("; ".join(parts), style=style)
