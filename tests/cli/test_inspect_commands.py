@@ -81,6 +81,8 @@ def test_export_schema_rejects_a_document_with_a_field_it_does_not_know(
 ) -> None:
     db, confirmed, _ = two
     doc = json.loads(ok("export", confirmed, db=db))
+    assert doc["stats"]["transfer"]["bytes"] == 4 * 2**20  # the test host's Perform statistics
+    assert doc["stats"]["recoveries"] == 0
     doc["events"][0]["surprise"] = 1
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(SCHEMA).validate(doc)
