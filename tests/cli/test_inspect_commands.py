@@ -378,3 +378,13 @@ def test_operator_actions_name_an_abort_and_who_honoured_it() -> None:
     assert operator_actions(events) == [
         ("aborted", "seq 7: an operator's abort, honoured by c1\\x1b[2J")
     ]
+
+
+@sqlite_only
+def test_stats_rejects_a_bad_since(db_url: str) -> None:
+    assert "--since 'last week'" in usage_error("stats", "--since", "last week", db=db_url)
+
+
+@sqlite_only
+def test_stats_of_an_empty_journal(db_url: str) -> None:
+    assert ok("stats", db=db_url).splitlines() == ["0 migrations, 0 in flight"]
