@@ -14,7 +14,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import EllipsisType
 from typing import Any, TypeVar
@@ -45,6 +45,7 @@ from migrator.errors import (
 )
 from migrator.flags import MigrateFlags
 from migrator.hookrunner import HookRunner
+from migrator.hooks import Hook, Hooks
 from migrator.journal.store import Journal
 from migrator.records import Event, EventDraft, Migration, Progress, StepContext
 from migrator.states import (
@@ -249,8 +250,10 @@ class Coordinator:
         confirm_attempts: int = 5,
         retry_backoff: float = 0.2,
         on_progress: ProgressCallback | None = None,
+        hooks: Iterable[Hook] = (),
     ) -> None:
         self.journal = journal
+        self.hooks = Hooks(hooks)  # observers, called after each commit (hooks.py)
         self.id = coordinator_id or new_coordinator_id()
         self.step_timeout = step_timeout
         self.confirm_attempts = max(1, confirm_attempts)
@@ -957,9 +960,11 @@ class Coordinator:
         except BaseException:
             run.model.state = before
             raise
+        self.hooks.after_commit(run.migration, draft, before, self.id)
 
     def _note(self, run: Run, draft: EventDraft, *, reason: Reason = ...) -> None:
         """Commit an event that does not change the state (a probe, say)."""
         run.migration = self.journal.record(
             run.migration, draft, state=run.state, coordinator=self.id, reason=reason
         )
+        self.hooks.after_commit(run.migration, draft, run.state, self.id)
