@@ -506,7 +506,7 @@ class Coordinator:
         if not domain or (dname is not None and not dname):
             raise UsageError("a domain name must not be empty")
         if src.uri == dst.uri:
-            raise UsageError(f"source and destination are the same host: {src.uri}")
+            raise UsageError(f"source and destination are the same host: {redact_uri(src.uri)}")
         version = negotiation.negotiate(
             src.features(),
             dst.features(),
@@ -515,11 +515,11 @@ class Coordinator:
         )
         src_state = self._best_effort_probe(src, domain)
         if src_state is not None and not src_state.active:
-            raise DomainNotFound(domain=domain, host=src.uri)
+            raise DomainNotFound(domain=domain, host=redact_uri(src.uri))
         dst_state = self._best_effort_probe(dst, dname or domain)
         if dst_state is not None and dst_state not in (DomainState.ABSENT, DomainState.SHUTOFF):
             # A shut-off definition on the destination is replaced, as libvirt does.
-            raise DomainExists(domain=dname or domain, host=dst.uri)
+            raise DomainExists(domain=dname or domain, host=redact_uri(dst.uri))
         if src_state is DomainState.PAUSED:
             flags |= MigrateFlags.PAUSED  # as libvirt: a paused source stays paused on dst
         params = MigrationParams(domain=domain, flags=flags, dname=dname, bandwidth=bandwidth)
@@ -534,7 +534,7 @@ class Coordinator:
             log.warning(
                 "probe of %s on %s failed before the migration: %s",
                 domain,
-                driver.uri,
+                redact_uri(driver.uri),
                 exc,
             )
             return None
@@ -733,7 +733,7 @@ class Coordinator:
         cause = run.migration.reason or "finish failed"
         note = (
             "destination cleanup failed; an incoming copy that never ran may remain on "
-            + run.dst.uri
+            + redact_uri(run.dst.uri)
         )
         return f"{cause}; {note}"[:REASON_MAX]
 
@@ -810,14 +810,15 @@ class Coordinator:
                 EventDraft(
                     kind="error",
                     step=Step.PROBE,
-                    uri=driver.uri,
+                    uri=redact_uri(driver.uri),
                     error_type=type(exc).__name__,
                     error_message=_error_text(exc),
                     duration=time.monotonic() - start,
                 ),
             )
             return None
-        detail: dict[str, Any] = {"host": driver.uri, "domain": domain, "state": str(result.state)}
+        host = redact_uri(driver.uri)  # journaled: never a password
+        detail: dict[str, Any] = {"host": host, "domain": domain, "state": str(result.state)}
         if result.detail:
             detail["detail"] = result.detail  # nested: a driver's keys never shadow ours
         self._note(
@@ -825,7 +826,7 @@ class Coordinator:
             EventDraft(
                 kind="ok",
                 step=Step.PROBE,
-                uri=driver.uri,
+                uri=host,
                 detail=detail,
                 duration=time.monotonic() - start,
             ),

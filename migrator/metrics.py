@@ -33,9 +33,7 @@ IN_FLIGHT = "migrator_migrations_in_flight"
 
 class MetricsUnavailable(UsageError):
     def __init__(self) -> None:
-        super().__init__(
-            "metrics need prometheus-client: pip install 'migrator[metrics]'"
-        )
+        super().__init__("metrics need prometheus-client: pip install 'migrator[metrics]'")
 
 
 def _prometheus() -> Any:
@@ -95,6 +93,7 @@ class JournalCollector:
     def collect(self) -> Iterator[Any]:
         _prometheus()
         from prometheus_client import core
+
         by_state = {State(s): n for s, n in self.journal.count_by("state")}
         outcomes = core.CounterMetricFamily(
             OUTCOMES, "Migrations that reached an end state.", labels=["outcome"]
@@ -107,9 +106,7 @@ class JournalCollector:
         yield self._durations(core, self.journal.duration_buckets(BUCKETS))
 
     @staticmethod
-    def _durations(
-        core: Any, rows: dict[tuple[str, str], tuple[list[int], float, int]]
-    ) -> Any:
+    def _durations(core: Any, rows: dict[tuple[str, str], tuple[list[int], float, int]]) -> Any:
         family = core.HistogramMetricFamily(
             DURATIONS, "Duration of driver hooks.", labels=["step", "result"]
         )

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from migrator import recovery
+from migrator.drivers.base import redact_uri
 from migrator.records import EventDraft
 from migrator.states import State, Step, Trigger
 
@@ -132,7 +133,7 @@ def back(c: Coordinator, run: Run) -> None:
         finish(c, run, cancelled=True)
         return
     cause = run.migration.reason or "cancelled"
-    reason = f"{cause}; {NO_CANCEL_V1}{run.dst.uri}"[:REASON_MAX]
+    reason = f"{cause}; {NO_CANCEL_V1}{redact_uri(run.dst.uri)}"[:REASON_MAX]
     c._transition(
         run, Trigger.FAIL, EventDraft(kind="decided", detail={"end": "FAILED"}), reason=reason
     )
@@ -214,7 +215,7 @@ def after_finish_failed(c: Coordinator, run: Run, *, cancelled: bool, cause: str
         # The source resumed itself when Perform failed (or never stopped): it is the copy.
         note = (
             "destination cleanup failed; an incoming copy that never ran may remain on "
-            + run.dst.uri
+            + redact_uri(run.dst.uri)
         )
         reason = f"{cause or 'cancelled'}; {note}"[:REASON_MAX]
         draft = EventDraft(kind="decided", detail={"end": "ROLLED_BACK", "by": "probe"})
