@@ -14,19 +14,20 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import EllipsisType
 from typing import Any, TypeVar
 
-from migrator import failpoints, recovery
+from migrator import failpoints, negotiation, older, recovery
 from migrator.drivers.base import (
     COOKIE_MAX,
     DomainState,
     Driver,
-    Feature,
     MigrationParams,
+    PerformResult,
     ProbeResult,
+    TunnelStream,
     connect,
     is_blocking,
     redact_uri,
@@ -40,11 +41,11 @@ from migrator.errors import (
     FenceLost,
     JournalError,
     MigratorError,
-    NoCommonProtocol,
     UsageError,
 )
 from migrator.flags import MigrateFlags
 from migrator.hookrunner import HookRunner
+from migrator.hooks import Hook, Hooks
 from migrator.journal.store import Journal
 from migrator.records import Event, EventDraft, Migration, Progress, StepContext
 from migrator.states import (
@@ -113,6 +114,8 @@ class Run:
     description: str = ""
     uri: str = ""
     model: Any = None
+    stream: TunnelStream | None = None
+    """Tunnelled v3: the destination's end of the tunnel, from PrepareTunnel3."""
 
     def __post_init__(self) -> None:
         self.model = acquire_model(self.migration.state)
@@ -125,6 +128,14 @@ class Run:
     @property
     def state(self) -> State:
         return self.migration.state
+
+    @property
+    def protocol(self) -> int:
+        return self.migration.protocol
+
+    @property
+    def tunnelled(self) -> bool:
+        return bool(self.params.flags & MigrateFlags.TUNNELLED)
 
     def release(self) -> None:
         release_model(self.model)
@@ -150,9 +161,18 @@ ABORTABLE = (
     State.PREPARING,
     State.PREPARED,
     State.PERFORMING,
+    State.DUMPING,
+    State.DUMPED,
+    State.PREPARING2,
+    State.PREPARED2,
+    State.PERFORMING2,
+    State.PREPARING1,
+    State.PREPARED1,
+    State.PERFORMING1,
 )
 """States an abort can still turn back: until Perform's outcome is committed. After that
-the coordinator asks Finish(cancelled=0) at once, so a later request could only race it."""
+the coordinator asks Finish(cancelled=0) at once, so a later request could only race it
+(and with v1 and v2 the source has already ended itself)."""
 ABORTED = "aborted by an operator"
 NOT_STARTED = "finish: the destination did not start the domain"
 
@@ -171,6 +191,12 @@ class Recovered:
     note: str | None = None
 
 
+DESCRIBE = (Step.BEGIN, Step.DUMP_XML)
+"""The steps that give the domain description, in every protocol."""
+PREPARE = (Step.PREPARE, Step.PREPARE_TUNNEL, Step.PREPARE2, Step.PREPARE1)
+"""The steps that give the URI to send to, in every protocol."""
+
+
 def _last_cookie(history: list[Event]) -> bytes:
     """The cookie the next step takes: the newest output, or the newest step's input."""
     for event in reversed(history):
@@ -179,6 +205,27 @@ def _last_cookie(history: list[Event]) -> bytes:
         if event.kind == "intent" and event.cookie_in is not None:
             return event.cookie_in
     return b""
+
+
+def _relay(ctx: StepContext, run: Run, cookie: bytes) -> PerformResult:
+    """Tunnelled Perform: the source sends through us into the destination's stream."""
+    stream = run.stream
+    if stream is None:
+        raise DriverError("no tunnel to the destination: PrepareTunnel3 gave no stream")
+    relayed = [0]
+
+    def send(data: bytes) -> None:
+        stream.write(data)
+        relayed[0] += len(data)
+
+    src: Any = run.src
+    try:
+        result: PerformResult = src.perform_tunnel(ctx, run.params, cookie, send)
+        stream.close()
+    except BaseException:
+        stream.abort()
+        raise
+    return dataclasses.replace(result, stats={**result.stats, "relayed_bytes": relayed[0]})
 
 
 ProgressCallback = Callable[[Migration, Progress], None]
@@ -203,8 +250,10 @@ class Coordinator:
         confirm_attempts: int = 5,
         retry_backoff: float = 0.2,
         on_progress: ProgressCallback | None = None,
+        hooks: Iterable[Hook] = (),
     ) -> None:
         self.journal = journal
+        self.hooks = Hooks(hooks)  # observers, called after each commit (hooks.py)
         self.id = coordinator_id or new_coordinator_id()
         self.step_timeout = step_timeout
         self.confirm_attempts = max(1, confirm_attempts)
@@ -236,20 +285,25 @@ class Coordinator:
 
         Bad input raises a ``UsageError`` before anything is journaled or called.
         """
-        params = self._preflight(domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol)
+        params, version = self._preflight(
+            domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol
+        )
         migration = self.journal.create(
             domain=domain,
             dname=dname,
             src=redact_uri(src.uri),
             dst=redact_uri(dst.uri),
-            protocol=3,
+            protocol=version,
             flags=int(params.flags),
             bandwidth=bandwidth,
             owner=self.id,
         )
         run = Run(migration, src, dst, params)
         try:
-            self._drive_v3(run)
+            if version == 3:
+                self._drive_v3(run)
+            else:
+                older.drive(self, run)
         finally:
             run.release()
         return run.migration
@@ -319,8 +373,8 @@ class Coordinator:
             migration, self.connect_host(migration.src), self.connect_host(migration.dst), params
         )
         run.cookie = _last_cookie(history)
-        begun = next((e for e in history if e.step is Step.BEGIN and e.kind == "ok"), None)
-        prepared = next((e for e in history if e.step is Step.PREPARE and e.kind == "ok"), None)
+        begun = next((e for e in history if e.step in DESCRIBE and e.kind == "ok"), None)
+        prepared = next((e for e in history if e.step in PREPARE and e.kind == "ok"), None)
         run.description = (begun.description if begun else None) or ""
         run.uri = (prepared.uri if prepared else None) or ""
         return run
@@ -330,6 +384,9 @@ class Coordinator:
         return connect(uri)
 
     def _carry_out(self, run: Run, plan: recovery.Plan) -> None:
+        if run.protocol != 3:
+            older.carry_out(self, run, plan)
+            return
         action, cancelled = plan.action, bool(plan.cancelled)
         if action is recovery.Action.ABANDON:
             draft = EventDraft(kind="recovery", detail={"action": "abandon"})
@@ -407,7 +464,9 @@ class Coordinator:
             self._note(
                 run, EventDraft(kind="resolve", detail={"running_on": running_on}), reason=reason
             )
-            if running_on == "src":
+            if run.protocol != 3:
+                older.resolve(self, run, running_on=running_on)
+            elif running_on == "src":
                 self._finish(run, cancelled=True)
             else:
                 draft = EventDraft(
@@ -441,35 +500,30 @@ class Coordinator:
         dname: str | None,
         bandwidth: int,
         protocol: int | None,
-    ) -> MigrationParams:
+    ) -> tuple[MigrationParams, int]:
         if bandwidth < 0:
             raise UsageError(f"bandwidth must be >= 0 MiB/s, not {bandwidth}")
         if not domain or (dname is not None and not dname):
             raise UsageError("a domain name must not be empty")
         if src.uri == dst.uri:
-            raise UsageError(f"source and destination are the same host: {src.uri}")
-        self._negotiate(src, dst, protocol)
+            raise UsageError(f"source and destination are the same host: {redact_uri(src.uri)}")
+        version = negotiation.negotiate(
+            src.features(),
+            dst.features(),
+            forced=protocol,
+            tunnelled=bool(flags & MigrateFlags.TUNNELLED),
+        )
         src_state = self._best_effort_probe(src, domain)
         if src_state is not None and not src_state.active:
-            raise DomainNotFound(domain=domain, host=src.uri)
+            raise DomainNotFound(domain=domain, host=redact_uri(src.uri))
         dst_state = self._best_effort_probe(dst, dname or domain)
-        if dst_state is not None and dst_state is not DomainState.ABSENT:
-            raise DomainExists(domain=dname or domain, host=dst.uri)
+        if dst_state is not None and dst_state not in (DomainState.ABSENT, DomainState.SHUTOFF):
+            # A shut-off definition on the destination is replaced, as libvirt does.
+            raise DomainExists(domain=dname or domain, host=redact_uri(dst.uri))
         if src_state is DomainState.PAUSED:
             flags |= MigrateFlags.PAUSED  # as libvirt: a paused source stays paused on dst
-        return MigrationParams(domain=domain, flags=flags, dname=dname, bandwidth=bandwidth)
-
-    @staticmethod
-    def _negotiate(src: Driver, dst: Driver, protocol: int | None) -> int:
-        if protocol not in (None, 3):
-            raise UsageError(f"protocol {protocol} is not supported yet; use 3")
-        common = src.features() & dst.features()
-        if Feature.MIGRATION_V3 not in common:
-            raise NoCommonProtocol(
-                src=", ".join(sorted(src.features())) or "nothing",
-                dst=", ".join(sorted(dst.features())) or "nothing",
-            )
-        return 3
+        params = MigrationParams(domain=domain, flags=flags, dname=dname, bandwidth=bandwidth)
+        return params, version
 
     @staticmethod
     def _best_effort_probe(driver: Driver, domain: str) -> DomainState | None:
@@ -480,7 +534,7 @@ class Coordinator:
             log.warning(
                 "probe of %s on %s failed before the migration: %s",
                 domain,
-                driver.uri,
+                redact_uri(driver.uri),
                 exc,
             )
             return None
@@ -541,33 +595,46 @@ class Coordinator:
         return True
 
     def _prepare(self, run: Run) -> bool:
+        """Prepare, or for a tunnelled migration PrepareTunnel3 (same states, own step)."""
         cookie, description = run.cookie, run.description
-        draft = EventDraft(
-            kind="intent", step=Step.PREPARE, cookie_in=cookie, description=description
-        )
-        out = self._step(
-            run,
-            draft,
-            lambda ctx: run.dst.prepare(ctx, run.params, cookie, description),
-            Trigger.PREPARE_FAILED,
-        )
+        step = Step.PREPARE_TUNNEL if run.tunnelled else Step.PREPARE
+        draft = EventDraft(kind="intent", step=step, cookie_in=cookie, description=description)
+        if run.tunnelled:
+            dst: Any = run.dst
+
+            def hook(ctx: StepContext) -> Any:
+                return dst.prepare_tunnel(ctx, run.params, cookie, description)
+        else:
+
+            def hook(ctx: StepContext) -> Any:
+                return run.dst.prepare(ctx, run.params, cookie, description)
+
+        out = self._step(run, draft, hook, Trigger.PREPARE_FAILED)
         if not out.ok:
             return False
-        run.uri, run.cookie = out.value.uri, out.value.cookie
+        if run.tunnelled:
+            run.stream, run.uri = out.value.stream, ""
+        else:
+            run.uri = out.value.uri
+        run.cookie = out.value.cookie
         self._outcome(
-            run, Trigger.PREPARE_OK, Step.PREPARE, out, cookie_out=run.cookie, uri=run.uri
+            run, Trigger.PREPARE_OK, step, out, cookie_out=run.cookie, uri=run.uri or None
         )
         return True
 
     def _perform(self, run: Run) -> bool:
         cookie, uri = run.cookie, run.uri
-        draft = EventDraft(kind="intent", step=Step.PERFORM, cookie_in=cookie, uri=uri)
-        out = self._step(
-            run,
-            draft,
-            lambda ctx: run.src.perform(ctx, run.params, cookie, uri),
-            Trigger.PERFORM_FAILED,
-        )
+        draft = EventDraft(kind="intent", step=Step.PERFORM, cookie_in=cookie, uri=uri or None)
+        if run.tunnelled:
+
+            def hook(ctx: StepContext) -> Any:
+                return _relay(ctx, run, cookie)
+        else:
+
+            def hook(ctx: StepContext) -> Any:
+                return run.src.perform(ctx, run.params, cookie, uri)
+
+        out = self._step(run, draft, hook, Trigger.PERFORM_FAILED)
         if not out.ok:
             return False
         run.cookie = out.value.cookie
@@ -666,7 +733,7 @@ class Coordinator:
         cause = run.migration.reason or "finish failed"
         note = (
             "destination cleanup failed; an incoming copy that never ran may remain on "
-            + run.dst.uri
+            + redact_uri(run.dst.uri)
         )
         return f"{cause}; {note}"[:REASON_MAX]
 
@@ -743,14 +810,15 @@ class Coordinator:
                 EventDraft(
                     kind="error",
                     step=Step.PROBE,
-                    uri=driver.uri,
+                    uri=redact_uri(driver.uri),
                     error_type=type(exc).__name__,
                     error_message=_error_text(exc),
                     duration=time.monotonic() - start,
                 ),
             )
             return None
-        detail: dict[str, Any] = {"host": driver.uri, "domain": domain, "state": str(result.state)}
+        host = redact_uri(driver.uri)  # journaled: never a password
+        detail: dict[str, Any] = {"host": host, "domain": domain, "state": str(result.state)}
         if result.detail:
             detail["detail"] = result.detail  # nested: a driver's keys never shadow ours
         self._note(
@@ -758,7 +826,7 @@ class Coordinator:
             EventDraft(
                 kind="ok",
                 step=Step.PROBE,
-                uri=driver.uri,
+                uri=host,
                 detail=detail,
                 duration=time.monotonic() - start,
             ),
@@ -893,9 +961,11 @@ class Coordinator:
         except BaseException:
             run.model.state = before
             raise
+        self.hooks.after_commit(run.migration, draft, before, self.id)
 
     def _note(self, run: Run, draft: EventDraft, *, reason: Reason = ...) -> None:
         """Commit an event that does not change the state (a probe, say)."""
         run.migration = self.journal.record(
             run.migration, draft, state=run.state, coordinator=self.id, reason=reason
         )
+        self.hooks.after_commit(run.migration, draft, run.state, self.id)

@@ -1,18 +1,26 @@
 """Read-only post-mortem views of the journal, as plain JSON-able data.
 
 The CLI renders these; ``--json`` prints them as they are. Cookies are base64, driver
-text is kept as data (JSON escapes it); nothing here prints.
+text is kept as data (JSON escapes it); nothing here prints. ``prune`` is the one
+function that deletes, and only terminal migrations.
 """
 
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+import math
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from migrator.flags import flag_names
-from migrator.journal.store import Journal
+from migrator.journal.store import Journal, StepDuration
 from migrator.records import Event, Migration
+from migrator.states import TERMINAL, State
+
+EXPORT_FORMAT = 1
+"""The version of the ``export`` document (``docs/export.schema.json``)."""
+TOP_REASONS = 5
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -71,10 +79,141 @@ def event_dict(e: Event) -> dict[str, Any]:
     }
 
 
+def migration_stats(events: list[Event]) -> dict[str, Any]:
+    """Per step: calls, errors and the time spent in the driver; the transfer statistics."""
+    steps: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if e.step is None or e.kind not in ("ok", "error"):
+            continue
+        row = steps.setdefault(e.step.value, {"calls": 0, "errors": 0, "seconds": 0.0})
+        row["calls"] += 1
+        row["errors"] += e.kind == "error"
+        row["seconds"] += e.duration or 0.0
+    transfer = next(  # Perform's statistics, whatever the protocol (perform, perform2...)
+        (e.detail for e in events if e.step is not None and e.step.value.startswith("perform")
+         and e.kind == "ok" and e.detail),
+        None,
+    )  # fmt: skip
+    return {
+        "events": len(events),
+        "recoveries": sum(1 for e in events if e.kind == "recovery" and _claimed(e)),
+        "steps": steps,
+        "transfer": transfer,
+    }
+
+
+def _claimed(e: Event) -> bool:
+    return bool(e.detail and "from_state" in e.detail)
+
+
 def show(journal: Journal, migration_id: str) -> dict[str, Any]:
     """Everything the journal holds about one migration (id or unique id prefix)."""
     migration = journal.find(migration_id)
+    history = journal.history(migration.id)
     return {
         **migration_dict(migration),
-        "events": [event_dict(e) for e in journal.history(migration.id)],
+        "events": [event_dict(e) for e in history],
+        "stats": migration_stats(history),
     }
+
+
+# -- export ------------------------------------------------------------------------------------
+
+
+def export_dict(migration: Migration, history: list[Event]) -> dict[str, Any]:
+    """Every column of the migration and of each of its events (``docs/export.schema.json``)."""
+    summary = migration_dict(migration)
+    summary.update(
+        lease_expires_at=_iso(migration.lease_expires_at),
+        last_seq=migration.last_seq,
+        abort_requested=migration.abort_requested,
+    )
+    return {
+        "format": EXPORT_FORMAT,
+        "exported_at": datetime.now(UTC).isoformat(),
+        "migration": summary,
+        "events": [event_dict(e) for e in history],
+        "stats": migration_stats(history),
+    }
+
+
+def export(journal: Journal, migration_id: str) -> dict[str, Any]:
+    migration = journal.find(migration_id)
+    return export_dict(migration, journal.history(migration.id))
+
+
+def export_all(
+    journal: Journal, *, states: Iterable[State] = (), since: datetime | None = None
+) -> Iterator[dict[str, Any]]:
+    """One export document per migration, newest first (for JSON Lines)."""
+    for migration in journal.list(states=states, since=since):
+        yield export_dict(migration, journal.history(migration.id))
+
+
+# -- stats ---------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The nearest-rank percentile of sorted ``values`` (not empty)."""
+    rank = max(1, math.ceil(fraction * len(values)))
+    return values[rank - 1]
+
+
+def _step_summary(durations: list[StepDuration]) -> dict[str, dict[str, Any]]:
+    by_step: dict[str, list[StepDuration]] = {}
+    for d in durations:
+        by_step.setdefault(d.step, []).append(d)
+    out = {}
+    for step, rows in sorted(by_step.items()):
+        values = sorted(r.duration for r in rows)
+        out[step] = {
+            "count": len(values),
+            "errors": sum(1 for r in rows if r.kind == "error"),
+            "p50": percentile(values, 0.50),
+            "p95": percentile(values, 0.95),
+            "max": values[-1],
+        }
+    return out
+
+
+def stats(journal: Journal, *, since: datetime | None = None) -> dict[str, Any]:
+    """Counts by outcome (state), step durations (p50/p95/max), the top failure reasons."""
+    outcomes = {str(state): n for state, n in journal.count_by("state", since=since)}
+    unhappy = [s for s in State if s is not State.CONFIRMED]
+    reasons = [
+        {"reason": reason, "count": n}
+        for reason, n in journal.count_by("reason", states=unhappy, since=since)
+        if reason is not None
+    ]
+    return {
+        "since": _iso(since),
+        "total": sum(outcomes.values()),
+        "outcomes": outcomes,
+        "in_flight": sum(n for s, n in outcomes.items() if State(s) not in _SETTLED),
+        "steps": _step_summary(journal.step_durations(since=since)),
+        "top_reasons": reasons[:TOP_REASONS],
+    }
+
+
+_SETTLED = TERMINAL | {State.IN_DOUBT}
+
+
+# -- prune and path ------------------------------------------------------------------------
+
+
+def prune(
+    journal: Journal, *, before: datetime, states: Iterable[State] = (), dry_run: bool = False
+) -> list[dict[str, Any]]:
+    """Delete terminal migrations finished before ``before``; never any other."""
+    gone = journal.prune(finished_before=before, states=states, dry_run=dry_run)
+    return [migration_dict(m) for m in gone]
+
+
+def path(journal: Journal, migration_id: str) -> tuple[Migration, list[State]]:
+    """The states a migration went through, from ``NEW``, without repeats in a row."""
+    migration = journal.find(migration_id)
+    states = [State.NEW]
+    for e in journal.history(migration.id):
+        if e.state != states[-1]:
+            states.append(e.state)
+    return migration, states

@@ -32,6 +32,7 @@ class Action(enum.StrEnum):
     FINISH = "finish"
     REPLAY_FINISH = "replay-finish"
     AFTER_FINISH_FAILED = "after-finish-failed"
+    AFTER_PERFORM_FAILED = "after-perform-failed"
     CONFIRM = "confirm"
     GIVE_UP = "give-up"
     REPLAY_CONFIRM = "replay-confirm"
@@ -66,6 +67,8 @@ def _flag(value: bool | None) -> int:
 def plan(migration: Migration, history: Sequence[Event]) -> Plan:
     """The recovery action for ``migration`` as the journal leaves it."""
     state = migration.state
+    if migration.protocol in OLDER_STEPS:
+        return plan_older(migration, history)
     if migration.abort_requested and state in (State.PERFORMING, State.PERFORMED):
         return Plan(
             Action.CANCEL_WITH_CLEANUP,
@@ -136,6 +139,67 @@ _SIMPLE: dict[State, Plan] = {
         Action.FINISH, "Finish(cancelled=0), then Confirm as its outcome says", False
     ),
 }
+
+
+# -- protocols v2 and v1 (see older.py) ----------------------------------------------------
+
+OLDER_STEPS: dict[int, tuple[Step, Step]] = {
+    2: (Step.PERFORM2, Step.FINISH2),
+    1: (Step.PERFORM1, Step.FINISH1),
+}
+"""Per older protocol, its Perform and Finish steps."""
+
+
+def plan_older(migration: Migration, history: Sequence[Event]) -> Plan:
+    """Recovery for v2 and v1: back before Perform, judge Perform by the source, forward
+    after it. v1 cannot cancel on the destination, so its way back ends FAILED."""
+    state, v = migration.state, migration.protocol
+    perform, finish = OLDER_STEPS[v]
+    if state is State.NEW:
+        return _SIMPLE[State.NEW]
+    if state in (State.DUMPING, State.DUMPED):
+        return Plan(Action.ABANDON, "FAILED: DumpXML changed nothing on the source")
+    if state in (State.PREPARING2, State.PREPARED2):
+        return Plan(
+            Action.CANCEL_WITH_CLEANUP,
+            "Finish2(cancelled=1) on the destination; the source never stopped",
+            True,
+        )
+    if state in (State.PREPARING1, State.PREPARED1):
+        return Plan(
+            Action.CANCEL_WITH_CLEANUP,
+            "FAILED: the source never stopped; v1 cannot cancel on the destination",
+            True,
+        )
+    if state in (State.PERFORMING2, State.PERFORMING1):
+        last = _last(history, perform)
+        attempt = last.attempt if last else 1
+        back = "Finish2(cancelled=1)" if v == 2 else "FAILED"
+        if last is not None and last.kind == "error":
+            return Plan(
+                Action.AFTER_PERFORM_FAILED,
+                f"probe the source after Perform failed: forward with Finish if it is gone,"
+                f" else {back}",
+                attempt=attempt,
+            )
+        return Plan(
+            Action.PROBE_PERFORM,
+            "probe the source: forward with Finish if it sent the domain or is gone,"
+            f" else replay Perform ({back} if an abort was asked)",
+            attempt=attempt,
+        )
+    name = "Finish2(cancelled=0)" if v == 2 else "Finish (v1)"
+    if state in (State.PERFORMED2, State.PERFORMED1):
+        return Plan(Action.FINISH, f"{name}: its outcome ends the migration", False)
+    if state in (State.FINISHING2, State.FINISHING1):
+        intent = _last(history, finish, "intent")
+        last = _last(history, finish)
+        cancelled = bool(intent and intent.cancelled)
+        attempt = (last.attempt if last else 1) + 1
+        if cancelled:
+            name = "Finish2(cancelled=1)"
+        return Plan(Action.REPLAY_FINISH, f"replay {name}", cancelled, attempt)
+    return Plan(Action.NONE, f"nothing: {state} waits for an operator (`migrator resolve`)")
 
 
 # -- ownership -----------------------------------------------------------------------------

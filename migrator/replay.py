@@ -31,12 +31,13 @@ from migrator.drivers.base import (
     PerformResult,
     PrepareResult,
     ProbeResult,
+    TunnelResult,
 )
 from migrator.errors import DriverError
 from migrator.flags import MigrateFlags
 from migrator.journal.store import Journal
 from migrator.records import Event, Migration, StepContext
-from migrator.states import Step
+from migrator.states import RUNS_ON, Step
 
 Signature = tuple[str | None, str, bool | None, str, int]
 """What replay compares of each event: step, kind, cancelled, state after it, attempt."""
@@ -109,6 +110,28 @@ def _result(event: Event) -> Event:
     return event
 
 
+class _NullStream:
+    """A tunnel's destination end in a replay: the data went where the journal says."""
+
+    def write(self, data: bytes) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def abort(self) -> None:
+        return None
+
+
+@dataclass
+class _Shared:
+    """What both hosts of a replay know: whether any hook ran yet (probes before that are
+    the coordinator's checks before it journals anything), and the scratch migration id."""
+
+    mid: str
+    started: bool = False
+
+
 class ReplayDriver:
     """A host that answers from the journal. ``probe`` before the run answers as at start."""
 
@@ -119,23 +142,26 @@ class ReplayDriver:
     ) -> None:
         self.uri = uri
         self.tape, self.probes, self.start = tape, probes, start
-        self.started = False
         self.original_id = original_id
-        self.mid = original_id
+        self.shared = _Shared(mid=original_id)
         self.before_perform_returns: Callable[[str], None] | None = None
 
+    def _started(self, ctx: StepContext) -> None:
+        """A hook ran: the migration exists, and later probes answer from the journal."""
+        self.shared.started, self.shared.mid = True, ctx.migration_id
+
     def features(self) -> frozenset[Feature]:
-        return frozenset({Feature.MIGRATION_V3})
+        return frozenset(Feature)  # the replay forces the protocol the journal recorded
 
     def begin(self, ctx: StepContext, params: MigrationParams) -> BeginResult:
-        self.started, self.mid = True, ctx.migration_id
+        self._started(ctx)
         e = _result(self.tape.next(Step.BEGIN))
         return BeginResult(description=e.description or "", cookie=e.cookie_out or b"")
 
     def prepare(
         self, ctx: StepContext, params: MigrationParams, cookie: bytes, description: str
     ) -> PrepareResult:
-        self.started = True
+        self._started(ctx)
         e = _result(self.tape.next(Step.PREPARE))
         return PrepareResult(uri=e.uri or "", cookie=e.cookie_out or b"")
 
@@ -150,7 +176,7 @@ class ReplayDriver:
     def finish(
         self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
     ) -> FinishResult:
-        self.started = True
+        self._started(ctx)
         e = _result(self.tape.next(Step.FINISH))
         running = bool(e.detail and e.detail.get("running"))
         return FinishResult(running=running, cookie=e.cookie_out or b"")
@@ -161,15 +187,59 @@ class ReplayDriver:
         e = _result(self.tape.next(Step.CONFIRM))
         return ConfirmResult(cookie=e.cookie_out or b"")
 
+    # -- tunnelled v3, v2 and v1: the same tapes, by step ---------------------------------
+
+    def prepare_tunnel(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, description: str
+    ) -> TunnelResult:
+        self._started(ctx)
+        e = _result(self.tape.next(Step.PREPARE_TUNNEL))
+        return TunnelResult(stream=_NullStream(), cookie=e.cookie_out or b"")
+
+    def perform_tunnel(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, send: Any
+    ) -> PerformResult:
+        return self.perform(ctx, params, cookie, "")
+
+    def dump_xml(self, ctx: StepContext, params: MigrationParams) -> BeginResult:
+        self._started(ctx)
+        e = _result(self.tape.next(Step.DUMP_XML))
+        return BeginResult(description=e.description or "")
+
+    def prepare2(
+        self, ctx: StepContext, params: MigrationParams, description: str | None
+    ) -> PrepareResult:
+        self._started(ctx)
+        e = _result(self.tape.next(ctx.step))
+        return PrepareResult(uri=e.uri or "", cookie=e.cookie_out or b"")
+
+    def perform2(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, uri: str
+    ) -> PerformResult:
+        self._started(ctx)
+        e = _result(self.tape.next(ctx.step))
+        if self.before_perform_returns is not None:
+            self.before_perform_returns(ctx.migration_id)
+        return PerformResult(cookie=e.cookie_out or b"", stats=dict(e.detail or {}))
+
+    def finish2(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
+    ) -> FinishResult:
+        self._started(ctx)
+        e = _result(self.tape.next(ctx.step))
+        running = bool(e.detail and e.detail.get("running"))
+        return FinishResult(running=running, cookie=e.cookie_out or b"")
+
     def probe(self, domain: str) -> ProbeResult:
-        if not self.started:
+        if not self.shared.started:
             return ProbeResult(state=self.start)
         e = _result(self.probes.next(Step.PROBE))
         detail = e.detail or {}
         inner = detail.get("detail") or {}
         recorded = dict(inner.get("outgoing") or {}) if isinstance(inner, dict) else {}
         # The scratch journal gave the migration a new id; the host knew the original.
-        transfers = {(self.mid if k == self.original_id else k): v for k, v in recorded.items()}
+        mid = self.shared.mid
+        transfers = {(mid if k == self.original_id else k): v for k, v in recorded.items()}
         return ProbeResult(state=DomainState(detail.get("state", "absent")), transfers=transfers)
 
     def close(self) -> None:
@@ -248,8 +318,8 @@ def _armed(point: Crash | None) -> Mapping[str, str]:
 def _split_tapes(
     migration: Migration, history: Sequence[Event]
 ) -> tuple[_Tape, _Tape, _Tape, _Tape]:
-    src_steps = {Step.BEGIN, Step.PERFORM, Step.CONFIRM}
-    dst_steps = {Step.PREPARE, Step.FINISH}
+    src_steps = {step for step, host in RUNS_ON.items() if host == "src"}
+    dst_steps = {step for step, host in RUNS_ON.items() if host == "dst"}
     probes = [e for e in history if e.step is Step.PROBE]
     src_probes = [e for e in probes if e.uri == migration.src]
     dst_probes = [e for e in probes if e.uri != migration.src]
@@ -281,6 +351,7 @@ def _rerun(
     dst = ReplayDriver(
         migration.dst, dst_tape, dst_probes, start=DomainState.ABSENT, original_id=migration.id
     )
+    dst.shared = src.shared
     phases = _phases(history)
     stops = [_stop_point(p, first=i == 0) for i, p in enumerate(phases[:-1])] + [None]
     with Journal.open(f"sqlite:///{path}") as scratch:
@@ -317,7 +388,7 @@ def _first_run(
     with contextlib.suppress(failpoints.Crash):  # as the original run did; recovery follows
         coordinator.migrate(
             m.domain, src=src, dst=dst, flags=MigrateFlags(m.flags), dname=m.dname,
-            bandwidth=m.bandwidth,
+            bandwidth=m.bandwidth, protocol=m.protocol,
         )  # fmt: skip
 
 

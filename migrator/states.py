@@ -36,7 +36,22 @@ class State(enum.StrEnum):
     CONFIRMED = "CONFIRMED"
     ROLLED_BACK = "ROLLED_BACK"
     FAILED = "FAILED"
+    LOST = "LOST"
     IN_DOUBT = "IN_DOUBT"
+    # Protocol v2: DumpXML, Prepare2, Perform (the source kills itself on success), Finish2.
+    DUMPING = "DUMPING"
+    DUMPED = "DUMPED"
+    PREPARING2 = "PREPARING2"
+    PREPARED2 = "PREPARED2"
+    PERFORMING2 = "PERFORMING2"
+    PERFORMED2 = "PERFORMED2"
+    FINISHING2 = "FINISHING2"
+    # Protocol v1: Prepare, Perform (as v2's), Finish; no description and no cancel.
+    PREPARING1 = "PREPARING1"
+    PREPARED1 = "PREPARED1"
+    PERFORMING1 = "PERFORMING1"
+    PERFORMED1 = "PERFORMED1"
+    FINISHING1 = "FINISHING1"
 
 
 class Step(enum.StrEnum):
@@ -46,6 +61,14 @@ class Step(enum.StrEnum):
     FINISH = "finish"
     CONFIRM = "confirm"
     PROBE = "probe"
+    PREPARE_TUNNEL = "prepare_tunnel"
+    DUMP_XML = "dump_xml"
+    PREPARE2 = "prepare2"
+    PERFORM2 = "perform2"
+    FINISH2 = "finish2"
+    PREPARE1 = "prepare1"
+    PERFORM1 = "perform1"
+    FINISH1 = "finish1"
 
 
 class Trigger(enum.StrEnum):
@@ -68,6 +91,29 @@ class Trigger(enum.StrEnum):
     ABANDON = "abandon"
     GIVE_UP = "give_up"
     RESOLVE = "resolve"
+    # v1 and v2
+    START_DUMP_XML = "start_dump_xml"
+    DUMP_XML_OK = "dump_xml_ok"
+    DUMP_XML_FAILED = "dump_xml_failed"
+    START_PREPARE2 = "start_prepare2"
+    PREPARE2_OK = "prepare2_ok"
+    PREPARE2_FAILED = "prepare2_failed"
+    START_PERFORM2 = "start_perform2"
+    PERFORM2_OK = "perform2_ok"
+    PERFORM2_FAILED = "perform2_failed"
+    START_FINISH2 = "start_finish2"
+    FINISH2_FAILED = "finish2_failed"
+    START_PREPARE1 = "start_prepare1"
+    PREPARE1_OK = "prepare1_ok"
+    PREPARE1_FAILED = "prepare1_failed"
+    START_PERFORM1 = "start_perform1"
+    PERFORM1_OK = "perform1_ok"
+    PERFORM1_FAILED = "perform1_failed"
+    START_FINISH1 = "start_finish1"
+    FINISH1_FAILED = "finish1_failed"
+    DOMAIN_LOST = "domain_lost"
+    FAIL = "fail"
+    RESOLVE_DST = "resolve_dst"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,25 +125,77 @@ class Transition:
 
 S, T = State, Trigger
 
-TERMINAL: frozenset[State] = frozenset({S.CONFIRMED, S.ROLLED_BACK, S.FAILED})
-"""States no trigger leaves. IN_DOUBT is not among them: an operator resolves it."""
+TERMINAL: frozenset[State] = frozenset({S.CONFIRMED, S.ROLLED_BACK, S.FAILED, S.LOST})
+"""States no trigger leaves, shared by every protocol. IN_DOUBT is not among them: an
+operator resolves it. LOST is reachable only with v1 and v2, whose Perform kills the source
+before the destination has started the domain."""
+
+PROTOCOLS = (1, 2, 3)
 
 INTENT_STATES: dict[State, Step] = {
     S.BEGINNING: Step.BEGIN,
-    S.PREPARING: Step.PREPARE,
+    S.PREPARING: Step.PREPARE,  # or PREPARE_TUNNEL: the intent event says which
     S.PERFORMING: Step.PERFORM,
     S.FINISHING: Step.FINISH,
     S.CONFIRMING: Step.CONFIRM,
+    S.DUMPING: Step.DUMP_XML,
+    S.PREPARING2: Step.PREPARE2,
+    S.PERFORMING2: Step.PERFORM2,
+    S.FINISHING2: Step.FINISH2,
+    S.PREPARING1: Step.PREPARE1,
+    S.PERFORMING1: Step.PERFORM1,
+    S.FINISHING1: Step.FINISH1,
 }
+"""The states entered when a step's intent is committed, before its hook is called."""
 
 START: dict[Step, Trigger] = {
     Step.BEGIN: Trigger.START_BEGIN,
     Step.PREPARE: Trigger.START_PREPARE,
+    Step.PREPARE_TUNNEL: Trigger.START_PREPARE,  # tunnelled v3: same states as Prepare
     Step.PERFORM: Trigger.START_PERFORM,
     Step.FINISH: Trigger.START_FINISH,
     Step.CONFIRM: Trigger.START_CONFIRM,
+    Step.DUMP_XML: Trigger.START_DUMP_XML,
+    Step.PREPARE2: Trigger.START_PREPARE2,
+    Step.PERFORM2: Trigger.START_PERFORM2,
+    Step.FINISH2: Trigger.START_FINISH2,
+    Step.PREPARE1: Trigger.START_PREPARE1,
+    Step.PERFORM1: Trigger.START_PERFORM1,
+    Step.FINISH1: Trigger.START_FINISH1,
 }
 """The trigger that commits each step's intent."""
+
+RUNS_ON: dict[Step, str] = {
+    Step.BEGIN: "src",
+    Step.PREPARE: "dst",
+    Step.PREPARE_TUNNEL: "dst",
+    Step.PERFORM: "src",
+    Step.FINISH: "dst",
+    Step.CONFIRM: "src",
+    Step.DUMP_XML: "src",
+    Step.PREPARE2: "dst",
+    Step.PERFORM2: "src",
+    Step.FINISH2: "dst",
+    Step.PREPARE1: "dst",
+    Step.PERFORM1: "src",
+    Step.FINISH1: "dst",
+}
+"""The host each step's hook runs on."""
+
+SEQUENCES: dict[int, tuple[Step, ...]] = {
+    3: (Step.BEGIN, Step.PREPARE, Step.PERFORM, Step.FINISH, Step.CONFIRM),
+    2: (Step.DUMP_XML, Step.PREPARE2, Step.PERFORM2, Step.FINISH2),
+    1: (Step.PREPARE1, Step.PERFORM1, Step.FINISH1),
+}
+"""Each protocol's steps in order, as libvirt's virDomainMigrateVersion1/2/3 call them."""
+
+OWN_STATES: dict[int, frozenset[State]] = {
+    2: frozenset({S.DUMPING, S.DUMPED, S.PREPARING2, S.PREPARED2, S.PERFORMING2, S.PERFORMED2,
+                  S.FINISHING2}),
+    1: frozenset({S.PREPARING1, S.PREPARED1, S.PERFORMING1, S.PERFORMED1, S.FINISHING1}),
+}  # fmt: skip
+OWN_STATES[3] = frozenset(State) - OWN_STATES[1] - OWN_STATES[2] - TERMINAL - {S.NEW, S.IN_DOUBT}
+"""The states only one protocol passes through; NEW, IN_DOUBT and the ends are shared."""
 
 # (trigger, sources, dest). The happy path of protocol v3 first, then each failure rule
 # of DESIGN §2, then the recovery moves of DESIGN §6.
@@ -140,6 +238,40 @@ _TABLE: tuple[tuple[Trigger, tuple[State, ...], State], ...] = (
     (T.ABANDON, (S.NEW,), S.FAILED),
     (T.GIVE_UP, (S.PERFORMING, S.FINISHING, S.FINISHED, S.FINISH_FAILED), S.IN_DOUBT),
     (T.RESOLVE, (S.IN_DOUBT,), S.CONFIRMING),
+    # Protocol v2. A failed Prepare2 or Perform leaves its intent state (the failure is an
+    # event): recovery would do from there what the failure rule does. Finish2 ends it.
+    (T.START_DUMP_XML, (S.NEW,), S.DUMPING),
+    (T.DUMP_XML_OK, (S.DUMPING,), S.DUMPED),
+    (T.DUMP_XML_FAILED, (S.DUMPING,), S.FAILED),
+    (T.START_PREPARE2, (S.DUMPED,), S.PREPARING2),
+    (T.PREPARE2_OK, (S.PREPARING2,), S.PREPARED2),
+    (T.PREPARE2_FAILED, (S.PREPARING2,), S.PREPARING2),
+    (T.START_PERFORM2, (S.PREPARED2,), S.PERFORMING2),
+    (T.PERFORM2_OK, (S.PERFORMING2,), S.PERFORMED2),
+    (T.PERFORM2_FAILED, (S.PERFORMING2,), S.PERFORMING2),
+    # Finish2(cancelled=0) after Perform; Finish2(cancelled=1) cleans the destination.
+    (
+        T.START_FINISH2,
+        (S.PERFORMED2, S.PERFORMING2, S.PREPARING2, S.PREPARED2, S.IN_DOUBT),
+        S.FINISHING2,
+    ),
+    (T.FINISH2_FAILED, (S.FINISHING2,), S.FINISHING2),
+    # Protocol v1: the destination cannot be told to cancel, so a failure ends FAILED.
+    (T.START_PREPARE1, (S.NEW,), S.PREPARING1),
+    (T.PREPARE1_OK, (S.PREPARING1,), S.PREPARED1),
+    (T.PREPARE1_FAILED, (S.PREPARING1,), S.FAILED),
+    (T.START_PERFORM1, (S.PREPARED1,), S.PERFORMING1),
+    (T.PERFORM1_OK, (S.PERFORMING1,), S.PERFORMED1),
+    (T.PERFORM1_FAILED, (S.PERFORMING1,), S.PERFORMING1),
+    (T.START_FINISH1, (S.PERFORMED1, S.PERFORMING1), S.FINISHING1),
+    (T.FINISH1_FAILED, (S.FINISHING1,), S.FINISHING1),
+    # The ends of v1 and v2.
+    (T.CONFIRMED, (S.FINISHING2, S.FINISHING1), S.CONFIRMED),
+    (T.ROLLED_BACK, (S.FINISHING2,), S.ROLLED_BACK),
+    (T.DOMAIN_LOST, (S.FINISHING2, S.FINISHING1), S.LOST),
+    (T.FAIL, (S.DUMPING, S.DUMPED, S.PREPARING1, S.PREPARED1, S.PERFORMING1, S.IN_DOUBT), S.FAILED),
+    (T.GIVE_UP, (S.PERFORMING2, S.FINISHING2, S.PERFORMING1, S.FINISHING1), S.IN_DOUBT),
+    (T.RESOLVE_DST, (S.IN_DOUBT,), S.CONFIRMED),
 )
 
 TRANSITIONS: tuple[Transition, ...] = tuple(

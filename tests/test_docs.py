@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import click
 import pytest
@@ -126,3 +127,40 @@ def test_readme_starts_with_the_demo_and_test_commands() -> None:
         assert block in head, f"README.md should start with:\n{block}"
         positions.append(head.index(block))
     assert positions == sorted(positions)  # the demo first, then the tests
+
+
+# -- the docs site -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", list(command_paths(cli)), ids=lambda p: " ".join(p) or "migrator")
+def test_generated_cli_reference_quotes_every_help_text(path: tuple[str, ...]) -> None:
+    from migrator.cli.reference import markdown
+
+    reference = markdown()
+    title = " ".join(("migrator", *path))
+    assert f"## `{title}`\n" in reference
+    assert any(help_text(path) == block for block in fenced_blocks(reference, "text"))
+
+
+@pytest.mark.slow
+def test_mkdocs_build_strict_builds_the_site_with_the_generated_pages(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-d", str(site)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    reference = (site / "reference" / "index.html").read_text()
+    for path in command_paths(cli):
+        assert f"migrator {' '.join(path)}".strip() in reference
+    assert (site / "states.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
+    assert (site / "export.schema.json").is_file()
+    assert "failed at" in (site / "post-mortem" / "index.html").read_text()
+    home = (site / "index.html").read_text()
+    for page in sorted(DOCS.glob("*.md")):  # every page is in the menu, listed or not
+        target = "." if page.stem == "index" else f"{page.stem}/"
+        assert f'href="{target}"' in home, page.name

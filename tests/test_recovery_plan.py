@@ -14,7 +14,7 @@ import pytest
 
 from migrator.records import Event, Migration
 from migrator.recovery import RECOVERABLE, Action, claimable, owner_is_dead, plan
-from migrator.states import TERMINAL, State, Step
+from migrator.states import OWN_STATES, TERMINAL, State, Step
 from tests.conftest import ROOT
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -28,14 +28,17 @@ def migration(
     owner: str | None = ME,
     lease: datetime | None = NOW + timedelta(seconds=30),
     abort_requested: bool = False,
+    protocol: int | None = None,
 ) -> Migration:
+    if protocol is None:
+        protocol = next((v for v, own in OWN_STATES.items() if state in own), 3)
     return Migration(
         id="6f1c1b9e-0000-4000-8000-000000000001",
         domain="vm1",
         dname=None,
         src="test:///srv/a",
         dst="test:///srv/b",
-        protocol=3,
+        protocol=protocol,
         flags=0,
         bandwidth=0,
         state=state,
@@ -388,6 +391,15 @@ def _every_plan() -> list[str]:
         }
         for running in (False, True):
             texts.add(plan(migration(S.FINISHED), _finished(cancelled, running)).text)
+    for v, perform, finish in ((2, "perform2", "finish2"), (1, "perform1", "finish1")):
+        performing, finishing = (
+            (S.PERFORMING2, S.FINISHING2) if v == 2 else (S.PERFORMING1, S.FINISHING1)
+        )
+        failed = events((perform, "intent", performing, None), (perform, "error", performing, None))
+        texts.add(plan(migration(performing), failed).text)
+        for cancelled in (False, True) if v == 2 else (False,):
+            intent = events((finish, "intent", finishing, cancelled))
+            texts.add(plan(migration(finishing), intent).text)
     return sorted(t for t in texts if not t.startswith("nothing: ") or "IN_DOUBT" in t)
 
 

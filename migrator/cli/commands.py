@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -27,18 +31,61 @@ EXIT_BY_STATE = {State.CONFIRMED: 0, State.IN_DOUBT: 3}
 AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_since(text: str) -> datetime:
+def parse_age(text: str, option: str) -> timedelta:
+    """A duration such as ``30s``, ``15m``, ``2h``, ``3d``, ``1w``; else a UsageError."""
+    value = text.strip()
+    if value[:-1].isdigit() and value[-1:] in AGE_UNITS:
+        return timedelta(seconds=int(value[:-1]) * AGE_UNITS[value[-1]])
+    raise UsageError(f"{option} {text!r}: expected a duration like 30s, 2h, 3d")
+
+
+def parse_time(text: str, option: str = "--since") -> datetime:
     """An ISO time (naive means UTC) or an age such as ``30s``, ``15m``, ``2h``, ``3d``."""
     value = text.strip()
     if value[:-1].isdigit() and value[-1:] in AGE_UNITS:
-        return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * AGE_UNITS[value[-1]])
+        return datetime.now(UTC) - parse_age(value, option)
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
         raise UsageError(
-            f"--since {text!r}: expected an ISO time or an age like 30s, 2h, 3d"
+            f"{option} {text!r}: expected an ISO time or an age like 30s, 2h, 3d"
         ) from None
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when
+
+
+def parse_since(text: str) -> datetime:
+    return parse_time(text, "--since")
+
+
+def hooks_from(commands: tuple[str, ...]) -> list[Any]:
+    """``--hook-command`` values as hooks; an empty or unparsable one is a UsageError."""
+    from migrator.hooks import CommandHook
+
+    hooks = []
+    for command in commands:
+        try:
+            hook = CommandHook(command)
+        except ValueError as exc:
+            raise UsageError(f"--hook-command {command!r}: {exc}") from None
+        if shutil.which(hook.argv[0]) is None:
+            raise UsageError(f"--hook-command {command!r}: {hook.argv[0]!r} not found")
+        hooks.append(hook)
+    if hooks:
+        _show_hook_warnings()
+    return hooks
+
+
+class _WarningLine(logging.Handler):
+    """Log records as one escaped line on stderr: ``migrator: warning: ...``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"migrator: warning: {safe(record.getMessage(), 1000)}", err=True)
+
+
+def _show_hook_warnings() -> None:
+    logger = logging.getLogger("migrator.hooks")
+    if not any(isinstance(h, _WarningLine) for h in logger.handlers):
+        logger.addHandler(_WarningLine(logging.WARNING))
 
 
 def exit_code(state: State) -> int:
@@ -83,18 +130,21 @@ def migrate(
     *,
     src: str,
     dst: str,
-    live: bool,
+    flags: MigrateFlags,
     bandwidth: int,
     dname: str | None,
     protocol: int | None,
     timeout: float,
     progress: bool,
+    hook_commands: tuple[str, ...] = (),
 ) -> dict[str, Any]:
+    hooks = hooks_from(hook_commands)
     src_driver, dst_driver = connect(src), connect(dst)
     journal = Journal.open(db)
-    flags = MigrateFlags.LIVE if live else MigrateFlags.NONE
     with _progress_bar(progress) as on_progress:
-        coordinator = Coordinator(journal, step_timeout=timeout, on_progress=on_progress)
+        coordinator = Coordinator(
+            journal, step_timeout=timeout, on_progress=on_progress, hooks=hooks
+        )
         try:
             migration = coordinator.migrate(
                 domain,
@@ -190,9 +240,12 @@ def demo(db: str, *, memory: int, bandwidth: int) -> int:
 # -- recovery -------------------------------------------------------------------------------
 
 
-def recover(db: str, *, dry_run: bool, steal: bool, timeout: float) -> list[dict[str, Any]]:
+def recover(
+    db: str, *, dry_run: bool, steal: bool, timeout: float, hook_commands: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    hooks = hooks_from(hook_commands)
     journal = Journal.open(db)
-    coordinator = Coordinator(journal, step_timeout=timeout)
+    coordinator = Coordinator(journal, step_timeout=timeout, hooks=hooks)
     return [_recovered_dict(r) for r in coordinator.recover(dry_run=dry_run, steal=steal)]
 
 
@@ -247,8 +300,11 @@ def print_recovery(rows: list[dict[str, Any]], *, dry_run: bool, steal: bool) ->
     out.print(table)
 
 
-def resolve(db: str, migration_id: str, *, running_on: str) -> dict[str, Any]:
-    coordinator = Coordinator(Journal.open(db))
+def resolve(
+    db: str, migration_id: str, *, running_on: str, hook_commands: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    hooks = hooks_from(hook_commands)
+    coordinator = Coordinator(Journal.open(db), hooks=hooks)
     migration = coordinator.resolve(migration_id, running_on=running_on)
     return {**migration_dict(migration), "exit_code": exit_code(migration.state)}
 
@@ -268,3 +324,111 @@ def print_divergence(data: dict[str, Any]) -> None:
         out.print(f"  {label:9} {safe(text)}", markup=False)
     if data["note"]:
         out.print(f"  note      {safe(data['note'])}", markup=False)
+
+
+# -- export, stats, prune, metrics --------------------------------------------------------------
+
+
+def export_lines(
+    journal: Journal,
+    migration_id: str | None,
+    *,
+    everything: bool,
+    states: tuple[str, ...],
+    since: str | None,
+) -> Iterator[str]:
+    """One indented JSON document for an ID, or JSON Lines (one per migration) for --all."""
+    from migrator import inspect
+
+    if everything == (migration_id is not None):
+        raise UsageError("give a migration ID or --all, not both")
+    if not everything and (states or since):
+        raise UsageError("--state and --since go with --all")
+    if migration_id is not None:
+        yield json.dumps(inspect.export(journal, migration_id), indent=2) + "\n"
+        return
+    wanted = [State(s.upper()) for s in states]
+    after = parse_time(since) if since else None
+    for doc in inspect.export_all(journal, states=wanted, since=after):
+        yield json.dumps(doc, separators=(",", ":")) + "\n"
+
+
+def write_text(lines: Iterator[str], output: str | None) -> None:
+    """To stdout, or to ``output`` whole: written to a sibling file, then renamed over it."""
+    if output is None:
+        for line in lines:
+            click.echo(line, nl=False)
+        return
+    _write_atomically(Path(output), lambda f: f.writelines(s.encode() for s in lines))
+
+
+def write_bytes(data: bytes, output: str | None) -> None:
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    _write_atomically(Path(output), lambda f: f.write(data))
+
+
+def _write_atomically(path: Path, write: Callable[[Any], object]) -> None:
+    if not path.parent.is_dir():
+        raise UsageError(f"-o {path}: no such directory {path.parent}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def print_stats(data: dict[str, Any]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    out = console()
+    since = f" since {data['since']}" if data["since"] else ""
+    out.print(f"{data['total']} migrations{since}, {data['in_flight']} in flight", markup=False)
+    if data["outcomes"]:
+        outcomes = Table(box=None, header_style="bold")
+        outcomes.add_column("STATE")
+        outcomes.add_column("COUNT", justify="right")
+        for state, n in data["outcomes"].items():
+            outcomes.add_row(state, str(n))
+        out.print(outcomes)
+    if data["steps"]:
+        steps = Table(box=None, header_style="bold")
+        for column in ("STEP", "CALLS", "ERRORS", "P50", "P95", "MAX"):
+            steps.add_column(column, justify="left" if column == "STEP" else "right")
+        for step, s in data["steps"].items():
+            times = [f"{s[k] * 1000:.1f} ms" for k in ("p50", "p95", "max")]
+            steps.add_row(step, str(s["count"]), str(s["errors"]), *times)
+        out.print(steps)
+    if data["top_reasons"]:
+        reasons = Table(box=None, header_style="bold")
+        reasons.add_column("COUNT", justify="right")
+        reasons.add_column("TOP FAILURE REASONS")
+        for r in data["top_reasons"]:
+            reasons.add_row(str(r["count"]), Text(safe(r["reason"], 160)))
+        out.print(reasons)
+
+
+def print_pruned(rows: list[dict[str, Any]], *, dry_run: bool) -> None:
+    out = console()
+    verb = "would delete" if dry_run else "deleted"
+    out.print(f"{verb} {len(rows)} migrations with their events", markup=False)
+    for m in rows:
+        out.print(f"  {m['id']}  {m['state']:<12} {safe(m['domain'], 60)}", markup=False)
+
+
+def serve_metrics(journal: Journal, *, port: int, bind: str) -> None:
+    """Serve /metrics until interrupted; without prometheus-client, one clear error."""
+    from migrator import metrics
+
+    server = metrics.serve_journal(journal, port=port, addr=bind)
+    click.echo(f"serving metrics of {journal.url} on http://{bind}:{server.port}/metrics", err=True)
+    try:
+        server.wait()
+    finally:
+        server.close()

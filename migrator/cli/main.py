@@ -14,8 +14,9 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from migrator.drivers.test import FaultMode
 from migrator.errors import JournalError, MigratorError, UsageError
-from migrator.states import State
+from migrator.states import State, Step
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_IN_DOUBT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEFAULT_DB = "sqlite:///./migrator.db"
@@ -75,6 +76,16 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
 
 
+def hook_option(f: F) -> F:
+    return click.option(
+        "--hook-command",
+        "hook_commands",
+        multiple=True,
+        metavar="CMD",
+        help="Run CMD HOOK ID after each journal commit, the event as JSON on stdin.",
+    )(f)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--db",
@@ -99,42 +110,70 @@ def cli(ctx: click.Context, db: str, traceback: bool) -> None:
 @click.option("--src", required=True, metavar="URI", help="Source host, e.g. test:///srv/hostA.")
 @click.option("--dst", required=True, metavar="URI", help="Destination host.")
 @click.option("--live", is_flag=True, help="Migrate while the domain runs (flag LIVE).")
+@click.option(
+    "--tunnelled", is_flag=True, help="Relay the data through the coordinator (flag TUNNELLED)."
+)
+@click.option(
+    "--flag",
+    "flag_names",
+    multiple=True,
+    metavar="NAME",
+    help="A migration flag by name, e.g. persist-dest; repeatable.",
+)
 @click.option("--bandwidth", type=int, default=0, metavar="MIB", help="Cap in MiB/s (0: none).")
 @click.option("--dname", metavar="NAME", help="Name of the domain on the destination.")
-@click.option("--protocol", type=click.IntRange(1, 3), help="Force a protocol version.")
+@click.option(
+    "--protocol",
+    type=click.IntRange(1, 3),
+    help="Force a protocol version (default: v3, else v2, else v1).",
+)
 @click.option(
     "--timeout", type=float, default=600.0, show_default=True, help="Per-step timeout, s."
 )
+@hook_option
 @json_option
 def migrate(
     domain: str,
     src: str,
     dst: str,
     live: bool,
+    tunnelled: bool,
+    flag_names: tuple[str, ...],
     bandwidth: int,
     dname: str | None,
     protocol: int | None,
     timeout: float,
+    hook_commands: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Migrate DOMAIN from --src to --dst and print the outcome."""
     from migrator.cli import commands
+    from migrator.flags import MigrateFlags, parse_flags
 
     settings = _settings()
     with _errors(settings):
         if bandwidth < 0:
             raise UsageError(f"--bandwidth must be >= 0 MiB/s, not {bandwidth}")
+        try:
+            flags = parse_flags(flag_names)
+        except ValueError as exc:
+            raise UsageError(f"--flag: {exc}") from None
+        if live:
+            flags |= MigrateFlags.LIVE
+        if tunnelled:
+            flags |= MigrateFlags.TUNNELLED
         outcome = commands.migrate(
             settings.db,
             domain,
             src=src,
             dst=dst,
-            live=live,
+            flags=flags,
             bandwidth=bandwidth,
             dname=dname,
             protocol=protocol,
             timeout=timeout,
             progress=not as_json,
+            hook_commands=hook_commands,
         )
     if as_json:
         _print_json(outcome)
@@ -152,20 +191,39 @@ STATE_CHOICE = click.Choice([s.value for s in State], case_sensitive=False)
 @click.option(
     "--state", "states", multiple=True, type=STATE_CHOICE, help="Only this state (repeatable)."
 )
+@click.option("--domain", metavar="NAME", help="Only this domain (its name on either host).")
+@click.option("--host", metavar="TEXT", help="Only where the source or destination URI has TEXT.")
 @click.option(
     "--since", metavar="T", help="Created at or after T: ISO time, or an age (30s, 2h, 3d)."
 )
+@click.option("--until", metavar="T", help="Created at or before T (as --since).")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many, newest first.")
 @json_option
-def list_(states: tuple[str, ...], since: str | None, limit: int | None, as_json: bool) -> None:
-    """List migrations, newest first."""
-    from migrator.cli.commands import parse_since
+def list_(
+    states: tuple[str, ...],
+    domain: str | None,
+    host: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """List migrations, newest first, with the reason of each failure."""
+    from migrator.cli.commands import parse_time
     from migrator.inspect import migration_dict
 
     with _errors(_settings()):
-        after = parse_since(since) if since else None
+        after = parse_time(since, "--since") if since else None
+        before = parse_time(until, "--until") if until else None
         journal = _journal()
-        chosen = journal.list(states=[State(s.upper()) for s in states], since=after, limit=limit)
+        chosen = journal.list(
+            states=[State(s.upper()) for s in states],
+            since=after,
+            until=before,
+            domain=domain,
+            host=host,
+            limit=limit,
+        )
         rows = [migration_dict(m) for m in chosen]
     if as_json:
         _print_json(rows)
@@ -194,18 +252,79 @@ def show(migration_id: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("migration_id", metavar="[ID]", required=False)
-def diagram(migration_id: str | None) -> None:
-    """Print the state machine as a Mermaid diagram (with ID: the path it took)."""
-    from migrator.states import State as S
-    from migrator.states import mermaid
+@click.option("--all", "everything", is_flag=True, help="Every migration, as JSON Lines.")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=STATE_CHOICE,
+    metavar="STATE",
+    help="With --all: only this state (repeatable; as for list).",
+)
+@click.option("--since", metavar="T", help="With --all: created at or after T.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE (whole, or nothing)."
+)
+def export(
+    migration_id: str | None,
+    everything: bool,
+    states: tuple[str, ...],
+    since: str | None,
+    output: str | None,
+) -> None:
+    """Everything the journal holds about a migration, as one JSON document."""
+    from migrator.cli import commands
+
+    with _errors(_settings()):
+        lines = commands.export_lines(
+            _journal(), migration_id, everything=everything, states=states, since=since
+        )
+        commands.write_text(lines, output)
+
+
+@cli.command()
+@click.option("--since", metavar="T", help="Only migrations created at or after T.")
+@json_option
+def stats(since: str | None, as_json: bool) -> None:
+    """Counts by outcome, step durations (p50/p95/max), top failure reasons."""
+    from migrator import inspect
+    from migrator.cli.commands import parse_time
+
+    with _errors(_settings()):
+        data = inspect.stats(_journal(), since=parse_time(since) if since else None)
+    if as_json:
+        _print_json(data)
+        return
+    from migrator.cli.commands import print_stats
+
+    print_stats(data)
+
+
+DIAGRAM_FORMATS = click.Choice(["mermaid", "dot", "svg", "png"])
+
+
+@cli.command()
+@click.argument("migration_id", metavar="[ID]", required=False)
+@click.option(
+    "--format", "fmt", type=DIAGRAM_FORMATS, default="mermaid", show_default=True,
+    help="svg and png need graphviz (dot).",
+)  # fmt: skip
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE.")
+def diagram(migration_id: str | None, fmt: str, output: str | None) -> None:
+    """Draw the state machine (with ID: the path that migration took, highlighted)."""
+    from migrator import diagram as drawing
+    from migrator.cli import commands
 
     path = None
-    if migration_id:
-        with _errors(_settings()):
-            journal = _journal()
-            migration = journal.find(migration_id)
-            path = [S.NEW] + [e.state for e in journal.history(migration.id)]
-    click.echo(mermaid(path), nl=False)
+    with _errors(_settings()):
+        if fmt == "png" and output is None and sys.stdout.isatty():
+            raise UsageError("--format png is binary: give -o FILE, or pipe it")
+        if migration_id:
+            from migrator.inspect import path as taken
+
+            _migration, path = taken(_journal(), migration_id)
+        data = drawing.render(drawing.Format(fmt), path)
+        commands.write_bytes(data, output)
 
 
 # -- recovery and operators' commands ---------------------------------------------------------
@@ -217,14 +336,23 @@ def diagram(migration_id: str | None) -> None:
 @click.option(
     "--timeout", type=float, default=600.0, show_default=True, help="Per-step timeout, s."
 )
+@hook_option
 @json_option
-def recover(dry_run: bool, steal: bool, timeout: float, as_json: bool) -> None:
+def recover(
+    dry_run: bool, steal: bool, timeout: float, hook_commands: tuple[str, ...], as_json: bool
+) -> None:
     """Bring every orphaned migration to a safe end (or show the plan)."""
     from migrator.cli import commands
 
     settings = _settings()
     with _errors(settings):
-        rows = commands.recover(settings.db, dry_run=dry_run, steal=steal, timeout=timeout)
+        rows = commands.recover(
+            settings.db,
+            dry_run=dry_run,
+            steal=steal,
+            timeout=timeout,
+            hook_commands=hook_commands,
+        )
     if as_json:
         _print_json(rows)
     else:
@@ -240,14 +368,19 @@ def recover(dry_run: bool, steal: bool, timeout: float, as_json: bool) -> None:
     required=True,
     help="Where the domain really runs, as the operator established.",
 )
+@hook_option
 @json_option
-def resolve(migration_id: str, running_on: str, as_json: bool) -> None:
+def resolve(
+    migration_id: str, running_on: str, hook_commands: tuple[str, ...], as_json: bool
+) -> None:
     """Settle an IN_DOUBT migration: Confirm on the source as the operator decides."""
     from migrator.cli import commands
 
     settings = _settings()
     with _errors(settings):
-        outcome = commands.resolve(settings.db, migration_id, running_on=running_on)
+        outcome = commands.resolve(
+            settings.db, migration_id, running_on=running_on, hook_commands=hook_commands
+        )
     if as_json:
         _print_json(outcome)
     else:
@@ -286,6 +419,56 @@ def abort(migration_id: str) -> None:
     with _errors(settings):
         migration = commands.abort(settings.db, migration_id)
     click.echo(f"abort requested for {migration['id']} ({migration['state']})")
+
+
+def _terminal_choice() -> click.Choice[str]:
+    from migrator.states import TERMINAL
+
+    return click.Choice(sorted(s.value for s in TERMINAL), case_sensitive=False)
+
+
+@cli.command()
+@click.option(
+    "--older-than", required=True, metavar="DURATION", help="Finished longer ago: 30d, 12h..."
+)
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=_terminal_choice(),
+    metavar="STATE",
+    help="Only this end state (repeatable), e.g. rolled_back.",
+)
+@click.option("--dry-run", is_flag=True, help="Print what would go; delete nothing.")
+@json_option
+def prune(older_than: str, states: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """Delete finished migrations and their events; never one that has not ended."""
+    from datetime import UTC, datetime
+
+    from migrator import inspect
+    from migrator.cli.commands import parse_age, print_pruned
+
+    with _errors(_settings()):
+        before = datetime.now(UTC) - parse_age(older_than, "--older-than")
+        rows = inspect.prune(
+            _journal(), before=before, states=[State(s.upper()) for s in states], dry_run=dry_run
+        )
+    if as_json:
+        _print_json(rows)
+    else:
+        print_pruned(rows, dry_run=dry_run)
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(0, 65535), required=True, help="TCP port.")
+@click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
+def metrics(port: int, bind: str) -> None:
+    """Serve Prometheus metrics computed from the journal (needs the metrics extra)."""
+    from migrator.cli import commands
+
+    settings = _settings()
+    with _errors(settings):
+        commands.serve_metrics(_journal(), port=port, bind=bind)
 
 
 # -- the journal database ------------------------------------------------------------------
@@ -335,12 +518,17 @@ def test_host() -> None:
 @click.argument("domain")
 @click.option("--memory", type=click.IntRange(min=1), default=4, show_default=True, help="MiB.")
 @click.option("--paused", is_flag=True, help="Define the domain paused.")
-def test_host_define(uri: str, domain: str, memory: int, paused: bool) -> None:
+@click.option(
+    "--persistent", is_flag=True, help="Keep its definition on a source it leaves (else transient)."
+)
+def test_host_define(uri: str, domain: str, memory: int, paused: bool, persistent: bool) -> None:
     """Define DOMAIN, running (or paused), on the test host URI."""
     from migrator.cli import commands
 
     with _errors(_settings()):
-        info = commands.test_host(uri).define(domain, memory_mib=memory, paused=paused)
+        info = commands.test_host(uri).define(
+            domain, memory_mib=memory, paused=paused, persistent=persistent
+        )
     click.echo(f"defined {domain} ({info['state']}, {memory} MiB) on {uri}")
 
 
@@ -359,8 +547,8 @@ def test_host_list(uri: str, as_json: bool) -> None:
     commands.print_domains(domains)
 
 
-FAULT_STEPS = ["begin", "prepare", "perform", "finish", "confirm", "probe"]
-FAULT_MODES = ["error", "lost-reply", "no-domain", "hang", "slow"]
+FAULT_STEPS = [str(step) for step in Step]
+FAULT_MODES = [str(mode) for mode in FaultMode]
 
 
 @test_host.command("fault")

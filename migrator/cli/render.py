@@ -23,6 +23,7 @@ KIND_STYLE = {"intent": "", "ok": "", "error": "red"}
 TEXT_MAX = 400
 
 STATE_STYLE = {
+    "LOST": "bold red",
     "CONFIRMED": "green",
     "ROLLED_BACK": "yellow",
     "FAILED": "red",
@@ -41,7 +42,7 @@ def _escape_char(ch: str) -> str:
 
 def safe(value: object, limit: int = TEXT_MAX) -> str:
     """``value`` as one printable line of at most ``limit`` characters (plus a count)."""
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    text = value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
     cut = text[:limit]
     out = "".join(_escape_char(ch) for ch in cut)
     if len(text) > limit:
@@ -81,10 +82,27 @@ def migrations_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def step_side(step: str | None) -> str | None:
+    """Which host runs a step: ``dst`` for Prepare and Finish (of any protocol), else ``src``.
+
+    Decided by name so that steps added later (``prepare_tunnel``, ``finish2``) need no table.
+    """
+    if step is None or step == "probe":
+        return None
+    return "dst" if step.startswith(("prepare", "finish")) else "src"
+
+
 def header(m: dict[str, Any]) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
+    for key, value in header_rows(m):
+        grid.add_row(key, value)
+    return grid
+
+
+def header_rows(m: dict[str, Any]) -> list[tuple[str, Text | str]]:
+    """The header of ``show``: what a person needs first, every untrusted text made safe."""
     domain = safe(m["domain"]) + (f" → {safe(m['dname'])}" if m["dname"] else "")
     rows: list[tuple[str, Text | str]] = [
         ("migration", m["id"]),
@@ -96,37 +114,138 @@ def header(m: dict[str, Any]) -> Table:
         ("bandwidth", f"{m['bandwidth']} MiB/s" if m["bandwidth"] else "unlimited"),
         ("state", _state(m["state"])),
         ("reason", Text(safe(m["reason"] or "-"))),
+    ]
+    events = m.get("events", [])
+    failure = first_failure(m, events)
+    if failure:
+        rows.append(("failed at", Text(failure, style="red")))
+    rows += [("recovered", Text(r, style="magenta")) for r in recoveries(events)]
+    rows += [(label, Text(text, style="magenta")) for label, text in operator_actions(events)]
+    rows += [
         ("started", _time(m["created_at"])),
         ("took", f"{m['duration']:.3f} s"),
-        ("owner", Text(safe(m["owner"] or "-")) if m["owner"] else "-"),
     ]
-    for key, value in rows:
-        grid.add_row(key, value)
-    return grid
+    if m.get("progress"):
+        rows.append(("progress", Text(progress_text(m["progress"]))))
+    rows.append(("owner", Text(safe(m["owner"])) if m["owner"] else "-"))
+    return rows
+
+
+def progress_text(p: dict[str, Any]) -> str:
+    """The last progress sample: ``12.0 / 64.0 MiB, 2 passes`` (driver numbers, made safe)."""
+    try:
+        done, total = int(p["transferred"]) / 2**20, int(p["total"]) / 2**20
+        return f"{done:.1f} / {total:.1f} MiB, pass {int(p.get('passes', 1))}"
+    except (KeyError, TypeError, ValueError):
+        return safe(json.dumps(p, sort_keys=True), 200)
+
+
+def host_of(m: dict[str, Any], e: dict[str, Any]) -> str:
+    """``src`` or ``dst``: the host an event's step ran on (a probe says by its URI)."""
+    if e["step"] == "probe" and e["uri"]:
+        return "dst" if e["uri"] == m["dst"] else "src" if e["uri"] == m["src"] else ""
+    return step_side(e["step"]) or ""
+
+
+def first_failure(m: dict[str, Any], events: list[dict[str, Any]]) -> str | None:
+    """``perform on src test:///a: DriverError: text`` for the first step that raised."""
+    for e in events:
+        if e["kind"] == "error" and e["error"] and e["step"] != "probe":
+            side = host_of(m, e)
+            uri = m.get(side, "") if side else ""
+            where = f"{e['step']} on {side} {safe(uri, 120)}".rstrip()
+            return f"{where} (seq {e['seq']}): {error_text(e['error'])}"
+    return None
+
+
+def error_text(error: dict[str, Any]) -> str:
+    return f"{safe(error['type'] or '?', 60)}: {safe(error['message'] or '')}"
+
+
+def recoveries(events: list[dict[str, Any]]) -> list[str]:
+    """One line per time recovery took the migration over: who, after which crash, the plan."""
+    lines = []
+    for i, e in enumerate(events):
+        d = e["detail"] or {}
+        if e["kind"] != "recovery" or "from_state" not in d:
+            continue
+        before = events[i - 1] if i else None
+        crash = (
+            f"after seq {before['seq']} ({before['step'] or '-'} {safe(before['kind'], 16)})"
+            if before
+            else "before any event"
+        )
+        lines.append(
+            f"seq {e['seq']} by {safe(e['coordinator'] or '?', 80)}: coordinator "
+            f"{safe(d.get('previous_owner') or '?', 80)} stopped in "
+            f"{safe(d['from_state'], 32)} {crash}; claimed because "
+            f"{safe(d.get('because') or '?', 120)}; plan: {safe(d.get('plan') or '?', 200)}"
+        )
+    return lines
 
 
 def _cookie(value: str | None) -> bytes | None:
     return None if value is None else base64.b64decode(value)
 
 
+def operator_actions(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """``resolved`` and ``aborted`` header lines: what an operator decided, and when."""
+    out = []
+    for e in events:
+        who = safe(e["coordinator"] or "?", 80)
+        if e["kind"] == "resolve":
+            where = safe((e["detail"] or {}).get("running_on"), 8)
+            out.append(("resolved", f"seq {e['seq']} by {who}: the domain runs on {where}"))
+        elif e["kind"] == "abort":
+            out.append(("aborted", f"seq {e['seq']}: an operator's abort, honoured by {who}"))
+    return out
+
+
+def _special_note(e: dict[str, Any]) -> str | None:
+    """The meaning of the events that are not a driver call."""
+    d = e["detail"] or {}
+    if e["kind"] == "recovery" and "from_state" in d:
+        return (
+            f"RECOVERY by {safe(e['coordinator'] or '?', 80)} after a crash in "
+            f"{safe(d['from_state'], 32)} (previous owner {safe(d.get('previous_owner'), 80)}:"
+            f" {safe(d.get('because'), 120)}); plan: {safe(d.get('plan'), 200)}"
+        )
+    if e["kind"] == "recovery":
+        return "RECOVERY " + safe(json.dumps(d, sort_keys=True), 200)
+    if e["kind"] == "resolve":
+        return (
+            f"OPERATOR resolved it with {safe(e['coordinator'] or '?', 80)}:"
+            f" the domain runs on {safe(d.get('running_on'), 8)}"
+        )
+    if e["kind"] == "abort":
+        return "OPERATOR asked to abort"
+    if e["kind"] == "in_doubt":
+        return "gave up on an automatic end: `migrator resolve` decides"
+    return None
+
+
 def _event_note(e: dict[str, Any]) -> Text:
-    parts: list[str] = []
+    special = _special_note(e)
+    parts: list[str] = [special] if special else []
     if e["error"]:
-        parts.append(f"{safe(e['error']['type'], 60)}: {safe(e['error']['message'])}")
-    if e["detail"]:
+        parts.append(error_text(e["error"]))
+    if e["detail"] and special is None:
         parts.append(safe(json.dumps(e["detail"], sort_keys=True), 200))
+    if e["attempt"] and e["attempt"] > 1:
+        parts.append(f"attempt {e['attempt']}")
     for label in ("cookie_in", "cookie_out"):
         if e[label]:
             parts.append(f"{label.replace('_', ' ')} {preview(_cookie(e[label]))}")
-    if e["uri"] and e["kind"] == "ok" and e["step"] == "prepare":
+    if e["uri"] and e["kind"] == "ok" and (e["step"] or "").startswith("prepare"):
         parts.append(f"uri {safe(e['uri'], 120)}")
-    return Text("; ".join(parts), style="red" if e["error"] else "")
+    style = "red" if e["error"] else "magenta" if special else ""
+    return Text("; ".join(parts), style=style)
 
 
 def timeline(m: dict[str, Any]) -> Table:
     start = datetime.fromisoformat(m["created_at"])
     table = Table(box=None, header_style="bold")
-    for column in ("SEQ", "TIME", "+S", "STEP", "KIND", "STATE", "TOOK", "CANCEL"):
+    for column in ("SEQ", "TIME", "+S", "STEP", "ON", "KIND", "STATE", "TOOK", "CANCEL"):
         justify: Literal["left", "right"] = "right" if column in ("SEQ", "+S", "TOOK") else "left"
         table.add_column(column, justify=justify, no_wrap=True)
     table.add_column("DETAIL", overflow="fold", min_width=30)
@@ -138,7 +257,8 @@ def timeline(m: dict[str, Any]) -> Table:
             at.strftime("%H:%M:%S.%f")[:-3],
             f"{(at - start).total_seconds():.3f}",
             e["step"] or "",
-            Text(e["kind"], style=kind_style),
+            host_of(m, e),
+            Text(safe(e["kind"], 16), style=kind_style),
             _state(e["state"]),
             "" if e["duration"] is None else f"{e['duration'] * 1000:.1f} ms",
             "" if e["cancelled"] is None else ("yes" if e["cancelled"] else "no"),

@@ -61,6 +61,26 @@ class PrepareResult:
     cookie: bytes = b""
 
 
+class TunnelStream(Protocol):
+    """The destination's end of a tunnelled migration (PrepareTunnel3).
+
+    The coordinator relays what the source's ``perform_tunnel`` sends into ``write``, then
+    calls ``close`` once the source sent everything, or ``abort`` if it failed.
+    """
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelResult:
+    stream: TunnelStream
+    cookie: bytes = b""
+
+
 @dataclass(frozen=True, slots=True)
 class PerformResult:
     cookie: bytes = b""
@@ -144,6 +164,59 @@ class Driver(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class TunnelledDriver(Protocol):
+    """The hooks of tunnelled v3 (feature TUNNELLED), besides those of ``Driver``."""
+
+    def prepare_tunnel(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, description: str
+    ) -> TunnelResult:
+        """Dst: as ``prepare``, but the data will arrive through the returned stream."""
+        ...
+
+    def perform_tunnel(
+        self,
+        ctx: StepContext,
+        params: MigrationParams,
+        cookie: bytes,
+        send: Callable[[bytes], None],
+    ) -> PerformResult:
+        """Src: as ``perform``, sending the data through ``send`` (the coordinator's relay)."""
+        ...
+
+
+class OlderDriver(Protocol):
+    """The hooks of protocols v2 (feature MIGRATION_V2) and v1 (MIGRATION_V1).
+
+    v2 is DumpXML, Prepare2, Perform, Finish2; v1 is Prepare (``prepare2`` without a
+    description), Perform, Finish (``finish2``, never cancelled). Unlike v3's, their
+    Perform ends the source itself when the domain was sent, and resumes it on failure.
+    """
+
+    def dump_xml(self, ctx: StepContext, params: MigrationParams) -> BeginResult:
+        """Src: describe the domain; change nothing (no job starts, unlike v3's Begin)."""
+        ...
+
+    def prepare2(
+        self, ctx: StepContext, params: MigrationParams, description: str | None
+    ) -> PrepareResult:
+        """Dst: create the incoming domain (v1 gives no description) and return its URI."""
+        ...
+
+    def perform2(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, uri: str
+    ) -> PerformResult:
+        """Src: send the domain to ``uri``; on success end the source copy, on failure
+        resume it. ``probe`` then reports the transfer ``"completed"``."""
+        ...
+
+    def finish2(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
+    ) -> FinishResult:
+        """Dst: run the received domain, or remove the incoming copy if ``cancelled`` (or if
+        it cannot run it: Finish2 kills the domain if unsuccessful)."""
+        ...
 
 
 def is_blocking(driver: Driver) -> bool:

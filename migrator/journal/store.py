@@ -620,19 +620,103 @@ class Journal:
         *,
         states: Iterable[State] = (),
         since: datetime | None = None,
+        until: datetime | None = None,
+        domain: str | None = None,
+        host: str | None = None,
         limit: int | None = None,
     ) -> builtins.list[Migration]:
-        """Migrations, newest first."""
+        """Migrations, newest first; ``host`` matches the source or the destination URI."""
         query = sa.select(migrations).order_by(migrations.c.created_at.desc(), migrations.c.id)
-        wanted = [s.value for s in states]
-        if wanted:
-            query = query.where(migrations.c.state.in_(wanted))
-        if since is not None:
-            query = query.where(migrations.c.created_at >= since)
+        query = query.where(*_filters(states, since, until, domain, host))
         if limit is not None:
             query = query.limit(limit)
         with _translated(self.url), self.engine.connect() as conn:
             return [_migration(row) for row in conn.execute(query)]
+
+    def step_durations(self, *, since: datetime | None = None) -> builtins.list[StepDuration]:
+        """The duration of every step outcome (``ok`` or ``error``) of the migrations
+        created at or after ``since``."""
+        query = (
+            sa.select(events.c.step, events.c.kind, events.c.duration)
+            .join(migrations, migrations.c.id == events.c.migration_id)
+            .where(
+                events.c.kind.in_(("ok", "error")),
+                events.c.step.is_not(None),
+                events.c.duration.is_not(None),
+                *_filters((), since, None, None, None),
+            )
+        )
+        with _translated(self.url), self.engine.connect() as conn:
+            return [StepDuration(r.step, r.kind, float(r.duration)) for r in conn.execute(query)]
+
+    def duration_buckets(
+        self, buckets: Sequence[float]
+    ) -> dict[tuple[str, str], tuple[builtins.list[int], float, int]]:
+        """Per (step, kind) of step outcomes: how many took at most each bucket's seconds,
+        their total seconds and their count, counted by the database (for a histogram)."""
+        d = events.c.duration
+        columns = [sa.func.sum(sa.case((d <= b, 1), else_=0)) for b in buckets]
+        query = (
+            sa.select(events.c.step, events.c.kind, sa.func.sum(d), sa.func.count(), *columns)
+            .where(
+                events.c.kind.in_(("ok", "error")),
+                events.c.step.is_not(None),
+                d.is_not(None),
+            )
+            .group_by(events.c.step, events.c.kind)
+        )
+        with _translated(self.url), self.engine.connect() as conn:
+            return {
+                (r[0], r[1]): ([int(n or 0) for n in r[4:]], float(r[2] or 0.0), int(r[3]))
+                for r in conn.execute(query)
+            }
+
+    def count_by(
+        self, column: str, *, states: Iterable[State] = (), since: datetime | None = None
+    ) -> builtins.list[tuple[Any, int]]:
+        """``(value, count)`` of the migrations grouped by ``column``, most frequent first."""
+        key = migrations.c[column]
+        count = sa.func.count().label("n")
+        query = (
+            sa.select(key, count)
+            .where(*_filters(states, since, None, None, None))
+            .group_by(key)
+            .order_by(count.desc(), key)
+        )
+        with _translated(self.url), self.engine.connect() as conn:
+            return [(row[0], int(row[1])) for row in conn.execute(query)]
+
+    def prune(
+        self,
+        *,
+        finished_before: datetime,
+        states: Iterable[State] = (),
+        dry_run: bool = False,
+    ) -> builtins.list[Migration]:
+        """Delete terminal migrations finished before ``finished_before``, with their events.
+
+        Only ``TERMINAL`` states are ever deleted, whatever ``states`` asks for: the
+        condition is part of the DELETE itself, so a migration that a coordinator is
+        driving cannot be removed by a race. Returns what was (or would be) deleted.
+        """
+        wanted = [s for s in states if s in TERMINAL] if states else sorted(TERMINAL)
+        where = (
+            migrations.c.state.in_([s.value for s in wanted]),
+            migrations.c.finished_at.is_not(None),
+            migrations.c.finished_at < finished_before,
+        )
+        query = sa.select(migrations).where(*where).order_by(migrations.c.created_at)
+        if dry_run:
+            with _translated(self.url), self.engine.connect() as conn:
+                return [_migration(row) for row in conn.execute(query)]
+        with self._write() as conn:
+            doomed = [_migration(row) for row in conn.execute(query)]
+            ids = [m.id for m in doomed]
+            for chunk in _chunks(ids, 500):
+                still = sa.select(migrations.c.id).where(migrations.c.id.in_(chunk), *where)
+                conn.execute(events.delete().where(events.c.migration_id.in_(still)))
+                conn.execute(migrations.delete().where(migrations.c.id.in_(chunk), *where))
+        return doomed
 
     def history(self, migration_id: str) -> builtins.list[Event]:
         """Every event of a migration, oldest first."""
@@ -641,6 +725,45 @@ class Journal:
         )
         with _translated(self.url), self.engine.connect() as conn:
             return [_event(row) for row in conn.execute(query)]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StepDuration:
+    """How long one step's driver hook took, and whether it succeeded."""
+
+    step: str
+    kind: str
+    duration: float
+
+
+def _filters(
+    states: Iterable[State],
+    since: datetime | None,
+    until: datetime | None,
+    domain: str | None,
+    host: str | None,
+) -> builtins.list[sa.ColumnElement[bool]]:
+    c = migrations.c
+    wanted = [s.value for s in states]
+    where: builtins.list[sa.ColumnElement[bool]] = []
+    if wanted:
+        where.append(c.state.in_(wanted))
+    if since is not None:
+        where.append(c.created_at >= since)
+    if until is not None:
+        where.append(c.created_at <= until)
+    if domain is not None:
+        where.append(sa.or_(c.domain == domain, c.dname == domain))
+    if host is not None:
+        where.append(
+            sa.or_(c.src.contains(host, autoescape=True), c.dst.contains(host, autoescape=True))
+        )
+    return where
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 _MIGRATION_FIELDS = tuple(f.name for f in dataclasses.fields(Migration))

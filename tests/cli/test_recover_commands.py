@@ -279,31 +279,42 @@ def wait_for_state(db: str, migration_state: str, timeout: float = 30) -> dict[s
     raise AssertionError(f"no migration reached {migration_state} within {timeout} s")
 
 
-def test_abort_during_perform_rolls_back_and_the_source_runs(db_url: str, hosts: Hosts) -> None:
+@pytest.mark.parametrize(
+    ("protocol", "performing", "end", "dst_after"),
+    [
+        ("3", "PERFORMING", "ROLLED_BACK", "absent"),
+        ("2", "PERFORMING2", "ROLLED_BACK", "absent"),
+        ("1", "PERFORMING1", "FAILED", "incoming"),  # v1 cannot cancel on the destination
+    ],
+    ids=["v3", "v2", "v1"],
+)
+def test_abort_during_perform_rolls_back_and_the_source_runs(
+    db_url: str, hosts: Hosts, protocol: str, performing: str, end: str, dst_after: str
+) -> None:
     hosts.src.define("vm8", memory_mib=8)
     env = {k: v for k, v in os.environ.items() if k != failpoints.ENV_VAR}
     env["MIGRATOR_DB"] = db_url
     argv = [
         sys.executable, "-m", "migrator", "migrate", "vm8", "--src", hosts.src_uri,
-        "--dst", hosts.dst_uri, "--bandwidth", "1", "--json",
+        "--dst", hosts.dst_uri, "--bandwidth", "1", "--protocol", protocol, "--json",
     ]  # fmt: skip
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
     )
     try:
-        row = wait_for_state(db_url, "PERFORMING")
+        row = wait_for_state(db_url, performing)
         aborted = run_cli("abort", row["id"], db=db_url)
         assert aborted.returncode == EXIT_OK, aborted.stderr
-        assert aborted.stdout == f"abort requested for {row['id']} (PERFORMING)\n"
+        assert aborted.stdout == f"abort requested for {row['id']} ({performing})\n"
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
     outcome = json.loads(out)
-    assert (proc.returncode, outcome["state"]) == (EXIT_FAILED, "ROLLED_BACK"), err
+    assert (proc.returncode, outcome["state"]) == (EXIT_FAILED, end), err
     assert "aborted" in outcome["reason"]
-    assert hosts.states("vm8") == ("running", "absent")
+    assert hosts.states("vm8") == ("running", dst_after)
 
 
 def test_abort_of_a_confirmed_migration_is_refused_with_exit_2(db_url: str, hosts: Hosts) -> None:

@@ -1,0 +1,88 @@
+"""The state machine drawn from the one state table: Mermaid text, or SVG/PNG via graphviz.
+
+Every state and transition comes from ``states.TRANSITIONS``, so states and steps added
+there appear here with no change. With a path (the states one migration went through),
+its states and the transitions it took are highlighted.
+"""
+
+from __future__ import annotations
+
+import enum
+import shutil
+import subprocess
+
+from migrator.errors import MigratorError, UsageError
+from migrator.states import TERMINAL, TRANSITIONS, State, mermaid
+
+DOT_TIMEOUT = 30.0
+TAKEN_FILL = "#cfe8ff"
+TAKEN_LINE = "#1565c0"
+
+
+class Format(enum.StrEnum):
+    MERMAID = "mermaid"
+    DOT = "dot"
+    SVG = "svg"
+    PNG = "png"
+
+
+class GraphvizMissing(UsageError):
+    def __init__(self, *, fmt: str) -> None:
+        super().__init__(
+            f"--format {fmt} needs graphviz's `dot` on PATH (Debian: apt-get install graphviz);"
+            " --format mermaid needs nothing"
+        )
+
+
+def _states() -> list[State]:
+    used = {t.source for t in TRANSITIONS} | {t.dest for t in TRANSITIONS}
+    return [s for s in State if s in used]
+
+
+def dot(path: list[State] | None = None) -> str:
+    """The machine in graphviz's language; ``path`` highlighted."""
+    taken = set(path or [])
+    steps = set(zip(path or [], (path or [])[1:], strict=False))
+    lines = [
+        "digraph migration {",
+        "    rankdir=TB;",
+        '    node [shape=box, style="rounded,filled", fillcolor=white, fontname=Helvetica];',
+        "    edge [fontname=Helvetica, fontsize=10];",
+        '    start [shape=point, label=""];',
+        f"    start -> {State.NEW};",
+    ]
+    for state in _states():
+        attrs = ["peripheries=2"] if state in TERMINAL else []
+        if state in taken:
+            attrs += [f'fillcolor="{TAKEN_FILL}"', f'color="{TAKEN_LINE}"', "penwidth=2"]
+        lines.append(f"    {state} [{', '.join(attrs)}];" if attrs else f"    {state};")
+    for t in TRANSITIONS:
+        attrs = [f'label="{t.trigger}"']
+        if (t.source, t.dest) in steps:
+            attrs += [f'color="{TAKEN_LINE}"', "penwidth=2.5"]
+        lines.append(f"    {t.source} -> {t.dest} [{', '.join(attrs)}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def render(fmt: Format, path: list[State] | None = None) -> bytes:
+    """The diagram in ``fmt``; SVG and PNG raise GraphvizMissing without ``dot``."""
+    if fmt is Format.MERMAID:
+        return mermaid(path).encode()
+    source = dot(path)
+    if fmt is Format.DOT:
+        return source.encode()
+    binary = shutil.which("dot")
+    if binary is None:
+        raise GraphvizMissing(fmt=str(fmt))
+    proc = subprocess.run(
+        [binary, f"-T{fmt}"],
+        input=source.encode(),
+        capture_output=True,
+        timeout=DOT_TIMEOUT,
+        check=False,
+    )
+    if proc.returncode != 0:
+        said = proc.stderr.decode("utf-8", "replace").strip()[:300]
+        raise MigratorError(f"graphviz's dot failed (exit {proc.returncode}): {said}")
+    return proc.stdout

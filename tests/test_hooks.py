@@ -1,0 +1,155 @@
+"""Hooks observe every committed event and never steer a migration."""
+
+from __future__ import annotations
+
+import json
+import stat
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from migrator import failpoints
+from migrator.coordinator import Coordinator
+from migrator.drivers.base import MigrationParams, PerformResult
+from migrator.drivers.null import NullDriver
+from migrator.hooks import CommandHook, HookEvent, HookName
+from migrator.journal.store import Journal
+from migrator.records import StepContext
+from migrator.states import State
+
+H = HookName
+
+
+class PerformFails(NullDriver):
+    def perform(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, uri: str
+    ) -> PerformResult:
+        raise OSError("link down")
+
+
+def hosts(src_cls: type[NullDriver] = NullDriver) -> tuple[NullDriver, NullDriver]:
+    name = uuid.uuid4().hex[:10]
+    src, dst = src_cls(f"null://src-{name}"), NullDriver(f"null://dst-{name}")
+    src.define("vm1")
+    return src, dst
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.seen: list[HookEvent] = []
+
+    def __call__(self, hook_event: HookEvent) -> None:
+        self.seen.append(hook_event)
+
+    def names(self) -> list[tuple[HookName, str | None, str]]:
+        return [
+            (h.name, h.event.step.value if h.event.step else None, h.event.kind) for h in self.seen
+        ]
+
+
+def test_hooks_see_start_each_step_and_the_end_in_order(journal: Journal) -> None:
+    rec = Recorder()
+    m = Coordinator(journal, hooks=[rec]).migrate("vm1", src=hosts()[0], dst=hosts()[1])
+    steps = ("begin", "prepare", "perform", "finish", "confirm")
+    expected = [(H.MIGRATION_STARTED, "begin", "intent")]
+    for step in steps:
+        expected += [(H.STEP_STARTED, step, "intent"), (H.STEP_FINISHED, step, "ok")]
+    expected.append((H.MIGRATION_FINISHED, "confirm", "ok"))
+    assert rec.names() == expected
+    assert rec.seen[-1].migration.state is State.CONFIRMED
+    assert [h.event.seq for h in rec.seen if h.name is H.STEP_STARTED] == [1, 3, 5, 7, 9]
+    assert all(h.migration.id == m.id for h in rec.seen)
+
+
+def test_a_hook_sees_the_event_as_the_journal_holds_it(journal: Journal) -> None:
+    rec = Recorder()
+    src, dst = hosts(PerformFails)
+    m = Coordinator(journal, hooks=[rec]).migrate("vm1", src=src, dst=dst)
+    [failed] = [h for h in rec.seen if h.event.kind == "error"]
+    [stored] = [e for e in journal.history(m.id) if e.seq == failed.event.seq]
+    assert failed.event == stored
+    assert failed.migration.reason == "perform failed: link down"
+
+
+def test_a_raising_hook_changes_nothing(journal: Journal, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(_event: HookEvent) -> None:
+        raise RuntimeError("hook on fire")
+
+    rec = Recorder()
+    m = Coordinator(journal, hooks=[broken, rec]).migrate("vm1", src=hosts()[0], dst=hosts()[1])
+    assert m.state is State.CONFIRMED
+    assert len(rec.seen) == 12  # the hook after the broken one is still called
+    assert "hook on fire" in caplog.text
+    assert [e.seq for e in journal.history(m.id)] == list(range(1, 11))
+
+
+def test_recovery_calls_recovered_then_finished(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, dst = hosts()
+    monkeypatch.setenv(failpoints.ENV_VAR, "perform.intent=raise")
+    crashed = Coordinator(journal)
+    monkeypatch.delenv(failpoints.ENV_VAR)
+    with pytest.raises(failpoints.Crash):
+        crashed.migrate("vm1", src=src, dst=dst)
+    rec = Recorder()
+    Coordinator(journal, hooks=[rec]).recover(steal=True)
+    names = [h.name for h in rec.seen]
+    assert names[0] is H.RECOVERED
+    assert rec.seen[0].event.detail is not None
+    assert rec.seen[0].event.detail["from_state"] == "PERFORMING"
+    assert rec.seen[0].event.detail["previous_owner"] == crashed.id
+    assert names[-1] is H.MIGRATION_FINISHED
+    assert rec.seen[-1].migration.state is State.ROLLED_BACK
+    assert H.MIGRATION_STARTED not in names
+
+
+def write_script(path: Path, body: str) -> Path:
+    path.write_text(f"#!{sys.executable}\n{body}")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_command_hook_gets_name_id_and_the_event_as_json(journal: Journal, tmp_path: Path) -> None:
+    log = tmp_path / "hook.log"
+    script = write_script(
+        tmp_path / "hook.py",
+        "import json, sys\n"
+        f"with open({str(log)!r}, 'a') as f:\n"
+        "    f.write(json.dumps([sys.argv[1:], json.load(sys.stdin)]) + '\\n')\n",
+    )
+    src, dst = hosts()
+    m = Coordinator(journal, hooks=[CommandHook(str(script))]).migrate("vm1", src=src, dst=dst)
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [argv for argv, _ in calls][:2] == [
+        ["migration_started", m.id],
+        ["step_started", m.id],
+    ]
+    assert len(calls) == 12
+    argv, last = calls[-1]
+    assert argv == ["migration_finished", m.id]
+    assert last["hook"] == "migration_finished"
+    assert last["migration"]["state"] == "CONFIRMED"
+    assert last["event"]["seq"] == 10
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_failing_command_hook_is_logged_and_ignored(
+    journal: Journal, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    script = write_script(
+        tmp_path / "fail.py", "import sys\nsys.stderr.write('nope')\nsys.exit(3)\n"
+    )
+    m = Coordinator(journal, hooks=[CommandHook(str(script))]).migrate(
+        "vm1", src=hosts()[0], dst=hosts()[1]
+    )
+    assert m.state is State.CONFIRMED
+    assert "exit 3: nope" in caplog.text
+
+
+def test_command_hook_refuses_an_empty_command() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        CommandHook("   ")

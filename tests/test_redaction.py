@@ -1,0 +1,42 @@
+"""Passwords in host URIs never reach the journal: not its rows, not any event, not a reason.
+
+The hosts are real test hosts whose ``uri`` carries a password (as a host URI of a remote
+driver would); the migration takes paths that journal probes and reasons naming the hosts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from migrator.coordinator import Coordinator
+from migrator.drivers.test import TestDriver
+from migrator.inspect import export
+from migrator.journal.store import Journal
+
+SECRET = "s3cret-pw"
+
+
+def host(tmp_path: Path, name: str) -> TestDriver:
+    driver = TestDriver(f"test://{tmp_path / name}")
+    driver.uri = f"test://bob:{SECRET}@{name}.example{tmp_path / name}"
+    return driver
+
+
+@pytest.mark.parametrize("protocol", [3, 2, 1])
+def test_no_password_in_any_journaled_field(
+    journal: Journal, tmp_path: Path, protocol: int
+) -> None:
+    src, dst = host(tmp_path, "a"), host(tmp_path, "b")
+    src.define("vm1")
+    dst.set_fault({3: "finish", 2: "finish2", 1: "finish1"}[protocol], "error")
+    dst.set_fault("probe", "error", count=3)  # the first probes fail: error events name the host
+    coordinator = Coordinator(journal, retry_backoff=0.0)
+    m = coordinator.migrate("vm1", src=src, dst=dst, protocol=protocol)
+    document = json.dumps(export(journal, m.id))
+    assert any(e.step and e.step.value == "probe" for e in journal.history(m.id))
+    assert "bob:***@" in document, "the hosts are journaled, redacted"
+    assert SECRET not in document
+    assert SECRET not in (m.reason or "")
