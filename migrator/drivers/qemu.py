@@ -787,7 +787,7 @@ class QemuDriver:
             "total_bytes": ram.get("total"),
             "normal_pages": ram.get("normal"),
             "passes": ram.get("dirty-sync-count"),
-            "mbps": ram.get("mbps"),
+            "mbps": round(float(ram.get("mbps") or 0), 1),
             "bandwidth_mib": params.bandwidth,
             "downtime_limit_ms": config["downtime_limit_ms"],
             "wall_seconds": round(wall, 3),

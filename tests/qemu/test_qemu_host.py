@@ -22,6 +22,10 @@ def test_define_list_destroy_starts_reports_and_stops_a_real_qemu(rig: QemuRig) 
     assert row["memory_mib"] == 64
     assert set(qemu_processes(rig.root)) == {row["pid"]}
 
+    proc = run_cli("qemu-host", "set-downtime", uri, "vm1", "1500")
+    assert proc.returncode == 0 and "now and for later migrations" in proc.stdout
+    assert rig.src.config("vm1")["downtime_limit_ms"] == 1500
+
     again = run_cli("qemu-host", "define", uri, "vm1")
     assert again.returncode == 2 and "already exists" in again.stderr
 
