@@ -33,7 +33,7 @@ README_COMMANDS = [
         "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/migrator demo",
     ),
     (
-        "Run the tests (fresh machine; PostgreSQL on 127.0.0.1:5432 is used if present):",
+        "Run the tests (fresh machine; PostgreSQL on 127.0.0.1:5432 and QEMU are used if present):",
         "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pytest",
     ),
 ]
