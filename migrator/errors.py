@@ -18,7 +18,8 @@ Every error the library raises on purpose derives from :class:`MigratorError`::
     ├── CoordinatorCrashed         recovery's record of a step cut short by a crash
     └── DriverError                a driver hook failed (its text is data, never trusted)
         ├── StepTimeout            a hook did not return within its timeout
-        └── CookieTooLarge         a driver returned a cookie over REMOTE_MIGRATE_COOKIE_MAX
+        ├── CookieTooLarge         a driver returned a cookie over REMOTE_MIGRATE_COOKIE_MAX
+        └── QMPUnreachable         a QEMU domain's QMP socket does not answer
 
 Errors take identifiers as keyword arguments and write their own message.
 """
@@ -133,3 +134,7 @@ class StepTimeout(DriverError):
 class CookieTooLarge(DriverError):
     def __init__(self, *, step: str, size: int, limit: int) -> None:
         super().__init__(f"{step} returned a cookie of {size} bytes; the limit is {limit}")
+
+
+class QMPUnreachable(DriverError):
+    """The QMP socket of a QEMU domain does not answer (no process, or one that hangs)."""

@@ -126,14 +126,19 @@ def hosts(tmp_path: Path) -> Hosts:
 
 
 def run_cli(
-    *args: str, db: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str,
+    db: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    real_process: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``migrator ARGS`` in a new process, as a user would.
 
     The process is forked from a server that imported migrator once (see
     ``tests/crash/forkserver.py``): its own pid, environment, working directory and
     journal connections, without paying ~0.5 s of interpreter start-up per command.
-    ``MIGRATOR_TEST_REAL_PROCESS=1`` runs ``python -m migrator`` instead.
+    ``real_process`` (implied by a ``PYTHONPATH`` in ``env``, which only a new interpreter
+    reads) or ``MIGRATOR_TEST_REAL_PROCESS=1`` runs ``python -m migrator`` instead.
     """
     full_env = {**os.environ, **(env or {})}
     full_env.pop(
@@ -141,7 +146,8 @@ def run_cli(
     ) if env is None or "MIGRATOR_FAILPOINTS" not in env else None
     if db is not None:
         full_env["MIGRATOR_DB"] = db
-    if os.environ.get("MIGRATOR_TEST_REAL_PROCESS") != "1":
+    real_process = real_process or "PYTHONPATH" in (env or {})
+    if not real_process and os.environ.get("MIGRATOR_TEST_REAL_PROCESS") != "1":
         from tests.crash.forkserver import SERVER
 
         return SERVER.run(list(args), env=full_env, cwd=ROOT, timeout=timeout)

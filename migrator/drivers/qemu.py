@@ -70,8 +70,8 @@ from migrator.drivers.base import (
     PrepareResult,
     ProbeResult,
 )
-from migrator.drivers.qmp import Monitor, QMPUnreachable
-from migrator.errors import DomainExists, DomainNotFound, DriverError, InvalidURI
+from migrator.drivers.qmp import Monitor
+from migrator.errors import DomainExists, DomainNotFound, DriverError, InvalidURI, QMPUnreachable
 from migrator.flags import MigrateFlags
 from migrator.records import Progress, StepContext
 from migrator.states import Step
@@ -556,7 +556,12 @@ class QemuDriver:
         """
         if self.pid_of(name) is None:
             return DomainState.SHUTOFF, "", {}
-        status, migration = self._qemu_state(name)
+        try:
+            status, migration = self._qemu_state(name)
+        except QMPUnreachable:
+            if self.pid_of(name) is None:  # it died while we asked: it is simply off
+                return DomainState.SHUTOFF, "", {}
+            raise
         state = map_status(status)
         if dom.get("arrived_with") is not None and dom["job"] == dom["arrived_with"]:
             state = DomainState.INCOMING

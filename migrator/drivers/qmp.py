@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from migrator.errors import DriverError
+from migrator.errors import DriverError, QMPUnreachable
 
 QMP_TIMEOUT = 10.0
 """Seconds to wait for a connection, a greeting or a reply."""
@@ -25,9 +25,6 @@ CONNECT_ATTEMPTS = 5
 SOCKET_PATH_MAX = 100
 """A unix socket path longer than this is reached through ``/proc/self/fd`` (limit 108)."""
 
-
-class QMPUnreachable(DriverError):
-    """The QMP socket of a domain does not answer (no process, or one that hangs)."""
 
 
 class Monitor:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from migrator.drivers.qmp import Monitor, QMPUnreachable
+from migrator.drivers.qmp import Monitor
+from migrator.errors import QMPUnreachable
 
 GREETING = {"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 22}}, "capabilities": []}}
 EVENT = {"event": "MIGRATION", "data": {"status": "active"}, "timestamp": {"seconds": 1}}
