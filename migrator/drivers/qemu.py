@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -51,9 +50,7 @@ import socket
 import subprocess
 import tempfile
 import time
-import uuid
 import zlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -70,14 +67,12 @@ from migrator.drivers.base import (
     PrepareResult,
     ProbeResult,
 )
+from migrator.drivers.hoststate import Host, HostState, Memo
 from migrator.drivers.qmp import Monitor
 from migrator.errors import DomainExists, DomainNotFound, DriverError, InvalidURI, QMPUnreachable
 from migrator.flags import MigrateFlags
 from migrator.records import Progress, StepContext
 from migrator.states import Step
-
-Host = dict[str, Any]
-Memo = dict[str, Any]
 
 QEMU_ENV = "MIGRATOR_QEMU"
 """Path of the QEMU binary; default: ``qemu-system-x86_64`` found on PATH."""
@@ -265,62 +260,14 @@ def _log_tail(rundir: Path, limit: int = 400) -> str:
     return text[-limit:].replace("\n", " | ")
 
 
-class QemuDriver:
+class QemuDriver(HostState):
     """One host of real QEMU processes; every hook is idempotent per migration and step."""
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self.dir = _parse_dir(uri)
-        self._state = self.dir / "host.json"
 
-    # -- storage (as the test driver: flock, atomic replace, memo of results) ----------------
-
-    def _read(self) -> Host:
-        try:
-            host: Host = json.loads(self._state.read_text())
-        except FileNotFoundError:
-            host = {}
-        except ValueError as exc:
-            raise DriverError(f"{self._state} is not valid JSON: {exc}") from exc
-        for part in ("domains", "calls", "fences"):
-            host.setdefault(part, {})
-        return host
-
-    @contextlib.contextmanager
-    def _txn(self) -> Iterator[Host]:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            host = self._read()
-            before = json.dumps(host, sort_keys=True)
-            host.setdefault("host_id", str(uuid.uuid4()))
-            yield host
-            if json.dumps(host, sort_keys=True) != before:
-                self._write(host)
-
-    def _write(self, host: Host) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".host-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(host, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._state)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        dfd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
-    def _once(self, key: str, effect: Callable[[Host], Memo]) -> Memo:
-        with self._txn() as host:
-            if key not in host["calls"]:
-                host["calls"][key] = effect(host)
-            memo: Memo = host["calls"][key]
-            return memo
+    # -- storage: host.json, as ``hoststate.HostState`` keeps it -------------------------
 
     def _memo(self, key: str) -> Memo | None:
         memo: Memo | None = self._read()["calls"].get(key)

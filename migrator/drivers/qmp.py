@@ -26,7 +26,6 @@ SOCKET_PATH_MAX = 100
 """A unix socket path longer than this is reached through ``/proc/self/fd`` (limit 108)."""
 
 
-
 class Monitor:
     """A short QMP session with one QEMU, synchronous: ``with Monitor(rundir) as m: m.run(...)``.
 
@@ -50,9 +49,7 @@ class Monitor:
                 if attempt == CONNECT_ATTEMPTS or _hopeless(exc):
                     self._close()
                     text = str(exc) or type(exc).__name__
-                    raise QMPUnreachable(
-                        f"QMP of {self.rundir.name} unreachable: {text}"
-                    ) from None
+                    raise QMPUnreachable(f"QMP of {self.rundir.name} unreachable: {text}") from None
                 time.sleep(0.01 * attempt)
         raise AssertionError("unreachable")
 

@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import base64
 import enum
-import fcntl
 import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -57,13 +55,11 @@ from migrator.drivers.base import (
     ProbeResult,
     TunnelResult,
 )
+from migrator.drivers.hoststate import Host, HostState, Memo
 from migrator.errors import DomainExists, DomainNotFound, DriverError, InvalidURI
 from migrator.flags import MigrateFlags
 from migrator.records import Progress, StepContext
 from migrator.states import Step
-
-Host = dict[str, Any]
-Memo = dict[str, Any]
 
 MIB = 1024 * 1024
 CHUNK = 256 * 1024
@@ -311,68 +307,18 @@ class _FileSink:
         self.tmp.unlink(missing_ok=True)
 
 
-class TestDriver:
+class TestDriver(HostState):
     """One simulated host; every hook is idempotent per migration id and step (DESIGN §5)."""
 
     __test__ = False  # the name starts with "Test": keep pytest from collecting it
+    PARTS = ("domains", "faults", "calls", "fences", "departed")
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self.dir = _parse_dir(uri)
         self._features = _parse_protocols(uri)
-        self._state = self.dir / "host.json"
 
-    # -- storage ------------------------------------------------------------------------
-
-    def _read(self) -> Host:
-        """The host as last written, without the lock (writes are atomic replaces)."""
-        try:
-            host: Host = json.loads(self._state.read_text())
-        except FileNotFoundError:
-            host = {}
-        except ValueError as exc:
-            raise DriverError(f"{self._state} is not valid JSON: {exc}") from exc
-        for part in ("domains", "faults", "calls", "fences", "departed"):
-            host.setdefault(part, {})
-        return host
-
-    @contextmanager
-    def _txn(self) -> Iterator[Host]:
-        """Read-modify-write under the host lock; written only if the body returns."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            host = self._read()
-            before = json.dumps(host, sort_keys=True)
-            host.setdefault("host_id", str(uuid.uuid4()))  # a new host is born at first write
-            yield host
-            if json.dumps(host, sort_keys=True) != before:
-                self._write(host)
-
-    def _write(self, host: Host) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".host-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(host, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._state)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        dfd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)  # make the rename itself durable
-        finally:
-            os.close(dfd)
-
-    def _once(self, key: str, effect: Callable[[Host], Memo]) -> Memo:
-        """Apply ``effect`` and record its result in the same write, unless already done."""
-        with self._txn() as host:
-            if key not in host["calls"]:
-                host["calls"][key] = effect(host)
-            memo: Memo = host["calls"][key]
-            return memo
+    # -- storage: host.json, as ``hoststate.HostState`` keeps it -------------------------
 
     def _drop_incoming(self, host: Host, name: str) -> None:
         """Remove an incoming domain; a shut-off definition it was to replace comes back."""

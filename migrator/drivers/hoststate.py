@@ -1,0 +1,87 @@
+"""The state file of a host kept in a directory: ``DIR/host.json``, shared by the test and
+qemu drivers.
+
+Every read-modify-write holds an exclusive ``flock`` on ``DIR/.lock`` and replaces
+``host.json`` atomically (write, fsync, rename, fsync the directory), so the state outlives
+every process and concurrent coordinators and CLI commands never lose each other's writes.
+``once`` records a hook's result in the same write as its effect: the idempotency of
+DESIGN §5.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+from migrator.errors import DriverError
+
+Host = dict[str, Any]
+Memo = dict[str, Any]
+
+
+class HostState:
+    """Storage of a directory-backed host; ``PARTS`` are the top-level maps it keeps."""
+
+    PARTS: ClassVar[tuple[str, ...]] = ("domains", "calls", "fences")
+    dir: Path
+
+    @property
+    def _state(self) -> Path:
+        return self.dir / "host.json"
+
+    def _read(self) -> Host:
+        """The host as last written, without the lock (writes are atomic replaces)."""
+        try:
+            host: Host = json.loads(self._state.read_text())
+        except FileNotFoundError:
+            host = {}
+        except ValueError as exc:
+            raise DriverError(f"{self._state} is not valid JSON: {exc}") from exc
+        for part in self.PARTS:
+            host.setdefault(part, {})
+        return host
+
+    @contextmanager
+    def _txn(self) -> Iterator[Host]:
+        """Read-modify-write under the host lock; written only if the body returns."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            host = self._read()
+            before = json.dumps(host, sort_keys=True)
+            host.setdefault("host_id", str(uuid.uuid4()))  # a new host is born at first write
+            yield host
+            if json.dumps(host, sort_keys=True) != before:
+                self._write(host)
+
+    def _write(self, host: Host) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".host-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(host, f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._state)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        dfd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)  # make the rename itself durable
+        finally:
+            os.close(dfd)
+
+    def _once(self, key: str, effect: Callable[[Host], Memo]) -> Memo:
+        """Apply ``effect`` and record its result in the same write, unless already done."""
+        with self._txn() as host:
+            if key not in host["calls"]:
+                host["calls"][key] = effect(host)
+            memo: Memo = host["calls"][key]
+            return memo
