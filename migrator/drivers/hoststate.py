@@ -10,6 +10,7 @@ DESIGN §5.
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import json
 import os
@@ -21,9 +22,28 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from migrator.errors import DriverError
+from migrator.states import Step
 
 Host = dict[str, Any]
 Memo = dict[str, Any]
+
+
+def enc(data: bytes) -> str:
+    """Bytes (a cookie) as JSON can hold them."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def dec(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def json_bytes(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, sort_keys=True).encode()
+
+
+def memo_key(mid: str, step: Step, cancelled: bool | None = None) -> str:
+    """The key of a recorded hook result: per (migration, step[, cancelled])."""
+    return f"{mid}/{step}" if cancelled is None else f"{mid}/{step}/{int(cancelled)}"
 
 
 class HostState:

@@ -39,7 +39,6 @@ Text from QEMU (error descriptions, logs) is only ever carried as data.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -67,7 +66,7 @@ from migrator.drivers.base import (
     PrepareResult,
     ProbeResult,
 )
-from migrator.drivers.hoststate import Host, HostState, Memo
+from migrator.drivers.hoststate import Host, HostState, Memo, dec, enc, json_bytes, memo_key
 from migrator.drivers.qmp import Monitor
 from migrator.errors import DomainExists, DomainNotFound, DriverError, InvalidURI, QMPUnreachable
 from migrator.flags import MigrateFlags
@@ -101,22 +100,6 @@ _STATUS: dict[str, DomainState] = {
     "shutdown": DomainState.SHUTOFF,
 }
 """QEMU run states that are not "the guest is stopped" (which all map to PAUSED)."""
-
-
-def _enc(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _dec(text: str) -> bytes:
-    return base64.b64decode(text)
-
-
-def _json_bytes(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, sort_keys=True).encode()
-
-
-def _key(mid: str, step: Step, cancelled: bool | None = None) -> str:
-    return f"{mid}/{step}" if cancelled is None else f"{mid}/{step}/{int(cancelled)}"
 
 
 def map_status(status: str) -> DomainState:
@@ -522,12 +505,12 @@ class QemuDriver(HostState):
     def begin(self, ctx: StepContext, params: MigrationParams) -> BeginResult:
         """Take the domain for this migration; its configuration is the description."""
         self._admit(ctx)
-        key = _key(ctx.migration_id, Step.BEGIN)
+        key = memo_key(ctx.migration_id, Step.BEGIN)
         memo = self._memo(key)
         if memo is None:
             version = self._begin_check(params.domain)
             memo = self._once(key, lambda h: self._begin(h, ctx, params, version))
-        return BeginResult(description=memo["description"], cookie=_dec(memo["cookie"]))
+        return BeginResult(description=memo["description"], cookie=dec(memo["cookie"]))
 
     def _begin_check(self, name: str) -> str:
         """The domain runs here (running or paused): its QEMU version; else DomainNotFound."""
@@ -558,7 +541,7 @@ class QemuDriver(HostState):
         cookie = {"host": host["host_id"], "hostname": socket.gethostname(), "qemu": version}
         return {
             "description": json.dumps(description, sort_keys=True),
-            "cookie": _enc(_json_bytes(cookie)),
+            "cookie": enc(json_bytes(cookie)),
         }
 
     def prepare(
@@ -566,11 +549,11 @@ class QemuDriver(HostState):
     ) -> PrepareResult:
         """Start the incoming QEMU, same configuration, ``-incoming defer``; return its URI."""
         self._admit(ctx)
-        key = _key(ctx.migration_id, Step.PREPARE)
+        key = memo_key(ctx.migration_id, Step.PREPARE)
         memo = self._memo(key)
         if memo is None:
             memo = self._prepare(ctx, params, config_from_description(description), key)
-        return PrepareResult(uri=memo["uri"], cookie=_dec(memo["cookie"]))
+        return PrepareResult(uri=memo["uri"], cookie=dec(memo["cookie"]))
 
     def _prepare(
         self, ctx: StepContext, params: MigrationParams, config: dict[str, Any], key: str
@@ -594,7 +577,7 @@ class QemuDriver(HostState):
             "host": self.host_id,
             "qemu": f"{version['major']}.{version['minor']}.{version['micro']}",
         }
-        return self._once(key, lambda h: {"uri": uri, "cookie": _enc(_json_bytes(cookie))})
+        return self._once(key, lambda h: {"uri": uri, "cookie": enc(json_bytes(cookie))})
 
     def _listen(self, name: str, tries: int = 5) -> str:
         """``migrate-incoming`` on a free loopback port; another port if that one is taken."""
@@ -624,11 +607,11 @@ class QemuDriver(HostState):
         trips; a Perform that gave up is marked so that no probe reports it completed.
         """
         self._admit(ctx)
-        key = _key(ctx.migration_id, Step.PERFORM)
+        key = memo_key(ctx.migration_id, Step.PERFORM)
         memo = self._memo(key)
         if memo is None:
             memo = self._perform(ctx, params, uri, key)
-        return PerformResult(cookie=_dec(memo["cookie"]), stats=memo["stats"])
+        return PerformResult(cookie=dec(memo["cookie"]), stats=memo["stats"])
 
     def _perform(self, ctx: StepContext, params: MigrationParams, uri: str, key: str) -> Memo:
         name, mid = params.domain, ctx.migration_id
@@ -756,14 +739,14 @@ class QemuDriver(HostState):
     ) -> Memo:
         dom = self._job_domain(host, name, mid)
         dom["outgoing"][mid] = "completed"
-        return {"cookie": _enc(_json_bytes(cookie)), "stats": stats}
+        return {"cookie": enc(json_bytes(cookie)), "stats": stats}
 
     def finish(
         self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
     ) -> FinishResult:
         """Run the arrived domain if its QEMU really loaded it; if ``cancelled``, stop it."""
         self._admit(ctx)
-        key = _key(ctx.migration_id, Step.FINISH, cancelled)
+        key = memo_key(ctx.migration_id, Step.FINISH, cancelled)
         memo = self._memo(key)
         if memo is None:
             name, mid = params.dest_name, ctx.migration_id
@@ -771,13 +754,13 @@ class QemuDriver(HostState):
                 memo = self._cancel_incoming(name, mid, key)
             else:
                 memo = self._land(ctx, name, mid, bool(params.flags & MigrateFlags.PAUSED), key)
-        return FinishResult(running=memo["running"], cookie=_dec(memo["cookie"]))
+        return FinishResult(running=memo["running"], cookie=dec(memo["cookie"]))
 
     @staticmethod
     def _finished(host: Host, running: bool, **extra: Any) -> Memo:
         """A Finish result; ``host`` is the host's state, read under the lock."""
         cookie = {"host": host["host_id"], "running": running, **extra}
-        return {"running": running, "cookie": _enc(_json_bytes(cookie))}
+        return {"running": running, "cookie": enc(json_bytes(cookie))}
 
     def _arrived(self, name: str, mid: str) -> str:
         """``"pending"``, ``"landed"`` (a Finish ran it) or ``"none"`` for ``mid``'s copy."""
@@ -852,7 +835,7 @@ class QemuDriver(HostState):
         Either is a no-op for a domain that is absent or has no job for this migration.
         """
         self._admit(ctx)
-        key = _key(ctx.migration_id, Step.CONFIRM, cancelled)
+        key = memo_key(ctx.migration_id, Step.CONFIRM, cancelled)
         if self._memo(key) is None:
             name, mid = params.domain, ctx.migration_id
             if cancelled:

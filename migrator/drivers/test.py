@@ -29,7 +29,6 @@ fires that many times, else until cleared.
 
 from __future__ import annotations
 
-import base64
 import enum
 import hashlib
 import json
@@ -55,7 +54,7 @@ from migrator.drivers.base import (
     ProbeResult,
     TunnelResult,
 )
-from migrator.drivers.hoststate import Host, HostState, Memo
+from migrator.drivers.hoststate import Host, HostState, Memo, dec, enc, json_bytes, memo_key
 from migrator.errors import DomainExists, DomainNotFound, DriverError, InvalidURI
 from migrator.flags import MigrateFlags
 from migrator.records import Progress, StepContext
@@ -85,22 +84,6 @@ class FaultMode(enum.StrEnum):
     IO_ERROR = "io-error"
     HANG = "hang"
     SLOW = "slow"
-
-
-def _enc(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _dec(text: str) -> bytes:
-    return base64.b64decode(text)
-
-
-def _json_bytes(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, sort_keys=True).encode()
-
-
-def _key(mid: str, step: Step, cancelled: bool | None = None) -> str:
-    return f"{mid}/{step}" if cancelled is None else f"{mid}/{step}/{int(cancelled)}"
 
 
 def _incoming_image(mid: str) -> str:
@@ -487,9 +470,9 @@ class TestDriver(HostState):
         """Start the migration job on the source domain; nothing else visible changes."""
         with self._guarded(ctx, Step.BEGIN):
             memo = self._once(
-                _key(ctx.migration_id, Step.BEGIN), lambda h: self._begin(h, ctx, params)
+                memo_key(ctx.migration_id, Step.BEGIN), lambda h: self._begin(h, ctx, params)
             )
-        return BeginResult(description=memo["description"], cookie=_dec(memo["cookie"]))
+        return BeginResult(description=memo["description"], cookie=dec(memo["cookie"]))
 
     def _begin(self, host: Host, ctx: StepContext, params: MigrationParams) -> Memo:
         dom = host["domains"].get(params.domain)
@@ -515,7 +498,7 @@ class TestDriver(HostState):
         }
         return {
             "description": json.dumps(description, sort_keys=True),
-            "cookie": _enc(_json_bytes(cookie)),
+            "cookie": enc(json_bytes(cookie)),
         }
 
     def prepare(
@@ -529,10 +512,10 @@ class TestDriver(HostState):
             except ValueError as exc:
                 raise DriverError(f"prepare got a bad description or cookie: {exc}") from exc
             memo = self._once(
-                _key(ctx.migration_id, step),
+                memo_key(ctx.migration_id, step),
                 lambda h: self._prepare(h, ctx, params, desc, peer),
             )
-        return PrepareResult(uri=memo["uri"], cookie=_dec(memo["cookie"]))
+        return PrepareResult(uri=memo["uri"], cookie=dec(memo["cookie"]))
 
     def _prepare(
         self,
@@ -560,7 +543,7 @@ class TestDriver(HostState):
         if inactive is not None:  # a shut-off definition: put back if the migration fails
             host["domains"][name]["replaces"] = inactive
         uri = f"test://{self.dir}?incoming={quote(mid)}"
-        return {"uri": uri, "cookie": _enc(_json_bytes({"host": host["host_id"]}))}
+        return {"uri": uri, "cookie": enc(json_bytes({"host": host["host_id"]}))}
 
     def perform(
         self, ctx: StepContext, params: MigrationParams, cookie: bytes, uri: str
@@ -570,11 +553,11 @@ class TestDriver(HostState):
         Gives up (raising, the source as it was) when ``ctx.aborted()`` or the deadline trips.
         """
         with self._guarded(ctx, Step.PERFORM) as fault:
-            key = _key(ctx.migration_id, Step.PERFORM)
+            key = memo_key(ctx.migration_id, Step.PERFORM)
             memo = self._read()["calls"].get(key) or self._perform(
                 ctx, params, uri, key, io_errors=_io_errors(fault, params)
             )
-        return PerformResult(cookie=_dec(memo["cookie"]), stats=memo["stats"])
+        return PerformResult(cookie=dec(memo["cookie"]), stats=memo["stats"])
 
     def _perform(
         self, ctx: StepContext, params: MigrationParams, uri: str, key: str, *, io_errors: int
@@ -614,14 +597,14 @@ class TestDriver(HostState):
         dom["lease"]["held"] = False  # the destination takes it over at Finish
         dom["outgoing"][mid] = "completed"
         cookie = {"host": host["host_id"], "sent": stats["bytes"]}
-        return {"cookie": _enc(_json_bytes(cookie)), "stats": stats}
+        return {"cookie": enc(json_bytes(cookie)), "stats": stats}
 
     def finish(
         self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
     ) -> FinishResult:
         """Run the received domain if its image is whole; if ``cancelled``, remove it."""
         step = ctx.step if ctx.step in _FINISH_STEPS else Step.FINISH
-        key = _key(ctx.migration_id, step, cancelled)
+        key = memo_key(ctx.migration_id, step, cancelled)
         skip = FaultMode.NO_DOMAIN if cancelled else None
         with self._guarded(ctx, step, skip) as fault:
             if cancelled:
@@ -630,7 +613,7 @@ class TestDriver(HostState):
                 whole = fault is None or fault["mode"] != FaultMode.NO_DOMAIN
                 whole = whole and self._image_whole(params.dest_name, ctx.migration_id)
                 memo = self._once(key, lambda h: self._land(h, params, ctx, whole))
-        return FinishResult(running=memo["running"], cookie=_dec(memo["cookie"]))
+        return FinishResult(running=memo["running"], cookie=dec(memo["cookie"]))
 
     def _image_whole(self, name: str, mid: str) -> bool:
         """True if ``name``'s incoming image matches the checksum Begin sent, or for v1
@@ -653,7 +636,7 @@ class TestDriver(HostState):
 
     def _finished(self, host: Host, running: bool) -> Memo:
         cookie = {"host": host["host_id"], "running": running}
-        return {"running": running, "cookie": _enc(_json_bytes(cookie))}
+        return {"running": running, "cookie": enc(json_bytes(cookie))}
 
     def _land(self, host: Host, params: MigrationParams, ctx: StepContext, whole: bool) -> Memo:
         dom = host["domains"].get(params.dest_name)
@@ -697,12 +680,12 @@ class TestDriver(HostState):
         with self._guarded(ctx, Step.CONFIRM):
             if cancelled:
                 self._once(
-                    _key(ctx.migration_id, Step.CONFIRM, cancelled),
+                    memo_key(ctx.migration_id, Step.CONFIRM, cancelled),
                     lambda h: self._resume(h, params.domain, ctx.migration_id),
                 )
             else:
                 self._once(
-                    _key(ctx.migration_id, Step.CONFIRM, cancelled),
+                    memo_key(ctx.migration_id, Step.CONFIRM, cancelled),
                     lambda h: self._kill(h, params.domain, ctx.migration_id, params.flags),
                 )
         return ConfirmResult(cookie=b"")
@@ -752,7 +735,7 @@ class TestDriver(HostState):
     ) -> PerformResult:
         """As ``perform``, sending the image through ``send`` instead of to a URI."""
         with self._guarded(ctx, Step.PERFORM):
-            key = _key(ctx.migration_id, Step.PERFORM)
+            key = memo_key(ctx.migration_id, Step.PERFORM)
             memo = self._read()["calls"].get(key)
             if memo is None:
                 with self._txn() as host:
@@ -770,7 +753,7 @@ class TestDriver(HostState):
                 memo = self._once(
                     key, lambda h: self._performed(h, params.domain, ctx.migration_id, stats)
                 )
-        return PerformResult(cookie=_dec(memo["cookie"]), stats=memo["stats"])
+        return PerformResult(cookie=dec(memo["cookie"]), stats=memo["stats"])
 
     # -- protocols v2 and v1 ---------------------------------------------------------------
 
@@ -800,10 +783,10 @@ class TestDriver(HostState):
             desc.setdefault("memory_mib", None)
             desc.setdefault("checksum", None)
             memo = self._once(
-                _key(ctx.migration_id, step),
+                memo_key(ctx.migration_id, step),
                 lambda h: self._prepare(h, ctx, params, desc, {}),
             )
-        return PrepareResult(uri=memo["uri"], cookie=_dec(memo["cookie"]))
+        return PrepareResult(uri=memo["uri"], cookie=dec(memo["cookie"]))
 
     def perform2(
         self, ctx: StepContext, params: MigrationParams, cookie: bytes, uri: str
@@ -811,11 +794,11 @@ class TestDriver(HostState):
         """Send the domain; on success end the source copy, on failure resume it."""
         step = ctx.step if ctx.step in (Step.PERFORM1, Step.PERFORM2) else Step.PERFORM2
         with self._guarded(ctx, step) as fault:
-            key = _key(ctx.migration_id, step)
+            key = memo_key(ctx.migration_id, step)
             memo = self._read()["calls"].get(key) or self._perform2(
                 ctx, params, uri, key, io_errors=_io_errors(fault, params)
             )
-        return PerformResult(cookie=_dec(memo["cookie"]), stats=memo["stats"])
+        return PerformResult(cookie=dec(memo["cookie"]), stats=memo["stats"])
 
     def _perform2(
         self, ctx: StepContext, params: MigrationParams, uri: str, key: str, *, io_errors: int
@@ -871,7 +854,7 @@ class TestDriver(HostState):
         self._end_source(host, name, flags)
         host["departed"][mid] = name
         cookie = {"host": host["host_id"], "sent": stats["bytes"], "lease": dom["lease"]["token"]}
-        return {"cookie": _enc(_json_bytes(cookie)), "stats": stats}
+        return {"cookie": enc(json_bytes(cookie)), "stats": stats}
 
     def probe(self, domain: str) -> ProbeResult:
         """The state of ``domain`` here, with lease_held, job and outgoing transfers."""
