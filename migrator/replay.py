@@ -153,22 +153,28 @@ class ReplayDriver:
     def features(self) -> frozenset[Feature]:
         return frozenset(Feature)  # the replay forces the protocol the journal recorded
 
-    def begin(self, ctx: StepContext, params: MigrationParams) -> BeginResult:
+    # Each hook answers with the next outcome recorded for ``ctx.step``: v3's hooks and the
+    # v2/v1 and tunnelled ones that stand for them (DumpXML for Begin, Prepare2 for Prepare,
+    # ...) differ only in the step their outcomes are journaled under.
+
+    def _next(self, ctx: StepContext) -> Event:
         self._started(ctx)
-        e = _result(self.tape.next(Step.BEGIN))
+        return _result(self.tape.next(ctx.step))
+
+    def begin(self, ctx: StepContext, params: MigrationParams) -> BeginResult:
+        e = self._next(ctx)
         return BeginResult(description=e.description or "", cookie=e.cookie_out or b"")
 
     def prepare(
-        self, ctx: StepContext, params: MigrationParams, cookie: bytes, description: str
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, description: str | None
     ) -> PrepareResult:
-        self._started(ctx)
-        e = _result(self.tape.next(Step.PREPARE))
+        e = self._next(ctx)
         return PrepareResult(uri=e.uri or "", cookie=e.cookie_out or b"")
 
     def perform(
         self, ctx: StepContext, params: MigrationParams, cookie: bytes, uri: str
     ) -> PerformResult:
-        e = _result(self.tape.next(Step.PERFORM))
+        e = self._next(ctx)
         if self.before_perform_returns is not None:
             self.before_perform_returns(ctx.migration_id)
         return PerformResult(cookie=e.cookie_out or b"", stats=dict(e.detail or {}))
@@ -176,25 +182,21 @@ class ReplayDriver:
     def finish(
         self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
     ) -> FinishResult:
-        self._started(ctx)
-        e = _result(self.tape.next(Step.FINISH))
+        e = self._next(ctx)
         running = bool(e.detail and e.detail.get("running"))
         return FinishResult(running=running, cookie=e.cookie_out or b"")
 
     def confirm(
         self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
     ) -> ConfirmResult:
-        e = _result(self.tape.next(Step.CONFIRM))
+        e = self._next(ctx)
         return ConfirmResult(cookie=e.cookie_out or b"")
-
-    # -- tunnelled v3, v2 and v1: the same tapes, by step ---------------------------------
 
     def prepare_tunnel(
         self, ctx: StepContext, params: MigrationParams, cookie: bytes, description: str
     ) -> TunnelResult:
-        self._started(ctx)
-        e = _result(self.tape.next(Step.PREPARE_TUNNEL))
-        return TunnelResult(stream=_NullStream(), cookie=e.cookie_out or b"")
+        prepared = self.prepare(ctx, params, cookie, description)
+        return TunnelResult(stream=_NullStream(), cookie=prepared.cookie)
 
     def perform_tunnel(
         self, ctx: StepContext, params: MigrationParams, cookie: bytes, send: Any
@@ -202,33 +204,15 @@ class ReplayDriver:
         return self.perform(ctx, params, cookie, "")
 
     def dump_xml(self, ctx: StepContext, params: MigrationParams) -> BeginResult:
-        self._started(ctx)
-        e = _result(self.tape.next(Step.DUMP_XML))
-        return BeginResult(description=e.description or "")
+        return self.begin(ctx, params)
 
     def prepare2(
         self, ctx: StepContext, params: MigrationParams, description: str | None
     ) -> PrepareResult:
-        self._started(ctx)
-        e = _result(self.tape.next(ctx.step))
-        return PrepareResult(uri=e.uri or "", cookie=e.cookie_out or b"")
+        return self.prepare(ctx, params, b"", description)
 
-    def perform2(
-        self, ctx: StepContext, params: MigrationParams, cookie: bytes, uri: str
-    ) -> PerformResult:
-        self._started(ctx)
-        e = _result(self.tape.next(ctx.step))
-        if self.before_perform_returns is not None:
-            self.before_perform_returns(ctx.migration_id)
-        return PerformResult(cookie=e.cookie_out or b"", stats=dict(e.detail or {}))
-
-    def finish2(
-        self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
-    ) -> FinishResult:
-        self._started(ctx)
-        e = _result(self.tape.next(ctx.step))
-        running = bool(e.detail and e.detail.get("running"))
-        return FinishResult(running=running, cookie=e.cookie_out or b"")
+    perform2 = perform
+    finish2 = finish
 
     def probe(self, domain: str) -> ProbeResult:
         if not self.shared.started:
