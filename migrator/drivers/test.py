@@ -263,6 +263,42 @@ def _send(ctx: StepContext, src: Path, dst: Path, bandwidth: int) -> int:
     return done
 
 
+def _incoming_path(uri: str, mid: str) -> Path:
+    """Where a Prepare URI says migration ``mid``'s image goes; it must be expected there."""
+    final = _parse_incoming(uri, mid) / _incoming_image(mid)
+    if not final.exists():
+        raise DriverError(f"{uri} is not expecting migration {mid}: no incoming image")
+    return final
+
+
+def _copy_to(
+    ctx: StepContext,
+    source: Path,
+    final: Path,
+    bandwidth: int,
+    sidecar: dict[str, Any] | None = None,
+) -> int:
+    """Send ``source`` to a temporary file beside ``final``, then put it in place (with the
+    sender's ``sidecar`` JSON first, for v1); nothing is left behind on failure."""
+    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        sent = _send(ctx, source, tmp, bandwidth)
+        if sidecar is not None:
+            final.with_suffix(".json").write_text(json.dumps(sidecar))
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return sent
+
+
+def _stats(start: float, sent: int, io_errors: int) -> dict[str, Any]:
+    stats: dict[str, Any] = {"bytes": sent, "seconds": round(time.monotonic() - start, 3)}
+    if io_errors:
+        stats["io_errors"] = io_errors
+    return stats
+
+
 class _FileSink:
     """The destination's end of a tunnel: a temporary file that ``close`` puts in place."""
 
@@ -554,35 +590,38 @@ class TestDriver(HostState):
         """
         with self._guarded(ctx, Step.PERFORM) as fault:
             key = memo_key(ctx.migration_id, Step.PERFORM)
-            memo = self._read()["calls"].get(key) or self._perform(
-                ctx, params, uri, key, io_errors=_io_errors(fault, params)
-            )
+            memo = self._read()["calls"].get(key)
+            if memo is None:
+                final = _incoming_path(uri, ctx.migration_id)
+                memo = self._perform(
+                    ctx, params, key, io_errors=_io_errors(fault, params),
+                    transfer=lambda source: _copy_to(ctx, source, final, params.bandwidth),
+                )  # fmt: skip
         return PerformResult(cookie=dec(memo["cookie"]), stats=memo["stats"])
 
     def _perform(
-        self, ctx: StepContext, params: MigrationParams, uri: str, key: str, *, io_errors: int
+        self,
+        ctx: StepContext,
+        params: MigrationParams,
+        key: str,
+        *,
+        io_errors: int,
+        transfer: Callable[[Path], int],
     ) -> Memo:
+        """v3's Perform: pause unless LIVE, ``transfer`` the image, restore on failure."""
         mid = ctx.migration_id
-        final = _parse_incoming(uri, mid) / _incoming_image(mid)
-        if not final.exists():
-            raise DriverError(f"{uri} is not expecting migration {mid}: no incoming image")
         with self._txn() as host:
             dom = self._job_domain(host, params.domain, mid)
             before, source = dom["state"], self.dir / dom["image"]
             if not params.flags & MigrateFlags.LIVE:
                 dom["state"] = str(DomainState.PAUSED)
         start = time.monotonic()
-        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            sent = _send(ctx, source, tmp, params.bandwidth)
-            os.replace(tmp, final)
+            sent = transfer(source)
         except BaseException:
-            tmp.unlink(missing_ok=True)
             self._restore(params.domain, mid, before)
             raise
-        stats = {"bytes": sent, "seconds": round(time.monotonic() - start, 3)}
-        if io_errors:
-            stats["io_errors"] = io_errors
+        stats = _stats(start, sent, io_errors)
         return self._once(key, lambda h: self._performed(h, params.domain, mid, stats))
 
     def _restore(self, name: str, mid: str, state: str) -> None:
@@ -734,25 +773,12 @@ class TestDriver(HostState):
         send: Callable[[bytes], None],
     ) -> PerformResult:
         """As ``perform``, sending the image through ``send`` instead of to a URI."""
-        with self._guarded(ctx, Step.PERFORM):
+        with self._guarded(ctx, Step.PERFORM) as fault:
             key = memo_key(ctx.migration_id, Step.PERFORM)
-            memo = self._read()["calls"].get(key)
-            if memo is None:
-                with self._txn() as host:
-                    dom = self._job_domain(host, params.domain, ctx.migration_id)
-                    before, source = dom["state"], self.dir / dom["image"]
-                    if not params.flags & MigrateFlags.LIVE:
-                        dom["state"] = str(DomainState.PAUSED)
-                start = time.monotonic()
-                try:
-                    sent = _stream(ctx, source, send, params.bandwidth)
-                except BaseException:
-                    self._restore(params.domain, ctx.migration_id, before)
-                    raise
-                stats = {"bytes": sent, "seconds": round(time.monotonic() - start, 3)}
-                memo = self._once(
-                    key, lambda h: self._performed(h, params.domain, ctx.migration_id, stats)
-                )
+            memo = self._read()["calls"].get(key) or self._perform(
+                ctx, params, key, io_errors=_io_errors(fault, params),
+                transfer=lambda source: _stream(ctx, source, send, params.bandwidth),
+            )  # fmt: skip
         return PerformResult(cookie=dec(memo["cookie"]), stats=memo["stats"])
 
     # -- protocols v2 and v1 ---------------------------------------------------------------
@@ -804,9 +830,7 @@ class TestDriver(HostState):
         self, ctx: StepContext, params: MigrationParams, uri: str, key: str, *, io_errors: int
     ) -> Memo:
         mid = ctx.migration_id
-        final = _parse_incoming(uri, mid) / _incoming_image(mid)
-        if not final.exists():
-            raise DriverError(f"{uri} is not expecting migration {mid}: no incoming image")
+        final = _incoming_path(uri, mid)
         with self._txn() as host:
             dom = host["domains"].get(params.domain)
             if dom is None or not DomainState(dom["state"]).active:
@@ -819,27 +843,16 @@ class TestDriver(HostState):
                 dom["protected"] = mid
             if not params.flags & MigrateFlags.LIVE:
                 dom["state"] = str(DomainState.PAUSED)
-            source, sent_with = (
-                self.dir / dom["image"],
-                {
-                    "checksum": dom["checksum"],
-                    "memory_mib": dom["memory_mib"],
-                },
-            )
+            source = self.dir / dom["image"]
+            sent_with = {"checksum": dom["checksum"], "memory_mib": dom["memory_mib"]}
         start = time.monotonic()
-        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            sent = _send(ctx, source, tmp, params.bandwidth)
-            final.with_suffix(".json").write_text(json.dumps(sent_with))
-            os.replace(tmp, final)
+            sent = _copy_to(ctx, source, final, params.bandwidth, sidecar=sent_with)
         except BaseException:
-            tmp.unlink(missing_ok=True)
             with self._txn() as host:  # Perform failed: the source resumes, as in libvirt
                 self._resume(host, params.domain, mid)
             raise
-        stats = {"bytes": sent, "seconds": round(time.monotonic() - start, 3)}
-        if io_errors:
-            stats["io_errors"] = io_errors
+        stats = _stats(start, sent, io_errors)
         return self._once(key, lambda h: self._departed(h, params.domain, mid, stats, params.flags))
 
     def finish2(
