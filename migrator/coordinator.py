@@ -17,9 +17,9 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import EllipsisType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from migrator import failpoints, negotiation, older, recovery
+from migrator import failpoints, negotiation, older, reasons, recovery
 from migrator.drivers.base import (
     COOKIE_MAX,
     DomainState,
@@ -27,6 +27,7 @@ from migrator.drivers.base import (
     MigrationParams,
     PerformResult,
     ProbeResult,
+    TunnelledDriver,
     TunnelStream,
     connect,
     is_blocking,
@@ -62,33 +63,12 @@ log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
-ERROR_TEXT_MAX = 64 * 1024
-REASON_MAX = 500
 PROGRESS_INTERVAL = 0.5
 ABORT_POLL = 0.25
 
 
 def new_coordinator_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def storable(text: str, limit: int = ERROR_TEXT_MAX) -> str:
-    """Driver text as the journal can keep it on every backend, bounded.
-
-    PostgreSQL text cannot hold NUL and neither backend takes lone surrogates, so both are
-    written as backslash escapes; everything else is kept as the driver gave it.
-    """
-    text = text[:limit].replace("\x00", "\\x00")
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _error_text(exc: BaseException) -> str:
-    return storable(str(exc) or type(exc).__name__)
-
-
-def _reason(step: Step | str, exc: BaseException) -> str:
-    first = _error_text(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return f"{step} failed: {first}"[:REASON_MAX]
 
 
 def _check_cookie(step: Step, cookie: object) -> bytes:
@@ -218,7 +198,7 @@ def _relay(ctx: StepContext, run: Run, cookie: bytes) -> PerformResult:
         stream.write(data)
         relayed[0] += len(data)
 
-    src: Any = run.src
+    src = cast(TunnelledDriver, run.src)  # negotiation saw both hosts offer TUNNELLED
     try:
         result: PerformResult = src.perform_tunnel(ctx, run.params, cookie, send)
         stream.close()
@@ -600,7 +580,7 @@ class Coordinator:
         step = Step.PREPARE_TUNNEL if run.tunnelled else Step.PREPARE
         draft = EventDraft(kind="intent", step=step, cookie_in=cookie, description=description)
         if run.tunnelled:
-            dst: Any = run.dst
+            dst = cast(TunnelledDriver, run.dst)
 
             def hook(ctx: StepContext) -> Any:
                 return dst.prepare_tunnel(ctx, run.params, cookie, description)
@@ -721,21 +701,16 @@ class Coordinator:
             return
         if cancelled:
             # A cancelling Finish never started the domain, so the source is the only copy.
-            self._confirm(run, cancelled=True, reason=self._cleanup_failed(run))
+            self._confirm(
+                run,
+                cancelled=True,
+                reason=reasons.cleanup_failed(run.migration.reason, run.dst.uri),
+            )
             return
         self._finish(run, cancelled=True)
 
     def _backoff(self, attempt: int) -> None:
         time.sleep(min(5.0, self.retry_backoff * 2 ** (attempt - 1)))
-
-    @staticmethod
-    def _cleanup_failed(run: Run) -> str:
-        cause = run.migration.reason or "finish failed"
-        note = (
-            "destination cleanup failed; an incoming copy that never ran may remain on "
-            + redact_uri(run.dst.uri)
-        )
-        return f"{cause}; {note}"[:REASON_MAX]
 
     def _confirm(self, run: Run, *, cancelled: bool, reason: Reason = ...) -> None:
         cause = run.migration.reason if reason is ... else reason
@@ -779,7 +754,7 @@ class Coordinator:
                 )
                 return
             last = attempt == first_attempt + self.confirm_attempts - 1
-            reason = _reason(Step.CONFIRM, out.error or DriverError()) + (
+            reason = reasons.step_failed(Step.CONFIRM, out.error or DriverError()) + (
                 f" (after {attempt} attempts; `migrator recover` retries it)" if last else ""
             )
             self._outcome(
@@ -812,7 +787,7 @@ class Coordinator:
                     step=Step.PROBE,
                     uri=redact_uri(driver.uri),
                     error_type=type(exc).__name__,
-                    error_message=_error_text(exc),
+                    error_message=reasons.error_text(exc),
                     duration=time.monotonic() - start,
                 ),
             )
@@ -936,10 +911,10 @@ class Coordinator:
                 step=step,
                 duration=out.duration,
                 error_type=type(out.error).__name__,
-                error_message=_error_text(out.error),
+                error_message=reasons.error_text(out.error),
                 **fields,
             )
-            reason = _reason(step, out.error) if reason is ... else reason
+            reason = reasons.step_failed(step, out.error) if reason is ... else reason
         self._transition(run, trigger, draft, reason=reason)
         failpoints.hit(f"{step}.recorded", self._failpoints)
 

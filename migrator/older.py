@@ -20,17 +20,15 @@ recovery from that state does what the failure rule does, after looking at the l
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from migrator import recovery
-from migrator.drivers.base import redact_uri
+from migrator import reasons, recovery
+from migrator.drivers.base import OlderDriver, redact_uri
 from migrator.records import EventDraft
 from migrator.states import State, Step, Trigger
 
 if TYPE_CHECKING:
     from migrator.coordinator import Coordinator, Run
-
-REASON_MAX = 500
 
 PREPARE = {2: Step.PREPARE2, 1: Step.PREPARE1}
 PERFORM = {2: Step.PERFORM2, 1: Step.PERFORM1}
@@ -59,8 +57,8 @@ NO_CANCEL_V1 = (
 
 def drive(c: Coordinator, run: Run) -> None:
     """Run a new migration with v2 or v1, as ``run.protocol`` says."""
-    src: Any = run.src
-    dst: Any = run.dst
+    src = cast(OlderDriver, run.src)  # negotiation saw it offer v2 or v1
+    dst = cast(OlderDriver, run.dst)
     if run.protocol == 2:
         draft = EventDraft(kind="intent", step=Step.DUMP_XML)
         out = c._step(
@@ -87,7 +85,7 @@ def drive(c: Coordinator, run: Run) -> None:
 def perform(c: Coordinator, run: Run, *, attempt: int = 1, replay: bool = False) -> None:
     """Perform, then Finish forward, or judge the failure by probing the source."""
     step, cookie, uri = PERFORM[run.protocol], run.cookie, run.uri
-    src: Any = run.src
+    src = cast(OlderDriver, run.src)  # negotiation saw it offer v2 or v1
     draft = EventDraft(kind="intent", step=step, cookie_in=cookie, uri=uri, attempt=attempt)
     out = c._step(
         run,
@@ -133,7 +131,7 @@ def back(c: Coordinator, run: Run) -> None:
         finish(c, run, cancelled=True)
         return
     cause = run.migration.reason or "cancelled"
-    reason = f"{cause}; {NO_CANCEL_V1}{redact_uri(run.dst.uri)}"[:REASON_MAX]
+    reason = reasons.with_note(cause, NO_CANCEL_V1 + redact_uri(run.dst.uri))
     c._transition(
         run, Trigger.FAIL, EventDraft(kind="decided", detail={"end": "FAILED"}), reason=reason
     )
@@ -143,10 +141,8 @@ def finish(
     c: Coordinator, run: Run, *, cancelled: bool, first_attempt: int = 1, replay: bool = False
 ) -> None:
     """Finish2 (or v1's Finish) with retries; its outcome ends the migration."""
-    from migrator.coordinator import _reason
-
     step, cookie = FINISH[run.protocol], run.cookie
-    dst: Any = run.dst
+    dst = cast(OlderDriver, run.dst)
     if not replay:
         draft = EventDraft(
             kind="intent", step=step, cookie_in=cookie, cancelled=cancelled,
@@ -169,7 +165,7 @@ def finish(
         assert out.error is not None
         c._outcome(
             run, FAILED[step], step, out, cancelled=cancelled, attempt=attempt,
-            reason=_reason(step, out.error),
+            reason=reasons.step_failed(step, out.error),
         )  # fmt: skip
         if attempt < last:
             c._backoff(attempt - first_attempt + 1)
@@ -213,11 +209,7 @@ def after_finish_failed(c: Coordinator, run: Run, *, cancelled: bool, cause: str
         return
     if cancelled:
         # The source resumed itself when Perform failed (or never stopped): it is the copy.
-        note = (
-            "destination cleanup failed; an incoming copy that never ran may remain on "
-            + redact_uri(run.dst.uri)
-        )
-        reason = f"{cause or 'cancelled'}; {note}"[:REASON_MAX]
+        reason = reasons.cleanup_failed(cause or "cancelled", run.dst.uri)
         draft = EventDraft(kind="decided", detail={"end": "ROLLED_BACK", "by": "probe"})
         c._transition(run, Trigger.ROLLED_BACK, draft, reason=reason)
         return
