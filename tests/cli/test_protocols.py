@@ -10,13 +10,15 @@ afterwards by the ``db_url`` fixture.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import jsonschema
 import pytest
 
 from migrator.journal.store import Journal
 from tests.cli.test_failure_rules import migrate, steps, view
-from tests.conftest import Hosts, run_cli, state_of
+from tests.conftest import ROOT, Hosts, run_cli, state_of
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_IN_DOUBT = 0, 1, 2, 3
 
@@ -209,6 +211,10 @@ def test_v2_finish_without_the_domain_loses_it(db_url: str, hosts: Hosts) -> Non
     assert where(hosts, m) == ("absent", "absent")
     last = m["events"][-1]
     assert (last["step"], last["kind"], last["detail"]) == ("finish2", "ok", {"running": False})
+    exported = run_cli("export", m["id"], db=db_url)
+    assert exported.returncode == EXIT_OK, exported.stderr
+    schema = json.loads((ROOT / "docs" / "export.schema.json").read_text())
+    jsonschema.validate(json.loads(exported.stdout), schema)
 
 
 def test_v2_failing_finish_is_retried_then_probed_and_lost(db_url: str, hosts: Hosts) -> None:
