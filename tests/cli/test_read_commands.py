@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from migrator.coordinator import ERROR_TEXT_MAX, Coordinator
+from migrator.coordinator import Coordinator
+from migrator.reasons import ERROR_TEXT_MAX
 from migrator.drivers.test import TestDriver
 from migrator.journal.schema import SCHEMA_HEAD
 from migrator.journal.store import Journal
