@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from migrator.coordinator import Coordinator
-from migrator.reasons import ERROR_TEXT_MAX
 from migrator.drivers.test import TestDriver
 from migrator.journal.schema import SCHEMA_HEAD
 from migrator.journal.store import Journal
+from migrator.reasons import ERROR_TEXT_MAX
 from migrator.states import State
 from tests.conftest import Hosts, run_cli
 
