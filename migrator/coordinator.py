@@ -32,6 +32,7 @@ from migrator.drivers.base import (
     connect,
     is_blocking,
     redact_uri,
+    refuse_unhonoured,
 )
 from migrator.errors import (
     CookieTooLarge,
@@ -502,6 +503,7 @@ class Coordinator:
             raise DomainExists(domain=dname or domain, host=redact_uri(dst.uri))
         if src_state is DomainState.PAUSED:
             flags |= MigrateFlags.PAUSED  # as libvirt: a paused source stays paused on dst
+        refuse_unhonoured(flags, src, dst)
         params = MigrationParams(domain=domain, flags=flags, dname=dname, bandwidth=bandwidth)
         return params, version
 

@@ -9,7 +9,8 @@ Every error the library raises on purpose derives from :class:`MigratorError`::
     │   ├── DomainExists           the domain (or its new name) is already on the destination
     │   ├── MigrationNotFound      no migration matches an id or id prefix
     │   ├── AmbiguousMigrationId   an id prefix matches several migrations
-    │   └── NoCommonProtocol       the two drivers share no migration protocol
+    │   ├── NoCommonProtocol       the two drivers share no migration protocol
+    │   └── FlagNotHonoured        a migration flag a host's driver does not act on
     ├── JournalError               the journal cannot be used; the CLI exits 2
     │   ├── JournalUnavailable     cannot connect, not a database, locked
     │   ├── SchemaOutOfDate        the schema is older (or newer) than this code
@@ -67,6 +68,16 @@ class NoCommonProtocol(UsageError):
     def __init__(self, *, src: str, dst: str) -> None:
         super().__init__(
             f"no common migration protocol: source offers {src}, destination offers {dst}"
+        )
+
+
+class FlagNotHonoured(UsageError):
+    def __init__(self, *, flag: str, driver: str, host: str, honoured: list[str]) -> None:
+        self.flag = flag
+        self.driver = driver
+        super().__init__(
+            f"flag {flag} is not honoured by the {driver} driver ({host}); it honours:"
+            f" {', '.join(honoured) or 'no flag'}"
         )
 
 

@@ -136,6 +136,7 @@ class ReplayDriver:
     """A host that answers from the journal. ``probe`` before the run answers as at start."""
 
     blocking = False  # answers from memory: called inline
+    honoured_flags = ~MigrateFlags.NONE  # answers as journaled, whatever the flags were
 
     def __init__(
         self, uri: str, tape: _Tape, probes: _Tape, *, start: DomainState, original_id: str

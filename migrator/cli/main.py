@@ -604,7 +604,7 @@ def demo(memory: int, bandwidth: int) -> None:
     sys.exit(code)
 
 
-import migrator.cli.qemu_host  # noqa: E402, F401 -- registers `migrator qemu-host`
+import migrator.cli.qmp_host  # noqa: E402, F401 -- registers `migrator qmp-host`
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,5 +1,5 @@
 """The state file of a host kept in a directory: ``DIR/host.json``, shared by the test and
-qemu drivers.
+QMP drivers.
 
 Every read-modify-write holds an exclusive ``flock`` on ``DIR/.lock`` and replaces
 ``host.json`` atomically (write, fsync, rename, fsync the directory), so the state outlives

@@ -10,7 +10,7 @@ import threading
 from typing import ClassVar
 from urllib.parse import urlsplit
 
-from migrator.drivers.base import (
+from migrator.drivers.api import (
     BeginResult,
     ConfirmResult,
     DomainState,
@@ -22,13 +22,17 @@ from migrator.drivers.base import (
     ProbeResult,
 )
 from migrator.errors import InvalidURI
+from migrator.flags import MigrateFlags
 from migrator.records import StepContext
 
 _FEATURES = frozenset({Feature.MIGRATION_V3})
+_HONOURED = MigrateFlags.LIVE | MigrateFlags.PAUSED
+"""A transfer takes no time, so the source runs on throughout it (LIVE) either way."""
 
 
 class NullDriver:
     blocking: ClassVar[bool] = False  # in-process, returns at once: called inline
+    honoured_flags: ClassVar[MigrateFlags] = _HONOURED
     _hosts: ClassVar[dict[str, dict[str, DomainState]]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
@@ -69,7 +73,8 @@ class NullDriver:
         if cancelled:
             self.domains.pop(params.dest_name, None)
             return FinishResult(running=False)
-        self.domains[params.dest_name] = DomainState.RUNNING
+        paused = params.flags & MigrateFlags.PAUSED
+        self.domains[params.dest_name] = DomainState.PAUSED if paused else DomainState.RUNNING
         return FinishResult(running=True)
 
     def confirm(

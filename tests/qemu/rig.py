@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from migrator.drivers.qemu import QemuDriver, pattern_of
+from migrator.drivers.qmphost import QmpDriver, pattern_of
 from tests.crash.harness import check_confirm_flags, check_seq
 
 ACTIVE = ("running", "paused")
@@ -53,14 +53,14 @@ def stop_processes(root: Path, timeout: float = 10.0) -> None:
 @dataclass
 class QemuRig:
     root: Path
-    src: QemuDriver
-    dst: QemuDriver
+    src: QmpDriver
+    dst: QmpDriver
 
     @classmethod
     def make(cls, root: Path) -> QemuRig:
-        return cls(root, QemuDriver(f"qemu://{root / 'a'}"), QemuDriver(f"qemu://{root / 'b'}"))
+        return cls(root, QmpDriver(f"qmp://{root / 'a'}"), QmpDriver(f"qmp://{root / 'b'}"))
 
-    def state(self, host: QemuDriver, domain: str) -> str:
+    def state(self, host: QmpDriver, domain: str) -> str:
         for d in host.domains():
             if d["name"] == domain:
                 return str(d["state"])
@@ -69,7 +69,7 @@ class QemuRig:
     def states(self, domain: str) -> tuple[str, str]:
         return self.state(self.src, domain), self.state(self.dst, domain)
 
-    def region(self, host: QemuDriver, domain: str) -> bytes:
+    def region(self, host: QmpDriver, domain: str) -> bytes:
         """The guest's pattern region, as ``pmemsave`` reads it."""
         pattern = pattern_of(host.config(domain))
         return host.read_memory(domain, pattern.start, pattern.size)

@@ -1,4 +1,4 @@
-"""``examples/qemu_live_migration.py`` runs, migrates, checks the memory and cleans up."""
+"""``examples/qmp_live_migration.py`` runs, migrates, checks the memory and cleans up."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def test_qemu_example_confirms_its_migration_with_equal_memory(qemu_root: Path) 
     env = {**os.environ, "PYTHONPATH": path, "TMPDIR": str(qemu_root)}
     env.pop("MIGRATOR_FAILPOINTS", None)
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "qemu_live_migration.py"), "--memory", "64"],
+        [sys.executable, str(ROOT / "examples" / "qmp_live_migration.py"), "--memory", "64"],
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -1,4 +1,4 @@
-"""``migrator migrate`` between two qemu:/// hosts: real QEMU processes, memory checked."""
+"""``migrator migrate`` between two qmp:/// hosts: real QEMU processes, memory checked."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from migrator import Coordinator, MigrateFlags, Progress, State
 from migrator.drivers import payload
-from migrator.drivers.qemu import pattern_of
+from migrator.drivers.qmphost import pattern_of
 from migrator.journal.store import Journal
 from migrator.states import Step
 from tests.conftest import ROOT, assert_replays_consistently, run_cli

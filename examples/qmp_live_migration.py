@@ -1,6 +1,6 @@
-"""Live-migrate a real QEMU guest between two qemu:/// hosts on this machine.
+"""Live-migrate a real QEMU guest between two qmp:/// hosts on this machine.
 
-    python examples/qemu_live_migration.py [--memory MIB] [--bandwidth MIB] [--busy]
+    python examples/qmp_live_migration.py [--memory MIB] [--bandwidth MIB] [--busy]
 
 Needs ``qemu-system-x86_64`` (``apt-get install --no-install-recommends qemu-system-x86``)
 and ``pip install 'migrator[qemu]'``. Two hosts are made in a temporary directory: a guest
@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from migrator import Coordinator, Journal, MigrateFlags, Migration, Progress, State
-from migrator.drivers.qemu import QemuDriver, pattern_of, qemu_binary
+from migrator.drivers.qmphost import QmpDriver, pattern_of, qemu_binary
 from migrator.errors import DriverError
 from migrator.states import Step
 
@@ -31,7 +31,7 @@ def show_progress(_m: Migration, p: Progress) -> None:
 
 
 def run(root: Path, memory: int, bandwidth: int, busy: bool) -> int:
-    src, dst = QemuDriver(f"qemu://{root / 'a'}"), QemuDriver(f"qemu://{root / 'b'}")
+    src, dst = QmpDriver(f"qmp://{root / 'a'}"), QmpDriver(f"qmp://{root / 'b'}")
     info = src.define("vm1", memory_mib=memory, busy=busy)
     print(f"vm1 runs on {src.uri}: pid {info['pid']}, {memory} MiB, {info['touch_mib']} touched")
     pattern = pattern_of(src.config("vm1"))
@@ -75,14 +75,14 @@ def main() -> int:
     try:
         qemu_binary()
     except DriverError as exc:
-        print(f"qemu_live_migration: {exc}", file=sys.stderr)
+        print(f"qmp_live_migration: {exc}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="migrator-qemu-") as tmp:
         root = Path(tmp)
         try:
             return run(root, args.memory, args.bandwidth, args.busy)
         finally:
-            for host in (QemuDriver(f"qemu://{root / 'a'}"), QemuDriver(f"qemu://{root / 'b'}")):
+            for host in (QmpDriver(f"qmp://{root / 'a'}"), QmpDriver(f"qmp://{root / 'b'}")):
                 for domain in host.domains():
                     host.destroy(domain["name"])
 

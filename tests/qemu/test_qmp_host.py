@@ -1,4 +1,4 @@
-"""``migrator qemu-host define|list|destroy`` with real QEMU processes."""
+"""``migrator qmp-host define|list|destroy`` with real QEMU processes."""
 
 from __future__ import annotations
 
@@ -12,27 +12,27 @@ from tests.qemu.rig import QemuRig, qemu_processes
 
 def test_define_list_destroy_starts_reports_and_stops_a_real_qemu(rig: QemuRig) -> None:
     uri = rig.src.uri
-    proc = run_cli("qemu-host", "define", uri, "vm1", "--memory", "64", "--busy")
+    proc = run_cli("qmp-host", "define", uri, "vm1", "--memory", "64", "--busy")
     assert proc.returncode == 0, proc.stderr
     assert "defined vm1 (running" in proc.stdout
 
-    proc = run_cli("qemu-host", "list", uri, "--json")
+    proc = run_cli("qmp-host", "list", uri, "--json")
     [row] = json.loads(proc.stdout)
     assert (row["name"], row["state"], row["busy"]) == ("vm1", "running", True)
     assert row["memory_mib"] == 64
     assert set(qemu_processes(rig.root)) == {row["pid"]}
 
-    proc = run_cli("qemu-host", "set-downtime", uri, "vm1", "1500")
+    proc = run_cli("qmp-host", "set-downtime", uri, "vm1", "1500")
     assert proc.returncode == 0 and "now and for later migrations" in proc.stdout
     assert rig.src.config("vm1")["downtime_limit_ms"] == 1500
 
-    again = run_cli("qemu-host", "define", uri, "vm1")
+    again = run_cli("qmp-host", "define", uri, "vm1")
     assert again.returncode == 2 and "already exists" in again.stderr
 
-    proc = run_cli("qemu-host", "destroy", uri, "vm1")
+    proc = run_cli("qmp-host", "destroy", uri, "vm1")
     assert proc.returncode == 0, proc.stderr
     assert qemu_processes(rig.root) == {}
-    assert json.loads(run_cli("qemu-host", "list", uri, "--json").stdout) == []
+    assert json.loads(run_cli("qmp-host", "list", uri, "--json").stdout) == []
 
 
 def test_a_domain_whose_qemu_died_is_listed_shutoff_and_cannot_be_migrated(

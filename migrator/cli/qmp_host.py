@@ -1,4 +1,4 @@
-"""``migrator qemu-host``: define, list and destroy real QEMU domains on a ``qemu:///`` host."""
+"""``migrator qmp-host``: define, list and destroy real QEMU domains on a ``qmp:///`` host."""
 
 from __future__ import annotations
 
@@ -10,26 +10,26 @@ from migrator.cli.main import _errors, _print_json, _settings, cli, json_option
 from migrator.errors import InvalidURI, UsageError
 
 if TYPE_CHECKING:
-    from migrator.drivers.qemu import QemuDriver
+    from migrator.drivers.qmphost import QmpDriver
 
 
-def qemu_host_driver(uri: str) -> QemuDriver:
-    """The driver of a ``qemu:///ABS/DIR`` host; InvalidURI for any other URI."""
-    from migrator.drivers.base import connect
-    from migrator.drivers.qemu import QemuDriver
+def qmp_host_driver(uri: str) -> QmpDriver:
+    """The driver of a ``qmp:///ABS/DIR`` host; InvalidURI for any other URI."""
+    from migrator.drivers.qmphost import QmpDriver
+    from migrator.drivers.registry import connect
 
     driver = connect(uri)
-    if not isinstance(driver, QemuDriver):
-        raise InvalidURI(uri=uri, reason="not a qemu host (expected qemu:///ABS/DIR)")
+    if not isinstance(driver, QmpDriver):
+        raise InvalidURI(uri=uri, reason="not a qmp host (expected qmp:///ABS/DIR)")
     return driver
 
 
-@cli.group("qemu-host")
-def qemu_host() -> None:
-    """Real QEMU guests (qemu:///ABS/DIR) on this machine, driven over QMP."""
+@cli.group("qmp-host")
+def qmp_host() -> None:
+    """Real QEMU guests (qmp:///ABS/DIR) on this machine, driven over QMP."""
 
 
-@qemu_host.command("define")
+@qmp_host.command("define")
 @click.argument("uri")
 @click.argument("domain")
 @click.option(
@@ -43,9 +43,9 @@ def qemu_host() -> None:
 )
 @click.option("--busy", is_flag=True, help="Keep rewriting the touched pages (dirties memory).")
 def define(uri: str, domain: str, memory: int, touch: int | None, busy: bool) -> None:
-    """Start DOMAIN, running, on the qemu host URI; return once its memory is written."""
+    """Start DOMAIN, running, on the qmp host URI; return once its memory is written."""
     with _errors(_settings()):
-        host = qemu_host_driver(uri)
+        host = qmp_host_driver(uri)
         try:
             info = host.define(domain, memory_mib=memory, touch_mib=touch, busy=busy)
         except ValueError as exc:
@@ -57,13 +57,13 @@ def define(uri: str, domain: str, memory: int, touch: int | None, busy: bool) ->
     )
 
 
-@qemu_host.command("list")
+@qmp_host.command("list")
 @click.argument("uri")
 @json_option
 def list_(uri: str, as_json: bool) -> None:
-    """List the domains of a qemu host, with the state their QEMU reports."""
+    """List the domains of a qmp host, with the state their QEMU reports."""
     with _errors(_settings()):
-        domains = qemu_host_driver(uri).domains()
+        domains = qmp_host_driver(uri).domains()
     if as_json:
         _print_json(domains)
         return
@@ -91,13 +91,13 @@ def print_domains(domains: list[dict[str, Any]]) -> None:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-@qemu_host.command("destroy")
+@qmp_host.command("destroy")
 @click.argument("uri")
 @click.argument("domain")
 def destroy(uri: str, domain: str) -> None:
     """Stop DOMAIN's QEMU (by its pid) and forget the domain."""
     with _errors(_settings()):
-        host = qemu_host_driver(uri)
+        host = qmp_host_driver(uri)
         try:
             host.destroy(domain)
         except ValueError as exc:
@@ -105,7 +105,7 @@ def destroy(uri: str, domain: str) -> None:
     click.echo(f"destroyed {domain} on {uri}")
 
 
-@qemu_host.command("set-downtime")
+@qmp_host.command("set-downtime")
 @click.argument("uri")
 @click.argument("domain")
 @click.argument("milliseconds", type=click.IntRange(min=1))
@@ -113,6 +113,6 @@ def set_downtime(uri: str, domain: str, milliseconds: int) -> None:
     """Set DOMAIN's migration downtime limit, live during a migration (lets a busy guest
     converge), and for its next migrations."""
     with _errors(_settings()):
-        live = qemu_host_driver(uri).set_downtime(domain, milliseconds)
+        live = qmp_host_driver(uri).set_downtime(domain, milliseconds)
     when = "now and for later migrations" if live else "for later migrations"
     click.echo(f"{domain}: downtime limit {milliseconds} ms, {when}")

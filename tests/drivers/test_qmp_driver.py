@@ -1,4 +1,4 @@
-"""The qemu:/// driver's checks that need no QEMU: URIs, descriptions, names, a missing QEMU."""
+"""The qmp:/// driver's checks that need no QEMU: URIs, descriptions, names, a missing QEMU."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from migrator.drivers.base import DomainState, connect
-from migrator.drivers.qemu import (
-    QemuDriver,
+from migrator.drivers.qmphost import (
+    QmpDriver,
     check_name,
     config_from_description,
     map_status,
@@ -19,16 +19,46 @@ from migrator.errors import DriverError, InvalidURI
 from tests.conftest import run_cli
 
 
-def test_a_qemu_uri_connects_to_the_qemu_driver(tmp_path: Path) -> None:
-    driver = connect(f"qemu://{tmp_path}")
-    assert isinstance(driver, QemuDriver)
+def test_a_qmp_uri_connects_to_the_qmp_driver(tmp_path: Path) -> None:
+    driver = connect(f"qmp://{tmp_path}")
+    assert isinstance(driver, QmpDriver)
     assert driver.dir == tmp_path
 
 
+def test_a_legacy_qemu_uri_with_an_absolute_dir_still_connects_to_the_qmp_driver(
+    tmp_path: Path,
+) -> None:
+    driver = connect(f"qemu://{tmp_path}")
+    assert isinstance(driver, QmpDriver)
+    assert driver.dir == tmp_path
+    assert driver.uri == f"qemu://{tmp_path}", "the URI stays as journaled"
+
+
 @pytest.mark.parametrize(
-    "uri", ["qemu://relative/dir", "qemu:relative", "qemu:///abs?x=1", "qemu://host/abs"]
+    "uri",
+    [
+        "qemu:///system",
+        "qemu:///session",
+        "qemu:///system/",
+        "qemu+unix:///system?socket=/run/x.sock",
+        "qemu+tcp://host/system",
+        "qemu+tls://host:16514/system",
+        "qemu://host/abs",
+        "qemu:///abs?x=1",
+    ],
 )
-def test_a_qemu_uri_without_an_absolute_dir_is_refused(uri: str) -> None:
+def test_libvirt_uris_are_not_qmp_hosts_and_say_the_libvirt_driver_is_missing(
+    uri: str,
+) -> None:
+    with pytest.raises(InvalidURI, match=r"the libvirt driver .* is not installed") as caught:
+        connect(uri)
+    assert "known schemes: null, qmp, test" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "uri", ["qmp://relative/dir", "qmp:relative", "qmp:///abs?x=1", "qmp://host/abs"]
+)
+def test_a_qmp_uri_without_an_absolute_dir_is_refused(uri: str) -> None:
     with pytest.raises(InvalidURI, match="invalid host URI"):
         connect(uri)
 
@@ -71,36 +101,37 @@ def test_names_that_cannot_name_files_or_qemu_options_are_refused(name: str) -> 
 
 
 def test_probe_of_an_unknown_domain_is_absent_without_qemu(tmp_path: Path) -> None:
-    assert QemuDriver(f"qemu://{tmp_path}").probe("vm1").state is DomainState.ABSENT
+    assert QmpDriver(f"qmp://{tmp_path}").probe("vm1").state is DomainState.ABSENT
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["list", "qemu://rel/dir"], "qemu host path must be absolute"),
-        (["list", "test:///tmp/x"], "not a qemu host"),
-        (["destroy", "qemu:///ABS", "nope"], "domain 'nope' not found on qemu:///ABS"),
-        (["set-downtime", "qemu:///ABS", "nope", "500"], "domain 'nope' not found"),
-        (["define", "qemu:///ABS", "a,b"], "bad domain name"),
-        (["define", "qemu:///ABS", "vm1", "--memory", "32", "--touch", "30"], "touched memory"),
+        (["list", "qmp://rel/dir"], "qmp host path must be absolute"),
+        (["list", "test:///tmp/x"], "not a qmp host"),
+        (["list", "qemu:///system"], "the libvirt driver (scheme 'qemu') is not installed"),
+        (["destroy", "qmp:///ABS", "nope"], "domain 'nope' not found on qmp:///ABS"),
+        (["set-downtime", "qmp:///ABS", "nope", "500"], "domain 'nope' not found"),
+        (["define", "qmp:///ABS", "a,b"], "bad domain name"),
+        (["define", "qmp:///ABS", "vm1", "--memory", "32", "--touch", "30"], "touched memory"),
     ],
 )
-def test_qemu_host_bad_input_is_one_line_and_exit_2(
+def test_qmp_host_bad_input_is_one_line_and_exit_2(
     args: list[str], message: str, tmp_path: Path
 ) -> None:
     args = [a.replace("/ABS", str(tmp_path)) for a in args]
     message = message.replace("/ABS", str(tmp_path))
-    proc = run_cli("qemu-host", *args)
+    proc = run_cli("qmp-host", *args)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and message in proc.stderr
 
 
-def test_qemu_host_define_without_qemu_says_what_to_install(tmp_path: Path) -> None:
+def test_qmp_host_define_without_qemu_says_what_to_install(tmp_path: Path) -> None:
     proc = run_cli(
-        "qemu-host", "define", f"qemu://{tmp_path}", "vm1",
+        "qmp-host", "define", f"qmp://{tmp_path}", "vm1",
         env={"MIGRATOR_QEMU": str(tmp_path / "no-such-qemu")},
     )  # fmt: skip
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1
     assert "QEMU not found" in proc.stderr and "qemu-system-x86" in proc.stderr
-    assert QemuDriver(f"qemu://{tmp_path}").domains() == []
+    assert QmpDriver(f"qmp://{tmp_path}").domains() == []

@@ -1,0 +1,277 @@
+"""The steps a QMP host runs as the source: Begin, Perform, Confirm."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+from typing import Any
+
+from migrator.drivers.api import (
+    BeginResult,
+    ConfirmResult,
+    DomainState,
+    MigrationParams,
+    PerformResult,
+)
+from migrator.drivers.hoststate import Host, Memo, dec, enc, json_bytes, memo_key
+from migrator.drivers.qmp import Monitor
+from migrator.drivers.qmphost.config import (
+    MIB,
+    POLL,
+    SETTLE_TIMEOUT,
+    UNLIMITED_BANDWIDTH,
+    check_name,
+    map_status,
+)
+from migrator.drivers.qmphost.host import QmpHost
+from migrator.errors import DomainNotFound, DriverError
+from migrator.flags import MigrateFlags
+from migrator.records import Progress, StepContext
+from migrator.states import Step
+
+_INCOMING_URI = re.compile(r"tcp:127\.0\.0\.1:(\d{1,5})")
+IN_FLIGHT = frozenset({"setup", "active", "pre-switchover", "device", "cancelling", "wait-unplug"})
+
+
+class QmpSource(QmpHost):
+    """The source's steps: Begin, Perform (with its progress) and Confirm."""
+
+    def begin(self, ctx: StepContext, params: MigrationParams) -> BeginResult:
+        """Take the domain for this migration; its configuration is the description."""
+        self._admit(ctx)
+        key = memo_key(ctx.migration_id, Step.BEGIN)
+        memo = self._memo(key)
+        if memo is None:
+            version = self._begin_check(params.domain)
+            memo = self._once(key, lambda h: self._begin(h, ctx, params, version))
+        return BeginResult(description=memo["description"], cookie=dec(memo["cookie"]))
+
+    def _begin_check(self, name: str) -> str:
+        """The domain runs here (running or paused): its QEMU version; else DomainNotFound."""
+        try:
+            check_name(name)
+        except ValueError:
+            raise DomainNotFound(domain=name, host=self.uri) from None
+        if name not in self._read()["domains"] or self.pid_of(name) is None:
+            raise DomainNotFound(domain=name, host=self.uri)
+        with Monitor(self.rundir(name)) as mon:
+            version = mon.run("query-version")["qemu"]
+        return f"{version['major']}.{version['minor']}.{version['micro']}"
+
+    def _begin(self, host: Host, ctx: StepContext, params: MigrationParams, version: str) -> Memo:
+        name, mid = params.domain, ctx.migration_id
+        dom = host["domains"].get(name)
+        if dom is None:
+            raise DomainNotFound(domain=name, host=self.uri)
+        status, migration = self._qemu_state(name)
+        state = map_status(status)
+        if not state.active or status == "postmigrate":
+            raise DomainNotFound(domain=name, host=self.uri)
+        busy = migration.get("status") in IN_FLIGHT
+        if dom["job"] not in (None, mid) and (busy or dom["outgoing"]):
+            raise DriverError(f"domain {name!r} is being migrated by {dom['job']}")
+        dom["job"], dom["state_before_job"], dom["outgoing"] = mid, str(state), {}
+        description = {"name": name, "config": dom["config"]}
+        cookie = {"host": host["host_id"], "hostname": socket.gethostname(), "qemu": version}
+        return {
+            "description": json.dumps(description, sort_keys=True),
+            "cookie": enc(json_bytes(cookie)),
+        }
+
+    def perform(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, uri: str
+    ) -> PerformResult:
+        """Migrate to ``uri``, reporting progress; the source ends in ``postmigrate``.
+
+        Gives up (``migrate_cancel``, then raising) when ``ctx.aborted()`` or the deadline
+        trips; a Perform that gave up is marked so that no probe reports it completed.
+        """
+        self._admit(ctx)
+        key = memo_key(ctx.migration_id, Step.PERFORM)
+        memo = self._memo(key)
+        if memo is None:
+            memo = self._perform(ctx, params, uri, key)
+        return PerformResult(cookie=dec(memo["cookie"]), stats=memo["stats"])
+
+    def _perform(self, ctx: StepContext, params: MigrationParams, uri: str, key: str) -> Memo:
+        name, mid = params.domain, ctx.migration_id
+        if not _INCOMING_URI.fullmatch(uri):
+            raise DriverError(f"not a qemu migration URI: {uri!r}")
+        with self._txn() as host:
+            dom = self._job_domain(host, name, mid)
+            started = dom["outgoing"].get(mid)
+            if started not in (None, "started"):
+                raise DriverError(f"migration {mid} of {name} already ended here ({started})")
+            dom["outgoing"][mid] = "started"
+            config = dict(dom["config"])
+        begun = time.monotonic()
+        try:
+            if started is None:
+                self._send(name, config, params, uri)
+            info = self._watch(ctx, name)
+        except BaseException:
+            self._mark(name, mid, "abandoned")
+            raise
+        stats = self._stats(name, info, params, config, time.monotonic() - begun)
+        cookie = {"host": self.host_id, "stats": stats}
+        return self._once(key, lambda h: self._performed(h, name, mid, cookie, stats))
+
+    def _job_domain(self, host: Host, name: str, mid: str) -> dict[str, Any]:
+        dom: dict[str, Any] | None = host["domains"].get(name)
+        if dom is None or dom["job"] != mid:
+            raise DriverError(f"domain {name!r} on {self.uri} has no job for migration {mid}")
+        return dom
+
+    def _send(self, name: str, config: dict[str, Any], params: MigrationParams, uri: str) -> None:
+        cap = params.bandwidth * MIB if params.bandwidth > 0 else UNLIMITED_BANDWIDTH
+        with Monitor(self.rundir(name)) as mon:
+            mon.run(
+                "migrate-set-capabilities",
+                {"capabilities": [{"capability": "events", "state": True}]},
+            )
+            mon.run(
+                "migrate-set-parameters",
+                {"max-bandwidth": cap, "downtime-limit": int(config["downtime_limit_ms"])},
+            )
+            if not params.flags & MigrateFlags.LIVE:
+                mon.run("stop")  # an offline migration: the guest does not run meanwhile
+            mon.run("migrate", {"uri": uri})
+
+    def _watch(self, ctx: StepContext, name: str) -> dict[str, Any]:
+        """Poll ``query-migrate`` until completed; raise on failure, abort or deadline."""
+        rundir = self.rundir(name)
+        while True:
+            with Monitor(rundir) as mon:
+                info: dict[str, Any] = mon.run("query-migrate")
+            status = info.get("status", "none")
+            ram = info.get("ram") or {}
+            if status == "completed":
+                ctx.progress(_progress(ram, final=True))
+                return info
+            if status in ("failed", "cancelled"):
+                desc = str(info.get("error-desc", "no reason given"))
+                raise DriverError(f"migration of {name} {status}: {desc}")
+            if ram:
+                ctx.progress(_progress(ram))
+            if ctx.aborted():
+                self._cancel_outgoing(name)
+                raise DriverError(f"perform aborted: migrate_cancel sent to {name}")
+            if ctx.deadline is not None and time.monotonic() > ctx.deadline:
+                self._cancel_outgoing(name)
+                raise DriverError(f"perform passed its deadline: migrate_cancel sent to {name}")
+            time.sleep(POLL)
+
+    def _cancel_outgoing(self, name: str) -> dict[str, Any]:
+        """``migrate_cancel`` an outgoing migration in flight; wait until it ended."""
+        rundir = self.rundir(name)
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        with Monitor(rundir) as mon:
+            info: dict[str, Any] = mon.run("query-migrate")
+            if info.get("status") in IN_FLIGHT:
+                mon.run("migrate_cancel")
+        while info.get("status") in IN_FLIGHT and time.monotonic() < deadline:
+            time.sleep(POLL)
+            with Monitor(rundir) as mon:
+                info = mon.run("query-migrate")
+        if info.get("status") in IN_FLIGHT:
+            raise DriverError(f"the migration of {name} did not stop after migrate_cancel")
+        return info
+
+    def _stats(
+        self,
+        name: str,
+        info: dict[str, Any],
+        params: MigrationParams,
+        config: dict[str, Any],
+        wall: float,
+    ) -> dict[str, Any]:
+        """The final statistics; re-queried while QEMU still reads 0 for its times."""
+        for _ in range(10):
+            if info.get("total-time") and "downtime" in info:
+                break
+            time.sleep(POLL)
+            with Monitor(self.rundir(name)) as mon:
+                info = mon.run("query-migrate")
+        ram = info.get("ram") or {}
+        return {
+            "status": info.get("status"),
+            "total_time_ms": info.get("total-time"),
+            "downtime_ms": info.get("downtime"),
+            "setup_time_ms": info.get("setup-time"),
+            "transferred_bytes": ram.get("transferred"),
+            "total_bytes": ram.get("total"),
+            "normal_pages": ram.get("normal"),
+            "passes": ram.get("dirty-sync-count"),
+            "mbps": round(float(ram.get("mbps") or 0), 1),
+            "bandwidth_mib": params.bandwidth,
+            "downtime_limit_ms": config["downtime_limit_ms"],
+            "wall_seconds": round(wall, 3),
+        }
+
+    def _mark(self, name: str, mid: str, outcome: str) -> None:
+        with self._txn() as host:
+            dom = host["domains"].get(name)
+            if dom is not None and dom["job"] == mid:
+                dom["outgoing"][mid] = outcome
+
+    def _performed(
+        self, host: Host, name: str, mid: str, cookie: dict[str, Any], stats: dict[str, Any]
+    ) -> Memo:
+        dom = self._job_domain(host, name, mid)
+        dom["outgoing"][mid] = "completed"
+        return {"cookie": enc(json_bytes(cookie)), "stats": stats}
+
+    def confirm(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
+    ) -> ConfirmResult:
+        """``quit`` the source; or, if ``cancelled``, stop any transfer and ``cont`` it.
+
+        Either is a no-op for a domain that is absent or has no job for this migration.
+        """
+        self._admit(ctx)
+        key = memo_key(ctx.migration_id, Step.CONFIRM, cancelled)
+        if self._memo(key) is None:
+            name, mid = params.domain, ctx.migration_id
+            if cancelled:
+                self._resume(name, mid)
+            else:
+                self._kill_source(name, mid)
+            self._once(key, lambda h: {})
+        return ConfirmResult(cookie=b"")
+
+    def _kill_source(self, name: str, mid: str) -> None:
+        dom = self._read()["domains"].get(name)
+        if dom is None:
+            return
+        if dom["job"] != mid:
+            raise DriverError(f"domain {name!r} has no job for migration {mid}: not killing it")
+        self._stop(name)
+        with self._txn() as host:
+            if host["domains"].get(name, {}).get("job") == mid:
+                self._discard(host, name)
+
+    def _resume(self, name: str, mid: str) -> None:
+        dom = self._read()["domains"].get(name)
+        if dom is None or dom["job"] != mid:
+            return
+        if self.pid_of(name) is None:
+            raise DriverError(f"the source QEMU of {name} is gone: it cannot be resumed")
+        self._cancel_outgoing(name)
+        with Monitor(self.rundir(name)) as mon:
+            status = mon.run("query-status")["status"]
+            if dom["state_before_job"] == str(DomainState.RUNNING) and status != "running":
+                mon.run("cont")  # from postmigrate too: the rollback after a transfer
+        with self._txn() as host:
+            dom = host["domains"].get(name)
+            if dom is not None and dom["job"] == mid:
+                dom["job"], dom["state_before_job"] = None, None
+                dom["outgoing"].pop(mid, None)
+
+
+def _progress(ram: dict[str, Any], *, final: bool = False) -> Progress:
+    total = int(ram.get("total", 0))
+    transferred = int(ram.get("transferred", 0))
+    remaining = 0 if final else int(ram.get("remaining", 0))
+    return Progress(total, transferred, remaining, passes=int(ram.get("dirty-sync-count", 1)))

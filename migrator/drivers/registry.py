@@ -1,0 +1,57 @@
+"""Every driver, the built-in ones too, found by URI scheme through entry points.
+
+A driver package declares a factory ``(uri: str) -> Driver`` in the entry-point group
+``migrator.drivers``, named after its scheme (``pyproject.toml``)::
+
+    [project.entry-points."migrator.drivers"]
+    test = "migrator.drivers.test:TestDriver"
+
+Nothing is imported until ``connect`` needs a driver: importing this module (or running
+``migrator --help``) loads no driver.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib.metadata import EntryPoint, entry_points
+
+from migrator.drivers.api import Driver, DriverFactory
+from migrator.drivers.uri import driver_scheme
+from migrator.errors import InvalidURI
+
+ENTRY_POINT_GROUP = "migrator.drivers"
+LIBVIRT_SCHEMES = frozenset({"qemu", "qemu+unix", "qemu+tcp", "qemu+tls"})
+"""Schemes of libvirt's daemons: an installation without the libvirt driver says so."""
+
+
+@functools.cache
+def _entry_points() -> dict[str, EntryPoint]:
+    """The declared drivers by scheme, read once per process from installed metadata."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def schemes() -> list[str]:
+    """The schemes of every installed driver, sorted."""
+    return sorted(_entry_points())
+
+
+def _missing(scheme: str) -> str:
+    known = ", ".join(schemes()) or "none (reinstall migrator: pip install -e .)"
+    if scheme in LIBVIRT_SCHEMES:
+        return f"the libvirt driver (scheme {scheme!r}) is not installed; known schemes: {known}"
+    return f"unknown scheme {scheme!r}; known schemes: {known}"
+
+
+def factory(uri: str) -> DriverFactory:
+    """The factory of the driver serving ``uri``; InvalidURI naming the known schemes."""
+    scheme = driver_scheme(uri)
+    ep = _entry_points().get(scheme)
+    if ep is None:
+        raise InvalidURI(uri=uri, reason=_missing(scheme))
+    loaded: DriverFactory = ep.load()
+    return loaded
+
+
+def connect(uri: str) -> Driver:
+    """Open the driver for a host URI; raise InvalidURI for an unknown scheme or bad URI."""
+    return factory(uri)(uri)

@@ -1,0 +1,278 @@
+"""A test host's state: its domains, faults and fences in ``DIR/host.json``."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlsplit
+
+from migrator.drivers.api import (
+    DomainState,
+    Feature,
+)
+from migrator.drivers.hoststate import Host, HostState
+from migrator.drivers.test.faults import FaultMode, check_fault, hang
+from migrator.drivers.test.transfer import write_image
+from migrator.errors import DomainExists, DomainNotFound, DriverError, InvalidURI
+from migrator.flags import MigrateFlags
+from migrator.records import StepContext
+from migrator.states import Step
+
+_PROTOCOL_FEATURES = {
+    1: {Feature.MIGRATION_V1},
+    2: {Feature.MIGRATION_V2},
+    3: {Feature.MIGRATION_V3, Feature.TUNNELLED},
+}
+
+
+HONOURED = (
+    MigrateFlags.LIVE
+    | MigrateFlags.PERSIST_DEST
+    | MigrateFlags.UNDEFINE_SOURCE
+    | MigrateFlags.PAUSED
+    | MigrateFlags.CHANGE_PROTECTION
+    | MigrateFlags.ABORT_ON_ERROR
+)
+"""What the test driver's steps act on: LIVE (Perform pauses the source without it),
+PERSIST_DEST and UNDEFINE_SOURCE (Finish and Confirm keep or drop definitions), PAUSED
+(Finish), CHANGE_PROTECTION (``set_memory`` refused meanwhile), ABORT_ON_ERROR (an I/O
+error fails Perform)."""
+
+
+def _parse_protocols(uri: str) -> frozenset[Feature]:
+    query = parse_qs(urlsplit(uri).query, keep_blank_values=True)
+    unknown = sorted(set(query) - {"protocols"})
+    if unknown:
+        raise InvalidURI(uri=uri, reason=f"unknown test host parameter {unknown[0]!r}")
+    texts = ",".join(query.get("protocols", ["1,2,3"])).split(",")
+    try:
+        versions = {int(t) for t in texts if t.strip()}
+    except ValueError:
+        versions = {0}
+    if not versions or not versions <= set(_PROTOCOL_FEATURES):
+        raise InvalidURI(uri=uri, reason="protocols must list versions among 1, 2 and 3")
+    return frozenset(f for v in versions for f in _PROTOCOL_FEATURES[v])
+
+
+def _parse_dir(uri: str) -> Path:
+    parts = urlsplit(uri)
+    if parts.scheme != "test" or parts.netloc or not parts.path.startswith("/"):
+        raise InvalidURI(
+            uri=uri, reason=f"test host path must be absolute: test:///ABS/DIR, not {uri}"
+        )
+    return Path(parts.path)
+
+
+def domain_record(
+    state: DomainState,
+    memory_mib: int,
+    image: str,
+    checksum: str,
+    lease: str | None,
+    *,
+    job: str | None,
+) -> dict[str, Any]:
+    """A domain record; one with a ``job`` is arriving (incoming) and holds no lease yet."""
+    return {
+        "state": str(state),
+        "memory_mib": memory_mib,
+        "image": image,
+        "checksum": checksum,
+        "lease": {"token": lease, "held": job is None},
+        "job": job,
+        "state_before_job": None,
+        "outgoing": {},
+        "arrived_with": job,
+        "persistent": False,
+        "protected": None,
+    }
+
+
+class TestHost(HostState):
+    """One simulated host's storage, faults and fences, and the ``migrator test-host`` helpers."""
+
+    __test__ = False  # the name starts with "Test": keep pytest from collecting it
+    PARTS = ("domains", "faults", "calls", "fences", "departed")
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.dir = _parse_dir(uri)
+        self._features = _parse_protocols(uri)
+
+    # -- storage: host.json, as ``hoststate.HostState`` keeps it -------------------------
+
+    def _drop_incoming(self, host: Host, name: str) -> None:
+        """Remove an incoming domain; a shut-off definition it was to replace comes back."""
+        replaced = host["domains"][name].get("replaces")
+        self._remove(host, name)
+        if replaced is not None:
+            host["domains"][name] = replaced
+
+    def _remove(self, host: Host, name: str) -> None:
+        dom = host["domains"].pop(name)
+        (self.dir / dom["image"]).unlink(missing_ok=True)
+
+    # -- public helpers (the ``migrator test-host`` CLI) ---------------------------------
+
+    @property
+    def host_id(self) -> str:
+        """This host's identity, created with the host."""
+        with self._txn() as host:
+            host_id: str = host["host_id"]
+            return host_id
+
+    def define(
+        self, name: str, memory_mib: int = 4, paused: bool = False, persistent: bool = False
+    ) -> dict[str, Any]:
+        """Create domain ``name`` with a fresh image; raise DomainExists if it is here.
+
+        A ``persistent`` domain keeps its definition (shut off) on a source it left, unless
+        the migration has UNDEFINE_SOURCE; a transient one is gone from it.
+        """
+        if not name:
+            raise ValueError("a domain name must not be empty")
+        if memory_mib < 1:
+            raise ValueError(f"memory_mib must be >= 1, not {memory_mib}")
+        if name in self._read()["domains"]:
+            raise DomainExists(domain=name, host=self.uri)
+        image = f"images/{uuid.uuid4().hex}.img"
+        checksum = write_image(self.dir / image, name, memory_mib)
+        state = DomainState.PAUSED if paused else DomainState.RUNNING
+        dom = domain_record(state, memory_mib, image, checksum, uuid.uuid4().hex, job=None)
+        dom["persistent"] = persistent
+        try:
+            with self._txn() as host:
+                if name in host["domains"]:
+                    raise DomainExists(domain=name, host=self.uri)
+                host["domains"][name] = dom
+        except DomainExists:
+            (self.dir / image).unlink(missing_ok=True)
+            raise
+        return {"name": name, **dom}
+
+    def domains(self) -> list[dict[str, Any]]:
+        """Every domain, sorted by name: name, state, memory_mib, lease_held, job, checksum."""
+        return [
+            {
+                "name": name,
+                "state": dom["state"],
+                "memory_mib": dom["memory_mib"],
+                "lease_held": dom["lease"]["held"],
+                "job": dom["job"],
+                "checksum": dom["checksum"],
+                "persistent": dom.get("persistent", False),
+                "protected": bool(dom.get("protected")),
+            }
+            for name, dom in sorted(self._read()["domains"].items())
+        ]
+
+    def set_memory(self, name: str, memory_mib: int) -> None:
+        """A configuration change; refused while a migration with CHANGE_PROTECTION runs."""
+        with self._txn() as host:
+            dom = host["domains"].get(name)
+            if dom is None:
+                raise DomainNotFound(domain=name, host=self.uri)
+            if dom.get("protected"):
+                raise DriverError(
+                    f"domain {name!r} is protected against configuration changes while"
+                    f" migration {dom['protected']} runs (change-protection)"
+                )
+            dom["memory_mib"] = memory_mib
+
+    def set_fault(
+        self,
+        step: str,
+        mode: str,
+        *,
+        seconds: float | None = None,
+        message: str | None = None,
+        count: int | None = None,
+    ) -> None:
+        """Arm a fault for ``step``, replacing any; ValueError names what is wrong."""
+        check_fault(step, mode, seconds, count)
+        fault = {"mode": mode, "seconds": seconds, "message": message, "count": count}
+        with self._txn() as host:
+            host["faults"][step] = fault
+
+    def clear_faults(self) -> None:
+        with self._txn() as host:
+            host["faults"].clear()
+
+    def faults(self) -> dict[str, dict[str, Any]]:
+        faults: dict[str, dict[str, Any]] = self._read()["faults"]
+        return faults
+
+    # -- faults and fences ---------------------------------------------------------------
+
+    @staticmethod
+    def _consume(host: Host, step: Step, skip: FaultMode | None) -> dict[str, Any] | None:
+        fault: dict[str, Any] | None = host["faults"].get(step)
+        if fault is None or fault["mode"] == skip:
+            return None
+        if fault["count"] is not None:
+            fault["count"] -= 1
+            if fault["count"] <= 0:
+                del host["faults"][step]
+        return dict(fault)
+
+    def _admit(
+        self, ctx: StepContext, step: Step, skip: FaultMode | None = None
+    ) -> dict[str, Any] | None:
+        """Refuse a stale fence, record a higher one, and take this step's fault if any."""
+        with self._txn() as host:
+            seen: int = host["fences"].get(ctx.migration_id, ctx.fence)
+            if ctx.fence < seen:
+                raise DriverError(
+                    f"stale fence {ctx.fence} for migration {ctx.migration_id}:"
+                    f" this host has seen {seen}"
+                )
+            host["fences"][ctx.migration_id] = ctx.fence
+            return self._consume(host, step, skip)
+
+    @staticmethod
+    def _before(fault: dict[str, Any] | None, step: Step, deadline: float | None) -> None:
+        if fault is None:
+            return
+        if fault["mode"] == FaultMode.ERROR:
+            raise DriverError(fault["message"] or f"injected error in {step}")
+        if fault["mode"] == FaultMode.HANG:
+            hang(step, deadline)
+        if fault["mode"] == FaultMode.SLOW:
+            time.sleep(1.0 if fault["seconds"] is None else fault["seconds"])
+
+    @contextmanager
+    def _guarded(
+        self, ctx: StepContext, step: Step, skip: FaultMode | None = None
+    ) -> Iterator[dict[str, Any] | None]:
+        """Admit the call and play its fault around the body (lost-reply after it)."""
+        fault = self._admit(ctx, step, skip)
+        self._before(fault, step, ctx.deadline)
+        yield fault
+        if fault is not None and fault["mode"] == FaultMode.LOST_REPLY:
+            raise DriverError(
+                fault["message"] or f"reply lost: {step} took effect but its answer never came"
+            )
+
+    def _job_domain(self, host: Host, name: str, mid: str) -> dict[str, Any]:
+        dom: dict[str, Any] | None = host["domains"].get(name)
+        if dom is None or dom["job"] != mid:
+            raise DriverError(f"domain {name!r} on {self.uri} has no job for migration {mid}")
+        return dom
+
+    # -- the declared interface -----------------------------------------------------------
+
+    blocking: ClassVar[bool] = True  # file I/O, copies, injected hangs: watched
+
+    def features(self) -> frozenset[Feature]:
+        return self._features
+
+    @property
+    def honoured_flags(self) -> MigrateFlags:
+        """The flags the steps act on (docs/drivers.md); TUNNELLED where v3 is spoken."""
+        if Feature.TUNNELLED in self._features:
+            return HONOURED | MigrateFlags.TUNNELLED
+        return HONOURED
