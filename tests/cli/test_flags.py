@@ -3,7 +3,8 @@
 LIVE (the source keeps running while the data goes), PAUSED (the domain stays paused on
 the destination; added by itself for a paused source), PERSIST_DEST and UNDEFINE_SOURCE
 (where the definition stays), CHANGE_PROTECTION (no configuration change while the
-migration runs), ABORT_ON_ERROR (an I/O error during Perform fails it) and ``--dname``.
+migration runs), ABORT_ON_ERROR (an I/O error during Perform fails it) and ``--dname``;
+every other flag is refused before Begin.
 Flag behaviour belongs to the driver, so these run on SQLite only; every journal is
 replayed afterwards.
 """
@@ -24,6 +25,7 @@ import pytest
 from migrator import failpoints
 from migrator.drivers.test import TestDriver
 from migrator.errors import DriverError
+from migrator.flags import MigrateFlags, cli_name
 from migrator.journal.store import Journal
 from tests.cli.test_failure_rules import view
 from tests.conftest import ROOT, Hosts, assert_replays_consistently, run_cli, state_of
@@ -216,3 +218,45 @@ def test_v2_protects_the_source_while_perform_runs(db: str, tmp_path: Path) -> N
     a, b = TestDriver(f"test://{tmp_path / 'a'}"), TestDriver(f"test://{tmp_path / 'b'}")
     seen = watch_source(db, a, b, "--protocol", "2", "--live", "--flag", "change-protection")
     assert seen == {("running", True)}
+
+
+HONOURED_BY_TEST_HOSTS = {
+    "live", "tunnelled", "persist-dest", "undefine-source", "paused", "change-protection",
+    "abort-on-error",
+}  # fmt: skip
+UNHONOURED_BY_TEST_HOSTS = sorted(
+    cli_name(f) for f in MigrateFlags if f and cli_name(f) not in HONOURED_BY_TEST_HOSTS
+)
+
+
+@pytest.mark.parametrize("flag", UNHONOURED_BY_TEST_HOSTS)
+def test_a_flag_the_test_driver_does_not_honour_is_refused_before_begin(
+    db: str, hosts: Hosts, flag: str
+) -> None:
+    proc = run_cli(
+        "migrate", "vm1", "--src", hosts.src_uri, "--dst", hosts.dst_uri, "--live",
+        "--flag", flag, db=db,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == (
+        f"migrator: error: flag {flag} is not honoured by the test driver ({hosts.src_uri});"
+        " it honours: live, tunnelled, persist-dest, undefine-source, paused,"
+        " change-protection, abort-on-error\n"
+    )
+    with Journal.open(db) as journal:
+        assert journal.list() == [], "nothing is journaled"
+    assert hosts.states("vm1") == ("running", "absent")
+    assert record(hosts.src, "vm1")["job"] is None, "Begin never ran"
+
+
+def test_14_of_the_21_flags_are_refused_by_test_hosts() -> None:
+    assert len(UNHONOURED_BY_TEST_HOSTS) == 14
+    assert len(UNHONOURED_BY_TEST_HOSTS) + len(HONOURED_BY_TEST_HOSTS) == 21
+
+
+def test_tunnelled_is_honoured_only_by_test_hosts_that_speak_v3(tmp_path: Path) -> None:
+    v3 = TestDriver(f"test://{tmp_path / 'a'}")
+    older = TestDriver(f"test://{tmp_path / 'b'}?protocols=1,2")
+    assert v3.honoured_flags & MigrateFlags.TUNNELLED
+    assert not older.honoured_flags & MigrateFlags.TUNNELLED
+    assert older.honoured_flags | MigrateFlags.TUNNELLED == v3.honoured_flags

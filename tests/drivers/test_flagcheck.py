@@ -1,0 +1,76 @@
+"""``refuse_unhonoured``: a flag either host's driver does not act on is refused, by name."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from migrator.coordinator import Coordinator
+from migrator.drivers.api import DomainState
+from migrator.drivers.flagcheck import refuse_unhonoured
+from migrator.drivers.null import NullDriver
+from migrator.drivers.qmphost import QmpDriver
+from migrator.drivers.test import TestDriver
+from migrator.errors import FlagNotHonoured, UsageError
+from migrator.flags import MigrateFlags
+from migrator.journal.store import Journal
+
+
+def null_hosts() -> tuple[NullDriver, NullDriver]:
+    """Two null hosts of their own (null hosts share state within a process)."""
+    name = uuid.uuid4().hex
+    return NullDriver(f"null://{name}-a"), NullDriver(f"null://{name}-b")
+
+
+def test_flags_every_driver_honours_pass(tmp_path: Path) -> None:
+    test_host = TestDriver(f"test://{tmp_path / 't'}")
+    refuse_unhonoured(MigrateFlags.LIVE | MigrateFlags.PAUSED, NullDriver("null://a"), test_host)
+
+
+def test_the_first_unhonoured_flag_is_named_with_the_driver_and_what_it_honours() -> None:
+    with pytest.raises(FlagNotHonoured) as caught:
+        refuse_unhonoured(
+            MigrateFlags.LIVE | MigrateFlags.COMPRESSED | MigrateFlags.POSTCOPY,
+            NullDriver("null://a"),
+        )
+    assert isinstance(caught.value, UsageError), "the CLI exits 2"
+    assert (caught.value.flag, caught.value.driver) == ("compressed", "null")
+    assert str(caught.value) == (
+        "flag compressed is not honoured by the null driver (null://a); it honours: live, paused"
+    )
+
+
+def test_a_flag_only_the_destination_lacks_is_refused(tmp_path: Path) -> None:
+    src = TestDriver(f"test://{tmp_path / 't'}")
+    with pytest.raises(FlagNotHonoured, match=r"persist-dest .* by the null driver"):
+        refuse_unhonoured(MigrateFlags.PERSIST_DEST, src, NullDriver("null://b"))
+
+
+def test_the_qmp_driver_honours_live_and_paused_only(tmp_path: Path) -> None:
+    assert QmpDriver(f"qmp://{tmp_path}").honoured_flags == MigrateFlags.LIVE | MigrateFlags.PAUSED
+    with pytest.raises(FlagNotHonoured, match=r"undefine-source .* by the qmp driver"):
+        refuse_unhonoured(MigrateFlags.UNDEFINE_SOURCE, QmpDriver(f"qmp://{tmp_path}"))
+
+
+def test_a_legacy_qemu_host_is_named_as_the_qmp_driver(tmp_path: Path) -> None:
+    with pytest.raises(FlagNotHonoured, match=r"by the qmp driver \(qemu:///"):
+        refuse_unhonoured(MigrateFlags.TLS, QmpDriver(f"qemu://{tmp_path}"))
+
+
+def test_migrate_refuses_before_anything_is_journaled(journal: Journal) -> None:
+    src, dst = null_hosts()
+    src.define("vm1")
+    with pytest.raises(FlagNotHonoured, match="compressed"):
+        Coordinator(journal).migrate("vm1", src=src, dst=dst, flags=MigrateFlags.COMPRESSED)
+    assert journal.list() == []
+    assert src.probe("vm1").state is DomainState.RUNNING
+
+
+def test_the_null_driver_keeps_a_paused_domain_paused(journal: Journal) -> None:
+    src, dst = null_hosts()
+    src.define("vm1", DomainState.PAUSED)
+    m = Coordinator(journal).migrate("vm1", src=src, dst=dst)
+    assert m.flags & MigrateFlags.PAUSED
+    assert dst.probe("vm1").state is DomainState.PAUSED
