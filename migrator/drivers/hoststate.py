@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from migrator.errors import DriverError
+from migrator.records import StepContext
 from migrator.states import Step
 
 Host = dict[str, Any]
@@ -97,6 +98,25 @@ class HostState:
             os.fsync(dfd)  # make the rename itself durable
         finally:
             os.close(dfd)
+
+    @property
+    def host_id(self) -> str:
+        """This host's identity, created with the host."""
+        with self._txn() as host:
+            host_id: str = host["host_id"]
+            return host_id
+
+    @staticmethod
+    def _fence(host: Host, ctx: StepContext) -> None:
+        """Refuse a call with a lower fence than ``host`` has seen for the migration, and
+        record a higher one (call it inside ``_txn``)."""
+        seen: int = host["fences"].get(ctx.migration_id, ctx.fence)
+        if ctx.fence < seen:
+            raise DriverError(
+                f"stale fence {ctx.fence} for migration {ctx.migration_id}:"
+                f" this host has seen {seen}"
+            )
+        host["fences"][ctx.migration_id] = ctx.fence
 
     def _once(self, key: str, effect: Callable[[Host], Memo]) -> Memo:
         """Apply ``effect`` and record its result in the same write, unless already done."""

@@ -30,12 +30,6 @@ class QmpHost(QmpProcesses):
 
     # -- the ``migrator qmp-host`` commands ---------------------------------------------------
 
-    @property
-    def host_id(self) -> str:
-        with self._txn() as host:
-            host_id: str = host["host_id"]
-            return host_id
-
     def define(
         self,
         name: str,

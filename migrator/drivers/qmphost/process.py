@@ -90,13 +90,7 @@ class QmpProcesses(HostState):
     def _admit(self, ctx: StepContext) -> None:
         """Refuse a call with a lower fence than this host has seen for the migration."""
         with self._txn() as host:
-            seen: int = host["fences"].get(ctx.migration_id, ctx.fence)
-            if ctx.fence < seen:
-                raise DriverError(
-                    f"stale fence {ctx.fence} for migration {ctx.migration_id}:"
-                    f" this host has seen {seen}"
-                )
-            host["fences"][ctx.migration_id] = ctx.fence
+            self._fence(host, ctx)
 
     # -- processes of this host ---------------------------------------------------------------
 

@@ -118,13 +118,6 @@ class TestHost(HostState):
 
     # -- public helpers (the ``migrator test-host`` CLI) ---------------------------------
 
-    @property
-    def host_id(self) -> str:
-        """This host's identity, created with the host."""
-        with self._txn() as host:
-            host_id: str = host["host_id"]
-            return host_id
-
     def define(
         self, name: str, memory_mib: int = 4, paused: bool = False, persistent: bool = False
     ) -> dict[str, Any]:
@@ -224,13 +217,7 @@ class TestHost(HostState):
     ) -> dict[str, Any] | None:
         """Refuse a stale fence, record a higher one, and take this step's fault if any."""
         with self._txn() as host:
-            seen: int = host["fences"].get(ctx.migration_id, ctx.fence)
-            if ctx.fence < seen:
-                raise DriverError(
-                    f"stale fence {ctx.fence} for migration {ctx.migration_id}:"
-                    f" this host has seen {seen}"
-                )
-            host["fences"][ctx.migration_id] = ctx.fence
+            self._fence(host, ctx)
             return self._consume(host, step, skip)
 
     @staticmethod
