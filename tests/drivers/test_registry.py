@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,39 @@ def test_migrate_to_an_unknown_scheme_is_one_line_and_exit_2(tmp_path: Path) -> 
         "migrator: error: invalid host URI 'warp://b': unknown scheme 'warp';"
         " known schemes: null, qmp, test\n"
     )
+
+
+PLUGIN = '''
+from migrator.drivers.null import NullDriver
+
+
+class FakeLibvirt(NullDriver):
+    """Stands for a libvirt driver installed from another distribution."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__("null://libvirt-stand-in")
+        self.uri = uri
+'''
+
+
+def test_a_scheme_declared_by_another_package_is_found_and_legacy_qmp_hosts_stay_qmp(
+    tmp_path: Path,
+) -> None:
+    """The way a libvirt driver registers ``qemu``: by an entry point, no code change."""
+    (tmp_path / "fake_libvirt.py").write_text(PLUGIN)
+    dist = tmp_path / "fake_libvirt-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-libvirt\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[migrator.drivers]\nqemu = fake_libvirt:FakeLibvirt\n")
+    code = (
+        "from migrator.drivers.registry import connect, schemes\n"
+        "print(schemes())\n"
+        "print(type(connect('qemu:///system')).__name__)\n"
+        f"print(type(connect('qemu://{tmp_path}/a')).__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    ).stdout  # fmt: skip
+    assert out.splitlines() == ["['null', 'qemu', 'qmp', 'test']", "FakeLibvirt", "QmpDriver"]
