@@ -4,8 +4,8 @@ QMP drivers.
 Every read-modify-write holds an exclusive ``flock`` on ``DIR/.lock`` and replaces
 ``host.json`` atomically (write, fsync, rename, fsync the directory), so the state outlives
 every process and concurrent coordinators and CLI commands never lose each other's writes.
-``once`` records a hook's result in the same write as its effect: the idempotency of
-DESIGN §5.
+``once`` records a hook's result in the same write as its effect: the idempotency that
+docs/drivers.md asks of every hook.
 """
 
 from __future__ import annotations

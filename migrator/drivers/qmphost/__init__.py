@@ -35,6 +35,10 @@ The protocol, as libvirt's qemu driver does it (docs/qmp.md):
   ``cont`` it (QEMU resumes from ``postmigrate``).
 
 Text from QEMU (error descriptions, logs) is only ever carried as data.
+
+Modules: ``config.py`` (configurations, names, URIs), ``process.py`` (QEMU processes),
+``host.py`` (the ``qmp-host`` commands), ``source.py`` (Begin, Perform, Confirm),
+``driver.py`` (Prepare, Finish, ``probe``).
 """
 
 from __future__ import annotations

@@ -25,6 +25,10 @@ nothing; ``lost-reply`` does the work, then raises; ``no-domain`` (Finish only) 
 Finish(cancelled=0) drop the incoming copy and report no domain; ``hang`` never returns
 before ``ctx.deadline`` + 1 s; ``slow`` sleeps ``seconds`` first. A fault with a ``count``
 fires that many times, else until cleared.
+
+Modules: ``host.py`` (state, faults, fences, the ``test-host`` helpers), ``v3.py`` (the five
+steps), ``driver.py`` (tunnelled v3, v2, v1, ``probe``), ``transfer.py`` (images and their
+copies), ``faults.py`` (fault modes).
 """
 
 from __future__ import annotations
