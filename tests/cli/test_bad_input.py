@@ -174,11 +174,16 @@ def test_journal_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     assert garbage.read_bytes() == before
 
 
-def test_journal_newer_than_the_code_is_refused(seeded: Seeded) -> None:
+def stamp_newer(seeded: Seeded) -> None:
+    """Stamp the journal with revision 9999, as a newer migrator would have."""
     conn = sqlite3.connect(seeded.path)
     with conn:
         conn.execute("UPDATE alembic_version SET version_num = '9999'")
     conn.close()
+
+
+def test_journal_newer_than_the_code_is_refused(seeded: Seeded) -> None:
+    stamp_newer(seeded)
     before = seeded.snapshot()
     proc = run_cli("list", db=seeded.url)
     assert_refused(proc, mentions="9999")
@@ -194,10 +199,7 @@ def assert_advises_upgrading_migrator(stderr: str) -> None:
 
 
 def test_db_upgrade_of_a_newer_journal_is_refused_cleanly(seeded: Seeded) -> None:
-    conn = sqlite3.connect(seeded.path)
-    with conn:
-        conn.execute("UPDATE alembic_version SET version_num = '9999'")
-    conn.close()
+    stamp_newer(seeded)
     before = seeded.snapshot()
     proc = run_cli("db", "upgrade", db=seeded.url)
     assert_refused(proc, mentions="9999")
@@ -206,10 +208,7 @@ def test_db_upgrade_of_a_newer_journal_is_refused_cleanly(seeded: Seeded) -> Non
 
 
 def test_db_current_of_a_newer_journal_advises_upgrading_migrator(seeded: Seeded) -> None:
-    conn = sqlite3.connect(seeded.path)
-    with conn:
-        conn.execute("UPDATE alembic_version SET version_num = '9999'")
-    conn.close()
+    stamp_newer(seeded)
     proc = run_cli("db", "current", db=seeded.url)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("9999 (newer than this migrator"), proc.stdout
