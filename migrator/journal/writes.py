@@ -72,7 +72,8 @@ class Writer:
         self.engine = engine
         self.url = url
         self.lease_seconds = lease_seconds
-        self._dbapi: Any = None
+        self._pooled: Any = None  # the pool's proxy: returned to the pool, or invalidated
+        self._dbapi: Any = None  # the driver's connection itself: cursor, commit, rollback
         self._lock = threading.Lock()
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         dialect = engine.dialect
@@ -95,7 +96,8 @@ class Writer:
         """
         with self._lock, translated(self.url):
             if self._dbapi is None:
-                self._dbapi = self.engine.raw_connection()
+                self._pooled = self.engine.raw_connection()
+                self._dbapi = self._pooled.dbapi_connection
             dbapi = self._dbapi
             try:
                 yield dbapi.cursor()
@@ -110,16 +112,16 @@ class Writer:
 
     def close(self) -> None:
         with self._lock:
-            if self._dbapi is not None:
+            if self._pooled is not None:
                 with contextlib.suppress(Exception):
-                    self._dbapi.close()
-                self._dbapi = None
+                    self._pooled.close()
+            self._pooled = self._dbapi = None
 
     def _drop(self) -> None:
-        if self._dbapi is not None:
+        if self._pooled is not None:
             with contextlib.suppress(Exception):
-                self._dbapi.invalidate()
-            self._dbapi = None
+                self._pooled.invalidate()
+        self._pooled = self._dbapi = None
 
     def _lease(self, at: datetime) -> datetime:
         return at + timedelta(seconds=self.lease_seconds)
