@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from migrator.flags import flag_names
-from migrator.journal.store import Journal, StepDuration
+from migrator.journal.analytics import StepDuration
+from migrator.journal.store import Journal
 from migrator.records import Event, Migration
 from migrator.states import TERMINAL, State
 
@@ -178,11 +179,11 @@ def _step_summary(durations: list[StepDuration]) -> dict[str, dict[str, Any]]:
 
 def stats(journal: Journal, *, since: datetime | None = None) -> dict[str, Any]:
     """Counts by outcome (state), step durations (p50/p95/max), the top failure reasons."""
-    outcomes = {str(state): n for state, n in journal.count_by("state", since=since)}
+    outcomes = {str(state): n for state, n in journal.count_by_state(since=since)}
     unhappy = [s for s in State if s is not State.CONFIRMED]
     reasons = [
         {"reason": reason, "count": n}
-        for reason, n in journal.count_by("reason", states=unhappy, since=since)
+        for reason, n in journal.count_by_reason(states=unhappy, since=since)
         if reason is not None
     ]
     return {

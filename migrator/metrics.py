@@ -22,8 +22,8 @@ from typing import Any
 
 from migrator.errors import UsageError
 from migrator.hooks import ENDS, HookEvent, HookName
+from migrator.journal.analytics import Histogram
 from migrator.journal.store import Journal
-from migrator.states import State
 
 BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0)
 OUTCOMES = "migrator_migrations_total"
@@ -94,7 +94,7 @@ class JournalCollector:
         _prometheus()
         from prometheus_client import core
 
-        by_state = {State(s): n for s, n in self.journal.count_by("state")}
+        by_state = dict(self.journal.count_by_state())
         outcomes = core.CounterMetricFamily(
             OUTCOMES, "Migrations that reached an end state.", labels=["outcome"]
         )
@@ -106,7 +106,7 @@ class JournalCollector:
         yield self._durations(core, self.journal.duration_buckets(BUCKETS))
 
     @staticmethod
-    def _durations(core: Any, rows: dict[tuple[str, str], tuple[list[int], float, int]]) -> Any:
+    def _durations(core: Any, rows: dict[tuple[str, str], Histogram]) -> Any:
         family = core.HistogramMetricFamily(
             DURATIONS, "Duration of driver hooks.", labels=["step", "result"]
         )

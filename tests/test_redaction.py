@@ -15,6 +15,7 @@ from migrator.coordinator import Coordinator
 from migrator.drivers.test import TestDriver
 from migrator.inspect import export
 from migrator.journal.store import Journal
+from migrator.redaction import UNPARSEABLE, redact
 
 SECRET = "s3cret-pw"
 
@@ -40,3 +41,23 @@ def test_no_password_in_any_journaled_field(
     assert "bob:***@" in document, "the hosts are journaled, redacted"
     assert SECRET not in document
     assert SECRET not in (m.reason or "")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://bob:s3cret@db.example/x", "postgresql+psycopg://bob:***@db.example/x"),
+        ("test://bob:s3cret@a.example/srv/a", "test://bob:***@a.example/srv/a"),
+        ("postgresql://bob:p%40ss@h:5432/x?sslmode=require", "postgresql://bob:***@h:5432/x?sslmode=require"),
+        ("postgresql://bob@h/x", "postgresql://bob@h/x"),
+        ("sqlite:///./migrator.db", "sqlite:///./migrator.db"),
+        ("test:///srv/a", "test:///srv/a"),
+    ],
+)  # fmt: skip
+def test_redact_hides_the_password_and_nothing_else(url: str, shown: str) -> None:
+    assert redact(url) == shown
+
+
+@pytest.mark.parametrize("text", ["bob:s3cret@db.example/x", "http://bob:s3cret@[::1/x"])
+def test_a_text_that_is_not_a_url_but_may_hold_a_password_is_not_shown(text: str) -> None:
+    assert redact(text) == UNPARSEABLE

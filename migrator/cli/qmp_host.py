@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from migrator.cli.main import _errors, _print_json, _settings, cli, json_option
+from migrator.cli.context import errors, print_json
+from migrator.cli.options import json_option
 from migrator.errors import InvalidURI, UsageError
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ def qmp_host_driver(uri: str) -> QmpDriver:
     return driver
 
 
-@cli.group("qmp-host")
+@click.group("qmp-host")
 def qmp_host() -> None:
     """Real QEMU guests (qmp:///ABS/DIR) on this machine, driven over QMP."""
 
@@ -44,7 +45,7 @@ def qmp_host() -> None:
 @click.option("--busy", is_flag=True, help="Keep rewriting the touched pages (dirties memory).")
 def define(uri: str, domain: str, memory: int, touch: int | None, busy: bool) -> None:
     """Start DOMAIN, running, on the qmp host URI; return once its memory is written."""
-    with _errors(_settings()):
+    with errors():
         host = qmp_host_driver(uri)
         try:
             info = host.define(domain, memory_mib=memory, touch_mib=touch, busy=busy)
@@ -62,10 +63,10 @@ def define(uri: str, domain: str, memory: int, touch: int | None, busy: bool) ->
 @json_option
 def list_(uri: str, as_json: bool) -> None:
     """List the domains of a qmp host, with the state their QEMU reports."""
-    with _errors(_settings()):
+    with errors():
         domains = qmp_host_driver(uri).domains()
     if as_json:
-        _print_json(domains)
+        print_json(domains)
         return
     print_domains(domains)
 
@@ -96,7 +97,7 @@ def print_domains(domains: list[dict[str, Any]]) -> None:
 @click.argument("domain")
 def destroy(uri: str, domain: str) -> None:
     """Stop DOMAIN's QEMU (by its pid) and forget the domain."""
-    with _errors(_settings()):
+    with errors():
         host = qmp_host_driver(uri)
         try:
             host.destroy(domain)
@@ -112,7 +113,7 @@ def destroy(uri: str, domain: str) -> None:
 def set_downtime(uri: str, domain: str, milliseconds: int) -> None:
     """Set DOMAIN's migration downtime limit, live during a migration (lets a busy guest
     converge), and for its next migrations."""
-    with _errors(_settings()):
+    with errors():
         live = qmp_host_driver(uri).set_downtime(domain, milliseconds)
     when = "now and for later migrations" if live else "for later migrations"
     click.echo(f"{domain}: downtime limit {milliseconds} ms, {when}")

@@ -1,14 +1,15 @@
 """Host URIs: which driver scheme serves one, and what of it the journal may keep.
 
-Every ``redact`` of the drivers layer is here (``redact_uri``); the journal redacts its own
-database URL separately.
+``redact_uri`` is ``migrator.redaction.redact``, the one function that hides passwords,
+under the name the drivers layer uses.
 """
 
 from __future__ import annotations
 
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit
 
 from migrator.errors import InvalidURI
+from migrator.redaction import redact
 
 LEGACY_QMP_SCHEME = "qemu"
 QMP_SCHEME = "qmp"
@@ -22,12 +23,7 @@ def redact_uri(uri: str) -> str:
     A driver that needs credentials should read them from its own configuration, since
     recovery reconnects to hosts from the journaled (redacted) URIs.
     """
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+    return redact(uri)
 
 
 def is_legacy_qmp(parts: SplitResult) -> bool:

@@ -174,24 +174,45 @@ def test_journal_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     assert garbage.read_bytes() == before
 
 
-def test_journal_newer_than_the_code_is_refused(seeded: Seeded) -> None:
+def stamp_newer(seeded: Seeded) -> None:
+    """Stamp the journal with revision 9999, as a newer migrator would have."""
     conn = sqlite3.connect(seeded.path)
     with conn:
         conn.execute("UPDATE alembic_version SET version_num = '9999'")
     conn.close()
+
+
+def test_journal_newer_than_the_code_is_refused(seeded: Seeded) -> None:
+    stamp_newer(seeded)
     before = seeded.snapshot()
     proc = run_cli("list", db=seeded.url)
     assert_refused(proc, mentions="9999")
-    assert "newer" in proc.stderr or "migrator db upgrade" in proc.stderr
+    assert_advises_upgrading_migrator(proc.stderr)
     assert seeded.snapshot() == before
 
 
+def assert_advises_upgrading_migrator(stderr: str) -> None:
+    """A journal newer than the code needs a newer migrator: `db upgrade` cannot help."""
+    assert "newer than this migrator" in stderr, stderr
+    assert stderr.rstrip().endswith("upgrade migrator"), stderr
+    assert "db upgrade" not in stderr, stderr
+
+
 def test_db_upgrade_of_a_newer_journal_is_refused_cleanly(seeded: Seeded) -> None:
-    conn = sqlite3.connect(seeded.path)
-    with conn:
-        conn.execute("UPDATE alembic_version SET version_num = '9999'")
-    conn.close()
-    refused_unchanged(seeded, "db", "upgrade", mentions="9999")
+    stamp_newer(seeded)
+    before = seeded.snapshot()
+    proc = run_cli("db", "upgrade", db=seeded.url)
+    assert_refused(proc, mentions="9999")
+    assert_advises_upgrading_migrator(proc.stderr)
+    assert seeded.snapshot() == before
+
+
+def test_db_current_of_a_newer_journal_advises_upgrading_migrator(seeded: Seeded) -> None:
+    stamp_newer(seeded)
+    proc = run_cli("db", "current", db=seeded.url)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("9999 (newer than this migrator"), proc.stdout
+    assert_advises_upgrading_migrator(proc.stdout.rstrip().rstrip(")"))
 
 
 def test_postgres_schema_never_upgraded_is_refused(pg_url: str) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 _SERVER = r"""
 import json, os, sys, time, traceback
-import migrator.cli.main, migrator.cli.commands, migrator.cli.render
+import migrator.cli.main, migrator.cli.render
 import migrator.coordinator, migrator.drivers.test.driver, migrator.inspect, migrator.journal.store
 for name in ("psycopg", "sqlalchemy.dialects.postgresql.psycopg", "sqlalchemy.dialects.sqlite"):
     try:

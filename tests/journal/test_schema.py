@@ -15,7 +15,8 @@ from alembic.script import ScriptDirectory
 
 from migrator.errors import JournalUnavailable, SchemaOutOfDate
 from migrator.journal import schema
-from migrator.journal.store import Journal, script_location
+from migrator.journal.lifecycle import script_location
+from migrator.journal.store import Journal
 
 
 def test_models_and_migrations_do_not_drift(db_url: str) -> None:
@@ -78,7 +79,7 @@ def test_a_file_that_is_not_a_database_is_refused_clearly(tmp_path: Path) -> Non
 
 
 def test_passwords_never_appear_in_the_journal_url() -> None:
-    from migrator.journal.store import redact
+    from migrator.redaction import redact
 
     assert "s3cret" not in redact("postgresql+psycopg://bob:s3cret@db.example/x")
     assert "***" in redact("postgresql+psycopg://bob:s3cret@db.example/x")

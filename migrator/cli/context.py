@@ -1,0 +1,82 @@
+"""What every command shares: the global options, error translation, opened resources.
+
+Library errors become one line on stderr and an ``ExitCode`` here, and nowhere else.
+Journals and coordinators a command opens are registered on click's context, so they are
+closed when the command ends, whichever way it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from migrator.cli.exits import ExitCode
+from migrator.errors import JournalError, MigratorError, UsageError
+
+if TYPE_CHECKING:
+    from migrator.coordinator import Coordinator
+    from migrator.journal.store import Journal
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The options given before the command: ``--db`` and ``--traceback``."""
+
+    db: str
+    traceback: bool
+
+
+def settings() -> Settings:
+    obj = click.get_current_context().find_object(Settings)
+    assert obj is not None, "a command runs under the migrator group"
+    return obj
+
+
+def fail(message: str, code: ExitCode) -> NoReturn:
+    """One escaped line on stderr, ``migrator: error: ...``, and exit ``code``."""
+    from migrator.cli.render import safe
+
+    click.echo(f"migrator: error: {safe(message, 2000)}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def errors() -> Iterator[None]:
+    """Turn library errors into one line on stderr and their exit code (``docs/cli.md``)."""
+    try:
+        yield
+    except (UsageError, JournalError) as exc:
+        if settings().traceback:
+            raise
+        fail(str(exc), ExitCode.USAGE)
+    except MigratorError as exc:
+        if settings().traceback:
+            raise
+        fail(str(exc), ExitCode.FAILED)
+
+
+def journal(*, check: bool = True, upgrade: bool | None = None) -> Journal:
+    """The journal of ``--db``, closed when the command ends."""
+    from migrator.journal.store import Journal
+
+    opened = Journal.open(settings().db, check=check, upgrade=upgrade)
+    return click.get_current_context().with_resource(opened)
+
+
+def coordinator(opened: Journal, **options: Any) -> Coordinator:
+    """A coordinator on ``opened``, closed when the command ends (before the journal)."""
+    from migrator.coordinator import Coordinator
+
+    made = Coordinator(opened, **options)
+    click.get_current_context().call_on_close(made.close)
+    return made
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, ensure_ascii=True))

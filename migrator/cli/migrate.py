@@ -1,0 +1,244 @@
+"""``migrator migrate`` and ``migrator demo``: run a migration and print its outcome."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from migrator.cli import context, exits
+from migrator.cli.options import hook_option, hooks_from, json_option
+from migrator.cli.testhost import test_host_driver
+from migrator.errors import UsageError
+
+if TYPE_CHECKING:
+    from migrator.flags import MigrateFlags
+    from migrator.journal.store import Journal
+    from migrator.records import Migration, Progress
+
+
+@click.command()
+@click.argument("domain")
+@click.option("--src", required=True, metavar="URI", help="Source host, e.g. test:///srv/hostA.")
+@click.option("--dst", required=True, metavar="URI", help="Destination host.")
+@click.option("--live", is_flag=True, help="Migrate while the domain runs (flag LIVE).")
+@click.option(
+    "--tunnelled", is_flag=True, help="Relay the data through the coordinator (flag TUNNELLED)."
+)
+@click.option(
+    "--flag",
+    "flag_names",
+    multiple=True,
+    metavar="NAME",
+    help="A migration flag by name, e.g. persist-dest; repeatable.",
+)
+@click.option("--bandwidth", type=int, default=0, metavar="MIB", help="Cap in MiB/s (0: none).")
+@click.option("--dname", metavar="NAME", help="Name of the domain on the destination.")
+@click.option(
+    "--protocol",
+    type=click.IntRange(1, 3),
+    help="Force a protocol version (default: v3, else v2, else v1).",
+)
+@click.option(
+    "--timeout", type=float, default=600.0, show_default=True, help="Per-step timeout, s."
+)
+@hook_option
+@json_option
+def migrate(
+    domain: str,
+    src: str,
+    dst: str,
+    live: bool,
+    tunnelled: bool,
+    flag_names: tuple[str, ...],
+    bandwidth: int,
+    dname: str | None,
+    protocol: int | None,
+    timeout: float,
+    hook_commands: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Migrate DOMAIN from --src to --dst and print the outcome."""
+    with context.errors():
+        if bandwidth < 0:
+            raise UsageError(f"--bandwidth must be >= 0 MiB/s, not {bandwidth}")
+        flags = _flags(flag_names, live=live, tunnelled=tunnelled)
+        outcome = run(
+            domain,
+            src=src,
+            dst=dst,
+            flags=flags,
+            bandwidth=bandwidth,
+            dname=dname,
+            protocol=protocol,
+            timeout=timeout,
+            progress=not as_json,
+            hook_commands=hook_commands,
+        )
+    if as_json:
+        context.print_json(outcome)
+    else:
+        print_outcome(outcome)
+    sys.exit(outcome["exit_code"])
+
+
+def _flags(names: tuple[str, ...], *, live: bool, tunnelled: bool) -> MigrateFlags:
+    from migrator.flags import MigrateFlags, parse_flags
+
+    try:
+        flags = parse_flags(names)
+    except ValueError as exc:
+        raise UsageError(f"--flag: {exc}") from None
+    if live:
+        flags |= MigrateFlags.LIVE
+    if tunnelled:
+        flags |= MigrateFlags.TUNNELLED
+    return flags
+
+
+def run(
+    domain: str,
+    *,
+    src: str,
+    dst: str,
+    flags: MigrateFlags,
+    bandwidth: int,
+    dname: str | None,
+    protocol: int | None,
+    timeout: float,
+    progress: bool,
+    hook_commands: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """One migration from the command's options; its summary and exit code."""
+    from migrator.drivers.base import connect
+
+    hooks = hooks_from(hook_commands)
+    src_driver, dst_driver = connect(src), connect(dst)
+    journal = context.journal()
+    with _progress_bar(progress) as on_progress:
+        coordinator = context.coordinator(
+            journal, step_timeout=timeout, on_progress=on_progress, hooks=hooks
+        )
+        try:
+            migration = coordinator.migrate(
+                domain,
+                src=src_driver,
+                dst=dst_driver,
+                flags=flags,
+                dname=dname,
+                bandwidth=bandwidth,
+                protocol=protocol,
+            )
+        except KeyboardInterrupt:
+            _interrupted(journal, coordinator.id)
+            raise
+    return outcome_of(migration)
+
+
+def outcome_of(migration: Migration) -> dict[str, Any]:
+    """A migration's summary (as ``list --json``) and the exit code of its state."""
+    from migrator.inspect import migration_dict
+
+    return {**migration_dict(migration), "exit_code": int(exits.for_state(migration.state))}
+
+
+@contextmanager
+def _progress_bar(enabled: bool) -> Iterator[Callable[[Migration, Progress], None] | None]:
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich import progress as rp
+
+    from migrator.cli.render import console
+
+    with rp.Progress(
+        "[progress.description]{task.description}",
+        rp.BarColumn(),
+        rp.DownloadColumn(binary_units=True),
+        rp.TransferSpeedColumn(),
+        console=console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("perform", total=None)
+
+        def update(_m: Migration, p: Progress) -> None:
+            bar.update(
+                task, total=p.total, completed=p.transferred, description=f"perform pass {p.passes}"
+            )
+
+        yield update
+
+
+def _interrupted(journal: Journal, coordinator_id: str) -> None:
+    from migrator.states import TERMINAL
+
+    for m in journal.list(limit=20):
+        if m.owner == coordinator_id and m.state not in TERMINAL:
+            click.echo(
+                f"migrator: interrupted: migration {m.id} left in {m.state}; "
+                "`migrator recover` brings it to a safe end",
+                err=True,
+            )
+            return
+
+
+def print_outcome(outcome: dict[str, Any]) -> None:
+    from migrator.cli.render import console, safe
+
+    out = console()
+    out.print(f"migration {outcome['id']}")
+    out.print(f"state     {outcome['state']}")
+    if outcome["reason"]:
+        out.print(f"reason    {safe(outcome['reason'])}", markup=False)
+
+
+# -- demo ---------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--memory", type=click.IntRange(min=1), default=64, show_default=True, help="MiB.")
+@click.option(
+    "--bandwidth", type=click.IntRange(min=0), default=256, show_default=True, help="MiB/s."
+)
+def demo(memory: int, bandwidth: int) -> None:
+    """Two test hosts, one domain, one live migration, then its timeline."""
+    with context.errors():
+        code = _demo(memory=memory, bandwidth=bandwidth)
+    sys.exit(code)
+
+
+def _demo(*, memory: int, bandwidth: int) -> exits.ExitCode:
+    from migrator import inspect
+    from migrator.cli.read import print_timeline
+    from migrator.cli.render import console
+    from migrator.flags import MigrateFlags
+
+    out = console()
+    with tempfile.TemporaryDirectory(prefix="migrator-demo-") as tmp:
+        src_uri, dst_uri = f"test://{Path(tmp) / 'host-a'}", f"test://{Path(tmp) / 'host-b'}"
+        src, dst = test_host_driver(src_uri), test_host_driver(dst_uri)
+        src.define("demo-vm", memory_mib=memory)
+        out.print(f"hosts   {src_uri}  {dst_uri}", markup=False)
+        out.print(
+            f"domain  demo-vm ({memory} MiB) running on host-a; live migration at {bandwidth} MiB/s"
+        )
+        journal = context.journal()
+        with _progress_bar(True) as on_progress:
+            coordinator = context.coordinator(journal, on_progress=on_progress)
+            migration = coordinator.migrate(
+                "demo-vm", src=src, dst=dst, flags=MigrateFlags.LIVE, bandwidth=bandwidth
+            )
+        out.print(f"journal {journal.url}\n", markup=False)
+        print_timeline(inspect.show(journal, migration.id))
+        where = {d["name"]: d["state"] for d in dst.domains()}
+        out.print(
+            f"\nhost-a: {len(src.domains())} domains; "
+            f"host-b: demo-vm {where.get('demo-vm', 'absent')}"
+        )
+        out.print(f"see it again with: migrator show {migration.id[:8]}")
+    return exits.for_state(migration.state)

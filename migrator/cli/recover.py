@@ -1,0 +1,160 @@
+"""After a crash or a doubt: ``recover``, ``resolve``, ``abort`` and ``replay``."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from migrator.cli import context
+from migrator.cli.exits import ExitCode
+from migrator.cli.migrate import outcome_of, print_outcome
+from migrator.cli.options import hook_option, hooks_from, json_option
+from migrator.states import State
+
+if TYPE_CHECKING:
+    from migrator.coordinator import Recovered
+
+SAFE_ENDS = {State.CONFIRMED.value, State.ROLLED_BACK.value, State.FAILED.value}
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--steal", is_flag=True, help="Also take migrations whose owner seems alive.")
+@click.option(
+    "--timeout", type=float, default=600.0, show_default=True, help="Per-step timeout, s."
+)
+@hook_option
+@json_option
+def recover(
+    dry_run: bool, steal: bool, timeout: float, hook_commands: tuple[str, ...], as_json: bool
+) -> None:
+    """Bring every orphaned migration to a safe end (or show the plan)."""
+    with context.errors():
+        hooks = hooks_from(hook_commands)
+        coordinator = context.coordinator(context.journal(), step_timeout=timeout, hooks=hooks)
+        rows = [_recovered_dict(r) for r in coordinator.recover(dry_run=dry_run, steal=steal)]
+    if as_json:
+        context.print_json(rows)
+    else:
+        print_recovery(rows, dry_run=dry_run)
+    sys.exit(recover_exit_code(rows, dry_run=dry_run))
+
+
+def _recovered_dict(r: Recovered) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "state": r.state.value,
+        "action": r.plan.text,
+        "action_code": r.plan.action.value,
+        "claimed": r.claimed,
+        "because": r.claimed_because,
+        "result": r.result.value if r.result else None,
+        "reason": r.reason,
+        "note": r.note,
+    }
+
+
+def recover_exit_code(rows: list[dict[str, Any]], *, dry_run: bool) -> ExitCode:
+    """OK if all claimed reached a safe end (or nothing to do), IN_DOUBT if any is, else
+    FAILED."""
+    if dry_run:
+        return ExitCode.OK
+    results = [r["result"] for r in rows if r["claimed"]]
+    if any(r == State.IN_DOUBT.value for r in results):
+        return ExitCode.IN_DOUBT
+    if any(r not in SAFE_ENDS for r in results):
+        return ExitCode.FAILED
+    return ExitCode.OK
+
+
+def print_recovery(rows: list[dict[str, Any]], *, dry_run: bool) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from migrator.cli.render import console, safe
+
+    out = console()
+    if not rows:
+        out.print("nothing to recover")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("ID", "STATE", "PLAN" if dry_run else "ACTION", "RESULT"):
+        table.add_column(column)
+    for r in rows:
+        if dry_run:
+            result = "would claim: " + r["because"] if r["because"] else "owner alive: left alone"
+        elif r["claimed"]:
+            result = r["result"] or f"not finished: {r['note']}"
+        else:
+            result = r["note"] or "owner alive: left alone (--steal takes it)"
+        table.add_row(r["id"][:8], r["state"], Text(r["action"]), Text(safe(result)))
+    out.print(table)
+
+
+@click.command()
+@click.argument("migration_id", metavar="ID")
+@click.option(
+    "--running-on",
+    type=click.Choice(["src", "dst"]),
+    required=True,
+    help="Where the domain really runs, as the operator established.",
+)
+@hook_option
+@json_option
+def resolve(
+    migration_id: str, running_on: str, hook_commands: tuple[str, ...], as_json: bool
+) -> None:
+    """Settle an IN_DOUBT migration: Confirm on the source as the operator decides."""
+    with context.errors():
+        hooks = hooks_from(hook_commands)
+        coordinator = context.coordinator(context.journal(), hooks=hooks)
+        outcome = outcome_of(coordinator.resolve(migration_id, running_on=running_on))
+    if as_json:
+        context.print_json(outcome)
+    else:
+        print_outcome(outcome)
+    sys.exit(outcome["exit_code"])
+
+
+@click.command()
+@click.argument("migration_id", metavar="ID")
+def abort(migration_id: str) -> None:
+    """Ask a running migration to stop; Perform fails and the migration rolls back."""
+    with context.errors():
+        migration = context.coordinator(context.journal()).abort(migration_id)
+    click.echo(f"abort requested for {migration.id} ({migration.state})")
+
+
+@click.command()
+@click.argument("migration_id", metavar="ID")
+@json_option
+def replay(migration_id: str, as_json: bool) -> None:
+    """Re-run the engine's decisions against the journal; report the first divergence."""
+    from migrator import replay as replaying
+
+    with context.errors():
+        result = replaying.replay(context.journal(), migration_id)
+    data = result.as_dict()
+    if as_json:
+        context.print_json(data)
+    elif result.consistent:
+        click.echo(f"{result.migration_id}: consistent ({data['events']} events)")
+    else:
+        print_divergence(data)
+    sys.exit(ExitCode.OK if result.consistent else ExitCode.FAILED)
+
+
+def print_divergence(data: dict[str, Any]) -> None:
+    from migrator.cli.render import console, safe
+
+    at = data["divergence"]
+    out = console()
+    out.print(f"{data['id']}: DIVERGES at seq {at['seq']}", markup=False)
+    for label in ("recorded", "replayed"):
+        sig = at[label]
+        text = "nothing" if sig is None else " ".join(f"{k}={v}" for k, v in sig.items())
+        out.print(f"  {label:9} {safe(text)}", markup=False)
+    if data["note"]:
+        out.print(f"  note      {safe(data['note'])}", markup=False)

@@ -1,0 +1,139 @@
+"""The journal database's lifecycle: engines, connection settings, the schema revision.
+
+Opening a journal creates its engine (SQLite with the pragmas crash safety needs), reads
+the Alembic revision, refuses a journal a newer migrator wrote, and upgrades an older one
+under a lock (``docs/journal.md``). Database errors become journal errors here too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from migrator.errors import JournalUnavailable, SchemaOutOfDate
+from migrator.journal import schema
+from migrator.redaction import redact
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+@contextlib.contextmanager
+def translated(url: str) -> Iterator[None]:
+    """The one edge where SQLAlchemy's database errors become journal errors."""
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
+        raise JournalUnavailable(url=url, reason=reason) from exc
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = FULL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def create_engine(url: str) -> sa.Engine:
+    """An engine for ``url``; JournalUnavailable for a bad URL or a missing driver."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise JournalUnavailable(url=redact(url), reason=f"not a database URL ({exc})") from None
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    try:
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    except (ImportError, sa.exc.NoSuchModuleError) as exc:
+        raise JournalUnavailable(url=redact(url), reason=f"driver not installed ({exc})") from None
+
+
+def script_location() -> str:
+    """The directory of the Alembic environment (``migrations_db/``)."""
+    import migrations_db
+
+    return str(Path(migrations_db.__file__).parent)
+
+
+def read_revision(conn: sa.Connection) -> str | None:
+    """The revision stamped in the database, None for an empty one."""
+    if not sa.inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def revision(engine: sa.Engine, url: str) -> str | None:
+    with translated(url), engine.connect() as conn:
+        return read_revision(conn)
+
+
+def refuse_newer(url: str, found: str | None) -> None:
+    """SchemaOutOfDate(newer=True) for a revision this code does not know."""
+    if found is not None and found not in schema.KNOWN_REVISIONS:
+        raise SchemaOutOfDate(url=url, found=found, expected=schema.SCHEMA_HEAD, newer=True)
+
+
+def upgrade(engine: sa.Engine, url: str, target: str = "head") -> None:
+    """Apply the Alembic revisions up to ``target``; each commits with its stamp.
+
+    A journal stamped with a revision this code does not know is refused, never touched.
+    """
+    from alembic import command
+    from alembic.config import Config
+
+    with translated(url), _upgrade_lock(engine):
+        refuse_newer(url, revision(engine, url))
+        config = Config()
+        config.set_main_option("script_location", script_location())
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, target)
+
+
+def ensure_schema(engine: sa.Engine, url: str, *, auto_upgrade: bool) -> None:
+    """Return if the schema is at ``SCHEMA_HEAD``; upgrade it if allowed; else refuse."""
+    found = revision(engine, url)
+    if found == schema.SCHEMA_HEAD:
+        return
+    refuse_newer(url, found)
+    if not auto_upgrade:
+        raise SchemaOutOfDate(url=url, found=found, expected=schema.SCHEMA_HEAD)
+    upgrade(engine, url)
+
+
+def _sqlite_file(engine: sa.Engine) -> Path | None:
+    if engine.dialect.name != "sqlite":
+        return None
+    database = engine.url.database
+    return Path(database) if database and database != ":memory:" else None
+
+
+@contextlib.contextmanager
+def _upgrade_lock(engine: sa.Engine) -> Iterator[None]:
+    """Serialize first-use upgrades of one SQLite file across processes.
+
+    The lock is a sibling file, never the database itself: closing any descriptor of
+    the database file would drop the POSIX locks SQLite holds on it in this process,
+    and another process could then checkpoint and delete the WAL under our writes.
+    """
+    path = _sqlite_file(engine)
+    if path is None:
+        yield
+        return
+    lock = path.with_name(path.name + ".upgrade-lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

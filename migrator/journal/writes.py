@@ -1,0 +1,237 @@
+"""The journal's write path: every statement that changes it, in one transaction manager.
+
+Every write runs in ``Writer.transaction()``: one DBAPI connection held across
+transactions (a pool checkout and reset per commit would cost more than the commit), a
+lock for the progress thread, the driver's own commit and rollback, and database errors
+translated into ``JournalUnavailable``. A state change commits together with its event,
+conditional on the migration's fence and current state (compare-and-set), so a
+coordinator that lost ownership, or raced another, writes nothing (``docs/journal.md``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from types import EllipsisType
+from typing import Any
+
+import sqlalchemy as sa
+
+from migrator.errors import FenceLost, IllegalTransition, JournalUnavailable, MigrationNotFound
+from migrator.journal import queries, rows
+from migrator.journal.lifecycle import translated
+from migrator.journal.schema import events, migrations
+from migrator.journal.statement import Statement
+from migrator.records import EventDraft, Migration
+from migrator.states import TERMINAL, State
+
+_C = migrations.c
+_OWNED = (_C.id == sa.bindparam("mid"), _C.fence == sa.bindparam("expect_fence"))
+
+_ADVANCE = (
+    migrations.update()
+    .where(*_OWNED, _C.state == sa.bindparam("expect_state"))
+    .values(
+        state=sa.bindparam("new_state"),
+        last_seq=_C.last_seq + 1,
+        updated_at=sa.bindparam("now"),
+        lease_expires_at=sa.bindparam("lease"),
+        reason=sa.case(
+            (sa.bindparam("keep_reason", type_=sa.Boolean), _C.reason),
+            else_=sa.bindparam("new_reason", type_=sa.Text),
+        ),
+        finished_at=sa.bindparam("finished"),
+    )
+    .returning(_C.last_seq, _C.abort_requested)
+)
+_HEARTBEAT = migrations.update().where(*_OWNED).values(lease_expires_at=sa.bindparam("lease"))
+_PROGRESS = (
+    migrations.update()
+    .where(*_OWNED)
+    .values(progress=sa.bindparam("progress"), lease_expires_at=sa.bindparam("lease"))
+)
+_CLAIM = (
+    migrations.update()
+    .where(*_OWNED)
+    .values(owner=sa.bindparam("owner"), fence=_C.fence + 1, lease_expires_at=sa.bindparam("lease"))
+)
+PRUNE_CHUNK = 500
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Writer:
+    """The one owner of write transactions on a journal's database."""
+
+    def __init__(self, engine: sa.Engine, url: str, *, lease_seconds: float) -> None:
+        self.engine = engine
+        self.url = url
+        self.lease_seconds = lease_seconds
+        self._pooled: Any = None  # the pool's proxy: returned to the pool, or invalidated
+        self._dbapi: Any = None  # the driver's connection itself: cursor, commit, rollback
+        self._lock = threading.Lock()
+        self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+        dialect = engine.dialect
+        self._advance = Statement(_ADVANCE, dialect)
+        self._insert_event = Statement(events.insert(), dialect)
+        self._insert_migration = Statement(migrations.insert(), dialect)
+        self._heartbeat = Statement(_HEARTBEAT, dialect)
+        self._progress = Statement(_PROGRESS, dialect)
+        self._claim = Statement(_CLAIM, dialect)
+
+    # -- the transaction manager -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """One transaction on the writer's DBAPI connection; yields a cursor.
+
+        Commits when the block ends; rolls back on any exception. A database error drops
+        the connection (the next transaction opens a new one) and becomes
+        ``JournalUnavailable``.
+        """
+        with self._lock, translated(self.url):
+            if self._dbapi is None:
+                self._pooled = self.engine.raw_connection()
+                self._dbapi = self._pooled.dbapi_connection
+            dbapi = self._dbapi
+            try:
+                yield dbapi.cursor()
+                dbapi.commit()
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    dbapi.rollback()
+                if isinstance(exc, self._dbapi_error):
+                    self._drop()
+                    raise JournalUnavailable(url=self.url, reason=str(exc).splitlines()[0]) from exc
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pooled is not None:
+                with contextlib.suppress(Exception):
+                    self._pooled.close()
+            self._pooled = self._dbapi = None
+
+    def _drop(self) -> None:
+        if self._pooled is not None:
+            with contextlib.suppress(Exception):
+                self._pooled.invalidate()
+        self._pooled = self._dbapi = None
+
+    def _lease(self, at: datetime) -> datetime:
+        return at + timedelta(seconds=self.lease_seconds)
+
+    # -- migrations ----------------------------------------------------------------------
+
+    def create(self, **fields: Any) -> Migration:
+        """Record a NEW migration with fence 1 (``fields`` as ``rows.new_migration``)."""
+        at = now()
+        values = rows.new_migration(
+            migration_id=str(uuid.uuid4()), now=at, lease=self._lease(at), **fields
+        )
+        with self.transaction() as cursor:
+            self._insert_migration.execute(cursor, values)
+        return Migration(**{**values, "state": State.NEW})
+
+    def record(
+        self,
+        migration: Migration,
+        draft: EventDraft,
+        *,
+        state: State,
+        coordinator: str | None,
+        reason: str | EllipsisType | None,
+    ) -> Migration:
+        """Append ``draft`` and move to ``state`` in one transaction, or refuse (see Journal)."""
+        at = now()
+        finished = at if state in TERMINAL else None
+        with self.transaction() as cursor:
+            row = self._advance.execute(
+                cursor,
+                {
+                    "mid": migration.id,
+                    "expect_fence": migration.fence,
+                    "expect_state": migration.state.value,
+                    "new_state": state.value,
+                    "now": at,
+                    "lease": self._lease(at),
+                    "keep_reason": reason is ...,
+                    "new_reason": None if reason is ... else reason,
+                    "finished": finished,
+                },
+            ).fetchone()
+            if row is not None:
+                seq, aborted = int(row[0]), bool(row[1])
+                event = rows.event_values(migration.id, seq, draft, state, at, coordinator)
+                self._insert_event.execute(cursor, event)
+        if row is None:
+            raise self._refused(migration, state)
+        return rows.replace(
+            migration,
+            state=state,
+            last_seq=seq,
+            updated_at=at,
+            reason=migration.reason if reason is ... else reason,
+            finished_at=finished,
+            abort_requested=aborted,
+        )
+
+    def _refused(self, migration: Migration, state: State) -> Exception:
+        with translated(self.url), self.engine.connect() as conn:
+            found = queries.fence_and_state(conn, migration.id)
+        if found is None:
+            return MigrationNotFound(migration_id=migration.id)
+        fence, current = found
+        if fence != migration.fence:
+            return FenceLost(migration_id=migration.id, fence=migration.fence)
+        return IllegalTransition(
+            state=current,
+            trigger=f"-> {state} (journal moved from {migration.state})",
+        )
+
+    def _owned(self, stmt: Statement, migration: Migration, **values: Any) -> int:
+        """Run an update conditional on ``migration``'s fence; the rows it changed."""
+        owned = {"mid": migration.id, "expect_fence": migration.fence, **values}
+        with self.transaction() as cursor:
+            return int(stmt.execute(cursor, owned).rowcount)
+
+    def set_progress(self, migration: Migration, progress: dict[str, Any]) -> None:
+        self._owned(self._progress, migration, progress=progress, lease=self._lease(now()))
+
+    def heartbeat(self, migration: Migration) -> None:
+        if self._owned(self._heartbeat, migration, lease=self._lease(now())) == 0:
+            raise FenceLost(migration_id=migration.id, fence=migration.fence)
+
+    def claim(self, migration: Migration, owner: str) -> Migration:
+        lease = self._lease(now())
+        if self._owned(self._claim, migration, owner=owner, lease=lease) == 0:
+            raise FenceLost(migration_id=migration.id, fence=migration.fence)
+        return rows.replace(
+            migration, owner=owner, fence=migration.fence + 1, lease_expires_at=lease
+        )
+
+    def request_abort(self, migration_id: str, *, states: Iterable[State]) -> bool:
+        stmt = (
+            migrations.update()
+            .where(_C.id == migration_id, _C.state.in_([s.value for s in states]))
+            .values(abort_requested=True)
+        )
+        with self.transaction() as cursor:
+            return bool(Statement(stmt, self.engine.dialect, expand=True).execute(cursor).rowcount)
+
+    def delete(self, ids: Sequence[str], *, where: Sequence[sa.ColumnElement[bool]]) -> None:
+        """Delete the migrations ``ids`` that still match ``where``, with their events."""
+        dialect = self.engine.dialect
+        with self.transaction() as cursor:
+            for start in range(0, len(ids), PRUNE_CHUNK):
+                chunk = ids[start : start + PRUNE_CHUNK]
+                still = sa.select(_C.id).where(_C.id.in_(chunk), *where)
+                doomed_events = events.delete().where(events.c.migration_id.in_(still))
+                doomed = migrations.delete().where(_C.id.in_(chunk), *where)
+                Statement(doomed_events, dialect, expand=True).execute(cursor)
+                Statement(doomed, dialect, expand=True).execute(cursor)

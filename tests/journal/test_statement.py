@@ -1,0 +1,37 @@
+"""Core statements compiled once and run on the DBAPI cursor."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from migrator.journal.schema import migrations
+from migrator.journal.statement import Statement
+
+DIALECTS = [sqlite.dialect(), postgresql.dialect(paramstyle="pyformat")]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS, ids=lambda d: d.name)
+def test_expand_renders_an_in_list_with_its_values(dialect: sa.Dialect) -> None:
+    stmt = sa.select(migrations.c.id).where(migrations.c.state.in_(["NEW", "FAILED"]))
+    compiled = Statement(stmt, dialect, expand=True)
+    params = compiled.params({})
+    values = list(params.values()) if isinstance(params, dict) else list(params)
+    assert values == ["NEW", "FAILED"]
+
+
+def test_an_in_list_of_values_that_need_a_bind_processor_is_refused() -> None:
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    stmt = sa.select(migrations.c.id).where(migrations.c.created_at.in_([when]))
+    with pytest.raises(TypeError, match="bind processor"):
+        Statement(stmt, sqlite.dialect(), expand=True)
+
+
+def test_bind_processors_apply_to_named_values() -> None:
+    stmt = migrations.update().values(updated_at=sa.bindparam("now"))
+    compiled = Statement(stmt, sqlite.dialect())
+    (value,) = compiled.params({"now": datetime(2026, 1, 1, tzinfo=UTC)})
+    assert isinstance(value, str)  # SQLite's DateTime stores text

@@ -1,0 +1,74 @@
+"""The write path: one transaction manager; fencing of heartbeats, claims and progress."""
+
+from __future__ import annotations
+
+import pytest
+
+from migrator.errors import FenceLost, JournalUnavailable
+from migrator.journal.store import Journal
+from migrator.journal.writes import Writer
+from migrator.records import EventDraft, Migration
+from migrator.states import State
+
+pytestmark = pytest.mark.no_replay  # events written by hand, not by the engine
+
+
+def _new(journal: Journal) -> Migration:
+    return journal.create(
+        domain="vm1", src="test:///a", dst="test:///b", protocol=3, flags=1, bandwidth=0, owner="c1"
+    )
+
+
+def test_a_claim_raises_the_fence_and_shuts_out_the_old_owner(journal: Journal) -> None:
+    old = _new(journal)
+    new = journal.claim(old, "c2")
+    assert (new.owner, new.fence) == ("c2", 2)
+    assert journal.get(old.id).fence == 2
+    with pytest.raises(FenceLost):
+        journal.heartbeat(old)
+    with pytest.raises(FenceLost):
+        journal.claim(old, "c3")
+    journal.heartbeat(new)
+
+
+def test_progress_of_a_lost_owner_is_not_kept(journal: Journal) -> None:
+    old = _new(journal)
+    journal.claim(old, "c2")
+    journal.set_progress(old, {"transferred": 1, "total": 2})
+    assert journal.get(old.id).progress is None
+
+
+def test_an_abort_is_requested_only_in_the_given_states(journal: Journal) -> None:
+    m = _new(journal)
+    assert journal.request_abort(m.id, states=[State.PERFORMING]) is False
+    assert journal.abort_requested(m.id) is False
+    assert journal.request_abort(m.id, states=[State.NEW, State.PERFORMING]) is True
+    assert journal.abort_requested(m.id) is True
+
+
+def test_the_next_state_change_reads_back_a_requested_abort(journal: Journal) -> None:
+    m = _new(journal)
+    journal.request_abort(m.id, states=[State.NEW])
+    moved = journal.record(m, EventDraft(kind="note"), state=State.NEW)
+    assert moved.abort_requested is True
+
+
+def test_a_failed_write_rolls_back_and_the_next_one_reconnects(journal: Journal) -> None:
+    writer = Writer(journal.engine, journal.url, lease_seconds=journal.lease_seconds)
+    m = _new(journal)
+    with pytest.raises(JournalUnavailable), writer.transaction() as cursor:
+        cursor.execute("UPDATE migrations SET owner = 'x'")
+        cursor.execute("SELECT * FROM no_such_table")
+    assert journal.get(m.id).owner == "c1"
+    writer.heartbeat(m)
+    writer.close()
+
+
+def test_an_exception_inside_a_write_rolls_it_back(journal: Journal) -> None:
+    writer = Writer(journal.engine, journal.url, lease_seconds=journal.lease_seconds)
+    m = _new(journal)
+    with pytest.raises(KeyError), writer.transaction() as cursor:
+        cursor.execute("UPDATE migrations SET owner = 'x'")
+        raise KeyError("not a database error")
+    assert journal.get(m.id).owner == "c1"
+    writer.close()
