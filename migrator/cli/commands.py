@@ -21,6 +21,7 @@ from migrator.coordinator import Coordinator, Recovered
 from migrator.drivers.base import connect
 from migrator.drivers.test import TestDriver
 from migrator.errors import InvalidURI, UsageError
+from migrator.failpoints import Failpoints
 from migrator.flags import MigrateFlags
 from migrator.inspect import migration_dict
 from migrator.journal.store import Journal
@@ -143,8 +144,9 @@ def migrate(
     journal = Journal.open(db)
     with _progress_bar(progress) as on_progress:
         coordinator = Coordinator(
-            journal, step_timeout=timeout, on_progress=on_progress, hooks=hooks
-        )
+            journal, step_timeout=timeout, on_progress=on_progress, hooks=hooks,
+            failpoints=Failpoints.from_env(),
+        )  # fmt: skip
         try:
             migration = coordinator.migrate(
                 domain,
@@ -220,7 +222,9 @@ def demo(db: str, *, memory: int, bandwidth: int) -> int:
         )
         journal = Journal.open(db)
         with _progress_bar(True) as on_progress:
-            coordinator = Coordinator(journal, on_progress=on_progress)
+            coordinator = Coordinator(
+                journal, on_progress=on_progress, failpoints=Failpoints.from_env()
+            )
             migration = coordinator.migrate(
                 "demo-vm", src=src, dst=dst, flags=MigrateFlags.LIVE, bandwidth=bandwidth
             )
@@ -245,7 +249,9 @@ def recover(
 ) -> list[dict[str, Any]]:
     hooks = hooks_from(hook_commands)
     journal = Journal.open(db)
-    coordinator = Coordinator(journal, step_timeout=timeout, hooks=hooks)
+    coordinator = Coordinator(
+        journal, step_timeout=timeout, hooks=hooks, failpoints=Failpoints.from_env()
+    )
     return [_recovered_dict(r) for r in coordinator.recover(dry_run=dry_run, steal=steal)]
 
 
@@ -304,7 +310,7 @@ def resolve(
     db: str, migration_id: str, *, running_on: str, hook_commands: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     hooks = hooks_from(hook_commands)
-    coordinator = Coordinator(Journal.open(db), hooks=hooks)
+    coordinator = Coordinator(Journal.open(db), hooks=hooks, failpoints=Failpoints.from_env())
     migration = coordinator.resolve(migration_id, running_on=running_on)
     return {**migration_dict(migration), "exit_code": exit_code(migration.state)}
 

@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import EllipsisType
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,14 +25,21 @@ import sqlalchemy as sa
 from migrator.errors import (
     AmbiguousMigrationId,
     FenceLost,
-    IllegalTransition,
     JournalUnavailable,
     MigrationNotFound,
     SchemaOutOfDate,
+    StateConflict,
 )
 from migrator.journal import schema
 from migrator.journal.schema import events, migrations
-from migrator.records import Event, EventDraft, Migration
+from migrator.records import (
+    KEEP_REASON,
+    Event,
+    EventDraft,
+    EventKind,
+    Migration,
+    Reason,
+)
 from migrator.states import TERMINAL, State, Step
 
 DEFAULT_URL = "sqlite:///./migrator.db"
@@ -148,7 +154,7 @@ def _event(row: sa.Row[Any]) -> Event:
         migration_id=m["migration_id"],
         seq=m["seq"],
         step=Step(m["step"]) if m["step"] else None,
-        kind=m["kind"],
+        kind=EventKind(m["kind"]),
         state=State(m["state"]),
         at=m["at"],
         cancelled=m["cancelled"],
@@ -434,15 +440,15 @@ class Journal:
         *,
         state: State,
         coordinator: str | None = None,
-        reason: str | EllipsisType | None = ...,
+        reason: Reason = KEEP_REASON,
     ) -> Migration:
         """Append ``draft`` and move the migration to ``state``, in one transaction.
 
-        ``reason`` replaces the migration's reason (None clears it); ``...`` keeps it.
+        ``reason`` replaces the migration's reason (None clears it); ``KEEP_REASON`` keeps it.
 
         Conditional on the migration still being in ``migration.state`` with
         ``migration.fence``; otherwise nothing is written and ``FenceLost`` (another
-        coordinator took it) or ``IllegalTransition`` (its state moved) is raised.
+        coordinator took it) or ``StateConflict`` (its state moved) is raised.
         """
         now = _now()
         finished = now if state in TERMINAL else None
@@ -456,8 +462,8 @@ class Journal:
                     "new_state": state.value,
                     "now": now,
                     "lease": now + timedelta(seconds=self.lease_seconds),
-                    "keep_reason": reason is ...,
-                    "new_reason": None if reason is ... else reason,
+                    "keep_reason": reason is KEEP_REASON,
+                    "new_reason": None if reason is KEEP_REASON else reason,
                     "finished": finished,
                 },
             )
@@ -472,7 +478,7 @@ class Journal:
             state=state,
             last_seq=seq,
             updated_at=now,
-            reason=migration.reason if reason is ... else reason,
+            reason=migration.reason if reason is KEEP_REASON else reason,
             finished_at=finished,
             abort_requested=aborted,
         )
@@ -576,9 +582,8 @@ class Journal:
             return MigrationNotFound(migration_id=migration.id)
         if row.fence != migration.fence:
             return FenceLost(migration_id=migration.id, fence=migration.fence)
-        return IllegalTransition(
-            state=row.state,
-            trigger=f"-> {state} (journal moved from {migration.state})",
+        return StateConflict(
+            migration_id=migration.id, expected=migration.state, found=row.state, wanted=state
         )
 
     # -- reads --------------------------------------------------------------------------
@@ -640,7 +645,7 @@ class Journal:
             sa.select(events.c.step, events.c.kind, events.c.duration)
             .join(migrations, migrations.c.id == events.c.migration_id)
             .where(
-                events.c.kind.in_(("ok", "error")),
+                events.c.kind.in_((EventKind.OK, EventKind.ERROR)),
                 events.c.step.is_not(None),
                 events.c.duration.is_not(None),
                 *_filters((), since, None, None, None),
@@ -659,7 +664,7 @@ class Journal:
         query = (
             sa.select(events.c.step, events.c.kind, sa.func.sum(d), sa.func.count(), *columns)
             .where(
-                events.c.kind.in_(("ok", "error")),
+                events.c.kind.in_((EventKind.OK, EventKind.ERROR)),
                 events.c.step.is_not(None),
                 d.is_not(None),
             )

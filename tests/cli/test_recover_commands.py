@@ -46,8 +46,11 @@ def crash_in_subprocess(hosts: Hosts, db: str, failpoint: str) -> Migration:
 def crash_in_this_process(hosts: Hosts, db: str, failpoint: str) -> Migration:
     """A migration left at ``failpoint`` by a coordinator whose process (this one) lives."""
     with Journal.open(db) as journal:
-        c = Coordinator(journal, coordinator_id=f"{socket.gethostname()}:{os.getpid()}:x")
-        c._failpoints = {failpoint: "raise"}
+        c = Coordinator(
+            journal,
+            coordinator_id=f"{socket.gethostname()}:{os.getpid()}:x",
+            failpoints=failpoints.Failpoints({failpoint: "raise"}),
+        )
         try:
             with pytest.raises(failpoints.Crash):
                 c.migrate("vm1", src=hosts.src, dst=hosts.dst)
