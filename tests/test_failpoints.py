@@ -38,7 +38,7 @@ def test_a_point_fires_only_where_armed() -> None:
     armed = Failpoints.from_env({failpoints.ENV_VAR: "perform.intent=raise"})
     armed.hit("perform.called")
     armed.hit("finish.intent")
-    with pytest.raises(Crash, match="perform.intent"):
+    with pytest.raises(Crash, match=r"perform\.intent"):
         armed.hit("perform.intent")
 
 

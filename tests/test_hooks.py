@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from migrator import failpoints
-from migrator.failpoints import Failpoints
 from migrator.coordinator import Coordinator
 from migrator.drivers.base import MigrationParams, PerformResult
 from migrator.drivers.null import NullDriver
+from migrator.failpoints import Failpoints
 from migrator.hooks import CommandHook, HookEvent, HookName
 from migrator.journal.store import Journal
 from migrator.records import StepContext

@@ -29,7 +29,7 @@ from migrator.jsonform import event_dict, migration_dict
 from migrator.records import OUTCOMES, Event, EventDraft, EventKind, Migration
 from migrator.states import TERMINAL, State
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("migrator.hooks")  # the name embedders and the CLI configure
 
 
 class HookName(enum.StrEnum):

@@ -139,9 +139,8 @@ def test_show_explains_each_crash_and_its_recovery(
     src, dst = rig(tmp_path)
     for side, step, mode in SCENARIOS[scenario].faults:
         host(src, dst, side).set_fault(step, mode)
-    monkeypatch.setenv(failpoints.ENV_VAR, f"{failpoint}=raise")
-    crashed = Coordinator(journal, retry_backoff=0)
-    monkeypatch.delenv(failpoints.ENV_VAR)
+    armed = failpoints.Failpoints({failpoint: "raise"})
+    crashed = Coordinator(journal, retry_backoff=0, failpoints=armed)
     with pytest.raises(failpoints.Crash):
         crashed.migrate("vm1", src=src, dst=dst)
     [m] = journal.list()
