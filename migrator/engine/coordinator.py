@@ -267,4 +267,3 @@ def _best_effort_probe(driver: Driver, domain: str) -> DomainState | None:
             exc,
         )
         return None
-

@@ -1,5 +1,5 @@
 """From ``list`` and ``show`` alone, a person finds why a migration failed, at which step,
-on which host, and what recovery did: for every failure rule of DESIGN §2 and every case
+on which host, and what recovery did: for every failure rule of docs/states.md and every case
 of the crash matrix (crashes are the in-process ``raise`` failpoint, then ``recover``).
 
 The text checked is what the CLI prints: the same render functions, on a console as wide

@@ -213,7 +213,7 @@ def test_resolve_running_on_src_rolls_back_and_resumes_the_source(
 def test_resolve_running_on_src_removes_what_the_destination_holds(
     db_url: str, hosts: Hosts
 ) -> None:
-    # ROLLED_BACK means "runs on src, dst cleaned up" (DESIGN §3); the incoming copy that
+    # ROLLED_BACK means "runs on src, dst cleaned up" (docs/states.md); the incoming copy that
     # never ran must not stay behind to block the next migration of the domain there.
     hosts.dst.set_fault("finish", "error")
     hosts.dst.set_fault("probe", "error")
