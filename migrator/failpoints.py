@@ -72,8 +72,12 @@ class Failpoints:
     def __bool__(self) -> bool:
         return bool(self.armed)
 
-    def hit(self, name: str) -> None:
-        """Die at once if ``name`` is armed with ``crash``; raise :class:`Crash` if ``raise``."""
+    def hit(self, step: str, point: str) -> None:
+        """Die at once if ``<step>.<point>`` is armed with ``crash``; raise :class:`Crash` if
+        with ``raise``. With none armed, no name is even built (the engine's hot path)."""
+        if not self.armed:
+            return
+        name = f"{step}.{point}"
         action = self.armed.get(name)
         if action == "crash":
             os._exit(CRASH_EXIT_CODE)

@@ -31,15 +31,15 @@ def test_parse_refuses_anything_else(spec: str) -> None:
 def test_unset_means_inert() -> None:
     armed = Failpoints.from_env({})
     assert not armed and armed.armed == {}
-    assert armed.hit("perform.intent") is None
+    assert armed.hit("perform", "intent") is None
 
 
 def test_a_point_fires_only_where_armed() -> None:
     armed = Failpoints.from_env({failpoints.ENV_VAR: "perform.intent=raise"})
-    armed.hit("perform.called")
-    armed.hit("finish.intent")
+    armed.hit("perform", "called")
+    armed.hit("finish", "intent")
     with pytest.raises(Crash, match=r"perform\.intent"):
-        armed.hit("perform.intent")
+        armed.hit("perform", "intent")
 
 
 def test_a_malformed_variable_is_a_usage_error() -> None:

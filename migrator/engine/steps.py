@@ -109,9 +109,9 @@ class Steps:
         except JournalError:
             raise  # the heartbeat lost the lease: stop driving at once
         except Exception as exc:  # noqa: BLE001 -- every driver failure becomes journal data
-            self.writes.failpoints.hit(f"{step}.called")
+            self.writes.failpoints.hit(step, "called")
             return Outcome(error=exc, duration=time.monotonic() - start)
-        self.writes.failpoints.hit(f"{step}.called")
+        self.writes.failpoints.hit(step, "called")
         return validated(step, Outcome(value=value, duration=time.monotonic() - start))
 
     def probe(self, run: Run, driver: Driver, domain: str) -> ProbeResult | None:

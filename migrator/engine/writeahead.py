@@ -37,7 +37,7 @@ class WriteAhead:
         """Commit a step's intent (``draft.step``), before its hook is called."""
         self.transition(run, trigger, draft, reason=reason)
         assert draft.step is not None
-        self.failpoints.hit(f"{draft.step}.intent")
+        self.failpoints.hit(draft.step, "intent")
 
     def outcome(
         self,
@@ -65,7 +65,7 @@ class WriteAhead:
             if reason is KEEP_REASON:
                 reason = reasons.step_failed(step, out.error)
         self.transition(run, trigger, draft, reason=reason)
-        self.failpoints.hit(f"{step}.recorded")
+        self.failpoints.hit(step, "recorded")
 
     def transition(
         self, run: Run, trigger: Trigger, draft: EventDraft, *, reason: Reason = KEEP_REASON
