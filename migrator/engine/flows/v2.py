@@ -121,7 +121,7 @@ class V2Flow:
         step, description = self.prepare_step, self.description(run)
         dst = cast(OlderDriver, run.dst)  # negotiation saw it offer v2 or v1
         draft = EventDraft(kind=EventKind.INTENT, step=step, description=description)
-        hook = lambda ctx: dst.prepare2(ctx, run.params, description)  # noqa: E731
+        hook = lambda ctx: dst.prepare2(ctx, run.params, description)
         out = e.steps.step(run, draft, hook, self.failed[step])
         if not out.ok:
             self.after_prepare_failed(e, run)
@@ -133,7 +133,7 @@ class V2Flow:
     def _describe(self, e: Engine, run: Run, step: Step) -> bool:
         src = cast(OlderDriver, run.src)
         draft = EventDraft(kind=EventKind.INTENT, step=step)
-        hook = lambda ctx: src.dump_xml(ctx, run.params)  # noqa: E731
+        hook = lambda ctx: src.dump_xml(ctx, run.params)
         out = e.steps.step(run, draft, hook, self.failed[step])
         if not out.ok:
             return False
@@ -156,7 +156,7 @@ class V2Flow:
         draft = EventDraft(
             kind=EventKind.INTENT, step=step, cookie_in=cookie, uri=uri, attempt=attempt
         )
-        hook = lambda ctx: src.perform2(ctx, run.params, cookie, uri)  # noqa: E731
+        hook = lambda ctx: src.perform2(ctx, run.params, cookie, uri)
         out = e.steps.step(run, draft, hook, self.failed[step], replay=replay)
         if not out.ok:
             self.after_perform(e, run, failed=True)
@@ -204,7 +204,7 @@ class V2Flow:
             )  # fmt: skip
             e.writes.intent(run, self.start_finish, draft)
         cause = run.migration.reason
-        hook = lambda ctx: dst.finish2(ctx, run.params, cookie, cancelled)  # noqa: E731
+        hook = lambda ctx: dst.finish2(ctx, run.params, cookie, cancelled)
         tries = e.retry.start(first_attempt)
         while True:
             out = e.steps.call(run, step, hook, attempt=tries.number)

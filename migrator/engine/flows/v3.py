@@ -118,7 +118,7 @@ def drive(e: Engine, run: Run) -> None:
 
 def begin(e: Engine, run: Run) -> bool:
     draft = EventDraft(kind=EventKind.INTENT, step=Step.BEGIN)
-    hook = lambda ctx: run.src.begin(ctx, run.params)  # noqa: E731 -- one hook, one line
+    hook = lambda ctx: run.src.begin(ctx, run.params)
     out = e.steps.step(run, draft, hook, Trigger.BEGIN_FAILED)
     if not out.ok:
         return False
@@ -137,9 +137,9 @@ def prepare(e: Engine, run: Run) -> bool:
     hook: Callable[[StepContext], Any]
     if run.tunnelled:
         dst = cast(TunnelledDriver, run.dst)
-        hook = lambda ctx: dst.prepare_tunnel(ctx, run.params, cookie, description)  # noqa: E731
+        hook = lambda ctx: dst.prepare_tunnel(ctx, run.params, cookie, description)
     else:
-        hook = lambda ctx: run.dst.prepare(ctx, run.params, cookie, description)  # noqa: E731
+        hook = lambda ctx: run.dst.prepare(ctx, run.params, cookie, description)
     out = e.steps.step(run, draft, hook, Trigger.PREPARE_FAILED)
     if not out.ok:
         return False
@@ -160,9 +160,9 @@ def perform(e: Engine, run: Run, *, attempt: int = 1, replay: bool = False) -> b
     )
     hook: Callable[[StepContext], Any]
     if run.tunnelled:
-        hook = lambda ctx: _relay(ctx, run, cookie, replay=replay)  # noqa: E731
+        hook = lambda ctx: _relay(ctx, run, cookie, replay=replay)
     else:
-        hook = lambda ctx: run.src.perform(ctx, run.params, cookie, uri)  # noqa: E731
+        hook = lambda ctx: run.src.perform(ctx, run.params, cookie, uri)
     out = e.steps.step(run, draft, hook, Trigger.PERFORM_FAILED, replay=replay)
     if not out.ok:
         return False
@@ -184,7 +184,7 @@ def finish(
     replay: bool = False,
     tries: Attempts | None = None,
 ) -> None:
-    """Finish, then Confirm as its outcome says (``AFTER_FINISH``), or the failure rules."""
+    """Finish, then Confirm as its outcome says (``after_finish``), or the failure rules."""
     cookie = run.cookie
     draft = EventDraft(
         kind=EventKind.INTENT,
@@ -193,7 +193,7 @@ def finish(
         cancelled=cancelled,
         attempt=attempt,
     )
-    hook = lambda ctx: run.dst.finish(ctx, run.params, cookie, cancelled)  # noqa: E731
+    hook = lambda ctx: run.dst.finish(ctx, run.params, cookie, cancelled)
     out = e.steps.step(run, draft, hook, Trigger.FINISH_FAILED, replay=replay)
     if not out.ok:
         after_finish_failed(e, run, cancelled=cancelled, attempt=attempt, tries=tries)
@@ -270,7 +270,7 @@ def confirm_with_retries(
     """
     cookie = run.cookie
     cause = run.migration.reason if cause is KEEP_REASON else cause
-    hook = lambda ctx: run.src.confirm(ctx, run.params, cookie, cancelled)  # noqa: E731
+    hook = lambda ctx: run.src.confirm(ctx, run.params, cookie, cancelled)
     tries = e.retry.start(first_attempt)
     while True:
         attempt = tries.number
