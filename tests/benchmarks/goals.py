@@ -3,7 +3,11 @@
 ``evaluate(results)`` gives one row per figure: what is measured, the goal's target, the
 figure, its baseline from the same run, their ratio, and whether the goal is met (None for
 a figure shown for context). It reads the results as ``bench_all`` makes them, or as its
-``--json`` file holds them (thread counts then are strings).
+``--json`` file holds them (thread counts then are strings):
+
+    python -m tests.benchmarks.goals RESULTS.json
+
+prints the table of a saved run again.
 """
 
 from __future__ import annotations
@@ -209,3 +213,11 @@ def markdown(rows: list[Row]) -> str:
         verdict = "—" if met is None else ("yes" if met else "**not yet**")
         lines.append(f"| {goal} | {target} | {measured} | {base} | {r} | {verdict} |")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+    from pathlib import Path
+
+    print(markdown(evaluate(json.loads(Path(sys.argv[1]).read_text()))))
