@@ -162,10 +162,10 @@ def main() -> None:
     for name in args.only.split(","):
         print(f"{name} ...", flush=True)
         results[name] = sections[name](sizes)
+        if args.json:  # after each section, so a long run interrupted keeps what it measured
+            args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print()
     print(goals.markdown(goals.evaluate(results)))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
     if args.plot and "throughput" in results:
         plot.draw(results["throughput"], args.plot)
 
