@@ -114,6 +114,7 @@ def cached_journal(migrations: int) -> tuple[str, int, str]:
         building = path.with_suffix(f".building-{os.getpid()}")
         build(building, migrations)
         building.rename(path)
+        Path(f"{building}.upgrade-lock").unlink(missing_ok=True)
     engine = sa.create_engine(f"sqlite:///{path}")
     with engine.connect() as conn:
         count = conn.exec_driver_sql("SELECT count(*) FROM migration_events").scalar_one()
