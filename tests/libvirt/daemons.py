@@ -16,6 +16,7 @@ its pid, never by name. A daemon started here also exits by itself after
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import pwd
 import shutil
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LIBVIRTD = "/usr/sbin/libvirtd"
+QEMU_DRIVER = "/usr/lib/*/libvirt/connection-driver/libvirt_driver_qemu.so"
 USERS = ("lvsrc", "lvdst")
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -45,6 +47,8 @@ def missing() -> str | None:
     """Why real daemons cannot run here (``None`` when they can)."""
     if not os.path.exists(LIBVIRTD):
         return f"{LIBVIRTD} not found (apt-get install libvirt-daemon-driver-qemu libvirt-daemon)"
+    if not glob.glob(QEMU_DRIVER):
+        return "libvirt's QEMU driver not found (apt-get install libvirt-daemon-driver-qemu)"
     if shutil.which("virsh") is None:
         return "virsh not found (apt-get install libvirt-clients)"
     if shutil.which("qemu-system-x86_64") is None:
