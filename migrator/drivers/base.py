@@ -248,6 +248,17 @@ def _builtin(scheme: str) -> DriverFactory | None:
     return None
 
 
+def _libvirt(uri: str) -> DriverFactory | None:
+    """libvirt's hosts: ``qemu:///system``, ``qemu:///session``, ``qemu+TRANSPORT://``."""
+    from migrator.drivers.libvirt.uri import is_libvirt_uri
+
+    if not is_libvirt_uri(uri):
+        return None
+    from migrator.drivers.libvirt.driver import LibvirtDriver
+
+    return LibvirtDriver
+
+
 def _registered(scheme: str) -> DriverFactory | None:
     for ep in entry_points(group=ENTRY_POINT_GROUP, name=scheme):
         factory: DriverFactory = ep.load()
@@ -274,7 +285,7 @@ def connect(uri: str) -> Driver:
     scheme = urlsplit(uri).scheme
     if not scheme:
         raise InvalidURI(uri=uri, reason="no scheme (expected e.g. test:///ABS/DIR)")
-    factory = _builtin(scheme) or _registered(scheme)
+    factory = _libvirt(uri) or _builtin(scheme) or _registered(scheme)
     if factory is None:
         raise InvalidURI(uri=uri, reason=f"unknown scheme {scheme!r}")
     return factory(uri)

@@ -1,0 +1,368 @@
+"""``LibvirtDriver``: one libvirt host, driven over libvirt's RPC with protocol v3.
+
+The five steps are the ``*_PARAMS`` procedures virsh's client library calls for a
+non-peer-to-peer ``virsh migrate`` (Begin3 302, Prepare3 303, Perform3 305, Finish3 306,
+Confirm3 307), with libvirt's typed parameters and flag values:
+
+- Begin, Perform and Confirm get ``flags`` plus CHANGE_PROTECTION when the source offers it;
+  Prepare and Finish get ``flags`` less ABORT_ON_ERROR and AUTO_CONVERGE, as libvirt does.
+- ``migrate_uri``: the destination's ``migrate_uri`` (a driver parameter, or the URI's
+  ``?migrate_uri=``) goes to Prepare; Prepare's ``uri_out``, else that parameter, is the
+  URI Perform sends to. ``destination_xml`` is Begin's description; ``destination_name``
+  the ``--dname`` (always on Finish); ``bandwidth`` in MiB/s when not 0.
+
+Connections: each migration has its own connection to each host, opened by Begin (source)
+or Prepare (destination) and held until Confirm or Finish succeeded (or ``close``): the
+daemons bind their half of a migration to it. Probes, features and the settling of
+Finish and Confirm use a separate control connection; Perform's watch a third.
+
+Idempotency and recovery: results are kept per ``(migration, step, cancelled)`` for the
+life of the driver. A Finish or Confirm that cannot run on its migration's connection (a
+replay after a crash, a retry after it failed, Confirm after a failed Perform) is settled
+from what the host holds now (``reconcile.py``); Perform is never replayed, and a probe
+reports no transfer (after a crash libvirt has already dropped the incoming copy), so a
+crash during Perform is rolled back.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from migrator.drivers.base import (
+    BeginResult,
+    ConfirmResult,
+    Feature,
+    FinishResult,
+    MigrationParams,
+    PerformResult,
+    PrepareResult,
+    ProbeResult,
+    redact_uri,
+)
+from migrator.drivers.libvirt import reconcile
+from migrator.drivers.libvirt.errors import LibvirtError, LibvirtUnreachable
+from migrator.drivers.libvirt.procedures import DrvFeature, ErrorCode, MigrateParam
+from migrator.drivers.libvirt.remote import Remote
+from migrator.drivers.libvirt.rpc import Connection
+from migrator.drivers.libvirt.uri import parse
+from migrator.drivers.libvirt.watch import PerformWatch, progress_of
+from migrator.drivers.libvirt.xdr import DomainRef, ParamValue
+from migrator.errors import DriverError
+from migrator.flags import MigrateFlags
+from migrator.records import StepContext
+from migrator.states import Step
+
+PERFORM_GRACE = 30.0
+"""Seconds Perform3's reply may take after the deadline made the watch abort the job."""
+_DEST_ONLY_MASK = ~(MigrateFlags.ABORT_ON_ERROR | MigrateFlags.AUTO_CONVERGE)
+Result = BeginResult | PrepareResult | PerformResult | FinishResult | ConfirmResult
+
+
+@dataclass
+class _Session:
+    """One migration's connection to this host, and what ran on it."""
+
+    remote: Remote
+    dom: DomainRef | None = None
+    uri: str = ""
+    prepared: bool = False
+    performed: bool = False
+    spent: set[Step] = field(default_factory=set)
+    """Finish or Confirm tried on this connection: a second try is settled instead."""
+
+
+class LibvirtDriver:
+    """A libvirt host (``qemu:///system``, ``qemu+tls://HOST/system``, ...; see ``uri.py``).
+
+    ``migrate_uri`` (or the URI's ``?migrate_uri=``) is where, as a destination, this host
+    receives the guest. Timeouts are in seconds; a hook's deadline also bounds its calls.
+    """
+
+    blocking: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        migrate_uri: str | None = None,
+        connect_timeout: float = 10.0,
+        call_timeout: float | None = 60.0,
+    ) -> None:
+        self.uri = uri
+        self.target = parse(uri)
+        self.migrate_uri = migrate_uri or self.target.migrate_uri
+        self.connect_timeout = connect_timeout
+        self.call_timeout = call_timeout
+        self.host = redact_uri(uri)
+        self._control: Remote | None = None
+        self._sessions: dict[str, _Session] = {}
+        self._results: dict[tuple[str, Step, bool | None], Result] = {}
+        self._supported: dict[DrvFeature, bool] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"LibvirtDriver({self.host!r})"
+
+    # -- connections -----------------------------------------------------------------------
+
+    def connect(self, *, call_timeout: float | None = None) -> Remote:
+        """A new connection to this host (the caller closes ``remote.conn``)."""
+        conn = Connection.open(
+            self.target,
+            host=self.host,
+            connect_timeout=self.connect_timeout,
+            call_timeout=call_timeout if call_timeout is not None else self.call_timeout,
+        )
+        return Remote(conn)
+
+    def control(self) -> Remote:
+        """The shared connection for probes, features and settling; reopened if lost."""
+        with self._lock:
+            if self._control is None or self._control.conn.broken:
+                self._control = self.connect()
+            return self._control
+
+    def _session(self, mid: str, *, create: bool = False) -> _Session | None:
+        with self._lock:
+            session = self._sessions.get(mid)
+        if session is None and create:
+            session = _Session(self.connect())
+            with self._lock:
+                self._sessions[mid] = session
+        return session
+
+    def _end_session(self, mid: str) -> None:
+        with self._lock:
+            session = self._sessions.pop(mid, None)
+        if session is not None:
+            session.remote.conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            remotes = [s.remote for s in self._sessions.values()]
+            if self._control is not None:
+                remotes.append(self._control)
+            self._sessions.clear()
+            self._control = None
+        for remote in remotes:
+            remote.conn.close()
+
+    # -- what the host offers ----------------------------------------------------------------
+
+    def supports(self, feature: DrvFeature) -> bool:
+        if feature not in self._supported:
+            self._supported[feature] = self.control().supports(feature)
+        return self._supported[feature]
+
+    def features(self) -> frozenset[Feature]:
+        """v3 if the daemon offers MIGRATION_V3 with MIGRATION_PARAMS (the only form used)."""
+        v3 = self.supports(DrvFeature.MIGRATION_V3) and self.supports(DrvFeature.MIGRATION_PARAMS)
+        return frozenset({Feature.MIGRATION_V3}) if v3 else frozenset()
+
+    def _source_flags(self, params: MigrationParams) -> int:
+        flags = params.flags
+        if self.supports(DrvFeature.MIGRATE_CHANGE_PROTECTION):
+            flags |= MigrateFlags.CHANGE_PROTECTION
+        return int(flags)
+
+    # -- the five steps ----------------------------------------------------------------------
+
+    def _memo(self, ctx: StepContext, cancelled: bool | None = None) -> Result | None:
+        return self._results.get((ctx.migration_id, ctx.step, cancelled))
+
+    def _keep(self, ctx: StepContext, result: Result, cancelled: bool | None = None) -> None:
+        self._results[(ctx.migration_id, ctx.step, cancelled)] = result
+
+    def begin(self, ctx: StepContext, params: MigrationParams) -> BeginResult:
+        """Begin3 on the migration's new connection: the job starts, nothing visible changes."""
+        memo = self._memo(ctx)
+        if isinstance(memo, BeginResult):
+            return memo
+        session = self._session(ctx.migration_id, create=True)
+        assert session is not None
+        try:
+            dom = session.remote.lookup(params.domain, timeout=_left(ctx))
+            if dom is None:
+                raise DriverError(f"domain {params.domain!r} not found on {self.host}")
+            flags = self._source_flags(params)
+            cookie, xml = session.remote.begin3(dom, _common(params), flags, _left(ctx))
+        except BaseException:
+            self._end_session(ctx.migration_id)  # no job began: nothing follows Begin
+            raise
+        session.dom = dom
+        result = BeginResult(description=xml, cookie=cookie)
+        self._keep(ctx, result)
+        return result
+
+    def prepare(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, description: str
+    ) -> PrepareResult:
+        """Prepare3: the destination starts the incoming QEMU; the URI to send to."""
+        memo = self._memo(ctx)
+        if isinstance(memo, PrepareResult):
+            return memo
+        session = self._session(ctx.migration_id, create=True)
+        assert session is not None
+        typed = {**_common(params), MigrateParam.DEST_XML: description}
+        if self.migrate_uri:
+            typed[MigrateParam.URI] = self.migrate_uri
+        flags = int(params.flags & _DEST_ONLY_MASK)
+        out, uri_out = session.remote.prepare3(typed, cookie, flags, _left(ctx))
+        session.prepared = True
+        uri = uri_out or self.migrate_uri
+        if not uri:
+            raise DriverError(f"Prepare3 on {self.host} gave no migration URI and none was set")
+        result = PrepareResult(uri=uri, cookie=out)
+        self._keep(ctx, result)
+        return result
+
+    def perform(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, uri: str
+    ) -> PerformResult:
+        """Perform3 on Begin's connection, watched (progress, abort, deadline) from another."""
+        memo = self._memo(ctx)
+        if isinstance(memo, PerformResult):
+            return memo
+        session = self._session(ctx.migration_id)
+        if session is None or session.dom is None or session.remote.conn.broken:
+            raise DriverError(
+                f"Perform of migration {ctx.migration_id} on {self.host} needs the connection"
+                " that ran Begin, which is gone"
+            )
+        dom, typed = session.dom, {**_common(params), MigrateParam.URI: uri}
+        session.uri = uri
+        watch = PerformWatch(ctx, dom, self.connect)
+        left = _left(ctx)
+        try:
+            out = session.remote.perform3(
+                dom, typed, cookie, self._source_flags(params),
+                timeout=None if left is None else left + PERFORM_GRACE, tick=watch.tick,
+            )  # fmt: skip
+        except (LibvirtError, LibvirtUnreachable) as exc:
+            session.spent.add(Step.CONFIRM)  # libvirt ended the job: Confirm3 would refuse
+            if watch.gave_up is not None:
+                raise DriverError(f"perform {watch.gave_up}: DOMAIN_ABORT_JOB sent; {exc}") from exc
+            raise
+        finally:
+            watch.close()
+        session.performed = True
+        stats = _final_stats(session.remote, dom)
+        sample = progress_of(stats, final=True)
+        if sample is not None:
+            ctx.progress(sample)
+        result = PerformResult(cookie=out, stats=stats)
+        self._keep(ctx, result)
+        return result
+
+    def finish(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
+    ) -> FinishResult:
+        """Finish3 on Prepare's connection, else settled from the destination's state."""
+        memo = self._memo(ctx, cancelled)
+        if isinstance(memo, FinishResult):
+            return memo
+        session = self._session(ctx.migration_id)
+        if session is not None and session.prepared and Step.FINISH not in session.spent:
+            session.spent.add(Step.FINISH)
+            result = self._finish3(ctx, session, params, cookie, cancelled)
+        else:
+            running = reconcile.settle_finish(self.control(), params.dest_name, cancelled=cancelled)
+            result = FinishResult(running=running)
+        self._keep(ctx, result, cancelled)
+        self._end_session(ctx.migration_id)
+        return result
+
+    def _finish3(
+        self,
+        ctx: StepContext,
+        session: _Session,
+        params: MigrationParams,
+        cookie: bytes,
+        cancelled: bool,
+    ) -> FinishResult:
+        typed: dict[str, ParamValue] = {**_common(params), MigrateParam.DEST_NAME: params.dest_name}
+        flags = int(params.flags & _DEST_ONLY_MASK)
+        try:
+            _dom, out = session.remote.finish3(typed, cookie, flags, cancelled, _left(ctx))
+        except (LibvirtError, LibvirtUnreachable) as exc:
+            if not cancelled:
+                raise  # libvirt killed the incoming copy or cannot tell: the engine probes
+            if isinstance(exc, LibvirtError) and exc.code == ErrorCode.MIGRATE_FINISH_OK:
+                return FinishResult(running=False)  # "migration successfully aborted"
+            running = reconcile.settle_finish(self.control(), params.dest_name, cancelled=True)
+            return FinishResult(running=running)
+        return FinishResult(running=True, cookie=out)
+
+    def confirm(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
+    ) -> ConfirmResult:
+        """Confirm3 on Begin's connection, else settled from the source's state."""
+        memo = self._memo(ctx, cancelled)
+        if isinstance(memo, ConfirmResult):
+            return memo
+        session = self._session(ctx.migration_id)
+        done = False
+        if session is not None and session.dom is not None and Step.CONFIRM not in session.spent:
+            session.spent.add(Step.CONFIRM)
+            done = self._confirm3(ctx, session, params, cookie, cancelled)
+        if not done:
+            reconcile.settle_confirm(
+                self.control(), params.domain, cancelled=cancelled, flags=params.flags
+            )
+        result = ConfirmResult()
+        self._keep(ctx, result, cancelled)
+        self._end_session(ctx.migration_id)
+        return result
+
+    def _confirm3(
+        self,
+        ctx: StepContext,
+        session: _Session,
+        params: MigrationParams,
+        cookie: bytes,
+        cancelled: bool,
+    ) -> bool:
+        """Confirm3; False if it failed and the source's state must settle it."""
+        assert session.dom is not None
+        typed = _common(params)
+        if session.uri:
+            typed[MigrateParam.URI] = session.uri
+        flags = self._source_flags(params)
+        try:
+            session.remote.confirm3(session.dom, typed, cookie, flags, cancelled, _left(ctx))
+        except (LibvirtError, LibvirtUnreachable):
+            return False
+        return True
+
+    # -- what the host holds -------------------------------------------------------------------
+
+    def probe(self, domain: str) -> ProbeResult:
+        """Lookup, state and reason, and for a domain paused by a migration its job."""
+        seen = reconcile.look(self.control(), domain)
+        return ProbeResult(state=seen.state, detail=seen.detail())
+
+
+def _common(params: MigrationParams) -> dict[str, ParamValue]:
+    typed: dict[str, ParamValue] = {}
+    if params.dname:
+        typed[MigrateParam.DEST_NAME] = params.dname
+    if params.bandwidth > 0:
+        typed[MigrateParam.BANDWIDTH] = params.bandwidth
+    return typed
+
+
+def _left(ctx: StepContext) -> float | None:
+    left = ctx.time_left()
+    return None if left is None else max(left, 0.001)
+
+
+def _final_stats(remote: Remote, dom: DomainRef) -> dict[str, ParamValue]:
+    """The job statistics right after Perform3 (the job lasts until Confirm3)."""
+    try:
+        stats = remote.job_stats(dom)
+    except (LibvirtError, LibvirtUnreachable):
+        return {}
+    stats.pop("type", None)
+    return stats

@@ -1,0 +1,168 @@
+"""What a libvirt host holds of a domain, and how Finish and Confirm are settled from it.
+
+libvirt ties its half of a migration to the RPC connection that started it: once that
+connection is gone (the coordinator died, the hook failed, the daemon restarted), Finish3
+answers "Domain not found" and Confirm3 "domain is not being migrated". So a Finish or
+Confirm that cannot run on its own connection is settled from what the host says now:
+
+===========================  ======================  ==========================================
+host holds                   Finish (destination)    Confirm (source)
+===========================  ======================  ==========================================
+nothing                      not running             cancelled: error (nothing to resume);
+                                                     else done
+shut off (persistent)        not running             cancelled: error; else undefine if the
+                                                     flags say UNDEFINE_SOURCE
+incoming copy (paused for    cancelled: destroyed,   error (not a source)
+the migration, no job        not running; else
+statistics: "only on the     error (cannot tell)
+source host")
+paused by the migration      running                 cancelled: resumed; else destroyed
+paused otherwise             running                 cancelled: left paused; else destroyed
+running                      running                 cancelled: done; else error (never
+                                                     destroy a running copy)
+===========================  ======================  ==========================================
+
+The coordinator calls Confirm(cancelled=0) only once the destination was seen running (its
+Finish said so, or its probe did, or an operator resolved it): that is why the source is
+destroyed here without looking at the destination.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from migrator.drivers.base import DomainState
+from migrator.drivers.libvirt.errors import LibvirtError
+from migrator.drivers.libvirt.procedures import DomainStateCode, ErrorCode, PausedReason
+from migrator.drivers.libvirt.remote import DomainStatus, JobInfo, Remote
+from migrator.drivers.libvirt.xdr import DomainRef
+from migrator.errors import DriverError
+from migrator.flags import MigrateFlags
+
+
+class Holds(enum.StrEnum):
+    ABSENT = "absent"
+    SHUTOFF = "shutoff"
+    INCOMING = "incoming"
+    PAUSED_BY_MIGRATION = "paused-by-migration"
+    PAUSED = "paused"
+    RUNNING = "running"
+
+
+_STATE_OF: dict[Holds, DomainState] = {
+    Holds.ABSENT: DomainState.ABSENT,
+    Holds.SHUTOFF: DomainState.SHUTOFF,
+    Holds.INCOMING: DomainState.INCOMING,
+    Holds.PAUSED_BY_MIGRATION: DomainState.PAUSED,
+    Holds.PAUSED: DomainState.PAUSED,
+    Holds.RUNNING: DomainState.RUNNING,
+}
+
+_ACTIVE_RUNNING = (DomainStateCode.RUNNING, DomainStateCode.BLOCKED, DomainStateCode.SHUTDOWN)
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """One look at a domain: what it is, libvirt's state and reason, and its job."""
+
+    holds: Holds
+    dom: DomainRef | None = None
+    status: DomainStatus | None = None
+    job: JobInfo | None = None
+
+    @property
+    def state(self) -> DomainState:
+        return _STATE_OF[self.holds]
+
+    def detail(self) -> dict[str, Any]:
+        detail: dict[str, Any] = {"holds": str(self.holds)}
+        if self.status is not None:
+            detail.update(state=self.status.name, reason=self.status.reason)
+        if self.dom is not None:
+            detail["id"] = self.dom.id
+        if self.job is not None:
+            detail["job"] = self.job.type
+        return detail
+
+
+def look(remote: Remote, name: str) -> Seen:
+    """Ask the host about ``name``: lookup, state and reason, and for a paused domain its
+    job (whose statistics libvirt refuses on the destination of a migration)."""
+    dom = remote.lookup(name)
+    if dom is None:
+        return Seen(Holds.ABSENT)
+    status = remote.state(dom)
+    if status.state in _ACTIVE_RUNNING:
+        return Seen(Holds.RUNNING, dom, status)
+    if status.state not in (DomainStateCode.PAUSED, DomainStateCode.PMSUSPENDED):
+        return Seen(Holds.SHUTOFF, dom, status)
+    if status.reason != PausedReason.MIGRATION:
+        return Seen(Holds.PAUSED, dom, status)
+    try:
+        job = remote.job_info(dom)
+    except LibvirtError as exc:
+        if exc.code != ErrorCode.OPERATION_UNSUPPORTED:
+            raise
+        return Seen(Holds.INCOMING, dom, status)  # "statistics only on the source host"
+    return Seen(Holds.PAUSED_BY_MIGRATION, dom, status, job)
+
+
+def settle_finish(remote: Remote, name: str, *, cancelled: bool) -> bool:
+    """Finish settled from what the destination holds; True if it runs ``name``."""
+    seen = look(remote, name)
+    if seen.holds in (Holds.ABSENT, Holds.SHUTOFF):
+        return False
+    if seen.holds is Holds.INCOMING:
+        if not cancelled:
+            raise DriverError(
+                f"the destination holds the incoming copy of {name!r}, not started; Finish"
+                " cannot start it on a new connection"
+            )
+        assert seen.dom is not None
+        _destroy(remote, seen.dom)  # an incoming copy never ran: the source has it all
+        return False
+    return True
+
+
+def settle_confirm(remote: Remote, name: str, *, cancelled: bool, flags: MigrateFlags) -> None:
+    """Confirm settled from what the source holds: resume it (``cancelled``) or end it."""
+    seen = look(remote, name)
+    if cancelled:
+        _resume(remote, name, seen)
+    else:
+        _end(remote, name, seen, flags)
+
+
+def _resume(remote: Remote, name: str, seen: Seen) -> None:
+    if seen.holds is Holds.PAUSED_BY_MIGRATION:
+        assert seen.dom is not None
+        remote.resume(seen.dom)
+    elif seen.holds not in (Holds.RUNNING, Holds.PAUSED):
+        raise DriverError(f"the source holds {seen.holds} for {name!r}: nothing to resume")
+
+
+def _end(remote: Remote, name: str, seen: Seen, flags: MigrateFlags) -> None:
+    if seen.holds is Holds.RUNNING:
+        raise DriverError(
+            f"the source runs {name!r} (it was resumed after the migration paused it);"
+            " refusing to destroy a running copy"
+        )
+    if seen.dom is None:
+        return
+    dom = seen.dom
+    if seen.holds is not Holds.SHUTOFF:
+        _destroy(remote, dom)
+    if flags & MigrateFlags.UNDEFINE_SOURCE:
+        again = remote.lookup(name)  # a transient domain is gone once destroyed
+        if again is not None:
+            remote.undefine(again)
+
+
+def _destroy(remote: Remote, dom: DomainRef) -> None:
+    try:
+        remote.destroy(dom)
+    except LibvirtError as exc:
+        if exc.code not in (ErrorCode.NO_DOMAIN, ErrorCode.OPERATION_INVALID):
+            raise  # gone, or no longer active: what we wanted
