@@ -15,11 +15,14 @@ import importlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from migrator.journal.store import Journal
 from tests.libvirt import daemons, guests
 from tests.libvirt.daemons import Daemon, Pair
+from tests.libvirt.rig import LibvirtRig
 
 REQUIRE_LIBVIRT = os.environ.get("MIGRATOR_REQUIRE_LIBVIRT") == "1"
 DRIVER_MODULE = "migrator.drivers.libvirt.driver"
@@ -90,6 +93,14 @@ def guest(libvirt_pair: Pair) -> Iterator[Guest]:
         yield g
     finally:
         g.cleanup()
+
+
+@pytest.fixture
+def rig(libvirt_driver: None, guest: Guest, tmp_path: Path) -> LibvirtRig:
+    """A fresh SQLite journal, the daemons and a running guest on the source."""
+    db = f"sqlite:///{tmp_path / 'journal.db'}"
+    Journal.open(db, upgrade=True).close()
+    return LibvirtRig(guest.pair, db, guest.name)
 
 
 @pytest.fixture

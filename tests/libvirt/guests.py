@@ -10,8 +10,8 @@ migration, must be the same.
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -76,15 +76,6 @@ def destroy(daemon: Daemon, name: str) -> None:
     daemon.virsh("undefine", name, check=False)
 
 
-@dataclass(frozen=True)
-class PatternGuest:
-    """A guest booted from a payload image; its region must read back as the pattern."""
-
-    name: str
-    pattern: payload.Pattern
-    memory_mib: int
-
-
 def pattern_image(directory: Path, pattern: payload.Pattern) -> Path:
     """Write the payload image for ``pattern`` where both daemons' QEMUs can read it."""
     path = directory / f"payload-{pattern.touch_mib}-{pattern.seed:08x}.img"
@@ -115,3 +106,21 @@ def marker_set(daemon: Daemon, name: str) -> bool:
     """Whether the payload finished writing its region (its done marker is set)."""
     data = read_memory(daemon, name, payload.marker_address(), 4)
     return int.from_bytes(data, "little") == payload.DONE_MAGIC
+
+
+def wait_written(daemon: Daemon, name: str, timeout: float = 30.0) -> None:
+    """Wait until the payload of ``name`` has written its whole region."""
+    deadline = time.monotonic() + timeout
+    while not marker_set(daemon, name):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the payload of {name} did not finish in {timeout} s")
+        time.sleep(0.1)
+
+
+def create_pattern_guest(
+    daemon: Daemon, directory: Path, name: str, pattern: payload.Pattern, memory_mib: int
+) -> None:
+    """Start a guest booted from ``pattern``'s image; return once it wrote its region."""
+    payload.check_fits(memory_mib, pattern.touch_mib)
+    create(daemon, name, pattern_xml(name, pattern_image(directory, pattern), memory_mib))
+    wait_written(daemon, name)
