@@ -1,12 +1,14 @@
 """A ``--hook-command`` that kills a daemon's QEMU at a chosen journal event: a real fault.
 
-    python -m tests.libvirt.fault_hook kill-qemu DIR GUEST STEP KIND [DELAY] HOOK ID
+    python -m tests.libvirt.fault_hook STEP KIND kill-qemu DIR GUEST [DELAY] HOOK ID
+    python -m tests.libvirt.fault_hook STEP KIND create URI XMLFILE HOOK ID
 
-When the event on stdin is ``STEP``'s ``KIND`` (``intent``, ``ok``, ``error``), every QEMU
-under ``DIR`` (one daemon's directory) running ``GUEST`` is killed with SIGKILL, after
-``DELAY`` seconds in the background when given (to land mid-transfer), else at once and
-before the hook returns, so before the coordinator's next call. Hooks run synchronously
-after each commit (``migrator/hooks.py``).
+When the event on stdin is ``STEP``'s ``KIND`` (``intent``, ``ok``, ``error``):
+``kill-qemu`` kills every QEMU under ``DIR`` (one daemon's directory) running ``GUEST``
+with SIGKILL, after ``DELAY`` seconds in the background when given (to land
+mid-transfer), else at once; ``create`` starts a guest from ``XMLFILE`` on ``URI``. Without
+a delay the fault is in place before the hook returns, so before the coordinator's next
+call: hooks run synchronously after each commit (``migrator/hooks.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.libvirt.daemons import qemu_processes
+from tests.libvirt.daemons import qemu_processes, virsh
 
 
 def kill(root: Path, guest: str) -> list[int]:
@@ -34,12 +36,15 @@ def kill(root: Path, guest: str) -> list[int]:
 
 
 def main(argv: list[str]) -> int:
-    action, root, guest, step, kind, *rest = argv
-    assert action == "kill-qemu", action
-    delay = float(rest[0]) if len(rest) > 2 else None
+    step, kind, action, target, arg, *rest = argv
     event = json.load(sys.stdin)["event"]
     if event.get("step") != step or event.get("kind") != kind:
         return 0
+    if action == "create":
+        virsh(target, "create", arg)
+        return 0
+    root, guest = target, arg
+    delay = float(rest[0]) if len(rest) > 2 else None
     if delay is None:
         kill(Path(root), guest)
         return 0

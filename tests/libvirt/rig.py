@@ -8,10 +8,14 @@ QEMU runs without a domain, and ``migrator replay`` agrees with the journal.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shlex
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +25,8 @@ from tests.conftest import ROOT, assert_replays_consistently
 from tests.crash.forkserver import SERVER, Child
 from tests.crash.harness import cli_env
 from tests.libvirt import guests
-from tests.libvirt.daemons import Pair, migrate_uri
+from tests.libvirt.daemons import Daemon, Pair, migrate_uri
+from tests.libvirt.rpctap import Gate, Tap
 
 CLI_TIMEOUT = 120.0
 ACTIVE = ("running", "paused")
@@ -39,9 +44,9 @@ class LibvirtRig:
         """The destination's URI with a loopback ``migrate_uri`` (a free port by default)."""
         return f"{self.pair.dst.uri}&migrate_uri={uri or migrate_uri()}"
 
-    def argv(self, *extra: str, dst: str | None = None) -> list[str]:
-        return ["migrate", self.name, "--src", self.pair.src.uri, "--dst", dst or self.dst_uri(),
-                "--live", "--json", *extra]  # fmt: skip
+    def argv(self, *extra: str, src: str | None = None, dst: str | None = None) -> list[str]:
+        return ["migrate", self.name, "--src", src or self.pair.src.uri,
+                "--dst", dst or self.dst_uri(), "--live", "--json", *extra]  # fmt: skip
 
     def cli(
         self, *args: str, env: dict[str, str] | None = None, real_process: bool = False
@@ -59,9 +64,13 @@ class LibvirtRig:
         return proc
 
     def migrate(
-        self, *extra: str, dst: str | None = None, env: dict[str, str] | None = None
+        self,
+        *extra: str,
+        src: str | None = None,
+        dst: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, Any]]:
-        proc = self.cli(*self.argv(*extra, dst=dst), env=env)
+        proc = self.cli(*self.argv(*extra, src=src, dst=dst), env=env)
         outcome: dict[str, Any] = json.loads(proc.stdout) if proc.stdout.strip() else {}
         return proc.returncode, outcome
 
@@ -103,3 +112,34 @@ class LibvirtRig:
         assert self.pair.stray_qemus() == {}, "a QEMU runs without a domain"
         assert_replays_consistently(self.db)
         return m
+
+
+@contextlib.contextmanager
+def tapped(rig: LibvirtRig, gate: Gate) -> Iterator[tuple[str, str]]:
+    """The source's and destination's URIs through RPC taps sharing ``gate``."""
+    tag = uuid.uuid4().hex[:8]
+    src = Tap(rig.pair.root / f"tap-{tag}-src.sock", rig.pair.src.sock, gate)
+    dst = Tap(rig.pair.root / f"tap-{tag}-dst.sock", rig.pair.dst.sock, gate)
+    try:
+        yield src.uri, f"{dst.uri}&migrate_uri={migrate_uri()}"
+    finally:
+        src.close()
+        dst.close()
+
+
+def kill_hook(daemon: Daemon, guest: str, step: str, kind: str, delay: float | None = None) -> str:
+    """A ``--hook-command`` that kills ``daemon``'s QEMU of ``guest`` at that event."""
+    args = ["kill-qemu", str(daemon.home), guest, *([str(delay)] if delay is not None else [])]
+    return _hook(step, kind, *args)
+
+
+def create_hook(daemon: Daemon, guest: str, step: str, kind: str) -> str:
+    """A ``--hook-command`` that starts a tiny guest ``guest`` on ``daemon`` at that event."""
+    xml = daemon.home / f"{guest}-hook.xml"
+    xml.write_text(guests.domain_xml(guest))
+    xml.chmod(0o644)
+    return _hook(step, kind, "create", daemon.uri, str(xml))
+
+
+def _hook(*args: str) -> str:
+    return shlex.join([sys.executable, "-m", "tests.libvirt.fault_hook", *args])

@@ -10,7 +10,8 @@ for one procedure number (``remote_protocol.x``):
   ``Gate``) is held, never forwarded, and ``on_hold`` runs: a client killed there has seen
   that step's reply and started nothing after it, exactly.
 - ``cut_reply(proc)``: the daemon's reply to ``proc`` is dropped and the connection is
-  closed both ways: the call ran, its caller never hears of it (a lost reply).
+  closed both ways: the call ran, its caller never hears of it (a lost reply). Once: a
+  later call on a new connection is answered.
 
 Framing: a big-endian u32 length that counts itself, then ``prog, vers, proc, type,
 serial, status``. Only calls and replies of the remote program are looked at; everything
@@ -149,6 +150,7 @@ class Tap:
         if header.type != REPLY:
             return True
         if header.proc == self.gate.cut_proc:
+            self.gate.cut_proc = None  # once: a retry on a new connection gets its reply
             self.gate.cut.set()
             return False
         self.gate._replied(header.proc)
