@@ -208,3 +208,15 @@ def test_abort_during_perform_resumes_the_source(guest: Guest, migration_uri: st
         src.close()
         dst.close()
         guest.cleanup(name)
+
+
+def test_a_namesake_on_the_destination_is_not_taken_for_the_guest(
+    hooks: Hooks, guest: Guest
+) -> None:
+    begun = hooks.src.begin(hooks.ctx(Step.BEGIN), hooks.params)
+    guests.create(guest.dst, guest.name, guests.domain_xml(guest.name))  # another UUID
+    with pytest.raises(DriverError):
+        hooks.dst.prepare(hooks.ctx(Step.PREPARE), hooks.params, begun.cookie, begun.description)
+    assert not hooks.finish(begun.cookie, cancelled=True)  # the namesake is not ours
+    hooks.confirm(begun.cookie, cancelled=True)
+    assert guest.states() == (("running", "booted"), ("running", "booted"))

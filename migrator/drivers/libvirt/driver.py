@@ -268,7 +268,10 @@ class LibvirtDriver:
             session.spent.add(Step.FINISH)
             result = self._finish3(ctx, session, params, cookie, cancelled)
         else:
-            running = reconcile.settle_finish(self.control(), params.dest_name, cancelled=cancelled)
+            running = reconcile.settle_finish(
+                self.control(), params.dest_name, cancelled=cancelled,
+                uuid=reconcile.cookie_uuid(cookie),
+            )  # fmt: skip
             result = FinishResult(running=running)
         self._keep(ctx, result, cancelled)
         self._end_session(ctx.migration_id)
@@ -291,7 +294,10 @@ class LibvirtDriver:
                 raise  # libvirt killed the incoming copy or cannot tell: the engine probes
             if isinstance(exc, LibvirtError) and exc.code == ErrorCode.MIGRATE_FINISH_OK:
                 return FinishResult(running=False)  # "migration successfully aborted"
-            running = reconcile.settle_finish(self.control(), params.dest_name, cancelled=True)
+            running = reconcile.settle_finish(
+                self.control(), params.dest_name, cancelled=True,
+                uuid=reconcile.cookie_uuid(cookie),
+            )  # fmt: skip
             return FinishResult(running=running)
         return FinishResult(running=True, cookie=out)
 
@@ -309,8 +315,9 @@ class LibvirtDriver:
             done = self._confirm3(ctx, session, params, cookie, cancelled)
         if not done:
             reconcile.settle_confirm(
-                self.control(), params.domain, cancelled=cancelled, flags=params.flags
-            )
+                self.control(), params.domain, cancelled=cancelled, flags=params.flags,
+                uuid=session.dom.uuid if session and session.dom else reconcile.cookie_uuid(cookie),
+            )  # fmt: skip
         result = ConfirmResult()
         self._keep(ctx, result, cancelled)
         self._end_session(ctx.migration_id)

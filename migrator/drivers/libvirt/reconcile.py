@@ -22,6 +22,10 @@ running                      running                 cancelled: done; else error
                                                      destroy a running copy)
 ===========================  ======================  ==========================================
 
+The domain is found by the UUID in libvirt's migration cookie (``<qemu-migration><uuid>``)
+when the step was given one, else by name: another guest that merely has the name (on the
+destination, say, which made Prepare fail) is never taken for the migrated one.
+
 The coordinator calls Confirm(cancelled=0) only once the destination was seen running (its
 Finish said so, or its probe did, or an operator resolved it): that is why the source is
 destroyed here without looking at the destination.
@@ -30,6 +34,8 @@ destroyed here without looking at the destination.
 from __future__ import annotations
 
 import enum
+import uuid as uuidlib
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,10 +93,21 @@ class Seen:
         return detail
 
 
-def look(remote: Remote, name: str) -> Seen:
-    """Ask the host about ``name``: lookup, state and reason, and for a paused domain its
-    job (whose statistics libvirt refuses on the destination of a migration)."""
-    dom = remote.lookup(name)
+def cookie_uuid(cookie: bytes) -> bytes | None:
+    """The domain UUID a libvirt migration cookie names, or None if it names none."""
+    try:
+        root = ET.fromstring(cookie.rstrip(b"\0").decode())
+        text = root.findtext("uuid")
+        return uuidlib.UUID(text).bytes if root.tag == "qemu-migration" and text else None
+    except (ET.ParseError, UnicodeDecodeError, ValueError):
+        return None
+
+
+def look(remote: Remote, name: str, uuid: bytes | None = None) -> Seen:
+    """Ask the host about the domain with ``uuid`` (if given) or ``name``: lookup, state and
+    reason, and for a paused domain its job (whose statistics libvirt refuses on the
+    destination of a migration)."""
+    dom = remote.lookup_uuid(uuid) if uuid else remote.lookup(name)
     if dom is None:
         return Seen(Holds.ABSENT)
     status = remote.state(dom)
@@ -109,9 +126,9 @@ def look(remote: Remote, name: str) -> Seen:
     return Seen(Holds.PAUSED_BY_MIGRATION, dom, status, job)
 
 
-def settle_finish(remote: Remote, name: str, *, cancelled: bool) -> bool:
-    """Finish settled from what the destination holds; True if it runs ``name``."""
-    seen = look(remote, name)
+def settle_finish(remote: Remote, name: str, *, cancelled: bool, uuid: bytes | None = None) -> bool:
+    """Finish settled from what the destination holds; True if it runs the domain."""
+    seen = look(remote, name, uuid)
     if seen.holds in (Holds.ABSENT, Holds.SHUTOFF):
         return False
     if seen.holds is Holds.INCOMING:
@@ -126,9 +143,16 @@ def settle_finish(remote: Remote, name: str, *, cancelled: bool) -> bool:
     return True
 
 
-def settle_confirm(remote: Remote, name: str, *, cancelled: bool, flags: MigrateFlags) -> None:
+def settle_confirm(
+    remote: Remote,
+    name: str,
+    *,
+    cancelled: bool,
+    flags: MigrateFlags,
+    uuid: bytes | None = None,
+) -> None:
     """Confirm settled from what the source holds: resume it (``cancelled``) or end it."""
-    seen = look(remote, name)
+    seen = look(remote, name, uuid)
     if cancelled:
         _resume(remote, name, seen)
     else:
@@ -155,7 +179,7 @@ def _end(remote: Remote, name: str, seen: Seen, flags: MigrateFlags) -> None:
     if seen.holds is not Holds.SHUTOFF:
         _destroy(remote, dom)
     if flags & MigrateFlags.UNDEFINE_SOURCE:
-        again = remote.lookup(name)  # a transient domain is gone once destroyed
+        again = remote.lookup_uuid(dom.uuid)  # a transient domain is gone once destroyed
         if again is not None:
             remote.undefine(again)
 

@@ -82,6 +82,16 @@ class Remote:
             raise
         return Unpacker(reply).domain()
 
+    def lookup_uuid(self, uuid: bytes, timeout: float | None = None) -> DomainRef | None:
+        """The domain with this 16-byte UUID, or None if the host has none."""
+        try:
+            reply = self._call(Proc.DOMAIN_LOOKUP_BY_UUID, Packer().fixed(uuid), timeout)
+        except LibvirtError as exc:
+            if exc.code == ErrorCode.NO_DOMAIN:
+                return None
+            raise
+        return Unpacker(reply).domain()
+
     def state(self, dom: DomainRef, timeout: float | None = None) -> DomainStatus:
         reader = Unpacker(self._call(Proc.DOMAIN_GET_STATE, _dom(dom).uint(0), timeout))
         return DomainStatus(reader.sint(), reader.sint())
