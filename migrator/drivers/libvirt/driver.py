@@ -26,9 +26,11 @@ crash during Perform is rolled back.
 
 from __future__ import annotations
 
+import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from migrator.drivers.base import (
     BeginResult,
@@ -46,6 +48,7 @@ from migrator.drivers.libvirt.errors import LibvirtError, LibvirtUnreachable
 from migrator.drivers.libvirt.procedures import DrvFeature, ErrorCode, MigrateParam
 from migrator.drivers.libvirt.remote import Remote
 from migrator.drivers.libvirt.rpc import Connection
+from migrator.drivers.libvirt.typed import common, dest_flags, final_stats, time_left
 from migrator.drivers.libvirt.uri import parse
 from migrator.drivers.libvirt.watch import PerformWatch, progress_of
 from migrator.drivers.libvirt.xdr import DomainRef, ParamValue
@@ -56,7 +59,7 @@ from migrator.states import Step
 
 PERFORM_GRACE = 30.0
 """Seconds Perform3's reply may take after the deadline made the watch abort the job."""
-_DEST_ONLY_MASK = ~(MigrateFlags.ABORT_ON_ERROR | MigrateFlags.AUTO_CONVERGE)
+R = TypeVar("R")
 Result = BeginResult | PrepareResult | PerformResult | FinishResult | ConfirmResult
 
 
@@ -124,6 +127,17 @@ class LibvirtDriver:
                 self._control = self.connect()
             return self._control
 
+    def on_control(self, use: Callable[[Remote], R]) -> R:
+        """``use(control())``, once more on a new connection if the old one was lost (a
+        daemon restarted since it was opened)."""
+        remote = self.control()
+        try:
+            return use(remote)
+        except LibvirtUnreachable:
+            if not remote.conn.broken:
+                raise
+        return use(self.control())
+
     def _session(self, mid: str, *, create: bool = False) -> _Session | None:
         with self._lock:
             session = self._sessions.get(mid)
@@ -153,7 +167,7 @@ class LibvirtDriver:
 
     def supports(self, feature: DrvFeature) -> bool:
         if feature not in self._supported:
-            self._supported[feature] = self.control().supports(feature)
+            self._supported[feature] = self.on_control(lambda r: r.supports(feature))
         return self._supported[feature]
 
     def features(self) -> frozenset[Feature]:
@@ -180,14 +194,19 @@ class LibvirtDriver:
         memo = self._memo(ctx)
         if isinstance(memo, BeginResult):
             return memo
+        if params.flags & MigrateFlags.PEER2PEER:
+            raise DriverError(
+                "flag peer2peer hands the whole migration to the source daemon, which"
+                " migrator cannot journal; migrate without it"
+            )
         session = self._session(ctx.migration_id, create=True)
         assert session is not None
         try:
-            dom = session.remote.lookup(params.domain, timeout=_left(ctx))
+            dom = session.remote.lookup(params.domain, timeout=time_left(ctx))
             if dom is None:
                 raise DriverError(f"domain {params.domain!r} not found on {self.host}")
             flags = self._source_flags(params)
-            cookie, xml = session.remote.begin3(dom, _common(params), flags, _left(ctx))
+            cookie, xml = session.remote.begin3(dom, common(params), flags, time_left(ctx))
         except BaseException:
             self._end_session(ctx.migration_id)  # no job began: nothing follows Begin
             raise
@@ -205,11 +224,11 @@ class LibvirtDriver:
             return memo
         session = self._session(ctx.migration_id, create=True)
         assert session is not None
-        typed = {**_common(params), MigrateParam.DEST_XML: description}
+        typed = {**common(params), MigrateParam.DEST_XML: description}
         if self.migrate_uri:
             typed[MigrateParam.URI] = self.migrate_uri
-        flags = int(params.flags & _DEST_ONLY_MASK)
-        out, uri_out = session.remote.prepare3(typed, cookie, flags, _left(ctx))
+        flags = int(dest_flags(params))
+        out, uri_out = session.remote.prepare3(typed, cookie, flags, time_left(ctx))
         session.prepared = True
         uri = uri_out or self.migrate_uri
         if not uri:
@@ -231,14 +250,14 @@ class LibvirtDriver:
                 f"Perform of migration {ctx.migration_id} on {self.host} needs the connection"
                 " that ran Begin, which is gone"
             )
-        dom, typed = session.dom, {**_common(params), MigrateParam.URI: uri}
+        dom, typed = session.dom, {**common(params), MigrateParam.URI: uri}
         session.uri = uri
         watch = PerformWatch(ctx, dom, self.connect)
-        left = _left(ctx)
+        left = time_left(ctx)
         try:
             out = session.remote.perform3(
                 dom, typed, cookie, self._source_flags(params),
-                timeout=None if left is None else left + PERFORM_GRACE, tick=watch.tick,
+                timeout=math.inf if left is None else left + PERFORM_GRACE, tick=watch.tick,
             )  # fmt: skip
         except (LibvirtError, LibvirtUnreachable) as exc:
             session.spent.add(Step.CONFIRM)  # libvirt ended the job: Confirm3 would refuse
@@ -248,7 +267,7 @@ class LibvirtDriver:
         finally:
             watch.close()
         session.performed = True
-        stats = _final_stats(session.remote, dom)
+        stats = final_stats(session.remote, dom)
         sample = progress_of(stats, final=True)
         if sample is not None:
             ctx.progress(sample)
@@ -268,14 +287,16 @@ class LibvirtDriver:
             session.spent.add(Step.FINISH)
             result = self._finish3(ctx, session, params, cookie, cancelled)
         else:
-            running = reconcile.settle_finish(
-                self.control(), params.dest_name, cancelled=cancelled,
-                uuid=reconcile.cookie_uuid(cookie),
-            )  # fmt: skip
-            result = FinishResult(running=running)
+            result = FinishResult(running=self._settle_finish(params, cookie, cancelled))
         self._keep(ctx, result, cancelled)
         self._end_session(ctx.migration_id)
         return result
+
+    def _settle_finish(self, params: MigrationParams, cookie: bytes, cancelled: bool) -> bool:
+        uuid = reconcile.cookie_uuid(cookie)
+        return self.on_control(
+            lambda r: reconcile.settle_finish(r, params.dest_name, cancelled=cancelled, uuid=uuid)
+        )
 
     def _finish3(
         self,
@@ -285,20 +306,16 @@ class LibvirtDriver:
         cookie: bytes,
         cancelled: bool,
     ) -> FinishResult:
-        typed: dict[str, ParamValue] = {**_common(params), MigrateParam.DEST_NAME: params.dest_name}
-        flags = int(params.flags & _DEST_ONLY_MASK)
+        typed: dict[str, ParamValue] = {**common(params), MigrateParam.DEST_NAME: params.dest_name}
+        flags = int(dest_flags(params))
         try:
-            _dom, out = session.remote.finish3(typed, cookie, flags, cancelled, _left(ctx))
+            _dom, out = session.remote.finish3(typed, cookie, flags, cancelled, time_left(ctx))
         except (LibvirtError, LibvirtUnreachable) as exc:
             if not cancelled:
                 raise  # libvirt killed the incoming copy or cannot tell: the engine probes
             if isinstance(exc, LibvirtError) and exc.code == ErrorCode.MIGRATE_FINISH_OK:
                 return FinishResult(running=False)  # "migration successfully aborted"
-            running = reconcile.settle_finish(
-                self.control(), params.dest_name, cancelled=True,
-                uuid=reconcile.cookie_uuid(cookie),
-            )  # fmt: skip
-            return FinishResult(running=running)
+            return FinishResult(running=self._settle_finish(params, cookie, cancelled=True))
         return FinishResult(running=True, cookie=out)
 
     def confirm(
@@ -314,10 +331,12 @@ class LibvirtDriver:
             session.spent.add(Step.CONFIRM)
             done = self._confirm3(ctx, session, params, cookie, cancelled)
         if not done:
-            reconcile.settle_confirm(
-                self.control(), params.domain, cancelled=cancelled, flags=params.flags,
-                uuid=session.dom.uuid if session and session.dom else reconcile.cookie_uuid(cookie),
-            )  # fmt: skip
+            uuid = session.dom.uuid if session and session.dom else reconcile.cookie_uuid(cookie)
+            self.on_control(
+                lambda r: reconcile.settle_confirm(
+                    r, params.domain, cancelled=cancelled, flags=params.flags, uuid=uuid
+                )
+            )
         result = ConfirmResult()
         self._keep(ctx, result, cancelled)
         self._end_session(ctx.migration_id)
@@ -333,12 +352,12 @@ class LibvirtDriver:
     ) -> bool:
         """Confirm3; False if it failed and the source's state must settle it."""
         assert session.dom is not None
-        typed = _common(params)
+        typed = common(params)
         if session.uri:
             typed[MigrateParam.URI] = session.uri
         flags = self._source_flags(params)
         try:
-            session.remote.confirm3(session.dom, typed, cookie, flags, cancelled, _left(ctx))
+            session.remote.confirm3(session.dom, typed, cookie, flags, cancelled, time_left(ctx))
         except (LibvirtError, LibvirtUnreachable):
             return False
         return True
@@ -347,29 +366,5 @@ class LibvirtDriver:
 
     def probe(self, domain: str) -> ProbeResult:
         """Lookup, state and reason, and for a domain paused by a migration its job."""
-        seen = reconcile.look(self.control(), domain)
+        seen = self.on_control(lambda r: reconcile.look(r, domain))
         return ProbeResult(state=seen.state, detail=seen.detail())
-
-
-def _common(params: MigrationParams) -> dict[str, ParamValue]:
-    typed: dict[str, ParamValue] = {}
-    if params.dname:
-        typed[MigrateParam.DEST_NAME] = params.dname
-    if params.bandwidth > 0:
-        typed[MigrateParam.BANDWIDTH] = params.bandwidth
-    return typed
-
-
-def _left(ctx: StepContext) -> float | None:
-    left = ctx.time_left()
-    return None if left is None else max(left, 0.001)
-
-
-def _final_stats(remote: Remote, dom: DomainRef) -> dict[str, ParamValue]:
-    """The job statistics right after Perform3 (the job lasts until Confirm3)."""
-    try:
-        stats = remote.job_stats(dom)
-    except (LibvirtError, LibvirtUnreachable):
-        return {}
-    stats.pop("type", None)
-    return stats

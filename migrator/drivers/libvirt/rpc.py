@@ -15,6 +15,7 @@ to the connection, so a half-read conversation is never resumed, and later calls
 from __future__ import annotations
 
 import contextlib
+import math
 import select
 import socket
 import ssl
@@ -115,12 +116,13 @@ class Connection:
         timeout: float | None = None,
         tick: Tick | None = None,
     ) -> bytes:
-        """Send one call and return the body of its reply; raise ``LibvirtError`` on an
-        error reply, ``LibvirtTimeout`` after ``timeout`` seconds (default
-        ``call_timeout``), ``LibvirtUnreachable`` if the connection is or gets lost.
-        ``tick`` is called every ``TICK`` seconds while the reply is awaited."""
+        """Send one call and return the body of its reply.
+
+        Raises ``LibvirtError`` on an error reply, ``LibvirtTimeout`` after ``timeout``
+        seconds (default ``call_timeout``; ``math.inf``: none), ``LibvirtUnreachable`` if
+        the connection is or gets lost. ``tick`` runs every ``TICK`` s while waiting."""
         limit = self.call_timeout if timeout is None else timeout
-        deadline = None if limit is None else time.monotonic() + limit
+        deadline = None if limit is None or math.isinf(limit) else time.monotonic() + limit
         with self._lock:
             self._check()
             serial = self._serial
