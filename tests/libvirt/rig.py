@@ -74,8 +74,15 @@ class LibvirtRig:
         outcome: dict[str, Any] = json.loads(proc.stdout) if proc.stdout.strip() else {}
         return proc.returncode, outcome
 
-    def spawn(self, *extra: str, env: dict[str, str] | None = None) -> Child:
-        return SERVER.spawn(self.argv(*extra), env=cli_env(self.db, env), cwd=ROOT)
+    def spawn(
+        self,
+        *extra: str,
+        src: str | None = None,
+        dst: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Child:
+        argv = self.argv(*extra, src=src, dst=dst)
+        return SERVER.spawn(argv, env=cli_env(self.db, env), cwd=ROOT)
 
     def recover(self) -> subprocess.CompletedProcess[str]:
         return self.cli("recover", "--json")

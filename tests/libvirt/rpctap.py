@@ -9,6 +9,8 @@ for one procedure number (``remote_protocol.x``):
   client's next call (on any connection of this tap or of taps sharing the same
   ``Gate``) is held, never forwarded, and ``on_hold`` runs: a client killed there has seen
   that step's reply and started nothing after it, exactly.
+- ``after_call(proc, on_call)``: once a call to ``proc`` has been forwarded to the daemon,
+  ``on_call`` runs (e.g. kills the client while the daemon works on the call).
 - ``cut_reply(proc)``: the daemon's reply to ``proc`` is dropped and the connection is
   closed both ways: the call ran, its caller never hears of it (a lost reply). Once: a
   later call on a new connection is answered.
@@ -65,6 +67,8 @@ class Gate:
     hold_proc: int | None = None
     on_hold: Callable[[], None] | None = None
     cut_proc: int | None = None
+    call_proc: int | None = None
+    on_call: Callable[[], None] | None = None
     seen: list[tuple[str, int, int]] = field(default_factory=list)
     """(direction ``"call"`` | ``"reply"``, proc, serial) of the remote program, in order."""
     held: threading.Event = field(default_factory=threading.Event)
@@ -77,6 +81,14 @@ class Gate:
 
     def cut_reply(self, proc: int) -> None:
         self.cut_proc = proc
+
+    def after_call(self, proc: int, on_call: Callable[[], None]) -> None:
+        self.call_proc, self.on_call = proc, on_call
+
+    def _called(self, proc: int) -> None:
+        if proc == self.call_proc and self.on_call is not None:
+            self.call_proc = None
+            self.on_call()
 
     def _replied(self, proc: int) -> None:
         with self._lock:
@@ -138,6 +150,8 @@ class Tap:
                         continue
                     break
                 dst.sendall(message)
+                if from_client and header.prog == REMOTE_PROGRAM and header.type == CALL:
+                    self.gate._called(header.proc)
         except (EOFError, OSError):
             pass
         for s in (src, dst):

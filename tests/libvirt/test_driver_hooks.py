@@ -24,6 +24,7 @@ from migrator.records import Progress, StepContext
 from migrator.states import Step
 from tests.libvirt import guests
 from tests.libvirt.conftest import Guest
+from tests.libvirt.daemons import Daemon
 
 pytestmark = pytest.mark.usefixtures("libvirt_driver")
 
@@ -220,3 +221,25 @@ def test_a_namesake_on_the_destination_is_not_taken_for_the_guest(
     assert not hooks.finish(begun.cookie, cancelled=True)  # the namesake is not ours
     hooks.confirm(begun.cookie, cancelled=True)
     assert guest.states() == (("running", "booted"), ("running", "booted"))
+
+
+def restart(daemon: Daemon) -> None:
+    """Stop ``daemon`` by pid and start it again; its QEMUs live on."""
+    daemon.stop()
+    daemon.start()
+    daemon.wait_ready(time.monotonic() + 30)
+
+
+@pytest.mark.slow
+def test_a_source_daemon_restarted_after_perform_resumes_the_source(
+    hooks: Hooks, guest: Guest
+) -> None:
+    cookie = hooks.up_to_perform()
+    restart(guest.src)
+    # libvirt's own recovery resumed the source: Finish(cancelled=0) now would run two copies
+    assert hooks.src.probe(guest.name).state is DomainState.RUNNING  # on a new connection
+    with pytest.raises(DriverError, match="refusing to destroy a running copy"):
+        hooks.src.confirm(hooks.ctx(Step.CONFIRM), hooks.params, cookie, False)
+    assert not hooks.finish(cookie, cancelled=True)
+    assert guest.states()[0][0] == "running"
+    assert guest.states()[1][0] == "absent"
