@@ -231,15 +231,13 @@ def restart(daemon: Daemon) -> None:
 
 
 @pytest.mark.slow
-def test_a_source_daemon_restarted_after_perform_resumes_the_source(
-    hooks: Hooks, guest: Guest
-) -> None:
+def test_a_source_daemon_restarted_after_perform_rolls_back(hooks: Hooks, guest: Guest) -> None:
     cookie = hooks.up_to_perform()
-    restart(guest.src)
-    # libvirt's own recovery resumed the source: Finish(cancelled=0) now would run two copies
-    assert hooks.src.probe(guest.name).state is DomainState.RUNNING  # on a new connection
-    with pytest.raises(DriverError, match="refusing to destroy a running copy"):
-        hooks.src.confirm(hooks.ctx(Step.CONFIRM), hooks.params, cookie, False)
+    restart(guest.src)  # libvirt's own recovery then resumes the source ("migration canceled")
+    with pytest.raises(DriverError, match="Finish refused: the source lost"):
+        hooks.finish(cookie, cancelled=False)  # else two copies would run
+    assert hooks.dst.probe(guest.name).state is DomainState.INCOMING  # the engine's next look
     assert not hooks.finish(cookie, cancelled=True)
+    hooks.confirm(b"", cancelled=True)  # Begin's connection is gone: settled on a new one
     assert guest.states()[0][0] == "running"
     assert guest.states()[1][0] == "absent"

@@ -27,10 +27,7 @@ crash during Perform is rolled back.
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import ClassVar, TypeVar
+from typing import ClassVar
 
 from migrator.drivers.base import (
     BeginResult,
@@ -41,17 +38,14 @@ from migrator.drivers.base import (
     PerformResult,
     PrepareResult,
     ProbeResult,
-    redact_uri,
 )
 from migrator.drivers.libvirt import reconcile
 from migrator.drivers.libvirt.errors import LibvirtError, LibvirtUnreachable
+from migrator.drivers.libvirt.host import Host, Session
 from migrator.drivers.libvirt.procedures import DrvFeature, ErrorCode, MigrateParam
-from migrator.drivers.libvirt.remote import Remote
-from migrator.drivers.libvirt.rpc import Connection
 from migrator.drivers.libvirt.typed import common, dest_flags, final_stats, time_left
-from migrator.drivers.libvirt.uri import parse
 from migrator.drivers.libvirt.watch import PerformWatch, progress_of
-from migrator.drivers.libvirt.xdr import DomainRef, ParamValue
+from migrator.drivers.libvirt.xdr import ParamValue
 from migrator.errors import DriverError
 from migrator.flags import MigrateFlags
 from migrator.records import StepContext
@@ -59,24 +53,10 @@ from migrator.states import Step
 
 PERFORM_GRACE = 30.0
 """Seconds Perform3's reply may take after the deadline made the watch abort the job."""
-R = TypeVar("R")
 Result = BeginResult | PrepareResult | PerformResult | FinishResult | ConfirmResult
 
 
-@dataclass
-class _Session:
-    """One migration's connection to this host, and what ran on it."""
-
-    remote: Remote
-    dom: DomainRef | None = None
-    uri: str = ""
-    prepared: bool = False
-    performed: bool = False
-    spent: set[Step] = field(default_factory=set)
-    """Finish or Confirm tried on this connection: a second try is settled instead."""
-
-
-class LibvirtDriver:
+class LibvirtDriver(Host):
     """A libvirt host (``qemu:///system``, ``qemu+tls://HOST/system``, ...; see ``uri.py``).
 
     ``migrate_uri`` (or the URI's ``?migrate_uri=``) is where, as a destination, this host
@@ -93,75 +73,13 @@ class LibvirtDriver:
         connect_timeout: float = 10.0,
         call_timeout: float | None = 60.0,
     ) -> None:
-        self.uri = uri
-        self.target = parse(uri)
+        super().__init__(uri, connect_timeout=connect_timeout, call_timeout=call_timeout)
         self.migrate_uri = migrate_uri or self.target.migrate_uri
-        self.connect_timeout = connect_timeout
-        self.call_timeout = call_timeout
-        self.host = redact_uri(uri)
-        self._control: Remote | None = None
-        self._sessions: dict[str, _Session] = {}
         self._results: dict[tuple[str, Step, bool | None], Result] = {}
         self._supported: dict[DrvFeature, bool] = {}
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"LibvirtDriver({self.host!r})"
-
-    # -- connections -----------------------------------------------------------------------
-
-    def connect(self, *, call_timeout: float | None = None) -> Remote:
-        """A new connection to this host (the caller closes ``remote.conn``)."""
-        conn = Connection.open(
-            self.target,
-            host=self.host,
-            connect_timeout=self.connect_timeout,
-            call_timeout=call_timeout if call_timeout is not None else self.call_timeout,
-        )
-        return Remote(conn)
-
-    def control(self) -> Remote:
-        """The shared connection for probes, features and settling; reopened if lost."""
-        with self._lock:
-            if self._control is None or self._control.conn.broken:
-                self._control = self.connect()
-            return self._control
-
-    def on_control(self, use: Callable[[Remote], R]) -> R:
-        """``use(control())``, once more on a new connection if the old one was lost (a
-        daemon restarted since it was opened)."""
-        remote = self.control()
-        try:
-            return use(remote)
-        except LibvirtUnreachable:
-            if not remote.conn.broken:
-                raise
-        return use(self.control())
-
-    def _session(self, mid: str, *, create: bool = False) -> _Session | None:
-        with self._lock:
-            session = self._sessions.get(mid)
-        if session is None and create:
-            session = _Session(self.connect())
-            with self._lock:
-                self._sessions[mid] = session
-        return session
-
-    def _end_session(self, mid: str) -> None:
-        with self._lock:
-            session = self._sessions.pop(mid, None)
-        if session is not None:
-            session.remote.conn.close()
-
-    def close(self) -> None:
-        with self._lock:
-            remotes = [s.remote for s in self._sessions.values()]
-            if self._control is not None:
-                remotes.append(self._control)
-            self._sessions.clear()
-            self._control = None
-        for remote in remotes:
-            remote.conn.close()
 
     # -- what the host offers ----------------------------------------------------------------
 
@@ -199,7 +117,7 @@ class LibvirtDriver:
                 "flag peer2peer hands the whole migration to the source daemon, which"
                 " migrator cannot journal; migrate without it"
             )
-        session = self._session(ctx.migration_id, create=True)
+        session = self.session(ctx.migration_id, create=True)
         assert session is not None
         try:
             dom = session.remote.lookup(params.domain, timeout=time_left(ctx))
@@ -208,9 +126,10 @@ class LibvirtDriver:
             flags = self._source_flags(params)
             cookie, xml = session.remote.begin3(dom, common(params), flags, time_left(ctx))
         except BaseException:
-            self._end_session(ctx.migration_id)  # no job began: nothing follows Begin
+            self.forget(ctx.migration_id)  # no job began: nothing follows Begin
             raise
         session.dom = dom
+        self.begun(ctx.migration_id)
         result = BeginResult(description=xml, cookie=cookie)
         self._keep(ctx, result)
         return result
@@ -222,7 +141,7 @@ class LibvirtDriver:
         memo = self._memo(ctx)
         if isinstance(memo, PrepareResult):
             return memo
-        session = self._session(ctx.migration_id, create=True)
+        session = self.session(ctx.migration_id, create=True)
         assert session is not None
         typed = {**common(params), MigrateParam.DEST_XML: description}
         if self.migrate_uri:
@@ -244,7 +163,7 @@ class LibvirtDriver:
         memo = self._memo(ctx)
         if isinstance(memo, PerformResult):
             return memo
-        session = self._session(ctx.migration_id)
+        session = self.session(ctx.migration_id)
         if session is None or session.dom is None or session.remote.conn.broken:
             raise DriverError(
                 f"Perform of migration {ctx.migration_id} on {self.host} needs the connection"
@@ -282,14 +201,14 @@ class LibvirtDriver:
         memo = self._memo(ctx, cancelled)
         if isinstance(memo, FinishResult):
             return memo
-        session = self._session(ctx.migration_id)
+        session = self.session(ctx.migration_id)
         if session is not None and session.prepared and Step.FINISH not in session.spent:
             session.spent.add(Step.FINISH)
             result = self._finish3(ctx, session, params, cookie, cancelled)
         else:
             result = FinishResult(running=self._settle_finish(params, cookie, cancelled))
         self._keep(ctx, result, cancelled)
-        self._end_session(ctx.migration_id)
+        self.forget(ctx.migration_id)
         return result
 
     def _settle_finish(self, params: MigrationParams, cookie: bytes, cancelled: bool) -> bool:
@@ -301,11 +220,17 @@ class LibvirtDriver:
     def _finish3(
         self,
         ctx: StepContext,
-        session: _Session,
+        session: Session,
         params: MigrationParams,
         cookie: bytes,
         cancelled: bool,
     ) -> FinishResult:
+        if not cancelled and not self.source_holds(ctx.migration_id):
+            raise DriverError(
+                "Finish refused: the source lost the connection or the job of this migration"
+                " after Perform (its daemon may have restarted and resumed the guest), so"
+                " starting the destination's copy could run two"
+            )
         typed: dict[str, ParamValue] = {**common(params), MigrateParam.DEST_NAME: params.dest_name}
         flags = int(dest_flags(params))
         try:
@@ -325,7 +250,7 @@ class LibvirtDriver:
         memo = self._memo(ctx, cancelled)
         if isinstance(memo, ConfirmResult):
             return memo
-        session = self._session(ctx.migration_id)
+        session = self.session(ctx.migration_id)
         done = False
         if session is not None and session.dom is not None and Step.CONFIRM not in session.spent:
             session.spent.add(Step.CONFIRM)
@@ -339,13 +264,13 @@ class LibvirtDriver:
             )
         result = ConfirmResult()
         self._keep(ctx, result, cancelled)
-        self._end_session(ctx.migration_id)
+        self.forget(ctx.migration_id)
         return result
 
     def _confirm3(
         self,
         ctx: StepContext,
-        session: _Session,
+        session: Session,
         params: MigrationParams,
         cookie: bytes,
         cancelled: bool,
