@@ -241,3 +241,29 @@ def test_a_source_daemon_restarted_after_perform_rolls_back(hooks: Hooks, guest:
     hooks.confirm(b"", cancelled=True)  # Begin's connection is gone: settled on a new one
     assert guest.states()[0][0] == "running"
     assert guest.states()[1][0] == "absent"
+
+
+def test_a_settled_confirm_undefines_a_persistent_source_when_the_flags_say_so(
+    hooks: Hooks, guest: Guest
+) -> None:
+    name = f"{guest.name}-p"
+    path = guest.src.home / f"{name}.xml"
+    path.write_text(guests.domain_xml(name))
+    path.chmod(0o644)
+    guest.src.virsh("define", str(path))
+    guest.src.virsh("start", name)
+    flags = MigrateFlags.LIVE | MigrateFlags.PERSIST_DEST | MigrateFlags.UNDEFINE_SOURCE
+    hooks.params = MigrationParams(name, flags)
+    again = None
+    try:
+        cookie = hooks.up_to_perform()
+        assert hooks.finish(cookie, cancelled=False)
+        again = hooks.restart()  # a crash after Finish: Confirm is settled on new connections
+        again.confirm(cookie, cancelled=False)
+        assert guests.state(guest.src, name) == ("absent", "")
+        assert "Persistent:     yes" in guest.dst.virsh("dominfo", name)
+    finally:
+        if again is not None:
+            again.src.close()
+            again.dst.close()
+        guest.cleanup(name)
