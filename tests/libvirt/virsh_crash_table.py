@@ -57,18 +57,19 @@ class Outcome:
     def copies_running(self) -> int:
         return [self.source[0], self.destination[0]].count("running")
 
-    def cells(self) -> list[str]:
-        return [
-            f"{self.client} killed after {TITLE[self.step]}",
-            self.end or "—",
-            _state(self.source),
-            _state(self.destination),
-            str(self.copies_running),
-            str(self.stray_qemus),
-        ]
 
-
-HEADER = ["client", "journal says", "source", "destination", "copies running", "stray QEMU"]
+HEADER = [
+    "killed after",
+    "`virsh migrate` leaves: source",
+    "destination",
+    "`migrator migrate` leaves: source",
+    "destination",
+    "then `migrator recover`: journal",
+    "source",
+    "destination",
+    "stray QEMU (virsh / migrator)",
+]
+VIRSH_HEADER = ["killed after", "source", "destination", "copies running", "stray QEMU"]
 
 
 def _state(state: tuple[str, str]) -> str:
@@ -78,9 +79,28 @@ def _state(state: tuple[str, str]) -> str:
     return f"{name} ({reason})" if reason else name
 
 
-def table(rows: list[Outcome]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def table(virsh: list[Outcome], crashed: list[Outcome], recovered: list[Outcome]) -> str:
+    """The side-by-side table: one row per step, ``virsh`` then migrator, killed after it."""
+    lines = [_row(HEADER), "|" + "---|" * len(HEADER)]
+    for v, c, r in zip(virsh, crashed, recovered, strict=True):
+        lines.append(_row([
+            TITLE[v.step], _state(v.source), _state(v.destination),
+            _state(c.source), _state(c.destination),
+            r.end, _state(r.source), _state(r.destination),
+            f"{v.stray_qemus} / {r.stray_qemus}",
+        ]))  # fmt: skip
+    return "\n".join(lines)
+
+
+def virsh_table(virsh: list[Outcome]) -> str:
+    lines = [_row(VIRSH_HEADER), "|" + "---|" * len(VIRSH_HEADER)]
+    for v in virsh:
+        lines.append(_row([TITLE[v.step], _state(v.source), _state(v.destination),
+                           str(v.copies_running), str(v.stray_qemus)]))  # fmt: skip
     return "\n".join(lines)
 
 
@@ -166,16 +186,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--virsh", action="store_true", help="only libvirt's own client")
     args = parser.parse_args(argv)
     pair = Pair.start()
-    rows: list[Outcome] = []
+    virsh: list[Outcome] = []
+    crashed: list[Outcome] = []
+    recovered: list[Outcome] = []
     try:
         for step in STEPS:
-            rows.append(virsh_killed_after(pair, step))
+            virsh.append(virsh_killed_after(pair, step))
             if not args.virsh:
                 with tempfile.TemporaryDirectory() as tmp:
-                    rows.append(migrator_killed_at(pair, step, f"sqlite:///{tmp}/j.db")[1])
+                    c, r = migrator_killed_at(pair, step, f"sqlite:///{tmp}/j.db")
+                crashed.append(c)
+                recovered.append(r)
     finally:
         pair.stop()
-    print(table(rows))
+    print(virsh_table(virsh) if args.virsh else table(virsh, crashed, recovered))
     return 0
 
 
