@@ -13,9 +13,9 @@ nothing                      not running             cancelled: error (nothing t
 shut off (persistent)        not running             cancelled: error; else undefine if the
                                                      flags say UNDEFINE_SOURCE
 incoming copy (paused for    cancelled: destroyed,   error (not a source)
-the migration, no job        not running; else
-statistics: "only on the     error (cannot tell)
-source host")
+the migration or starting    not running; else
+up, no job statistics:       error (cannot tell)
+"only on the source host")
 paused by the migration      running                 cancelled: resumed; else destroyed
 paused otherwise             running                 cancelled: left paused; else destroyed
 running                      running                 cancelled: done; else error (never
@@ -115,7 +115,7 @@ def look(remote: Remote, name: str, uuid: bytes | None = None) -> Seen:
         return Seen(Holds.RUNNING, dom, status)
     if status.state not in (DomainStateCode.PAUSED, DomainStateCode.PMSUSPENDED):
         return Seen(Holds.SHUTOFF, dom, status)
-    if status.reason != PausedReason.MIGRATION:
+    if status.reason not in (PausedReason.MIGRATION, PausedReason.STARTING_UP):
         return Seen(Holds.PAUSED, dom, status)
     try:
         job = remote.job_info(dom)
@@ -123,6 +123,8 @@ def look(remote: Remote, name: str, uuid: bytes | None = None) -> Seen:
         if exc.code != ErrorCode.OPERATION_UNSUPPORTED:
             raise
         return Seen(Holds.INCOMING, dom, status)  # "statistics only on the source host"
+    if status.reason == PausedReason.STARTING_UP:
+        return Seen(Holds.PAUSED, dom, status, job)
     return Seen(Holds.PAUSED_BY_MIGRATION, dom, status, job)
 
 
