@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from migrator.drivers.libvirt.procedures import ParamType
-from migrator.drivers.libvirt.xdr import DomainRef, Packer, Unpacker, XDRError, param_type
+from migrator.drivers.libvirt.xdr import (
+    DomainRef,
+    Packer,
+    ParamValue,
+    Unpacker,
+    XDRError,
+    param_type,
+)
 from migrator.errors import DriverError
 
 
@@ -58,7 +65,7 @@ def test_arrays_and_domains_round_trip() -> None:
 
 
 def test_typed_parameters_round_trip_with_libvirts_wire_types() -> None:
-    params = {
+    params: dict[str, ParamValue] = {
         "migrate_uri": "tcp://127.0.0.1:49152",
         "bandwidth": 100,
         "parallel.connections": 4,
