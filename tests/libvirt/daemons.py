@@ -187,6 +187,13 @@ class Daemon:
         for pid in (self.daemon_pid(), self.pid):
             _terminate(pid)
 
+    def restart(self) -> None:
+        """Stop the daemon by pid and start it again; its guests' QEMUs run on meanwhile."""
+        self.stop()
+        self.sock.unlink(missing_ok=True)
+        self.start()
+        self.wait_ready(time.monotonic() + START_TIMEOUT_S)
+
 
 def _connects(sock: Path) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:

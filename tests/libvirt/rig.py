@@ -87,6 +87,10 @@ class LibvirtRig:
     def recover(self) -> subprocess.CompletedProcess[str]:
         return self.cli("recover", "--json")
 
+    def migrations(self) -> list[Migration]:
+        with Journal.open(self.db) as journal:
+            return journal.list()
+
     def only(self) -> Migration:
         with Journal.open(self.db) as journal:
             [m] = journal.list()

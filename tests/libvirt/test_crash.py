@@ -147,3 +147,25 @@ def _fresh_rig(pair: Pair, path: Path) -> LibvirtRig:
     name = guests.unique_name("soak")
     guests.create(pair.src, name, guests.domain_xml(name))
     return LibvirtRig(pair, db, name)
+
+
+@pytest.mark.parametrize(
+    ("failpoint", "daemon", "expected"),
+    [
+        ("perform.called", "src", "ROLLED_BACK"),
+        ("finish.called", "dst", "CONFIRMED"),
+        ("finish.called", "src", "CONFIRMED"),
+    ],
+)
+def test_a_daemon_restarted_after_the_crash_is_reconciled_too(
+    rig: LibvirtRig, failpoint: str, daemon: str, expected: str
+) -> None:
+    """The coordinator died, then a daemon restarted before recovery asked it anything."""
+    code, _ = rig.migrate(env={failpoints.ENV_VAR: f"{failpoint}=crash"})
+    assert code == failpoints.CRASH_EXIT_CODE
+    (rig.pair.src if daemon == "src" else rig.pair.dst).restart()
+
+    recovered = rig.recover()
+
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert str(rig.settled().state) == expected

@@ -10,12 +10,16 @@ source paused, and no QEMU left without a domain.
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 from migrator.drivers import payload
 from migrator.states import Step
+from tests.crash.forkserver import SERVER
 from tests.libvirt import guests
-from tests.libvirt.rig import LibvirtRig, create_hook, kill_hook, tapped
+from tests.libvirt.rig import CLI_TIMEOUT, LibvirtRig, create_hook, kill_hook, tapped
 from tests.libvirt.rpctap import Gate
 
 
@@ -114,3 +118,24 @@ def test_a_lost_reply_ends_with_one_copy_of_the_guest(rig: LibvirtRig, step: str
         assert outcome["state"] == expected, outcome
     m = rig.settled()
     assert code == {"CONFIRMED": 0, "IN_DOUBT": 3}.get(str(m.state), 1)
+
+
+def test_abort_during_perform_rolls_back_with_the_source_intact(rig: LibvirtRig) -> None:
+    pattern = payload.Pattern(touch_mib=32, seed=0x41425254)
+    guests.destroy(rig.pair.src, rig.name)
+    guests.create_pattern_guest(rig.pair.src, rig.pair.root, rig.name, pattern, 64)
+    child = rig.spawn("--bandwidth", "4")  # 8 s of transfer
+    deadline = time.monotonic() + 30
+    while not (ms := rig.migrations()) or str(ms[0].state) != "PERFORMING":
+        assert time.monotonic() < deadline, "never reached PERFORMING"
+        time.sleep(0.05)
+    time.sleep(1.0)
+
+    aborted = rig.cli("abort", ms[0].id)
+
+    assert aborted.returncode == 0, aborted.stderr
+    done = SERVER.wait(child, CLI_TIMEOUT)
+    assert json.loads(done.stdout)["state"] == "ROLLED_BACK", done.stdout + done.stderr
+    rig.settled()
+    region = guests.read_memory(rig.pair.src, rig.name, pattern.start, pattern.size)
+    assert payload.check_region(region, pattern) == 0
