@@ -12,11 +12,11 @@ nothing                      not running             cancelled: error (nothing t
                                                      else done
 shut off (persistent)        not running             cancelled: error; else undefine if the
                                                      flags say UNDEFINE_SOURCE
-incoming copy (paused for    cancelled: destroyed,   error (not a source)
-the migration or starting    not running; else
-up, no job statistics:       error (cannot tell)
+incoming copy (starting up,  cancelled: destroyed,   cancelled: error; else destroyed
+or paused for the migration  not running; else
+with no job statistics:      error (cannot tell)
 "only on the source host")
-paused by the migration      running                 cancelled: resumed; else destroyed
+paused by the migration      as an incoming copy     cancelled: resumed; else destroyed
 paused otherwise             running                 cancelled: left paused; else destroyed
 running                      running                 cancelled: done; else error (never
                                                      destroy a running copy)
@@ -80,6 +80,11 @@ class Seen:
 
     @property
     def state(self) -> DomainState:
+        """As the engine reads it. A domain paused by a migration whose job is gone is not
+        active: a source paused for ever by a lost migration looks exactly like a
+        destination's copy being torn down, and that copy never ran."""
+        if self.holds is Holds.PAUSED_BY_MIGRATION and not (self.job and self.job.active):
+            return DomainState.INCOMING
         return _STATE_OF[self.holds]
 
     def detail(self) -> dict[str, Any]:
@@ -115,7 +120,9 @@ def look(remote: Remote, name: str, uuid: bytes | None = None) -> Seen:
         return Seen(Holds.RUNNING, dom, status)
     if status.state not in (DomainStateCode.PAUSED, DomainStateCode.PMSUSPENDED):
         return Seen(Holds.SHUTOFF, dom, status)
-    if status.reason not in (PausedReason.MIGRATION, PausedReason.STARTING_UP):
+    if status.reason == PausedReason.STARTING_UP:
+        return Seen(Holds.INCOMING, dom, status)  # its CPUs never ran
+    if status.reason != PausedReason.MIGRATION:
         return Seen(Holds.PAUSED, dom, status)
     try:
         job = remote.job_info(dom)
@@ -123,8 +130,6 @@ def look(remote: Remote, name: str, uuid: bytes | None = None) -> Seen:
         if exc.code != ErrorCode.OPERATION_UNSUPPORTED:
             raise
         return Seen(Holds.INCOMING, dom, status)  # "statistics only on the source host"
-    if status.reason == PausedReason.STARTING_UP:
-        return Seen(Holds.PAUSED, dom, status, job)
     return Seen(Holds.PAUSED_BY_MIGRATION, dom, status, job)
 
 
@@ -133,7 +138,7 @@ def settle_finish(remote: Remote, name: str, *, cancelled: bool, uuid: bytes | N
     seen = look(remote, name, uuid)
     if seen.holds in (Holds.ABSENT, Holds.SHUTOFF):
         return False
-    if seen.holds is Holds.INCOMING:
+    if seen.holds in (Holds.INCOMING, Holds.PAUSED_BY_MIGRATION):  # never ran here
         if not cancelled:
             raise DriverError(
                 f"the destination holds the incoming copy of {name!r}, not started; Finish"

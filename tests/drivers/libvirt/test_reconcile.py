@@ -1,4 +1,4 @@
-"""The migration cookie's UUID: how settling tells the migrated domain from a namesake."""
+"""Settling Finish and Confirm: what a host holds, the table of reconcile.py, the cookie UUID."""
 
 from __future__ import annotations
 
@@ -7,17 +7,19 @@ from collections.abc import Iterator
 
 import pytest
 
+from migrator.drivers.base import DomainState
 from migrator.drivers.libvirt.procedures import DomainStateCode as S
+from migrator.drivers.libvirt.procedures import JobType, Proc
 from migrator.drivers.libvirt.procedures import PausedReason as P
-from migrator.drivers.libvirt.procedures import Proc
 from migrator.drivers.libvirt.reconcile import (
     Holds,
+    Seen,
     cookie_uuid,
     look,
     settle_confirm,
     settle_finish,
 )
-from migrator.drivers.libvirt.remote import Remote
+from migrator.drivers.libvirt.remote import DomainStatus, JobInfo, Remote
 from migrator.drivers.libvirt.xdr import DomainRef, Packer
 from migrator.errors import DriverError
 from migrator.flags import MigrateFlags
@@ -93,13 +95,22 @@ def seen(made: list[FakeDaemon], state: int | None, reason: int, job: int | None
         (S.PAUSED, P.MIGRATION, 0, Holds.PAUSED_BY_MIGRATION),
         (S.PAUSED, P.MIGRATION, None, Holds.INCOMING),
         (S.PAUSED, P.STARTING_UP, None, Holds.INCOMING),
-        (S.PAUSED, P.STARTING_UP, 0, Holds.PAUSED),
+        (S.PAUSED, P.STARTING_UP, 0, Holds.INCOMING),
     ],
 )
 def test_what_a_host_holds(
     made: list[FakeDaemon], state: int | None, reason: int, job: int | None, holds: Holds
 ) -> None:
     assert seen(made, state, reason, job) is holds
+
+
+def test_a_domain_paused_by_a_migration_is_active_only_while_its_job_runs() -> None:
+    status = DomainStatus(S.PAUSED, P.MIGRATION)
+    running_job = JobInfo(JobType.UNBOUNDED, 1, 0, 0, 0)
+    assert Seen(Holds.PAUSED_BY_MIGRATION, DOM, status, running_job).state is DomainState.PAUSED
+    no_job = JobInfo(JobType.NONE, 0, 0, 0, 0)
+    assert Seen(Holds.PAUSED_BY_MIGRATION, DOM, status, no_job).state is DomainState.INCOMING
+    assert Seen(Holds.INCOMING, DOM, status).state is DomainState.INCOMING
 
 
 def settle(
@@ -129,6 +140,7 @@ def test_finish_is_settled_from_the_destination(made: list[FakeDaemon]) -> None:
     assert settle(made, "finish", True, S.PAUSED, P.MIGRATION, None) == (
         False, [Proc.DOMAIN_DESTROY]
     )  # fmt: skip
+    assert settle(made, "finish", True, S.PAUSED, P.MIGRATION) == (False, [Proc.DOMAIN_DESTROY])
     assert settle(made, "finish", True, S.RUNNING, 2) == (True, [])  # never destroyed
     with pytest.raises(DriverError, match="cannot start it on a new connection"):
         settle(made, "finish", False, S.PAUSED, P.MIGRATION, None)
