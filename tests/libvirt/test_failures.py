@@ -38,12 +38,6 @@ def test_a_domain_of_that_name_on_the_destination_is_refused_before_begin(
     assert rig.states() == ("running", "running")  # each host keeps its own guest
 
 
-@pytest.mark.xfail(
-    reason="Finish(cancelled=1) is settled by the domain's name, so the destination's own"
-    " guest of that name reads as ours and the migration ends IN_DOUBT; matching the UUID"
-    " Begin described would roll it back",
-    strict=False,
-)
 def test_prepare_refused_by_a_domain_of_that_name_on_the_destination_rolls_back(
     rig: LibvirtRig,
 ) -> None:
