@@ -94,7 +94,7 @@ def test_source_qemu_gone_before_confirm_still_confirms(rig: LibvirtRig) -> None
 
 LOST = {
     "prepare": (303, "ROLLED_BACK"),
-    "perform": (305, None),
+    "perform": (305, "ROLLED_BACK"),
     "finish": (306, "CONFIRMED"),
     "confirm": (307, "CONFIRMED"),
 }
