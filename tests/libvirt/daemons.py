@@ -111,11 +111,11 @@ class Daemon:
     def virsh(self, *args: str, check: bool = True, timeout: float = VIRSH_TIMEOUT_S) -> str:
         return virsh(self.uri, *args, check=check, timeout=timeout)
 
-    def write_config(self) -> None:
+    def write_config(self, extra: str = "") -> None:
         conf = self.home / "config" / "libvirt"
         conf.mkdir(parents=True)
         (conf / "libvirtd.conf").write_text(
-            f'host_uuid = "{self.host_uuid}"\nlog_outputs = "3:file:{self.log}"\n'
+            f'host_uuid = "{self.host_uuid}"\nlog_outputs = "3:file:{self.log}"\n{extra}'
         )
         (conf / "qemu.conf").write_text('stdio_handler = "file"\n')
         for sub in ("run", "cache", "data"):
@@ -273,6 +273,27 @@ def _ensure_user(name: str) -> tuple[int, int]:
                        capture_output=True)  # fmt: skip
         entry = pwd.getpwnam(name)
     return entry.pw_uid, entry.pw_gid
+
+
+def start_daemon(root: Path, name: str, extra_conf: str = "") -> Daemon:
+    """One more daemon under ``root`` (``name`` one of ``USERS``), configured with
+    ``extra_conf`` lines too; the caller stops it."""
+    if os.geteuid() == 0:
+        user = name
+        uid, gid = _ensure_user(user)
+    else:
+        uid, gid = os.getuid(), os.getgid()
+        user = pwd.getpwuid(uid).pw_name
+    daemon = Daemon(name, user, root / f"{name[-3:]}-{uuid.uuid4().hex[:6]}", uid, gid,
+                    str(uuid.uuid4()))  # fmt: skip
+    daemon.write_config(extra_conf)
+    daemon.start()
+    try:
+        daemon.wait_ready(time.monotonic() + START_TIMEOUT_S)
+    except BaseException:
+        daemon.stop()
+        raise
+    return daemon
 
 
 @dataclass
