@@ -99,6 +99,7 @@ def test_a_coordinator_killed_while_the_daemon_runs_a_step_is_recovered_at_once(
     assert str(rig.settled().state) in expected
 
 
+@pytest.mark.timeout(60 + 20 * SOAK_KILLS)
 def test_sigkill_soak_every_kill_is_recovered_to_one_copy(
     libvirt_driver: None, libvirt_pair: Pair, tmp_path: Path
 ) -> None:
