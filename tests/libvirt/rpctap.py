@@ -26,6 +26,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,8 +70,9 @@ class Gate:
     cut_proc: int | None = None
     call_proc: int | None = None
     on_call: Callable[[], None] | None = None
-    seen: list[tuple[str, int, int]] = field(default_factory=list)
-    """(direction ``"call"`` | ``"reply"``, proc, serial) of the remote program, in order."""
+    seen: list[tuple[str, int, float]] = field(default_factory=list)
+    """(direction ``"call"`` | ``"reply"``, proc, ``time.monotonic()``) of the remote
+    program's messages, in order."""
     held: threading.Event = field(default_factory=threading.Event)
     cut: threading.Event = field(default_factory=threading.Event)
     _closing: bool = False
@@ -92,13 +94,13 @@ class Gate:
 
     def _replied(self, proc: int) -> None:
         with self._lock:
-            self.seen.append(("reply", proc, 0))
+            self.seen.append(("reply", proc, time.monotonic()))
             if proc == self.hold_proc:
                 self._closing = True
 
     def _may_forward_call(self, proc: int) -> bool:
         with self._lock:
-            self.seen.append(("call", proc, 0))
+            self.seen.append(("call", proc, time.monotonic()))
             if not self._closing:
                 return True
         if not self.held.is_set():
