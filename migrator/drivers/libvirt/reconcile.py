@@ -10,8 +10,8 @@ host holds                   Finish (destination)    Confirm (source)
 ===========================  ======================  ==========================================
 nothing                      not running             cancelled: error (nothing to resume);
                                                      else done
-shut off (persistent)        not running             cancelled: error; else undefine if the
-                                                     flags say UNDEFINE_SOURCE
+shut off (persistent), or   not running             cancelled: error; else undefine if the
+shutting down                                        flags say UNDEFINE_SOURCE
 incoming copy (starting up,  cancelled: destroyed,   cancelled: error; else destroyed
 or paused for the migration  not running; else
 with no job statistics:      error (cannot tell)
@@ -66,7 +66,9 @@ _STATE_OF: dict[Holds, DomainState] = {
     Holds.RUNNING: DomainState.RUNNING,
 }
 
-_ACTIVE_RUNNING = (DomainStateCode.RUNNING, DomainStateCode.BLOCKED, DomainStateCode.SHUTDOWN)
+_ACTIVE_RUNNING = (DomainStateCode.RUNNING, DomainStateCode.BLOCKED)
+"""SHUTDOWN is not among them: libvirt also reports it for a QEMU on its way out (an
+incoming copy torn down after its client left), which never ran."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +113,19 @@ def cookie_uuid(cookie: bytes) -> bytes | None:
 def look(remote: Remote, name: str, uuid: bytes | None = None) -> Seen:
     """Ask the host about the domain with ``uuid`` (if given) or ``name``: lookup, state and
     reason, and for a paused domain its job (whose statistics libvirt refuses on the
-    destination of a migration)."""
+    destination of a migration). A domain that vanishes meanwhile is absent."""
     dom = remote.lookup_uuid(uuid) if uuid else remote.lookup(name)
     if dom is None:
         return Seen(Holds.ABSENT)
+    try:
+        return _look_at(remote, dom)
+    except LibvirtError as exc:
+        if exc.code != ErrorCode.NO_DOMAIN:
+            raise
+        return Seen(Holds.ABSENT)
+
+
+def _look_at(remote: Remote, dom: DomainRef) -> Seen:
     status = remote.state(dom)
     if status.state in _ACTIVE_RUNNING:
         return Seen(Holds.RUNNING, dom, status)

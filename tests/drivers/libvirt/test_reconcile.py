@@ -90,6 +90,7 @@ def seen(made: list[FakeDaemon], state: int | None, reason: int, job: int | None
     [
         (None, 0, 0, Holds.ABSENT),
         (S.SHUTOFF, 0, 0, Holds.SHUTOFF),
+        (S.SHUTDOWN, 0, 0, Holds.SHUTOFF),  # also a QEMU on its way out
         (S.RUNNING, 1, 0, Holds.RUNNING),
         (S.PAUSED, P.USER, 0, Holds.PAUSED),
         (S.PAUSED, P.MIGRATION, 0, Holds.PAUSED_BY_MIGRATION),
@@ -102,6 +103,13 @@ def test_what_a_host_holds(
     made: list[FakeDaemon], state: int | None, reason: int, job: int | None, holds: Holds
 ) -> None:
     assert seen(made, state, reason, job) is holds
+
+
+def test_a_domain_that_vanishes_while_looked_at_is_absent(made: list[FakeDaemon]) -> None:
+    fake, remote = host(S.RUNNING)
+    made.append(fake)
+    fake.handlers[Proc.DOMAIN_GET_STATE] = fail(42, 10, "Domain not found")
+    assert look(remote, "g").holds is Holds.ABSENT
 
 
 def test_a_domain_paused_by_a_migration_is_active_only_while_its_job_runs() -> None:
