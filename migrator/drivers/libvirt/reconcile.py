@@ -10,7 +10,7 @@ host holds                   Finish (destination)    Confirm (source)
 ===========================  ======================  ==========================================
 nothing                      not running             cancelled: error (nothing to resume);
                                                      else done
-shut off (persistent), or   not running             cancelled: error; else undefine if the
+shut off (persistent), or  not running             cancelled: error; else undefine if the
 shutting down                                        flags say UNDEFINE_SOURCE
 incoming copy (starting up,  cancelled: destroyed,   cancelled: error; else destroyed
 or paused for the migration  not running; else
