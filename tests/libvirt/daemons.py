@@ -275,17 +275,22 @@ def _ensure_user(name: str) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-def start_daemon(root: Path, name: str, extra_conf: str = "") -> Daemon:
-    """One more daemon under ``root`` (``name`` one of ``USERS``), configured with
-    ``extra_conf`` lines too; the caller stops it."""
+def _daemon(root: Path, name: str, home: str) -> Daemon:
+    """A daemon ``name`` (one of ``USERS``) to run in ``root / home``: under the user of
+    that name when we are root (created if missing), else under ours."""
     if os.geteuid() == 0:
         user = name
         uid, gid = _ensure_user(user)
     else:
         uid, gid = os.getuid(), os.getgid()
         user = pwd.getpwuid(uid).pw_name
-    daemon = Daemon(name, user, root / f"{name[-3:]}-{uuid.uuid4().hex[:6]}", uid, gid,
-                    str(uuid.uuid4()))  # fmt: skip
+    return Daemon(name, user, root / home, uid, gid, str(uuid.uuid4()))
+
+
+def start_daemon(root: Path, name: str, extra_conf: str = "") -> Daemon:
+    """One more daemon under ``root``, configured with ``extra_conf`` lines too; the caller
+    stops it."""
+    daemon = _daemon(root, name, f"{name[-3:]}-{uuid.uuid4().hex[:6]}")
     daemon.write_config(extra_conf)
     daemon.start()
     try:
@@ -311,13 +316,7 @@ class Pair:
         root.chmod(0o711)
         daemons = []
         for name in USERS:
-            if os.geteuid() == 0:
-                user = name
-                uid, gid = _ensure_user(user)
-            else:
-                uid, gid = os.getuid(), os.getgid()
-                user = pwd.getpwuid(uid).pw_name
-            daemon = Daemon(name, user, root / name[-3:], uid, gid, str(uuid.uuid4()))
+            daemon = _daemon(root, name, name[-3:])
             daemon.write_config()
             daemons.append(daemon)
         pair = cls(root, daemons[0], daemons[1])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -49,17 +48,10 @@ class LibvirtRig:
                 "--dst", dst or self.dst_uri(), "--live", "--json", *extra]  # fmt: skip
 
     def cli(
-        self, *args: str, env: dict[str, str] | None = None, real_process: bool = False
+        self, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         """``migrator ARGS`` in a new process (forked, see ``tests/crash/forkserver.py``)."""
-        if real_process:
-            proc = subprocess.run(
-                [sys.executable, "-m", "migrator", *args], capture_output=True, text=True,
-                env={**os.environ, **cli_env(self.db, env)}, cwd=ROOT, timeout=CLI_TIMEOUT,
-                check=False,
-            )  # fmt: skip
-        else:
-            proc = SERVER.run(list(args), env=cli_env(self.db, env), cwd=ROOT, timeout=CLI_TIMEOUT)
+        proc = SERVER.run(list(args), env=cli_env(self.db, env), cwd=ROOT, timeout=CLI_TIMEOUT)
         assert "Traceback" not in proc.stderr, proc.stderr
         return proc
 
