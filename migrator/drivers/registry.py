@@ -20,8 +20,6 @@ from migrator.drivers.uri import driver_scheme
 from migrator.errors import InvalidURI
 
 ENTRY_POINT_GROUP = "migrator.drivers"
-LIBVIRT_SCHEMES = frozenset({"qemu", "qemu+unix", "qemu+tcp", "qemu+tls"})
-"""Schemes of libvirt's daemons: an installation without the libvirt driver says so."""
 
 
 @functools.cache
@@ -37,8 +35,6 @@ def schemes() -> list[str]:
 
 def _missing(scheme: str) -> str:
     known = ", ".join(schemes()) or "none (reinstall migrator: pip install -e .)"
-    if scheme in LIBVIRT_SCHEMES:
-        return f"the libvirt driver (scheme {scheme!r}) is not installed; known schemes: {known}"
     return f"unknown scheme {scheme!r}; known schemes: {known}"
 
 

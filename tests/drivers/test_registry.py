@@ -31,7 +31,8 @@ def test_an_unknown_scheme_names_the_known_ones() -> None:
     with pytest.raises(InvalidURI) as caught:
         connect("warp://x/y")
     assert str(caught.value) == (
-        "invalid host URI 'warp://x/y': unknown scheme 'warp'; known schemes: null, qmp, test"
+        "invalid host URI 'warp://x/y': unknown scheme 'warp'; known schemes:"
+        " null, qemu, qemu+ssh, qemu+tcp, qemu+tls, qemu+unix, qmp, test"
     )
 
 
@@ -57,7 +58,7 @@ def test_migrate_to_an_unknown_scheme_is_one_line_and_exit_2(tmp_path: Path) -> 
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr == (
         "migrator: error: invalid host URI 'warp://b': unknown scheme 'warp';"
-        " known schemes: null, qmp, test\n"
+        " known schemes: null, qemu, qemu+ssh, qemu+tcp, qemu+tls, qemu+unix, qmp, test\n"
     )
 
 
@@ -65,11 +66,11 @@ PLUGIN = '''
 from migrator.drivers.null import NullDriver
 
 
-class FakeLibvirt(NullDriver):
-    """Stands for a libvirt driver installed from another distribution."""
+class Warp(NullDriver):
+    """Stands for a driver installed from another distribution."""
 
     def __init__(self, uri: str) -> None:
-        super().__init__("null://libvirt-stand-in")
+        super().__init__("null://warp-stand-in")
         self.uri = uri
 '''
 
@@ -77,16 +78,17 @@ class FakeLibvirt(NullDriver):
 def test_a_scheme_declared_by_another_package_is_found_and_legacy_qmp_hosts_stay_qmp(
     tmp_path: Path,
 ) -> None:
-    """The way a libvirt driver registers ``qemu``: by an entry point, no code change."""
-    (tmp_path / "fake_libvirt.py").write_text(PLUGIN)
-    dist = tmp_path / "fake_libvirt-1.0.dist-info"
+    """A driver package registers its scheme by an entry point, no code change here."""
+    (tmp_path / "fake_warp.py").write_text(PLUGIN)
+    dist = tmp_path / "fake_warp-1.0.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-libvirt\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[migrator.drivers]\nqemu = fake_libvirt:FakeLibvirt\n")
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-warp\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[migrator.drivers]\nwarp = fake_warp:Warp\n")
     code = (
-        "from migrator.drivers.registry import connect, schemes\n"
-        "print(schemes())\n"
-        "print(type(connect('qemu:///system')).__name__)\n"
+        "from migrator.drivers.registry import connect, factory, schemes\n"
+        "print('warp' in schemes())\n"
+        "print(type(connect('warp://x/y')).__name__)\n"
+        "print(factory('qemu:///system').__name__)\n"
         f"print(type(connect('qemu://{tmp_path}/a')).__name__)\n"
     )
     out = subprocess.run(
@@ -94,4 +96,4 @@ def test_a_scheme_declared_by_another_package_is_found_and_legacy_qmp_hosts_stay
         check=True, capture_output=True, text=True,
         env={**os.environ, "PYTHONPATH": str(tmp_path)},
     ).stdout  # fmt: skip
-    assert out.splitlines() == ["['null', 'qemu', 'qmp', 'test']", "FakeLibvirt", "QmpDriver"]
+    assert out.splitlines() == ["True", "Warp", "LibvirtDriver", "QmpDriver"]

@@ -1,0 +1,176 @@
+"""The remote procedures the driver calls, typed: one method per procedure of one connection.
+
+Each method packs the arguments of ``remote_protocol.x``, calls, and unpacks the reply;
+libvirt's errors pass through as ``LibvirtError`` except where a method says otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from migrator.drivers.libvirt.errors import LibvirtError
+from migrator.drivers.libvirt.procedures import (
+    JOB_STATS_COMPLETED,
+    DomainStateCode,
+    DrvFeature,
+    ErrorCode,
+    JobType,
+    Proc,
+)
+from migrator.drivers.libvirt.rpc import Connection, Tick
+from migrator.drivers.libvirt.xdr import DomainRef, Packer, ParamValue, TypedParams, Unpacker
+
+
+@dataclass(frozen=True, slots=True)
+class DomainStatus:
+    state: int
+    reason: int
+
+    @property
+    def name(self) -> str:
+        try:
+            return DomainStateCode(self.state).name.lower()
+        except ValueError:
+            return f"state {self.state}"
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """``remote_domain_get_job_info_ret``, the fields recovery looks at."""
+
+    type: int
+    elapsed_ms: int
+    data_total: int
+    data_processed: int
+    data_remaining: int
+
+    @property
+    def active(self) -> bool:
+        return self.type in (JobType.BOUNDED, JobType.UNBOUNDED)
+
+
+def _dom(dom: DomainRef) -> Packer:
+    return Packer().domain(dom)
+
+
+class Remote:
+    """The typed procedures over ``conn`` (which does the locking and the timeouts)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def _call(self, proc: Proc, body: Packer | None = None, timeout: float | None = None) -> bytes:
+        return self.conn.call(proc, body.data() if body else b"", timeout=timeout)
+
+    def version(self) -> int:
+        return Unpacker(self._call(Proc.CONNECT_GET_VERSION)).uhyper()
+
+    def hostname(self) -> str:
+        return Unpacker(self._call(Proc.CONNECT_GET_HOSTNAME)).string()
+
+    def supports(self, feature: DrvFeature) -> bool:
+        reply = self._call(Proc.CONNECT_SUPPORTS_FEATURE, Packer().sint(feature))
+        return Unpacker(reply).sint() == 1
+
+    def lookup(self, name: str, timeout: float | None = None) -> DomainRef | None:
+        """The domain called ``name``, or None if the host has none of that name."""
+        try:
+            reply = self._call(Proc.DOMAIN_LOOKUP_BY_NAME, Packer().string(name), timeout)
+        except LibvirtError as exc:
+            if exc.code == ErrorCode.NO_DOMAIN:
+                return None
+            raise
+        return Unpacker(reply).domain()
+
+    def lookup_uuid(self, uuid: bytes, timeout: float | None = None) -> DomainRef | None:
+        """The domain with this 16-byte UUID, or None if the host has none."""
+        try:
+            reply = self._call(Proc.DOMAIN_LOOKUP_BY_UUID, Packer().fixed(uuid), timeout)
+        except LibvirtError as exc:
+            if exc.code == ErrorCode.NO_DOMAIN:
+                return None
+            raise
+        return Unpacker(reply).domain()
+
+    def state(self, dom: DomainRef, timeout: float | None = None) -> DomainStatus:
+        reader = Unpacker(self._call(Proc.DOMAIN_GET_STATE, _dom(dom).uint(0), timeout))
+        return DomainStatus(reader.sint(), reader.sint())
+
+    def job_info(self, dom: DomainRef) -> JobInfo:
+        reader = Unpacker(self._call(Proc.DOMAIN_GET_JOB_INFO, _dom(dom)))
+        kind, elapsed, _remaining = reader.sint(), reader.uhyper(), reader.uhyper()
+        total, processed, remaining = reader.uhyper(), reader.uhyper(), reader.uhyper()
+        return JobInfo(kind, elapsed, total, processed, remaining)
+
+    def job_stats(self, dom: DomainRef, *, completed: bool = False) -> dict[str, ParamValue]:
+        """DOMAIN_GET_JOB_STATS: the running job's statistics, or the last completed job's;
+        ``type`` holds the job type."""
+        flags = JOB_STATS_COMPLETED if completed else 0
+        reader = Unpacker(self._call(Proc.DOMAIN_GET_JOB_STATS, _dom(dom).uint(flags)))
+        kind = reader.sint()
+        return {"type": kind, **reader.params(limit=1024)}
+
+    def abort_job(self, dom: DomainRef) -> None:
+        self._call(Proc.DOMAIN_ABORT_JOB, _dom(dom))
+
+    def resume(self, dom: DomainRef) -> None:
+        self._call(Proc.DOMAIN_RESUME, _dom(dom))
+
+    def destroy(self, dom: DomainRef) -> None:
+        self._call(Proc.DOMAIN_DESTROY, _dom(dom))
+
+    def undefine(self, dom: DomainRef, flags: int = 0) -> None:
+        self._call(Proc.DOMAIN_UNDEFINE_FLAGS, _dom(dom).uint(flags))
+
+    def is_persistent(self, dom: DomainRef) -> bool:
+        return Unpacker(self._call(Proc.DOMAIN_IS_PERSISTENT, _dom(dom))).sint() == 1
+
+    # -- the five steps of protocol v3 with typed parameters ---------------------------------
+
+    def begin3(
+        self, dom: DomainRef, params: TypedParams, flags: int, timeout: float | None
+    ) -> tuple[bytes, str]:
+        body = _dom(dom).params(params).uint(flags)
+        reader = Unpacker(self._call(Proc.DOMAIN_MIGRATE_BEGIN3_PARAMS, body, timeout))
+        return reader.opaque(), reader.string()
+
+    def prepare3(
+        self, params: TypedParams, cookie: bytes, flags: int, timeout: float | None
+    ) -> tuple[bytes, str | None]:
+        body = Packer().params(params).opaque(cookie).uint(flags)
+        reader = Unpacker(self._call(Proc.DOMAIN_MIGRATE_PREPARE3_PARAMS, body, timeout))
+        return reader.opaque(), reader.optional(reader.string)
+
+    def perform3(
+        self,
+        dom: DomainRef,
+        params: TypedParams,
+        cookie: bytes,
+        flags: int,
+        *,
+        timeout: float | None,
+        tick: Tick | None,
+    ) -> bytes:
+        body = _dom(dom).optional_string(None).params(params).opaque(cookie).uint(flags)
+        proc = Proc.DOMAIN_MIGRATE_PERFORM3_PARAMS
+        reply = self.conn.call(proc, body.data(), timeout=timeout, tick=tick)
+        return Unpacker(reply).opaque()
+
+    def finish3(
+        self, params: TypedParams, cookie: bytes, flags: int, cancelled: bool, timeout: float | None
+    ) -> tuple[DomainRef, bytes]:
+        body = Packer().params(params).opaque(cookie).uint(flags).sint(int(cancelled))
+        reader = Unpacker(self._call(Proc.DOMAIN_MIGRATE_FINISH3_PARAMS, body, timeout))
+        return reader.domain(), reader.opaque()
+
+    def confirm3(
+        self,
+        dom: DomainRef,
+        params: TypedParams,
+        cookie: bytes,
+        flags: int,
+        cancelled: bool,
+        timeout: float | None,
+    ) -> None:
+        body = _dom(dom).params(params).opaque(cookie).uint(flags).sint(int(cancelled))
+        self._call(Proc.DOMAIN_MIGRATE_CONFIRM3_PARAMS, body, timeout)

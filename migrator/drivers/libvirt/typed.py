@@ -1,0 +1,45 @@
+"""What the steps send: libvirt's typed parameters and flags, and Perform's statistics."""
+
+from __future__ import annotations
+
+from migrator.drivers.api import MigrationParams
+from migrator.drivers.libvirt.errors import LibvirtError, LibvirtUnreachable
+from migrator.drivers.libvirt.procedures import MigrateParam
+from migrator.drivers.libvirt.remote import Remote
+from migrator.drivers.libvirt.xdr import DomainRef, ParamValue
+from migrator.flags import MigrateFlags
+from migrator.records import StepContext
+
+_SOURCE_ONLY = MigrateFlags.ABORT_ON_ERROR | MigrateFlags.AUTO_CONVERGE
+
+
+def dest_flags(params: MigrationParams) -> int:
+    """The flags of Prepare and Finish: libvirt keeps ABORT_ON_ERROR and AUTO_CONVERGE to
+    the source (``virDomainMigrateVersion3Full``)."""
+    return int(params.flags & ~_SOURCE_ONLY)
+
+
+def common(params: MigrationParams) -> dict[str, ParamValue]:
+    """The parameters of every step: ``destination_name`` and ``bandwidth`` when set."""
+    typed: dict[str, ParamValue] = {}
+    if params.dname:
+        typed[MigrateParam.DEST_NAME] = params.dname
+    if params.bandwidth > 0:
+        typed[MigrateParam.BANDWIDTH] = params.bandwidth
+    return typed
+
+
+def time_left(ctx: StepContext) -> float | None:
+    """The timeout of a call made for ``ctx``: what is left of its deadline, if any."""
+    left = ctx.time_left()
+    return None if left is None else max(left, 0.001)
+
+
+def final_stats(remote: Remote, dom: DomainRef) -> dict[str, ParamValue]:
+    """The job statistics right after Perform3 (the job lasts until Confirm3)."""
+    try:
+        stats = remote.job_stats(dom)
+    except (LibvirtError, LibvirtUnreachable):
+        return {}
+    stats.pop("type", None)
+    return stats

@@ -1,0 +1,170 @@
+"""``migrator migrate`` against ``virsh migrate`` between two real libvirt daemons (on demand).
+
+    python -m tests.benchmarks.bench_libvirt [--rounds R] [--memory MIB] [--touch MIB] [--json]
+
+Two session daemons start in a fresh directory (``tests/libvirt/daemons.py``); one guest
+(64 MiB by default, the tiny one with no touched memory; ``--touch`` boots the pattern
+payload so that many MiB go on the wire) migrates back and forth between them, the two
+clients taking turns, in an order that rotates each round: ``virsh migrate`` and
+``migrator migrate``, each timed as a whole process (start, imports and connections
+included), and ``Coordinator.migrate`` called in this process (connections included),
+what a controller that embeds migrator pays. All get a loopback ``migrate_uri``; migrator
+journals in SQLite. A first, untimed
+migration each way warms the daemons up. Medians are reported, with migrator's per-step
+times from its journal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from migrator import Coordinator, MigrateFlags, State, connect
+from migrator.drivers import payload
+from migrator.journal.store import Journal
+from tests.libvirt import guests
+from tests.libvirt.daemons import Daemon, Pair, migrate_uri
+
+NAME = "bench"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _virsh(src: Daemon, dst: Daemon) -> float:
+    argv = ["virsh", "-c", src.uri, "migrate", "--live", NAME, dst.uri,
+            "--migrateuri", migrate_uri()]  # fmt: skip
+    start = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    took = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr
+    return took
+
+
+def _migrator(db: str, src: Daemon, dst: Daemon) -> tuple[float, str]:
+    argv = [sys.executable, "-m", "migrator", "--db", db, "migrate", NAME, "--src", src.uri,
+            "--dst", f"{dst.uri}&migrate_uri={migrate_uri()}", "--live", "--json"]  # fmt: skip
+    start = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=ROOT)
+    took = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr
+    return took, str(json.loads(proc.stdout)["id"])
+
+
+def _steps(db: str, migration_id: str) -> dict[str, float]:
+    with Journal.open(db) as journal:
+        return {
+            str(e.step): e.duration
+            for e in journal.history(migration_id)
+            if e.kind == "ok" and e.step is not None and e.duration is not None
+        }
+
+
+def _guest(pair: Pair, memory_mib: int, touch_mib: int) -> None:
+    if touch_mib:
+        pattern = payload.Pattern(touch_mib=touch_mib, seed=0x62656E63)
+        guests.create_pattern_guest(pair.src, pair.root, NAME, pattern, memory_mib)
+    else:
+        guests.create(pair.src, NAME, guests.domain_xml(NAME, memory_mib))
+
+
+def _library(journal: Journal, src: Daemon, dst: Daemon) -> tuple[float, str]:
+    """``Coordinator.migrate`` in this process: what a controller embedding migrator pays."""
+    start = time.perf_counter()
+    hosts = [connect(src.uri), connect(f"{dst.uri}&migrate_uri={migrate_uri()}")]
+    coordinator = Coordinator(journal)
+    try:
+        m = coordinator.migrate(NAME, src=hosts[0], dst=hosts[1], flags=MigrateFlags.LIVE)
+    finally:
+        coordinator.close()
+        for host in hosts:
+            host.close()
+    took = time.perf_counter() - start
+    assert m.state is State.CONFIRMED, m.reason
+    return took, m.id
+
+
+CLIENTS = ("virsh", "migrator", "library")
+
+
+def run(rounds: int, memory_mib: int, touch_mib: int) -> dict[str, Any]:
+    pair = Pair.start()
+    here = [pair.src, pair.dst]  # here[0] holds the guest
+    times: dict[str, list[float]] = {client: [] for client in CLIENTS}
+    steps: dict[str, list[dict[str, float]]] = {"migrator": [], "library": []}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            db = f"sqlite:///{tmp}/journal.db"
+            journal = Journal.open(db, upgrade=True)
+            _guest(pair, memory_mib, touch_mib)
+            for _ in range(2):  # warm-up, untimed
+                _virsh(here[0], here[1])
+                here.reverse()
+            for round_ in range(rounds):
+                for client in CLIENTS[round_ % 3 :] + CLIENTS[: round_ % 3]:
+                    if client == "virsh":
+                        times[client].append(_virsh(here[0], here[1]))
+                    else:
+                        if client == "migrator":
+                            took, mid = _migrator(db, here[0], here[1])
+                        else:
+                            took, mid = _library(journal, here[0], here[1])
+                        times[client].append(took)
+                        steps[client].append(_steps(db, mid))
+                    here.reverse()
+            journal.close()
+    finally:
+        pair.stop()
+    medians = {client: statistics.median(t) for client, t in times.items()}
+    return {
+        "rounds": rounds,
+        "memory_mib": memory_mib,
+        "touch_mib": touch_mib,
+        "seconds": times,
+        "median_s": medians,
+        "over_virsh": {c: medians[c] / medians["virsh"] - 1 for c in CLIENTS[1:]},
+        "steps_median_s": {
+            client: {step: statistics.median(s[step] for s in runs) for step in runs[0]}
+            for client, runs in steps.items()
+        },
+    }
+
+
+def report(result: dict[str, Any]) -> str:
+    med, over = result["median_s"], result["over_virsh"]
+    lines = [
+        f"{result['rounds']} rounds, {result['memory_mib']} MiB guest,"
+        f" {result['touch_mib']} MiB touched; medians:",
+        f"  virsh migrate (process)              {med['virsh']:.3f} s",
+        f"  migrator migrate (process)           {med['migrator']:.3f} s"
+        f"  ({over['migrator']:+.1%} against virsh)",
+        f"  Coordinator.migrate (in a process)   {med['library']:.3f} s"
+        f"  ({over['library']:+.1%} against virsh)",
+    ]
+    for client, by_step in result["steps_median_s"].items():
+        lines.append(
+            f"  {client} steps (journal): "
+            + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in by_step.items())
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=6, help="migrations per client")
+    parser.add_argument("--memory", type=int, default=64, help="guest RAM, MiB")
+    parser.add_argument("--touch", type=int, default=0, help="MiB the guest writes (0: tiny)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    result = run(args.rounds, args.memory, args.touch)
+    print(json.dumps(result, indent=2) if args.json else report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Fixtures for tests against two real libvirt daemons (see ``tests/libvirt/daemons.py``).
+
+They need ``libvirtd``, ``virsh`` and QEMU (``apt-get install --no-install-recommends
+libvirt-daemon-driver-qemu libvirt-clients libvirt-daemon qemu-system-x86``) and skip
+without them, unless ``MIGRATOR_REQUIRE_LIBVIRT=1`` (as in CI) makes that a failure.
+
+One pair of daemons serves the whole run, in a fresh directory of its own; at the end the
+guests are destroyed, then the daemons stopped by pid, pass or fail. Each test gets a
+fresh, uniquely named transient guest, destroyed on both hosts afterwards.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from migrator.journal.store import Journal
+from tests.libvirt import daemons, guests
+from tests.libvirt.daemons import Daemon, Pair
+from tests.libvirt.rig import LibvirtRig
+
+REQUIRE_LIBVIRT = os.environ.get("MIGRATOR_REQUIRE_LIBVIRT") == "1"
+DRIVER_MODULE = "migrator.drivers.libvirt.driver"
+
+
+def driver_missing() -> str | None:
+    """Why ``migrator migrate`` cannot reach libvirt hosts from here, or ``None``."""
+    try:
+        importlib.import_module(DRIVER_MODULE)
+    except ImportError:
+        return "libvirt driver not available"
+    return None
+
+
+@pytest.fixture(scope="session")
+def libvirt_pair() -> Iterator[Pair]:
+    reason = daemons.missing()
+    if reason is not None:
+        if REQUIRE_LIBVIRT:
+            pytest.fail(f"libvirt required (MIGRATOR_REQUIRE_LIBVIRT=1) but missing: {reason}")
+        pytest.skip(reason)
+    pair = Pair.start()
+    try:
+        yield pair
+    finally:
+        pair.stop()
+
+
+@pytest.fixture
+def libvirt_driver() -> None:
+    """Skip unless the libvirt driver can be imported."""
+    reason = driver_missing()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@dataclass
+class Guest:
+    """A transient guest created on the source daemon of ``pair``."""
+
+    name: str
+    pair: Pair
+
+    @property
+    def src(self) -> Daemon:
+        return self.pair.src
+
+    @property
+    def dst(self) -> Daemon:
+        return self.pair.dst
+
+    def states(self) -> tuple[tuple[str, str], tuple[str, str]]:
+        """``((state, reason) on the source, (state, reason) on the destination)``."""
+        return guests.state(self.src, self.name), guests.state(self.dst, self.name)
+
+    def cleanup(self, *names: str) -> None:
+        for daemon in self.pair.daemons():
+            for name in (self.name, *names):
+                guests.destroy(daemon, name)
+
+
+@pytest.fixture
+def guest(libvirt_pair: Pair) -> Iterator[Guest]:
+    """A fresh running tiny guest on the source; destroyed on both daemons afterwards."""
+    g = Guest(guests.unique_name(), libvirt_pair)
+    guests.create(libvirt_pair.src, g.name, guests.domain_xml(g.name))
+    try:
+        yield g
+    finally:
+        g.cleanup()
+
+
+@pytest.fixture
+def rig(libvirt_driver: None, guest: Guest, tmp_path: Path) -> LibvirtRig:
+    """A fresh SQLite journal, the daemons and a running guest on the source."""
+    db = f"sqlite:///{tmp_path / 'journal.db'}"
+    Journal.open(db, upgrade=True).close()
+    return LibvirtRig(guest.pair, db, guest.name)
+
+
+@pytest.fixture
+def migration_uri() -> str:
+    """``tcp://127.0.0.1:PORT`` with a port free now: the daemons' QEMUs meet there."""
+    return daemons.migrate_uri()

@@ -1,0 +1,63 @@
+"""A ``--hook-command`` that kills a daemon's QEMU at a chosen journal event: a real fault.
+
+    python -m tests.libvirt.fault_hook STEP KIND kill-qemu DIR GUEST [DELAY] HOOK ID
+    python -m tests.libvirt.fault_hook STEP KIND create URI XMLFILE HOOK ID
+
+When the event on stdin is ``STEP``'s ``KIND`` (``intent``, ``ok``, ``error``):
+``kill-qemu`` kills every QEMU under ``DIR`` (one daemon's directory) running ``GUEST``
+with SIGKILL, after ``DELAY`` seconds in the background when given (to land
+mid-transfer), else at once; ``create`` starts a guest from ``XMLFILE`` on ``URI``. Without
+a delay the fault is in place before the hook returns, so before the coordinator's next
+call: hooks run synchronously after each commit (``migrator/hooks.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from tests.libvirt.daemons import qemu_processes, virsh
+
+
+def kill(root: Path, guest: str) -> list[int]:
+    pids = [pid for pid, name in qemu_processes(root).items() if name == guest]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while any(p in qemu_processes(root) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return pids
+
+
+def main(argv: list[str]) -> int:
+    step, kind, action, target, arg, *rest = argv
+    event = json.load(sys.stdin)["event"]
+    if event.get("step") != step or event.get("kind") != kind:
+        return 0
+    if action == "create":
+        virsh(target, "create", arg)
+        return 0
+    root, guest = target, arg
+    delay = float(rest[0]) if len(rest) > 2 else None
+    if delay is None:
+        kill(Path(root), guest)
+        return 0
+    if os.fork() == 0:  # the coordinator goes on while the child waits, then kills
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # the hook's caller waits for its pipes to close
+            os.dup2(null, fd)
+        time.sleep(delay)
+        kill(Path(root), guest)
+        os._exit(0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

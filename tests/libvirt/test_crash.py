@@ -1,0 +1,166 @@
+"""Coordinators killed mid-migration between two real libvirt daemons, then ``migrator recover``.
+
+The daemons drop their half of a migration when the coordinator's connection closes: an
+incoming guest not yet finished is destroyed, a source paused for the switch-over stays
+paused. Recovery must then resume that source when the destination has nothing, and
+destroy it only when the destination was seen running. After it: exactly one copy of the
+guest runs (or ``IN_DOUBT`` with the source paused), no QEMU runs without a domain, and
+``migrator replay`` agrees with the journal (``LibvirtRig.settled``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from migrator import failpoints
+from migrator.journal.store import Journal
+from tests.crash.forkserver import SERVER, Child
+from tests.libvirt import guests
+from tests.libvirt.daemons import Pair
+from tests.libvirt.rig import CLI_TIMEOUT, LibvirtRig, tapped
+from tests.libvirt.rpctap import Gate
+
+STEPS = ("begin", "prepare", "perform", "finish", "confirm")
+FAILPOINTS = [f"{step}.{point}" for step in STEPS for point in failpoints.POINTS]
+SOAK_KILLS = int(os.environ.get("MIGRATOR_LIBVIRT_SOAK", "20"))
+SOAK_WINDOW_S = 3.5
+"""A migration of the tiny guest takes 2-3 s here, most of it in Confirm: kills land anywhere."""
+
+
+def expected_end(failpoint: str) -> str:
+    """Where recovery takes a migration whose coordinator died at ``failpoint``.
+
+    Until Finish ran, the destination has nothing once the connection closed: back, the
+    source resumed if Perform paused it. From Finish on, the destination runs the guest:
+    forward, the source destroyed.
+    """
+    step = failpoint.partition(".")[0]
+    if step in ("begin", "prepare", "perform") or failpoint == "finish.intent":
+        return "ROLLED_BACK"
+    return "CONFIRMED"
+
+
+@pytest.mark.parametrize("failpoint", FAILPOINTS)
+def test_a_coordinator_killed_at_a_failpoint_is_recovered_to_one_copy(
+    rig: LibvirtRig, failpoint: str
+) -> None:
+    env = {failpoints.ENV_VAR: f"{failpoint}=crash"}
+    code, _ = rig.migrate(env=env)
+    assert code == failpoints.CRASH_EXIT_CODE
+
+    recovered = rig.recover()
+
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    m = rig.settled()
+    assert str(m.state) == expected_end(failpoint)
+    src = "absent" if str(m.state) == "CONFIRMED" else "running"
+    assert rig.states()[0] == src
+
+
+IN_FLIGHT = {"prepare": (303, {"ROLLED_BACK"}),
+             "perform": (305, {"ROLLED_BACK", "CONFIRMED"}),
+             "finish": (306, {"CONFIRMED", "ROLLED_BACK"})}  # fmt: skip
+"""The step's procedure, and the safe ends: a transfer or a Finish the daemon completed on
+its own after the coordinator died may go either way, as long as one copy runs."""
+
+
+@pytest.mark.parametrize(
+    ("step", "delay"),
+    [
+        ("prepare", 0.0),
+        ("prepare", 0.2),
+        ("perform", 0.0),
+        ("perform", 0.2),
+        ("finish", 0.0),
+        ("finish", 0.2),
+    ],
+)
+def test_a_coordinator_killed_while_the_daemon_runs_a_step_is_recovered_at_once(
+    rig: LibvirtRig, step: str, delay: float
+) -> None:
+    """Killed ``delay`` s after the call left, recovered before the daemons cleaned up."""
+    proc, expected = IN_FLIGHT[step]
+    gate = Gate()
+    children: list[Child] = []
+    gate.after_call(proc, lambda: threading.Timer(delay, SERVER.kill, [children[0]]).start())
+    with tapped(rig, gate) as (src, dst):
+        children.append(rig.spawn(src=src, dst=dst))
+        assert SERVER.wait(children[0], CLI_TIMEOUT).returncode == -signal.SIGKILL
+        recovered = rig.recover()
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert str(rig.settled().state) in expected
+
+
+@pytest.mark.timeout(60 + 20 * SOAK_KILLS)
+def test_sigkill_soak_every_kill_is_recovered_to_one_copy(
+    libvirt_driver: None, libvirt_pair: Pair, tmp_path: Path
+) -> None:
+    seed = int(os.environ.get("MIGRATOR_SOAK_SEED", "0")) or random.randrange(1 << 32)
+    print(f"MIGRATOR_SOAK_SEED={seed}")
+    rng = random.Random(seed)
+    ends: dict[str, int] = {}
+    for round_ in range(SOAK_KILLS):
+        rig = _fresh_rig(libvirt_pair, tmp_path / f"round-{round_}.db")
+        try:
+            child = rig.spawn()
+            time.sleep(rng.uniform(0.0, SOAK_WINDOW_S))
+            SERVER.kill(child)
+            SERVER.wait(child, CLI_TIMEOUT)
+            recovered = rig.recover()
+            assert recovered.returncode == 0, (seed, round_, recovered.stdout, recovered.stderr)
+            end = _settled_or_never_started(rig)
+        finally:
+            for daemon in libvirt_pair.daemons():
+                guests.destroy(daemon, rig.name)
+        ends[end] = ends.get(end, 0) + 1
+    print(json.dumps(ends))
+    assert set(ends) <= {"CONFIRMED", "ROLLED_BACK", "not started"}, ends
+
+
+def _settled_or_never_started(rig: LibvirtRig) -> str:
+    """The end of the round's migration; ``"not started"`` if killed before it was journaled."""
+    with Journal.open(rig.db) as journal:
+        started = bool(journal.list())
+    if started:
+        return str(rig.settled().state)
+    assert rig.states() == ("running", "absent")
+    assert rig.pair.stray_qemus() == {}
+    return "not started"
+
+
+def _fresh_rig(pair: Pair, path: Path) -> LibvirtRig:
+    db = f"sqlite:///{path}"
+    Journal.open(db, upgrade=True).close()
+    name = guests.unique_name("soak")
+    guests.create(pair.src, name, guests.domain_xml(name))
+    return LibvirtRig(pair, db, name)
+
+
+@pytest.mark.parametrize(
+    ("failpoint", "daemon", "expected"),
+    [
+        ("perform.called", "src", "ROLLED_BACK"),
+        ("finish.called", "dst", "CONFIRMED"),
+        ("finish.called", "src", "CONFIRMED"),
+    ],
+)
+def test_a_daemon_restarted_after_the_crash_is_reconciled_too(
+    rig: LibvirtRig, failpoint: str, daemon: str, expected: str
+) -> None:
+    """The coordinator died, then a daemon restarted before recovery asked it anything."""
+    code, _ = rig.migrate(env={failpoints.ENV_VAR: f"{failpoint}=crash"})
+    assert code == failpoints.CRASH_EXIT_CODE
+    (rig.pair.src if daemon == "src" else rig.pair.dst).restart()
+
+    recovered = rig.recover()
+
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert str(rig.settled().state) == expected

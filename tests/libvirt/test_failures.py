@@ -1,0 +1,135 @@
+"""Every failure rule, met with a real cause between two real libvirt daemons.
+
+The causes: a domain of that name already on the destination (Prepare refused), nothing
+listening at the migration URI (Perform fails), the destination's QEMU killed during the
+transfer or before Finish, the source's QEMU gone before Confirm, and replies lost because
+the daemon's connection was cut right after a call ran (``rpctap.py``). Whatever the
+cause, the migration ends with the guest on exactly one host, or ``IN_DOUBT`` with the
+source paused, and no QEMU left without a domain.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from migrator.drivers import payload
+from migrator.states import Step
+from tests.crash.forkserver import SERVER
+from tests.libvirt import guests
+from tests.libvirt.rig import CLI_TIMEOUT, LibvirtRig, create_hook, kill_hook, tapped
+from tests.libvirt.rpctap import Gate
+
+
+def _failed_step(rig: LibvirtRig, migration_id: str) -> tuple[Step | None, str]:
+    [error, *_] = [e for e in rig.history(migration_id) if e.kind == "error"]
+    return error.step, error.error_message or ""
+
+
+def test_a_domain_of_that_name_on_the_destination_is_refused_before_begin(
+    rig: LibvirtRig,
+) -> None:
+    guests.create(rig.pair.dst, rig.name, guests.domain_xml(rig.name))  # another guest, same name
+    proc = rig.cli(*rig.argv())
+    assert proc.returncode == 2, proc.stderr
+    assert f"domain {rig.name!r} already exists" in proc.stderr
+    assert rig.states() == ("running", "running")  # each host keeps its own guest
+
+
+def test_prepare_refused_by_a_domain_of_that_name_on_the_destination_rolls_back(
+    rig: LibvirtRig,
+) -> None:
+    # It appears after migrator looked and before Prepare: libvirt itself refuses.
+    hook = create_hook(rig.pair.dst, rig.name, "begin", "ok")
+    code, outcome = rig.migrate("--hook-command", hook)
+    assert (code, outcome["state"]) == (1, "ROLLED_BACK"), outcome
+    step, message = _failed_step(rig, outcome["id"])
+    assert step is Step.PREPARE and "already" in message, message
+    assert rig.states() == ("running", "running")  # each host keeps its own guest
+    assert guests.state(rig.pair.src, rig.name) == ("running", "booted")
+    assert rig.pair.stray_qemus() == {}
+
+
+def test_perform_to_a_migration_uri_nobody_listens_on_rolls_back(rig: LibvirtRig) -> None:
+    # Prepare's QEMU listens there; killed right after Prepare, nothing answers Perform.
+    hook = kill_hook(rig.pair.dst, rig.name, "prepare", "ok")
+    code, outcome = rig.migrate("--hook-command", hook)
+    assert (code, outcome["state"]) == (1, "ROLLED_BACK"), outcome
+    assert _failed_step(rig, outcome["id"])[0] is Step.PERFORM
+    rig.settled()
+
+
+def test_destination_qemu_killed_mid_transfer_rolls_back(rig: LibvirtRig) -> None:
+    pattern = payload.Pattern(touch_mib=24, seed=0x4B494C4C)
+    guests.destroy(rig.pair.src, rig.name)
+    guests.create_pattern_guest(rig.pair.src, rig.pair.root, rig.name, pattern, 64)
+    hook = kill_hook(rig.pair.dst, rig.name, "perform", "intent", delay=1.5)
+    code, outcome = rig.migrate("--bandwidth", "4", "--hook-command", hook)  # 6 s of transfer
+    assert (code, outcome["state"]) == (1, "ROLLED_BACK"), outcome
+    assert _failed_step(rig, outcome["id"])[0] is Step.PERFORM
+    rig.settled()
+    region = guests.read_memory(rig.pair.src, rig.name, pattern.start, pattern.size)
+    assert payload.check_region(region, pattern) == 0  # the source runs on, intact
+
+
+def test_destination_qemu_killed_before_finish_rolls_back_and_resumes_the_source(
+    rig: LibvirtRig,
+) -> None:
+    hook = kill_hook(rig.pair.dst, rig.name, "perform", "ok")
+    code, outcome = rig.migrate("--hook-command", hook)
+    assert outcome["state"] == "ROLLED_BACK", outcome
+    assert code == 1
+    rig.settled()  # the source, paused for the switch-over, runs again
+
+
+def test_source_qemu_gone_before_confirm_still_confirms(rig: LibvirtRig) -> None:
+    hook = kill_hook(rig.pair.src, rig.name, "finish", "ok")
+    code, outcome = rig.migrate("--hook-command", hook)
+    assert outcome["state"] == "CONFIRMED", outcome
+    assert code == 0
+    rig.settled()
+
+
+LOST = {
+    "prepare": (303, "ROLLED_BACK"),
+    "perform": (305, "ROLLED_BACK"),
+    "finish": (306, "CONFIRMED"),
+    "confirm": (307, "CONFIRMED"),
+}
+
+
+@pytest.mark.parametrize("step", list(LOST))
+def test_a_lost_reply_ends_with_one_copy_of_the_guest(rig: LibvirtRig, step: str) -> None:
+    proc, expected = LOST[step]
+    gate = Gate()
+    gate.cut_reply(proc)
+    with tapped(rig, gate) as (src, dst):
+        code, outcome = rig.migrate(src=src, dst=dst)
+    assert gate.cut.is_set(), f"the reply to {step} was never cut"
+    if expected is not None:
+        assert outcome["state"] == expected, outcome
+    m = rig.settled()
+    assert code == {"CONFIRMED": 0, "IN_DOUBT": 3}.get(str(m.state), 1)
+
+
+def test_abort_during_perform_rolls_back_with_the_source_intact(rig: LibvirtRig) -> None:
+    pattern = payload.Pattern(touch_mib=32, seed=0x41425254)
+    guests.destroy(rig.pair.src, rig.name)
+    guests.create_pattern_guest(rig.pair.src, rig.pair.root, rig.name, pattern, 64)
+    child = rig.spawn("--bandwidth", "4")  # 8 s of transfer
+    deadline = time.monotonic() + 30
+    while not (ms := rig.migrations()) or str(ms[0].state) != "PERFORMING":
+        assert time.monotonic() < deadline, "never reached PERFORMING"
+        time.sleep(0.05)
+    time.sleep(1.0)
+
+    aborted = rig.cli("abort", ms[0].id)
+
+    assert aborted.returncode == 0, aborted.stderr
+    done = SERVER.wait(child, CLI_TIMEOUT)
+    assert json.loads(done.stdout)["state"] == "ROLLED_BACK", done.stdout + done.stderr
+    rig.settled()
+    region = guests.read_memory(rig.pair.src, rig.name, pattern.start, pattern.size)
+    assert payload.check_region(region, pattern) == 0
