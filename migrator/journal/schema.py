@@ -11,10 +11,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 """The Alembic head revision these tables match."""
 
-KNOWN_REVISIONS = ("0001",)
+KNOWN_REVISIONS = ("0001", "0002")
 """Every revision this code can upgrade from, oldest first."""
 
 
@@ -63,6 +63,7 @@ migrations = sa.Table(
     sa.Column("finished_at", UTCDateTime, nullable=True),
     sa.Column("progress", sa.JSON, nullable=True),
     sa.Index("ix_migrations_created_at", "created_at"),
+    sa.Index("ix_migrations_state_created_at", "state", "created_at"),
     sqlite_with_rowid=False,
 )
 
@@ -91,5 +92,6 @@ events = sa.Table(
     sa.Column("coordinator", sa.String(255), nullable=True),
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("duration", sa.Float, nullable=True),
+    sa.Index("ix_migration_events_step_kind_duration", "step", "kind", "duration"),
     sqlite_with_rowid=False,
 )

@@ -23,17 +23,15 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from migrator.coordinator import Coordinator
-from migrator.drivers.null import NullDriver
-from migrator.journal.store import Journal
+from migrator import Coordinator, Journal, connect
 
 
 def _engine_round(path: Path, n: int) -> tuple[float, int]:
     """Seconds for ``n`` migrations, and the journal commits each one made."""
     with Journal.open(f"sqlite:///{path}") as journal:
-        src, dst = NullDriver(f"null://{uuid.uuid4()}"), NullDriver(f"null://{uuid.uuid4()}")
+        src, dst = connect(f"null://{uuid.uuid4()}"), connect(f"null://{uuid.uuid4()}")
         for i in range(n):
-            src.define(f"vm{i}")
+            src.define(f"vm{i}")  # type: ignore[attr-defined]
         coordinator = Coordinator(journal)
         start = time.perf_counter()
         last = None

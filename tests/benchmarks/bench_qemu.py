@@ -2,7 +2,7 @@
 
     python -m tests.benchmarks.bench_qemu [--rounds R] [--bandwidth MIB ...] [--cli]
 
-A 128 MiB guest with 96 MiB touched migrates back and forth between two ``qmp:///`` hosts
+A 128 MiB guest with 96 MiB touched migrates back and forth between two ``qemu:///`` hosts
 in a temporary directory, ``R`` times per bandwidth (0: uncapped), journaled in SQLite
 (WAL, synchronous=FULL). For each migration it records the wall time of the whole
 ``Coordinator.migrate`` call (Begin to CONFIRMED: five hooks, eleven commits) next to
@@ -25,11 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from migrator.coordinator import Coordinator
-from migrator.drivers.qmphost import QmpDriver
-from migrator.flags import MigrateFlags
-from migrator.journal.store import Journal
-from migrator.states import State, Step
+from migrator import Coordinator, Driver, Journal, MigrateFlags, State, Step, connect
 
 MEMORY, TOUCH = 128, 96
 
@@ -50,7 +46,7 @@ def _perform_stats(journal: Journal, migration_id: str) -> dict[str, Any]:
 
 
 def _round(
-    coordinator: Coordinator, journal: Journal, hosts: list[QmpDriver], bandwidth: int
+    coordinator: Coordinator, journal: Journal, hosts: list[Driver], bandwidth: int
 ) -> dict[str, Any]:
     src, dst = hosts
     start = time.perf_counter()
@@ -70,7 +66,7 @@ def _round(
     }
 
 
-def _cli_round(db: str, hosts: list[QmpDriver], bandwidth: int) -> float:
+def _cli_round(db: str, hosts: list[Driver], bandwidth: int) -> float:
     src, dst = hosts
     start = time.perf_counter()
     proc = subprocess.run(
@@ -97,7 +93,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-qemu-") as tmp:
         root = Path(tmp)
-        hosts = [QmpDriver(f"qmp://{root / 'a'}"), QmpDriver(f"qmp://{root / 'b'}")]
+        hosts = [connect(f"qmp://{root / 'a'}"), connect(f"qmp://{root / 'b'}")]
         hosts[0].define("vm1", memory_mib=MEMORY, touch_mib=TOUCH)
         db = f"sqlite:///{root / 'journal.db'}"
         try:

@@ -122,3 +122,32 @@ def test_a_fresh_journal_keeps_its_writes_while_another_process_reads_it(tmp_pat
     assert "CONFIRMED" in out
     final = json.loads(run_cli("list", "--json", db=db).stdout)
     assert [m["state"] for m in final] == ["CONFIRMED"]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_journal_at_the_previous_revision_upgrades_to_the_head_keeping_its_rows(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    previous = schema.KNOWN_REVISIONS[-2]
+    with Journal.open(url, check=False) as journal:
+        journal.upgrade(previous)
+        assert journal.revision() == previous
+        journal.create(
+            domain="vm-old",
+            src="null://a",
+            dst="null://b",
+            protocol=3,
+            flags=0,
+            bandwidth=0,
+            owner="test",
+        )
+    with Journal.open(url, upgrade=True) as journal:
+        assert journal.revision() == schema.SCHEMA_HEAD
+        assert [m.domain for m in journal.list()] == ["vm-old"]
+        with journal.engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, schema.metadata) == []
