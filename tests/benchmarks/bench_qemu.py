@@ -2,7 +2,7 @@
 
     python -m tests.benchmarks.bench_qemu [--rounds R] [--bandwidth MIB ...] [--cli]
 
-A 128 MiB guest with 96 MiB touched migrates back and forth between two ``qemu:///`` hosts
+A 128 MiB guest with 96 MiB touched migrates back and forth between two ``qmp:///`` hosts
 in a temporary directory, ``R`` times per bandwidth (0: uncapped), journaled in SQLite
 (WAL, synchronous=FULL). For each migration it records the wall time of the whole
 ``Coordinator.migrate`` call (Begin to CONFIRMED: five hooks, eleven commits) next to
