@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from migrator.journal import DEFAULT_URL, analytics, lifecycle, queries
-from migrator.journal.analytics import Histogram, StepDuration
+from migrator.journal.analytics import Histogram, StepDuration, StepSummary
 from migrator.journal.writes import Writer
 from migrator.records import KEEP_REASON, Event, EventDraft, Migration, Reason
 from migrator.redaction import redact
@@ -26,7 +26,7 @@ from migrator.states import State
 
 LEASE_SECONDS = 30.0
 
-__all__ = ["LEASE_SECONDS", "Histogram", "Journal", "StepDuration"]
+__all__ = ["LEASE_SECONDS", "Histogram", "Journal", "StepDuration", "StepSummary"]
 
 
 class Journal:
@@ -230,6 +230,15 @@ class Journal:
         created at or after ``since``."""
         with self._reading() as conn:
             return analytics.step_durations(conn, since=since)
+
+    def step_summaries(self, *, since: datetime | None = None) -> dict[str, StepSummary]:
+        """Per step: outcomes, errors, nearest-rank p50 and p95 and the max of their
+        durations (migrations created at or after ``since``). Without ``since`` the database
+        counts and ranks them on its index; with it, the chosen outcomes are read."""
+        with self._reading() as conn:
+            if since is None:
+                return analytics.step_summaries(conn)
+            return analytics.summarize(analytics.step_durations(conn, since=since))
 
     def duration_buckets(self, buckets: Sequence[float]) -> dict[tuple[str, str], Histogram]:
         """Per (step, kind) of step outcomes: how many took at most each bucket's seconds,
