@@ -90,9 +90,9 @@ def export(journal: Journal, migration_id: str) -> dict[str, Any]:
 def export_all(
     journal: Journal, *, states: Iterable[State] = (), since: datetime | None = None
 ) -> Iterator[dict[str, Any]]:
-    """One export document per migration, newest first (for JSON Lines)."""
-    for migration in journal.list(states=states, since=since):
-        yield export_dict(migration, journal.history(migration.id))
+    """One export document per migration, newest first (for JSON Lines), streamed."""
+    for migration, history in journal.exports(states=states, since=since):
+        yield export_dict(migration, history)
 
 
 # -- stats ---------------------------------------------------------------------------------

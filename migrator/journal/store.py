@@ -206,6 +206,49 @@ class Journal:
                 conn, states=states, since=since, until=until, domain=domain, host=host, limit=limit
             )
 
+    def count(
+        self,
+        *,
+        states: Iterable[State] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        domain: str | None = None,
+        host: str | None = None,
+    ) -> int:
+        """How many migrations ``list`` would give with the same filters and no limit."""
+        with self._reading() as conn:
+            where = queries.filters(states, since, until, domain, host)
+            return queries.count_where(conn, where)
+
+    def stream(
+        self,
+        *,
+        states: Iterable[State] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        domain: str | None = None,
+        host: str | None = None,
+    ) -> Iterator[Migration]:
+        """What ``list`` gives, newest first, read a chunk at a time: constant memory."""
+        with self._reading() as conn:
+            where = queries.filters(states, since, until, domain, host)
+            yield from queries.stream_where(conn, where)
+
+    def exports(
+        self, *, states: Iterable[State] = (), since: datetime | None = None
+    ) -> Iterator[tuple[Migration, builtins.list[Event]]]:
+        """Each migration with every event of it, newest first, streamed: the events of a
+        chunk of migrations are read in one query."""
+        with self._reading() as conn:
+            chunk: builtins.list[Migration] = []
+            where = queries.filters(states, since, None, None, None)
+            for migration in queries.stream_where(conn, where):
+                chunk.append(migration)
+                if len(chunk) == queries.STREAM_CHUNK:
+                    yield from _with_histories(conn, chunk)
+                    chunk = []
+            yield from _with_histories(conn, chunk)
+
     def history(self, migration_id: str) -> builtins.list[Event]:
         """Every event of a migration, oldest first."""
         with self._reading() as conn:
@@ -245,3 +288,12 @@ class Journal:
         their total seconds and their count, counted by the database (for a histogram)."""
         with self._reading() as conn:
             return analytics.duration_buckets(conn, buckets)
+
+
+def _with_histories(
+    conn: sa.Connection, chunk: builtins.list[Migration]
+) -> Iterator[tuple[Migration, builtins.list[Event]]]:
+    if chunk:
+        found = queries.histories(conn, [m.id for m in chunk])
+        for migration in chunk:
+            yield migration, found[migration.id]
