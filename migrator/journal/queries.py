@@ -6,7 +6,7 @@ owns the connections (``docs/journal.md``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -29,7 +29,7 @@ def get(conn: sa.Connection, migration_id: str) -> Migration:
 
 
 STREAM_CHUNK = 500
-"""Rows fetched at a time when streaming, and migrations whose events one query reads."""
+"""Migrations read at a time when streaming (a page), and whose events one query reads."""
 ID_LENGTH = 36
 """A whole migration id: a UUID as text."""
 
@@ -94,15 +94,26 @@ def migrations_where(
     return [rows.migration(row) for row in conn.execute(query)]
 
 
-def stream_where(
-    conn: sa.Connection, where: Sequence[sa.ColumnElement[bool]], *, chunk: int = STREAM_CHUNK
-) -> Iterator[Migration]:
-    """The migrations matching ``where`` (as ``filters``), newest first, fetched ``chunk``
-    rows at a time (a server-side cursor where the database has one): constant memory."""
-    query = sa.select(migrations).where(*where)
-    query = query.order_by(migrations.c.created_at.desc(), migrations.c.id)
-    for row in conn.execution_options(yield_per=chunk).execute(query):
-        yield rows.migration(row)
+def page_where(
+    conn: sa.Connection,
+    where: Sequence[sa.ColumnElement[bool]],
+    *,
+    after: Migration | None,
+    limit: int = STREAM_CHUNK,
+) -> list[Migration]:
+    """Up to ``limit`` migrations matching ``where`` (as ``filters``), newest first, that
+    come after ``after`` in that order (a keyset page: each page is its own short read, so
+    a long stream holds no snapshot open while others write)."""
+    c = migrations.c
+    query = sa.select(migrations).where(*where).order_by(c.created_at.desc(), c.id).limit(limit)
+    if after is not None:
+        query = query.where(
+            sa.or_(
+                c.created_at < after.created_at,
+                sa.and_(c.created_at == after.created_at, c.id > after.id),
+            )
+        )
+    return [rows.migration(row) for row in conn.execute(query)]
 
 
 def count_where(conn: sa.Connection, where: Sequence[sa.ColumnElement[bool]]) -> int:

@@ -229,25 +229,34 @@ class Journal:
         domain: str | None = None,
         host: str | None = None,
     ) -> Iterator[Migration]:
-        """What ``list`` gives, newest first, read a chunk at a time: constant memory."""
-        with self._reading() as conn:
-            where = queries.filters(states, since, until, domain, host)
-            yield from queries.stream_where(conn, where)
+        """What ``list`` gives, newest first, read a page at a time: constant memory, and
+        no read held open between pages (``recover`` writes while it reads)."""
+        for page, _ in self._pages(queries.filters(states, since, until, domain, host)):
+            yield from page
 
     def exports(
         self, *, states: Iterable[State] = (), since: datetime | None = None
     ) -> Iterator[tuple[Migration, builtins.list[Event]]]:
         """Each migration with every event of it, newest first, streamed: the events of a
-        chunk of migrations are read in one query."""
-        with self._reading() as conn:
-            chunk: builtins.list[Migration] = []
-            where = queries.filters(states, since, None, None, None)
-            for migration in queries.stream_where(conn, where):
-                chunk.append(migration)
-                if len(chunk) == queries.STREAM_CHUNK:
-                    yield from _with_histories(conn, chunk)
-                    chunk = []
-            yield from _with_histories(conn, chunk)
+        page of migrations are read in one query."""
+        for page, found in self._pages(queries.filters(states, since, None, None, None), True):
+            for migration in page:
+                yield migration, found[migration.id]
+
+    def _pages(
+        self, where: builtins.list[sa.ColumnElement[bool]], histories: bool = False
+    ) -> Iterator[tuple[builtins.list[Migration], dict[str, builtins.list[Event]]]]:
+        """Keyset pages of the migrations matching ``where``, with their events if asked."""
+        after: Migration | None = None
+        while True:
+            with self._reading() as conn:
+                page = queries.page_where(conn, where, after=after, limit=queries.STREAM_CHUNK)
+                found = queries.histories(conn, [m.id for m in page]) if histories else {}
+            if page:
+                yield page, found
+            if len(page) < queries.STREAM_CHUNK:
+                return
+            after = page[-1]
 
     def history(self, migration_id: str) -> builtins.list[Event]:
         """Every event of a migration, oldest first."""
@@ -288,12 +297,3 @@ class Journal:
         their total seconds and their count, counted by the database (for a histogram)."""
         with self._reading() as conn:
             return analytics.duration_buckets(conn, buckets)
-
-
-def _with_histories(
-    conn: sa.Connection, chunk: builtins.list[Migration]
-) -> Iterator[tuple[Migration, builtins.list[Event]]]:
-    if chunk:
-        found = queries.histories(conn, [m.id for m in chunk])
-        for migration in chunk:
-            yield migration, found[migration.id]
