@@ -107,11 +107,10 @@ def page_where(
     c = migrations.c
     query = sa.select(migrations).where(*where).order_by(c.created_at.desc(), c.id).limit(limit)
     if after is not None:
+        # A plain range first, which the indexes on created_at serve, then the tie-break.
         query = query.where(
-            sa.or_(
-                c.created_at < after.created_at,
-                sa.and_(c.created_at == after.created_at, c.id > after.id),
-            )
+            c.created_at <= after.created_at,
+            sa.or_(c.created_at < after.created_at, c.id > after.id),
         )
     return [rows.migration(row) for row in conn.execute(query)]
 
