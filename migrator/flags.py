@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable
 
 
@@ -33,7 +34,13 @@ class MigrateFlags(enum.IntFlag):
 
 def flag_names(flags: int) -> list[str]:
     """The names of the set flags, lower-case and hyphenated, in numeric order."""
-    return [cli_name(f) for f in MigrateFlags if f and f & flags == f]
+    return list(_flag_names(int(flags)))
+
+
+@functools.lru_cache(maxsize=256)
+def _flag_names(flags: int) -> tuple[str, ...]:
+    """Cached: a journal holds few distinct combinations, and exports name them per row."""
+    return tuple(cli_name(f) for f in MigrateFlags if f and f & flags == f)
 
 
 def cli_name(flag: MigrateFlags) -> str:

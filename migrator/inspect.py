@@ -12,7 +12,6 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from migrator.journal.analytics import StepDuration
 from migrator.journal.store import Journal
 from migrator.jsonform import event_dict as event_dict
 from migrator.jsonform import iso
@@ -91,9 +90,9 @@ def export(journal: Journal, migration_id: str) -> dict[str, Any]:
 def export_all(
     journal: Journal, *, states: Iterable[State] = (), since: datetime | None = None
 ) -> Iterator[dict[str, Any]]:
-    """One export document per migration, newest first (for JSON Lines)."""
-    for migration in journal.list(states=states, since=since):
-        yield export_dict(migration, journal.history(migration.id))
+    """One export document per migration, newest first (for JSON Lines), streamed."""
+    for migration, history in journal.exports(states=states, since=since):
+        yield export_dict(migration, history)
 
 
 # -- stats ---------------------------------------------------------------------------------
@@ -105,21 +104,11 @@ def percentile(values: list[float], fraction: float) -> float:
     return values[rank - 1]
 
 
-def _step_summary(durations: list[StepDuration]) -> dict[str, dict[str, Any]]:
-    by_step: dict[str, list[StepDuration]] = {}
-    for d in durations:
-        by_step.setdefault(d.step, []).append(d)
-    out = {}
-    for step, rows in sorted(by_step.items()):
-        values = sorted(r.duration for r in rows)
-        out[step] = {
-            "count": len(values),
-            "errors": sum(1 for r in rows if r.kind == EventKind.ERROR),
-            "p50": percentile(values, 0.50),
-            "p95": percentile(values, 0.95),
-            "max": values[-1],
-        }
-    return out
+def _step_summary(journal: Journal, since: datetime | None) -> dict[str, dict[str, Any]]:
+    return {
+        step: {"count": s.count, "errors": s.errors, "p50": s.p50, "p95": s.p95, "max": s.max}
+        for step, s in journal.step_summaries(since=since).items()
+    }
 
 
 def stats(journal: Journal, *, since: datetime | None = None) -> dict[str, Any]:
@@ -136,7 +125,7 @@ def stats(journal: Journal, *, since: datetime | None = None) -> dict[str, Any]:
         "total": sum(outcomes.values()),
         "outcomes": outcomes,
         "in_flight": sum(n for s, n in outcomes.items() if State(s) not in _SETTLED),
-        "steps": _step_summary(journal.step_durations(since=since)),
+        "steps": _step_summary(journal, since),
         "top_reasons": reasons[:TOP_REASONS],
     }
 

@@ -396,7 +396,7 @@ def _later_run(
             running_on = str((opening.detail or {}).get("running_on", "src"))
             coordinator.resolve(migration.id, running_on=running_on)
         else:
-            coordinator.recover(steal=True)
+            coordinator.recover(steal=True, workers=1)
 
 
 def _scratch_signatures(scratch: Journal) -> list[Signature]:

@@ -14,12 +14,18 @@ import click
 
 from migrator.cli import context
 from migrator.cli.options import STATE_CHOICE, json_option, parse_time, states_of
+from migrator.cli.output import write_text
 from migrator.errors import UsageError
 
 if TYPE_CHECKING:
     from migrator.journal.store import Journal
+    from migrator.records import Migration
 
 DIAGRAM_FORMATS = click.Choice(["mermaid", "dot", "svg", "png"])
+DEFAULT_PAGE = 50
+"""Migrations ``list`` shows without ``--limit`` or ``--all``: the newest."""
+LIST_CHUNK = 1000
+"""Migrations ``list --all`` reads and prints at a time."""
 
 
 @click.command("list")
@@ -32,7 +38,12 @@ DIAGRAM_FORMATS = click.Choice(["mermaid", "dot", "svg", "png"])
     "--since", metavar="T", help="Created at or after T: ISO time, or an age (30s, 2h, 3d)."
 )
 @click.option("--until", metavar="T", help="Created at or before T (as --since).")
-@click.option("--limit", type=click.IntRange(min=1), help="At most this many, newest first.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help=f"At most this many, newest first (default {DEFAULT_PAGE}).",
+)
+@click.option("--all", "everything", is_flag=True, help="Every one, streamed (no --limit).")
 @json_option
 def list_(
     states: tuple[str, ...],
@@ -41,29 +52,87 @@ def list_(
     since: str | None,
     until: str | None,
     limit: int | None,
+    everything: bool,
     as_json: bool,
 ) -> None:
-    """List migrations, newest first, with the reason of each failure."""
-    from migrator.inspect import migration_dict
+    """List migrations, newest first, with the reason of each failure.
 
+    Shows the newest 50 unless told otherwise; a line on stderr says how many more match.
+    """
     with context.errors():
+        if everything and limit is not None:
+            raise UsageError("give --limit or --all, not both")
         after = parse_time(since, "--since") if since else None
         before = parse_time(until, "--until") if until else None
-        chosen = context.journal().list(
-            states=states_of(states),
-            since=after,
-            until=before,
-            domain=domain,
-            host=host,
-            limit=limit,
-        )
-        rows = [migration_dict(m) for m in chosen]
+        filters: dict[str, Any] = {
+            "states": states_of(states),
+            "since": after,
+            "until": before,
+            "domain": domain,
+            "host": host,
+        }
+        journal = context.journal()
+        if everything:
+            print_all(journal.stream(**filters), as_json)
+            return
+        page = limit or DEFAULT_PAGE
+        chosen = journal.list(**filters, limit=page)
+        more = journal.count(**filters) - page if len(chosen) == page else 0
+    print_page(chosen, as_json)
+    if more > 0:
+        click.echo(f"… {more} more; --limit N or --all to see them", err=True)
+
+
+def print_page(chosen: list[Migration], as_json: bool) -> None:
+    from migrator.inspect import migration_dict
+
+    rows = [migration_dict(m) for m in chosen]
     if as_json:
         context.print_json(rows)
         return
     from migrator.cli.render import console, migrations_table
 
     console().print(migrations_table(rows) if rows else "no migrations")
+
+
+def print_all(migrations: Iterator[Migration], as_json: bool) -> None:
+    """Every migration, printed as it is read: a JSON array, or tables of a chunk each."""
+    from migrator.inspect import migration_dict
+
+    chunks = _chunks((migration_dict(m) for m in migrations), LIST_CHUNK)
+    if as_json:
+        write_text(_json_array(chunks), None)
+        return
+    from migrator.cli.render import console, migrations_table
+
+    out, first = console(), True
+    for rows in chunks:
+        out.print(migrations_table(rows, header=first))
+        first = False
+    if first:
+        out.print("no migrations")
+
+
+def _chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _json_array(chunks: Iterator[list[dict[str, Any]]]) -> Iterator[str]:
+    """A JSON array as ``print_json`` writes it, a chunk of elements at a time."""
+    separator = "[\n"
+    for rows in chunks:
+        for row in rows:
+            body = json.dumps(row, indent=2, ensure_ascii=True)
+            yield separator + "\n".join("  " + line for line in body.splitlines())
+            separator = ",\n"
+    yield "[]\n" if separator == "[\n" else "\n]\n"
 
 
 @click.command()
@@ -113,7 +182,6 @@ def export(
     output: str | None,
 ) -> None:
     """Everything the journal holds about a migration, as one JSON document."""
-    from migrator.cli.output import write_text
 
     with context.errors():
         lines = export_lines(

@@ -68,8 +68,8 @@ def _state(state: str) -> Text:
     return Text(state, style=STATE_STYLE.get(state, "cyan"))
 
 
-def migrations_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(box=None, header_style="bold")
+def migrations_table(rows: list[dict[str, Any]], *, header: bool = True) -> Table:
+    table = Table(box=None, header_style="bold", show_header=header)
     for column in ("ID", "DOMAIN", "SOURCE → DESTINATION", "STATE", "CREATED", "REASON"):
         table.add_column(column)
     for m in rows:

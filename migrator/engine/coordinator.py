@@ -8,13 +8,16 @@ call through ``steps.py``; every retry through ``retry.py``.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from migrator.drivers.base import (
     DomainState,
@@ -41,6 +44,25 @@ from migrator.records import EventDraft, EventKind, Migration
 from migrator.states import State
 
 log = logging.getLogger(__name__)
+
+RECOVER_WORKERS = 8
+"""Orphans ``recover`` brings to an end at once, by default."""
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def in_order(
+    pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterator[T], *, window: int
+) -> Iterator[R]:
+    """``fn`` of each item on ``pool``, results in the items' order, at most ``window``
+    items read ahead (``Executor.map`` would read every item first)."""
+    pending: collections.deque[Future[R]] = collections.deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def new_coordinator_id() -> str:
@@ -138,25 +160,33 @@ class Coordinator:
 
     # -- recovery, operators' commands ---------------------------------------------------
 
-    def recover(self, *, dry_run: bool = False, steal: bool = False) -> list[Recovered]:
+    def recover(
+        self, *, dry_run: bool = False, steal: bool = False, workers: int = RECOVER_WORKERS
+    ) -> list[Recovered]:
         """Bring every orphaned migration to a safe end (docs/recovery.md).
 
         A migration is claimed when its owner provably died (same host, process gone), its
         lease lapsed, or ``steal``; one whose owner is alive is reported and left alone.
-        ``dry_run`` plans without claiming, calling or writing anything.
+        ``dry_run`` plans without claiming, calling or writing anything. The orphans are
+        read as a stream and recovered by ``workers`` threads at once (each migration by
+        one thread, its steps in order; their commits shared, ``docs/journal.md``); the
+        reports come in the order the journal lists them, newest first.
         """
-        reports = []
-        for migration in self.journal.list(states=RECOVERABLE):
+        orphans = self.journal.stream(states=RECOVERABLE)  # acted on as they are read
+
+        def one(migration: Migration) -> Recovered:
             try:
-                reports.append(self._recover_one(migration, dry_run=dry_run, steal=steal))
+                return self._recover_one(migration, dry_run=dry_run, steal=steal)
             except MigratorError as exc:  # one migration's trouble must not stop the others
                 state = self.journal.get(migration.id).state
                 plan = flow_for(migration.protocol).plan(migration, [])
                 note = f"recovery stopped: {exc}"
-                reports.append(
-                    Recovered(migration.id, migration.state, plan, True, None, state, None, note)
-                )
-        return reports
+                return Recovered(migration.id, migration.state, plan, True, None, state, None, note)
+
+        if workers <= 1:
+            return [one(m) for m in orphans]
+        with ThreadPoolExecutor(workers, thread_name_prefix="migrator-recover") as pool:
+            return list(in_order(pool, one, orphans, window=4 * workers))
 
     def _recover_one(self, migration: Migration, *, dry_run: bool, steal: bool) -> Recovered:
         flow = flow_for(migration.protocol)

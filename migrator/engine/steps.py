@@ -7,6 +7,7 @@ which the flows journal (``writeahead.py``) and judge by their failure rules.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -60,10 +61,26 @@ class Steps:
         self.journal = writes.journal
         self.step_timeout = step_timeout
         self.on_progress = on_progress
-        self.runner = HookRunner()
+        self._runners = threading.local()
+        self._every: list[HookRunner] = []
+        self._lock = threading.Lock()
+
+    @property
+    def runner(self) -> HookRunner:
+        """The calling thread's hook runner: threads sharing a coordinator (concurrent
+        migrations, parallel recovery) each wait for their own hooks, never for another's."""
+        runner: HookRunner | None = getattr(self._runners, "runner", None)
+        if runner is None:
+            runner = self._runners.runner = HookRunner()
+            with self._lock:
+                self._every.append(runner)
+        return runner
 
     def close(self) -> None:
-        self.runner.close()
+        with self._lock:
+            every, self._every = self._every, []
+        for runner in every:
+            runner.close()
 
     def step(
         self, run: Run, draft: EventDraft, hook: Hook, failed: Trigger, *, replay: bool = False

@@ -6,7 +6,7 @@ owns the connections (``docs/journal.md``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -28,13 +28,18 @@ def get(conn: sa.Connection, migration_id: str) -> Migration:
     return rows.migration(row)
 
 
+STREAM_CHUNK = 500
+"""Migrations read at a time when streaming (a page), and whose events one query reads."""
+ID_LENGTH = 36
+"""A whole migration id: a UUID as text."""
+
+
 def find(conn: sa.Connection, prefix: str) -> Migration:
     """The one migration whose id starts with ``prefix``."""
     cleaned = prefix.strip().lower()
     if not cleaned or not _ID_CHARS.issuperset(cleaned):
         raise MigrationNotFound(migration_id=prefix)
-    query = sa.select(migrations).where(migrations.c.id.startswith(cleaned)).limit(2)
-    found = conn.execute(query).all()
+    found = conn.execute(sa.select(migrations).where(_prefixed(conn, cleaned)).limit(2)).all()
     if not found:
         raise MigrationNotFound(migration_id=prefix)
     if len(found) > 1:
@@ -42,10 +47,20 @@ def find(conn: sa.Connection, prefix: str) -> Migration:
     return rows.migration(found[0])
 
 
+def _prefixed(conn: sa.Connection, prefix: str) -> sa.ColumnElement[bool]:
+    """Ids starting with ``prefix``, found on the primary key: a whole id is an equality;
+    on SQLite (whose LIKE cannot use the index) a range narrows the LIKE."""
+    column = migrations.c.id
+    if len(prefix) == ID_LENGTH:
+        return column == prefix
+    if conn.dialect.name != "sqlite":
+        return column.startswith(prefix)
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return sa.and_(column >= prefix, column < upper, column.startswith(prefix))
+
+
 def _count_prefix(conn: sa.Connection, prefix: str) -> int:
-    query = (
-        sa.select(sa.func.count()).select_from(migrations).where(migrations.c.id.startswith(prefix))
-    )
+    query = sa.select(sa.func.count()).select_from(migrations).where(_prefixed(conn, prefix))
     return int(conn.execute(query).scalar_one())
 
 
@@ -77,6 +92,45 @@ def migrations_where(
     if limit is not None:
         query = query.limit(limit)
     return [rows.migration(row) for row in conn.execute(query)]
+
+
+def page_where(
+    conn: sa.Connection,
+    where: Sequence[sa.ColumnElement[bool]],
+    *,
+    after: Migration | None,
+    limit: int = STREAM_CHUNK,
+) -> list[Migration]:
+    """Up to ``limit`` migrations matching ``where`` (as ``filters``), newest first, that
+    come after ``after`` in that order (a keyset page: each page is its own short read, so
+    a long stream holds no snapshot open while others write)."""
+    c = migrations.c
+    query = sa.select(migrations).where(*where).order_by(c.created_at.desc(), c.id).limit(limit)
+    if after is not None:
+        # A plain range first, which the indexes on created_at serve, then the tie-break.
+        query = query.where(
+            c.created_at <= after.created_at,
+            sa.or_(c.created_at < after.created_at, c.id > after.id),
+        )
+    return [rows.migration(row) for row in conn.execute(query)]
+
+
+def count_where(conn: sa.Connection, where: Sequence[sa.ColumnElement[bool]]) -> int:
+    query = sa.select(sa.func.count()).select_from(migrations).where(*where)
+    return int(conn.execute(query).scalar_one())
+
+
+def histories(conn: sa.Connection, ids: Sequence[str]) -> dict[str, list[Event]]:
+    """Every event of each migration of ``ids``, oldest first, in one query."""
+    out: dict[str, list[Event]] = {i: [] for i in ids}
+    query = (
+        sa.select(events)
+        .where(events.c.migration_id.in_(ids))
+        .order_by(events.c.migration_id, events.c.seq)
+    )
+    for row in conn.execute(query):
+        out[row.migration_id].append(rows.event(row))
+    return out
 
 
 def history(conn: sa.Connection, migration_id: str) -> list[Event]:

@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from migrator.journal import DEFAULT_URL, analytics, lifecycle, queries
-from migrator.journal.analytics import Histogram, StepDuration
+from migrator.journal.analytics import Histogram, StepDuration, StepSummary
 from migrator.journal.writes import Writer
 from migrator.records import KEEP_REASON, Event, EventDraft, Migration, Reason
 from migrator.redaction import redact
@@ -26,7 +26,7 @@ from migrator.states import State
 
 LEASE_SECONDS = 30.0
 
-__all__ = ["LEASE_SECONDS", "Histogram", "Journal", "StepDuration"]
+__all__ = ["LEASE_SECONDS", "Histogram", "Journal", "StepDuration", "StepSummary"]
 
 
 class Journal:
@@ -206,6 +206,58 @@ class Journal:
                 conn, states=states, since=since, until=until, domain=domain, host=host, limit=limit
             )
 
+    def count(
+        self,
+        *,
+        states: Iterable[State] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        domain: str | None = None,
+        host: str | None = None,
+    ) -> int:
+        """How many migrations ``list`` would give with the same filters and no limit."""
+        with self._reading() as conn:
+            where = queries.filters(states, since, until, domain, host)
+            return queries.count_where(conn, where)
+
+    def stream(
+        self,
+        *,
+        states: Iterable[State] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        domain: str | None = None,
+        host: str | None = None,
+    ) -> Iterator[Migration]:
+        """What ``list`` gives, newest first, read a page at a time: constant memory, and
+        no read held open between pages (``recover`` writes while it reads)."""
+        for page, _ in self._pages(queries.filters(states, since, until, domain, host)):
+            yield from page
+
+    def exports(
+        self, *, states: Iterable[State] = (), since: datetime | None = None
+    ) -> Iterator[tuple[Migration, builtins.list[Event]]]:
+        """Each migration with every event of it, newest first, streamed: the events of a
+        page of migrations are read in one query."""
+        for page, found in self._pages(queries.filters(states, since, None, None, None), True):
+            for migration in page:
+                yield migration, found[migration.id]
+
+    def _pages(
+        self, where: builtins.list[sa.ColumnElement[bool]], histories: bool = False
+    ) -> Iterator[tuple[builtins.list[Migration], dict[str, builtins.list[Event]]]]:
+        """Keyset pages of the migrations matching ``where``, with their events if asked."""
+        after: Migration | None = None
+        while True:
+            with self._reading() as conn:
+                page = queries.page_where(conn, where, after=after, limit=queries.STREAM_CHUNK)
+                found = queries.histories(conn, [m.id for m in page]) if histories else {}
+            if page:
+                yield page, found
+            if len(page) < queries.STREAM_CHUNK:
+                return
+            after = page[-1]
+
     def history(self, migration_id: str) -> builtins.list[Event]:
         """Every event of a migration, oldest first."""
         with self._reading() as conn:
@@ -230,6 +282,15 @@ class Journal:
         created at or after ``since``."""
         with self._reading() as conn:
             return analytics.step_durations(conn, since=since)
+
+    def step_summaries(self, *, since: datetime | None = None) -> dict[str, StepSummary]:
+        """Per step: outcomes, errors, nearest-rank p50 and p95 and the max of their
+        durations (migrations created at or after ``since``). Without ``since`` the database
+        counts and ranks them on its index; with it, the chosen outcomes are read."""
+        with self._reading() as conn:
+            if since is None:
+                return analytics.step_summaries(conn)
+            return analytics.summarize(analytics.step_durations(conn, since=since))
 
     def duration_buckets(self, buckets: Sequence[float]) -> dict[tuple[str, str], Histogram]:
         """Per (step, kind) of step outcomes: how many took at most each bucket's seconds,

@@ -1,26 +1,28 @@
 """The journal's write path: every statement that changes it, in one transaction manager.
 
-Every write runs in ``Writer.transaction()``: one DBAPI connection held across
-transactions (a pool checkout and reset per commit would cost more than the commit), a
-lock for the progress thread, the driver's own commit and rollback, and database errors
-translated into ``JournalUnavailable``. A state change commits together with its event,
-conditional on the migration's fence and current state (compare-and-set), so a
-coordinator that lost ownership, or raced another, writes nothing (``docs/journal.md``).
+Every write is committed by the ``Committer`` (``committer.py``): on DBAPI connections
+held across transactions (a pool checkout and reset per commit would cost more than the
+commit), with the driver's own commit and rollback, database errors translated into
+``JournalUnavailable``, and on SQLite group commit: concurrent writes share one durable
+commit, each returning only once its own commit is durable. A state change commits
+together with its event, conditional on the migration's fence and current state
+(compare-and-set), so a coordinator that lost ownership, or raced another, writes nothing
+(``docs/journal.md``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
-from migrator.errors import FenceLost, JournalUnavailable, MigrationNotFound, StateConflict
+from migrator.errors import FenceLost, MigrationNotFound, StateConflict
 from migrator.journal import queries, rows
+from migrator.journal.committer import Committer
 from migrator.journal.lifecycle import translated
 from migrator.journal.schema import events, migrations
 from migrator.journal.statement import Statement
@@ -65,16 +67,13 @@ def now() -> datetime:
 
 
 class Writer:
-    """The one owner of write transactions on a journal's database."""
+    """Every write of a journal, each committed through its ``Committer``."""
 
     def __init__(self, engine: sa.Engine, url: str, *, lease_seconds: float) -> None:
         self.engine = engine
         self.url = url
         self.lease_seconds = lease_seconds
-        self._pooled: Any = None  # the pool's proxy: returned to the pool, or invalidated
-        self._dbapi: Any = None  # the driver's connection itself: cursor, commit, rollback
-        self._lock = threading.Lock()
-        self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+        self.committer = Committer(engine, url)
         dialect = engine.dialect
         self._advance = Statement(_ADVANCE, dialect)
         self._insert_event = Statement(events.insert(), dialect)
@@ -83,44 +82,12 @@ class Writer:
         self._progress = Statement(_PROGRESS, dialect)
         self._claim = Statement(_CLAIM, dialect)
 
-    # -- the transaction manager -----------------------------------------------------------
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[Any]:
-        """One transaction on the writer's DBAPI connection; yields a cursor.
-
-        Commits when the block ends; rolls back on any exception. A database error drops
-        the connection (the next transaction opens a new one) and becomes
-        ``JournalUnavailable``.
-        """
-        with self._lock, translated(self.url):
-            if self._dbapi is None:
-                self._pooled = self.engine.raw_connection()
-                self._dbapi = self._pooled.dbapi_connection
-            dbapi = self._dbapi
-            try:
-                yield dbapi.cursor()
-                dbapi.commit()
-            except BaseException as exc:
-                with contextlib.suppress(Exception):
-                    dbapi.rollback()
-                if isinstance(exc, self._dbapi_error):
-                    self._drop()
-                    raise JournalUnavailable(url=self.url, reason=str(exc).splitlines()[0]) from exc
-                raise
+    def transaction(self) -> contextlib.AbstractContextManager[Any]:
+        """One transaction of its own (``Committer.transaction``); yields a cursor."""
+        return self.committer.transaction()
 
     def close(self) -> None:
-        with self._lock:
-            if self._pooled is not None:
-                with contextlib.suppress(Exception):
-                    self._pooled.close()
-            self._pooled = self._dbapi = None
-
-    def _drop(self) -> None:
-        if self._pooled is not None:
-            with contextlib.suppress(Exception):
-                self._pooled.invalidate()
-        self._pooled = self._dbapi = None
+        self.committer.close()
 
     def _lease(self, at: datetime) -> datetime:
         return at + timedelta(seconds=self.lease_seconds)
@@ -133,8 +100,7 @@ class Writer:
         values = rows.new_migration(
             migration_id=str(uuid.uuid4()), now=at, lease=self._lease(at), **fields
         )
-        with self.transaction() as cursor:
-            self._insert_migration.execute(cursor, values)
+        self.committer.run(lambda cursor: self._insert_migration.execute(cursor, values))
         return Migration(**{**values, "state": State.NEW})
 
     def record(
@@ -149,27 +115,31 @@ class Writer:
         """Append ``draft`` and move to ``state`` in one transaction, or refuse (see Journal)."""
         at = now()
         finished = at if state in TERMINAL else None
-        with self.transaction() as cursor:
-            row = self._advance.execute(
-                cursor,
-                {
-                    "mid": migration.id,
-                    "expect_fence": migration.fence,
-                    "expect_state": migration.state.value,
-                    "new_state": state.value,
-                    "now": at,
-                    "lease": self._lease(at),
-                    "keep_reason": reason is KEEP_REASON,
-                    "new_reason": None if reason is KEEP_REASON else reason,
-                    "finished": finished,
-                },
-            ).fetchone()
-            if row is not None:
-                seq, aborted = int(row[0]), bool(row[1])
-                event = rows.event_values(migration.id, seq, draft, state, at, coordinator)
-                self._insert_event.execute(cursor, event)
-        if row is None:
+        advance = {
+            "mid": migration.id,
+            "expect_fence": migration.fence,
+            "expect_state": migration.state.value,
+            "new_state": state.value,
+            "now": at,
+            "lease": self._lease(at),
+            "keep_reason": reason is KEEP_REASON,
+            "new_reason": None if reason is KEEP_REASON else reason,
+            "finished": finished,
+        }
+
+        def work(cursor: Any) -> tuple[int, bool] | None:
+            row = self._advance.execute(cursor, advance).fetchone()
+            if row is None:  # the compare-and-set found nothing: this write alone is refused
+                return None
+            seq = int(row[0])
+            event = rows.event_values(migration.id, seq, draft, state, at, coordinator)
+            self._insert_event.execute(cursor, event)
+            return seq, bool(row[1])
+
+        done = self.committer.run(work)
+        if done is None:
             raise self._refused(migration, state)
+        seq, aborted = done
         return rows.replace(
             migration,
             state=state,
@@ -195,8 +165,7 @@ class Writer:
     def _owned(self, stmt: Statement, migration: Migration, **values: Any) -> int:
         """Run an update conditional on ``migration``'s fence; the rows it changed."""
         owned = {"mid": migration.id, "expect_fence": migration.fence, **values}
-        with self.transaction() as cursor:
-            return int(stmt.execute(cursor, owned).rowcount)
+        return self.committer.run(lambda cursor: int(stmt.execute(cursor, owned).rowcount))
 
     def set_progress(self, migration: Migration, progress: dict[str, Any]) -> None:
         self._owned(self._progress, migration, progress=progress, lease=self._lease(now()))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from migrator import Coordinator, Journal, State, connect
+from migrator.failpoints import Failpoints
 
 FAILPOINT_ENV = "MIGRATOR_FAILPOINTS"
 POINTS = tuple(
@@ -38,7 +39,8 @@ def make_orphans(journal: Journal, src: Any, dst: Any, count: int) -> int:
     try:
         for k, point in enumerate(POINTS):
             os.environ[FAILPOINT_ENV] = f"{point}=raise"
-            coordinator = Coordinator(journal)
+            # The engine takes failpoints from its embedder (the CLI reads the environment).
+            coordinator = Coordinator(journal, failpoints=Failpoints.from_env())
             share = count * (k + 1) // len(POINTS) - count * k // len(POINTS)
             for _ in range(share):
                 try:

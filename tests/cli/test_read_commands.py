@@ -285,3 +285,34 @@ def test_demo_migrates_and_prints_confirmed(tmp_path: Path) -> None:
     with Journal.open(url) as journal:
         [m] = journal.list()
     assert (m.domain, m.state) == ("demo-vm", State.CONFIRMED)
+
+
+@pytest.mark.no_replay  # migrations created by hand, never driven
+@sqlite_only
+def test_list_shows_a_page_and_says_how_many_more_all_streams_every_one(db_url: str) -> None:
+    with Journal.open(db_url) as journal:
+        for i in range(57):
+            journal.create(
+                domain=f"vm{i}", src="null://a", dst="null://b", protocol=3, flags=1,
+                bandwidth=0, owner="c",
+            )  # fmt: skip
+    page = run_cli("list", "--json", db=db_url)
+    assert page.returncode == 0, page.stderr
+    assert len(json.loads(page.stdout)) == 50
+    assert "7 more; --limit N or --all" in page.stderr
+    every = cli_json("list", "--all", db=db_url)
+    assert every == cli_json("list", "--limit", "57", db=db_url)
+    assert [r["domain"] for r in every][-1] == "vm0"
+    table = run_cli("list", "--all", db=db_url)
+    assert table.returncode == 0 and table.stderr == ""
+    assert len([line for line in table.stdout.splitlines() if " vm" in line]) == 57
+    assert table.stdout.splitlines()[0].split()[:2] == ["ID", "DOMAIN"]
+    assert run_cli("list", "--limit", "57", db=db_url).stderr == ""
+    refused = run_cli("list", "--all", "--limit", "3", db=db_url)
+    assert refused.returncode == 2 and "--limit or --all" in refused.stderr
+
+
+@sqlite_only
+def test_list_all_of_an_empty_journal(db_url: str) -> None:
+    assert cli_json("list", "--all", db=db_url) == []
+    assert "no migrations" in run_cli("list", "--all", db=db_url).stdout

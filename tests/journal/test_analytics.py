@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from migrator.journal.store import Journal
@@ -43,3 +46,26 @@ def test_duration_buckets_count_each_outcome_at_most_its_bucket(journal: Journal
     got = journal.duration_buckets([1.0, 5.0])
     assert got[("begin", "ok")] == ([1, 2], 2.5, 2)
     assert got[("begin", "error")].calls == 1
+
+
+@pytest.mark.parametrize("errors", [0, 1, 7])
+def test_step_summaries_on_the_index_equal_those_of_every_outcome_read(
+    journal: Journal, errors: int
+) -> None:
+    rng = random.Random(errors)
+    m = journal.create(
+        domain="vm", src="test:///a", dst="test:///b", protocol=3, flags=1, bandwidth=0, owner="c"
+    )
+    kinds = ["ok"] * 23 + ["error"] * errors
+    rng.shuffle(kinds)
+    for kind in kinds:
+        for step in (Step.BEGIN, Step.PERFORM):
+            draft = EventDraft(kind=kind, step=step, duration=round(rng.uniform(0, 5), 3))
+            m = journal.record(m, draft, state=State.NEW)
+    m = journal.record(m, EventDraft(kind="intent", step=Step.BEGIN), state=State.NEW)
+    indexed = journal.step_summaries()
+    long_ago = datetime.now(UTC) - timedelta(days=1)
+    assert indexed == journal.step_summaries(since=long_ago)
+    assert set(indexed) == {"begin", "perform"}
+    assert indexed["begin"].count == 23 + errors
+    assert indexed["begin"].errors == errors

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from alembic.script import ScriptDirectory
 from migrator.errors import JournalUnavailable, SchemaOutOfDate
 from migrator.journal import schema
 from migrator.journal.lifecycle import script_location
+from migrator.journal.schema import UTCDateTime
 from migrator.journal.store import Journal
 
 
@@ -151,3 +153,26 @@ def test_a_journal_at_the_previous_revision_upgrades_to_the_head_keeping_its_row
         with journal.engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(context, schema.metadata) == []
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        datetime(2026, 11, 30, 9, 41, 2, 123456, tzinfo=UTC),
+        datetime(2026, 1, 1, tzinfo=UTC),
+        datetime(999, 12, 31, 23, 59, 59, 1, tzinfo=UTC),
+        datetime(2026, 6, 1, 12, 0, tzinfo=timezone(timedelta(hours=-7, minutes=-30))),
+    ],
+)
+def test_sqlite_timestamps_are_the_text_sqlalchemy_writes_and_read_back_the_same(
+    at: datetime,
+) -> None:
+    dialect = sa.create_engine("sqlite://").dialect
+    generic_bind = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)
+    generic_read = sa.DateTime().dialect_impl(dialect).result_processor(dialect, None)
+    assert generic_bind is not None and generic_read is not None
+    ours = UTCDateTime().bind_processor(dialect)(at)
+    assert ours == generic_bind(at.astimezone(UTC).replace(tzinfo=None))
+    back = UTCDateTime().result_processor(dialect, None)(ours)
+    assert back == at and back.tzinfo is UTC
+    assert back == generic_read(ours).replace(tzinfo=UTC)

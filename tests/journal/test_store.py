@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from migrator.errors import AmbiguousMigrationId, FenceLost, MigrationNotFound, StateConflict
+from migrator.journal import queries
 from migrator.journal.store import Journal
 from migrator.records import EventDraft, EventKind, Migration
 from migrator.states import State, Step
@@ -156,3 +157,26 @@ def _fields(m: Migration, **changes: object) -> dict[str, object]:
     import dataclasses
 
     return {**{f.name: getattr(m, f.name) for f in dataclasses.fields(m)}, **changes}
+
+
+def test_exports_stream_each_migration_with_its_history_a_chunk_at_a_time(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(queries, "STREAM_CHUNK", 2)
+    made = []
+    for i in range(5):
+        m = journal.create(
+            domain=f"vm{i}", src="null://a", dst="null://b", protocol=3, flags=1, bandwidth=0,
+            owner="c",
+        )  # fmt: skip
+        for _ in range(i):
+            m = journal.record(m, EventDraft(kind=EventKind.RECOVERY), state=State.NEW)
+        made.append(m.id)
+    streamed = [(m.id, history) for m, history in journal.exports()]
+    assert [mid for mid, _ in streamed] == [m.id for m in journal.list()]
+    assert sorted(mid for mid, _ in streamed) == sorted(made)
+    for mid, history in streamed:
+        assert history == journal.history(mid)
+    assert [m.id for m in journal.stream()] == [m.id for m in journal.list()]
+    assert journal.count() == 5
+    assert journal.count(domain="vm3") == 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from migrator.errors import FenceLost, JournalUnavailable
@@ -72,3 +75,39 @@ def test_an_exception_inside_a_write_rolls_it_back(journal: Journal) -> None:
         raise KeyError("not a database error")
     assert journal.get(m.id).owner == "c1"
     writer.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_writes_queued_together_share_one_commit_and_each_fails_alone(journal: Journal) -> None:
+    """Group commit (docs/journal.md): writes queued while another commit holds the lock
+    commit together; a refused compare-and-set and a failing statement fail alone."""
+    committer = journal._writer.committer
+    good, stale = _new(journal), _new(journal)
+    journal.claim(stale, "c2")  # ``stale`` now holds an old fence
+    outcomes: dict[str, object] = {}
+
+    def write(name: str, call: object) -> None:
+        try:
+            outcomes[name] = call()  # type: ignore[operator]
+        except Exception as exc:  # noqa: BLE001 -- recorded for the assertions
+            outcomes[name] = exc
+
+    calls = {
+        "good": lambda: journal.record(good, EventDraft(kind="recovery"), state=State.NEW),
+        "stale": lambda: journal.record(stale, EventDraft(kind="recovery"), state=State.NEW),
+        "bad": lambda: committer.run(lambda cursor: cursor.execute("SELECT * FROM nowhere")),
+    }
+    with committer._lock:  # a commit in progress: the three queue up behind it
+        threads = [threading.Thread(target=write, args=item) for item in calls.items()]
+        for t in threads:
+            t.start()
+        while len(committer._queue) < 3:
+            time.sleep(0.01)
+    for t in threads:
+        t.join()
+    assert isinstance(outcomes["good"], Migration)
+    assert outcomes["good"].last_seq == 1
+    assert isinstance(outcomes["stale"], FenceLost)
+    assert isinstance(outcomes["bad"], JournalUnavailable)
+    assert [e.seq for e in journal.history(good.id)] == [1]
+    assert journal.history(stale.id) == []

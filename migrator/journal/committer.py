@@ -1,0 +1,184 @@
+"""The journal's transactions: group commit on SQLite, a pool of held connections elsewhere.
+
+A write is a unit of work, ``work(cursor) -> result``, that ``Committer.run`` commits durably
+before it returns (``docs/journal.md``, the write-ahead rule):
+
+- **SQLite** (one writer at a time, one held connection): *group commit*. A caller queues
+  its unit and takes the commit lock; whoever holds the lock drains the queue and runs every
+  unit queued so far in one transaction, each inside its own savepoint, then commits once.
+  While one batch waits for its ``fsync``, the next one gathers, so 32 threads in flight
+  share a commit instead of queueing for 32. A unit that fails (a compare-and-set that finds
+  no row is not a failure: its unit returns that) rolls back to its savepoint and fails
+  alone; a failed commit fails the whole batch, and no caller of it is told it committed.
+  A lone caller runs its unit without a savepoint: sequential writes pay nothing more.
+- **PostgreSQL** (the server commits concurrent transactions together): each unit runs in a
+  transaction of its own on a held DBAPI connection taken from a free list (a pool checkout
+  and reset per commit costs more than the commit), at most ``WRITERS`` at once, so
+  concurrent writers do not wait for each other.
+
+A database error drops the connection it happened on (the next unit opens a fresh one) and
+becomes ``JournalUnavailable``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from migrator.errors import JournalUnavailable
+from migrator.journal.lifecycle import translated
+
+T = TypeVar("T")
+WRITERS = 8
+"""Concurrent write transactions on a server database (the engine's pool holds 15)."""
+Work = Callable[[Any], Any]
+
+
+class _Unit:
+    """One queued write and, once its batch ended, what it gave."""
+
+    __slots__ = ("done", "error", "result", "work")
+
+    def __init__(self, work: Work) -> None:
+        self.work = work
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class _Held:
+    """A DBAPI connection held across transactions, with its pool proxy."""
+
+    __slots__ = ("dbapi", "pooled")
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.pooled: Any = engine.raw_connection()  # returned to the pool, or invalidated
+        self.dbapi: Any = self.pooled.dbapi_connection  # cursor, commit, rollback
+
+
+class Committer:
+    """Runs units of work in durable transactions on ``engine``'s database."""
+
+    def __init__(self, engine: sa.Engine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+        self.grouped = engine.dialect.name == "sqlite"
+        self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+        self._lock = threading.Lock()  # SQLite: the commit lock; elsewhere: the free list
+        self._queue: list[_Unit] = []
+        self._queue_lock = threading.Lock()
+        self._free: list[_Held] = []
+        self._writers = threading.BoundedSemaphore(WRITERS)  # elsewhere: held at most
+
+    # -- units of work -------------------------------------------------------------------
+
+    def run(self, work: Callable[[Any], T]) -> T:
+        """``work(cursor)`` committed durably, alone or with the units queued beside it."""
+        if not self.grouped:
+            with self.transaction() as cursor:
+                return work(cursor)
+        unit = _Unit(work)
+        with self._queue_lock:
+            self._queue.append(unit)
+        with self._lock:
+            if not unit.done:  # no batch took it yet: lead the next one
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._batch(batch)
+        if unit.error is not None:
+            raise unit.error
+        result: T = unit.result
+        return result
+
+    def _batch(self, batch: list[_Unit]) -> None:
+        """Every unit of ``batch`` in one transaction on the held connection (lock held)."""
+        try:
+            with self._connection() as dbapi:
+                cursor = dbapi.cursor()
+                if len(batch) == 1:
+                    batch[0].result = batch[0].work(cursor)
+                else:
+                    cursor.execute("BEGIN IMMEDIATE")  # else RELEASE would commit each unit
+                    for unit in batch:
+                        self._savepoint(cursor, unit)
+        except BaseException as exc:  # noqa: BLE001 -- every caller of the batch learns it
+            for unit in batch:
+                if unit.error is None:
+                    unit.error = exc
+        finally:
+            for unit in batch:
+                unit.done = True
+
+    def _savepoint(self, cursor: Any, unit: _Unit) -> None:
+        """Run ``unit`` so that its failure undoes its own statements only."""
+        cursor.execute("SAVEPOINT unit")
+        try:
+            unit.result = unit.work(cursor)
+        except Exception as exc:  # noqa: BLE001 -- this unit's failure, reported to its caller
+            cursor.execute("ROLLBACK TO SAVEPOINT unit")  # if this fails, the batch fails
+            unit.error = (
+                JournalUnavailable(url=self.url, reason=str(exc).splitlines()[0])
+                if isinstance(exc, self._dbapi_error)
+                else exc
+            )
+        cursor.execute("RELEASE SAVEPOINT unit")
+
+    # -- transactions --------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """One transaction of its own; yields a cursor, commits when the block ends.
+
+        Rolls back on any exception; a database error drops the connection and becomes
+        ``JournalUnavailable``.
+        """
+        gate = self._lock if self.grouped else self._writers
+        with gate, self._connection() as dbapi:
+            yield dbapi.cursor()
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """A held connection for one transaction: committed after, rolled back on error."""
+        with translated(self.url):
+            held = self._take()
+        dbapi = held.dbapi
+        try:
+            yield dbapi
+            dbapi.commit()
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                dbapi.rollback()
+            if isinstance(exc, self._dbapi_error):
+                with contextlib.suppress(Exception):
+                    held.pooled.invalidate()
+                raise JournalUnavailable(url=self.url, reason=str(exc).splitlines()[0]) from exc
+            self._give_back(held)
+            raise
+        self._give_back(held)
+
+    def _take(self) -> _Held:
+        if self.grouped:
+            return self._free.pop() if self._free else _Held(self.engine)
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return _Held(self.engine)
+
+    def _give_back(self, held: _Held) -> None:
+        if self.grouped:
+            self._free.append(held)  # under the commit lock
+            return
+        with self._lock:
+            self._free.append(held)
+
+    def close(self) -> None:
+        """Return the held connections to the pool; the next unit takes a fresh one."""
+        with self._lock:
+            free, self._free = self._free, []
+        for held in free:
+            with contextlib.suppress(Exception):
+                held.pooled.close()
