@@ -13,26 +13,46 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from migrator.cli import context
-from migrator.cli.options import STATE_CHOICE, json_option, parse_time, states_of
+from migrator.cli.options import (
+    MIGRATION_ID,
+    NAME,
+    STATE_CHOICE,
+    URI,
+    Count,
+    json_option,
+    parse_time,
+    states_of,
+)
 from migrator.errors import UsageError
 
 if TYPE_CHECKING:
     from migrator.journal.store import Journal
 
 DIAGRAM_FORMATS = click.Choice(["mermaid", "dot", "svg", "png"])
+PAGE = 50
+"""How many migrations ``list`` shows in its table without --limit or --all."""
 
 
 @click.command("list")
 @click.option(
     "--state", "states", multiple=True, type=STATE_CHOICE, help="Only this state (repeatable)."
 )
-@click.option("--domain", metavar="NAME", help="Only this domain (its name on either host).")
-@click.option("--host", metavar="TEXT", help="Only where the source or destination URI has TEXT.")
+@click.option(
+    "--domain", type=NAME, metavar="NAME", help="Only this domain (its name on either host)."
+)
+@click.option(
+    "--host", type=URI, metavar="TEXT", help="Only where the source or destination URI has TEXT."
+)
 @click.option(
     "--since", metavar="T", help="Created at or after T: ISO time, or an age (30s, 2h, 3d)."
 )
 @click.option("--until", metavar="T", help="Created at or before T (as --since).")
-@click.option("--limit", type=click.IntRange(min=1), help="At most this many, newest first.")
+@click.option(
+    "--limit",
+    type=Count(1),
+    help=f"At most this many, newest first (default for the table: {PAGE}).",
+)
+@click.option("--all", "everything", is_flag=True, help="Every match, however many.")
 @json_option
 def list_(
     states: tuple[str, ...],
@@ -41,22 +61,30 @@ def list_(
     since: str | None,
     until: str | None,
     limit: int | None,
+    everything: bool,
     as_json: bool,
 ) -> None:
-    """List migrations, newest first, with the reason of each failure."""
+    """List migrations, newest first, with the reason of each failure.
+
+    The table shows a page (the newest ones) and says how many more match; --json lists
+    every match unless --limit is given.
+    """
     from migrator.inspect import migration_dict
 
     with context.errors():
-        after = parse_time(since, "--since") if since else None
-        before = parse_time(until, "--until") if until else None
-        chosen = context.journal().list(
-            states=states_of(states),
-            since=after,
-            until=before,
-            domain=domain,
-            host=host,
-            limit=limit,
-        )
+        if everything and limit is not None:
+            raise UsageError("give --limit or --all, not both")
+        paged = limit is None and not everything and not as_json
+        filters: dict[str, Any] = {
+            "states": states_of(states),
+            "since": parse_time(since, "--since") if since else None,
+            "until": parse_time(until, "--until") if until else None,
+            "domain": domain,
+            "host": host,
+        }
+        journal = context.journal()
+        chosen = journal.list(**filters, limit=PAGE if paged else limit)
+        more = journal.count(**filters) - len(chosen) if paged and len(chosen) == PAGE else 0
         rows = [migration_dict(m) for m in chosen]
     if as_json:
         context.print_json(rows)
@@ -64,10 +92,12 @@ def list_(
     from migrator.cli.render import console, migrations_table
 
     console().print(migrations_table(rows) if rows else "no migrations")
+    if more:
+        click.echo(f"... and {more} more (--limit N or --all shows them)", err=True)
 
 
 @click.command()
-@click.argument("migration_id", metavar="ID")
+@click.argument("migration_id", metavar="ID", type=MIGRATION_ID)
 @json_option
 def show(migration_id: str, as_json: bool) -> None:
     """Show one migration's timeline: every event, durations, cookies, errors."""
@@ -91,7 +121,7 @@ def print_timeline(data: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.argument("migration_id", metavar="[ID]", required=False)
+@click.argument("migration_id", metavar="[ID]", required=False, type=MIGRATION_ID)
 @click.option("--all", "everything", is_flag=True, help="Every migration, as JSON Lines.")
 @click.option(
     "--state",
@@ -194,7 +224,7 @@ def print_stats(data: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.argument("migration_id", metavar="[ID]", required=False)
+@click.argument("migration_id", metavar="[ID]", required=False, type=MIGRATION_ID)
 @click.option(
     "--format", "fmt", type=DIAGRAM_FORMATS, default="mermaid", show_default=True,
     help="svg and png need graphviz (dot).",
@@ -209,7 +239,7 @@ def diagram(migration_id: str | None, fmt: str, output: str | None) -> None:
     with context.errors():
         if fmt == "png" and output is None and sys.stdout.isatty():
             raise UsageError("--format png is binary: give -o FILE, or pipe it")
-        if migration_id:
+        if migration_id is not None:
             from migrator.inspect import path as taken
 
             _migration, path = taken(context.journal(), migration_id)

@@ -65,15 +65,19 @@ class HostState:
             host = {}
         except ValueError as exc:
             raise DriverError(f"{self._state} is not valid JSON: {exc}") from exc
+        except OSError as exc:
+            raise DriverError(f"{self._state} cannot be read: {exc.strerror}") from exc
+        if not isinstance(host, dict):
+            raise DriverError(f"{self._state} is not a host state (a JSON object expected)")
         for part in self.PARTS:
-            host.setdefault(part, {})
+            if not isinstance(host.setdefault(part, {}), dict):
+                raise DriverError(f"{self._state}: {part!r} is not a JSON object")
         return host
 
     @contextmanager
     def _txn(self) -> Iterator[Host]:
         """Read-modify-write under the host lock; written only if the body returns."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / ".lock", "a") as lock:
+        with self._locked() as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             host = self._read()
             before = json.dumps(host, sort_keys=True)
@@ -81,6 +85,17 @@ class HostState:
             yield host
             if json.dumps(host, sort_keys=True) != before:
                 self._write(host)
+
+    @contextmanager
+    def _locked(self) -> Iterator[Any]:
+        """The host's lock file, opened; a directory that cannot hold it is a DriverError."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            lock = open(self.dir / ".lock", "a")  # noqa: SIM115  # closed below
+        except OSError as exc:
+            raise DriverError(f"host directory {self.dir} cannot be used: {exc.strerror}") from exc
+        with lock:
+            yield lock
 
     def _write(self, host: Host) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".host-", suffix=".tmp")

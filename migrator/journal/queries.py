@@ -79,6 +79,21 @@ def migrations_where(
     return [rows.migration(row) for row in conn.execute(query)]
 
 
+def count_where(
+    conn: sa.Connection,
+    *,
+    states: Iterable[State] = (),
+    since: datetime | None = None,
+    until: datetime | None = None,
+    domain: str | None = None,
+    host: str | None = None,
+) -> int:
+    """How many migrations ``migrations_where`` would return without a limit."""
+    query = sa.select(sa.func.count()).select_from(migrations)
+    query = query.where(*filters(states, since, until, domain, host))
+    return int(conn.execute(query).scalar_one())
+
+
 def history(conn: sa.Connection, migration_id: str) -> list[Event]:
     """Every event of a migration, oldest first."""
     query = sa.select(events).where(events.c.migration_id == migration_id).order_by(events.c.seq)

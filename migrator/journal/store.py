@@ -207,6 +207,21 @@ class Journal:
                 conn, states=states, since=since, until=until, domain=domain, host=host, limit=limit
             )
 
+    def count(
+        self,
+        *,
+        states: Iterable[State] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        domain: str | None = None,
+        host: str | None = None,
+    ) -> int:
+        """How many migrations ``list`` returns with these filters and no limit."""
+        with self._reading() as conn:
+            return queries.count_where(
+                conn, states=states, since=since, until=until, domain=domain, host=host
+            )
+
     def history(self, migration_id: str) -> builtins.list[Event]:
         """Every event of a migration, oldest first."""
         with self._reading() as conn:
