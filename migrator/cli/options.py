@@ -60,12 +60,12 @@ class Seconds(click.ParamType[float]):
             raise click.UsageError(str(exc), ctx) from None
 
 
-class Count(click.ParamType[int]):
-    """A whole number in ASCII digits within [low, high] (default: what the journal holds)."""
-
-    name = "integer"
+class Count(click.IntRange):
+    """A whole number in ASCII digits within [low, high] (default: what the journal holds);
+    its help shows the range as ``IntRange`` does, without the journal's own bound."""
 
     def __init__(self, low: int = 0, high: int = limits.INT32_MAX) -> None:
+        super().__init__(low, None if high == limits.INT32_MAX else high)
         self.low, self.high = low, high
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
