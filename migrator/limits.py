@@ -51,7 +51,7 @@ def text(value: object, *, name: str, max_chars: int) -> str:
     if not isinstance(value, str) or not value:
         raise UsageError(f"{name} must be non-empty text, not {value!r}")
     if len(value) > max_chars:
-        raise UsageError(f"{name} is {len(value)} characters long; the limit is {max_chars}")
+        raise UsageError(f"{name} is longer than {max_chars} characters")
     if "\x00" in value or not is_utf8(value):
         raise UsageError(f"{name} {value[:60]!r} is not valid UTF-8 text")
     return value

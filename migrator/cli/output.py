@@ -37,7 +37,9 @@ def _write_atomically(path: Path, write: Callable[[Any], object]) -> None:
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     except OSError as exc:
-        raise UsageError(f"-o {path}: cannot be created in {path.parent} ({exc.strerror})") from None
+        raise UsageError(
+            f"-o {path}: cannot be created in {path.parent} ({exc.strerror})"
+        ) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,9 +64,12 @@ def parse_url(url: str) -> sa.URL:
         raise JournalUnavailable(url=repr(url[:80]), reason="not valid UTF-8 text")
     try:
         parsed = sa.make_url(url)
-        _ = parsed.port  # a port that is not a number raises here
     except (sa.exc.ArgumentError, ValueError) as exc:
         raise JournalUnavailable(url=redact(url), reason=f"not a database URL ({exc})") from None
+    try:
+        _ = parsed.port
+    except ValueError:
+        raise JournalUnavailable(url=redact(url), reason="its port is not a number") from None
     if parsed.port is not None and not 0 < parsed.port < 65536:
         raise JournalUnavailable(url=redact(url), reason=f"port {parsed.port} is out of range")
     return parsed
@@ -84,6 +88,7 @@ def _refuse_sqlite(url: str, parsed: sa.URL) -> None:
         raise JournalUnavailable(
             url=redact(url), reason=f"a SQLite journal URL takes no options (got {options})"
         )
+    _refuse_foreign(redact(url), Path(database))
 
 
 def script_location() -> str:
@@ -120,10 +125,7 @@ def upgrade(engine: sa.Engine, url: str, target: str = "head") -> None:
     from alembic.config import Config
 
     with translated(url), _upgrade_lock(engine):
-        found = revision(engine, url)
-        refuse_newer(url, found)
-        if found is None:
-            refuse_foreign(engine, url)
+        refuse_newer(url, revision(engine, url))
         config = Config()
         config.set_main_option("script_location", script_location())
         with engine.begin() as conn:
@@ -131,14 +133,22 @@ def upgrade(engine: sa.Engine, url: str, target: str = "head") -> None:
             command.upgrade(config, target)
 
 
-def refuse_foreign(engine: sa.Engine, url: str) -> None:
-    """A SQLite file holding another program's tables is not made a journal (``--db`` typo)."""
-    if engine.dialect.name != "sqlite":
+def _refuse_foreign(url: str, path: Path) -> None:
+    """A SQLite file holding another program's tables is not made a journal (a ``--db``
+    typo): looked at read-only, before any pragma (WAL) could change a byte of it."""
+    if not path.is_file() or path.stat().st_size == 0:
         return
-    with engine.connect() as conn:
-        ours = {*schema.metadata.tables, "alembic_version"}
-        foreign = sorted(set(sa.inspect(conn).get_table_names()) - ours)
-    if foreign:
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return  # not a database at all: opening it says so
+    tables = {n for n in names if not n.startswith("sqlite_") and not n.startswith("ix_")}
+    foreign = sorted(tables - {*schema.metadata.tables, "alembic_version"})
+    if foreign and "alembic_version" not in names:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise JournalUnavailable(
             url=url, reason=f"not a migrator journal: it holds another program's tables ({shown})"
