@@ -15,8 +15,13 @@ import click
 from migrator.cli import context, exits
 from migrator.cli.options import NAME, SECONDS, URI, Count, hook_option, hooks_from, json_option
 from migrator.cli.testhost import test_host_driver
-from migrator.errors import JournalError, UsageError
+from migrator.errors import JournalError, JournalReplaced, UsageError
 
+REPLACED_ADVICE = (
+    "the migration's record went with the journal it was written to: check both hosts"
+    " (the source may be paused, the destination may hold an incoming copy) before"
+    " migrating the domain again"
+)
 MAX_DEMO_MIB = 4096
 """The largest test domain ``demo`` and ``test-host define`` write (its image is that big)."""
 
@@ -145,6 +150,10 @@ def run(
             how = "terminated" if isinstance(exc, Terminated) else "interrupted"
             click.echo(f"migrator: {how}: {_left_behind(journal, coordinator.id)}", err=True)
             raise
+        except JournalReplaced as exc:
+            if context.settings().traceback:
+                raise
+            context.fail(f"{exc}; {REPLACED_ADVICE}", exits.ExitCode.FAILED)
         except JournalError as exc:
             if context.settings().traceback:
                 raise

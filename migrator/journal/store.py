@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from types import EllipsisType
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from migrator.journal import DEFAULT_URL, analytics, lifecycle, queries
+from migrator.errors import JournalUnavailable
+from migrator.journal import DEFAULT_URL, analytics, lifecycle, queries, resilience
 from migrator.journal.analytics import Histogram, StepDuration
 from migrator.journal.writes import Writer
 from migrator.records import Event, EventDraft, Migration
@@ -26,6 +27,7 @@ from migrator.redaction import redact
 from migrator.states import State
 
 LEASE_SECONDS = 30.0
+T = TypeVar("T")
 
 __all__ = ["LEASE_SECONDS", "Histogram", "Journal", "StepDuration"]
 
@@ -55,6 +57,7 @@ class Journal:
         try:
             if check:
                 lifecycle.ensure_schema(engine, journal.url, auto_upgrade=auto)
+            journal._writer.pin.take_file()
         except BaseException:
             engine.dispose()
             raise
@@ -74,6 +77,17 @@ class Journal:
     def _reading(self) -> Iterator[sa.Connection]:
         with lifecycle.translated(self.url), self.engine.connect() as conn:
             yield conn
+
+    def _read(self, query: Callable[[sa.Connection], T]) -> T:
+        """``query`` on a connection of its own, retried while the database restarts."""
+        backoff = resilience.Backoff(self._writer.retry_seconds)
+        while True:
+            try:
+                with self._reading() as conn:
+                    return query(conn)
+            except JournalUnavailable as exc:
+                if not resilience.cause_is_transient(exc, self.engine) or not backoff.wait():
+                    raise
 
     # -- schema -------------------------------------------------------------------------
 
@@ -179,17 +193,14 @@ class Journal:
     # -- reads --------------------------------------------------------------------------
 
     def get(self, migration_id: str) -> Migration:
-        with self._reading() as conn:
-            return queries.get(conn, migration_id)
+        return self._read(lambda conn: queries.get(conn, migration_id))
 
     def find(self, prefix: str) -> Migration:
         """The one migration whose id starts with ``prefix``."""
-        with self._reading() as conn:
-            return queries.find(conn, prefix)
+        return self._read(lambda conn: queries.find(conn, prefix))
 
     def abort_requested(self, migration_id: str) -> bool:
-        with self._reading() as conn:
-            return queries.abort_requested(conn, migration_id)
+        return self._read(lambda conn: queries.abort_requested(conn, migration_id))
 
     def list(
         self,
@@ -202,10 +213,11 @@ class Journal:
         limit: int | None = None,
     ) -> builtins.list[Migration]:
         """Migrations, newest first; ``host`` matches the source or the destination URI."""
-        with self._reading() as conn:
-            return queries.migrations_where(
+        return self._read(
+            lambda conn: queries.migrations_where(
                 conn, states=states, since=since, until=until, domain=domain, host=host, limit=limit
             )
+        )
 
     def count(
         self,
@@ -217,38 +229,34 @@ class Journal:
         host: str | None = None,
     ) -> int:
         """How many migrations ``list`` returns with these filters and no limit."""
-        with self._reading() as conn:
-            return queries.count_where(
+        return self._read(
+            lambda conn: queries.count_where(
                 conn, states=states, since=since, until=until, domain=domain, host=host
             )
+        )
 
     def history(self, migration_id: str) -> builtins.list[Event]:
         """Every event of a migration, oldest first."""
-        with self._reading() as conn:
-            return queries.history(conn, migration_id)
+        return self._read(lambda conn: queries.history(conn, migration_id))
 
     # -- analytics ----------------------------------------------------------------------
 
     def count_by_state(self, *, since: datetime | None = None) -> builtins.list[tuple[State, int]]:
         """``(state, count)`` of the migrations created at or after ``since``, most first."""
-        with self._reading() as conn:
-            return analytics.count_by_state(conn, since=since)
+        return self._read(lambda conn: analytics.count_by_state(conn, since=since))
 
     def count_by_reason(
         self, *, states: Iterable[State] = (), since: datetime | None = None
     ) -> builtins.list[tuple[str | None, int]]:
         """``(reason, count)`` of the migrations in ``states`` (any if empty), most first."""
-        with self._reading() as conn:
-            return analytics.count_by_reason(conn, states=states, since=since)
+        return self._read(lambda conn: analytics.count_by_reason(conn, states=states, since=since))
 
     def step_durations(self, *, since: datetime | None = None) -> builtins.list[StepDuration]:
         """The duration of every step outcome (``ok`` or ``error``) of the migrations
         created at or after ``since``."""
-        with self._reading() as conn:
-            return analytics.step_durations(conn, since=since)
+        return self._read(lambda conn: analytics.step_durations(conn, since=since))
 
     def duration_buckets(self, buckets: Sequence[float]) -> dict[tuple[str, str], Histogram]:
         """Per (step, kind) of step outcomes: how many took at most each bucket's seconds,
         their total seconds and their count, counted by the database (for a histogram)."""
-        with self._reading() as conn:
-            return analytics.duration_buckets(conn, buckets)
+        return self._read(lambda conn: analytics.duration_buckets(conn, buckets))

@@ -13,15 +13,15 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from types import EllipsisType
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from migrator.errors import FenceLost, IllegalTransition, JournalUnavailable, MigrationNotFound
-from migrator.journal import queries, rows
+from migrator.journal import queries, resilience, rows
 from migrator.journal.lifecycle import translated
 from migrator.journal.schema import events, migrations
 from migrator.journal.statement import Statement
@@ -59,6 +59,7 @@ _CLAIM = (
     .values(owner=sa.bindparam("owner"), fence=_C.fence + 1, lease_expires_at=sa.bindparam("lease"))
 )
 PRUNE_CHUNK = 500
+T = TypeVar("T")
 
 
 def now() -> datetime:
@@ -75,7 +76,10 @@ class Writer:
         self._pooled: Any = None  # the pool's proxy: returned to the pool, or invalidated
         self._dbapi: Any = None  # the driver's connection itself: cursor, commit, rollback
         self._lock = threading.Lock()
-        self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+        self._dbapi_module: Any = engine.dialect.loaded_dbapi
+        self._dbapi_error: type[Exception] = self._dbapi_module.Error
+        self.pin = resilience.Pin(engine, url)
+        self.retry_seconds = resilience.retry_seconds(engine)
         dialect = engine.dialect
         self._advance = Statement(_ADVANCE, dialect)
         self._insert_event = Statement(events.insert(), dialect)
@@ -92,23 +96,83 @@ class Writer:
 
         Commits when the block ends; rolls back on any exception. A database error drops
         the connection (the next transaction opens a new one) and becomes
-        ``JournalUnavailable``.
+        ``JournalUnavailable``, marked ``transient`` if worth retrying and
+        ``outcome_unknown`` if the commit itself failed. One attempt: ``run`` retries.
         """
-        with self._lock, translated(self.url):
-            if self._dbapi is None:
-                self._pooled = self.engine.raw_connection()
-                self._dbapi = self._pooled.dbapi_connection
-            dbapi = self._dbapi
+        with self._lock:
+            self.pin.check_file()
+            dbapi = self._connection()
+            committing = False
             try:
                 yield dbapi.cursor()
+                committing = True
                 dbapi.commit()
             except BaseException as exc:
                 with contextlib.suppress(Exception):
                     dbapi.rollback()
                 if isinstance(exc, self._dbapi_error):
                     self._drop()
-                    raise JournalUnavailable(url=self.url, reason=str(exc).splitlines()[0]) from exc
+                    raise self._unavailable(exc, outcome_unknown=committing) from exc
                 raise
+
+    def _connection(self) -> Any:
+        if self._dbapi is None:
+            try:
+                self._pooled = self.engine.raw_connection()
+                self._dbapi = self._pooled.dbapi_connection
+                self.pin.check_connection(self._dbapi)
+            except sa.exc.DBAPIError as exc:
+                self._drop()
+                raise self._unavailable(exc.orig or exc) from exc
+            except BaseException:
+                self._drop()
+                raise
+        return self._dbapi
+
+    def _unavailable(self, exc: BaseException, *, outcome_unknown: bool = False) -> Exception:
+        return JournalUnavailable(
+            url=self.url,
+            reason=(str(exc).splitlines() or [type(exc).__name__])[0],
+            transient=resilience.is_transient(exc, self._dbapi_module),
+            outcome_unknown=outcome_unknown,
+        )
+
+    def run(
+        self,
+        work: Callable[[Any], T],
+        *,
+        verify: Callable[[sa.Connection], T | None] | None = None,
+    ) -> T:
+        """``work(cursor)`` in one transaction, retried while its error is transient.
+
+        A commit whose outcome is unknown (the connection broke during it) is never
+        blindly repeated when ``verify`` is given: ``verify`` reads back whether it
+        happened (its result, or None for "not written"). Without ``verify`` the write
+        must be idempotent. The retries end after ``retry_seconds``.
+        """
+        backoff = resilience.Backoff(self.retry_seconds)
+        while True:
+            try:
+                with self.transaction() as cursor:
+                    return work(cursor)
+            except JournalUnavailable as exc:
+                if exc.outcome_unknown and verify is not None:
+                    found = self._read_back(verify, backoff)
+                    if found is not None:
+                        return found
+                if not exc.transient or not backoff.wait():
+                    raise
+
+    def _read_back(
+        self, verify: Callable[[sa.Connection], T | None], backoff: resilience.Backoff
+    ) -> T | None:
+        while True:
+            try:
+                with translated(self.url), self.engine.connect() as conn:
+                    return verify(conn)
+            except JournalUnavailable as exc:
+                if not resilience.cause_is_transient(exc, self.engine) or not backoff.wait():
+                    raise
 
     def close(self) -> None:
         with self._lock:
@@ -134,8 +198,11 @@ class Writer:
         values = rows.new_migration(
             migration_id=str(uuid.uuid4()), now=at, lease=self._lease(at), **fields
         )
-        with self.transaction() as cursor:
-            self._insert_migration.execute(cursor, values)
+
+        def verify(conn: sa.Connection) -> bool | None:
+            return queries.exists(conn, values["id"]) or None
+
+        self.run(lambda cursor: self._insert_migration.execute(cursor, values), verify=verify)
         return Migration(**{**values, "state": State.NEW})
 
     def record(
@@ -150,7 +217,8 @@ class Writer:
         """Append ``draft`` and move to ``state`` in one transaction, or refuse (see Journal)."""
         at = now()
         finished = at if state in TERMINAL else None
-        with self.transaction() as cursor:
+
+        def advance(cursor: Any) -> tuple[int, bool] | None:
             row = self._advance.execute(
                 cursor,
                 {
@@ -165,12 +233,21 @@ class Writer:
                     "finished": finished,
                 },
             ).fetchone()
-            if row is not None:
-                seq, aborted = int(row[0]), bool(row[1])
-                event = rows.event_values(migration.id, seq, draft, state, at, coordinator)
-                self._insert_event.execute(cursor, event)
-        if row is None:
+            if row is None:
+                return None
+            seq, aborted = int(row[0]), bool(row[1])
+            event = rows.event_values(migration.id, seq, draft, state, at, coordinator)
+            self._insert_event.execute(cursor, event)
+            return seq, aborted
+
+        def verify(conn: sa.Connection) -> tuple[int, bool] | None:
+            seq = migration.last_seq + 1
+            return queries.advanced(conn, migration.id, seq, state, draft.kind, coordinator)
+
+        done = self.run(advance, verify=verify)
+        if done is None:
             raise self._refused(migration, state)
+        seq, aborted = done
         return rows.replace(
             migration,
             state=state,
@@ -197,8 +274,7 @@ class Writer:
     def _owned(self, stmt: Statement, migration: Migration, **values: Any) -> int:
         """Run an update conditional on ``migration``'s fence; the rows it changed."""
         owned = {"mid": migration.id, "expect_fence": migration.fence, **values}
-        with self.transaction() as cursor:
-            return int(stmt.execute(cursor, owned).rowcount)
+        return self.run(lambda cursor: int(stmt.execute(cursor, owned).rowcount))
 
     def set_progress(self, migration: Migration, progress: dict[str, Any]) -> None:
         self._owned(self._progress, migration, progress=progress, lease=self._lease(now()))
@@ -209,7 +285,17 @@ class Writer:
 
     def claim(self, migration: Migration, owner: str) -> Migration:
         lease = self._lease(now())
-        if self._owned(self._claim, migration, owner=owner, lease=lease) == 0:
+        owned = {"mid": migration.id, "expect_fence": migration.fence, "owner": owner}
+
+        def verify(conn: sa.Connection) -> int | None:
+            found = queries.fence_and_owner(conn, migration.id)
+            return 1 if found == (migration.fence + 1, owner) else None
+
+        claimed = self.run(
+            lambda cursor: int(self._claim.execute(cursor, {**owned, "lease": lease}).rowcount),
+            verify=verify,
+        )
+        if claimed == 0:
             raise FenceLost(migration_id=migration.id, fence=migration.fence)
         return rows.replace(
             migration, owner=owner, fence=migration.fence + 1, lease_expires_at=lease
@@ -221,17 +307,21 @@ class Writer:
             .where(_C.id == migration_id, _C.state.in_([s.value for s in states]))
             .values(abort_requested=True)
         )
-        with self.transaction() as cursor:
-            return bool(Statement(stmt, self.engine.dialect, expand=True).execute(cursor).rowcount)
+        statement = Statement(stmt, self.engine.dialect, expand=True)
+        return self.run(lambda cursor: bool(statement.execute(cursor).rowcount))
 
     def delete(self, ids: Sequence[str], *, where: Sequence[sa.ColumnElement[bool]]) -> None:
         """Delete the migrations ``ids`` that still match ``where``, with their events."""
+        self.run(lambda cursor: self._delete(cursor, ids, where))
+
+    def _delete(
+        self, cursor: Any, ids: Sequence[str], where: Sequence[sa.ColumnElement[bool]]
+    ) -> None:
         dialect = self.engine.dialect
-        with self.transaction() as cursor:
-            for start in range(0, len(ids), PRUNE_CHUNK):
-                chunk = ids[start : start + PRUNE_CHUNK]
-                still = sa.select(_C.id).where(_C.id.in_(chunk), *where)
-                doomed_events = events.delete().where(events.c.migration_id.in_(still))
-                doomed = migrations.delete().where(_C.id.in_(chunk), *where)
-                Statement(doomed_events, dialect, expand=True).execute(cursor)
-                Statement(doomed, dialect, expand=True).execute(cursor)
+        for start in range(0, len(ids), PRUNE_CHUNK):
+            chunk = ids[start : start + PRUNE_CHUNK]
+            still = sa.select(_C.id).where(_C.id.in_(chunk), *where)
+            doomed_events = events.delete().where(events.c.migration_id.in_(still))
+            doomed = migrations.delete().where(_C.id.in_(chunk), *where)
+            Statement(doomed_events, dialect, expand=True).execute(cursor)
+            Statement(doomed, dialect, expand=True).execute(cursor)
