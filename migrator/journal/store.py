@@ -82,6 +82,7 @@ class Journal:
         """``query`` on a connection of its own, retried while the database restarts."""
         backoff = resilience.Backoff(self._writer.retry_seconds)
         while True:
+            self._writer.pin.check_file()
             try:
                 with self._reading() as conn:
                     return query(conn)

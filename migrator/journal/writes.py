@@ -124,6 +124,9 @@ class Writer:
             except sa.exc.DBAPIError as exc:
                 self._drop()
                 raise self._unavailable(exc.orig or exc) from exc
+            except self._dbapi_error as exc:  # the pool lets a connect error through as is
+                self._drop()
+                raise self._unavailable(exc) from exc
             except BaseException:
                 self._drop()
                 raise
