@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -52,7 +52,10 @@ def proxied(pg_url: str, proxy: Proxy) -> Iterator[Journal]:
     journal.close()
 
 
-def _restart_at(proxy: Proxy, step: Step, seconds: float) -> list[int]:
+def _restart_at(
+    proxy: Proxy, step: Step, seconds: float
+) -> tuple[list[int], Callable[[HookEvent], None]]:
+    """A hook restarting the database when ``step`` starts, and the seqs it fired at."""
     fired: list[int] = []
 
     def hook(event: HookEvent) -> None:
@@ -60,14 +63,14 @@ def _restart_at(proxy: Proxy, step: Step, seconds: float) -> list[int]:
             fired.append(event.event.seq)
             proxy.restart(seconds)
 
-    return fired, hook  # type: ignore[return-value]
+    return fired, hook
 
 
 @pytest.mark.parametrize("step", V3_STEPS, ids=str)
 def test_a_database_restart_during_any_step_still_confirms(
     step: Step, proxied: Journal, proxy: Proxy, hosts: Hosts
 ) -> None:
-    fired, hook = _restart_at(proxy, step, 1.0)  # type: ignore[misc]
+    fired, hook = _restart_at(proxy, step, 1.0)
     coordinator = Coordinator(proxied, hooks=[hook])
     try:
         migration = coordinator.migrate("vm1", src=hosts.src, dst=hosts.dst)
@@ -82,7 +85,7 @@ def test_a_database_restart_during_any_step_still_confirms(
 def test_a_five_second_restart_during_perform_still_confirms(
     proxied: Journal, proxy: Proxy, hosts: Hosts
 ) -> None:
-    fired, hook = _restart_at(proxy, Step.PERFORM, 5.0)  # type: ignore[misc]
+    fired, hook = _restart_at(proxy, Step.PERFORM, 5.0)
     coordinator = Coordinator(proxied, hooks=[hook])
     started = time.monotonic()
     try:
