@@ -133,6 +133,22 @@ class FenceLost(JournalError):
         )
 
 
+class StateConflict(JournalError):
+    """A conditional write found the migration in another state than it expected.
+
+    Another writer moved it (the same fence, so the same owner: two threads of one
+    coordinator, say); nothing was written.
+    """
+
+    def __init__(self, *, migration_id: str, expected: str, found: str, wanted: str) -> None:
+        self.migration_id = migration_id
+        self.expected, self.found, self.wanted = expected, found, wanted
+        super().__init__(
+            f"migration {migration_id} is {found}, not {expected}: its move to {wanted}"
+            " lost to another write"
+        )
+
+
 class CoordinatorCrashed(MigratorError):
     """Journaled by recovery as the outcome of a step whose coordinator died mid-call."""
 
@@ -147,6 +163,10 @@ class IllegalTransition(MigratorError):
         self.state = state
         self.trigger = trigger
         super().__init__(f"trigger {trigger!r} is not allowed in state {state}")
+
+
+class HookCommandFailed(MigratorError):
+    """A ``--hook-command`` exited non-zero, timed out or could not start."""
 
 
 class DriverError(MigratorError):

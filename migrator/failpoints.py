@@ -1,19 +1,25 @@
 """Failpoints: deterministic crash injection for the crash matrix (a testing facility).
 
-``MIGRATOR_FAILPOINTS="perform.intent=crash,finish.called=crash"`` makes the process die
-with ``os._exit`` (no clean-up, like SIGKILL) when it reaches a named point:
+A :class:`Failpoints` maps point names to actions; the engine is handed one
+(``Coordinator(journal, failpoints=...)``) and hits its points as it goes:
 
 - ``<step>.intent``: after the step's intent is committed, before the driver is called;
 - ``<step>.called``: after the driver returned, before the outcome is committed;
 - ``<step>.recorded``: after the outcome is committed.
 
-Inert unless the variable is set: ``hit`` then costs one dictionary lookup.
+``crash`` makes the process die with ``os._exit`` (no clean-up, like SIGKILL); ``raise``
+raises :class:`Crash`, an in-process stand-in. The command line builds its failpoints once,
+from ``MIGRATOR_FAILPOINTS="perform.intent=crash,finish.called=crash"``
+(:meth:`Failpoints.from_env`); nothing else reads the environment. With none armed, a hit
+costs one dictionary lookup.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+
+from migrator.errors import UsageError
 
 ENV_VAR = "MIGRATOR_FAILPOINTS"
 CRASH_EXIT_CODE = 137
@@ -42,15 +48,42 @@ def parse(spec: str) -> dict[str, str]:
     return points
 
 
-def active(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    return parse((os.environ if environ is None else environ).get(ENV_VAR, ""))
+def active(environ: Mapping[str, str]) -> dict[str, str]:
+    """The failpoints ``environ`` arms (ValueError if its variable is malformed)."""
+    return parse(environ.get(ENV_VAR, ""))
 
 
-def hit(name: str, armed: Mapping[str, str] | None = None) -> None:
-    """Die at once if ``name`` is armed (in ``armed``, else in the environment)."""
-    points = active() if armed is None else armed
-    action = points.get(name)
-    if action == "crash":
-        os._exit(CRASH_EXIT_CODE)
-    if action == "raise":
-        raise Crash(name)
+class Failpoints:
+    """The armed points, by name; ``armed`` may be any mapping (replay counts hits)."""
+
+    __slots__ = ("armed",)
+
+    def __init__(self, armed: Mapping[str, str] | None = None) -> None:
+        self.armed: Mapping[str, str] = {} if armed is None else armed
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Failpoints:
+        """The failpoints ``MIGRATOR_FAILPOINTS`` arms; a malformed value is a UsageError."""
+        try:
+            return cls(active(os.environ if environ is None else environ))
+        except ValueError as exc:
+            raise UsageError(f"{ENV_VAR}: {exc}") from None
+
+    def __bool__(self) -> bool:
+        return bool(self.armed)
+
+    def hit(self, step: str, point: str) -> None:
+        """Die at once if ``<step>.<point>`` is armed with ``crash``; raise :class:`Crash` if
+        with ``raise``. With none armed, no name is even built (the engine's hot path)."""
+        if not self.armed:
+            return
+        name = f"{step}.{point}"
+        action = self.armed.get(name)
+        if action == "crash":
+            os._exit(CRASH_EXIT_CODE)
+        if action == "raise":
+            raise Crash(name)
+
+
+INERT = Failpoints()
+"""No point armed: what a coordinator gets unless told otherwise."""

@@ -7,16 +7,17 @@ function that deletes, and only terminal migrations.
 
 from __future__ import annotations
 
-import base64
 import math
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from migrator.flags import flag_names
 from migrator.journal.analytics import StepDuration
 from migrator.journal.store import Journal
-from migrator.records import Event, Migration
+from migrator.jsonform import event_dict as event_dict
+from migrator.jsonform import iso
+from migrator.jsonform import migration_dict as migration_dict
+from migrator.records import OUTCOMES, Event, EventKind, Migration
 from migrator.states import TERMINAL, State
 
 EXPORT_FORMAT = 1
@@ -24,80 +25,24 @@ EXPORT_FORMAT = 1
 TOP_REASONS = 5
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def _b64(value: bytes | None) -> str | None:
-    return None if value is None else base64.b64encode(value).decode("ascii")
-
-
-def migration_dict(m: Migration) -> dict[str, Any]:
-    """The summary of one migration (what ``list --json`` gives)."""
-    end = m.finished_at or m.updated_at
-    return {
-        "id": m.id,
-        "domain": m.domain,
-        "dname": m.dname,
-        "src": m.src,
-        "dst": m.dst,
-        "protocol": m.protocol,
-        "flags": m.flags,
-        "flag_names": flag_names(m.flags),
-        "bandwidth": m.bandwidth,
-        "state": m.state.value,
-        "reason": m.reason,
-        "owner": m.owner,
-        "fence": m.fence,
-        "created_at": _iso(m.created_at),
-        "updated_at": _iso(m.updated_at),
-        "finished_at": _iso(m.finished_at),
-        "duration": (end - m.created_at).total_seconds(),
-        "progress": m.progress,
-    }
-
-
-def event_dict(e: Event) -> dict[str, Any]:
-    error = None
-    if e.error_type is not None or e.error_message is not None:
-        error = {"type": e.error_type, "message": e.error_message}
-    return {
-        "seq": e.seq,
-        "step": e.step.value if e.step else None,
-        "kind": e.kind,
-        "state": e.state.value,
-        "at": _iso(e.at),
-        "cancelled": e.cancelled,
-        "cookie_in": _b64(e.cookie_in),
-        "cookie_out": _b64(e.cookie_out),
-        "uri": e.uri,
-        "description": e.description,
-        "error": error,
-        "detail": e.detail,
-        "coordinator": e.coordinator,
-        "attempt": e.attempt,
-        "duration": e.duration,
-    }
-
-
 def migration_stats(events: list[Event]) -> dict[str, Any]:
     """Per step: calls, errors and the time spent in the driver; the transfer statistics."""
     steps: dict[str, dict[str, Any]] = {}
     for e in events:
-        if e.step is None or e.kind not in ("ok", "error"):
+        if e.step is None or e.kind not in OUTCOMES:
             continue
         row = steps.setdefault(e.step.value, {"calls": 0, "errors": 0, "seconds": 0.0})
         row["calls"] += 1
-        row["errors"] += e.kind == "error"
+        row["errors"] += e.kind == EventKind.ERROR
         row["seconds"] += e.duration or 0.0
     transfer = next(  # Perform's statistics, whatever the protocol (perform, perform2...)
         (e.detail for e in events if e.step is not None and e.step.value.startswith("perform")
-         and e.kind == "ok" and e.detail),
+         and e.kind == EventKind.OK and e.detail),
         None,
     )  # fmt: skip
     return {
         "events": len(events),
-        "recoveries": sum(1 for e in events if e.kind == "recovery" and _claimed(e)),
+        "recoveries": sum(1 for e in events if e.kind == EventKind.RECOVERY and _claimed(e)),
         "steps": steps,
         "transfer": transfer,
     }
@@ -125,7 +70,7 @@ def export_dict(migration: Migration, history: list[Event]) -> dict[str, Any]:
     """Every column of the migration and of each of its events (``docs/export.schema.json``)."""
     summary = migration_dict(migration)
     summary.update(
-        lease_expires_at=_iso(migration.lease_expires_at),
+        lease_expires_at=iso(migration.lease_expires_at),
         last_seq=migration.last_seq,
         abort_requested=migration.abort_requested,
     )
@@ -169,7 +114,7 @@ def _step_summary(durations: list[StepDuration]) -> dict[str, dict[str, Any]]:
         values = sorted(r.duration for r in rows)
         out[step] = {
             "count": len(values),
-            "errors": sum(1 for r in rows if r.kind == "error"),
+            "errors": sum(1 for r in rows if r.kind == EventKind.ERROR),
             "p50": percentile(values, 0.50),
             "p95": percentile(values, 0.95),
             "max": values[-1],
@@ -187,7 +132,7 @@ def stats(journal: Journal, *, since: datetime | None = None) -> dict[str, Any]:
         if reason is not None
     ]
     return {
-        "since": _iso(since),
+        "since": iso(since),
         "total": sum(outcomes.values()),
         "outcomes": outcomes,
         "in_flight": sum(n for s, n in outcomes.items() if State(s) not in _SETTLED),

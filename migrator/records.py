@@ -3,13 +3,50 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final, Literal
 
 from migrator.states import State, Step
+
+
+class EventKind(enum.StrEnum):
+    """What a journal event records; the values are the text the journal stores."""
+
+    INTENT = "intent"
+    """A step is about to be called, with every input it will use (write-ahead)."""
+    OK = "ok"
+    """A step's hook returned; its outputs."""
+    ERROR = "error"
+    """A step's hook raised; the error as text."""
+    RECOVERY = "recovery"
+    """Recovery took the migration over, or a note of what it decided."""
+    RESOLVE = "resolve"
+    """An operator said where the domain runs (``migrator resolve``)."""
+    ABORT = "abort"
+    """An abort request was honoured."""
+    IN_DOUBT = "in_doubt"
+    """The engine cannot tell where the domain runs and stopped."""
+    DECIDED = "decided"
+    """v1/v2: an end decided from a probe or an operator, with no step of its own."""
+
+
+OUTCOMES: frozenset[EventKind] = frozenset({EventKind.OK, EventKind.ERROR})
+"""The kinds that record a step's outcome."""
+
+
+class Keep(enum.Enum):
+    """The sentinel for "leave the migration's reason as it is"."""
+
+    REASON = "keep the reason"
+
+
+KEEP_REASON: Final = Keep.REASON
+Reason = str | None | Literal[Keep.REASON]
+"""A new reason for a migration, None to clear it, or ``KEEP_REASON`` to keep it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +94,7 @@ class Event:
     migration_id: str
     seq: int
     step: Step | None
-    kind: str
+    kind: EventKind
     state: State
     at: datetime
     cancelled: bool | None = None
@@ -110,7 +147,7 @@ class StepContext:
 class EventDraft:
     """An event before the journal gives it a seq, a time and the state it leads to."""
 
-    kind: str
+    kind: EventKind
     step: Step | None = None
     cancelled: bool | None = None
     cookie_in: bytes | None = None

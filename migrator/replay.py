@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from migrator import failpoints
-from migrator.coordinator import Coordinator
 from migrator.drivers.base import (
     BeginResult,
     ConfirmResult,
@@ -33,10 +31,13 @@ from migrator.drivers.base import (
     ProbeResult,
     TunnelResult,
 )
+from migrator.engine.coordinator import Coordinator
+from migrator.engine.flows import ABORTABLE
 from migrator.errors import DriverError
+from migrator.failpoints import Crash, Failpoints
 from migrator.flags import MigrateFlags
 from migrator.journal.store import Journal
-from migrator.records import Event, Migration, StepContext
+from migrator.records import OUTCOMES, Event, EventKind, Migration, StepContext
 from migrator.states import RUNS_ON, Step
 
 Signature = tuple[str | None, str, bool | None, str, int]
@@ -94,7 +95,7 @@ class _Tape:
     def __init__(self, events: Sequence[Event], steps: set[Step]) -> None:
         self.outcomes: dict[Step, deque[Event]] = {s: deque() for s in steps}
         for event in events:
-            if event.step in self.outcomes and event.kind in ("ok", "error"):
+            if event.step in self.outcomes and event.kind in OUTCOMES:
                 self.outcomes[event.step].append(event)
 
     def next(self, step: Step) -> Event:
@@ -105,7 +106,7 @@ class _Tape:
 
 
 def _result(event: Event) -> Event:
-    if event.kind == "error":
+    if event.kind == EventKind.ERROR:
         raise DriverError(event.error_message or "recorded error")
     return event
 
@@ -260,10 +261,10 @@ class _NthHit(Mapping[str, str]):
         return 1
 
 
-Crash = tuple[str, int]
+StopPoint = tuple[str, int]
 """Where a run stopped: a failpoint name and which hit of it, within that run."""
 
-PHASE_STARTS = ("recovery", "resolve")
+PHASE_STARTS = (EventKind.RECOVERY, EventKind.RESOLVE)
 
 
 def _phases(history: Sequence[Event]) -> list[list[Event]]:
@@ -271,7 +272,9 @@ def _phases(history: Sequence[Event]) -> list[list[Event]]:
     phases: list[list[Event]] = [[]]
     for event in history:
         starts = event.kind in PHASE_STARTS and not (
-            phases[-1] and phases[-1][-1].kind == "recovery" and event.kind == "recovery"
+            phases[-1]
+            and phases[-1][-1].kind == EventKind.RECOVERY
+            and event.kind == EventKind.RECOVERY
         )
         if starts:
             phases.append([])
@@ -279,7 +282,7 @@ def _phases(history: Sequence[Event]) -> list[list[Event]]:
     return phases
 
 
-def _stop_point(phase: list[Event], *, first: bool) -> Crash | None:
+def _stop_point(phase: list[Event], *, first: bool) -> StopPoint | None:
     """Where a phase that a later one follows stopped: a crash, or None if it ended by itself.
 
     ``<step>.intent`` or ``<step>.recorded`` as the failpoints name them, counted within
@@ -290,14 +293,14 @@ def _stop_point(phase: list[Event], *, first: bool) -> Crash | None:
     last = phase[-1]
     if last.step is None or last.step is Step.PROBE:
         return None  # it stopped on its own (IN_DOUBT, say); no crash to replay
-    intent = last.kind == "intent"
+    intent = last.kind == EventKind.INTENT
     name = f"{last.step.value}.{'intent' if intent else 'recorded'}"
-    kinds = ("intent",) if intent else ("ok", "error")
+    kinds = (EventKind.INTENT,) if intent else tuple(OUTCOMES)
     return (name, sum(1 for e in phase if e.step is last.step and e.kind in kinds))
 
 
-def _armed(point: Crash | None) -> Mapping[str, str]:
-    return {} if point is None else _NthHit(*point)
+def _armed(point: StopPoint | None) -> Failpoints:
+    return Failpoints(None if point is None else _NthHit(*point))
 
 
 def _split_tapes(
@@ -340,7 +343,7 @@ def _rerun(
     phases = _phases(history)
     stops = [_stop_point(p, first=i == 0) for i, p in enumerate(phases[:-1])] + [None]
     with Journal.open(f"sqlite:///{path}") as scratch:
-        if any(e.kind == "abort" for e in history):
+        if any(e.kind == EventKind.ABORT for e in history):
             src.before_perform_returns = lambda mid: _request_abort(scratch, mid)
         try:
             _first_run(scratch, migration, src, dst, stops[0])
@@ -353,15 +356,14 @@ def _rerun(
 
 def _request_abort(scratch: Journal, mid: str) -> None:
     """The original was aborted while Perform ran: ask the same of the replay."""
-    from migrator.coordinator import ABORTABLE
-
     scratch.request_abort(mid, states=ABORTABLE)
 
 
 def _first_run(
-    scratch: Journal, m: Migration, src: ReplayDriver, dst: ReplayDriver, stop: Crash | None
+    scratch: Journal, m: Migration, src: ReplayDriver, dst: ReplayDriver, stop: StopPoint | None
 ) -> None:
-    coordinator = Coordinator(scratch, retry_backoff=0.0, step_timeout=None)
+    armed = _armed(stop)
+    coordinator = Coordinator(scratch, retry_backoff=0.0, step_timeout=None, failpoints=armed)
     if stop is not None and stop[0] == "created":
         # It died between recording the migration and its first step.
         scratch.create(
@@ -369,8 +371,7 @@ def _first_run(
             bandwidth=m.bandwidth, owner=coordinator.id, dname=m.dname,
         )  # fmt: skip
         return
-    coordinator._failpoints = _armed(stop)
-    with contextlib.suppress(failpoints.Crash):  # as the original run did; recovery follows
+    with contextlib.suppress(Crash):  # as the original run did; recovery follows
         coordinator.migrate(
             m.domain, src=src, dst=dst, flags=MigrateFlags(m.flags), dname=m.dname,
             bandwidth=m.bandwidth, protocol=m.protocol,
@@ -378,27 +379,24 @@ def _first_run(
 
 
 def _later_run(
-    scratch: Journal, src: ReplayDriver, dst: ReplayDriver, opening: Event, stop: Crash | None
+    scratch: Journal, src: ReplayDriver, dst: ReplayDriver, opening: Event, stop: StopPoint | None
 ) -> None:
     """A recovery, or an operator's resolve, with the replay drivers as the hosts."""
-    coordinator = _ReplayCoordinator(scratch, {src.uri: src, dst.uri: dst})
-    coordinator._failpoints = _armed(stop)
-    with contextlib.suppress(failpoints.Crash):
-        if opening.kind == "resolve":
+    hosts = {src.uri: src, dst.uri: dst}
+    coordinator = Coordinator(
+        scratch,
+        retry_backoff=0.0,
+        step_timeout=None,
+        connect=hosts.__getitem__,
+        failpoints=_armed(stop),
+    )
+    with contextlib.suppress(Crash):
+        if opening.kind == EventKind.RESOLVE:
             (migration,) = scratch.list()
             running_on = str((opening.detail or {}).get("running_on", "src"))
             coordinator.resolve(migration.id, running_on=running_on)
         else:
             coordinator.recover(steal=True)
-
-
-class _ReplayCoordinator(Coordinator):
-    def __init__(self, journal: Journal, hosts: dict[str, ReplayDriver]) -> None:
-        super().__init__(journal, retry_backoff=0.0, step_timeout=None)
-        self.hosts = hosts
-
-    def connect_host(self, uri: str) -> Any:
-        return self.hosts[uri]
 
 
 def _scratch_signatures(scratch: Journal) -> list[Signature]:

@@ -198,7 +198,7 @@ OWN_STATES[3] = frozenset(State) - OWN_STATES[1] - OWN_STATES[2] - TERMINAL - {S
 """The states only one protocol passes through; NEW, IN_DOUBT and the ends are shared."""
 
 # (trigger, sources, dest). The happy path of protocol v3 first, then each failure rule
-# of DESIGN §2, then the recovery moves of DESIGN §6.
+# (docs/states.md), then the recovery moves (docs/recovery.md).
 _TABLE: tuple[tuple[Trigger, tuple[State, ...], State], ...] = (
     (T.START_BEGIN, (S.NEW,), S.BEGINNING),
     (T.BEGIN_OK, (S.BEGINNING,), S.BEGUN),

@@ -14,6 +14,7 @@ from migrator import failpoints
 from migrator.coordinator import Coordinator
 from migrator.drivers.base import MigrationParams, PerformResult
 from migrator.drivers.null import NullDriver
+from migrator.failpoints import Failpoints
 from migrator.hooks import CommandHook, HookEvent, HookName
 from migrator.journal.store import Journal
 from migrator.records import StepContext
@@ -89,9 +90,7 @@ def test_recovery_calls_recovered_then_finished(
     journal: Journal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src, dst = hosts()
-    monkeypatch.setenv(failpoints.ENV_VAR, "perform.intent=raise")
-    crashed = Coordinator(journal)
-    monkeypatch.delenv(failpoints.ENV_VAR)
+    crashed = Coordinator(journal, failpoints=Failpoints({"perform.intent": "raise"}))
     with pytest.raises(failpoints.Crash):
         crashed.migrate("vm1", src=src, dst=dst)
     rec = Recorder()

@@ -14,6 +14,7 @@ from migrator import failpoints, inspect
 from migrator.coordinator import Coordinator
 from migrator.drivers.base import FinishResult, MigrationParams, PerformResult, ProbeResult
 from migrator.drivers.null import NullDriver
+from migrator.failpoints import Failpoints
 from migrator.journal.store import Journal
 from migrator.records import StepContext
 from migrator.states import TERMINAL, State
@@ -57,9 +58,7 @@ def run(journal: Journal, src: NullDriver, dst: NullDriver, domain: str = "vm1")
 
 def crash_in_performing(journal: Journal, monkeypatch: pytest.MonkeyPatch) -> str:
     src, dst = hosts()
-    monkeypatch.setenv(failpoints.ENV_VAR, "perform.intent=raise")
-    coordinator = Coordinator(journal)
-    monkeypatch.delenv(failpoints.ENV_VAR)
+    coordinator = Coordinator(journal, failpoints=Failpoints({"perform.intent": "raise"}))
     with pytest.raises(failpoints.Crash):
         coordinator.migrate("vm1", src=src, dst=dst)
     coordinator.close()

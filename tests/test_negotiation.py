@@ -15,9 +15,9 @@ import pytest
 
 from migrator.drivers.base import Feature
 from migrator.drivers.test import TestDriver
+from migrator.engine.negotiation import FEATURE_OF, negotiate, offers
 from migrator.errors import InvalidURI, NoCommonProtocol, UsageError
 from migrator.journal.store import Journal
-from migrator.negotiation import FEATURE_OF, negotiate, offers
 from tests.conftest import run_cli
 
 VERSIONS = (1, 2, 3)

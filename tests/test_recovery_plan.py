@@ -1,4 +1,4 @@
-"""The pure side of recovery (DESIGN §6): ``plan`` from a journaled state and its events,
+"""The pure side of recovery (docs/recovery.md): ``plan`` from a journaled state and its events,
 ``claimable`` and ``owner_is_dead`` from a migration's owner and lease. Records are built
 directly; nothing here touches a journal or a host."""
 
@@ -114,12 +114,6 @@ CANCEL_TEXT = "Finish(cancelled=1) on the destination, then Confirm(cancelled=1)
         (S.PREPARE_FAILED, Action.CANCEL_WITH_CLEANUP, True, CANCEL_TEXT),
         (S.PERFORM_FAILED, Action.CANCEL_WITH_CLEANUP, True, CANCEL_TEXT),
         (
-            S.PERFORMING,
-            Action.PROBE_PERFORM,
-            None,
-            "probe the source: if the transfer completed go on as PERFORMED, else cancel",
-        ),
-        (
             S.PERFORMED,
             Action.FINISH,
             False,
@@ -133,6 +127,19 @@ def test_state_before_finish_has_its_fixed_plan(
 ) -> None:
     p = plan(migration(state), events(*UP_TO_PERFORMED))
     assert (p.action, p.cancelled, p.text, p.attempt) == (action, cancelled, text, 1)
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+def test_performing_probes_then_replays_perform_as_its_next_attempt(attempt: int) -> None:
+    """Forward needs Perform's own result (its cookie is Finish's input): the plan replays
+    the idempotent Perform under its journaled intent, as the attempt after that intent's."""
+    history = events(*UP_TO_PERFORMED[:4], ("perform", "intent", S.PERFORMING, None, attempt))
+    p = plan(migration(S.PERFORMING), history)
+    assert (p.action, p.cancelled, p.attempt) == (Action.PROBE_PERFORM, None, attempt + 1)
+    assert p.text == (
+        "probe the source: if the transfer completed replay Perform for its cookie and go on"
+        " as PERFORMED, else cancel"
+    )
 
 
 # -- plan: an abort requested before the point of no return turns the migration back -------

@@ -70,10 +70,15 @@ def journal(*, check: bool = True, upgrade: bool | None = None) -> Journal:
 
 
 def coordinator(opened: Journal, **options: Any) -> Coordinator:
-    """A coordinator on ``opened``, closed when the command ends (before the journal)."""
-    from migrator.coordinator import Coordinator
+    """A coordinator on ``opened``, closed when the command ends (before the journal).
 
-    made = Coordinator(opened, **options)
+    Failpoints come from ``MIGRATOR_FAILPOINTS`` here, the one place the command line reads
+    them (docs/recovery.md): the library itself never looks at the environment.
+    """
+    from migrator.coordinator import Coordinator
+    from migrator.failpoints import Failpoints
+
+    made = Coordinator(opened, failpoints=Failpoints.from_env(), **options)
     click.get_current_context().call_on_close(made.close)
     return made
 

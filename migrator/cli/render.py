@@ -18,8 +18,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from migrator.records import EventKind
+
 PREVIEW_MAX = 48
-KIND_STYLE = {"intent": "", "ok": "", "error": "red"}
+KIND_STYLE = {EventKind.INTENT: "", EventKind.OK: "", EventKind.ERROR: "red"}
 TEXT_MAX = 400
 
 STATE_STYLE = {
@@ -150,7 +152,7 @@ def host_of(m: dict[str, Any], e: dict[str, Any]) -> str:
 def first_failure(m: dict[str, Any], events: list[dict[str, Any]]) -> str | None:
     """``perform on src test:///a: DriverError: text`` for the first step that raised."""
     for e in events:
-        if e["kind"] == "error" and e["error"] and e["step"] != "probe":
+        if e["kind"] == EventKind.ERROR and e["error"] and e["step"] != "probe":
             side = host_of(m, e)
             uri = m.get(side, "") if side else ""
             where = f"{e['step']} on {side} {safe(uri, 120)}".rstrip()
@@ -167,7 +169,7 @@ def recoveries(events: list[dict[str, Any]]) -> list[str]:
     lines = []
     for i, e in enumerate(events):
         d = e["detail"] or {}
-        if e["kind"] != "recovery" or "from_state" not in d:
+        if e["kind"] != EventKind.RECOVERY or "from_state" not in d:
             continue
         before = events[i - 1] if i else None
         crash = (
@@ -193,10 +195,10 @@ def operator_actions(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
     out = []
     for e in events:
         who = safe(e["coordinator"] or "?", 80)
-        if e["kind"] == "resolve":
+        if e["kind"] == EventKind.RESOLVE:
             where = safe((e["detail"] or {}).get("running_on"), 8)
             out.append(("resolved", f"seq {e['seq']} by {who}: the domain runs on {where}"))
-        elif e["kind"] == "abort":
+        elif e["kind"] == EventKind.ABORT:
             out.append(("aborted", f"seq {e['seq']}: an operator's abort, honoured by {who}"))
     return out
 
@@ -204,22 +206,22 @@ def operator_actions(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
 def _special_note(e: dict[str, Any]) -> str | None:
     """The meaning of the events that are not a driver call."""
     d = e["detail"] or {}
-    if e["kind"] == "recovery" and "from_state" in d:
+    if e["kind"] == EventKind.RECOVERY and "from_state" in d:
         return (
             f"RECOVERY by {safe(e['coordinator'] or '?', 80)} after a crash in "
             f"{safe(d['from_state'], 32)} (previous owner {safe(d.get('previous_owner'), 80)}:"
             f" {safe(d.get('because'), 120)}); plan: {safe(d.get('plan'), 200)}"
         )
-    if e["kind"] == "recovery":
+    if e["kind"] == EventKind.RECOVERY:
         return "RECOVERY " + safe(json.dumps(d, sort_keys=True), 200)
-    if e["kind"] == "resolve":
+    if e["kind"] == EventKind.RESOLVE:
         return (
             f"OPERATOR resolved it with {safe(e['coordinator'] or '?', 80)}:"
             f" the domain runs on {safe(d.get('running_on'), 8)}"
         )
-    if e["kind"] == "abort":
+    if e["kind"] == EventKind.ABORT:
         return "OPERATOR asked to abort"
-    if e["kind"] == "in_doubt":
+    if e["kind"] == EventKind.IN_DOUBT:
         return "gave up on an automatic end: `migrator resolve` decides"
     return None
 
@@ -236,7 +238,7 @@ def _event_note(e: dict[str, Any]) -> Text:
     for label in ("cookie_in", "cookie_out"):
         if e[label]:
             parts.append(f"{label.replace('_', ' ')} {preview(_cookie(e[label]))}")
-    if e["uri"] and e["kind"] == "ok" and (e["step"] or "").startswith("prepare"):
+    if e["uri"] and e["kind"] == EventKind.OK and (e["step"] or "").startswith("prepare"):
         parts.append(f"uri {safe(e['uri'], 120)}")
     style = "red" if e["error"] else "magenta" if special else ""
     return Text("; ".join(parts), style=style)

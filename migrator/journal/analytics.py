@@ -15,9 +15,10 @@ import sqlalchemy as sa
 
 from migrator.journal.queries import filters
 from migrator.journal.schema import events, migrations
+from migrator.records import EventKind
 from migrator.states import State
 
-STEP_OUTCOMES = ("ok", "error")
+STEP_OUTCOMES = (EventKind.OK.value, EventKind.ERROR.value)
 """The event kinds that end a driver hook's call, and carry its duration."""
 
 

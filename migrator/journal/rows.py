@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from migrator.records import Event, EventDraft, Migration
+from migrator.records import Event, EventDraft, EventKind, Migration
 from migrator.states import State, Step
 
 _MIGRATION_FIELDS = tuple(f.name for f in dataclasses.fields(Migration))
@@ -50,7 +50,7 @@ def event(row: sa.Row[Any]) -> Event:
         migration_id=m["migration_id"],
         seq=m["seq"],
         step=Step(m["step"]) if m["step"] else None,
-        kind=m["kind"],
+        kind=EventKind(m["kind"]),
         state=State(m["state"]),
         at=m["at"],
         cancelled=m["cancelled"],

@@ -13,7 +13,6 @@ import builtins
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from types import EllipsisType
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -22,7 +21,7 @@ from migrator.errors import JournalUnavailable
 from migrator.journal import DEFAULT_URL, analytics, lifecycle, queries, resilience
 from migrator.journal.analytics import Histogram, StepDuration
 from migrator.journal.writes import Writer
-from migrator.records import Event, EventDraft, Migration
+from migrator.records import KEEP_REASON, Event, EventDraft, Migration, Reason
 from migrator.redaction import redact
 from migrator.states import State
 
@@ -137,15 +136,15 @@ class Journal:
         *,
         state: State,
         coordinator: str | None = None,
-        reason: str | EllipsisType | None = ...,
+        reason: Reason = KEEP_REASON,
     ) -> Migration:
         """Append ``draft`` and move the migration to ``state``, in one transaction.
 
-        ``reason`` replaces the migration's reason (None clears it); ``...`` keeps it.
+        ``reason`` replaces the migration's reason (None clears it); ``KEEP_REASON`` keeps it.
 
         Conditional on the migration still being in ``migration.state`` with
         ``migration.fence``; otherwise nothing is written and ``FenceLost`` (another
-        coordinator took it) or ``IllegalTransition`` (its state moved) is raised.
+        coordinator took it) or ``StateConflict`` (its state moved) is raised.
         """
         return self._writer.record(
             migration, draft, state=state, coordinator=coordinator, reason=reason

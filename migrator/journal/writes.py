@@ -15,17 +15,16 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from types import EllipsisType
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from migrator.errors import FenceLost, IllegalTransition, JournalUnavailable, MigrationNotFound
+from migrator.errors import FenceLost, JournalUnavailable, MigrationNotFound, StateConflict
 from migrator.journal import queries, resilience, rows
 from migrator.journal.lifecycle import translated
 from migrator.journal.schema import events, migrations
 from migrator.journal.statement import Statement
-from migrator.records import EventDraft, Migration
+from migrator.records import KEEP_REASON, EventDraft, Migration, Reason
 from migrator.states import TERMINAL, State
 
 _C = migrations.c
@@ -215,7 +214,7 @@ class Writer:
         *,
         state: State,
         coordinator: str | None,
-        reason: str | EllipsisType | None,
+        reason: Reason,
     ) -> Migration:
         """Append ``draft`` and move to ``state`` in one transaction, or refuse (see Journal)."""
         at = now()
@@ -231,8 +230,8 @@ class Writer:
                     "new_state": state.value,
                     "now": at,
                     "lease": self._lease(at),
-                    "keep_reason": reason is ...,
-                    "new_reason": None if reason is ... else reason,
+                    "keep_reason": reason is KEEP_REASON,
+                    "new_reason": None if reason is KEEP_REASON else reason,
                     "finished": finished,
                 },
             ).fetchone()
@@ -256,7 +255,7 @@ class Writer:
             state=state,
             last_seq=seq,
             updated_at=at,
-            reason=migration.reason if reason is ... else reason,
+            reason=migration.reason if reason is KEEP_REASON else reason,
             finished_at=finished,
             abort_requested=aborted,
         )
@@ -269,9 +268,8 @@ class Writer:
         fence, current = found
         if fence != migration.fence:
             return FenceLost(migration_id=migration.id, fence=migration.fence)
-        return IllegalTransition(
-            state=current,
-            trigger=f"-> {state} (journal moved from {migration.state})",
+        return StateConflict(
+            migration_id=migration.id, expected=migration.state, found=current, wanted=state
         )
 
     def _owned(self, stmt: Statement, migration: Migration, **values: Any) -> int:

@@ -1,5 +1,5 @@
 """Bad input, end to end: the real CLI refuses it with one line on stderr and exit 2
-(DESIGN §9), without a traceback, and changes nothing: the journal and the hosts are
+(docs/cli.md, "Exit codes"), without a traceback, and changes nothing: the journal and the hosts are
 byte-for-byte as before. Also: Ctrl-C in the middle of a step.
 """
 

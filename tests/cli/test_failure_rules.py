@@ -1,7 +1,8 @@
-"""The failure rules of DESIGN §2, end to end: the real CLI in a subprocess, real test hosts.
+"""The failure rules of docs/states.md, end to end: the real CLI in a subprocess, real test
+hosts.
 
 Each scenario runs ``migrator migrate --json`` once, on SQLite and on PostgreSQL, and
-checks the exit code (DESIGN §9), the final state, the journaled event sequence (the data
+checks the exit code (docs/cli.md), the final state, the journaled event sequence (the data
 ``show --json`` prints, read with the same library call), and what the hosts really hold
 afterwards. ``assert_invariants`` checks what must hold after any migration.
 
@@ -88,7 +89,7 @@ def image_files(host_dir: Path) -> list[str]:
 
 
 def assert_invariants(m: dict[str, Any], hosts: Hosts) -> None:
-    """What must hold after any migration, whatever failed (DESIGN §2, §3, §6)."""
+    """What must hold after any migration, whatever failed (docs/states.md, docs/recovery.md)."""
     events = m["events"]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1)), "seq has a gap"
     assert events[-1]["state"] == m["state"]

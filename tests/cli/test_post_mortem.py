@@ -1,5 +1,5 @@
 """From ``list`` and ``show`` alone, a person finds why a migration failed, at which step,
-on which host, and what recovery did: for every failure rule of DESIGN §2 and every case
+on which host, and what recovery did: for every failure rule of docs/states.md and every case
 of the crash matrix (crashes are the in-process ``raise`` failpoint, then ``recover``).
 
 The text checked is what the CLI prints: the same render functions, on a console as wide
@@ -139,9 +139,8 @@ def test_show_explains_each_crash_and_its_recovery(
     src, dst = rig(tmp_path)
     for side, step, mode in SCENARIOS[scenario].faults:
         host(src, dst, side).set_fault(step, mode)
-    monkeypatch.setenv(failpoints.ENV_VAR, f"{failpoint}=raise")
-    crashed = Coordinator(journal, retry_backoff=0)
-    monkeypatch.delenv(failpoints.ENV_VAR)
+    armed = failpoints.Failpoints({failpoint: "raise"})
+    crashed = Coordinator(journal, retry_backoff=0, failpoints=armed)
     with pytest.raises(failpoints.Crash):
         crashed.migrate("vm1", src=src, dst=dst)
     [m] = journal.list()

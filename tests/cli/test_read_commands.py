@@ -19,9 +19,9 @@ import pytest
 
 from migrator.coordinator import Coordinator
 from migrator.drivers.test import TestDriver
+from migrator.engine.reasons import ERROR_TEXT_MAX
 from migrator.journal.schema import SCHEMA_HEAD
 from migrator.journal.store import Journal
-from migrator.reasons import ERROR_TEXT_MAX
 from migrator.states import State
 from tests.conftest import Hosts, run_cli
 

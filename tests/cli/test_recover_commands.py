@@ -46,8 +46,11 @@ def crash_in_subprocess(hosts: Hosts, db: str, failpoint: str) -> Migration:
 def crash_in_this_process(hosts: Hosts, db: str, failpoint: str) -> Migration:
     """A migration left at ``failpoint`` by a coordinator whose process (this one) lives."""
     with Journal.open(db) as journal:
-        c = Coordinator(journal, coordinator_id=f"{socket.gethostname()}:{os.getpid()}:x")
-        c._failpoints = {failpoint: "raise"}
+        c = Coordinator(
+            journal,
+            coordinator_id=f"{socket.gethostname()}:{os.getpid()}:x",
+            failpoints=failpoints.Failpoints({failpoint: "raise"}),
+        )
         try:
             with pytest.raises(failpoints.Crash):
                 c.migrate("vm1", src=hosts.src, dst=hosts.dst)
@@ -210,7 +213,7 @@ def test_resolve_running_on_src_rolls_back_and_resumes_the_source(
 def test_resolve_running_on_src_removes_what_the_destination_holds(
     db_url: str, hosts: Hosts
 ) -> None:
-    # ROLLED_BACK means "runs on src, dst cleaned up" (DESIGN §3); the incoming copy that
+    # ROLLED_BACK means "runs on src, dst cleaned up" (docs/states.md); the incoming copy that
     # never ran must not stay behind to block the next migration of the domain there.
     hosts.dst.set_fault("finish", "error")
     hosts.dst.set_fault("probe", "error")

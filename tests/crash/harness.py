@@ -1,6 +1,6 @@
 """What the crash tests share: fresh hosts and journals, the real CLI, and the invariants.
 
-The invariants are those of DESIGN §6, checked against what the test hosts really hold and
+The invariants are those of docs/recovery.md, checked against what the test hosts really hold and
 what the journal says, after a coordinator died at some instant and ``recover`` ran:
 
 - the migration ended CONFIRMED, ROLLED_BACK or FAILED (IN_DOUBT only where a test says
@@ -71,7 +71,7 @@ def reaches(scenario: str, failpoint: str) -> bool:
 
 
 def expected_end(scenario: str, failpoint: str) -> str:
-    """The end state after a crash at ``failpoint`` and ``recover`` (DESIGN §6).
+    """The end state after a crash at ``failpoint`` and ``recover`` (docs/recovery.md).
 
     Before the transfer completed, recovery only goes back; after it, the migration goes
     forward and ends as the destination's Finish says: running (success, or a Finish whose

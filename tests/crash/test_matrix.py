@@ -1,4 +1,4 @@
-"""The crash matrix (DESIGN §6, §7): every failpoint crossed with every failure scenario.
+"""The crash matrix (docs/recovery.md): every failpoint crossed with every failure scenario.
 
 Each case runs ``migrator migrate`` in a subprocess with ``MIGRATOR_FAILPOINTS=<fp>=crash``
 (the process dies with exit 137, like SIGKILL), then, in new processes,

@@ -73,8 +73,8 @@ class CrashAndRecover(RuleBasedStateMachine):
         self.count = 0
         self.pending: dict[str, str] = {}  # migration id -> the owner that left it unfinished
 
-    def coordinator(self) -> Coordinator:
-        c = Coordinator(self.journal, confirm_attempts=2, retry_backoff=0.0)
+    def coordinator(self, armed: failpoints.Failpoints = failpoints.INERT) -> Coordinator:
+        c = Coordinator(self.journal, confirm_attempts=2, retry_backoff=0.0, failpoints=armed)
         self.coordinators.append(c)
         return c
 
@@ -104,8 +104,7 @@ class CrashAndRecover(RuleBasedStateMachine):
                 mode, count = fault
                 driver = self.hosts.src if host == "src" else self.hosts.dst
                 driver.set_fault(step, mode, seconds=0 if mode == "slow" else None, count=count)
-        c = self.coordinator()
-        c._failpoints = {failpoint: "raise"} if failpoint else {}
+        c = self.coordinator(failpoints.Failpoints({failpoint: "raise"} if failpoint else None))
         flags = MigrateFlags.LIVE if live else MigrateFlags.NONE
         try:
             m = c.migrate(domain, src=self.hosts.src, dst=self.hosts.dst, flags=flags)

@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from migrator.errors import AmbiguousMigrationId, FenceLost, IllegalTransition, MigrationNotFound
+from migrator.errors import AmbiguousMigrationId, FenceLost, MigrationNotFound, StateConflict
 from migrator.journal.store import Journal
-from migrator.records import EventDraft, Migration
+from migrator.records import EventDraft, EventKind, Migration
 from migrator.states import State, Step
 
 pytestmark = pytest.mark.no_replay  # events written by hand, not by the engine
@@ -56,8 +56,8 @@ def test_record_moves_the_state_and_appends_the_event_together(journal: Journal)
 def test_seq_is_gapless_per_migration(journal: Journal) -> None:
     a, b = _new(journal, "a"), _new(journal, "b")
     for _ in range(3):
-        a = journal.record(a, EventDraft(kind="note"), state=State.NEW)
-        b = journal.record(b, EventDraft(kind="note"), state=State.NEW)
+        a = journal.record(a, EventDraft(kind=EventKind.RECOVERY), state=State.NEW)
+        b = journal.record(b, EventDraft(kind=EventKind.RECOVERY), state=State.NEW)
     assert [e.seq for e in journal.history(a.id)] == [1, 2, 3]
     assert [e.seq for e in journal.history(b.id)] == [1, 2, 3]
 
@@ -74,7 +74,7 @@ def test_a_stale_fence_writes_nothing(journal: Journal) -> None:
 def test_a_moved_state_writes_nothing(journal: Journal) -> None:
     m = _new(journal)
     journal.record(m, EventDraft(kind="intent"), state=State.BEGINNING)
-    with pytest.raises(IllegalTransition):
+    with pytest.raises(StateConflict):
         journal.record(m, EventDraft(kind="intent"), state=State.BEGINNING)  # m is still NEW
     assert len(journal.history(m.id)) == 1
 
@@ -87,7 +87,7 @@ def test_two_writers_racing_on_one_migration_commit_exactly_one(journal: Journal
         try:
             journal.record(m, EventDraft(kind="intent"), state=State.BEGINNING)
             results.append("ok")
-        except IllegalTransition:
+        except StateConflict:
             results.append("refused")
 
     threads = [threading.Thread(target=attempt) for _ in range(4)]

@@ -1,0 +1,277 @@
+"""The coordinator: the public front of the engine (docs/embedding.md).
+
+It checks a request, journals the migration, picks the protocol's flow once and lets it
+drive; ``recover`` and ``resolve`` rebuild a run from the journal and hand it to the same
+flow. Everything that writes migration state goes through ``writeahead.py``; every driver
+call through ``steps.py``; every retry through ``retry.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from migrator.drivers.base import (
+    DomainState,
+    Driver,
+    MigrationParams,
+    connect,
+    redact_uri,
+    refuse_unhonoured,
+)
+from migrator.engine import negotiation
+from migrator.engine.flows import ABORTABLE, flow_for
+from migrator.engine.flows.base import RECOVERABLE, Engine, Plan
+from migrator.engine.observers import Hook, Hooks
+from migrator.engine.ownership import claimable
+from migrator.engine.retry import RetryPolicy
+from migrator.engine.run import Connect, Run, resume
+from migrator.engine.steps import ProgressCallback, Steps
+from migrator.engine.writeahead import WriteAhead
+from migrator.errors import DomainExists, DomainNotFound, FenceLost, MigratorError, UsageError
+from migrator.failpoints import INERT, Failpoints
+from migrator.flags import MigrateFlags
+from migrator.journal.store import Journal
+from migrator.records import EventDraft, EventKind, Migration
+from migrator.states import State
+
+log = logging.getLogger(__name__)
+
+
+def new_coordinator_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """What ``recover`` did (or, with ``dry_run``, would do) with one migration."""
+
+    id: str
+    state: State
+    plan: Plan
+    claimed: bool = False
+    claimed_because: str | None = None
+    result: State | None = None
+    reason: str | None = None
+    note: str | None = None
+
+
+class Coordinator:
+    """Runs migrations and records every step in ``journal``.
+
+    ``step_timeout`` (seconds, or None) turns a hung hook into a failure of its step;
+    ``confirm_attempts`` and ``retry_backoff`` bound the retries of a failing Confirm (or
+    Finish), after which the migration stays CONFIRMING for ``recover`` to finish.
+    ``connect`` reaches a journaled host URI (recovery, resolve); ``failpoints`` are the
+    crash-test points armed (none by default; the command line reads them from
+    ``MIGRATOR_FAILPOINTS``).
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        coordinator_id: str | None = None,
+        step_timeout: float | None = 600.0,
+        confirm_attempts: int = 5,
+        retry_backoff: float = 0.2,
+        on_progress: ProgressCallback | None = None,
+        hooks: Iterable[Hook] = (),
+        connect: Connect = connect,
+        failpoints: Failpoints = INERT,
+    ) -> None:
+        self.journal = journal
+        self.id = coordinator_id or new_coordinator_id()
+        self.connect = connect
+        self.hooks = Hooks(hooks)  # observers, called after each commit
+        writes = WriteAhead(journal, self.id, self.hooks, failpoints)
+        steps = Steps(writes, step_timeout=step_timeout, on_progress=on_progress)
+        retry = RetryPolicy(attempts=confirm_attempts, backoff=retry_backoff)
+        self.engine = Engine(writes, steps, retry)
+
+    @property
+    def step_timeout(self) -> float | None:
+        return self.engine.steps.step_timeout
+
+    def close(self) -> None:
+        self.engine.steps.close()
+
+    def migrate(
+        self,
+        domain: str,
+        *,
+        src: Driver,
+        dst: Driver,
+        flags: MigrateFlags = MigrateFlags.NONE,
+        dname: str | None = None,
+        bandwidth: int = 0,
+        protocol: int | None = None,
+    ) -> Migration:
+        """Migrate ``domain`` from ``src`` to ``dst``; return the migration at its end state.
+
+        Bad input raises a ``UsageError`` before anything is journaled or called.
+        """
+        params, version = self._preflight(
+            domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol
+        )
+        migration = self.journal.create(
+            domain=domain,
+            dname=dname,
+            src=redact_uri(src.uri),
+            dst=redact_uri(dst.uri),
+            protocol=version,
+            flags=int(params.flags),
+            bandwidth=bandwidth,
+            owner=self.id,
+        )
+        run = Run(migration, src, dst, params)
+        try:
+            flow_for(version).drive(self.engine, run)
+        finally:
+            run.release()
+        return run.migration
+
+    # -- recovery, operators' commands ---------------------------------------------------
+
+    def recover(self, *, dry_run: bool = False, steal: bool = False) -> list[Recovered]:
+        """Bring every orphaned migration to a safe end (docs/recovery.md).
+
+        A migration is claimed when its owner provably died (same host, process gone), its
+        lease lapsed, or ``steal``; one whose owner is alive is reported and left alone.
+        ``dry_run`` plans without claiming, calling or writing anything.
+        """
+        reports = []
+        for migration in self.journal.list(states=RECOVERABLE):
+            try:
+                reports.append(self._recover_one(migration, dry_run=dry_run, steal=steal))
+            except MigratorError as exc:  # one migration's trouble must not stop the others
+                state = self.journal.get(migration.id).state
+                plan = flow_for(migration.protocol).plan(migration, [])
+                note = f"recovery stopped: {exc}"
+                reports.append(
+                    Recovered(migration.id, migration.state, plan, True, None, state, None, note)
+                )
+        return reports
+
+    def _recover_one(self, migration: Migration, *, dry_run: bool, steal: bool) -> Recovered:
+        flow = flow_for(migration.protocol)
+        history = self.journal.history(migration.id)
+        plan = flow.plan(migration, history)
+        why = claimable(migration, steal=steal)
+        report = Recovered(migration.id, migration.state, plan, claimed_because=why)
+        if dry_run or why is None:
+            return report
+        try:
+            claimed = self.journal.claim(migration, self.id)
+        except FenceLost:
+            return dataclasses.replace(report, note="claimed by another coordinator")
+        try:
+            run = resume(claimed, history, self.connect)
+        except MigratorError as exc:
+            return dataclasses.replace(report, note=f"cannot reach its hosts: {exc}")
+        try:
+            detail = {
+                "from_state": str(migration.state),
+                "action": str(plan.action),
+                "plan": plan.text,
+                "previous_owner": migration.owner,
+                "because": why,
+            }
+            self.engine.writes.note(run, EventDraft(kind=EventKind.RECOVERY, detail=detail))
+            flow.carry_out(self.engine, run, plan)
+        finally:
+            run.release()
+        return dataclasses.replace(
+            report, claimed=True, result=run.migration.state, reason=run.migration.reason
+        )
+
+    def resolve(self, migration_id: str, *, running_on: str) -> Migration:
+        """An operator's decision for an IN_DOUBT migration: where the domain really runs.
+
+        ``src``: the destination is cleaned (Finish with ``cancelled=1``) and the source
+        resumed; should the destination still report the domain running, the migration
+        stays IN_DOUBT. ``dst``: the paused source is ended. The decision is journaled with
+        the operator's coordinator id.
+        """
+        if running_on not in ("src", "dst"):
+            raise UsageError(f"--running-on must be src or dst, not {running_on!r}")
+        migration = self.journal.find(migration_id)
+        if migration.state is not State.IN_DOUBT:
+            raise UsageError(f"migration {migration.id} is {migration.state}, not IN_DOUBT")
+        migration = self.journal.claim(migration, self.id)
+        run = resume(migration, self.journal.history(migration.id), self.connect)
+        reason = f"resolved by an operator: the domain runs on {running_on}"
+        draft = EventDraft(kind=EventKind.RESOLVE, detail={"running_on": running_on})
+        try:
+            self.engine.writes.note(run, draft, reason=reason)
+            flow_for(migration.protocol).resolve(self.engine, run, running_on)
+        finally:
+            run.release()
+        return run.migration
+
+    def abort(self, migration_id: str) -> Migration:
+        """Persist an abort request; a running Perform notices it and the cancel path runs."""
+        migration = self.journal.find(migration_id)
+        if not self.journal.request_abort(migration.id, states=ABORTABLE):
+            current = self.journal.get(migration.id)
+            raise UsageError(
+                f"migration {current.id} is {current.state}: only a migration that has not"
+                " finished Perform can be aborted"
+            )
+        return self.journal.get(migration.id)
+
+    # -- checks before anything is written -----------------------------------------------
+
+    def _preflight(
+        self,
+        domain: str,
+        src: Driver,
+        dst: Driver,
+        flags: MigrateFlags,
+        dname: str | None,
+        bandwidth: int,
+        protocol: int | None,
+    ) -> tuple[MigrationParams, int]:
+        if bandwidth < 0:
+            raise UsageError(f"bandwidth must be >= 0 MiB/s, not {bandwidth}")
+        if not domain or (dname is not None and not dname):
+            raise UsageError("a domain name must not be empty")
+        if src.uri == dst.uri:
+            raise UsageError(f"source and destination are the same host: {redact_uri(src.uri)}")
+        version = negotiation.negotiate(
+            src.features(),
+            dst.features(),
+            forced=protocol,
+            tunnelled=bool(flags & MigrateFlags.TUNNELLED),
+        )
+        src_state = _best_effort_probe(src, domain)
+        if src_state is not None and not src_state.active:
+            raise DomainNotFound(domain=domain, host=redact_uri(src.uri))
+        dst_state = _best_effort_probe(dst, dname or domain)
+        if dst_state is not None and dst_state not in (DomainState.ABSENT, DomainState.SHUTOFF):
+            # A shut-off definition on the destination is replaced, as libvirt does.
+            raise DomainExists(domain=dname or domain, host=redact_uri(dst.uri))
+        if src_state is DomainState.PAUSED:
+            flags |= MigrateFlags.PAUSED  # as libvirt: a paused source stays paused on dst
+        refuse_unhonoured(flags, src, dst)
+        params = MigrationParams(domain=domain, flags=flags, dname=dname, bandwidth=bandwidth)
+        return params, version
+
+
+def _best_effort_probe(driver: Driver, domain: str) -> DomainState | None:
+    """A host that cannot be probed is left for the steps to judge."""
+    try:
+        return driver.probe(domain).state
+    except Exception as exc:  # noqa: BLE001 -- any driver failure means "cannot tell"
+        log.warning(
+            "probe of %s on %s failed before the migration: %s",
+            domain,
+            redact_uri(driver.uri),
+            exc,
+        )
+        return None

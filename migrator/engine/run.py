@@ -1,0 +1,101 @@
+"""One migration being driven, and what one driver call gave."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from migrator.drivers.base import Driver, MigrationParams, TunnelStream, is_blocking
+from migrator.flags import MigrateFlags
+from migrator.records import Event, EventKind, Migration
+from migrator.states import State, Step, acquire_model, release_model
+
+Connect = Callable[[str], Driver]
+"""How the engine reaches a journaled host URI (``drivers.base.connect`` unless told)."""
+
+DESCRIBE = (Step.BEGIN, Step.DUMP_XML)
+"""The steps that give the domain description, in every protocol."""
+PREPARE = (Step.PREPARE, Step.PREPARE_TUNNEL, Step.PREPARE2, Step.PREPARE1)
+"""The steps that give the URI to send to, in every protocol."""
+
+
+@dataclass
+class Run:
+    """One migration being driven: its journal record, its hosts and what the steps gave.
+
+    ``model`` is the state machine's view of ``migration.state``; the journal is the truth.
+    """
+
+    migration: Migration
+    src: Driver
+    dst: Driver
+    params: MigrationParams
+    cookie: bytes = b""
+    description: str = ""
+    uri: str = ""
+    model: Any = None
+    stream: TunnelStream | None = None
+    """Tunnelled v3: the destination's end of the tunnel, from PrepareTunnel3."""
+
+    def __post_init__(self) -> None:
+        self.model = acquire_model(self.migration.state)
+
+    @property
+    def blocking(self) -> bool:
+        """False when both drivers say their hooks never block: they are then called inline."""
+        return is_blocking(self.src) or is_blocking(self.dst)
+
+    @property
+    def state(self) -> State:
+        return self.migration.state
+
+    @property
+    def tunnelled(self) -> bool:
+        return bool(self.params.flags & MigrateFlags.TUNNELLED)
+
+    def release(self) -> None:
+        release_model(self.model)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a driver call gave: a value, or the exception it raised, and how long it took."""
+
+    value: Any = None
+    error: BaseException | None = None
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def last_cookie(history: Sequence[Event]) -> bytes:
+    """The cookie the next step takes: the newest output, or the newest step's input."""
+    for event in reversed(history):
+        if event.kind == EventKind.OK and event.cookie_out is not None:
+            return event.cookie_out
+        if event.kind == EventKind.INTENT and event.cookie_in is not None:
+            return event.cookie_in
+    return b""
+
+
+def _first_ok(history: Sequence[Event], steps: tuple[Step, ...]) -> Event | None:
+    return next((e for e in history if e.step in steps and e.kind == EventKind.OK), None)
+
+
+def resume(migration: Migration, history: Sequence[Event], connect: Connect) -> Run:
+    """A Run rebuilt from the journal: hosts, parameters and the last cookie handed on."""
+    params = MigrationParams(
+        domain=migration.domain,
+        flags=MigrateFlags(migration.flags),
+        dname=migration.dname,
+        bandwidth=migration.bandwidth,
+    )
+    run = Run(migration, connect(migration.src), connect(migration.dst), params)
+    run.cookie = last_cookie(history)
+    begun, prepared = _first_ok(history, DESCRIBE), _first_ok(history, PREPARE)
+    run.description = (begun.description if begun else None) or ""
+    run.uri = (prepared.uri if prepared else None) or ""
+    return run

@@ -1,0 +1,174 @@
+"""Calling driver hooks: the context a hook gets, its timeout and heartbeat, the checks on
+what it returns, and probes (docs/drivers.md states what a hook must guarantee).
+
+A hook's failure is data: whatever it raises becomes an :class:`Outcome` with the error,
+which the flows journal (``writeahead.py``) and judge by their failure rules.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from migrator.drivers.base import COOKIE_MAX, Driver, ProbeResult, redact_uri
+from migrator.engine import reasons
+from migrator.engine.hookrunner import HookRunner
+from migrator.engine.run import Outcome, Run
+from migrator.engine.writeahead import WriteAhead
+from migrator.errors import CookieTooLarge, DriverError, JournalError
+from migrator.records import EventDraft, EventKind, Migration, Progress, StepContext
+from migrator.states import START, Step, Trigger
+
+PROGRESS_INTERVAL = 0.5
+ABORT_POLL = 0.25
+
+Hook = Callable[[StepContext], Any]
+ProgressCallback = Callable[[Migration, Progress], None]
+
+
+def check_cookie(step: Step, cookie: object) -> bytes:
+    if not isinstance(cookie, bytes):
+        raise DriverError(f"{step} returned a cookie of type {type(cookie).__name__}, not bytes")
+    if len(cookie) > COOKIE_MAX:
+        raise CookieTooLarge(step=str(step), size=len(cookie), limit=COOKIE_MAX)
+    return cookie
+
+
+def validated(step: Step, out: Outcome) -> Outcome:
+    """A hook's result with a cookie that is not bytes, or too large, is its failure."""
+    if not out.ok:
+        return out
+    try:
+        check_cookie(step, getattr(out.value, "cookie", b""))
+    except DriverError as exc:
+        return Outcome(error=exc, duration=out.duration)
+    return out
+
+
+class Steps:
+    """Calls hooks for one coordinator, under the write-ahead rule."""
+
+    def __init__(
+        self,
+        writes: WriteAhead,
+        *,
+        step_timeout: float | None,
+        on_progress: ProgressCallback | None,
+    ) -> None:
+        self.writes = writes
+        self.journal = writes.journal
+        self.step_timeout = step_timeout
+        self.on_progress = on_progress
+        self.runner = HookRunner()
+
+    def close(self) -> None:
+        self.runner.close()
+
+    def step(
+        self, run: Run, draft: EventDraft, hook: Hook, failed: Trigger, *, replay: bool = False
+    ) -> Outcome:
+        """Intent, call, and on failure the failed outcome; the caller records success.
+
+        ``replay`` calls the hook again under the intent already journaled (recovery of a
+        crash between intent and outcome): same inputs, the attempt number of ``draft``.
+        """
+        step = draft.step
+        assert step is not None
+        if not replay:
+            self.writes.intent(run, START[step], draft)
+        out = self.call(run, step, hook, attempt=draft.attempt)
+        if not out.ok:
+            self.writes.outcome(
+                run, failed, step, out, cancelled=draft.cancelled, attempt=draft.attempt
+            )
+        return out
+
+    def call(self, run: Run, step: Step, hook: Hook, *, attempt: int = 1) -> Outcome:
+        """Call ``hook`` with its context, timeout and lease heartbeat; check what it gave."""
+        timeout = self.step_timeout
+        ctx = StepContext(
+            migration_id=run.migration.id,
+            step=step,
+            attempt=attempt,
+            fence=run.migration.fence,
+            deadline=None if timeout is None else time.monotonic() + timeout,
+            progress=self._progress_sink(run),
+            aborted=self._abort_check(run),
+        )
+        start = time.monotonic()
+        watched = run.blocking
+        try:
+            value = self.runner.call(
+                lambda: hook(ctx),
+                step=str(step),
+                timeout=timeout if watched else None,
+                tick=(lambda: self.journal.heartbeat(run.migration)) if watched else None,
+                tick_every=self.journal.lease_seconds / 3,
+            )
+        except JournalError:
+            raise  # the heartbeat lost the lease: stop driving at once
+        except Exception as exc:  # noqa: BLE001 -- every driver failure becomes journal data
+            self.writes.failpoints.hit(step, "called")
+            return Outcome(error=exc, duration=time.monotonic() - start)
+        self.writes.failpoints.hit(step, "called")
+        return validated(step, Outcome(value=value, duration=time.monotonic() - start))
+
+    def probe(self, run: Run, driver: Driver, domain: str) -> ProbeResult | None:
+        """Ask a host what it holds; journal the answer; None if it cannot tell."""
+        start = time.monotonic()
+        host = redact_uri(driver.uri)  # journaled: never a password
+        try:
+            result = self.runner.call(
+                lambda: driver.probe(domain), step="probe", timeout=self.step_timeout
+            )
+        except Exception as exc:  # noqa: BLE001 -- any failure means "cannot tell"
+            draft = EventDraft(
+                kind=EventKind.ERROR,
+                step=Step.PROBE,
+                uri=host,
+                error_type=type(exc).__name__,
+                error_message=reasons.error_text(exc),
+                duration=time.monotonic() - start,
+            )
+            self.writes.note(run, draft)
+            return None
+        detail: dict[str, Any] = {"host": host, "domain": domain, "state": str(result.state)}
+        if result.detail:
+            detail["detail"] = result.detail  # nested: a driver's keys never shadow ours
+        draft = EventDraft(
+            kind=EventKind.OK,
+            step=Step.PROBE,
+            uri=host,
+            detail=detail,
+            duration=time.monotonic() - start,
+        )
+        self.writes.note(run, draft)
+        return result
+
+    def _abort_check(self, run: Run) -> Callable[[], bool]:
+        """``ctx.aborted``: reads the persisted abort request, at most every 0.25 s."""
+        state = {"at": 0.0, "aborted": False}
+
+        def aborted() -> bool:
+            now = time.monotonic()
+            if not state["aborted"] and now - state["at"] >= ABORT_POLL:
+                state["at"] = now
+                state["aborted"] = self.journal.abort_requested(run.migration.id)
+            return bool(state["aborted"])
+
+        return aborted
+
+    def _progress_sink(self, run: Run) -> Callable[[Progress], None]:
+        last = [0.0]
+
+        def sink(progress: Progress) -> None:
+            now = time.monotonic()
+            final = progress.remaining == 0
+            if self.on_progress is not None:
+                self.on_progress(run.migration, progress)
+            if final or now - last[0] >= PROGRESS_INTERVAL:
+                last[0] = now
+                self.journal.set_progress(run.migration, progress.as_dict())
+
+        return sink

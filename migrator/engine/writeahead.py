@@ -1,0 +1,100 @@
+"""The write-ahead layer: the only code that writes a migration's state (docs/journal.md).
+
+For each step: (1) the intent is committed, with every input the step will use; (2) the
+driver hook is called (``steps.py``); (3) the outcome is committed with the next state. A
+state change and its event are one transaction (``Journal.record``, a compare-and-set on
+state and fence). The ``transitions`` machine built from ``states.py`` checks each trigger
+before anything is written; the hooks observe each commit after it (``observers.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from migrator.engine import reasons
+from migrator.engine.observers import Hooks
+from migrator.engine.run import Outcome, Run
+from migrator.failpoints import Failpoints
+from migrator.journal.store import Journal
+from migrator.records import KEEP_REASON, EventDraft, EventKind, Reason
+from migrator.states import State, Step, Trigger, fire
+
+
+class WriteAhead:
+    """Commits intents, outcomes, notes and transitions for one coordinator."""
+
+    def __init__(
+        self, journal: Journal, coordinator_id: str, hooks: Hooks, failpoints: Failpoints
+    ) -> None:
+        self.journal = journal
+        self.coordinator_id = coordinator_id
+        self.hooks = hooks
+        self.failpoints = failpoints
+
+    def intent(
+        self, run: Run, trigger: Trigger, draft: EventDraft, *, reason: Reason = KEEP_REASON
+    ) -> None:
+        """Commit a step's intent (``draft.step``), before its hook is called."""
+        self.transition(run, trigger, draft, reason=reason)
+        assert draft.step is not None
+        self.failpoints.hit(draft.step, "intent")
+
+    def outcome(
+        self,
+        run: Run,
+        trigger: Trigger,
+        step: Step,
+        out: Outcome,
+        *,
+        reason: Reason = KEEP_REASON,
+        **fields: Any,
+    ) -> None:
+        """Commit what ``step``'s hook gave; a failure's reason says which step and why."""
+        if out.ok:
+            draft = EventDraft(kind=EventKind.OK, step=step, duration=out.duration, **fields)
+        else:
+            assert out.error is not None
+            draft = EventDraft(
+                kind=EventKind.ERROR,
+                step=step,
+                duration=out.duration,
+                error_type=type(out.error).__name__,
+                error_message=reasons.error_text(out.error),
+                **fields,
+            )
+            if reason is KEEP_REASON:
+                reason = reasons.step_failed(step, out.error)
+        self.transition(run, trigger, draft, reason=reason)
+        self.failpoints.hit(step, "recorded")
+
+    def transition(
+        self, run: Run, trigger: Trigger, draft: EventDraft, *, reason: Reason = KEEP_REASON
+    ) -> None:
+        """Fire ``trigger`` on the machine, then commit the event and the new state."""
+        before = run.model.state
+        state = fire(run.model, trigger)
+        try:
+            run.migration = self.journal.record(
+                run.migration, draft, state=state, coordinator=self.coordinator_id, reason=reason
+            )
+        except BaseException:
+            run.model.state = before
+            raise
+        self.hooks.after_commit(run.migration, draft, before, self.coordinator_id)
+
+    def note(self, run: Run, draft: EventDraft, *, reason: Reason = KEEP_REASON) -> None:
+        """Commit an event that does not change the state (a probe, a recovery note)."""
+        state: State = run.state
+        run.migration = self.journal.record(
+            run.migration, draft, state=state, coordinator=self.coordinator_id, reason=reason
+        )
+        self.hooks.after_commit(run.migration, draft, state, self.coordinator_id)
+
+    def give_up(self, run: Run, reason: str) -> None:
+        """IN_DOUBT: the engine cannot tell where the domain runs, and stops."""
+        self.transition(run, Trigger.GIVE_UP, EventDraft(kind=EventKind.IN_DOUBT), reason=reason)
+
+    def decided(self, run: Run, trigger: Trigger, reason: Reason, **detail: Any) -> None:
+        """An end decided without a step of its own (v1/v2: from a probe, or an operator)."""
+        draft = EventDraft(kind=EventKind.DECIDED, detail=detail)
+        self.transition(run, trigger, draft, reason=reason)
