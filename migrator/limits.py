@@ -26,12 +26,15 @@ _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 _INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
 
 
-def seconds(value: object, *, name: str) -> float:
-    """``value`` as a number of seconds in (0, MAX_SECONDS]; else a UsageError."""
+def seconds(value: object, *, name: str, zero: bool = False) -> float:
+    """``value`` as a number of seconds in (0, MAX_SECONDS] ([0, ...] with ``zero``);
+    else a UsageError."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise UsageError(f"{name} must be a number of seconds, not {value!r}")
-    if not math.isfinite(value) or not 0 < value <= MAX_SECONDS:
-        raise UsageError(f"{name} must be more than 0 and at most {MAX_SECONDS:g} s, not {value!r}")
+    low = "at least 0" if zero else "more than 0"
+    above_low = value >= 0 if zero else value > 0
+    if not math.isfinite(value) or not above_low or value > MAX_SECONDS:
+        raise UsageError(f"{name} must be {low} and at most {MAX_SECONDS:g} s, not {value!r}")
     return float(value)
 
 

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from migrator import limits
 from migrator.drivers.base import (
     DomainState,
     Driver,
@@ -24,7 +25,7 @@ from migrator.drivers.base import (
     redact_uri,
     refuse_unhonoured,
 )
-from migrator.engine import negotiation
+from migrator.engine import lease, negotiation
 from migrator.engine.flows import ABORTABLE, flow_for
 from migrator.engine.flows.base import RECOVERABLE, Engine, Plan
 from migrator.engine.observers import Hook, Hooks
@@ -85,6 +86,10 @@ class Coordinator:
         connect: Connect = connect,
         failpoints: Failpoints = INERT,
     ) -> None:
+        if step_timeout is not None:
+            limits.seconds(step_timeout, name="step_timeout")
+        limits.integer(confirm_attempts, name="confirm_attempts", low=1, high=1000)
+        limits.seconds(retry_backoff, name="retry_backoff", zero=True)
         self.journal = journal
         self.id = coordinator_id or new_coordinator_id()
         self.connect = connect
@@ -131,7 +136,8 @@ class Coordinator:
         )
         run = Run(migration, src, dst, params)
         try:
-            flow_for(version).drive(self.engine, run)
+            with lease.kept(self.journal, run):
+                flow_for(version).drive(self.engine, run)
         finally:
             run.release()
         return run.migration
@@ -183,7 +189,8 @@ class Coordinator:
                 "because": why,
             }
             self.engine.writes.note(run, EventDraft(kind=EventKind.RECOVERY, detail=detail))
-            flow.carry_out(self.engine, run, plan)
+            with lease.kept(self.journal, run):
+                flow.carry_out(self.engine, run, plan)
         finally:
             run.release()
         return dataclasses.replace(
@@ -209,7 +216,8 @@ class Coordinator:
         draft = EventDraft(kind=EventKind.RESOLVE, detail={"running_on": running_on})
         try:
             self.engine.writes.note(run, draft, reason=reason)
-            flow_for(migration.protocol).resolve(self.engine, run, running_on)
+            with lease.kept(self.journal, run):
+                flow_for(migration.protocol).resolve(self.engine, run, running_on)
         finally:
             run.release()
         return run.migration
@@ -237,10 +245,12 @@ class Coordinator:
         bandwidth: int,
         protocol: int | None,
     ) -> tuple[MigrationParams, int]:
-        if bandwidth < 0:
-            raise UsageError(f"bandwidth must be >= 0 MiB/s, not {bandwidth}")
-        if not domain or (dname is not None and not dname):
-            raise UsageError("a domain name must not be empty")
+        limits.integer(bandwidth, name="bandwidth")
+        limits.domain_name(domain, name="domain name")
+        if dname is not None:
+            limits.domain_name(dname, name="dname")
+        if protocol is not None:
+            limits.integer(protocol, name="protocol", low=1, high=3)
         if src.uri == dst.uri:
             raise UsageError(f"source and destination are the same host: {redact_uri(src.uri)}")
         version = negotiation.negotiate(
