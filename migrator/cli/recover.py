@@ -85,8 +85,10 @@ def print_recovery(rows: list[dict[str, Any]], *, dry_run: bool) -> None:
     for r in rows:
         if dry_run:
             result = "would claim: " + r["because"] if r["because"] else "owner alive: left alone"
+        elif r["claimed"] and r["note"]:
+            result = f"{r['result'] or 'not finished'}: {r['note']}"
         elif r["claimed"]:
-            result = r["result"] or f"not finished: {r['note']}"
+            result = r["result"] or "not finished"
         else:
             result = r["note"] or "owner alive: left alone (--steal takes it)"
         table.add_row(r["id"][:8], r["state"], Text(r["action"]), Text(safe(result)))

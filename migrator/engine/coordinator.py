@@ -34,7 +34,14 @@ from migrator.engine.retry import RetryPolicy
 from migrator.engine.run import Connect, Run, resume
 from migrator.engine.steps import ProgressCallback, Steps
 from migrator.engine.writeahead import WriteAhead
-from migrator.errors import DomainExists, DomainNotFound, FenceLost, MigratorError, UsageError
+from migrator.errors import (
+    DomainExists,
+    DomainNotFound,
+    FenceLost,
+    JournalUnavailable,
+    MigratorError,
+    UsageError,
+)
 from migrator.failpoints import INERT, Failpoints
 from migrator.flags import MigrateFlags
 from migrator.journal.store import Journal
@@ -151,18 +158,29 @@ class Coordinator:
         lease lapsed, or ``steal``; one whose owner is alive is reported and left alone.
         ``dry_run`` plans without claiming, calling or writing anything.
         """
-        reports = []
-        for migration in self.journal.list(states=RECOVERABLE):
+        reports: list[Recovered] = []
+        pending = self.journal.list(states=RECOVERABLE)
+        for done, migration in enumerate(pending):
             try:
                 reports.append(self._recover_one(migration, dry_run=dry_run, steal=steal))
+            except JournalUnavailable as exc:  # the journal fails them all: stop once, say why
+                reports.append(self._stopped(migration, exc))
+                skipped = f"not attempted: {exc}"
+                reports.extend(_untouched(m, skipped) for m in pending[done + 1 :])
+                break
             except MigratorError as exc:  # one migration's trouble must not stop the others
-                state = self.journal.get(migration.id).state
-                plan = flow_for(migration.protocol).plan(migration, [])
-                note = f"recovery stopped: {exc}"
-                reports.append(
-                    Recovered(migration.id, migration.state, plan, True, None, state, None, note)
-                )
+                reports.append(self._stopped(migration, exc))
         return reports
+
+    def _stopped(self, migration: Migration, exc: MigratorError) -> Recovered:
+        """The report of a migration whose recovery stopped on ``exc``."""
+        try:
+            state = self.journal.get(migration.id).state
+        except MigratorError:
+            state = migration.state
+        plan = flow_for(migration.protocol).plan(migration, [])
+        note = f"recovery stopped: {exc}"
+        return Recovered(migration.id, migration.state, plan, True, None, state, None, note)
 
     def _recover_one(self, migration: Migration, *, dry_run: bool, steal: bool) -> Recovered:
         flow = flow_for(migration.protocol)
@@ -271,6 +289,11 @@ class Coordinator:
         refuse_unhonoured(flags, src, dst)
         params = MigrationParams(domain=domain, flags=flags, dname=dname, bandwidth=bandwidth)
         return params, version
+
+
+def _untouched(migration: Migration, note: str) -> Recovered:
+    plan = flow_for(migration.protocol).plan(migration, [])
+    return Recovered(migration.id, migration.state, plan, note=note)
 
 
 def _best_effort_probe(driver: Driver, domain: str) -> DomainState | None:

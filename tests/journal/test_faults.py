@@ -245,6 +245,13 @@ def locked_journal(tmp_path: Path) -> Iterator[Path]:
     """A journal another process holds a write lock on until the test ends."""
     path = tmp_path / "journal.db"
     Journal.open(f"sqlite:///{path}").close()
+    with _held_lock(path):
+        yield path
+
+
+@contextlib.contextmanager
+def _held_lock(path: Path) -> Iterator[None]:
+    """Another process holds the write lock of the SQLite file ``path`` meanwhile."""
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sqlite3, sys, time
@@ -258,7 +265,7 @@ def locked_journal(tmp_path: Path) -> Iterator[Path]:
     )  # fmt: skip
     assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
     try:
-        yield path
+        yield
     finally:
         holder.kill()
         holder.wait()
@@ -287,3 +294,48 @@ def test_errno_of_a_full_tmpfs_is_enospc(tiny_fs: Path) -> None:
         f.flush()
         os.fsync(f.fileno())
     assert info.value.errno == errno.ENOSPC
+
+
+# -- recover under journal faults: the cause in the table, and one stop --------------------
+
+
+def _orphan(hosts: Hosts, db: str, domain: str = "vm1") -> None:
+    """A migration whose coordinator crashed in Perform (exit 137), left for recover."""
+    proc = run_cli(
+        "migrate", domain, "--src", hosts.src_uri, "--dst", hosts.dst_uri, db=db,
+        env={"MIGRATOR_FAILPOINTS": "perform.called=crash"},
+    )  # fmt: skip
+    assert proc.returncode == 137, proc.stderr
+
+
+def test_recover_on_a_full_disk_shows_the_cause_in_its_table(
+    tiny_fs: Path, hosts: Hosts
+) -> None:
+    db = f"sqlite:///{tiny_fs / 'journal.db'}"
+    _orphan(hosts, db)
+    fill(tiny_fs)
+    proc = run_cli("recover", db=db)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "database or disk is full" in " ".join(proc.stdout.split()), proc.stdout
+    (tiny_fs / "filler").unlink()
+    assert run_cli("recover", db=db).returncode == 0
+
+
+def test_recover_under_a_held_lock_stops_once_with_the_cause(
+    tmp_path: Path, hosts: Hosts
+) -> None:
+    db = f"sqlite:///{tmp_path / 'journal.db'}"
+    hosts.src.define("vm2", memory_mib=1)
+    _orphan(hosts, db, "vm1")
+    _orphan(hosts, db, "vm2")
+    with _held_lock(tmp_path / "journal.db"):
+        started = time.monotonic()
+        proc = run_cli("recover", "--json", db=db)
+        elapsed = time.monotonic() - started
+    assert elapsed < 15, elapsed  # one busy timeout (10 s), not one per migration
+    assert proc.returncode == 1, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert len(rows) == 2
+    assert all("database is locked" in r["note"] for r in rows), rows
+    assert [r["note"].startswith("not attempted") for r in rows] == [False, True]
