@@ -158,6 +158,7 @@ def _huge_test_domain(argv: list[str]) -> bool:
     return value.isascii() and value.lstrip("+").isdigit() and int(value) > 64
 
 
+@pytest.mark.timeout(0 if PROFILE == "long" else 120)
 @settings(settings.get_profile(PROFILE))
 @given(argv=command_lines())
 def test_any_command_line_gets_a_documented_exit_and_no_traceback(
