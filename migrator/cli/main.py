@@ -91,8 +91,8 @@ def _run(argv: list[str]) -> None:
         fail(exc.format_message() + hint, ExitCode.USAGE)
     except click.ClickException as exc:
         fail(exc.format_message(), ExitCode(exc.exit_code))
-    except Terminated:
-        sys.exit(ExitCode.TERMINATED)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated):
+            sys.exit(ExitCode.TERMINATED)  # its message named the migration already
         click.echo("migrator: interrupted", err=True)
         sys.exit(ExitCode.INTERRUPTED)

@@ -129,9 +129,7 @@ def case_id(case: Case) -> str:
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_case_gets_its_exit_code_and_message(
-    case: Case, seeded_dir: Path, tmp_path: Path
-) -> None:
+def test_case_gets_its_exit_code_and_message(case: Case, seeded_dir: Path, tmp_path: Path) -> None:
     scratch = Scratch(tmp_path / "s")
     shutil.copytree(seeded_dir, scratch.tmp)
     if case.setup:

@@ -162,7 +162,8 @@ def _huge_test_domain(argv: list[str]) -> bool:
 @settings(settings.get_profile(PROFILE))
 @given(argv=command_lines())
 def test_any_command_line_gets_a_documented_exit_and_no_traceback(
-    argv: list[str], seeded_dir: Path  # noqa: F811  # the fixture imported above
+    argv: list[str],
+    seeded_dir: Path,  # noqa: F811  # the fixture imported above
 ) -> None:
     assume(not _huge_test_domain(argv))
     with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp:
