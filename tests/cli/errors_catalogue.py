@@ -150,6 +150,8 @@ CASES: list[Case] = [
        'migrator: error: -o /nonexistent/dir/x.json: no such directory /nonexistent/dir'),
     _c('one migration', 'export --all -o /proc/x.json', 2,
        'migrator: error: -o /proc/x.json: cannot be created in /proc (No such file or directory)'),
+    _c('one migration', ('diagram', '-o', ''), 2,
+       "migrator: error: -o '.': expected a file name, not a directory"),
     _c('one migration', 'resolve {id} --running-on mars', 2,
        "migrator: error: Invalid value for '--running-on': 'mars' is not one of 'src', 'dst'. (see `migrator resolve --help`)"),
     _c('one migration', 'resolve {id} --running-on src', 2,
