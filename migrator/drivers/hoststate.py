@@ -72,6 +72,8 @@ class HostState:
         for part in self.PARTS:
             if not isinstance(host.setdefault(part, {}), dict):
                 raise DriverError(f"{self._state}: {part!r} is not a JSON object")
+        if not all(isinstance(d, dict) for d in host["domains"].values()):
+            raise DriverError(f"{self._state}: a domain that is not a JSON object")
         return host
 
     @contextmanager
