@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from migrator.coordinator import Coordinator
 from migrator.errors import JournalReplaced
+from migrator.failpoints import Crash, Failpoints
 from migrator.hooks import HookEvent, HookName
 from migrator.journal.store import Journal
 from migrator.records import EventDraft
@@ -339,3 +340,22 @@ def test_recover_under_a_held_lock_stops_once_with_the_cause(
     assert len(rows) == 2
     assert all("database is locked" in r["note"] for r in rows), rows
     assert [r["note"].startswith("not attempted") for r in rows] == [False, True]
+
+
+def test_a_database_restart_during_recover_does_not_end_it(
+    proxied: Journal, proxy: Proxy, hosts: Hosts
+) -> None:
+    crashed = Coordinator(proxied, failpoints=Failpoints({"perform.intent": "raise"}))
+    with pytest.raises(Crash):
+        crashed.migrate("vm1", src=hosts.src, dst=hosts.dst)
+    restarts = proxy.cuts
+
+    def hook(event: HookEvent) -> None:
+        if event.name is HookName.RECOVERED:
+            proxy.restart(1.0)
+
+    connect = {hosts.src_uri: hosts.src, hosts.dst_uri: hosts.dst}.__getitem__
+    [report] = Coordinator(proxied, hooks=[hook], connect=connect).recover(steal=True)
+    assert proxy.cuts == restarts + 1
+    assert report.note is None, report.note
+    assert report.result in (State.CONFIRMED, State.ROLLED_BACK)
