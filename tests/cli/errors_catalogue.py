@@ -84,6 +84,8 @@ CASES: list[Case] = [
        'migrator: error: source and destination are the same host: {src}'),
     _c('migrate', 'migrate ghost --src {src} --dst {dst}', 2,
        "migrator: error: domain 'ghost' not found on {src}"),
+    _c('migrate', 'migrate ghost --src test://{tmp}/new-host --dst {dst}', 2,
+       "migrator: error: domain 'ghost' not found on test://{tmp}/new-host"),
     _c('migrate', ('migrate', '', '--src', '{src}', '--dst', '{dst}'), 2,
        "migrator: error: DOMAIN must be non-empty text, not '' (see `migrator migrate --help`)"),
     _c('migrate', 'migrate {long} --src {src} --dst {dst}', 2,
@@ -274,6 +276,7 @@ def markdown() -> str:
             f" {shown(case.left)} |"
         )
     parts.append("\n" + FAULTS)
+    parts.append(FUZZING)
     return "\n".join(parts) + "\n"
 
 
@@ -285,6 +288,27 @@ FAULTS = """## Journal faults
 | The disk fills up (SQLite page limit) at any step | `journal ... unavailable: database or disk is full; migration ID left in STATE; `migrator recover` brings it to a safe end`; exit 1; `recover` then finishes it | `tests/journal/test_faults.py` |
 | Another process holds the SQLite journal locked | writes wait at most the busy timeout (10 s), then one line: `database is locked`; exit 2 for a command that changed nothing, 1 with the migration named for `migrate` | `tests/journal/test_faults.py` |
 | PostgreSQL restarts (connections cut and refused for up to 5 s) | writes are retried within a bounded time; a commit whose outcome is unknown is read back, never repeated blindly; the migration ends `CONFIRMED`, exit 0 | `tests/journal/test_faults.py` |
+"""
+
+
+FUZZING = """## Fuzzing
+
+`tests/cli/test_fuzz.py` draws command lines over every command and option (Hypothesis):
+arbitrary text, numbers (huge, negative, `nan`, infinite, non-ASCII digits), ids, URIs,
+journal URLs, output files and hook commands, in any order, with stray arguments. Every
+one must exit with a documented code (0, 1, 2 or 3), print no traceback and no
+`unexpected` error, and after exit 2 print one line and leave the journal and the hosts
+byte-for-byte unchanged. `metrics` (serves until stopped), `qmp-host define` (starts
+QEMU) and `demo` (writes up to 4 GiB) are left out; their options are cases above.
+
+| run | command | examples | time (2 cores) |
+|---|---|---|---|
+| CI (every `pytest`) | `pytest tests/cli/test_fuzz.py` | 120 | about 15 s |
+| long | `HYPOTHESIS_PROFILE=long pytest tests/cli/test_fuzz.py -p no:cacheprovider` | 5,000 | about 5 min |
+
+What the long runs found, each now a case above: `-o ''` (an output file with no name)
+wrote a temporary file into the working directory and failed with an unexpected error;
+a command refused for an unknown domain created the (missing) host's directory.
 """
 
 
