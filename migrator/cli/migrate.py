@@ -22,6 +22,7 @@ REPLACED_ADVICE = (
     " (the source may be paused, the destination may hold an incoming copy) before"
     " migrating the domain again"
 )
+NOTHING_STARTED = "no migration was started"
 MAX_DEMO_MIB = 4096
 """The largest test domain ``demo`` and ``test-host define`` write (its image is that big)."""
 
@@ -157,7 +158,9 @@ def run(
         except JournalError as exc:
             if context.settings().traceback:
                 raise
-            context.fail(f"{exc}; {_left_behind(journal, coordinator.id)}", exits.ExitCode.FAILED)
+            left = _left_behind(journal, coordinator.id)
+            code = exits.ExitCode.USAGE if left == NOTHING_STARTED else exits.ExitCode.FAILED
+            context.fail(f"{exc}; {left}", code)
     return outcome_of(migration)
 
 
@@ -229,7 +232,7 @@ def _left_behind(journal: Journal, coordinator_id: str) -> str:
     for m in mine:
         if m.state not in TERMINAL:
             return f"migration {m.id} left in {m.state}; {advice}"
-    return "no migration left unfinished" if mine else "no migration was started"
+    return "no migration left unfinished" if mine else NOTHING_STARTED
 
 
 def print_outcome(outcome: dict[str, Any]) -> None:

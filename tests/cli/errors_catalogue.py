@@ -286,7 +286,7 @@ FAULTS = """## Journal faults
 |---|---|---|
 | The SQLite journal is deleted or replaced while a migration runs | the next write stops the migration: `journal ... unavailable: the journal was replaced or deleted since it was opened`, naming the migration left behind and `migrator recover`; exit 1 | `tests/journal/test_faults.py` |
 | The disk fills up (SQLite page limit) at any step | `journal ... unavailable: database or disk is full; migration ID left in STATE; `migrator recover` brings it to a safe end`; exit 1; `recover` then finishes it | `tests/journal/test_faults.py` |
-| Another process holds the SQLite journal locked | writes wait at most the busy timeout (10 s), then one line: `database is locked`; exit 2 for a command that changed nothing, 1 with the migration named for `migrate` | `tests/journal/test_faults.py` |
+| Another process holds the SQLite journal locked | writes wait at most the busy timeout (10 s), then one line: `database is locked`; exit 2 when nothing was written (`migrate`: `no migration was started`), 1 when a migration was left behind (named, with `migrator recover`); `recover` stops once, every row saying why | `tests/journal/test_faults.py` |
 | PostgreSQL restarts (connections cut and refused for up to 5 s) | writes are retried within a bounded time; a commit whose outcome is unknown is read back, never repeated blindly; the migration ends `CONFIRMED`, exit 0 | `tests/journal/test_faults.py` |
 """
 
