@@ -222,7 +222,7 @@ CASES: list[Case] = [
     _c('journal', '--db sqlite:///{tmp}/garbage.db list', 2,
        'migrator: error: journal sqlite:///{tmp}/garbage.db unavailable: file is not a database', left='the file, unchanged', setup='garbage-file'),
     _c('journal', 'list', 2,
-       'migrator: error: journal {db} has schema revision 9999, newer than this migrator knows (up to 0001); upgrade migrator', setup='newer-schema'),
+       'migrator: error: journal {db} has schema revision 9999, newer than this migrator knows (up to {head}); upgrade migrator', setup='newer-schema'),
     _c('journal', ('--db', 'sqlite:///\udcff.db', 'list'), 2,
        "migrator: error: argument 'sqlite:///\\udcff.db' is not valid UTF-8"),
     # -- general ---------------------------------------------------------------
@@ -238,6 +238,7 @@ PLACEHOLDERS = {
     "{tmp}": "/srv",
     "{id}": "5a9e1c4e-0000-4000-8000-000000000000",
     "{long}": "xxx...(5,000 x)",
+    "{head}": "HEAD",
 }
 
 

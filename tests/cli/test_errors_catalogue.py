@@ -15,6 +15,7 @@ import pytest
 
 from migrator.coordinator import Coordinator
 from migrator.drivers.test import TestDriver
+from migrator.journal.schema import SCHEMA_HEAD
 from migrator.journal.store import Journal
 from tests.cli.errors_catalogue import CASES, LONG, Case, markdown
 from tests.conftest import ROOT, run_cli
@@ -37,6 +38,7 @@ class Scratch:
             "{tmp}": str(self.tmp),
             "{id}": (self.tmp / SEED_ID_FILE).read_text(),
             "{long}": LONG,
+            "{head}": SCHEMA_HEAD,
         }
 
     def fill(self, text: str) -> str:
