@@ -141,12 +141,13 @@ def _refuse_foreign(url: str, path: Path) -> None:
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+            query = "SELECT name FROM sqlite_master WHERE type = 'table'"
+            names = {row[0] for row in conn.execute(query)}
         finally:
             conn.close()
     except sqlite3.Error:
         return  # not a database at all: opening it says so
-    tables = {n for n in names if not n.startswith("sqlite_") and not n.startswith("ix_")}
+    tables = {n for n in names if not n.startswith("sqlite_")}
     foreign = sorted(tables - {*schema.metadata.tables, "alembic_version"})
     if foreign and "alembic_version" not in names:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
