@@ -12,7 +12,8 @@ Every error the library raises on purpose derives from :class:`MigratorError`::
     │   ├── NoCommonProtocol       the two drivers share no migration protocol
     │   └── FlagNotHonoured        a migration flag a host's driver does not act on
     ├── JournalError               the journal cannot be used; the CLI exits 2
-    │   ├── JournalUnavailable     cannot connect, not a database, locked
+    │   ├── JournalUnavailable     cannot connect, not a database, locked, disk full
+    │   │   └── JournalReplaced    the database is not the one this journal opened
     │   ├── SchemaOutOfDate        the schema is older (or newer) than this code
     │   └── FenceLost              another coordinator owns the migration now
     ├── IllegalTransition          a trigger the state machine refuses
@@ -86,8 +87,23 @@ class JournalError(MigratorError):
 
 
 class JournalUnavailable(JournalError):
-    def __init__(self, *, url: str, reason: str) -> None:
+    def __init__(
+        self, *, url: str, reason: str, transient: bool = False, outcome_unknown: bool = False
+    ) -> None:
+        self.transient = transient
+        """A connection reset, a server restarting, a busy database: worth retrying."""
+        self.outcome_unknown = outcome_unknown
+        """The commit itself failed: whether the write happened must be read back."""
         super().__init__(f"journal {url} unavailable: {reason}")
+
+
+class JournalReplaced(JournalUnavailable):
+    def __init__(self, *, url: str, detail: str) -> None:
+        super().__init__(
+            url=url,
+            reason=f"it is not the database this journal opened ({detail}); nothing more is"
+            " written to it",
+        )
 
 
 class SchemaOutOfDate(JournalError):

@@ -36,7 +36,8 @@ __all__ = [
 ]
 
 COMMAND_TIMEOUT = 10.0
-"""Seconds a hook command may run: well under the 30 s lease, which no write renews meanwhile."""
+"""Seconds a hook command may run. The lease is renewed meanwhile (``engine/lease.py``), but
+a hook delays the migration by as long as it runs."""
 STDERR_MAX = 500
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from migrator import replayphases
 from migrator.drivers.base import (
     BeginResult,
     ConfirmResult,
@@ -34,10 +35,11 @@ from migrator.drivers.base import (
 from migrator.engine.coordinator import Coordinator
 from migrator.engine.flows import ABORTABLE
 from migrator.errors import DriverError
-from migrator.failpoints import Crash, Failpoints
+from migrator.failpoints import Crash
 from migrator.flags import MigrateFlags
 from migrator.journal.store import Journal
 from migrator.records import OUTCOMES, Event, EventKind, Migration, StepContext
+from migrator.replayphases import StopPoint
 from migrator.states import RUNS_ON, Step
 
 Signature = tuple[str | None, str, bool | None, str, int]
@@ -232,77 +234,6 @@ class ReplayDriver:
         return None
 
 
-class _NthHit(Mapping[str, str]):
-    """A failpoint map that arms ``name`` for its ``n``-th hit only.
-
-    A crash after the third Confirm attempt must not be replayed as one after the first,
-    and an ordinary failpoint fires at every hit.
-    """
-
-    def __init__(self, name: str, n: int) -> None:
-        self.name, self.n, self.hits = name, n, 0
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if key != self.name:
-            return default
-        self.hits += 1
-        return "raise" if self.hits == self.n else default
-
-    def __getitem__(self, key: str) -> str:
-        value = self.get(key)
-        if value is None:
-            raise KeyError(key)
-        return str(value)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter([self.name])
-
-    def __len__(self) -> int:
-        return 1
-
-
-StopPoint = tuple[str, int]
-"""Where a run stopped: a failpoint name and which hit of it, within that run."""
-
-PHASE_STARTS = (EventKind.RECOVERY, EventKind.RESOLVE)
-
-
-def _phases(history: Sequence[Event]) -> list[list[Event]]:
-    """The history cut where a new coordinator took over: each recovery or resolve."""
-    phases: list[list[Event]] = [[]]
-    for event in history:
-        starts = event.kind in PHASE_STARTS and not (
-            phases[-1]
-            and phases[-1][-1].kind == EventKind.RECOVERY
-            and event.kind == EventKind.RECOVERY
-        )
-        if starts:
-            phases.append([])
-        phases[-1].append(event)
-    return phases
-
-
-def _stop_point(phase: list[Event], *, first: bool) -> StopPoint | None:
-    """Where a phase that a later one follows stopped: a crash, or None if it ended by itself.
-
-    ``<step>.intent`` or ``<step>.recorded`` as the failpoints name them, counted within
-    the phase; ``created`` for a migration that died before its first step.
-    """
-    if not phase:
-        return ("created", 1) if first else None
-    last = phase[-1]
-    if last.step is None or last.step is Step.PROBE:
-        return None  # it stopped on its own (IN_DOUBT, say); no crash to replay
-    intent = last.kind == EventKind.INTENT
-    name = f"{last.step.value}.{'intent' if intent else 'recorded'}"
-    kinds = (EventKind.INTENT,) if intent else tuple(OUTCOMES)
-    return (name, sum(1 for e in phase if e.step is last.step and e.kind in kinds))
-
-
-def _armed(point: StopPoint | None) -> Failpoints:
-    return Failpoints(None if point is None else _NthHit(*point))
-
-
 def _split_tapes(
     migration: Migration, history: Sequence[Event]
 ) -> tuple[_Tape, _Tape, _Tape, _Tape]:
@@ -340,8 +271,8 @@ def _rerun(
         migration.dst, dst_tape, dst_probes, start=DomainState.ABSENT, original_id=migration.id
     )
     dst.shared = src.shared
-    phases = _phases(history)
-    stops = [_stop_point(p, first=i == 0) for i, p in enumerate(phases[:-1])] + [None]
+    phases = replayphases.phases(history)
+    stops = [replayphases.stop_point(p, first=i == 0) for i, p in enumerate(phases[:-1])] + [None]
     with Journal.open(f"sqlite:///{path}") as scratch:
         if any(e.kind == EventKind.ABORT for e in history):
             src.before_perform_returns = lambda mid: _request_abort(scratch, mid)
@@ -360,9 +291,13 @@ def _request_abort(scratch: Journal, mid: str) -> None:
 
 
 def _first_run(
-    scratch: Journal, m: Migration, src: ReplayDriver, dst: ReplayDriver, stop: StopPoint | None
+    scratch: Journal,
+    m: Migration,
+    src: ReplayDriver,
+    dst: ReplayDriver,
+    stop: StopPoint | None,
 ) -> None:
-    armed = _armed(stop)
+    armed = replayphases.armed(stop)
     coordinator = Coordinator(scratch, retry_backoff=0.0, step_timeout=None, failpoints=armed)
     if stop is not None and stop[0] == "created":
         # It died between recording the migration and its first step.
@@ -379,7 +314,11 @@ def _first_run(
 
 
 def _later_run(
-    scratch: Journal, src: ReplayDriver, dst: ReplayDriver, opening: Event, stop: StopPoint | None
+    scratch: Journal,
+    src: ReplayDriver,
+    dst: ReplayDriver,
+    opening: Event,
+    stop: StopPoint | None,
 ) -> None:
     """A recovery, or an operator's resolve, with the replay drivers as the hosts."""
     hosts = {src.uri: src, dst.uri: dst}
@@ -388,7 +327,8 @@ def _later_run(
         retry_backoff=0.0,
         step_timeout=None,
         connect=hosts.__getitem__,
-        failpoints=_armed(stop),
+        failpoints=replayphases.armed(stop),
+        hooks=[replayphases.crash_after_claim] if stop == replayphases.CLAIMED else [],
     )
     with contextlib.suppress(Crash):
         if opening.kind == EventKind.RESOLVE:

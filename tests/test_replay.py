@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from migrator.coordinator import Coordinator
+from migrator.failpoints import Crash, Failpoints
 from migrator.journal.store import Journal
 from migrator.replay import replay
-from tests.conftest import run_cli
+from migrator.states import State
+from tests.conftest import Hosts, run_cli
 
 CORPUS = Path(__file__).parent / "replay_corpus"
 
@@ -68,3 +71,21 @@ def test_replay_cli_says_consistent_and_exits_zero(corpus: str) -> None:
     proc = run_cli("replay", mid[:8], db=corpus)
     assert proc.returncode == 0, proc.stderr
     assert "consistent" in proc.stdout
+
+
+@pytest.mark.parametrize("second", ["finish.called", "confirm.intent", "finish.recorded"])
+def test_a_recovery_that_crashed_and_was_recovered_replays_consistently(
+    second: str, journal: Journal, hosts: Hosts
+) -> None:
+    """Crash at finish.intent; the recovery crashes too (at ``second``); recover again."""
+    first = Coordinator(journal, failpoints=Failpoints({"finish.intent": "raise"}))
+    with pytest.raises(Crash):
+        first.migrate("vm1", src=hosts.src, dst=hosts.dst)
+    connect = {hosts.src_uri: hosts.src, hosts.dst_uri: hosts.dst}.__getitem__
+    crashing = Coordinator(journal, connect=connect, failpoints=Failpoints({second: "raise"}))
+    with pytest.raises(Crash):
+        crashing.recover(steal=True)
+    [report] = Coordinator(journal, connect=connect).recover(steal=True)
+    assert report.result is State.CONFIRMED
+    result = replay(journal, report.id)
+    assert result.consistent, result.as_dict()

@@ -20,6 +20,8 @@ class ExitCode(enum.IntEnum):
     """A migration is IN_DOUBT: `migrator resolve` decides where the domain runs."""
     INTERRUPTED = 130
     """Ctrl-C."""
+    TERMINATED = 143
+    """SIGTERM (128 + 15), as a shell reports a process it ended."""
 
 
 BY_STATE = {State.CONFIRMED: ExitCode.OK, State.IN_DOUBT: ExitCode.IN_DOUBT}

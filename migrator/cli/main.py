@@ -15,6 +15,7 @@ import click
 from migrator.cli import db, maintain, migrate, qmp_host, read, recover, testhost
 from migrator.cli.context import Settings, fail
 from migrator.cli.exits import ExitCode
+from migrator.cli.migrate import Terminated
 from migrator.journal import DEFAULT_URL
 
 
@@ -56,7 +57,30 @@ for command in (
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The console script: click's own usage errors become one line too, exit 2."""
+    """The console script: click's own usage errors become one line too, exit 2.
+
+    An argument that is not valid UTF-8 is refused before any command runs, and an
+    unexpected exception is one line too (``--traceback`` shows where it came from).
+    """
+    args = sys.argv[1:] if argv is None else argv
+    _refuse_undecodable(args)
+    try:
+        _run(args)
+    except Exception as exc:
+        if "--traceback" in args:
+            raise
+        fail(f"unexpected {type(exc).__name__}: {exc} (`--traceback` shows where)", ExitCode.FAILED)
+
+
+def _refuse_undecodable(args: list[str]) -> None:
+    from migrator.limits import is_utf8
+
+    for arg in args:
+        if not is_utf8(arg):
+            fail(f"argument {arg[:60]!r} is not valid UTF-8", ExitCode.USAGE)
+
+
+def _run(argv: list[str]) -> None:
     try:
         cli.main(args=argv, prog_name="migrator", standalone_mode=False)
     except click.UsageError as exc:
@@ -67,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
         fail(exc.format_message() + hint, ExitCode.USAGE)
     except click.ClickException as exc:
         fail(exc.format_message(), ExitCode(exc.exit_code))
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated):
+            sys.exit(ExitCode.TERMINATED)  # its message named the migration already
         click.echo("migrator: interrupted", err=True)
         sys.exit(ExitCode.INTERRUPTED)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from migrator.cli import context
-from migrator.cli.options import json_option, parse_age, states_of
+from migrator.cli.options import Count, json_option, parse_age, states_of
 from migrator.states import TERMINAL
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def print_pruned(rows: list[dict[str, Any]], *, dry_run: bool) -> None:
 
 
 @click.command()
-@click.option("--port", type=click.IntRange(0, 65535), required=True, help="TCP port.")
+@click.option("--port", type=Count(0, 65535), required=True, help="TCP port.")
 @click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
 def metrics(port: int, bind: str) -> None:
     """Serve Prometheus metrics computed from the journal (needs the metrics extra)."""

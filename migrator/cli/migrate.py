@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -12,9 +13,18 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from migrator.cli import context, exits
-from migrator.cli.options import hook_option, hooks_from, json_option
+from migrator.cli.options import NAME, SECONDS, URI, Count, hook_option, hooks_from, json_option
 from migrator.cli.testhost import test_host_driver
-from migrator.errors import UsageError
+from migrator.errors import JournalError, JournalReplaced, UsageError
+
+REPLACED_ADVICE = (
+    "the migration's record went with the journal it was written to: check both hosts"
+    " (the source may be paused, the destination may hold an incoming copy) before"
+    " migrating the domain again"
+)
+NOTHING_STARTED = "no migration was started"
+MAX_DEMO_MIB = 4096
+"""The largest test domain ``demo`` and ``test-host define`` write (its image is that big)."""
 
 if TYPE_CHECKING:
     from migrator.flags import MigrateFlags
@@ -23,9 +33,11 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.argument("domain")
-@click.option("--src", required=True, metavar="URI", help="Source host, e.g. test:///srv/hostA.")
-@click.option("--dst", required=True, metavar="URI", help="Destination host.")
+@click.argument("domain", type=NAME)
+@click.option(
+    "--src", type=URI, required=True, metavar="URI", help="Source host, e.g. test:///srv/hostA."
+)
+@click.option("--dst", type=URI, required=True, metavar="URI", help="Destination host.")
 @click.option("--live", is_flag=True, help="Migrate while the domain runs (flag LIVE).")
 @click.option(
     "--tunnelled", is_flag=True, help="Relay the data through the coordinator (flag TUNNELLED)."
@@ -37,15 +49,17 @@ if TYPE_CHECKING:
     metavar="NAME",
     help="A migration flag by name, e.g. persist-dest; repeatable.",
 )
-@click.option("--bandwidth", type=int, default=0, metavar="MIB", help="Cap in MiB/s (0: none).")
-@click.option("--dname", metavar="NAME", help="Name of the domain on the destination.")
+@click.option(
+    "--bandwidth", type=Count(0), default=0, metavar="MIB", help="Cap in MiB/s (0: none)."
+)
+@click.option("--dname", type=NAME, metavar="NAME", help="Name of the domain on the destination.")
 @click.option(
     "--protocol",
     type=click.IntRange(1, 3),
     help="Force a protocol version (default: v3, else v2, else v1).",
 )
 @click.option(
-    "--timeout", type=float, default=600.0, show_default=True, help="Per-step timeout, s."
+    "--timeout", type=SECONDS, default=600.0, show_default=True, help="Per-step timeout, s."
 )
 @hook_option
 @json_option
@@ -65,8 +79,6 @@ def migrate(
 ) -> None:
     """Migrate DOMAIN from --src to --dst and print the outcome."""
     with context.errors():
-        if bandwidth < 0:
-            raise UsageError(f"--bandwidth must be >= 0 MiB/s, not {bandwidth}")
         flags = _flags(flag_names, live=live, tunnelled=tunnelled)
         outcome = run(
             domain,
@@ -125,19 +137,53 @@ def run(
             journal, step_timeout=timeout, on_progress=on_progress, hooks=hooks
         )
         try:
-            migration = coordinator.migrate(
-                domain,
-                src=src_driver,
-                dst=dst_driver,
-                flags=flags,
-                dname=dname,
-                bandwidth=bandwidth,
-                protocol=protocol,
-            )
-        except KeyboardInterrupt:
-            _interrupted(journal, coordinator.id)
+            with terminated_as_interrupt():
+                migration = coordinator.migrate(
+                    domain,
+                    src=src_driver,
+                    dst=dst_driver,
+                    flags=flags,
+                    dname=dname,
+                    bandwidth=bandwidth,
+                    protocol=protocol,
+                )
+        except KeyboardInterrupt as exc:
+            how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            click.echo(f"migrator: {how}: {_left_behind(journal, coordinator.id)}", err=True)
             raise
+        except JournalReplaced as exc:
+            if context.settings().traceback:
+                raise
+            context.fail(f"{exc}; {REPLACED_ADVICE}", exits.ExitCode.FAILED)
+        except JournalError as exc:
+            if context.settings().traceback:
+                raise
+            left = _left_behind(journal, coordinator.id)
+            code = exits.ExitCode.USAGE if left == NOTHING_STARTED else exits.ExitCode.FAILED
+            context.fail(f"{exc}; {left}", code)
     return outcome_of(migration)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so that a migration ends the same way."""
+
+
+@contextmanager
+def terminated_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM raises ``Terminated`` (in the main thread only)."""
+
+    def handler(_signum: int, _frame: object) -> None:
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def outcome_of(migration: Migration) -> dict[str, Any]:
@@ -174,17 +220,19 @@ def _progress_bar(enabled: bool) -> Iterator[Callable[[Migration, Progress], Non
         yield update
 
 
-def _interrupted(journal: Journal, coordinator_id: str) -> None:
+def _left_behind(journal: Journal, coordinator_id: str) -> str:
+    """Which migration this command leaves unfinished, and what brings it to an end."""
     from migrator.states import TERMINAL
 
-    for m in journal.list(limit=20):
-        if m.owner == coordinator_id and m.state not in TERMINAL:
-            click.echo(
-                f"migrator: interrupted: migration {m.id} left in {m.state}; "
-                "`migrator recover` brings it to a safe end",
-                err=True,
-            )
-            return
+    advice = "`migrator recover` brings it to a safe end"
+    try:
+        mine = [m for m in journal.list(limit=20) if m.owner == coordinator_id]
+    except JournalError:
+        return f"the migration it started may be unfinished: once the journal works, {advice}"
+    for m in mine:
+        if m.state not in TERMINAL:
+            return f"migration {m.id} left in {m.state}; {advice}"
+    return "no migration left unfinished" if mine else NOTHING_STARTED
 
 
 def print_outcome(outcome: dict[str, Any]) -> None:
@@ -201,10 +249,8 @@ def print_outcome(outcome: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.option("--memory", type=click.IntRange(min=1), default=64, show_default=True, help="MiB.")
-@click.option(
-    "--bandwidth", type=click.IntRange(min=0), default=256, show_default=True, help="MiB/s."
-)
+@click.option("--memory", type=Count(1, MAX_DEMO_MIB), default=64, show_default=True, help="MiB.")
+@click.option("--bandwidth", type=Count(0), default=256, show_default=True, help="MiB/s.")
 def demo(memory: int, bandwidth: int) -> None:
     """Two test hosts, one domain, one live migration, then its timeline."""
     with context.errors():

@@ -32,13 +32,22 @@ def write_bytes(data: bytes, output: str | None) -> None:
 
 
 def _write_atomically(path: Path, write: Callable[[Any], object]) -> None:
+    if not path.name or path.is_dir():
+        raise UsageError(f"-o {str(path)!r}: expected a file name, not a directory")
     if not path.parent.is_dir():
         raise UsageError(f"-o {path}: no such directory {path.parent}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as exc:
+        raise UsageError(
+            f"-o {path}: cannot be created in {path.parent} ({exc.strerror})"
+        ) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise UsageError(f"-o {path}: cannot be written ({exc.strerror})") from None
         raise

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from migrator.cli.context import errors, print_json
-from migrator.cli.options import json_option
+from migrator.cli.options import NAME, URI, Count, json_option
 from migrator.errors import InvalidURI, UsageError
 
 if TYPE_CHECKING:
@@ -31,14 +31,14 @@ def qmp_host() -> None:
 
 
 @qmp_host.command("define")
-@click.argument("uri")
-@click.argument("domain")
+@click.argument("uri", type=URI)
+@click.argument("domain", type=NAME)
 @click.option(
-    "--memory", type=click.IntRange(min=16), default=128, show_default=True, help="Guest RAM, MiB."
+    "--memory", type=Count(16, 1 << 20), default=128, show_default=True, help="Guest RAM, MiB."
 )
 @click.option(
     "--touch",
-    type=click.IntRange(min=0),
+    type=Count(0, 1 << 20),
     metavar="MIB",
     help="MiB the guest writes (default: 3/4 of --memory, within what fits).",
 )
@@ -59,7 +59,7 @@ def define(uri: str, domain: str, memory: int, touch: int | None, busy: bool) ->
 
 
 @qmp_host.command("list")
-@click.argument("uri")
+@click.argument("uri", type=URI)
 @json_option
 def list_(uri: str, as_json: bool) -> None:
     """List the domains of a qmp host, with the state their QEMU reports."""
@@ -93,8 +93,8 @@ def print_domains(domains: list[dict[str, Any]]) -> None:
 
 
 @qmp_host.command("destroy")
-@click.argument("uri")
-@click.argument("domain")
+@click.argument("uri", type=URI)
+@click.argument("domain", type=NAME)
 def destroy(uri: str, domain: str) -> None:
     """Stop DOMAIN's QEMU (by its pid) and forget the domain."""
     with errors():
@@ -107,9 +107,9 @@ def destroy(uri: str, domain: str) -> None:
 
 
 @qmp_host.command("set-downtime")
-@click.argument("uri")
-@click.argument("domain")
-@click.argument("milliseconds", type=click.IntRange(min=1))
+@click.argument("uri", type=URI)
+@click.argument("domain", type=NAME)
+@click.argument("milliseconds", type=Count(1))
 def set_downtime(uri: str, domain: str, milliseconds: int) -> None:
     """Set DOMAIN's migration downtime limit, live during a migration (lets a busy guest
     converge), and for its next migrations."""

@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from migrator.cli import context
-from migrator.cli.options import STATE_CHOICE, json_option, parse_time, states_of
+from migrator.cli.options import (
+    MIGRATION_ID,
+    NAME,
+    STATE_CHOICE,
+    URI,
+    Count,
+    json_option,
+    parse_time,
+    states_of,
+)
 from migrator.cli.output import write_text
 from migrator.errors import UsageError
 
@@ -22,8 +31,8 @@ if TYPE_CHECKING:
     from migrator.records import Migration
 
 DIAGRAM_FORMATS = click.Choice(["mermaid", "dot", "svg", "png"])
-DEFAULT_PAGE = 50
-"""Migrations ``list`` shows without ``--limit`` or ``--all``: the newest."""
+PAGE = 50
+"""How many migrations ``list`` shows in its table without --limit or --all: the newest."""
 LIST_CHUNK = 1000
 """Migrations ``list --all`` reads and prints at a time."""
 
@@ -32,18 +41,22 @@ LIST_CHUNK = 1000
 @click.option(
     "--state", "states", multiple=True, type=STATE_CHOICE, help="Only this state (repeatable)."
 )
-@click.option("--domain", metavar="NAME", help="Only this domain (its name on either host).")
-@click.option("--host", metavar="TEXT", help="Only where the source or destination URI has TEXT.")
+@click.option(
+    "--domain", type=NAME, metavar="NAME", help="Only this domain (its name on either host)."
+)
+@click.option(
+    "--host", type=URI, metavar="TEXT", help="Only where the source or destination URI has TEXT."
+)
 @click.option(
     "--since", metavar="T", help="Created at or after T: ISO time, or an age (30s, 2h, 3d)."
 )
 @click.option("--until", metavar="T", help="Created at or before T (as --since).")
 @click.option(
     "--limit",
-    type=click.IntRange(min=1),
-    help=f"At most this many, newest first (default {DEFAULT_PAGE}).",
+    type=Count(1),
+    help=f"At most this many, newest first (default for the table: {PAGE}).",
 )
-@click.option("--all", "everything", is_flag=True, help="Every one, streamed (no --limit).")
+@click.option("--all", "everything", is_flag=True, help="Every match, streamed (no --limit).")
 @json_option
 def list_(
     states: tuple[str, ...],
@@ -57,30 +70,29 @@ def list_(
 ) -> None:
     """List migrations, newest first, with the reason of each failure.
 
-    Shows the newest 50 unless told otherwise; a line on stderr says how many more match.
+    The table shows a page (the newest ones) and says how many more match; --json lists
+    every match unless --limit is given.
     """
     with context.errors():
         if everything and limit is not None:
             raise UsageError("give --limit or --all, not both")
-        after = parse_time(since, "--since") if since else None
-        before = parse_time(until, "--until") if until else None
         filters: dict[str, Any] = {
             "states": states_of(states),
-            "since": after,
-            "until": before,
+            "since": parse_time(since, "--since") if since else None,
+            "until": parse_time(until, "--until") if until else None,
             "domain": domain,
             "host": host,
         }
         journal = context.journal()
-        if everything:
+        if everything or (as_json and limit is None):
             print_all(journal.stream(**filters), as_json)
             return
-        page = limit or DEFAULT_PAGE
+        page = limit or PAGE
         chosen = journal.list(**filters, limit=page)
-        more = journal.count(**filters) - page if len(chosen) == page else 0
+        more = journal.count(**filters) - page if limit is None and len(chosen) == page else 0
     print_page(chosen, as_json)
     if more > 0:
-        click.echo(f"… {more} more; --limit N or --all to see them", err=True)
+        click.echo(f"... and {more} more (--limit N or --all shows them)", err=True)
 
 
 def print_page(chosen: list[Migration], as_json: bool) -> None:
@@ -136,7 +148,7 @@ def _json_array(chunks: Iterator[list[dict[str, Any]]]) -> Iterator[str]:
 
 
 @click.command()
-@click.argument("migration_id", metavar="ID")
+@click.argument("migration_id", metavar="ID", type=MIGRATION_ID)
 @json_option
 def show(migration_id: str, as_json: bool) -> None:
     """Show one migration's timeline: every event, durations, cookies, errors."""
@@ -160,7 +172,7 @@ def print_timeline(data: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.argument("migration_id", metavar="[ID]", required=False)
+@click.argument("migration_id", metavar="[ID]", required=False, type=MIGRATION_ID)
 @click.option("--all", "everything", is_flag=True, help="Every migration, as JSON Lines.")
 @click.option(
     "--state",
@@ -262,7 +274,7 @@ def print_stats(data: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.argument("migration_id", metavar="[ID]", required=False)
+@click.argument("migration_id", metavar="[ID]", required=False, type=MIGRATION_ID)
 @click.option(
     "--format", "fmt", type=DIAGRAM_FORMATS, default="mermaid", show_default=True,
     help="svg and png need graphviz (dot).",
@@ -277,7 +289,7 @@ def diagram(migration_id: str | None, fmt: str, output: str | None) -> None:
     with context.errors():
         if fmt == "png" and output is None and sys.stdout.isatty():
             raise UsageError("--format png is binary: give -o FILE, or pipe it")
-        if migration_id:
+        if migration_id is not None:
             from migrator.inspect import path as taken
 
             _migration, path = taken(context.journal(), migration_id)

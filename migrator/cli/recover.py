@@ -10,7 +10,7 @@ import click
 from migrator.cli import context
 from migrator.cli.exits import ExitCode
 from migrator.cli.migrate import outcome_of, print_outcome
-from migrator.cli.options import hook_option, hooks_from, json_option
+from migrator.cli.options import MIGRATION_ID, SECONDS, hook_option, hooks_from, json_option
 from migrator.states import State
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ SAFE_ENDS = {State.CONFIRMED.value, State.ROLLED_BACK.value, State.FAILED.value}
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--steal", is_flag=True, help="Also take migrations whose owner seems alive.")
 @click.option(
-    "--timeout", type=float, default=600.0, show_default=True, help="Per-step timeout, s."
+    "--timeout", type=SECONDS, default=600.0, show_default=True, help="Per-step timeout, s."
 )
 @hook_option
 @json_option
@@ -85,8 +85,10 @@ def print_recovery(rows: list[dict[str, Any]], *, dry_run: bool) -> None:
     for r in rows:
         if dry_run:
             result = "would claim: " + r["because"] if r["because"] else "owner alive: left alone"
+        elif r["claimed"] and r["note"]:
+            result = f"{r['result'] or 'not finished'}: {r['note']}"
         elif r["claimed"]:
-            result = r["result"] or f"not finished: {r['note']}"
+            result = r["result"] or "not finished"
         else:
             result = r["note"] or "owner alive: left alone (--steal takes it)"
         table.add_row(r["id"][:8], r["state"], Text(r["action"]), Text(safe(result)))
@@ -94,7 +96,7 @@ def print_recovery(rows: list[dict[str, Any]], *, dry_run: bool) -> None:
 
 
 @click.command()
-@click.argument("migration_id", metavar="ID")
+@click.argument("migration_id", metavar="ID", type=MIGRATION_ID)
 @click.option(
     "--running-on",
     type=click.Choice(["src", "dst"]),
@@ -119,7 +121,7 @@ def resolve(
 
 
 @click.command()
-@click.argument("migration_id", metavar="ID")
+@click.argument("migration_id", metavar="ID", type=MIGRATION_ID)
 def abort(migration_id: str) -> None:
     """Ask a running migration to stop; Perform fails and the migration rolls back."""
     with context.errors():
@@ -128,7 +130,7 @@ def abort(migration_id: str) -> None:
 
 
 @click.command()
-@click.argument("migration_id", metavar="ID")
+@click.argument("migration_id", metavar="ID", type=MIGRATION_ID)
 @json_option
 def replay(migration_id: str, as_json: bool) -> None:
     """Re-run the engine's decisions against the journal; report the first divergence."""

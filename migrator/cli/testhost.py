@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from migrator.cli import context
-from migrator.cli.options import LazyChoice, json_option
+from migrator.cli.options import NAME, SECONDS, URI, Count, LazyChoice, json_option
 from migrator.errors import InvalidURI, UsageError
 from migrator.states import Step
 
@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from migrator.drivers.test import TestDriver
 
 FAULT_STEPS = [str(step) for step in Step]
+MAX_TEST_MIB = 4096
+"""The largest test domain: its image, that big, is written to the host's directory."""
 
 
 def _fault_modes() -> list[str]:
@@ -40,9 +42,9 @@ def test_host() -> None:
 
 
 @test_host.command("define")
-@click.argument("uri")
-@click.argument("domain")
-@click.option("--memory", type=click.IntRange(min=1), default=4, show_default=True, help="MiB.")
+@click.argument("uri", type=URI)
+@click.argument("domain", type=NAME)
+@click.option("--memory", type=Count(1, MAX_TEST_MIB), default=4, show_default=True, help="MiB.")
 @click.option("--paused", is_flag=True, help="Define the domain paused.")
 @click.option(
     "--persistent", is_flag=True, help="Keep its definition on a source it leaves (else transient)."
@@ -57,7 +59,7 @@ def define(uri: str, domain: str, memory: int, paused: bool, persistent: bool) -
 
 
 @test_host.command("list")
-@click.argument("uri")
+@click.argument("uri", type=URI)
 @json_option
 def list_(uri: str, as_json: bool) -> None:
     """List the domains of a test host."""
@@ -93,12 +95,12 @@ def print_domains(domains: list[dict[str, Any]]) -> None:
 
 
 @test_host.command("fault")
-@click.argument("uri")
+@click.argument("uri", type=URI)
 @click.option("--step", type=click.Choice(FAULT_STEPS), help="The hook to break.")
 @click.option("--mode", type=LazyChoice(_fault_modes), help="How it breaks.")
-@click.option("--seconds", type=float, help="For slow: how long the hook takes.")
+@click.option("--seconds", type=SECONDS, help="For slow: how long the hook takes.")
 @click.option("--message", help="For error: the error text.")
-@click.option("--count", type=click.IntRange(min=1), help="Fire this many times, then clear.")
+@click.option("--count", type=Count(1), help="Fire this many times, then clear.")
 @click.option("--clear", is_flag=True, help="Remove every fault of the host.")
 def fault(
     uri: str,

@@ -11,6 +11,7 @@ docs/drivers.md asks of every hook.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
@@ -65,22 +66,52 @@ class HostState:
             host = {}
         except ValueError as exc:
             raise DriverError(f"{self._state} is not valid JSON: {exc}") from exc
+        except OSError as exc:
+            raise DriverError(f"{self._state} cannot be read: {exc.strerror}") from exc
+        if not isinstance(host, dict):
+            raise DriverError(f"{self._state} is not a host state (a JSON object expected)")
         for part in self.PARTS:
-            host.setdefault(part, {})
+            if not isinstance(host.setdefault(part, {}), dict):
+                raise DriverError(f"{self._state}: {part!r} is not a JSON object")
+        if not all(isinstance(d, dict) for d in host["domains"].values()):
+            raise DriverError(f"{self._state}: a domain that is not a JSON object")
         return host
 
     @contextmanager
-    def _txn(self) -> Iterator[Host]:
-        """Read-modify-write under the host lock; written only if the body returns."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    def _txn(self, *, persist: bool = False) -> Iterator[Host]:
+        """Read-modify-write under the host lock; written only if the body changed it.
+
+        A host whose directory does not exist yet is created by its first change (or by
+        ``persist``), never by a read: a command refused for bad input leaves no host behind.
+        """
+        exists = self.dir.is_dir()
+        with self._locked() if exists else contextlib.nullcontext():
             host = self._read()
-            before = json.dumps(host, sort_keys=True)
+            born = "host_id" not in host
             host.setdefault("host_id", str(uuid.uuid4()))  # a new host is born at first write
+            before = json.dumps(host, sort_keys=True)
             yield host
-            if json.dumps(host, sort_keys=True) != before:
+            if json.dumps(host, sort_keys=True) != before or (persist and born):
+                if not exists:
+                    self._create_dir()
                 self._write(host)
+
+    def _create_dir(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DriverError(f"host directory {self.dir} cannot be used: {exc.strerror}") from exc
+
+    @contextmanager
+    def _locked(self) -> Iterator[Any]:
+        """The host's lock file, opened; a directory that cannot hold it is a DriverError."""
+        try:
+            lock = open(self.dir / ".lock", "a")  # noqa: SIM115  # closed below
+        except OSError as exc:
+            raise DriverError(f"host directory {self.dir} cannot be used: {exc.strerror}") from exc
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield lock
 
     def _write(self, host: Host) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".host-", suffix=".tmp")
@@ -102,7 +133,7 @@ class HostState:
     @property
     def host_id(self) -> str:
         """This host's identity, created with the host."""
-        with self._txn() as host:
+        with self._txn(persist=True) as host:
             host_id: str = host["host_id"]
             return host_id
 

@@ -18,6 +18,7 @@ from importlib.metadata import EntryPoint, entry_points
 from migrator.drivers.api import Driver, DriverFactory
 from migrator.drivers.uri import driver_scheme
 from migrator.errors import InvalidURI
+from migrator.limits import MAX_URI_CHARS, is_utf8
 
 ENTRY_POINT_GROUP = "migrator.drivers"
 
@@ -50,4 +51,8 @@ def factory(uri: str) -> DriverFactory:
 
 def connect(uri: str) -> Driver:
     """Open the driver for a host URI; raise InvalidURI for an unknown scheme or bad URI."""
+    if len(uri) > MAX_URI_CHARS:
+        raise InvalidURI(uri=uri[:60] + "...", reason=f"longer than {MAX_URI_CHARS} characters")
+    if not is_utf8(uri) or "\x00" in uri:
+        raise InvalidURI(uri=uri, reason="not valid UTF-8 text")
     return factory(uri)(uri)

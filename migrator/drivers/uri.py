@@ -45,7 +45,10 @@ def is_legacy_qmp(parts: SplitResult) -> bool:
 
 def driver_scheme(uri: str) -> str:
     """The scheme whose driver serves ``uri``: its own, or ``qmp`` for a legacy QMP host."""
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:
+        raise InvalidURI(uri=uri, reason=str(exc)) from None
     if not parts.scheme:
         raise InvalidURI(uri=uri, reason="no scheme (expected e.g. test:///ABS/DIR)")
     return QMP_SCHEME if is_legacy_qmp(parts) else parts.scheme

@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
+from migrator import limits
 from migrator.drivers.base import (
     DomainState,
     Driver,
@@ -27,7 +28,7 @@ from migrator.drivers.base import (
     redact_uri,
     refuse_unhonoured,
 )
-from migrator.engine import negotiation
+from migrator.engine import lease, negotiation
 from migrator.engine.flows import ABORTABLE, flow_for
 from migrator.engine.flows.base import RECOVERABLE, Engine, Plan
 from migrator.engine.observers import Hook, Hooks
@@ -36,7 +37,14 @@ from migrator.engine.retry import RetryPolicy
 from migrator.engine.run import Connect, Run, resume
 from migrator.engine.steps import ProgressCallback, Steps
 from migrator.engine.writeahead import WriteAhead
-from migrator.errors import DomainExists, DomainNotFound, FenceLost, MigratorError, UsageError
+from migrator.errors import (
+    DomainExists,
+    DomainNotFound,
+    FenceLost,
+    JournalUnavailable,
+    MigratorError,
+    UsageError,
+)
 from migrator.failpoints import INERT, Failpoints
 from migrator.flags import MigrateFlags
 from migrator.journal.store import Journal
@@ -107,6 +115,10 @@ class Coordinator:
         connect: Connect = connect,
         failpoints: Failpoints = INERT,
     ) -> None:
+        if step_timeout is not None:
+            limits.seconds(step_timeout, name="step_timeout")
+        limits.integer(confirm_attempts, name="confirm_attempts", low=1, high=1000)
+        limits.seconds(retry_backoff, name="retry_backoff", zero=True)
         self.journal = journal
         self.id = coordinator_id or new_coordinator_id()
         self.connect = connect
@@ -153,7 +165,8 @@ class Coordinator:
         )
         run = Run(migration, src, dst, params)
         try:
-            flow_for(version).drive(self.engine, run)
+            with lease.kept(self.journal, run):
+                flow_for(version).drive(self.engine, run)
         finally:
             run.release()
         return run.migration
@@ -172,21 +185,40 @@ class Coordinator:
         one thread, its steps in order; their commits shared, ``docs/journal.md``); the
         reports come in the order the journal lists them, newest first.
         """
-        orphans = self.journal.stream(states=RECOVERABLE)  # acted on as they are read
+        orphans = iter(self.journal.stream(states=RECOVERABLE))  # acted on as they are read
+        stopped: list[JournalUnavailable] = []  # the journal failed: the rest is not tried
 
         def one(migration: Migration) -> Recovered:
+            if stopped:
+                return _untouched(migration, f"not attempted: {stopped[0]}")
             try:
                 return self._recover_one(migration, dry_run=dry_run, steal=steal)
+            except JournalUnavailable as exc:  # the journal fails them all: stop once, say why
+                stopped.append(exc)
+                return self._stopped(migration, exc)
             except MigratorError as exc:  # one migration's trouble must not stop the others
-                state = self.journal.get(migration.id).state
-                plan = flow_for(migration.protocol).plan(migration, [])
-                note = f"recovery stopped: {exc}"
-                return Recovered(migration.id, migration.state, plan, True, None, state, None, note)
+                return self._stopped(migration, exc)
 
-        if workers <= 1:
-            return [one(m) for m in orphans]
+        first = next(orphans, None)
+        if first is None:
+            return []
+        # The first alone: a journal that fails (locked, full) stops recovery once, before
+        # other threads queue behind the same busy timeout.
+        reports = [one(first)]
+        if workers <= 1 or stopped:
+            return reports + [one(m) for m in orphans]
         with ThreadPoolExecutor(workers, thread_name_prefix="migrator-recover") as pool:
-            return list(in_order(pool, one, orphans, window=4 * workers))
+            return reports + list(in_order(pool, one, orphans, window=4 * workers))
+
+    def _stopped(self, migration: Migration, exc: MigratorError) -> Recovered:
+        """The report of a migration whose recovery stopped on ``exc``."""
+        try:
+            state = self.journal.get(migration.id).state
+        except MigratorError:
+            state = migration.state
+        plan = flow_for(migration.protocol).plan(migration, [])
+        note = f"recovery stopped: {exc}"
+        return Recovered(migration.id, migration.state, plan, True, None, state, None, note)
 
     def _recover_one(self, migration: Migration, *, dry_run: bool, steal: bool) -> Recovered:
         flow = flow_for(migration.protocol)
@@ -213,7 +245,8 @@ class Coordinator:
                 "because": why,
             }
             self.engine.writes.note(run, EventDraft(kind=EventKind.RECOVERY, detail=detail))
-            flow.carry_out(self.engine, run, plan)
+            with lease.kept(self.journal, run):
+                flow.carry_out(self.engine, run, plan)
         finally:
             run.release()
         return dataclasses.replace(
@@ -239,7 +272,8 @@ class Coordinator:
         draft = EventDraft(kind=EventKind.RESOLVE, detail={"running_on": running_on})
         try:
             self.engine.writes.note(run, draft, reason=reason)
-            flow_for(migration.protocol).resolve(self.engine, run, running_on)
+            with lease.kept(self.journal, run):
+                flow_for(migration.protocol).resolve(self.engine, run, running_on)
         finally:
             run.release()
         return run.migration
@@ -267,10 +301,12 @@ class Coordinator:
         bandwidth: int,
         protocol: int | None,
     ) -> tuple[MigrationParams, int]:
-        if bandwidth < 0:
-            raise UsageError(f"bandwidth must be >= 0 MiB/s, not {bandwidth}")
-        if not domain or (dname is not None and not dname):
-            raise UsageError("a domain name must not be empty")
+        limits.integer(bandwidth, name="bandwidth")
+        limits.domain_name(domain, name="domain name")
+        if dname is not None:
+            limits.domain_name(dname, name="dname")
+        if protocol is not None:
+            limits.integer(protocol, name="protocol", low=1, high=3)
         if src.uri == dst.uri:
             raise UsageError(f"source and destination are the same host: {redact_uri(src.uri)}")
         version = negotiation.negotiate(
@@ -291,6 +327,11 @@ class Coordinator:
         refuse_unhonoured(flags, src, dst)
         params = MigrationParams(domain=domain, flags=flags, dname=dname, bandwidth=bandwidth)
         return params, version
+
+
+def _untouched(migration: Migration, note: str) -> Recovered:
+    plan = flow_for(migration.protocol).plan(migration, [])
+    return Recovered(migration.id, migration.state, plan, note=note)
 
 
 def _best_effort_probe(driver: Driver, domain: str) -> DomainState | None:

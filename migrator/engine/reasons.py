@@ -40,3 +40,12 @@ def cleanup_failed(cause: str | None, dst_uri: str) -> str:
 
 def with_note(cause: str | None, note: str) -> str:
     return f"{cause or 'cancelled'}; {note}"[:REASON_MAX]
+
+
+def operator_disagrees(migration_id: str) -> str:
+    """The reason when the destination runs the domain an operator placed on the source."""
+    return (
+        "resolved to the source, but the destination still reports the domain running after"
+        " Finish(cancelled=1): check where it runs; if on the destination,"
+        f" `migrator resolve {migration_id[:8]} --running-on dst`"
+    )

@@ -37,6 +37,8 @@ class Run:
     model: Any = None
     stream: TunnelStream | None = None
     """Tunnelled v3: the destination's end of the tunnel, from PrepareTunnel3."""
+    resolved_on: str | None = None
+    """Where an operator's ``resolve`` said the domain runs (``src``/``dst``), if one did."""
 
     def __post_init__(self) -> None:
         self.model = acquire_model(self.migration.state)

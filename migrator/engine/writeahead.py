@@ -52,7 +52,11 @@ class WriteAhead:
         reason: Reason = KEEP_REASON,
         **fields: Any,
     ) -> None:
-        """Commit what ``step``'s hook gave; a failure's reason says which step and why."""
+        """Commit what ``step``'s hook gave; a failure's reason says which step and why.
+
+        A failed cleanup (a cancelling call) keeps the reason the migration already has:
+        the failure being cleaned up after is the cause, the cleanup's error is in its event.
+        """
         if out.ok:
             draft = EventDraft(kind=EventKind.OK, step=step, duration=out.duration, **fields)
         else:
@@ -65,7 +69,8 @@ class WriteAhead:
                 error_message=reasons.error_text(out.error),
                 **fields,
             )
-            if reason is KEEP_REASON:
+            cleaning_up = bool(fields.get("cancelled")) and run.migration.reason is not None
+            if reason is KEEP_REASON and not cleaning_up:
                 reason = reasons.step_failed(step, out.error)
         self.transition(run, trigger, draft, reason=reason)
         self.failpoints.hit(step, "recorded")

@@ -17,7 +17,11 @@ before it returns (``docs/journal.md``, the write-ahead rule):
   concurrent writers do not wait for each other.
 
 A database error drops the connection it happened on (the next unit opens a fresh one) and
-becomes ``JournalUnavailable``.
+becomes ``JournalUnavailable``, marked ``transient`` when worth retrying and
+``outcome_unknown`` when the commit itself failed (``Writer.run`` retries and reads back).
+Before every transaction the database is checked to be the one the journal opened
+(``resilience.Pin``): a SQLite file deleted or replaced, or a PostgreSQL database recreated,
+stops the writes with ``JournalReplaced``.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from migrator.errors import JournalUnavailable
-from migrator.journal.lifecycle import translated
+from migrator.journal import resilience
 
 T = TypeVar("T")
 WRITERS = 8
@@ -55,19 +59,27 @@ class _Held:
 
     __slots__ = ("dbapi", "pooled")
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, pin: resilience.Pin) -> None:
         self.pooled: Any = engine.raw_connection()  # returned to the pool, or invalidated
         self.dbapi: Any = self.pooled.dbapi_connection  # cursor, commit, rollback
+        try:
+            pin.check_connection(self.dbapi)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.pooled.invalidate()
+            raise
 
 
 class Committer:
     """Runs units of work in durable transactions on ``engine``'s database."""
 
-    def __init__(self, engine: sa.Engine, url: str) -> None:
+    def __init__(self, engine: sa.Engine, url: str, pin: resilience.Pin) -> None:
         self.engine = engine
         self.url = url
+        self.pin = pin
         self.grouped = engine.dialect.name == "sqlite"
-        self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+        self._dbapi_module: Any = engine.dialect.loaded_dbapi
+        self._dbapi_error: type[Exception] = self._dbapi_module.Error
         self._lock = threading.Lock()  # SQLite: the commit lock; elsewhere: the free list
         self._queue: list[_Unit] = []
         self._queue_lock = threading.Lock()
@@ -120,11 +132,7 @@ class Committer:
             unit.result = unit.work(cursor)
         except Exception as exc:  # noqa: BLE001 -- this unit's failure, reported to its caller
             cursor.execute("ROLLBACK TO SAVEPOINT unit")  # if this fails, the batch fails
-            unit.error = (
-                JournalUnavailable(url=self.url, reason=str(exc).splitlines()[0])
-                if isinstance(exc, self._dbapi_error)
-                else exc
-            )
+            unit.error = self._unavailable(exc) if isinstance(exc, self._dbapi_error) else exc
         cursor.execute("RELEASE SAVEPOINT unit")
 
     # -- transactions --------------------------------------------------------------------
@@ -143,11 +151,13 @@ class Committer:
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
         """A held connection for one transaction: committed after, rolled back on error."""
-        with translated(self.url):
-            held = self._take()
+        self.pin.check_file()
+        held = self._held()
         dbapi = held.dbapi
+        committing = False
         try:
             yield dbapi
+            committing = True
             dbapi.commit()
         except BaseException as exc:
             with contextlib.suppress(Exception):
@@ -155,18 +165,35 @@ class Committer:
             if isinstance(exc, self._dbapi_error):
                 with contextlib.suppress(Exception):
                     held.pooled.invalidate()
-                raise JournalUnavailable(url=self.url, reason=str(exc).splitlines()[0]) from exc
+                raise self._unavailable(exc, outcome_unknown=committing) from exc
             self._give_back(held)
             raise
         self._give_back(held)
 
+    def _held(self) -> _Held:
+        """A connection to write on; a failure to connect is a ``JournalUnavailable``."""
+        try:
+            return self._take()
+        except sa.exc.DBAPIError as exc:
+            raise self._unavailable(exc.orig or exc) from exc
+        except self._dbapi_error as exc:  # the pool lets a connect error through as is
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: BaseException, *, outcome_unknown: bool = False) -> Exception:
+        return JournalUnavailable(
+            url=self.url,
+            reason=(str(exc).splitlines() or [type(exc).__name__])[0],
+            transient=resilience.is_transient(exc, self._dbapi_module),
+            outcome_unknown=outcome_unknown,
+        )
+
     def _take(self) -> _Held:
         if self.grouped:
-            return self._free.pop() if self._free else _Held(self.engine)
+            return self._free.pop() if self._free else _Held(self.engine, self.pin)
         with self._lock:
             if self._free:
                 return self._free.pop()
-        return _Held(self.engine)
+        return _Held(self.engine, self.pin)
 
     def _give_back(self, held: _Held) -> None:
         if self.grouped:

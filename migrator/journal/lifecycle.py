@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 
 from migrator.errors import JournalUnavailable, SchemaOutOfDate
 from migrator.journal import schema
+from migrator.limits import is_utf8
 from migrator.redaction import redact
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -44,11 +46,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 def create_engine(url: str) -> sa.Engine:
     """An engine for ``url``; JournalUnavailable for a bad URL or a missing driver."""
-    try:
-        parsed = sa.make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise JournalUnavailable(url=redact(url), reason=f"not a database URL ({exc})") from None
+    parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite":
+        _refuse_sqlite(url, parsed)
         engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -56,6 +56,39 @@ def create_engine(url: str) -> sa.Engine:
         return sa.create_engine(parsed, pool_pre_ping=True)
     except (ImportError, sa.exc.NoSuchModuleError) as exc:
         raise JournalUnavailable(url=redact(url), reason=f"driver not installed ({exc})") from None
+
+
+def parse_url(url: str) -> sa.URL:
+    """``url`` parsed, with a port that is a number; else JournalUnavailable."""
+    if not is_utf8(url) or "\x00" in url:
+        raise JournalUnavailable(url=repr(url[:80]), reason="not valid UTF-8 text")
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        raise JournalUnavailable(url=redact(url), reason=f"not a database URL ({exc})") from None
+    try:
+        _ = parsed.port
+    except ValueError:
+        raise JournalUnavailable(url=redact(url), reason="its port is not a number") from None
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise JournalUnavailable(url=redact(url), reason=f"port {parsed.port} is out of range")
+    return parsed
+
+
+def _refuse_sqlite(url: str, parsed: sa.URL) -> None:
+    """An in-memory database keeps nothing once the command ends; options are not ours."""
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file::memory:"):
+        raise JournalUnavailable(
+            url=redact(url),
+            reason="an in-memory SQLite journal keeps nothing: give a file, sqlite:///PATH",
+        )
+    if parsed.query:
+        options = ", ".join(sorted(parsed.query))
+        raise JournalUnavailable(
+            url=redact(url), reason=f"a SQLite journal URL takes no options (got {options})"
+        )
+    _refuse_foreign(redact(url), Path(database))
 
 
 def script_location() -> str:
@@ -98,6 +131,29 @@ def upgrade(engine: sa.Engine, url: str, target: str = "head") -> None:
         with engine.begin() as conn:
             config.attributes["connection"] = conn
             command.upgrade(config, target)
+
+
+def _refuse_foreign(url: str, path: Path) -> None:
+    """A SQLite file holding another program's tables is not made a journal (a ``--db``
+    typo): looked at read-only, before any pragma (WAL) could change a byte of it."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            query = "SELECT name FROM sqlite_master WHERE type = 'table'"
+            names = {row[0] for row in conn.execute(query)}
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return  # not a database at all: opening it says so
+    tables = {n for n in names if not n.startswith("sqlite_")}
+    foreign = sorted(tables - {*schema.metadata.tables, "alembic_version"})
+    if foreign and "alembic_version" not in names:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise JournalUnavailable(
+            url=url, reason=f"not a migrator journal: it holds another program's tables ({shown})"
+        )
 
 
 def ensure_schema(engine: sa.Engine, url: str, *, auto_upgrade: bool) -> None:

@@ -71,6 +71,38 @@ def fence_and_state(conn: sa.Connection, migration_id: str) -> tuple[int, str] |
     return None if row is None else (int(row.fence), str(row.state))
 
 
+def exists(conn: sa.Connection, migration_id: str) -> bool:
+    query = sa.select(migrations.c.id).where(migrations.c.id == migration_id)
+    return conn.execute(query).first() is not None
+
+
+def fence_and_owner(conn: sa.Connection, migration_id: str) -> tuple[int, str | None] | None:
+    """The migration's fence and owner, or None if it does not exist."""
+    query = sa.select(migrations.c.fence, migrations.c.owner).where(migrations.c.id == migration_id)
+    row = conn.execute(query).one_or_none()
+    return None if row is None else (int(row.fence), row.owner)
+
+
+def advanced(
+    conn: sa.Connection, migration_id: str, seq: int, state: State, kind: str, by: str | None
+) -> tuple[int, bool] | None:
+    """``(seq, abort_requested)`` if event ``seq`` in ``state`` of ``kind`` by ``by`` is
+    journaled (a state change whose commit went unanswered did happen), else None."""
+    query = (
+        sa.select(migrations.c.abort_requested)
+        .join(events, events.c.migration_id == migrations.c.id)
+        .where(
+            migrations.c.id == migration_id,
+            events.c.seq == seq,
+            events.c.state == state.value,
+            events.c.kind == kind,
+            events.c.coordinator.is_(None) if by is None else events.c.coordinator == by,
+        )
+    )
+    row = conn.execute(query).one_or_none()
+    return None if row is None else (seq, bool(row.abort_requested))
+
+
 def abort_requested(conn: sa.Connection, migration_id: str) -> bool:
     query = sa.select(migrations.c.abort_requested).where(migrations.c.id == migration_id)
     return bool(conn.execute(query).scalar())

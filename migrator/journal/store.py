@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from migrator.journal import DEFAULT_URL, analytics, lifecycle, queries
+from migrator.errors import JournalUnavailable
+from migrator.journal import DEFAULT_URL, analytics, lifecycle, queries, resilience
 from migrator.journal.analytics import Histogram, StepDuration, StepSummary
 from migrator.journal.writes import Writer
 from migrator.records import KEEP_REASON, Event, EventDraft, Migration, Reason
@@ -25,6 +27,7 @@ from migrator.redaction import redact
 from migrator.states import State
 
 LEASE_SECONDS = 30.0
+T = TypeVar("T")
 
 __all__ = ["LEASE_SECONDS", "Histogram", "Journal", "StepDuration", "StepSummary"]
 
@@ -54,6 +57,7 @@ class Journal:
         try:
             if check:
                 lifecycle.ensure_schema(engine, journal.url, auto_upgrade=auto)
+            journal._writer.pin.take_file()
         except BaseException:
             engine.dispose()
             raise
@@ -73,6 +77,18 @@ class Journal:
     def _reading(self) -> Iterator[sa.Connection]:
         with lifecycle.translated(self.url), self.engine.connect() as conn:
             yield conn
+
+    def _read(self, query: Callable[[sa.Connection], T]) -> T:
+        """``query`` on a connection of its own, retried while the database restarts."""
+        backoff = resilience.Backoff(self._writer.retry_seconds)
+        while True:
+            self._writer.pin.check_file()
+            try:
+                with self._reading() as conn:
+                    return query(conn)
+            except JournalUnavailable as exc:
+                if not resilience.cause_is_transient(exc, self.engine) or not backoff.wait():
+                    raise
 
     # -- schema -------------------------------------------------------------------------
 
@@ -178,17 +194,14 @@ class Journal:
     # -- reads --------------------------------------------------------------------------
 
     def get(self, migration_id: str) -> Migration:
-        with self._reading() as conn:
-            return queries.get(conn, migration_id)
+        return self._read(lambda conn: queries.get(conn, migration_id))
 
     def find(self, prefix: str) -> Migration:
         """The one migration whose id starts with ``prefix``."""
-        with self._reading() as conn:
-            return queries.find(conn, prefix)
+        return self._read(lambda conn: queries.find(conn, prefix))
 
     def abort_requested(self, migration_id: str) -> bool:
-        with self._reading() as conn:
-            return queries.abort_requested(conn, migration_id)
+        return self._read(lambda conn: queries.abort_requested(conn, migration_id))
 
     def list(
         self,
@@ -201,10 +214,11 @@ class Journal:
         limit: int | None = None,
     ) -> builtins.list[Migration]:
         """Migrations, newest first; ``host`` matches the source or the destination URI."""
-        with self._reading() as conn:
-            return queries.migrations_where(
+        return self._read(
+            lambda conn: queries.migrations_where(
                 conn, states=states, since=since, until=until, domain=domain, host=host, limit=limit
             )
+        )
 
     def count(
         self,
@@ -215,10 +229,9 @@ class Journal:
         domain: str | None = None,
         host: str | None = None,
     ) -> int:
-        """How many migrations ``list`` would give with the same filters and no limit."""
-        with self._reading() as conn:
-            where = queries.filters(states, since, until, domain, host)
-            return queries.count_where(conn, where)
+        """How many migrations ``list`` returns with these filters and no limit."""
+        where = queries.filters(states, since, until, domain, host)
+        return self._read(lambda conn: queries.count_where(conn, where))
 
     def stream(
         self,
@@ -249,9 +262,8 @@ class Journal:
         """Keyset pages of the migrations matching ``where``, with their events if asked."""
         after: Migration | None = None
         while True:
-            with self._reading() as conn:
-                page = queries.page_where(conn, where, after=after, limit=queries.STREAM_CHUNK)
-                found = queries.histories(conn, [m.id for m in page]) if histories else {}
+            read = functools.partial(_page, where=where, after=after, histories=histories)
+            page, found = self._read(read)
             if page:
                 yield page, found
             if len(page) < queries.STREAM_CHUNK:
@@ -260,40 +272,46 @@ class Journal:
 
     def history(self, migration_id: str) -> builtins.list[Event]:
         """Every event of a migration, oldest first."""
-        with self._reading() as conn:
-            return queries.history(conn, migration_id)
+        return self._read(lambda conn: queries.history(conn, migration_id))
 
     # -- analytics ----------------------------------------------------------------------
 
     def count_by_state(self, *, since: datetime | None = None) -> builtins.list[tuple[State, int]]:
         """``(state, count)`` of the migrations created at or after ``since``, most first."""
-        with self._reading() as conn:
-            return analytics.count_by_state(conn, since=since)
+        return self._read(lambda conn: analytics.count_by_state(conn, since=since))
 
     def count_by_reason(
         self, *, states: Iterable[State] = (), since: datetime | None = None
     ) -> builtins.list[tuple[str | None, int]]:
         """``(reason, count)`` of the migrations in ``states`` (any if empty), most first."""
-        with self._reading() as conn:
-            return analytics.count_by_reason(conn, states=states, since=since)
+        return self._read(lambda conn: analytics.count_by_reason(conn, states=states, since=since))
 
     def step_durations(self, *, since: datetime | None = None) -> builtins.list[StepDuration]:
         """The duration of every step outcome (``ok`` or ``error``) of the migrations
         created at or after ``since``."""
-        with self._reading() as conn:
-            return analytics.step_durations(conn, since=since)
+        return self._read(lambda conn: analytics.step_durations(conn, since=since))
 
     def step_summaries(self, *, since: datetime | None = None) -> dict[str, StepSummary]:
         """Per step: outcomes, errors, nearest-rank p50 and p95 and the max of their
         durations (migrations created at or after ``since``). Without ``since`` the database
         counts and ranks them on its index; with it, the chosen outcomes are read."""
-        with self._reading() as conn:
-            if since is None:
-                return analytics.step_summaries(conn)
-            return analytics.summarize(analytics.step_durations(conn, since=since))
+        if since is None:
+            return self._read(analytics.step_summaries)
+        return analytics.summarize(self.step_durations(since=since))
 
     def duration_buckets(self, buckets: Sequence[float]) -> dict[tuple[str, str], Histogram]:
         """Per (step, kind) of step outcomes: how many took at most each bucket's seconds,
         their total seconds and their count, counted by the database (for a histogram)."""
-        with self._reading() as conn:
-            return analytics.duration_buckets(conn, buckets)
+        return self._read(lambda conn: analytics.duration_buckets(conn, buckets))
+
+
+def _page(
+    conn: sa.Connection,
+    *,
+    where: Sequence[sa.ColumnElement[bool]],
+    after: Migration | None,
+    histories: bool,
+) -> tuple[builtins.list[Migration], dict[str, builtins.list[Event]]]:
+    """One keyset page of ``Journal._pages``, with its events if asked."""
+    page = queries.page_where(conn, where, after=after, limit=queries.STREAM_CHUNK)
+    return page, queries.histories(conn, [m.id for m in page]) if histories else {}

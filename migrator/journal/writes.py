@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from migrator.errors import FenceLost, MigrationNotFound, StateConflict
-from migrator.journal import queries, rows
+from migrator.errors import FenceLost, JournalUnavailable, MigrationNotFound, StateConflict
+from migrator.journal import queries, resilience, rows
 from migrator.journal.committer import Committer
 from migrator.journal.lifecycle import translated
 from migrator.journal.schema import events, migrations
@@ -60,6 +60,7 @@ _CLAIM = (
     .values(owner=sa.bindparam("owner"), fence=_C.fence + 1, lease_expires_at=sa.bindparam("lease"))
 )
 PRUNE_CHUNK = 500
+T = TypeVar("T")
 
 
 def now() -> datetime:
@@ -73,7 +74,9 @@ class Writer:
         self.engine = engine
         self.url = url
         self.lease_seconds = lease_seconds
-        self.committer = Committer(engine, url)
+        self.pin = resilience.Pin(engine, url)
+        self.retry_seconds = resilience.retry_seconds(engine)
+        self.committer = Committer(engine, url, self.pin)
         dialect = engine.dialect
         self._advance = Statement(_ADVANCE, dialect)
         self._insert_event = Statement(events.insert(), dialect)
@@ -85,6 +88,42 @@ class Writer:
     def transaction(self) -> contextlib.AbstractContextManager[Any]:
         """One transaction of its own (``Committer.transaction``); yields a cursor."""
         return self.committer.transaction()
+
+    def run(
+        self,
+        work: Callable[[Any], T],
+        *,
+        verify: Callable[[sa.Connection], T | None] | None = None,
+    ) -> T:
+        """``work(cursor)`` in one transaction, retried while its error is transient.
+
+        A commit whose outcome is unknown (the connection broke during it) is never
+        blindly repeated when ``verify`` is given: ``verify`` reads back whether it
+        happened (its result, or None for "not written"). Without ``verify`` the write
+        must be idempotent. The retries end after ``retry_seconds``.
+        """
+        backoff = resilience.Backoff(self.retry_seconds)
+        while True:
+            try:
+                return self.committer.run(work)
+            except JournalUnavailable as exc:
+                if exc.outcome_unknown and verify is not None:
+                    found = self._read_back(verify, backoff)
+                    if found is not None:
+                        return found
+                if not exc.transient or not backoff.wait():
+                    raise
+
+    def _read_back(
+        self, verify: Callable[[sa.Connection], T | None], backoff: resilience.Backoff
+    ) -> T | None:
+        while True:
+            try:
+                with translated(self.url), self.engine.connect() as conn:
+                    return verify(conn)
+            except JournalUnavailable as exc:
+                if not resilience.cause_is_transient(exc, self.engine) or not backoff.wait():
+                    raise
 
     def close(self) -> None:
         self.committer.close()
@@ -100,7 +139,11 @@ class Writer:
         values = rows.new_migration(
             migration_id=str(uuid.uuid4()), now=at, lease=self._lease(at), **fields
         )
-        self.committer.run(lambda cursor: self._insert_migration.execute(cursor, values))
+
+        def verify(conn: sa.Connection) -> bool | None:
+            return queries.exists(conn, values["id"]) or None
+
+        self.run(lambda cursor: self._insert_migration.execute(cursor, values), verify=verify)
         return Migration(**{**values, "state": State.NEW})
 
     def record(
@@ -115,28 +158,34 @@ class Writer:
         """Append ``draft`` and move to ``state`` in one transaction, or refuse (see Journal)."""
         at = now()
         finished = at if state in TERMINAL else None
-        advance = {
-            "mid": migration.id,
-            "expect_fence": migration.fence,
-            "expect_state": migration.state.value,
-            "new_state": state.value,
-            "now": at,
-            "lease": self._lease(at),
-            "keep_reason": reason is KEEP_REASON,
-            "new_reason": None if reason is KEEP_REASON else reason,
-            "finished": finished,
-        }
 
-        def work(cursor: Any) -> tuple[int, bool] | None:
-            row = self._advance.execute(cursor, advance).fetchone()
-            if row is None:  # the compare-and-set found nothing: this write alone is refused
+        def advance(cursor: Any) -> tuple[int, bool] | None:
+            row = self._advance.execute(
+                cursor,
+                {
+                    "mid": migration.id,
+                    "expect_fence": migration.fence,
+                    "expect_state": migration.state.value,
+                    "new_state": state.value,
+                    "now": at,
+                    "lease": self._lease(at),
+                    "keep_reason": reason is KEEP_REASON,
+                    "new_reason": None if reason is KEEP_REASON else reason,
+                    "finished": finished,
+                },
+            ).fetchone()
+            if row is None:
                 return None
-            seq = int(row[0])
+            seq, aborted = int(row[0]), bool(row[1])
             event = rows.event_values(migration.id, seq, draft, state, at, coordinator)
             self._insert_event.execute(cursor, event)
-            return seq, bool(row[1])
+            return seq, aborted
 
-        done = self.committer.run(work)
+        def verify(conn: sa.Connection) -> tuple[int, bool] | None:
+            seq = migration.last_seq + 1
+            return queries.advanced(conn, migration.id, seq, state, draft.kind, coordinator)
+
+        done = self.run(advance, verify=verify)
         if done is None:
             raise self._refused(migration, state)
         seq, aborted = done
@@ -165,7 +214,7 @@ class Writer:
     def _owned(self, stmt: Statement, migration: Migration, **values: Any) -> int:
         """Run an update conditional on ``migration``'s fence; the rows it changed."""
         owned = {"mid": migration.id, "expect_fence": migration.fence, **values}
-        return self.committer.run(lambda cursor: int(stmt.execute(cursor, owned).rowcount))
+        return self.run(lambda cursor: int(stmt.execute(cursor, owned).rowcount))
 
     def set_progress(self, migration: Migration, progress: dict[str, Any]) -> None:
         self._owned(self._progress, migration, progress=progress, lease=self._lease(now()))
@@ -176,7 +225,17 @@ class Writer:
 
     def claim(self, migration: Migration, owner: str) -> Migration:
         lease = self._lease(now())
-        if self._owned(self._claim, migration, owner=owner, lease=lease) == 0:
+        owned = {"mid": migration.id, "expect_fence": migration.fence, "owner": owner}
+
+        def verify(conn: sa.Connection) -> int | None:
+            found = queries.fence_and_owner(conn, migration.id)
+            return 1 if found == (migration.fence + 1, owner) else None
+
+        claimed = self.run(
+            lambda cursor: int(self._claim.execute(cursor, {**owned, "lease": lease}).rowcount),
+            verify=verify,
+        )
+        if claimed == 0:
             raise FenceLost(migration_id=migration.id, fence=migration.fence)
         return rows.replace(
             migration, owner=owner, fence=migration.fence + 1, lease_expires_at=lease
@@ -188,17 +247,21 @@ class Writer:
             .where(_C.id == migration_id, _C.state.in_([s.value for s in states]))
             .values(abort_requested=True)
         )
-        with self.transaction() as cursor:
-            return bool(Statement(stmt, self.engine.dialect, expand=True).execute(cursor).rowcount)
+        statement = Statement(stmt, self.engine.dialect, expand=True)
+        return self.run(lambda cursor: bool(statement.execute(cursor).rowcount))
 
     def delete(self, ids: Sequence[str], *, where: Sequence[sa.ColumnElement[bool]]) -> None:
         """Delete the migrations ``ids`` that still match ``where``, with their events."""
+        self.run(lambda cursor: self._delete(cursor, ids, where))
+
+    def _delete(
+        self, cursor: Any, ids: Sequence[str], where: Sequence[sa.ColumnElement[bool]]
+    ) -> None:
         dialect = self.engine.dialect
-        with self.transaction() as cursor:
-            for start in range(0, len(ids), PRUNE_CHUNK):
-                chunk = ids[start : start + PRUNE_CHUNK]
-                still = sa.select(_C.id).where(_C.id.in_(chunk), *where)
-                doomed_events = events.delete().where(events.c.migration_id.in_(still))
-                doomed = migrations.delete().where(_C.id.in_(chunk), *where)
-                Statement(doomed_events, dialect, expand=True).execute(cursor)
-                Statement(doomed, dialect, expand=True).execute(cursor)
+        for start in range(0, len(ids), PRUNE_CHUNK):
+            chunk = ids[start : start + PRUNE_CHUNK]
+            still = sa.select(_C.id).where(_C.id.in_(chunk), *where)
+            doomed_events = events.delete().where(events.c.migration_id.in_(still))
+            doomed = migrations.delete().where(_C.id.in_(chunk), *where)
+            Statement(doomed_events, dialect, expand=True).execute(cursor)
+            Statement(doomed, dialect, expand=True).execute(cursor)

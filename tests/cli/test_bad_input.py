@@ -235,8 +235,11 @@ def _sigint_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def interrupt_during_perform(db_url: str, hosts: Hosts) -> tuple[int, str, str]:
-    """Start ``migrate`` with a 3 s Perform, Ctrl-C it once it is PERFORMING."""
+def interrupt_during_perform(
+    db_url: str, hosts: Hosts, signum: int = signal.SIGINT
+) -> tuple[int, str, str]:
+    """Start ``migrate`` with a 3 s Perform, Ctrl-C it (or send ``signum``) once it is
+    PERFORMING."""
     Journal.open(db_url).close()
     hosts.src.set_fault("perform", "slow", seconds=3)
     env = {k: v for k, v in os.environ.items() if k != "MIGRATOR_FAILPOINTS"}
@@ -254,7 +257,7 @@ def interrupt_during_perform(db_url: str, hosts: Hosts) -> tuple[int, str, str]:
                 assert proc.poll() is None, proc.communicate()
                 assert time.monotonic() < deadline, "never reached PERFORMING"
                 time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
@@ -284,3 +287,16 @@ def test_ctrl_c_mid_step_exits_130_and_leaves_the_journal_consistent(
         ("perform", "intent"),
     ]  # fmt: skip
     assert history[-1].state is State.PERFORMING
+
+
+def test_sigterm_mid_step_names_the_migration_as_ctrl_c_does(tmp_path: Path, hosts: Hosts) -> None:
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    code, _, err = interrupt_during_perform(url, hosts, signal.SIGTERM)
+    assert code == 143, err
+    assert "Traceback" not in err
+    with Journal.open(url) as journal:
+        [m] = journal.list()
+    assert [line for line in err.splitlines() if line] == [
+        f"migrator: terminated: migration {m.id} left in PERFORMING;"
+        " `migrator recover` brings it to a safe end"
+    ]

@@ -38,6 +38,7 @@ def test_exit_codes_are_the_documented_ones() -> None:
         "USAGE": 2,
         "IN_DOUBT": 3,
         "INTERRUPTED": 130,
+        "TERMINATED": 143,
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -64,7 +65,14 @@ def _parse_dir(uri: str) -> Path:
         raise InvalidURI(
             uri=uri, reason=f"test host path must be absolute: test:///ABS/DIR, not {uri}"
         )
-    return Path(parts.path)
+    return Path(os.path.normpath(parts.path))
+
+
+def canonical_uri(uri: str, directory: Path) -> str:
+    """One spelling per host directory (``//``, ``/./``, ``..`` and a trailing ``/`` gone),
+    so that two spellings of one host are seen as the same host."""
+    query = urlsplit(uri).query
+    return f"test://{directory}" + (f"?{query}" if query else "")
 
 
 def domain_record(
@@ -99,9 +107,9 @@ class TestHost(HostState):
     PARTS = ("domains", "faults", "calls", "fences", "departed")
 
     def __init__(self, uri: str) -> None:
-        self.uri = uri
         self.dir = _parse_dir(uri)
         self._features = _parse_protocols(uri)
+        self.uri = canonical_uri(uri, self.dir)
 
     # -- storage: host.json, as ``hoststate.HostState`` keeps it -------------------------
 

@@ -44,6 +44,7 @@ ABORTED = "aborted by an operator"
 NOT_STARTED = "finish: the destination did not start the domain"
 BROKEN = "Finish(cancelled=1) still reports the domain running on the destination: broken driver"
 
+
 FAILED_FINISH: dict[tuple[FinishVerdict, bool], tuple[Then, str]] = {
     (FinishVerdict.RUNS, False): (Then.FORWARD, ""),
     (FinishVerdict.RUNS, True): (
@@ -209,7 +210,9 @@ def finish(
 
 def after_finish(e: Engine, run: Run, *, cancelled: bool, running: bool) -> None:
     """Finish answered: Confirm(0) if the destination runs the domain, else Confirm(1)."""
-    if cancelled and running:
+    if cancelled and running and run.resolved_on == "src":
+        e.writes.give_up(run, reasons.operator_disagrees(run.migration.id))
+    elif cancelled and running:
         e.writes.give_up(run, BROKEN)
     elif running:
         confirm(e, run, cancelled=False)
@@ -298,6 +301,7 @@ def confirm_with_retries(
 
 def resolve(e: Engine, run: Run, running_on: str) -> None:
     """``src``: clean the destination, then resume the source; ``dst``: Confirm(0)."""
+    run.resolved_on = running_on
     if running_on == "src":
         finish(e, run, cancelled=True)
         return

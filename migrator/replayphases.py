@@ -1,0 +1,110 @@
+"""Where a replayed migration's runs start and stop: its history cut into phases.
+
+Each phase is one coordinator's run: the first ``migrate``, then each recovery (from its
+claim) or operator's resolve. A phase that a later one follows stopped by a crash, and
+the replay crashes at the same point: at a failpoint (``<step>.intent`` or
+``<step>.recorded``, counted within the phase), or, for a recovery that died right after
+journaling its claim, once that claim commits (docs/post-mortem.md, "Replay").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from migrator.engine.observers import HookEvent, HookName
+from migrator.failpoints import Crash, Failpoints
+from migrator.records import OUTCOMES, Event, EventKind
+from migrator.states import Step
+
+
+class NthHit(Mapping[str, str]):
+    """A failpoint map that arms ``name`` for its ``n``-th hit only.
+
+    A crash after the third Confirm attempt must not be replayed as one after the first,
+    and an ordinary failpoint fires at every hit.
+    """
+
+    def __init__(self, name: str, n: int) -> None:
+        self.name, self.n, self.hits = name, n, 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key != self.name:
+            return default
+        self.hits += 1
+        return "raise" if self.hits == self.n else default
+
+    def __getitem__(self, key: str) -> str:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return str(value)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([self.name])
+
+    def __len__(self) -> int:
+        return 1
+
+
+StopPoint = tuple[str, int]
+"""Where a run stopped: a failpoint name and which hit of it, within that run."""
+
+CLAIMED: StopPoint = ("claimed", 1)
+"""A recovery that crashed right after journaling its claim, before any other event."""
+
+
+def is_claim(event: Event) -> bool:
+    """A recovery's first event: the claim, which names the state it found."""
+    return event.kind == EventKind.RECOVERY and "from_state" in (event.detail or {})
+
+
+def starts_phase(event: Event, previous: Event | None) -> bool:
+    """A resolve, a claim, or (journals whose claims name no state) the first of a run of
+    recovery events: the flows' own recovery notes (abandon, cancel) follow a claim."""
+    if event.kind == EventKind.RESOLVE or is_claim(event):
+        return True
+    return event.kind == EventKind.RECOVERY and (
+        previous is None or previous.kind != EventKind.RECOVERY
+    )
+
+
+def phases(history: Sequence[Event]) -> list[list[Event]]:
+    """The history cut where a new coordinator took over: each recovery or resolve."""
+    cut: list[list[Event]] = [[]]
+    previous = None
+    for event in history:
+        if starts_phase(event, previous):
+            cut.append([])
+        cut[-1].append(event)
+        previous = event
+    return cut
+
+
+def stop_point(phase: list[Event], *, first: bool) -> StopPoint | None:
+    """Where a phase that a later one follows stopped: a crash, or None if it ended by itself.
+
+    ``<step>.intent`` or ``<step>.recorded`` as the failpoints name them, counted within
+    the phase; ``created`` for a migration that died before its first step.
+    """
+    if not phase:
+        return ("created", 1) if first else None
+    last = phase[-1]
+    if len(phase) == 1 and is_claim(last):
+        return CLAIMED  # the recovery itself died before it journaled anything more
+    if last.step is None or last.step is Step.PROBE:
+        return None  # it stopped on its own (IN_DOUBT, say); no crash to replay
+    intent = last.kind == EventKind.INTENT
+    name = f"{last.step.value}.{'intent' if intent else 'recorded'}"
+    kinds = (EventKind.INTENT,) if intent else tuple(OUTCOMES)
+    return (name, sum(1 for e in phase if e.step is last.step and e.kind in kinds))
+
+
+def armed(point: StopPoint | None) -> Failpoints:
+    return Failpoints(None if point is None or point == CLAIMED else NthHit(*point))
+
+
+def crash_after_claim(event: HookEvent) -> None:
+    """Observer that dies, as the original recovery did, once its claim is committed."""
+    if event.name is HookName.RECOVERED:
+        raise Crash("the recovery being replayed crashed here")

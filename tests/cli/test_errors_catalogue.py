@@ -1,0 +1,158 @@
+"""Every case of docs/errors.md holds: its exit code, its one line on stderr, never a
+traceback, and after exit 2 a journal and hosts byte-for-byte as before."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from migrator.coordinator import Coordinator
+from migrator.drivers.test import TestDriver
+from migrator.journal.schema import SCHEMA_HEAD
+from migrator.journal.store import Journal
+from tests.cli.errors_catalogue import CASES, LONG, Case, markdown
+from tests.conftest import ROOT, run_cli
+
+SEED_ID_FILE = "seed-id"
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """A copy of the seeded directory: journal.db, host-a (vm1 runs there), host-b."""
+
+    tmp: Path
+
+    @property
+    def values(self) -> dict[str, str]:
+        return {
+            "{db}": f"sqlite:///{self.tmp / 'journal.db'}",
+            "{src}": f"test://{self.tmp / 'host-a'}",
+            "{dst}": f"test://{self.tmp / 'host-b'}",
+            "{tmp}": str(self.tmp),
+            "{id}": (self.tmp / SEED_ID_FILE).read_text(),
+            "{long}": LONG,
+            "{head}": SCHEMA_HEAD,
+        }
+
+    def fill(self, text: str) -> str:
+        for key, value in self.values.items():
+            text = text.replace(key, value)
+        return text
+
+    def snapshot(self) -> dict[str, bytes]:
+        """Every file's bytes, the journal as its SQL dump (its WAL may be checkpointed)."""
+        files = {}
+        for path in sorted(self.tmp.rglob("*")):
+            if path.is_file() and not path.name.startswith("journal.db"):
+                files[str(path)] = path.read_bytes()
+        conn = sqlite3.connect(self.tmp / "journal.db")
+        try:
+            files["journal"] = "\n".join(conn.iterdump()).encode()
+        finally:
+            conn.close()
+        return files
+
+
+@pytest.fixture(scope="module")
+def seeded_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("catalogue-seed")
+    src = TestDriver(f"test://{root / 'host-a'}")
+    dst = TestDriver(f"test://{root / 'host-b'}")
+    src.define("vm1", memory_mib=1)
+    src.define("old", memory_mib=1)
+    with Journal.open(f"sqlite:///{root / 'journal.db'}") as journal:
+        coordinator = Coordinator(journal)
+        try:
+            old = coordinator.migrate("old", src=src, dst=dst)
+        finally:
+            coordinator.close()
+    (root / SEED_ID_FILE).write_text(old.id)
+    return root
+
+
+def _vm1_on_dst(s: Scratch) -> None:
+    TestDriver(s.values["{dst}"]).define("vm1", memory_mib=1)
+
+
+def _host_json_list(s: Scratch) -> None:
+    (s.tmp / "list-host").mkdir()
+    (s.tmp / "list-host" / "host.json").write_text("[1, 2]")
+
+
+def _foreign_sqlite(s: Scratch) -> None:
+    conn = sqlite3.connect(s.tmp / "other.db")
+    with conn:
+        conn.execute("CREATE TABLE notes (body TEXT)")
+        conn.execute("INSERT INTO notes VALUES ('mine')")
+    conn.close()
+
+
+def _garbage_file(s: Scratch) -> None:
+    (s.tmp / "garbage.db").write_bytes(bytes(range(256)) * 8)
+
+
+def _newer_schema(s: Scratch) -> None:
+    conn = sqlite3.connect(s.tmp / "journal.db")
+    with conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    conn.close()
+
+
+SETUPS: dict[str, Callable[[Scratch], None]] = {
+    "vm1-on-dst": _vm1_on_dst,
+    "host-json-list": _host_json_list,
+    "foreign-sqlite": _foreign_sqlite,
+    "garbage-file": _garbage_file,
+    "newer-schema": _newer_schema,
+}
+
+
+def _record(case: Case, scratch: Scratch, code: int, lines: list[str]) -> None:
+    """With ``ERRORS_CATALOGUE_RECORD=FILE``, append what a case got (to write new cases)."""
+    target = os.environ.get("ERRORS_CATALOGUE_RECORD")
+    if not target:
+        return
+    text = "\n".join(lines)
+    for key, value in sorted(scratch.values.items(), key=lambda kv: -len(kv[1])):
+        text = text.replace(value, key)
+    with open(target, "a") as f:
+        f.write(json.dumps([CASES.index(case), code, text]) + "\n")
+
+
+def case_id(case: Case) -> str:
+    return " ".join(case.args)[:70].encode("ascii", "backslashreplace").decode()
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_case_gets_its_exit_code_and_message(case: Case, seeded_dir: Path, tmp_path: Path) -> None:
+    scratch = Scratch(tmp_path / "s")
+    shutil.copytree(seeded_dir, scratch.tmp)
+    if case.setup:
+        SETUPS[case.setup](scratch)
+    before = scratch.snapshot()
+    proc = run_cli(*(scratch.fill(a) for a in case.args), db=scratch.values["{db}"])
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.splitlines()
+    _record(case, scratch, proc.returncode, lines)
+    assert len(lines) == 1, proc.stderr
+    assert (proc.returncode, lines[0]) == (case.code, scratch.fill(case.message))
+    if case.code == 2:
+        assert proc.stdout == ""
+        assert scratch.snapshot() == before
+
+
+def test_errors_md_is_what_the_catalogue_prints() -> None:
+    assert (ROOT / "docs" / "errors.md").read_text() == markdown(), (
+        "regenerate it: python -m tests.cli.errors_catalogue > docs/errors.md"
+    )
+
+
+def test_the_catalogue_has_at_least_sixty_cases() -> None:
+    assert len(CASES) >= 60

@@ -1,0 +1,91 @@
+"""A migration's lease is renewed whatever its driving thread is doing (docs/journal.md)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from migrator.coordinator import Coordinator, Recovered
+from migrator.errors import UsageError
+from migrator.hooks import HookEvent, HookName
+from migrator.journal import lifecycle
+from migrator.journal.store import Journal
+from migrator.states import State, Step
+from tests.conftest import Hosts
+
+LEASE = 1.5
+
+
+def test_slow_observer_hooks_do_not_let_a_live_migration_be_taken_over(
+    tmp_path: Path, hosts: Hosts
+) -> None:
+    """Observer hooks sleeping twice the lease: a plain recover still leaves it alone."""
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    Journal.open(url).close()  # the schema
+    journal = Journal(lifecycle.create_engine(url), lease_seconds=LEASE)
+    reports: list[list[Recovered]] = []
+
+    def slow(event: HookEvent) -> None:
+        if event.name is HookName.STEP_STARTED and event.event.step is Step.PERFORM:
+            other = Coordinator(journal, coordinator_id="elsewhere:1:other")
+            checker = threading.Timer(2 * LEASE, lambda: reports.append(other.recover()))
+            checker.start()
+            time.sleep(3 * LEASE)
+            checker.join()
+
+    coordinator = Coordinator(journal, hooks=[slow])
+    try:
+        migration = coordinator.migrate("vm1", src=hosts.src, dst=hosts.dst)
+    finally:
+        coordinator.close()
+        journal.close()
+    assert migration.state is State.CONFIRMED
+    [[report]] = reports
+    assert (report.claimed, report.claimed_because) == (False, None)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"step_timeout": 0},
+        {"step_timeout": -5},
+        {"step_timeout": float("nan")},
+        {"step_timeout": float("inf")},
+        {"confirm_attempts": 0},
+        {"retry_backoff": float("nan")},
+        {"retry_backoff": -1},
+    ],
+    ids=str,
+)
+def test_a_coordinator_refuses_times_and_counts_that_mean_nothing(
+    options: dict[str, float], journal: Journal
+) -> None:
+    with pytest.raises(UsageError):
+        Coordinator(journal, **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"domain": ""},
+        {"domain": "x" * 300},
+        {"domain": "vm\udcff"},
+        {"dname": ""},
+        {"bandwidth": -1},
+        {"bandwidth": 2**40},
+        {"protocol": 9},
+    ],
+    ids=str,
+)
+def test_a_migration_request_out_of_bounds_is_refused_before_journaling(
+    request_: dict[str, object], journal: Journal, hosts: Hosts
+) -> None:
+    coordinator = Coordinator(journal)
+    args: dict[str, object] = {"domain": "vm1", **request_}
+    domain = args.pop("domain")
+    with pytest.raises(UsageError):
+        coordinator.migrate(domain, src=hosts.src, dst=hosts.dst, **args)  # type: ignore[arg-type]
+    assert journal.list() == []
