@@ -138,6 +138,7 @@ class ReplayDriver:
 
     blocking = False  # answers from memory: called inline
     honoured_flags = ~MigrateFlags.NONE  # answers as journaled, whatever the flags were
+    checks_fence = True  # acts on no host: nothing for a stale coordinator to harm
 
     def __init__(
         self, uri: str, tape: _Tape, probes: _Tape, *, start: DomainState, original_id: str

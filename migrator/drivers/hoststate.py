@@ -51,6 +51,7 @@ class HostState:
     """Storage of a directory-backed host; ``PARTS`` are the top-level maps it keeps."""
 
     PARTS: ClassVar[tuple[str, ...]] = ("domains", "calls", "fences")
+    checks_fence: ClassVar[bool] = True  # every hook refuses a stale fence (``_fence``)
     dir: Path
 
     @property

@@ -33,9 +33,18 @@ from migrator.engine.retry import RetryPolicy
 from migrator.engine.run import Connect, Run, resume
 from migrator.engine.steps import ProgressCallback, Steps
 from migrator.engine.writeahead import WriteAhead
-from migrator.errors import DomainExists, DomainNotFound, FenceLost, MigratorError, UsageError
+from migrator.errors import (
+    DomainExists,
+    DomainNotFound,
+    FenceLost,
+    HandedOver,
+    MigratorError,
+    StateConflict,
+    UsageError,
+)
 from migrator.failpoints import INERT, Failpoints
 from migrator.flags import MigrateFlags
+from migrator.journal.queue import Queue
 from migrator.journal.store import Journal
 from migrator.records import EventDraft, EventKind, Migration
 from migrator.states import State
@@ -136,6 +145,44 @@ class Coordinator:
             run.release()
         return run.migration
 
+    # -- the queue (docs/workers.md) -------------------------------------------------------
+
+    def submit(
+        self,
+        domain: str,
+        *,
+        src: Driver,
+        dst: Driver,
+        flags: MigrateFlags = MigrateFlags.NONE,
+        dname: str | None = None,
+        bandwidth: int = 0,
+        protocol: int | None = None,
+    ) -> Migration:
+        """Check the request as ``migrate`` does, journal it QUEUED and return at once; a
+        worker (``migrator.workers``) claims and drives it."""
+        params, version = self._preflight(
+            domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol
+        )
+        return Queue(self.journal).submit(
+            domain=domain,
+            dname=dname,
+            src=redact_uri(src.uri),
+            dst=redact_uri(dst.uri),
+            protocol=version,
+            flags=int(params.flags),
+            bandwidth=bandwidth,
+        )
+
+    def drive(self, migration: Migration) -> Migration:
+        """Drive a migration this coordinator claimed from the queue (state NEW, owned by
+        ``self.id``) to an end state, reaching its journaled hosts with ``connect``."""
+        run = resume(migration, [], self.connect)
+        try:
+            flow_for(migration.protocol).drive(self.engine, run)
+        finally:
+            run.release()
+        return run.migration
+
     # -- recovery, operators' commands ---------------------------------------------------
 
     def recover(self, *, dry_run: bool = False, steal: bool = False) -> list[Recovered]:
@@ -145,18 +192,24 @@ class Coordinator:
         lease lapsed, or ``steal``; one whose owner is alive is reported and left alone.
         ``dry_run`` plans without claiming, calling or writing anything.
         """
-        reports = []
-        for migration in self.journal.list(states=RECOVERABLE):
-            try:
-                reports.append(self._recover_one(migration, dry_run=dry_run, steal=steal))
-            except MigratorError as exc:  # one migration's trouble must not stop the others
-                state = self.journal.get(migration.id).state
-                plan = flow_for(migration.protocol).plan(migration, [])
-                note = f"recovery stopped: {exc}"
-                reports.append(
-                    Recovered(migration.id, migration.state, plan, True, None, state, None, note)
-                )
-        return reports
+        return [
+            self.recover_one(migration, dry_run=dry_run, steal=steal)
+            for migration in self.journal.list(states=RECOVERABLE)
+        ]
+
+    def recover_one(
+        self, migration: Migration, *, dry_run: bool = False, steal: bool = False
+    ) -> Recovered:
+        """``recover`` for one migration: a worker's takeover (docs/workers.md)."""
+        try:
+            return self._recover_one(migration, dry_run=dry_run, steal=steal)
+        except HandedOver:
+            raise
+        except MigratorError as exc:  # one migration's trouble must not stop the others
+            state = self.journal.get(migration.id).state
+            plan = flow_for(migration.protocol).plan(migration, [])
+            note = f"recovery stopped: {exc}"
+            return Recovered(migration.id, migration.state, plan, True, None, state, None, note)
 
     def _recover_one(self, migration: Migration, *, dry_run: bool, steal: bool) -> Recovered:
         flow = flow_for(migration.protocol)
@@ -217,6 +270,8 @@ class Coordinator:
     def abort(self, migration_id: str) -> Migration:
         """Persist an abort request; a running Perform notices it and the cancel path runs."""
         migration = self.journal.find(migration_id)
+        if migration.state is State.QUEUED and self._abandon_queued(migration):
+            return self.journal.get(migration.id)
         if not self.journal.request_abort(migration.id, states=ABORTABLE):
             current = self.journal.get(migration.id)
             raise UsageError(
@@ -224,6 +279,22 @@ class Coordinator:
                 " finished Perform can be aborted"
             )
         return self.journal.get(migration.id)
+
+    def _abandon_queued(self, migration: Migration) -> bool:
+        """End a migration no worker claimed yet: FAILED, nothing was called. False if a
+        worker claimed it meanwhile (its run then honours the abort request)."""
+        draft = EventDraft(kind=EventKind.ABORT, detail={"queued": True})
+        try:
+            self.journal.record(
+                migration,
+                draft,
+                state=State.FAILED,
+                coordinator=self.id,
+                reason="aborted while queued",
+            )
+        except (FenceLost, StateConflict):
+            return False
+        return True
 
     # -- checks before anything is written -----------------------------------------------
 

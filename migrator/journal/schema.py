@@ -11,10 +11,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0003"
 """The Alembic head revision these tables match."""
 
-KNOWN_REVISIONS = ("0001",)
+KNOWN_REVISIONS = ("0001", "0003")
 """Every revision this code can upgrade from, oldest first."""
 
 
@@ -63,6 +63,7 @@ migrations = sa.Table(
     sa.Column("finished_at", UTCDateTime, nullable=True),
     sa.Column("progress", sa.JSON, nullable=True),
     sa.Index("ix_migrations_created_at", "created_at"),
+    sa.Index("ix_migrations_state_created", "state", "created_at"),
     sqlite_with_rowid=False,
 )
 
@@ -93,3 +94,16 @@ events = sa.Table(
     sa.Column("duration", sa.Float, nullable=True),
     sqlite_with_rowid=False,
 )
+
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("hostname", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("concurrency", sa.Integer, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("heartbeat_at", UTCDateTime, nullable=False),
+    sa.Column("stopping", sa.Boolean, nullable=False),
+)
+"""Live workers, each heartbeating its row (docs/workers.md); revision 0003."""

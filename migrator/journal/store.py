@@ -40,16 +40,22 @@ class Journal:
 
     @classmethod
     def open(
-        cls, url: str = DEFAULT_URL, *, upgrade: bool | None = None, check: bool = True
+        cls,
+        url: str = DEFAULT_URL,
+        *,
+        upgrade: bool | None = None,
+        check: bool = True,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> Journal:
         """Open the journal at ``url``; SQLite files are created and upgraded on first use.
 
         A PostgreSQL journal must be upgraded explicitly (``migrator db upgrade``, or
         ``upgrade=True``); an out-of-date schema raises ``SchemaOutOfDate``. ``check=False``
-        skips the schema check (for ``db current`` and ``db upgrade``).
+        skips the schema check (for ``db current`` and ``db upgrade``). ``lease_seconds``:
+        how long an owner's lease lasts without a write or heartbeat (docs/journal.md).
         """
         engine = lifecycle.create_engine(url)
-        journal = cls(engine)
+        journal = cls(engine, lease_seconds=lease_seconds)
         auto = engine.dialect.name == "sqlite" if upgrade is None else upgrade
         try:
             if check:
