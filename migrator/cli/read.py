@@ -33,6 +33,7 @@ DIAGRAM_FORMATS = click.Choice(["mermaid", "dot", "svg", "png"])
 )
 @click.option("--until", metavar="T", help="Created at or before T (as --since).")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many, newest first.")
+@click.option("--owner", metavar="TEXT", help="Only where the owner's id (a worker's) has TEXT.")
 @json_option
 def list_(
     states: tuple[str, ...],
@@ -41,6 +42,7 @@ def list_(
     since: str | None,
     until: str | None,
     limit: int | None,
+    owner: str | None,
     as_json: bool,
 ) -> None:
     """List migrations, newest first, with the reason of each failure."""
@@ -56,6 +58,7 @@ def list_(
             domain=domain,
             host=host,
             limit=limit,
+            owner=owner,
         )
         rows = [migration_dict(m) for m in chosen]
     if as_json:

@@ -111,6 +111,16 @@ class Queue:
         with translated(self.url), self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
+    def takeovers(self) -> int:
+        """How many times a coordinator took a migration over from another (recovery's
+        claim notes, which name the previous owner)."""
+        query = sa.select(sa.func.count()).where(
+            events.c.kind == EventKind.RECOVERY.value,
+            sa.cast(events.c.detail, sa.Text).like('%"previous_owner"%'),
+        )
+        with translated(self.url), self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     # -- claiming ------------------------------------------------------------------------
 
     def claim(self, worker_id: str, limits: HostLimits) -> Migration | None:

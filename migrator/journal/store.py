@@ -205,11 +205,20 @@ class Journal:
         domain: str | None = None,
         host: str | None = None,
         limit: int | None = None,
+        owner: str | None = None,
     ) -> builtins.list[Migration]:
-        """Migrations, newest first; ``host`` matches the source or the destination URI."""
+        """Migrations, newest first; ``host`` matches the source or the destination URI,
+        ``owner`` part of the owner's id."""
         with self._reading() as conn:
             return queries.migrations_where(
-                conn, states=states, since=since, until=until, domain=domain, host=host, limit=limit
+                conn,
+                states=states,
+                since=since,
+                until=until,
+                domain=domain,
+                host=host,
+                limit=limit,
+                owner=owner,
             )
 
     def history(self, migration_id: str) -> builtins.list[Event]:
