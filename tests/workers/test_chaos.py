@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
 from migrator.journal.store import Journal
 from tests.workers.chaos import Rig, chaos, check_all
 
@@ -24,7 +22,6 @@ def test_three_workers_on_postgres_survive_kills_and_stops(pg_url: str, tmp_path
     assert figures.kills >= min(kills, 5)
 
 
-@pytest.mark.no_replay
 def test_two_workers_on_one_sqlite_file_survive_kills_and_stops(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'journal.db'}"
     Journal.open(url, upgrade=True).close()
