@@ -81,7 +81,7 @@ class HostLimits:
             text = path.read_text()
             data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
             return cls.from_dict(data)
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, UsageError) as exc:
             raise UsageError(f"limits file {path}: {exc}") from None
 
     @classmethod
