@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from migrator.journal.store import Journal
 from tests.workers.chaos import Rig, chaos, check_all
 
 MIGRATIONS = int(os.environ.get("MIGRATOR_CHAOS_MIGRATIONS", "60"))
 
 
+@pytest.mark.timeout(120 + MIGRATIONS)
 def test_three_workers_on_postgres_survive_kills_and_stops(pg_url: str, tmp_path: Path) -> None:
     Journal.open(pg_url, upgrade=True).close()
     rig = Rig(pg_url, tmp_path)
