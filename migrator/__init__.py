@@ -36,9 +36,9 @@ if TYPE_CHECKING:
     from migrator.flags import MigrateFlags
     from migrator.journal.store import Journal
     from migrator.limits import HostLimits
-    from migrator.workers import Worker
     from migrator.records import Event, Migration, Progress, StepContext
     from migrator.states import State, Step, Trigger
+    from migrator.workers import Worker
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

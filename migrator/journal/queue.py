@@ -34,7 +34,8 @@ _C = migrations.c
 CLAIM_WINDOW = 500
 """How many of the oldest queued migrations one claim looks at for one that fits."""
 CLAIM_LOCK = 0x6D69_6772
-"""The PostgreSQL advisory lock key that serializes claims (any constant will do)."""
+"""The PostgreSQL advisory lock that serializes claims is (CLAIM_LOCK, a hash of the
+schema): advisory locks are per database, and journals in other schemas must not wait."""
 NOT_IN_FLIGHT = frozenset({State.QUEUED, State.IN_DOUBT}) | TERMINAL
 """States that hold no slot of a host's limits: waiting, ended, or waiting for an operator."""
 
@@ -66,7 +67,8 @@ class Queue:
         """One transaction no other claim runs beside; commits when the block ends."""
         with translated(self.url), self.engine.connect() as conn:
             if self.engine.dialect.name == "postgresql":
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK)))
+                schema = sa.func.hashtext(sa.func.current_schema())
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK, schema)))
             else:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             yield conn

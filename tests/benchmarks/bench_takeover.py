@@ -23,7 +23,6 @@ import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import quote
 
 import sqlalchemy as sa

@@ -145,7 +145,23 @@ def chaos(
     """Submit, run ``workers`` worker processes under chaos until every migration ended."""
     figures = Figures(migrations)
     rig.submit(migrations, perform=perform)
-    chooser = random.Random(migrations)
+    try:
+        _run(rig, figures, workers, kills, kill_every, stop_every, deadline)
+    finally:
+        rig.stop_all()
+    return figures
+
+
+def _run(
+    rig: Rig,
+    figures: Figures,
+    workers: int,
+    kills: int,
+    kill_every: float,
+    stop_every: float,
+    deadline: float,
+) -> None:
+    chooser = random.Random(figures.migrations)
     for _ in range(workers):
         rig.start_worker()
     start = time.monotonic()
@@ -172,10 +188,6 @@ def chaos(
             next_stop = now + stop_every
         time.sleep(0.1)
     figures.seconds = time.monotonic() - start
-    if stopped is not None:
-        os.kill(stopped[0].pid, signal.SIGCONT)
-    rig.stop_all()
-    return figures
 
 
 def check_all(rig: Rig, figures: Figures) -> Figures:
