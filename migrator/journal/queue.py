@@ -67,12 +67,21 @@ class Queue:
         """One transaction no other claim runs beside; commits when the block ends."""
         with translated(self.url), self.engine.connect() as conn:
             if self.engine.dialect.name == "postgresql":
+                self._bounded(conn)
                 schema = sa.func.hashtext(sa.func.current_schema())
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK, schema)))
             else:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             yield conn
             conn.commit()
+
+    def _bounded(self, conn: sa.Connection) -> None:
+        """A claim waits for the lock at most a lease, and a claimer stalled inside its
+        transaction (SIGSTOP) loses its session, and so the lock, after a lease: one stalled
+        worker must not stop every other from claiming (docs/workers.md)."""
+        ms = max(1, int(self.journal.lease_seconds * 1000))
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
+        conn.exec_driver_sql(f"SET LOCAL idle_in_transaction_session_timeout = {ms}")
 
     # -- submitting ----------------------------------------------------------------------
 
