@@ -266,6 +266,8 @@ StopPoint = tuple[str, int]
 """Where a run stopped: a failpoint name and which hit of it, within that run."""
 
 PHASE_STARTS = (EventKind.RECOVERY, EventKind.RESOLVE)
+NOTES = (EventKind.RECOVERY, EventKind.OK, EventKind.ERROR)
+"""Kinds of the notes a phase may end with when its coordinator died right after one."""
 
 
 def _phases(history: Sequence[Event]) -> list[list[Event]]:
@@ -292,6 +294,10 @@ def _stop_point(phase: list[Event], *, first: bool) -> StopPoint | None:
     if not phase:
         return ("created", 1) if first else None
     last = phase[-1]
+    if last.kind in NOTES and (last.step is None or last.step is Step.PROBE):
+        # Killed after a note (a takeover's claim note, a probe) and before its next step.
+        key = str(last.step or last.kind)
+        return (f"{key}.noted", sum(1 for e in phase if str(e.step or e.kind) == key))
     if last.step is None or last.step is Step.PROBE:
         return None  # it stopped on its own (IN_DOUBT, say); no crash to replay
     intent = last.kind == EventKind.INTENT
