@@ -34,9 +34,11 @@ if TYPE_CHECKING:
         UsageError,
     )
     from migrator.flags import MigrateFlags
+    from migrator.hostlimits import HostLimits
     from migrator.journal.store import Journal
     from migrator.records import Event, Migration, Progress, StepContext
     from migrator.states import State, Step, Trigger
+    from migrator.workers import Worker
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -48,6 +50,7 @@ _HOMES = {
     "DriverError": "migrator.errors",
     "Event": "migrator.records",
     "Feature": "migrator.drivers.base",
+    "HostLimits": "migrator.hostlimits",
     "IllegalTransition": "migrator.errors",
     "Journal": "migrator.journal.store",
     "JournalError": "migrator.errors",
@@ -62,6 +65,7 @@ _HOMES = {
     "StepContext": "migrator.records",
     "Trigger": "migrator.states",
     "UsageError": "migrator.errors",
+    "Worker": "migrator.workers",
     "connect": "migrator.drivers.base",
 }
 
@@ -73,6 +77,7 @@ __all__ = [
     "DriverError",
     "Event",
     "Feature",
+    "HostLimits",
     "IllegalTransition",
     "Journal",
     "JournalError",
@@ -87,6 +92,7 @@ __all__ = [
     "StepContext",
     "Trigger",
     "UsageError",
+    "Worker",
     "connect",
 ]
 

@@ -18,6 +18,7 @@ Every error the library raises on purpose derives from :class:`MigratorError`::
     │   └── FenceLost              another coordinator owns the migration now
     ├── IllegalTransition          a trigger the state machine refuses
     ├── CoordinatorCrashed         recovery's record of a step cut short by a crash
+    ├── HandedOver                 a stopping worker left a migration at a step boundary
     └── DriverError                a driver hook failed (its text is data, never trusted)
         ├── StepTimeout            a hook did not return within its timeout
         ├── CookieTooLarge         a driver returned a cookie over REMOTE_MIGRATE_COOKIE_MAX
@@ -185,3 +186,15 @@ class CookieTooLarge(DriverError):
 
 class QMPUnreachable(DriverError):
     """The QMP socket of a QEMU domain does not answer (no process, or one that hangs)."""
+
+
+class HandedOver(MigratorError):
+    """A stopping worker stopped driving a migration at a step boundary (docs/workers.md).
+
+    Raised before a step's intent is committed, so the journal holds no intent without its
+    step; the worker then gives the migration back (to the queue, or its lease to others).
+    """
+
+    def __init__(self, *, migration_id: str, state: str) -> None:
+        self.migration_id = migration_id
+        super().__init__(f"migration {migration_id} handed over in {state}")

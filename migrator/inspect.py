@@ -8,7 +8,7 @@ function that deletes, and only terminal migrations.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,9 +57,20 @@ def show(journal: Journal, migration_id: str) -> dict[str, Any]:
     history = journal.history(migration.id)
     return {
         **migration_dict(migration),
+        "owners": owners(history),
         "events": [event_dict(e) for e in history],
         "stats": migration_stats(history),
     }
+
+
+def owners(history: Sequence[Event]) -> list[dict[str, Any]]:
+    """Every coordinator that drove the migration, in order, and the event (seq, time) at
+    which it took it: from the events' ``coordinator`` column (docs/workers.md)."""
+    found: list[dict[str, Any]] = []
+    for event in history:
+        if event.coordinator and (not found or found[-1]["owner"] != event.coordinator):
+            found.append({"owner": event.coordinator, "seq": event.seq, "at": iso(event.at)})
+    return found
 
 
 # -- export ------------------------------------------------------------------------------------

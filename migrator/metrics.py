@@ -10,7 +10,10 @@ Two sources, one set of names, so a dashboard works with either:
 
 Metrics: ``migrator_migrations_total{outcome}`` (counter: migrations that reached an end
 state), ``migrator_step_duration_seconds{step,result}`` (histogram: how long driver hooks
-took, ``result`` ``ok`` or ``error``), ``migrator_migrations_in_flight`` (gauge).
+took, ``result`` ``ok`` or ``error``), ``migrator_migrations_in_flight`` (gauge); from the
+journal also ``migrator_queue_depth`` (gauge: migrations waiting for a worker) and
+``migrator_takeovers_total`` (counter: migrations taken over from another coordinator,
+docs/workers.md).
 """
 
 from __future__ import annotations
@@ -23,11 +26,15 @@ from typing import Any
 from migrator.errors import UsageError
 from migrator.hooks import ENDS, HookEvent, HookName
 from migrator.journal.analytics import Histogram
+from migrator.journal.queue import Queue
 from migrator.journal.store import Journal
+from migrator.states import State
 
 BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0)
 OUTCOMES = "migrator_migrations_total"
 DURATIONS = "migrator_step_duration_seconds"
+QUEUE_DEPTH = "migrator_queue_depth"
+TAKEOVERS = "migrator_takeovers_total"
 IN_FLIGHT = "migrator_migrations_in_flight"
 
 
@@ -101,8 +108,16 @@ class JournalCollector:
         for state in sorted(ENDS):
             outcomes.add_metric([str(state)], by_state.get(state, 0))
         yield outcomes
-        in_flight = sum(n for s, n in by_state.items() if s not in ENDS)
+        queued = by_state.get(State.QUEUED, 0)
+        in_flight = sum(n for s, n in by_state.items() if s not in ENDS) - queued
         yield core.GaugeMetricFamily(IN_FLIGHT, "Migrations being driven.", value=in_flight)
+        yield core.GaugeMetricFamily(
+            QUEUE_DEPTH, "Migrations waiting for a worker.", value=queued
+        )
+        takeovers = Queue(self.journal).takeovers()
+        yield core.CounterMetricFamily(
+            TAKEOVERS, "Migrations taken over from another coordinator.", value=takeovers
+        )
         yield self._durations(core, self.journal.duration_buckets(BUCKETS))
 
     @staticmethod

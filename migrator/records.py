@@ -32,6 +32,8 @@ class EventKind(enum.StrEnum):
     """The engine cannot tell where the domain runs and stopped."""
     DECIDED = "decided"
     """v1/v2: an end decided from a probe or an operator, with no step of its own."""
+    QUEUE = "queue"
+    """A worker claimed a queued migration, or handed it back to the queue (docs/workers.md)."""
 
 
 OUTCOMES: frozenset[EventKind] = frozenset({EventKind.OK, EventKind.ERROR})

@@ -40,7 +40,7 @@ from migrator.flags import MigrateFlags
 from migrator.journal.store import Journal
 from migrator.records import OUTCOMES, Event, EventKind, Migration, StepContext
 from migrator.replayphases import StopPoint
-from migrator.states import RUNS_ON, Step
+from migrator.states import RUNS_ON, State, Step
 
 Signature = tuple[str | None, str, bool | None, str, int]
 """What replay compares of each event: step, kind, cancelled, state after it, attempt."""
@@ -140,6 +140,7 @@ class ReplayDriver:
 
     blocking = False  # answers from memory: called inline
     honoured_flags = ~MigrateFlags.NONE  # answers as journaled, whatever the flags were
+    checks_fence = True  # acts on no host: nothing for a stale coordinator to harm
 
     def __init__(
         self, uri: str, tape: _Tape, probes: _Tape, *, start: DomainState, original_id: str
@@ -253,11 +254,21 @@ def _split_tapes(
 def replay(journal: Journal, migration_id: str) -> ReplayResult:
     """Re-run the engine's decisions for one journaled migration and compare."""
     migration = journal.find(migration_id)
-    history = journal.history(migration.id)
+    full = journal.history(migration.id)
+    history = [e for e in full if not _queue_only(e)]
+    if (full and not history) or migration.state is State.QUEUED:
+        return ReplayResult(migration.id, True, [], [], None, "never driven: nothing to replay")
     recorded = [signature(e) for e in history]
     with tempfile.TemporaryDirectory(prefix="migrator-replay-") as tmp:
         replayed, note = _rerun(migration, history, Path(tmp) / "replay.db")
     return _compare(migration.id, recorded, replayed, note)
+
+
+def _queue_only(event: Event) -> bool:
+    """The queue's own events (a claim, a hand-back, an abort while queued) are no decision
+    of the engine: replay compares the rest (docs/workers.md)."""
+    queued_abort = event.kind == EventKind.ABORT and (event.detail or {}).get("queued")
+    return event.kind == EventKind.QUEUE or bool(queued_abort)
 
 
 def _rerun(

@@ -54,6 +54,10 @@ CLAIMED: StopPoint = ("claimed", 1)
 """A recovery that crashed right after journaling its claim, before any other event."""
 
 
+NOTES = (EventKind.RECOVERY, EventKind.OK, EventKind.ERROR)
+"""Kinds of the notes a phase may end with when its coordinator died right after one."""
+
+
 def is_claim(event: Event) -> bool:
     """A recovery's first event: the claim, which names the state it found."""
     return event.kind == EventKind.RECOVERY and "from_state" in (event.detail or {})
@@ -92,6 +96,10 @@ def stop_point(phase: list[Event], *, first: bool) -> StopPoint | None:
     last = phase[-1]
     if len(phase) == 1 and is_claim(last):
         return CLAIMED  # the recovery itself died before it journaled anything more
+    if last.kind in NOTES and (last.step is None or last.step is Step.PROBE):
+        # Killed after a note (a probe, say) and before its next step.
+        key = str(last.step or last.kind)
+        return (f"{key}.noted", sum(1 for e in phase if str(e.step or e.kind) == key))
     if last.step is None or last.step is Step.PROBE:
         return None  # it stopped on its own (IN_DOUBT, say); no crash to replay
     intent = last.kind == EventKind.INTENT

@@ -20,6 +20,8 @@ from migrator.errors import IllegalTransition
 
 
 class State(enum.StrEnum):
+    QUEUED = "QUEUED"
+    """Submitted, waiting for a worker to claim it (docs/workers.md)."""
     NEW = "NEW"
     BEGINNING = "BEGINNING"
     BEGUN = "BEGUN"
@@ -114,6 +116,9 @@ class Trigger(enum.StrEnum):
     DOMAIN_LOST = "domain_lost"
     FAIL = "fail"
     RESOLVE_DST = "resolve_dst"
+    # Queued migrations (docs/workers.md)
+    CLAIM = "claim"
+    REQUEUE = "requeue"
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,8 +199,11 @@ OWN_STATES: dict[int, frozenset[State]] = {
                   S.FINISHING2}),
     1: frozenset({S.PREPARING1, S.PREPARED1, S.PERFORMING1, S.PERFORMED1, S.FINISHING1}),
 }  # fmt: skip
-OWN_STATES[3] = frozenset(State) - OWN_STATES[1] - OWN_STATES[2] - TERMINAL - {S.NEW, S.IN_DOUBT}
-"""The states only one protocol passes through; NEW, IN_DOUBT and the ends are shared."""
+OWN_STATES[3] = (
+    frozenset(State) - OWN_STATES[1] - OWN_STATES[2] - TERMINAL - {S.QUEUED, S.NEW, S.IN_DOUBT}
+)
+"""The states only one protocol passes through; QUEUED, NEW, IN_DOUBT and the ends are
+shared."""
 
 # (trigger, sources, dest). The happy path of protocol v3 first, then each failure rule
 # (docs/states.md), then the recovery moves (docs/recovery.md).
@@ -272,6 +280,11 @@ _TABLE: tuple[tuple[Trigger, tuple[State, ...], State], ...] = (
     (T.FAIL, (S.DUMPING, S.DUMPED, S.PREPARING1, S.PREPARED1, S.PERFORMING1, S.IN_DOUBT), S.FAILED),
     (T.GIVE_UP, (S.PERFORMING2, S.FINISHING2, S.PERFORMING1, S.FINISHING1), S.IN_DOUBT),
     (T.RESOLVE_DST, (S.IN_DOUBT,), S.CONFIRMED),
+    # A worker claims a queued migration, or hands one it has not begun back to the queue;
+    # an abort ends a queued migration before anything is called (docs/workers.md).
+    (T.CLAIM, (S.QUEUED,), S.NEW),
+    (T.REQUEUE, (S.NEW,), S.QUEUED),
+    (T.ABANDON, (S.QUEUED,), S.FAILED),
 )
 
 TRANSITIONS: tuple[Transition, ...] = tuple(
@@ -387,7 +400,7 @@ def fire(model: Model, trigger: Trigger) -> State:
 
 def mermaid(path: list[State] | None = None) -> str:
     """The machine as a Mermaid state diagram; states on ``path`` are highlighted."""
-    lines = ["stateDiagram-v2", f"    [*] --> {S.NEW}"]
+    lines = ["stateDiagram-v2", f"    [*] --> {S.QUEUED}", f"    [*] --> {S.NEW}"]
     lines += [f"    {t.source} --> {t.dest}: {t.trigger}" for t in TRANSITIONS]
     lines += [f"    {state} --> [*]" for state in sorted(TERMINAL)]
     if path:

@@ -33,8 +33,10 @@ README_COMMANDS = [
         "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/migrator demo",
     ),
     (
-        "Run the tests (fresh machine; PostgreSQL on 127.0.0.1:5432 and QEMU are used if present):",
-        "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pytest",
+        "Run the tests (fresh machine; PostgreSQL on 127.0.0.1:5432, QEMU and libvirt are used"
+        " if present):",
+        "python3 -m venv .venv && .venv/bin/pip install -e '.[test]'"
+        " && .venv/bin/pytest -n 2 --dist loadfile",
     ),
 ]
 README_HEAD_LINES = 15

@@ -286,8 +286,8 @@ def test_in_doubt_plans_nothing_and_points_at_resolve() -> None:
     assert "migrator resolve" in p.text
 
 
-def test_recoverable_states_are_all_but_terminal_and_in_doubt() -> None:
-    assert frozenset(State) - RECOVERABLE == TERMINAL | {S.IN_DOUBT}
+def test_recoverable_states_are_all_but_terminal_in_doubt_and_queued() -> None:
+    assert frozenset(State) - RECOVERABLE == TERMINAL | {S.IN_DOUBT, S.QUEUED}
 
 
 @pytest.mark.parametrize("state", sorted(RECOVERABLE), ids=str)

@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -26,38 +26,54 @@ NOTHING_STARTED = "no migration was started"
 MAX_DEMO_MIB = 4096
 """The largest test domain ``demo`` and ``test-host define`` write (its image is that big)."""
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 if TYPE_CHECKING:
     from migrator.flags import MigrateFlags
     from migrator.journal.store import Journal
     from migrator.records import Migration, Progress
 
 
+_REQUEST: tuple[Callable[[Any], Any], ...] = (
+    click.argument("domain", type=NAME),
+    click.option(
+        "--src", type=URI, required=True, metavar="URI", help="Source host, e.g. test:///srv/hostA."
+    ),
+    click.option("--dst", type=URI, required=True, metavar="URI", help="Destination host."),
+    click.option("--live", is_flag=True, help="Migrate while the domain runs (flag LIVE)."),
+    click.option(
+        "--tunnelled", is_flag=True, help="Relay the data through the coordinator (flag TUNNELLED)."
+    ),
+    click.option(
+        "--flag",
+        "flag_names",
+        multiple=True,
+        metavar="NAME",
+        help="A migration flag by name, e.g. persist-dest; repeatable.",
+    ),
+    click.option(
+        "--bandwidth", type=Count(0), default=0, metavar="MIB", help="Cap in MiB/s (0: none)."
+    ),
+    click.option(
+        "--dname", type=NAME, metavar="NAME", help="Name of the domain on the destination."
+    ),
+    click.option(
+        "--protocol",
+        type=click.IntRange(1, 3),
+        help="Force a protocol version (default: v3, else v2, else v1).",
+    ),
+)
+
+
+def request_options(f: F) -> F:
+    """The options that describe a migration, shared by ``migrate`` and ``submit``."""
+    for decorate in reversed(_REQUEST):
+        f = decorate(f)
+    return f
+
+
 @click.command()
-@click.argument("domain", type=NAME)
-@click.option(
-    "--src", type=URI, required=True, metavar="URI", help="Source host, e.g. test:///srv/hostA."
-)
-@click.option("--dst", type=URI, required=True, metavar="URI", help="Destination host.")
-@click.option("--live", is_flag=True, help="Migrate while the domain runs (flag LIVE).")
-@click.option(
-    "--tunnelled", is_flag=True, help="Relay the data through the coordinator (flag TUNNELLED)."
-)
-@click.option(
-    "--flag",
-    "flag_names",
-    multiple=True,
-    metavar="NAME",
-    help="A migration flag by name, e.g. persist-dest; repeatable.",
-)
-@click.option(
-    "--bandwidth", type=Count(0), default=0, metavar="MIB", help="Cap in MiB/s (0: none)."
-)
-@click.option("--dname", type=NAME, metavar="NAME", help="Name of the domain on the destination.")
-@click.option(
-    "--protocol",
-    type=click.IntRange(1, 3),
-    help="Force a protocol version (default: v3, else v2, else v1).",
-)
+@request_options
 @click.option(
     "--timeout", type=SECONDS, default=600.0, show_default=True, help="Per-step timeout, s."
 )
@@ -79,7 +95,7 @@ def migrate(
 ) -> None:
     """Migrate DOMAIN from --src to --dst and print the outcome."""
     with context.errors():
-        flags = _flags(flag_names, live=live, tunnelled=tunnelled)
+        flags = flags_of(flag_names, live=live, tunnelled=tunnelled)
         outcome = run(
             domain,
             src=src,
@@ -99,7 +115,7 @@ def migrate(
     sys.exit(outcome["exit_code"])
 
 
-def _flags(names: tuple[str, ...], *, live: bool, tunnelled: bool) -> MigrateFlags:
+def flags_of(names: tuple[str, ...], *, live: bool, tunnelled: bool) -> MigrateFlags:
     from migrator.flags import MigrateFlags, parse_flags
 
     try:

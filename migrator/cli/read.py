@@ -57,6 +57,7 @@ LIST_CHUNK = 1000
     help=f"At most this many, newest first (default for the table: {PAGE}).",
 )
 @click.option("--all", "everything", is_flag=True, help="Every match, streamed (no --limit).")
+@click.option("--owner", metavar="TEXT", help="Only where the owner's id (a worker's) has TEXT.")
 @json_option
 def list_(
     states: tuple[str, ...],
@@ -66,6 +67,7 @@ def list_(
     until: str | None,
     limit: int | None,
     everything: bool,
+    owner: str | None,
     as_json: bool,
 ) -> None:
     """List migrations, newest first, with the reason of each failure.
@@ -82,6 +84,7 @@ def list_(
             "until": parse_time(until, "--until") if until else None,
             "domain": domain,
             "host": host,
+            "owner": owner,
         }
         journal = context.journal()
         if everything or (as_json and limit is None):

@@ -130,6 +130,12 @@ def header_rows(m: dict[str, Any]) -> list[tuple[str, Text | str]]:
     if m.get("progress"):
         rows.append(("progress", Text(progress_text(m["progress"]))))
     rows.append(("owner", Text(safe(m["owner"])) if m["owner"] else "-"))
+    owners = m.get("owners", [])
+    if len(owners) > 1:  # it changed hands: who held it, from which event on
+        rows += [
+            ("owned by", Text(f"{safe(o['owner'])} from event {o['seq']} ({o['at']})"))
+            for o in owners
+        ]
     return rows
 
 

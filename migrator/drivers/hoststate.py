@@ -52,6 +52,7 @@ class HostState:
     """Storage of a directory-backed host; ``PARTS`` are the top-level maps it keeps."""
 
     PARTS: ClassVar[tuple[str, ...]] = ("domains", "calls", "fences")
+    checks_fence: ClassVar[bool] = True  # every hook refuses a stale fence (``_fence``)
     dir: Path
 
     @property
@@ -149,9 +150,17 @@ class HostState:
             )
         host["fences"][ctx.migration_id] = ctx.fence
 
-    def _once(self, key: str, effect: Callable[[Host], Memo]) -> Memo:
-        """Apply ``effect`` and record its result in the same write, unless already done."""
+    def _once(
+        self, key: str, effect: Callable[[Host], Memo], ctx: StepContext | None = None
+    ) -> Memo:
+        """Apply ``effect`` and record its result in the same write, unless already done.
+
+        With ``ctx``, the fence is checked again in that same write: a call admitted before
+        its coordinator stalled must not take effect after another one took over.
+        """
         with self._txn() as host:
+            if ctx is not None:
+                self._fence(host, ctx)
             if key not in host["calls"]:
                 host["calls"][key] = effect(host)
             memo: Memo = host["calls"][key]

@@ -33,6 +33,7 @@ _HONOURED = MigrateFlags.LIVE | MigrateFlags.PAUSED
 class NullDriver:
     blocking: ClassVar[bool] = False  # in-process, returns at once: called inline
     honoured_flags: ClassVar[MigrateFlags] = _HONOURED
+    checks_fence: ClassVar[bool] = True  # acts on no host: nothing for a stale coordinator to harm
     _hosts: ClassVar[dict[str, dict[str, DomainState]]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
 

@@ -41,12 +41,15 @@ from migrator.errors import (
     DomainExists,
     DomainNotFound,
     FenceLost,
+    HandedOver,
     JournalUnavailable,
     MigratorError,
+    StateConflict,
     UsageError,
 )
 from migrator.failpoints import INERT, Failpoints
 from migrator.flags import MigrateFlags
+from migrator.journal.queue import Queue
 from migrator.journal.store import Journal
 from migrator.records import EventDraft, EventKind, Migration
 from migrator.states import State
@@ -171,6 +174,44 @@ class Coordinator:
             run.release()
         return run.migration
 
+    # -- the queue (docs/workers.md) -------------------------------------------------------
+
+    def submit(
+        self,
+        domain: str,
+        *,
+        src: Driver,
+        dst: Driver,
+        flags: MigrateFlags = MigrateFlags.NONE,
+        dname: str | None = None,
+        bandwidth: int = 0,
+        protocol: int | None = None,
+    ) -> Migration:
+        """Check the request as ``migrate`` does, journal it QUEUED and return at once; a
+        worker (``migrator.workers``) claims and drives it."""
+        params, version = self._preflight(
+            domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol
+        )
+        return Queue(self.journal).submit(
+            domain=domain,
+            dname=dname,
+            src=redact_uri(src.uri),
+            dst=redact_uri(dst.uri),
+            protocol=version,
+            flags=int(params.flags),
+            bandwidth=bandwidth,
+        )
+
+    def drive(self, migration: Migration) -> Migration:
+        """Drive a migration this coordinator claimed from the queue (state NEW, owned by
+        ``self.id``) to an end state, reaching its journaled hosts with ``connect``."""
+        run = resume(migration, [], self.connect)
+        try:
+            flow_for(migration.protocol).drive(self.engine, run)
+        finally:
+            run.release()
+        return run.migration
+
     # -- recovery, operators' commands ---------------------------------------------------
 
     def recover(
@@ -192,11 +233,9 @@ class Coordinator:
             if stopped:
                 return _untouched(migration, f"not attempted: {stopped[0]}")
             try:
-                return self._recover_one(migration, dry_run=dry_run, steal=steal)
+                return self.recover_one(migration, dry_run=dry_run, steal=steal)
             except JournalUnavailable as exc:  # the journal fails them all: stop once, say why
                 stopped.append(exc)
-                return self._stopped(migration, exc)
-            except MigratorError as exc:  # one migration's trouble must not stop the others
                 return self._stopped(migration, exc)
 
         first = next(orphans, None)
@@ -209,6 +248,18 @@ class Coordinator:
             return reports + [one(m) for m in orphans]
         with ThreadPoolExecutor(workers, thread_name_prefix="migrator-recover") as pool:
             return reports + list(in_order(pool, one, orphans, window=4 * workers))
+
+    def recover_one(
+        self, migration: Migration, *, dry_run: bool = False, steal: bool = False
+    ) -> Recovered:
+        """``recover`` for one migration: a worker's takeover (docs/workers.md). A journal
+        that fails raises ``JournalUnavailable``; any other trouble is in the report."""
+        try:
+            return self._recover_one(migration, dry_run=dry_run, steal=steal)
+        except (HandedOver, JournalUnavailable):
+            raise
+        except MigratorError as exc:  # one migration's trouble must not stop the others
+            return self._stopped(migration, exc)
 
     def _stopped(self, migration: Migration, exc: MigratorError) -> Recovered:
         """The report of a migration whose recovery stopped on ``exc``."""
@@ -281,6 +332,8 @@ class Coordinator:
     def abort(self, migration_id: str) -> Migration:
         """Persist an abort request; a running Perform notices it and the cancel path runs."""
         migration = self.journal.find(migration_id)
+        if migration.state is State.QUEUED and self._abandon_queued(migration):
+            return self.journal.get(migration.id)
         if not self.journal.request_abort(migration.id, states=ABORTABLE):
             current = self.journal.get(migration.id)
             raise UsageError(
@@ -288,6 +341,22 @@ class Coordinator:
                 " finished Perform can be aborted"
             )
         return self.journal.get(migration.id)
+
+    def _abandon_queued(self, migration: Migration) -> bool:
+        """End a migration no worker claimed yet: FAILED, nothing was called. False if a
+        worker claimed it meanwhile (its run then honours the abort request)."""
+        draft = EventDraft(kind=EventKind.ABORT, detail={"queued": True})
+        try:
+            self.journal.record(
+                migration,
+                draft,
+                state=State.FAILED,
+                coordinator=self.id,
+                reason="aborted while queued",
+            )
+        except (FenceLost, StateConflict):
+            return False
+        return True
 
     # -- checks before anything is written -----------------------------------------------
 

@@ -19,13 +19,16 @@ from migrator.engine.run import Outcome, Run
 from migrator.engine.writeahead import WriteAhead
 from migrator.errors import CookieTooLarge, DriverError, JournalError
 from migrator.records import EventDraft, EventKind, Migration, Progress, StepContext
-from migrator.states import START, Step, Trigger
+from migrator.states import RUNS_ON, START, Step, Trigger
 
 PROGRESS_INTERVAL = 0.5
 ABORT_POLL = 0.25
 
 Hook = Callable[[StepContext], Any]
 ProgressCallback = Callable[[Migration, Progress], None]
+Gate = Callable[[Run, Step], None]
+"""Called at each step boundary, before the intent: raises to stop driving (a worker's
+graceful stop, docs/workers.md)."""
 
 
 def check_cookie(step: Step, cookie: object) -> bytes:
@@ -64,6 +67,7 @@ class Steps:
         self._runners = threading.local()
         self._every: list[HookRunner] = []
         self._lock = threading.Lock()
+        self.gate: Gate | None = None
 
     @property
     def runner(self) -> HookRunner:
@@ -92,6 +96,8 @@ class Steps:
         """
         step = draft.step
         assert step is not None
+        if self.gate is not None:
+            self.gate(run, step)
         if not replay:
             self.writes.intent(run, START[step], draft)
         out = self.call(run, step, hook, attempt=draft.attempt)
@@ -113,6 +119,7 @@ class Steps:
             progress=self._progress_sink(run),
             aborted=self._abort_check(run),
         )
+        self._fence_check(run, step)
         start = time.monotonic()
         watched = run.blocking
         try:
@@ -130,6 +137,15 @@ class Steps:
             return Outcome(error=exc, duration=time.monotonic() - start)
         self.writes.failpoints.hit(step, "called")
         return validated(step, Outcome(value=value, duration=time.monotonic() - start))
+
+    def _fence_check(self, run: Run, step: Step) -> None:
+        """Before a call to a host that does not refuse a stale fence itself, make sure the
+        journal still says we own the migration (FenceLost if not) and renew the lease, so
+        a coordinator that was stopped past its lease never acts for the one that took over
+        (docs/workers.md, "Fencing")."""
+        driver = run.src if RUNS_ON[step] == "src" else run.dst
+        if not getattr(driver, "checks_fence", False):
+            self.journal.heartbeat(run.migration)
 
     def probe(self, run: Run, driver: Driver, domain: str) -> ProbeResult | None:
         """Ask a host what it holds; journal the answer; None if it cannot tell."""

@@ -23,6 +23,11 @@ from migrator.records import KEEP_REASON, EventDraft, EventKind, Reason
 from migrator.states import State, Step, Trigger, next_state
 
 
+def noted(draft: EventDraft) -> str:
+    """The failpoint name of a note: ``probe.noted``, ``recovery.noted``, ..."""
+    return str(draft.step or draft.kind)
+
+
 class WriteAhead:
     """Commits intents, outcomes, notes and transitions for one coordinator."""
 
@@ -98,6 +103,7 @@ class WriteAhead:
             run.migration, draft, state=state, coordinator=self.coordinator_id, reason=reason
         )
         self.hooks.after_commit(run.migration, draft, state, self.coordinator_id)
+        self.failpoints.hit(noted(draft), "noted")  # replay stops here for a crash after it
 
     def give_up(self, run: Run, reason: str) -> None:
         """IN_DOUBT: the engine cannot tell where the domain runs, and stops."""

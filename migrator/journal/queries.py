@@ -117,10 +117,11 @@ def migrations_where(
     domain: str | None = None,
     host: str | None = None,
     limit: int | None = None,
+    owner: str | None = None,
 ) -> list[Migration]:
     """Migrations, newest first; ``host`` matches the source or the destination URI."""
     query = sa.select(migrations).order_by(migrations.c.created_at.desc(), migrations.c.id)
-    query = query.where(*filters(states, since, until, domain, host))
+    query = query.where(*filters(states, since, until, domain, host, owner))
     if limit is not None:
         query = query.limit(limit)
     return [rows.migration(row) for row in conn.execute(query)]
@@ -198,6 +199,7 @@ def filters(
     until: datetime | None,
     domain: str | None,
     host: str | None,
+    owner: str | None = None,
 ) -> list[sa.ColumnElement[bool]]:
     """The WHERE clauses of ``migrations_where`` (and of the analytics)."""
     c = migrations.c
@@ -215,4 +217,6 @@ def filters(
         where.append(
             sa.or_(c.src.contains(host, autoescape=True), c.dst.contains(host, autoescape=True))
         )
+    if owner is not None:
+        where.append(c.owner.contains(owner, autoescape=True))
     return where

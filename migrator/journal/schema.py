@@ -11,10 +11,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 """The Alembic head revision these tables match."""
 
-KNOWN_REVISIONS = ("0001", "0002")
+KNOWN_REVISIONS = ("0001", "0002", "0003")
 """Every revision this code can upgrade from, oldest first."""
 
 
@@ -126,3 +126,16 @@ events = sa.Table(
     sa.Index("ix_migration_events_step_kind_duration", "step", "kind", "duration"),
     sqlite_with_rowid=False,
 )
+
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("hostname", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("concurrency", sa.Integer, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("heartbeat_at", UTCDateTime, nullable=False),
+    sa.Column("stopping", sa.Boolean, nullable=False),
+)
+"""Live workers, each heartbeating its row (docs/workers.md); revision 0003."""

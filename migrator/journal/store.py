@@ -43,16 +43,22 @@ class Journal:
 
     @classmethod
     def open(
-        cls, url: str = DEFAULT_URL, *, upgrade: bool | None = None, check: bool = True
+        cls,
+        url: str = DEFAULT_URL,
+        *,
+        upgrade: bool | None = None,
+        check: bool = True,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> Journal:
         """Open the journal at ``url``; SQLite files are created and upgraded on first use.
 
         A PostgreSQL journal must be upgraded explicitly (``migrator db upgrade``, or
         ``upgrade=True``); an out-of-date schema raises ``SchemaOutOfDate``. ``check=False``
-        skips the schema check (for ``db current`` and ``db upgrade``).
+        skips the schema check (for ``db current`` and ``db upgrade``). ``lease_seconds``:
+        how long an owner's lease lasts without a write or heartbeat (docs/journal.md).
         """
         engine = lifecycle.create_engine(url)
-        journal = cls(engine)
+        journal = cls(engine, lease_seconds=lease_seconds)
         auto = engine.dialect.name == "sqlite" if upgrade is None else upgrade
         try:
             if check:
@@ -212,11 +218,20 @@ class Journal:
         domain: str | None = None,
         host: str | None = None,
         limit: int | None = None,
+        owner: str | None = None,
     ) -> builtins.list[Migration]:
-        """Migrations, newest first; ``host`` matches the source or the destination URI."""
+        """Migrations, newest first; ``host`` matches the source or the destination URI,
+        ``owner`` part of the owner's id."""
         return self._read(
             lambda conn: queries.migrations_where(
-                conn, states=states, since=since, until=until, domain=domain, host=host, limit=limit
+                conn,
+                states=states,
+                since=since,
+                until=until,
+                domain=domain,
+                host=host,
+                limit=limit,
+                owner=owner,
             )
         )
 
@@ -228,9 +243,10 @@ class Journal:
         until: datetime | None = None,
         domain: str | None = None,
         host: str | None = None,
+        owner: str | None = None,
     ) -> int:
         """How many migrations ``list`` returns with these filters and no limit."""
-        where = queries.filters(states, since, until, domain, host)
+        where = queries.filters(states, since, until, domain, host, owner)
         return self._read(lambda conn: queries.count_where(conn, where))
 
     def stream(
@@ -241,10 +257,12 @@ class Journal:
         until: datetime | None = None,
         domain: str | None = None,
         host: str | None = None,
+        owner: str | None = None,
     ) -> Iterator[Migration]:
         """What ``list`` gives, newest first, read a page at a time: constant memory, and
         no read held open between pages (``recover`` writes while it reads)."""
-        for page, _ in self._pages(queries.filters(states, since, until, domain, host)):
+        where = queries.filters(states, since, until, domain, host, owner)
+        for page, _ in self._pages(where):
             yield from page
 
     def exports(

@@ -94,6 +94,7 @@ class TestDriver(V3Steps):
             memo = self._once(
                 memo_key(ctx.migration_id, step),
                 lambda h: self._prepare(h, ctx, params, desc, {}),
+                ctx=ctx,
             )
         return PrepareResult(uri=memo["uri"], cookie=dec(memo["cookie"]))
 
@@ -136,7 +137,9 @@ class TestDriver(V3Steps):
                 self._resume(host, params.domain, mid)
             raise
         stats = perform_stats(start, sent, io_errors)
-        return self._once(key, lambda h: self._departed(h, params.domain, mid, stats, params.flags))
+        return self._once(
+            key, lambda h: self._departed(h, params.domain, mid, stats, params.flags), ctx=ctx
+        )
 
     def finish2(
         self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool

@@ -246,6 +246,9 @@ class TestHost(HostState):
         """Admit the call and play its fault around the body (lost-reply after it)."""
         fault = self._admit(ctx, step, skip)
         self._before(fault, step, ctx.deadline)
+        if fault is not None:  # a delayed call is admitted again: the fence may have moved
+            with self._txn() as host:
+                self._fence(host, ctx)
         yield fault
         if fault is not None and fault["mode"] == FaultMode.LOST_REPLY:
             raise DriverError(

@@ -46,7 +46,9 @@ class V3Steps(TestHost):
         """Start the migration job on the source domain; nothing else visible changes."""
         with self._guarded(ctx, Step.BEGIN):
             memo = self._once(
-                memo_key(ctx.migration_id, Step.BEGIN), lambda h: self._begin(h, ctx, params)
+                memo_key(ctx.migration_id, Step.BEGIN),
+                lambda h: self._begin(h, ctx, params),
+                ctx=ctx,
             )
         return BeginResult(description=memo["description"], cookie=dec(memo["cookie"]))
 
@@ -90,6 +92,7 @@ class V3Steps(TestHost):
             memo = self._once(
                 memo_key(ctx.migration_id, step),
                 lambda h: self._prepare(h, ctx, params, desc, peer),
+                ctx=ctx,
             )
         return PrepareResult(uri=memo["uri"], cookie=dec(memo["cookie"]))
 
@@ -162,7 +165,7 @@ class V3Steps(TestHost):
             self._restore(params.domain, mid, before)
             raise
         stats = perform_stats(start, sent, io_errors)
-        return self._once(key, lambda h: self._performed(h, params.domain, mid, stats))
+        return self._once(key, lambda h: self._performed(h, params.domain, mid, stats), ctx=ctx)
 
     def _restore(self, name: str, mid: str, state: str) -> None:
         with self._txn() as host:
@@ -187,11 +190,11 @@ class V3Steps(TestHost):
         skip = FaultMode.NO_DOMAIN if cancelled else None
         with self._guarded(ctx, step, skip) as fault:
             if cancelled:
-                memo = self._once(key, lambda h: self._cancel_incoming(h, params, ctx))
+                memo = self._once(key, lambda h: self._cancel_incoming(h, params, ctx), ctx=ctx)
             else:
                 whole = fault is None or fault["mode"] != FaultMode.NO_DOMAIN
                 whole = whole and self._image_whole(params.dest_name, ctx.migration_id)
-                memo = self._once(key, lambda h: self._land(h, params, ctx, whole))
+                memo = self._once(key, lambda h: self._land(h, params, ctx, whole), ctx=ctx)
         return FinishResult(running=memo["running"], cookie=dec(memo["cookie"]))
 
     def _image_whole(self, name: str, mid: str) -> bool:
@@ -261,11 +264,13 @@ class V3Steps(TestHost):
                 self._once(
                     memo_key(ctx.migration_id, Step.CONFIRM, cancelled),
                     lambda h: self._resume(h, params.domain, ctx.migration_id),
+                    ctx=ctx,
                 )
             else:
                 self._once(
                     memo_key(ctx.migration_id, Step.CONFIRM, cancelled),
                     lambda h: self._kill(h, params.domain, ctx.migration_id, params.flags),
+                    ctx=ctx,
                 )
         return ConfirmResult(cookie=b"")
 

@@ -57,8 +57,9 @@ class Plan:
     """For a replayed rollback: the cause the Confirm intent recorded."""
 
 
-RECOVERABLE: frozenset[State] = frozenset(State) - TERMINAL - {State.IN_DOUBT}
-"""States recovery acts on; IN_DOUBT waits for an operator (``migrator resolve``)."""
+RECOVERABLE: frozenset[State] = frozenset(State) - TERMINAL - {State.IN_DOUBT, State.QUEUED}
+"""States recovery acts on; IN_DOUBT waits for an operator (``migrator resolve``), QUEUED
+for a worker (docs/workers.md)."""
 
 ABANDONED = Plan(Action.ABANDON, "FAILED: abandoned before Begin")
 

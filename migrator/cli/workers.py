@@ -1,0 +1,239 @@
+"""``migrator submit``, ``migrator worker`` and ``migrator workers``: queue migrations, run a
+worker that drives them, and see the live workers (docs/workers.md)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from migrator.cli import context
+from migrator.cli.exits import ExitCode
+from migrator.cli.migrate import flags_of, request_options
+from migrator.cli.options import SECONDS, Count, hook_option, hooks_from, json_option
+from migrator.errors import UsageError
+
+if TYPE_CHECKING:
+    from migrator.hostlimits import HostLimits
+    from migrator.journal.queue import WorkerInfo
+    from migrator.workers import Worker
+
+
+@click.command()
+@request_options
+@json_option
+def submit(
+    domain: str,
+    src: str,
+    dst: str,
+    live: bool,
+    tunnelled: bool,
+    flag_names: tuple[str, ...],
+    bandwidth: int,
+    dname: str | None,
+    protocol: int | None,
+    as_json: bool,
+) -> None:
+    """Queue a migration of DOMAIN for a worker to drive; print its id at once."""
+    from migrator.drivers.base import connect
+    from migrator.inspect import migration_dict
+
+    with context.errors():
+        if bandwidth < 0:
+            raise UsageError(f"--bandwidth must be >= 0 MiB/s, not {bandwidth}")
+        flags = flags_of(flag_names, live=live, tunnelled=tunnelled)
+        coordinator = context.coordinator(context.journal())
+        migration = coordinator.submit(
+            domain,
+            src=connect(src),
+            dst=connect(dst),
+            flags=flags,
+            dname=dname,
+            bandwidth=bandwidth,
+            protocol=protocol,
+        )
+    if as_json:
+        context.print_json(migration_dict(migration))
+    else:
+        click.echo(migration.id)
+
+
+@click.command()
+@click.option(
+    "--concurrency",
+    type=Count(1),
+    default=4,
+    show_default=True,
+    help="Migrations driven at once by this worker.",
+)
+@click.option(
+    "--max-outgoing",
+    type=Count(1),
+    metavar="N",
+    help="At most N migrations leaving any one host at once, across all workers.",
+)
+@click.option(
+    "--max-incoming",
+    type=Count(1),
+    metavar="M",
+    help="At most M migrations entering any one host at once, across all workers.",
+)
+@click.option(
+    "--limits",
+    "limits_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Per-host limits, TOML or .json (the options above override its defaults).",
+)
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=0.5),
+    default=30.0,
+    show_default=True,
+    help="Seconds a held migration stays ours without a heartbeat.",
+)
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0.01),
+    default=1.0,
+    show_default=True,
+    help="Seconds between looks at the queue and for lapsed leases.",
+)
+@click.option(
+    "--timeout", type=SECONDS, default=600.0, show_default=True, help="Per-step timeout, s."
+)
+@hook_option
+@click.option("--quiet", is_flag=True, help="Log only warnings to stderr.")
+def worker(
+    concurrency: int,
+    max_outgoing: int | None,
+    max_incoming: int | None,
+    limits_file: Path | None,
+    lease: float,
+    poll: float,
+    timeout: float,
+    hook_commands: tuple[str, ...],
+    quiet: bool,
+) -> None:
+    """Claim queued migrations and drive them until SIGTERM; take over orphaned ones.
+
+    SIGTERM: claim nothing new, finish what is past the point of no return, hand the rest
+    over at a step boundary. A second SIGTERM, or SIGINT: hand everything over at its next
+    step boundary.
+    """
+    from migrator.failpoints import Failpoints
+    from migrator.journal.store import Journal
+    from migrator.workers import Worker
+
+    with context.errors():
+        limits = _limits(limits_file, max_outgoing, max_incoming)
+        opened = Journal.open(context.settings().db, lease_seconds=lease)
+        click.get_current_context().with_resource(opened)
+        running = Worker(
+            opened,
+            concurrency=concurrency,
+            limits=limits,
+            poll=poll,
+            step_timeout=timeout,
+            hooks=hooks_from(hook_commands),
+            failpoints=Failpoints.from_env(),
+        )
+        _log_to_stderr(logging.WARNING if quiet else logging.INFO)
+        _on_signals(running)
+        click.echo(f"worker {running.id} started", err=True)
+        running.run()
+    sys.exit(ExitCode.OK)
+
+
+def _limits(path: Path | None, out: int | None, into: int | None) -> HostLimits:
+    from migrator.hostlimits import UNLIMITED, HostLimits
+
+    loaded = HostLimits.load(path) if path is not None else UNLIMITED
+    return loaded.with_defaults(max_outgoing=out, max_incoming=into)
+
+
+def _on_signals(running: Worker) -> None:
+    def terminate(_signum: int, _frame: Any) -> None:
+        running.stop()
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        running.stop(now=True)
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, interrupt)
+
+
+def _log_to_stderr(level: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    for name in ("migrator.workers", "migrator.engine"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(level)
+
+
+@click.command()
+@click.option(
+    "--within",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Only workers that heartbeat within this many seconds.",
+)
+@click.option("--all", "everything", is_flag=True, help="Every registered worker, silent too.")
+@json_option
+def workers(within: float, everything: bool, as_json: bool) -> None:
+    """List the live workers: id, host, pid, started, last heartbeat, what each holds."""
+    from migrator.journal.queue import Queue
+
+    with context.errors():
+        found = Queue(context.journal()).workers(alive_within=None if everything else within)
+        rows = [_worker_dict(w) for w in found]
+    if as_json:
+        context.print_json(rows)
+        return
+    _print_workers(rows)
+
+
+def _worker_dict(w: WorkerInfo) -> dict[str, Any]:
+    from migrator.jsonform import iso
+
+    return {
+        "id": w.id,
+        "hostname": w.hostname,
+        "pid": w.pid,
+        "concurrency": w.concurrency,
+        "started_at": iso(w.started_at),
+        "heartbeat_at": iso(w.heartbeat_at),
+        "stopping": w.stopping,
+        "holds": list(w.holds),
+    }
+
+
+def _print_workers(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from migrator.cli.render import console, safe
+
+    if not rows:
+        console().print("no live workers")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("ID", "HOST", "PID", "STARTED", "HEARTBEAT", "STATE", "HOLDS"):
+        table.add_column(column)
+    for w in rows:
+        table.add_row(
+            Text(safe(w["id"], 60)),
+            Text(safe(w["hostname"], 40)),
+            str(w["pid"]),
+            w["started_at"],
+            w["heartbeat_at"],
+            "stopping" if w["stopping"] else "running",
+            f"{len(w['holds'])}: " + " ".join(m[:8] for m in w["holds"]) if w["holds"] else "-",
+        )
+    console().print(table)

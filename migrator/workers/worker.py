@@ -1,0 +1,174 @@
+"""``Worker``: claims queued migrations and drives them, takes over orphaned ones, and
+stops gracefully (docs/workers.md).
+
+Every ``poll`` seconds (and whenever a job ends) the worker heartbeats its row in the
+``workers`` table, takes over every migration whose owner died or whose lease lapsed
+(``ownership.claimable``, the same rule and plans as ``migrator recover``), then claims
+queued migrations (``Queue.claim``, under the per-host limits) while it has free slots.
+A takeover therefore starts at most ``lease + poll`` seconds after the owner's last
+heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from migrator.drivers.base import connect
+from migrator.engine.coordinator import Coordinator, new_coordinator_id
+from migrator.engine.flows.base import RECOVERABLE
+from migrator.engine.observers import Hook
+from migrator.engine.ownership import claimable
+from migrator.engine.run import Connect
+from migrator.errors import JournalError, UsageError
+from migrator.failpoints import INERT, Failpoints
+from migrator.hostlimits import UNLIMITED, HostLimits
+from migrator.journal.queue import Queue
+from migrator.journal.store import Journal
+from migrator.workers.jobs import Jobs, StopLevel
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """Claims and drives queued migrations of ``journal``, ``concurrency`` at once.
+
+    ``run()`` blocks until the worker stopped; ``start()`` runs it on a daemon thread (to
+    embed a worker in a controller) and ``stop()`` asks it to stop: the first call claims
+    nothing new, finishes what is past the point of no return and hands the rest over at
+    their next step boundary; a second call (or ``stop(now=True)``) hands everything over
+    at its next step boundary. The lease length is the journal's (``Journal.open(...,
+    lease_seconds=...)``).
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        concurrency: int = 4,
+        limits: HostLimits = UNLIMITED,
+        poll: float = 1.0,
+        worker_id: str | None = None,
+        step_timeout: float | None = 600.0,
+        hooks: Iterable[Hook] = (),
+        connect: Connect = connect,
+        failpoints: Failpoints = INERT,
+    ) -> None:
+        if concurrency < 1:
+            raise UsageError(f"concurrency must be >= 1, not {concurrency}")
+        if poll <= 0:
+            raise UsageError(f"the poll interval must be > 0 s, not {poll}")
+        self.journal = journal
+        self.queue = Queue(journal)
+        self.id = worker_id or new_coordinator_id()
+        self.concurrency = concurrency
+        self.limits = limits
+        self.poll = poll
+        self._hooks = tuple(hooks)
+        self._coordinator_options = {
+            "step_timeout": step_timeout,
+            "connect": connect,
+            "failpoints": failpoints,
+        }
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.jobs = Jobs(self.queue, self._coordinator, self.id, self._wake.set)
+        self.claimed = 0
+        self.taken_over = 0
+
+    def _coordinator(self) -> Coordinator:
+        return Coordinator(
+            self.journal,
+            coordinator_id=self.id,
+            hooks=self._hooks,
+            **self._coordinator_options,  # type: ignore[arg-type]
+        )
+
+    # -- running and stopping ------------------------------------------------------------
+
+    def start(self) -> Worker:
+        """Run the worker on a daemon thread; ``stop()`` then ``join()`` ends it."""
+        self._thread = threading.Thread(target=self.run, name=f"migrator-worker-{self.id}")
+        self._thread.daemon = True
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for a started worker to end; whether it did."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def stop(self, *, now: bool = False) -> None:
+        """Claim nothing new; see the class docstring for what happens to running ones."""
+        stopping = self._stopping.is_set()
+        self.jobs.level = StopLevel.NOW if now or stopping else StopLevel.GRACEFUL
+        self._stopping.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def run(self) -> None:
+        """Claim, drive and take over until stopped; then wait for the jobs to end."""
+        self.queue.register(self.id, concurrency=self.concurrency)
+        log.info("worker %s started (concurrency %d)", self.id, self.concurrency)
+        try:
+            while not self._stopping.is_set():
+                self._guarded(self.tick)
+                self._wake.wait(self.poll)
+                self._wake.clear()
+            self._drain()
+        finally:
+            self._guarded(lambda: self.queue.unregister(self.id))
+            log.info("worker %s stopped", self.id)
+
+    def _drain(self) -> None:
+        while threads := self.jobs.threads():
+            self._guarded(lambda: self.queue.beat(self.id, stopping=True))
+            threads[0].join(self.poll)
+
+    @staticmethod
+    def _guarded(action: Callable[[], object]) -> None:
+        """A journal that cannot be reached is retried at the next poll, never fatal."""
+        try:
+            action()
+        except JournalError as exc:
+            log.warning("journal unavailable, retrying in the next poll: %s", exc)
+            time.sleep(0.05)
+
+    # -- one poll ------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """One round: heartbeat, take over orphans, claim what fits."""
+        self.queue.beat(self.id)
+        self.take_over()
+        self.claim()
+
+    def take_over(self) -> int:
+        """Start a takeover of every migration whose owner died or whose lease lapsed."""
+        started = 0
+        for migration in self.journal.list(states=RECOVERABLE):
+            if self.jobs.holds(migration.id) or claimable(migration) is None:
+                continue
+            self.jobs.start(migration, takeover=True)
+            started += 1
+        self.taken_over += started
+        return started
+
+    def claim(self) -> int:
+        """Claim queued migrations that fit the limits while slots are free."""
+        claimed = 0
+        while not self._stopping.is_set() and self.jobs.busy() < self.concurrency:
+            migration = self.queue.claim(self.id, self.limits)
+            if migration is None:
+                break
+            self.jobs.start(migration, takeover=False)
+            claimed += 1
+        self.claimed += claimed
+        return claimed

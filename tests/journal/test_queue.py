@@ -1,0 +1,107 @@
+"""The queue: submitting, claiming under per-host limits (FIFO among what fits), handing
+back, the workers table (docs/workers.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+from migrator.hostlimits import HostLimit, HostLimits
+from migrator.journal.queue import Queue
+from migrator.journal.store import Journal
+from migrator.records import EventKind, Migration
+from migrator.states import State
+
+
+def _submit(queue: Queue, domain: str, src: str, dst: str) -> Migration:
+    return queue.submit(domain=domain, src=src, dst=dst, protocol=3, flags=0, bandwidth=0)
+
+
+pytestmark = pytest.mark.no_replay  # no migration here is driven: nothing to replay
+
+
+def test_a_submitted_migration_is_queued_with_no_owner_and_no_event(journal: Journal) -> None:
+    queue = Queue(journal)
+    m = _submit(queue, "vm1", "test:///a", "test:///b")
+    stored = journal.get(m.id)
+    assert (stored.state, stored.owner, stored.lease_expires_at) == (State.QUEUED, None, None)
+    assert journal.history(m.id) == []
+    assert queue.depth() == 1
+
+
+def test_claim_takes_the_oldest_and_journals_who_claimed_it(journal: Journal) -> None:
+    queue = Queue(journal)
+    first = _submit(queue, "vm1", "test:///a", "test:///b")
+    second = _submit(queue, "vm2", "test:///a", "test:///b")
+    claimed = queue.claim("w1", HostLimits())
+    assert claimed is not None and claimed.id == first.id
+    assert (claimed.state, claimed.owner, claimed.fence) == (State.NEW, "w1", 2)
+    assert journal.get(first.id) == claimed
+    (event,) = journal.history(first.id)
+    assert (event.kind, event.state, event.coordinator) == (EventKind.QUEUE, State.NEW, "w1")
+    assert queue.depth() == 1
+    assert second.state is State.QUEUED
+
+
+def test_claim_returns_none_when_nothing_is_queued(journal: Journal) -> None:
+    assert Queue(journal).claim("w1", HostLimits()) is None
+
+
+def test_a_busy_host_does_not_hold_back_the_others(journal: Journal) -> None:
+    queue = Queue(journal)
+    a1 = _submit(queue, "vm1", "test:///a", "test:///b")
+    a2 = _submit(queue, "vm2", "test:///a", "test:///c")
+    d1 = _submit(queue, "vm3", "test:///d", "test:///c")
+    limits = HostLimits(max_outgoing=1)
+    assert [queue.claim("w", limits) for _ in range(3)][:2] == [
+        journal.get(a1.id),
+        journal.get(d1.id),
+    ]
+    assert journal.get(a2.id).state is State.QUEUED  # host a is full until vm1 ends
+
+
+def test_incoming_limits_and_per_host_overrides(journal: Journal) -> None:
+    queue = Queue(journal)
+    for i in range(4):
+        _submit(queue, f"vm{i}", f"test:///s{i}", "test:///big")
+    _submit(queue, "vm9", "test:///s9", "test:///small")
+    limits = HostLimits(max_incoming=1, hosts={"test:///big": HostLimit(max_incoming=3)})
+    claimed = [queue.claim("w", limits) for _ in range(6)]
+    taken = [m.dst for m in claimed if m is not None]
+    assert sorted(taken) == ["test:///big"] * 3 + ["test:///small"]
+
+
+def test_release_lets_the_lease_lapse_now(journal: Journal) -> None:
+    from migrator.engine.ownership import claimable
+
+    queue = Queue(journal)
+    _submit(queue, "vm1", "test:///a", "test:///b")
+    claimed = queue.claim("somewhere-else:1:w", HostLimits())
+    assert claimed is not None
+    assert claimable(journal.get(claimed.id)) is None
+    assert queue.release(claimed)
+    assert claimable(journal.get(claimed.id)) == "lease lapsed"
+
+
+def test_workers_register_heartbeat_list_what_they_hold_and_leave(journal: Journal) -> None:
+    queue = Queue(journal)
+    queue.register("w1", concurrency=3)
+    queue.register("w2", concurrency=1)
+    queue.beat("w2", stopping=True)
+    found = {w.id: w for w in queue.workers(alive_within=60)}
+    assert set(found) == {"w1", "w2"}
+    assert found["w2"].stopping and found["w1"].concurrency == 3
+    queue.unregister("w1")
+    assert [w.id for w in queue.workers()] == ["w2"]
+    assert queue.forget_workers(silent_for=0) == 1
+
+
+def test_workers_list_what_each_holds(journal: Journal) -> None:
+    queue = Queue(journal)
+    queue.register("w1", concurrency=1)
+    _submit(queue, "vm1", "test:///a", "test:///b")
+    claimed = queue.claim("w1", HostLimits())
+    assert claimed is not None
+    (w1,) = queue.workers()
+    assert w1.holds == (claimed.id,)
+    assert [m.id for m in journal.list(owner="w1")] == [claimed.id]
+    assert journal.list(owner="nobody") == []
