@@ -166,13 +166,7 @@ class Coordinator:
             bandwidth=bandwidth,
             owner=self.id,
         )
-        run = Run(migration, src, dst, params)
-        try:
-            with lease.kept(self.journal, run):
-                flow_for(version).drive(self.engine, run)
-        finally:
-            run.release()
-        return run.migration
+        return self._driven(Run(migration, src, dst, params))
 
     # -- the queue (docs/workers.md) -------------------------------------------------------
 
@@ -205,9 +199,14 @@ class Coordinator:
     def drive(self, migration: Migration) -> Migration:
         """Drive a migration this coordinator claimed from the queue (state NEW, owned by
         ``self.id``) to an end state, reaching its journaled hosts with ``connect``."""
-        run = resume(migration, [], self.connect)
+        return self._driven(resume(migration, [], self.connect))
+
+    def _driven(self, run: Run) -> Migration:
+        """``run`` driven to an end state, its lease renewed meanwhile whatever the hooks
+        and observers take (docs/recovery.md)."""
         try:
-            flow_for(migration.protocol).drive(self.engine, run)
+            with lease.kept(self.journal, run):
+                flow_for(run.migration.protocol).drive(self.engine, run)
         finally:
             run.release()
         return run.migration
