@@ -83,6 +83,14 @@ def fence_and_owner(conn: sa.Connection, migration_id: str) -> tuple[int, str | 
     return None if row is None else (int(row.fence), row.owner)
 
 
+def fences_and_owners(conn: sa.Connection, ids: Sequence[str]) -> dict[str, tuple[int, str | None]]:
+    """The fence and owner of each migration of ``ids`` that exists, by id."""
+    query = sa.select(migrations.c.id, migrations.c.fence, migrations.c.owner).where(
+        migrations.c.id.in_(ids)
+    )
+    return {row.id: (int(row.fence), row.owner) for row in conn.execute(query)}
+
+
 def advanced(
     conn: sa.Connection, migration_id: str, seq: int, state: State, kind: str, by: str | None
 ) -> tuple[int, bool] | None:

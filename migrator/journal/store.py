@@ -173,6 +173,12 @@ class Journal:
         """
         return self._writer.claim(migration, owner)
 
+    def claim_all(self, found: Sequence[Migration], owner: str) -> dict[str, Migration]:
+        """``claim`` each of ``found`` in one statement and one commit (``recover``); the
+        ones claimed, by id. Each is conditional on the fence it was read with: one claimed
+        by another coordinator meanwhile is left out."""
+        return self._writer.claim_all(found, owner)
+
     def request_abort(self, migration_id: str, *, states: Iterable[State]) -> bool:
         """Persist an abort request if the migration is still in one of ``states``."""
         return self._writer.request_abort(migration_id, states=states)
@@ -287,6 +293,10 @@ class Journal:
             if len(page) < queries.STREAM_CHUNK:
                 return
             after = page[-1]
+
+    def histories(self, ids: Sequence[str]) -> dict[str, builtins.list[Event]]:
+        """Every event of each migration of ``ids``, oldest first, in one query."""
+        return self._read(lambda conn: queries.histories(conn, ids))
 
     def history(self, migration_id: str) -> builtins.list[Event]:
         """Every event of a migration, oldest first."""
