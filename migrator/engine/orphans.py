@@ -80,11 +80,13 @@ def found(
     claim: bool,
 ) -> Iterator[Orphan]:
     """Every unfinished migration, newest first, claimed by ``owner`` a chunk at a time
-    (if ``claim``) as the stream reaches it. Once ``stopped`` holds the journal's failure
-    (here or from a thread driving an orphan) nothing more is read or claimed: the first
-    orphan of a chunk that failed carries the failure, the others are given as read."""
+    (if ``claim``) as the stream reaches it; the first in a chunk of its own. Once
+    ``stopped`` holds the journal's failure (here or from a thread driving an orphan)
+    nothing more is read or claimed: the first orphan of a chunk that failed carries the
+    failure, the others are given as read."""
     stream = journal.stream(states=RECOVERABLE)
-    while batch := list(itertools.islice(stream, chunk)):
+    sizes = itertools.chain([1], itertools.repeat(chunk))  # the first alone: acted on at once
+    while batch := list(itertools.islice(stream, next(sizes))):
         if stopped:
             yield from (Orphan(m, [], unplanned(m), None) for m in batch)
             continue
