@@ -251,7 +251,9 @@ class Writer:
         fences = {m.id: m.fence for m in found}
         stmt = (
             migrations.update()
-            .where(sa.tuple_(_C.id, _C.fence).in_(list(fences.items())))
+            .where(  # the ids alone first: SQLite serves them from the primary key
+                _C.id.in_(list(fences)), sa.tuple_(_C.id, _C.fence).in_(list(fences.items()))
+            )
             .values(owner=owner, fence=_C.fence + 1, lease_expires_at=lease)
             .returning(_C.id)
         )
