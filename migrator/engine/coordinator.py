@@ -201,14 +201,14 @@ class Coordinator:
 
         def one(orphan: Orphan) -> Recovered:
             if orphan.failed is not None:
-                return orphans.stopped(self.journal, orphan.migration, orphan.failed)
+                return orphans.report_stopped(self.journal, orphan.migration, orphan.failed)
             if stopped:
-                return orphans.untouched(orphan.migration, f"not attempted: {stopped[0]}")
+                return orphans.report_untouched(orphan.migration, f"not attempted: {stopped[0]}")
             try:
                 return self._recover_found(orphan, dry_run=dry_run)
             except JournalUnavailable as exc:  # the journal fails them all: stop once, say why
                 stopped.append(exc)
-                return orphans.stopped(self.journal, orphan.migration, exc)
+                return orphans.report_stopped(self.journal, orphan.migration, exc)
 
         first = next(found, None)
         if first is None:
@@ -252,7 +252,7 @@ class Coordinator:
         except (HandedOver, JournalUnavailable):
             raise
         except MigratorError as exc:  # one migration's trouble must not stop the others
-            return orphans.stopped(self.journal, orphan.migration, exc)
+            return orphans.report_stopped(self.journal, orphan.migration, exc)
 
     def _carry_out(self, orphan: Orphan, claimed: Migration) -> Recovered:
         migration, plan, report = orphan.migration, orphan.plan, orphan.report

@@ -11,6 +11,7 @@ carried out. A journal that fails on a chunk stops the claims: the rest is not a
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -108,13 +109,7 @@ def _chunk(
     if not claim:
         return orphans
     claimed = journal.claim_all([o.migration for o in orphans if o.because], owner)
-    return [_with_claim(o, claimed.get(o.migration.id)) for o in orphans]
-
-
-def _with_claim(orphan: Orphan, claimed: Migration | None) -> Orphan:
-    if claimed is None:
-        return orphan
-    return Orphan(orphan.migration, orphan.history, orphan.plan, orphan.because, claimed)
+    return [dataclasses.replace(o, claimed=claimed.get(o.migration.id)) for o in orphans]
 
 
 def unplanned(migration: Migration) -> Plan:
@@ -122,11 +117,11 @@ def unplanned(migration: Migration) -> Plan:
     return flow_for(migration.protocol).plan(migration, [])
 
 
-def untouched(migration: Migration, note: str) -> Recovered:
+def report_untouched(migration: Migration, note: str) -> Recovered:
     return Recovered(migration.id, migration.state, unplanned(migration), note=note)
 
 
-def stopped(journal: Journal, migration: Migration, exc: MigratorError) -> Recovered:
+def report_stopped(journal: Journal, migration: Migration, exc: MigratorError) -> Recovered:
     """The report of a migration whose recovery stopped on ``exc``."""
     try:
         state = journal.get(migration.id).state
