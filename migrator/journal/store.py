@@ -22,7 +22,7 @@ from migrator.errors import JournalUnavailable
 from migrator.journal import DEFAULT_URL, analytics, lifecycle, queries, resilience
 from migrator.journal.analytics import Histogram, StepDuration, StepSummary
 from migrator.journal.writes import Writer
-from migrator.records import KEEP_REASON, Event, EventDraft, Migration, Reason
+from migrator.records import KEEP_REASON, Change, Event, EventDraft, Migration, Reason
 from migrator.redaction import redact
 from migrator.states import State
 
@@ -153,9 +153,15 @@ class Journal:
         ``migration.fence``; otherwise nothing is written and ``FenceLost`` (another
         coordinator took it) or ``StateConflict`` (its state moved) is raised.
         """
-        return self._writer.record(
-            migration, draft, state=state, coordinator=coordinator, reason=reason
-        )
+        changes = [Change(draft, state, reason)]
+        return self._writer.record(migration, changes, coordinator=coordinator)[-1]
+
+    def record_changes(
+        self, migration: Migration, changes: Sequence[Change], *, coordinator: str | None = None
+    ) -> list[Migration]:
+        """Append several events in one transaction, as ``record`` appends one; the
+        migration ends in the last change's state. Returns the migration as of each event."""
+        return self._writer.record(migration, changes, coordinator=coordinator)
 
     def set_progress(self, migration: Migration, progress: dict[str, Any]) -> None:
         """Keep the last progress sample of a long step (not an event: it is overwritten)."""

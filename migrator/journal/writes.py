@@ -26,7 +26,7 @@ from migrator.journal.committer import Committer
 from migrator.journal.lifecycle import translated
 from migrator.journal.schema import events, migrations
 from migrator.journal.statement import Statement
-from migrator.records import KEEP_REASON, EventDraft, Migration, Reason
+from migrator.records import KEEP_REASON, Change, Migration
 from migrator.states import TERMINAL, State
 
 _C = migrations.c
@@ -37,7 +37,7 @@ _ADVANCE = (
     .where(*_OWNED, _C.state == sa.bindparam("expect_state"))
     .values(
         state=sa.bindparam("new_state"),
-        last_seq=_C.last_seq + 1,
+        last_seq=_C.last_seq + sa.bindparam("n", type_=sa.Integer),
         updated_at=sa.bindparam("now"),
         lease_expires_at=sa.bindparam("lease"),
         reason=sa.case(
@@ -65,6 +65,16 @@ T = TypeVar("T")
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def _reasons(reason: str | None, changes: Sequence[Change]) -> list[str | None]:
+    """The migration's reason as of each change (``KEEP_REASON`` keeps the one before)."""
+    out = []
+    for change in changes:
+        if change.reason is not KEEP_REASON:
+            reason = change.reason
+        out.append(reason)
+    return out
 
 
 class Writer:
@@ -147,17 +157,16 @@ class Writer:
         return Migration(**{**values, "state": State.NEW})
 
     def record(
-        self,
-        migration: Migration,
-        draft: EventDraft,
-        *,
-        state: State,
-        coordinator: str | None,
-        reason: Reason,
-    ) -> Migration:
-        """Append ``draft`` and move to ``state`` in one transaction, or refuse (see Journal)."""
+        self, migration: Migration, changes: Sequence[Change], *, coordinator: str | None
+    ) -> list[Migration]:
+        """Append each change's event and move to the last one's state, in one transaction,
+        or refuse (see ``Journal.record_changes``); the migration as of each event."""
         at = now()
-        finished = at if state in TERMINAL else None
+        final = changes[-1].state
+        finished = at if final in TERMINAL else None
+        reasons = _reasons(migration.reason, changes)
+        kept = all(c.reason is KEEP_REASON for c in changes)
+        n = len(changes)
 
         def advance(cursor: Any) -> tuple[int, bool] | None:
             row = self._advance.execute(
@@ -166,38 +175,51 @@ class Writer:
                     "mid": migration.id,
                     "expect_fence": migration.fence,
                     "expect_state": migration.state.value,
-                    "new_state": state.value,
+                    "new_state": final.value,
+                    "n": n,
                     "now": at,
                     "lease": self._lease(at),
-                    "keep_reason": reason is KEEP_REASON,
-                    "new_reason": None if reason is KEEP_REASON else reason,
+                    "keep_reason": kept,
+                    "new_reason": None if kept else reasons[-1],
                     "finished": finished,
                 },
             ).fetchone()
             if row is None:
                 return None
             seq, aborted = int(row[0]), bool(row[1])
-            event = rows.event_values(migration.id, seq, draft, state, at, coordinator)
-            self._insert_event.execute(cursor, event)
+            first = seq - n + 1
+            values = [
+                rows.event_values(migration.id, first + k, c.draft, c.state, at, coordinator)
+                for k, c in enumerate(changes)
+            ]
+            if n == 1:
+                self._insert_event.execute(cursor, values[0])
+            else:
+                self._insert_event.execute_many(cursor, values)
             return seq, aborted
 
         def verify(conn: sa.Connection) -> tuple[int, bool] | None:
-            seq = migration.last_seq + 1
-            return queries.advanced(conn, migration.id, seq, state, draft.kind, coordinator)
+            seq = migration.last_seq + n
+            kind = changes[-1].draft.kind
+            return queries.advanced(conn, migration.id, seq, final, kind, coordinator)
 
         done = self.run(advance, verify=verify)
         if done is None:
-            raise self._refused(migration, state)
+            raise self._refused(migration, changes[0].state)
         seq, aborted = done
-        return rows.replace(
-            migration,
-            state=state,
-            last_seq=seq,
-            updated_at=at,
-            reason=migration.reason if reason is KEEP_REASON else reason,
-            finished_at=finished,
-            abort_requested=aborted,
-        )
+        first = seq - n + 1
+        return [
+            rows.replace(
+                migration,
+                state=c.state,
+                last_seq=first + k,
+                updated_at=at,
+                reason=reasons[k],
+                finished_at=at if c.state in TERMINAL else None,
+                abort_requested=aborted,
+            )
+            for k, c in enumerate(changes)
+        ]
 
     def _refused(self, migration: Migration, state: State) -> Exception:
         with translated(self.url), self.engine.connect() as conn:
