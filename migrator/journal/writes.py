@@ -61,6 +61,31 @@ _CLAIM = (
 )
 PRUNE_CHUNK = 500
 T = TypeVar("T")
+_EVENT_COLUMNS = tuple(c for c in events.c if c.name not in ("migration_id", "seq"))
+_APPENDED = tuple(c.name for c in _EVENT_COLUMNS)
+
+
+def _advance_and_append(n: int) -> sa.Insert:
+    """``_ADVANCE`` and the insert of its ``n`` events as one statement (PostgreSQL: a
+    data-modifying ``WITH``): one round trip, its own transaction. The events take the
+    sequence numbers the update returns; when the update matches no row (a lost
+    compare-and-set) nothing is inserted and no row is returned. Each event's values
+    are bound as ``<column>_<k>``; the rows returned are ``(seq, abort_requested)``."""
+    advanced = _ADVANCE.cte("advanced")
+    rows_ = [
+        sa.select(
+            sa.cast(sa.bindparam("mid", type_=events.c.migration_id.type), sa.String),
+            advanced.c.last_seq - (n - 1 - k),
+            *(sa.cast(sa.bindparam(f"{c.name}_{k}", type_=c.type), c.type) for c in _EVENT_COLUMNS),
+        )
+        for k in range(n)
+    ]
+    names = ["migration_id", "seq", *(c.name for c in _EVENT_COLUMNS)]
+    source = rows_[0] if n == 1 else sa.union_all(*rows_)
+    abort = sa.select(advanced.c.abort_requested).scalar_subquery()
+    return (
+        events.insert().from_select(names, source).add_cte(advanced).returning(events.c.seq, abort)
+    )
 
 
 def now() -> datetime:
@@ -94,6 +119,8 @@ class Writer:
         self._heartbeat = Statement(_HEARTBEAT, dialect)
         self._progress = Statement(_PROGRESS, dialect)
         self._claim = Statement(_CLAIM, dialect)
+        self._one_statement = dialect.name == "postgresql"
+        self._appends: dict[int, Statement] = {}
 
     def transaction(self) -> contextlib.AbstractContextManager[Any]:
         """One transaction of its own (``Committer.transaction``); yields a cursor."""
@@ -104,6 +131,7 @@ class Writer:
         work: Callable[[Any], T],
         *,
         verify: Callable[[sa.Connection], T | None] | None = None,
+        single: bool = False,
     ) -> T:
         """``work(cursor)`` in one transaction, retried while its error is transient.
 
@@ -115,7 +143,7 @@ class Writer:
         backoff = resilience.Backoff(self.retry_seconds)
         while True:
             try:
-                return self.committer.run(work)
+                return self.committer.run(work, single=single)
             except JournalUnavailable as exc:
                 if exc.outcome_unknown and verify is not None:
                     found = self._read_back(verify, backoff)
@@ -168,34 +196,42 @@ class Writer:
         kept = all(c.reason is KEEP_REASON for c in changes)
         n = len(changes)
 
+        values = {
+            "mid": migration.id,
+            "expect_fence": migration.fence,
+            "expect_state": migration.state.value,
+            "new_state": final.value,
+            "n": n,
+            "now": at,
+            "lease": self._lease(at),
+            "keep_reason": kept,
+            "new_reason": None if kept else reasons[-1],
+            "finished": finished,
+        }
+
+        def advance_and_append(cursor: Any) -> tuple[int, bool] | None:
+            for k, c in enumerate(changes):
+                event = rows.event_values(migration.id, 0, c.draft, c.state, at, coordinator)
+                values.update((f"{name}_{k}", event[name]) for name in _APPENDED)
+            found = self._append(n).execute(cursor, values).fetchall()
+            if not found:
+                return None
+            return max(int(r[0]) for r in found), bool(found[0][1])
+
         def advance(cursor: Any) -> tuple[int, bool] | None:
-            row = self._advance.execute(
-                cursor,
-                {
-                    "mid": migration.id,
-                    "expect_fence": migration.fence,
-                    "expect_state": migration.state.value,
-                    "new_state": final.value,
-                    "n": n,
-                    "now": at,
-                    "lease": self._lease(at),
-                    "keep_reason": kept,
-                    "new_reason": None if kept else reasons[-1],
-                    "finished": finished,
-                },
-            ).fetchone()
+            row = self._advance.execute(cursor, values).fetchone()
             if row is None:
                 return None
             seq, aborted = int(row[0]), bool(row[1])
             first = seq - n + 1
-            values = [
+            appended = [
                 rows.event_values(migration.id, first + k, c.draft, c.state, at, coordinator)
                 for k, c in enumerate(changes)
             ]
             if n == 1:
-                self._insert_event.execute(cursor, values[0])
+                self._insert_event.execute(cursor, appended[0])
             else:
-                self._insert_event.execute_many(cursor, values)
+                self._insert_event.execute_many(cursor, appended)
             return seq, aborted
 
         def verify(conn: sa.Connection) -> tuple[int, bool] | None:
@@ -203,7 +239,10 @@ class Writer:
             kind = changes[-1].draft.kind
             return queries.advanced(conn, migration.id, seq, final, kind, coordinator)
 
-        done = self.run(advance, verify=verify)
+        if self._one_statement:
+            done = self.run(advance_and_append, verify=verify, single=True)
+        else:
+            done = self.run(advance, verify=verify)
         if done is None:
             raise self._refused(migration, changes[0].state)
         seq, aborted = done
@@ -220,6 +259,12 @@ class Writer:
             )
             for k, c in enumerate(changes)
         ]
+
+    def _append(self, n: int) -> Statement:
+        statement = self._appends.get(n)
+        if statement is None:
+            statement = self._appends[n] = Statement(_advance_and_append(n), self.engine.dialect)
+        return statement
 
     def _refused(self, migration: Migration, state: State) -> Exception:
         with translated(self.url), self.engine.connect() as conn:
