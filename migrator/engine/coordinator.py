@@ -167,7 +167,7 @@ class Coordinator:
         params, version = self._preflight(
             domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol
         )
-        migration = self.journal.create(
+        migration = self.journal.new(
             domain=domain,
             dname=dname,
             src=redact_uri(src.uri),
@@ -177,7 +177,7 @@ class Coordinator:
             bandwidth=bandwidth,
             owner=self.id,
         )
-        return self._driven(Run(migration, src, dst, params))
+        return self._driven(Run(migration, src, dst, params, unwritten=True))
 
     # -- the queue (docs/workers.md) -------------------------------------------------------
 

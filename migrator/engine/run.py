@@ -41,6 +41,8 @@ class Run:
     """Where an operator's ``resolve`` said the domain runs (``src``/``dst``), if one did."""
     staged: list[Change] = field(default_factory=list)
     """Outcomes that commit with the next write (``WriteAhead.outcome``, ``then=``)."""
+    unwritten: bool = False
+    """``migration`` is not in the journal yet: the first write inserts it."""
 
     def __post_init__(self) -> None:
         self.model = acquire_model(self.migration.state)

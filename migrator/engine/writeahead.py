@@ -6,7 +6,8 @@ state change and its event are one transaction (``Journal.record``, a compare-an
 state and fence). A successful outcome the flow goes on from at once (``then=True``) is
 *staged* and commits in one transaction with the next intent (``Journal.record_changes``):
 both are durable before the next hook is called and before anything observes the outcome,
-with one commit instead of two (docs/journal.md, "Commits"). Nothing staged outlives the
+with one commit instead of two (docs/journal.md, "Commits"). Likewise a new migration's
+row is written with its first intent (``Run.unwritten``). Nothing staged outlives the
 run: the next write carries it, or ``flush`` commits it alone. An armed
 ``<step>.recorded`` failpoint commits that outcome alone, so a crash between the two
 commits, which older journals hold, stays testable and replayable.
@@ -113,7 +114,7 @@ class WriteAhead:
 
     def flush(self, run: Run) -> None:
         """Commit what is staged, alone (the run stops before its next write)."""
-        if run.staged:
+        if run.staged or run.unwritten:
             self._commit(run, None)
 
     def _commit(self, run: Run, change: Change | None) -> None:
@@ -121,8 +122,9 @@ class WriteAhead:
         changes = staged if change is None else [*staged, change]
         before = run.migration.state
         migrations = self.journal.record_changes(
-            run.migration, changes, coordinator=self.coordinator_id
+            run.migration, changes, coordinator=self.coordinator_id, insert=run.unwritten
         )
+        run.unwritten = False
         run.migration = migrations[-1]
         run.model.state = run.migration.state
         for migration, done in zip(migrations, changes, strict=True):

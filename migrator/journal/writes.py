@@ -171,24 +171,37 @@ class Writer:
 
     # -- migrations ----------------------------------------------------------------------
 
-    def create(self, **fields: Any) -> Migration:
-        """Record a NEW migration with fence 1 (``fields`` as ``rows.new_migration``)."""
+    def new(self, **fields: Any) -> Migration:
+        """A NEW migration's record with fence 1, not yet written (``fields`` as
+        ``rows.new_migration``): ``create`` writes it alone, ``record(insert=True)`` with
+        its first events."""
         at = now()
         values = rows.new_migration(
             migration_id=str(uuid.uuid4()), now=at, lease=self._lease(at), **fields
         )
-
-        def verify(conn: sa.Connection) -> bool | None:
-            return queries.exists(conn, values["id"]) or None
-
-        self.run(lambda cursor: self._insert_migration.execute(cursor, values), verify=verify)
         return Migration(**{**values, "state": State.NEW})
 
+    def create(self, migration: Migration) -> Migration:
+        """Write the record ``new`` gave."""
+        values = rows.migration_values(migration)
+
+        def verify(conn: sa.Connection) -> bool | None:
+            return queries.exists(conn, migration.id) or None
+
+        self.run(lambda cursor: self._insert_migration.execute(cursor, values), verify=verify)
+        return migration
+
     def record(
-        self, migration: Migration, changes: Sequence[Change], *, coordinator: str | None
+        self,
+        migration: Migration,
+        changes: Sequence[Change],
+        *,
+        coordinator: str | None,
+        insert: bool = False,
     ) -> list[Migration]:
         """Append each change's event and move to the last one's state, in one transaction,
-        or refuse (see ``Journal.record_changes``); the migration as of each event."""
+        or refuse (see ``Journal.record_changes``); the migration as of each event.
+        ``insert``: ``migration`` is ``new``'s record, written in the same transaction."""
         at = now()
         final = changes[-1].state
         finished = at if final in TERMINAL else None
@@ -209,7 +222,11 @@ class Writer:
             "finished": finished,
         }
 
+        row = rows.migration_values(migration) if insert else None
+
         def advance_and_append(cursor: Any) -> tuple[int, bool] | None:
+            if row is not None:
+                self._insert_migration.execute(cursor, row)
             for k, c in enumerate(changes):
                 event = rows.event_values(migration.id, 0, c.draft, c.state, at, coordinator)
                 values.update((f"{name}_{k}", event[name]) for name in _APPENDED)
@@ -219,10 +236,12 @@ class Writer:
             return max(int(r[0]) for r in found), bool(found[0][1])
 
         def advance(cursor: Any) -> tuple[int, bool] | None:
-            row = self._advance.execute(cursor, values).fetchone()
-            if row is None:
+            if row is not None:
+                self._insert_migration.execute(cursor, row)
+            found = self._advance.execute(cursor, values).fetchone()
+            if found is None:
                 return None
-            seq, aborted = int(row[0]), bool(row[1])
+            seq, aborted = int(found[0]), bool(found[1])
             first = seq - n + 1
             appended = [
                 rows.event_values(migration.id, first + k, c.draft, c.state, at, coordinator)
@@ -240,7 +259,7 @@ class Writer:
             return queries.advanced(conn, migration.id, seq, final, kind, coordinator)
 
         if self._one_statement:
-            done = self.run(advance_and_append, verify=verify, single=True)
+            done = self.run(advance_and_append, verify=verify, single=not insert)
         else:
             done = self.run(advance, verify=verify)
         if done is None:
