@@ -101,14 +101,15 @@ def test_a_five_second_restart_during_perform_still_confirms(
 def test_a_commit_without_an_answer_is_read_back_not_repeated(
     forward: bool, proxied: Journal, proxy: Proxy
 ) -> None:
-    """Cut after COMMIT reached the server (it committed) or before (it did not): either
-    way the state change is journaled exactly once."""
+    """Cut after the statement that commits reached the server (it committed) or before
+    (it did not): either way the state change is journaled exactly once. A state change
+    is one statement in autocommit mode (docs/journal.md, "Commits"): it is the commit."""
     m = proxied.create(
         domain="vm1", src="test:///a", dst="test:///b", protocol=3, flags=0, bandwidth=0,
         owner="c1",
     )  # fmt: skip
     cuts = proxy.cuts
-    proxy.cut_at(b"COMMIT", forward=forward)
+    proxy.cut_at(b"INSERT INTO migration_events", forward=forward)
     moved = proxied.record(
         m, EventDraft(kind="intent", step=Step.BEGIN), state=State.BEGINNING, coordinator="c1"
     )
