@@ -69,6 +69,8 @@ class Keeper:
                         self._thread = None
                     return
             for key, run in runs:
+                if run.unwritten:
+                    continue  # not in the journal yet: no lease to renew
                 try:
                     self.journal.heartbeat(run.migration)  # the newest record: its fence
                 except MigratorError as exc:

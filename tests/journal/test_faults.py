@@ -311,9 +311,7 @@ def _orphan(hosts: Hosts, db: str, domain: str = "vm1") -> None:
     assert proc.returncode == 137, proc.stderr
 
 
-def test_recover_on_a_full_disk_shows_the_cause_in_its_table(
-    tiny_fs: Path, hosts: Hosts
-) -> None:
+def test_recover_on_a_full_disk_shows_the_cause_in_its_table(tiny_fs: Path, hosts: Hosts) -> None:
     db = f"sqlite:///{tiny_fs / 'journal.db'}"
     _orphan(hosts, db)
     fill(tiny_fs)
@@ -325,9 +323,7 @@ def test_recover_on_a_full_disk_shows_the_cause_in_its_table(
     assert run_cli("recover", db=db).returncode == 0
 
 
-def test_recover_under_a_held_lock_stops_once_with_the_cause(
-    tmp_path: Path, hosts: Hosts
-) -> None:
+def test_recover_under_a_held_lock_stops_once_with_the_cause(tmp_path: Path, hosts: Hosts) -> None:
     db = f"sqlite:///{tmp_path / 'journal.db'}"
     hosts.src.define("vm2", memory_mib=1)
     _orphan(hosts, db, "vm1")
