@@ -65,13 +65,21 @@ _EVENT_COLUMNS = tuple(c for c in events.c if c.name not in ("migration_id", "se
 _APPENDED = tuple(c.name for c in _EVENT_COLUMNS)
 
 
-def _advance_and_append(n: int) -> sa.Insert:
+def _advance_and_append(n: int, *, insert: bool) -> sa.Insert:
     """``_ADVANCE`` and the insert of its ``n`` events as one statement (PostgreSQL: a
     data-modifying ``WITH``): one round trip, its own transaction. The events take the
     sequence numbers the update returns; when the update matches no row (a lost
-    compare-and-set) nothing is inserted and no row is returned. Each event's values
-    are bound as ``<column>_<k>``; the rows returned are ``(seq, abort_requested)``."""
-    advanced = _ADVANCE.cte("advanced")
+    compare-and-set) nothing is inserted and no row is returned. ``insert``: a new
+    migration's row, already in its state after the events (bound as ``row_<column>``),
+    is inserted instead of updated. Each event's values are bound as ``<column>_<k>``;
+    the rows returned are ``(seq, abort_requested)``."""
+    if insert:
+        head = migrations.insert().values(
+            {c.name: sa.bindparam(f"row_{c.name}", type_=c.type) for c in migrations.c}
+        )
+        advanced = head.returning(_C.last_seq, _C.abort_requested).cte("advanced")
+    else:
+        advanced = _ADVANCE.cte("advanced")
     rows_ = [
         sa.select(
             sa.cast(sa.bindparam("mid", type_=events.c.migration_id.type), sa.String),
@@ -120,7 +128,7 @@ class Writer:
         self._progress = Statement(_PROGRESS, dialect)
         self._claim = Statement(_CLAIM, dialect)
         self._one_statement = dialect.name == "postgresql"
-        self._appends: dict[int, Statement] = {}
+        self._appends: dict[tuple[int, bool], Statement] = {}
 
     def transaction(self) -> contextlib.AbstractContextManager[Any]:
         """One transaction of its own (``Committer.transaction``); yields a cursor."""
@@ -222,15 +230,25 @@ class Writer:
             "finished": finished,
         }
 
-        row = rows.migration_values(migration) if insert else None
+        row = None
+        if insert:  # the new row as it will be after the changes
+            row = rows.migration_values(migration)
+            row.update(
+                state=final.value,
+                last_seq=n,
+                updated_at=at,
+                lease_expires_at=values["lease"],
+                reason=reasons[-1],
+                finished_at=finished,
+            )
 
         def advance_and_append(cursor: Any) -> tuple[int, bool] | None:
             if row is not None:
-                self._insert_migration.execute(cursor, row)
+                values.update((f"row_{name}", value) for name, value in row.items())
             for k, c in enumerate(changes):
                 event = rows.event_values(migration.id, 0, c.draft, c.state, at, coordinator)
                 values.update((f"{name}_{k}", event[name]) for name in _APPENDED)
-            found = self._append(n).execute(cursor, values).fetchall()
+            found = self._append(n, insert=insert).execute(cursor, values).fetchall()
             if not found:
                 return None
             return max(int(r[0]) for r in found), bool(found[0][1])
@@ -238,10 +256,12 @@ class Writer:
         def advance(cursor: Any) -> tuple[int, bool] | None:
             if row is not None:
                 self._insert_migration.execute(cursor, row)
-            found = self._advance.execute(cursor, values).fetchone()
-            if found is None:
-                return None
-            seq, aborted = int(found[0]), bool(found[1])
+                seq, aborted = n, bool(row["abort_requested"])
+            else:
+                found = self._advance.execute(cursor, values).fetchone()
+                if found is None:
+                    return None
+                seq, aborted = int(found[0]), bool(found[1])
             first = seq - n + 1
             appended = [
                 rows.event_values(migration.id, first + k, c.draft, c.state, at, coordinator)
@@ -259,7 +279,7 @@ class Writer:
             return queries.advanced(conn, migration.id, seq, final, kind, coordinator)
 
         if self._one_statement:
-            done = self.run(advance_and_append, verify=verify, single=not insert)
+            done = self.run(advance_and_append, verify=verify, single=True)
         else:
             done = self.run(advance, verify=verify)
         if done is None:
@@ -279,10 +299,11 @@ class Writer:
             for k, c in enumerate(changes)
         ]
 
-    def _append(self, n: int) -> Statement:
-        statement = self._appends.get(n)
+    def _append(self, n: int, *, insert: bool) -> Statement:
+        statement = self._appends.get((n, insert))
         if statement is None:
-            statement = self._appends[n] = Statement(_advance_and_append(n), self.engine.dialect)
+            stmt = _advance_and_append(n, insert=insert)
+            statement = self._appends[(n, insert)] = Statement(stmt, self.engine.dialect)
         return statement
 
     def _refused(self, migration: Migration, state: State) -> Exception:
