@@ -9,6 +9,7 @@ call through ``steps.py``; every retry through ``retry.py``.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import os
@@ -130,6 +131,7 @@ class Coordinator:
         steps = Steps(writes, step_timeout=step_timeout, on_progress=on_progress)
         retry = RetryPolicy(attempts=confirm_attempts, backoff=retry_backoff)
         self.engine = Engine(writes, steps, retry)
+        self._leases = lease.Keeper(journal)
 
     @property
     def step_timeout(self) -> float | None:
@@ -137,6 +139,15 @@ class Coordinator:
 
     def close(self) -> None:
         self.engine.steps.close()
+        self._leases.close()
+
+    @contextlib.contextmanager
+    def _driving(self, run: Run) -> Iterator[None]:
+        """While ``run`` is driven its lease is renewed; once it stops, nothing it staged
+        is left uncommitted (``WriteAhead.flush``)."""
+        with self._leases.kept(run):
+            yield
+            self.engine.writes.flush(run)
 
     def migrate(
         self,
@@ -156,7 +167,7 @@ class Coordinator:
         params, version = self._preflight(
             domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol
         )
-        migration = self.journal.create(
+        migration = self.journal.new(
             domain=domain,
             dname=dname,
             src=redact_uri(src.uri),
@@ -166,7 +177,7 @@ class Coordinator:
             bandwidth=bandwidth,
             owner=self.id,
         )
-        return self._driven(Run(migration, src, dst, params))
+        return self._driven(Run(migration, src, dst, params, unwritten=True))
 
     # -- the queue (docs/workers.md) -------------------------------------------------------
 
@@ -205,7 +216,7 @@ class Coordinator:
         """``run`` driven to an end state, its lease renewed meanwhile whatever the hooks
         and observers take (docs/recovery.md)."""
         try:
-            with lease.kept(self.journal, run):
+            with self._driving(run):
                 flow_for(run.migration.protocol).drive(self.engine, run)
         finally:
             run.release()
@@ -295,7 +306,7 @@ class Coordinator:
                 "because": why,
             }
             self.engine.writes.note(run, EventDraft(kind=EventKind.RECOVERY, detail=detail))
-            with lease.kept(self.journal, run):
+            with self._driving(run):
                 flow.carry_out(self.engine, run, plan)
         finally:
             run.release()
@@ -322,7 +333,7 @@ class Coordinator:
         draft = EventDraft(kind=EventKind.RESOLVE, detail={"running_on": running_on})
         try:
             self.engine.writes.note(run, draft, reason=reason)
-            with lease.kept(self.journal, run):
+            with self._driving(run):
                 flow_for(migration.protocol).resolve(self.engine, run, running_on)
         finally:
             run.release()

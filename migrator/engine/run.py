@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from migrator.drivers.base import Driver, MigrationParams, TunnelStream, is_blocking
 from migrator.flags import MigrateFlags
-from migrator.records import Event, EventKind, Migration
+from migrator.records import Change, Event, EventKind, Migration
 from migrator.states import State, Step, acquire_model, release_model
 
 Connect = Callable[[str], Driver]
@@ -39,6 +39,10 @@ class Run:
     """Tunnelled v3: the destination's end of the tunnel, from PrepareTunnel3."""
     resolved_on: str | None = None
     """Where an operator's ``resolve`` said the domain runs (``src``/``dst``), if one did."""
+    staged: list[Change] = field(default_factory=list)
+    """Outcomes that commit with the next write (``WriteAhead.outcome``, ``then=``)."""
+    unwritten: bool = False
+    """``migration`` is not in the journal yet: the first write inserts it."""
 
     def __post_init__(self) -> None:
         self.model = acquire_model(self.migration.state)
@@ -50,7 +54,8 @@ class Run:
 
     @property
     def state(self) -> State:
-        return self.migration.state
+        """The state the run is in: the journal's, or the last staged outcome's."""
+        return self.staged[-1].state if self.staged else self.migration.state
 
     @property
     def tunnelled(self) -> bool:

@@ -109,6 +109,13 @@ def new_migration(
     }
 
 
+def migration_values(record: Migration) -> dict[str, Any]:
+    """The ``migrations`` row of ``record``."""
+    values = {name: getattr(record, name) for name in _MIGRATION_FIELDS}
+    values["state"] = record.state.value
+    return values
+
+
 def event_values(
     mid: str,
     seq: int,

@@ -22,7 +22,7 @@ from migrator.errors import JournalUnavailable
 from migrator.journal import DEFAULT_URL, analytics, lifecycle, queries, resilience
 from migrator.journal.analytics import Histogram, StepDuration, StepSummary
 from migrator.journal.writes import Writer
-from migrator.records import KEEP_REASON, Event, EventDraft, Migration, Reason
+from migrator.records import KEEP_REASON, Change, Event, EventDraft, Migration, Reason
 from migrator.redaction import redact
 from migrator.states import State
 
@@ -112,6 +112,32 @@ class Journal:
 
     # -- writes -------------------------------------------------------------------------
 
+    def new(
+        self,
+        *,
+        domain: str,
+        src: str,
+        dst: str,
+        protocol: int,
+        flags: int,
+        bandwidth: int,
+        owner: str,
+        dname: str | None = None,
+    ) -> Migration:
+        """A NEW migration's record owned by ``owner`` with fence 1, not yet written:
+        ``create`` writes it alone, ``record_changes(..., insert=True)`` with its first
+        events (one transaction instead of two)."""
+        return self._writer.new(
+            domain=domain,
+            dname=dname,
+            src=src,
+            dst=dst,
+            protocol=protocol,
+            flags=flags,
+            bandwidth=bandwidth,
+            owner=owner,
+        )
+
     def create(
         self,
         *,
@@ -125,7 +151,7 @@ class Journal:
         dname: str | None = None,
     ) -> Migration:
         """Record a NEW migration owned by ``owner`` with fence 1."""
-        return self._writer.create(
+        record = self.new(
             domain=domain,
             dname=dname,
             src=src,
@@ -135,6 +161,7 @@ class Journal:
             bandwidth=bandwidth,
             owner=owner,
         )
+        return self._writer.create(record)
 
     def record(
         self,
@@ -153,9 +180,25 @@ class Journal:
         ``migration.fence``; otherwise nothing is written and ``FenceLost`` (another
         coordinator took it) or ``StateConflict`` (its state moved) is raised.
         """
-        return self._writer.record(
-            migration, draft, state=state, coordinator=coordinator, reason=reason
-        )
+        changes = [Change(draft, state, reason)]
+        return self._writer.record(migration, changes, coordinator=coordinator)[-1]
+
+    def record_changes(
+        self,
+        migration: Migration,
+        changes: Sequence[Change],
+        *,
+        coordinator: str | None = None,
+        insert: bool = False,
+    ) -> list[Migration]:
+        """Append several events in one transaction, as ``record`` appends one; the
+        migration ends in the last change's state. Returns the migration as of each event.
+
+        ``insert``: ``migration`` is a record from ``new``, written in the same transaction
+        (with no change, written alone)."""
+        if not changes:
+            return [self._writer.create(migration)] if insert else [migration]
+        return self._writer.record(migration, changes, coordinator=coordinator, insert=insert)
 
     def set_progress(self, migration: Migration, progress: dict[str, Any]) -> None:
         """Keep the last progress sample of a long step (not an event: it is overwritten)."""
