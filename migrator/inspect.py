@@ -10,14 +10,17 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from migrator.journal.store import Journal
 from migrator.jsonform import event_dict as event_dict
 from migrator.jsonform import iso
 from migrator.jsonform import migration_dict as migration_dict
 from migrator.records import OUTCOMES, Event, EventKind, Migration
 from migrator.states import TERMINAL, State
+
+if TYPE_CHECKING:
+    from migrator.journal.reading import Reads
+    from migrator.journal.store import Journal
 
 EXPORT_FORMAT = 1
 """The version of the ``export`` document (``docs/export.schema.json``)."""
@@ -51,7 +54,7 @@ def _claimed(e: Event) -> bool:
     return bool(e.detail and "from_state" in e.detail)
 
 
-def show(journal: Journal, migration_id: str) -> dict[str, Any]:
+def show(journal: Reads, migration_id: str) -> dict[str, Any]:
     """Everything the journal holds about one migration (id or unique id prefix)."""
     migration = journal.find(migration_id)
     history = journal.history(migration.id)
@@ -93,13 +96,13 @@ def export_dict(migration: Migration, history: list[Event]) -> dict[str, Any]:
     }
 
 
-def export(journal: Journal, migration_id: str) -> dict[str, Any]:
+def export(journal: Reads, migration_id: str) -> dict[str, Any]:
     migration = journal.find(migration_id)
     return export_dict(migration, journal.history(migration.id))
 
 
 def export_all(
-    journal: Journal, *, states: Iterable[State] = (), since: datetime | None = None
+    journal: Reads, *, states: Iterable[State] = (), since: datetime | None = None
 ) -> Iterator[dict[str, Any]]:
     """One export document per migration, newest first (for JSON Lines), streamed."""
     for migration, history in journal.exports(states=states, since=since):
@@ -115,14 +118,14 @@ def percentile(values: list[float], fraction: float) -> float:
     return values[rank - 1]
 
 
-def _step_summary(journal: Journal, since: datetime | None) -> dict[str, dict[str, Any]]:
+def _step_summary(journal: Reads, since: datetime | None) -> dict[str, dict[str, Any]]:
     return {
         step: {"count": s.count, "errors": s.errors, "p50": s.p50, "p95": s.p95, "max": s.max}
         for step, s in journal.step_summaries(since=since).items()
     }
 
 
-def stats(journal: Journal, *, since: datetime | None = None) -> dict[str, Any]:
+def stats(journal: Reads, *, since: datetime | None = None) -> dict[str, Any]:
     """Counts by outcome (state), step durations (p50/p95/max), the top failure reasons."""
     outcomes = {str(state): n for state, n in journal.count_by_state(since=since)}
     unhappy = [s for s in State if s is not State.CONFIRMED]
@@ -155,7 +158,7 @@ def prune(
     return [migration_dict(m) for m in gone]
 
 
-def path(journal: Journal, migration_id: str) -> tuple[Migration, list[State]]:
+def path(journal: Reads, migration_id: str) -> tuple[Migration, list[State]]:
     """The states a migration went through, from ``NEW``, without repeats in a row."""
     migration = journal.find(migration_id)
     states = [State.NEW]

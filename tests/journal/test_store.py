@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from migrator.errors import AmbiguousMigrationId, FenceLost, MigrationNotFound, StateConflict
-from migrator.journal import queries
+from migrator.journal import reads
 from migrator.journal.store import Journal
 from migrator.records import EventDraft, EventKind, Migration
 from migrator.states import State, Step
@@ -162,7 +162,7 @@ def _fields(m: Migration, **changes: object) -> dict[str, object]:
 def test_exports_stream_each_migration_with_its_history_a_chunk_at_a_time(
     journal: Journal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(queries, "STREAM_CHUNK", 2)
+    monkeypatch.setattr(reads, "STREAM_CHUNK", 2)
     made = []
     for i in range(5):
         m = journal.create(
