@@ -96,7 +96,7 @@ class Reads:
         """What ``list`` gives, newest first, read a page at a time: constant memory, and
         no read held open between pages (``recover`` writes while it reads)."""
         chosen = Filters.of(states, since, until, domain, host, owner)
-        for page, _ in self._pages(chosen):
+        for page, _ in self._pages(chosen, reads.STREAM_CHUNK):
             yield from page
 
     def exports(
@@ -104,21 +104,23 @@ class Reads:
     ) -> Iterator[tuple[Migration, builtins.list[Event]]]:
         """Each migration with every event of it, newest first, streamed: the events of a
         page of migrations are read in one query."""
-        for page, found in self._pages(Filters.of(states, since), histories=True):
+        for page, found in self._pages(Filters.of(states, since), reads.EXPORT_CHUNK, True):
             for migration in page:
                 yield migration, found[migration.id]
 
     def _pages(
-        self, chosen: Filters, histories: bool = False
+        self, chosen: Filters, size: int, histories: bool = False
     ) -> Iterator[tuple[builtins.list[Migration], dict[str, builtins.list[Event]]]]:
-        """Keyset pages of the migrations ``chosen``, with their events if asked."""
+        """Keyset pages of ``size`` migrations ``chosen``, with their events if asked."""
         after: Migration | None = None
         while True:
-            read = functools.partial(_page, chosen=chosen, after=after, histories=histories)
+            read = functools.partial(
+                _page, chosen=chosen, after=after, size=size, histories=histories
+            )
             page, found = self._read(read)
             if page:
                 yield page, found
-            if len(page) < reads.STREAM_CHUNK:
+            if len(page) < size:
                 return
             after = page[-1]
 
@@ -169,8 +171,8 @@ class Reads:
 
 
 def _page(
-    db: Db, *, chosen: Filters, after: Migration | None, histories: bool
+    db: Db, *, chosen: Filters, after: Migration | None, size: int, histories: bool
 ) -> tuple[builtins.list[Migration], dict[str, builtins.list[Event]]]:
     """One keyset page of ``Reads._pages``, with its events if asked."""
-    page = reads.page(db, chosen, after=after, limit=reads.STREAM_CHUNK)
+    page = reads.page(db, chosen, after=after, limit=size)
     return page, reads.histories(db, [m.id for m in page]) if histories else {}

@@ -21,7 +21,10 @@ from migrator.records import Event, Migration
 from migrator.states import State
 
 STREAM_CHUNK = 500
-"""Migrations read at a time when streaming (a page), and whose events one query reads."""
+"""Migrations read at a time when streaming (a page)."""
+EXPORT_CHUNK = 100
+"""Migrations read at a time with their events (one query for the events of a page): an
+export's memory is a page of documents, about 2 MiB at ten events per migration."""
 ID_LENGTH = 36
 """A whole migration id: a UUID as text."""
 

@@ -163,6 +163,7 @@ def test_exports_stream_each_migration_with_its_history_a_chunk_at_a_time(
     journal: Journal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(reads, "STREAM_CHUNK", 2)
+    monkeypatch.setattr(reads, "EXPORT_CHUNK", 2)
     made = []
     for i in range(5):
         m = journal.create(
