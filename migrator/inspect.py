@@ -27,42 +27,45 @@ EXPORT_FORMAT = 1
 TOP_REASONS = 5
 
 
-def migration_stats(events: list[Event]) -> dict[str, Any]:
-    """Per step: calls, errors and the time spent in the driver; the transfer statistics."""
+def migration_stats(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per step: calls, errors and the time spent in the driver; the transfer statistics.
+
+    ``events`` in their JSON form (``event_dict``, ``Journal.exports``)."""
     steps: dict[str, dict[str, Any]] = {}
     for e in events:
-        if e.step is None or e.kind not in OUTCOMES:
+        if e["step"] is None or e["kind"] not in OUTCOMES:
             continue
-        row = steps.setdefault(e.step.value, {"calls": 0, "errors": 0, "seconds": 0.0})
+        row = steps.setdefault(e["step"], {"calls": 0, "errors": 0, "seconds": 0.0})
         row["calls"] += 1
-        row["errors"] += e.kind == EventKind.ERROR
-        row["seconds"] += e.duration or 0.0
+        row["errors"] += e["kind"] == EventKind.ERROR
+        row["seconds"] += e["duration"] or 0.0
     transfer = next(  # Perform's statistics, whatever the protocol (perform, perform2...)
-        (e.detail for e in events if e.step is not None and e.step.value.startswith("perform")
-         and e.kind == EventKind.OK and e.detail),
+        (e["detail"] for e in events if e["step"] is not None and e["step"].startswith("perform")
+         and e["kind"] == EventKind.OK and e["detail"]),
         None,
     )  # fmt: skip
     return {
         "events": len(events),
-        "recoveries": sum(1 for e in events if e.kind == EventKind.RECOVERY and _claimed(e)),
+        "recoveries": sum(1 for e in events if e["kind"] == EventKind.RECOVERY and _claimed(e)),
         "steps": steps,
         "transfer": transfer,
     }
 
 
-def _claimed(e: Event) -> bool:
-    return bool(e.detail and "from_state" in e.detail)
+def _claimed(e: dict[str, Any]) -> bool:
+    return bool(e["detail"] and "from_state" in e["detail"])
 
 
 def show(journal: Reads, migration_id: str) -> dict[str, Any]:
     """Everything the journal holds about one migration (id or unique id prefix)."""
     migration = journal.find(migration_id)
     history = journal.history(migration.id)
+    events = [event_dict(e) for e in history]
     return {
         **migration_dict(migration),
         "owners": owners(history),
-        "events": [event_dict(e) for e in history],
-        "stats": migration_stats(history),
+        "events": events,
+        "stats": migration_stats(events),
     }
 
 
@@ -79,8 +82,9 @@ def owners(history: Sequence[Event]) -> list[dict[str, Any]]:
 # -- export ------------------------------------------------------------------------------------
 
 
-def export_dict(migration: Migration, history: list[Event]) -> dict[str, Any]:
-    """Every column of the migration and of each of its events (``docs/export.schema.json``)."""
+def export_dict(migration: Migration, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every column of the migration and of each of its events, these in their JSON form
+    (``docs/export.schema.json``)."""
     summary = migration_dict(migration)
     summary.update(
         lease_expires_at=iso(migration.lease_expires_at),
@@ -91,22 +95,22 @@ def export_dict(migration: Migration, history: list[Event]) -> dict[str, Any]:
         "format": EXPORT_FORMAT,
         "exported_at": datetime.now(UTC).isoformat(),
         "migration": summary,
-        "events": [event_dict(e) for e in history],
-        "stats": migration_stats(history),
+        "events": events,
+        "stats": migration_stats(events),
     }
 
 
 def export(journal: Reads, migration_id: str) -> dict[str, Any]:
     migration = journal.find(migration_id)
-    return export_dict(migration, journal.history(migration.id))
+    return export_dict(migration, [event_dict(e) for e in journal.history(migration.id)])
 
 
 def export_all(
     journal: Reads, *, states: Iterable[State] = (), since: datetime | None = None
 ) -> Iterator[dict[str, Any]]:
     """One export document per migration, newest first (for JSON Lines), streamed."""
-    for migration, history in journal.exports(states=states, since=since):
-        yield export_dict(migration, history)
+    for migration, events in journal.exports(states=states, since=since):
+        yield export_dict(migration, events)
 
 
 # -- stats ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import builtins
 import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from migrator.journal import reads
 from migrator.journal.reads import Db, Filters
@@ -101,16 +101,16 @@ class Reads:
 
     def exports(
         self, *, states: Iterable[State] = (), since: datetime | None = None
-    ) -> Iterator[tuple[Migration, builtins.list[Event]]]:
-        """Each migration with every event of it, newest first, streamed: the events of a
-        page of migrations are read in one query."""
+    ) -> Iterator[tuple[Migration, builtins.list[dict[str, Any]]]]:
+        """Each migration with the JSON form of every event of it (``jsonform.event_form``),
+        newest first, streamed: the events of a page of migrations are read in one query."""
         for page, found in self._pages(Filters.of(states, since), reads.EXPORT_CHUNK, True):
             for migration in page:
                 yield migration, found[migration.id]
 
     def _pages(
         self, chosen: Filters, size: int, histories: bool = False
-    ) -> Iterator[tuple[builtins.list[Migration], dict[str, builtins.list[Event]]]]:
+    ) -> Iterator[tuple[builtins.list[Migration], dict[str, builtins.list[dict[str, Any]]]]]:
         """Keyset pages of ``size`` migrations ``chosen``, with their events if asked."""
         after: Migration | None = None
         while True:
@@ -172,7 +172,7 @@ class Reads:
 
 def _page(
     db: Db, *, chosen: Filters, after: Migration | None, size: int, histories: bool
-) -> tuple[builtins.list[Migration], dict[str, builtins.list[Event]]]:
-    """One keyset page of ``Reads._pages``, with its events if asked."""
+) -> tuple[builtins.list[Migration], dict[str, builtins.list[dict[str, Any]]]]:
+    """One keyset page of ``Reads._pages``, with its events' JSON forms if asked."""
     page = reads.page(db, chosen, after=after, limit=size)
-    return page, reads.histories(db, [m.id for m in page]) if histories else {}
+    return page, reads.event_forms(db, [m.id for m in page]) if histories else {}

@@ -16,7 +16,13 @@ from typing import Any
 
 from migrator.errors import AmbiguousMigrationId, JournalUnavailable, MigrationNotFound
 from migrator.journal.flavor import Flavor
-from migrator.journal.rows import EVENT_COLUMNS, MIGRATION_COLUMNS, event_of, migration_of
+from migrator.journal.rows import (
+    EVENT_COLUMNS,
+    MIGRATION_COLUMNS,
+    event_form_of,
+    event_of,
+    migration_of,
+)
 from migrator.records import Event, Migration
 from migrator.states import State
 
@@ -193,14 +199,15 @@ def history(db: Db, migration_id: str) -> list[Event]:
     return [event_of(row, db.flavor) for row in found]
 
 
-def histories(db: Db, ids: Sequence[str]) -> dict[str, list[Event]]:
-    """Every event of each migration of ``ids``, oldest first, in one query."""
-    out: dict[str, list[Event]] = {i: [] for i in ids}
+def event_forms(db: Db, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """The JSON form of every event of each migration of ``ids``, oldest first, in one
+    query (``rows.event_form_of``: no record is made)."""
+    out: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
     if not ids:
         return out
     params: dict[str, Any] = {}
     chosen = in_list("migration_id", "m", ids, params)
     f = db.flavor
     for row in db.rows(f"{_EVENTS} WHERE {chosen} ORDER BY migration_id, seq", params):
-        out[row[0]].append(event_of(row, f))
+        out[row[0]].append(event_form_of(row, f))
     return out

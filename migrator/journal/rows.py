@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from migrator.jsonform import event_form
 from migrator.records import Event, EventDraft, EventKind, Migration
 from migrator.states import State, Step
 
@@ -110,6 +111,15 @@ def event_of(v: Sequence[Any], f: Flavor) -> Event:
         attempt=v[15],
         duration=v[16],
     )
+
+
+def event_form_of(v: Sequence[Any], f: Flavor) -> dict[str, Any]:
+    """The JSON form (``jsonform.event_form``) of the values of ``EVENT_COLUMNS``, made
+    without the record: what ``event_dict(event_of(v, f))`` gives, for ``export --all``."""
+    return event_form(
+        v[1], v[2], v[3], v[4], f.iso(v[5]), f.boolean(v[6]), v[7], v[8], v[9], v[10],
+        v[11], v[12], f.json(v[13]), v[14], v[15], v[16],
+    )  # fmt: skip
 
 
 def new_migration(

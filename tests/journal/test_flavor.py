@@ -6,7 +6,14 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from migrator.journal.flavor import POSTGRESQL, SQLITE, flavor, sqlite_datetime, sqlite_text
+from migrator.journal.flavor import (
+    POSTGRESQL,
+    SQLITE,
+    flavor,
+    sqlite_datetime,
+    sqlite_iso,
+    sqlite_text,
+)
 
 
 def test_postgresql_names_its_parameters_as_psycopg_does() -> None:
@@ -35,6 +42,7 @@ def test_a_timestamp_comes_back_from_its_sqlite_text_as_the_same_instant_in_utc(
     back = sqlite_datetime(sqlite_text(at))
     assert back == at and back is not None and back.utcoffset() == timedelta(0)
     assert back.isoformat() == at.astimezone(UTC).isoformat()
+    assert sqlite_iso(sqlite_text(at)) == POSTGRESQL.iso(at) == at.astimezone(UTC).isoformat()
 
 
 @pytest.mark.parametrize(
@@ -47,7 +55,7 @@ def test_a_timestamp_comes_back_from_its_sqlite_text_as_the_same_instant_in_utc(
 )
 def test_sqlite_text_of_other_shapes_is_read_in_utc(text: str, iso: str) -> None:
     back = sqlite_datetime(text)
-    assert back is not None and back.isoformat() == iso
+    assert back is not None and back.isoformat() == iso == sqlite_iso(text)
 
 
 def test_sqlite_json_and_booleans_are_decoded() -> None:

@@ -12,6 +12,7 @@ from migrator.errors import AmbiguousMigrationId, JournalUnavailable, MigrationN
 from migrator.journal.revisions import KNOWN_REVISIONS
 from migrator.journal.sqlite_reader import SqliteReader
 from migrator.journal.store import Journal
+from migrator.jsonform import event_dict
 from migrator.records import EventDraft, EventKind, Migration
 from migrator.states import State, Step
 
@@ -51,6 +52,8 @@ def test_every_read_gives_what_the_journal_gives(url: str) -> None:
             assert reader.find(m.id[:8]) == reader.get(m.id) == m
             assert reader.history(m.id) == journal.history(m.id)
         assert list(reader.exports()) == list(journal.exports())
+        for m, events in reader.exports():
+            assert events == [event_dict(e) for e in journal.history(m.id)]
         assert reader.count_by_state() == journal.count_by_state()
         assert reader.count_by_reason() == [("disk on fire", 3)]
         assert reader.step_summaries() == journal.step_summaries()
