@@ -1,5 +1,5 @@
-"""The state file of a host kept in a directory: ``DIR/host.json``, shared by the test and
-QMP drivers.
+"""The state file of a host kept in a directory: ``DIR/host.json``, as the QMP driver keeps
+it; the test driver keeps a file per domain on the same footing (``test/shards.py``).
 
 Every read-modify-write holds an exclusive ``flock`` on ``DIR/.lock`` and replaces
 ``host.json`` atomically (write, fsync, rename, fsync the directory), so the state outlives
