@@ -72,6 +72,13 @@ class Failpoints:
     def __bool__(self) -> bool:
         return bool(self.armed)
 
+    def covers(self, step: str, point: str) -> bool:
+        """Whether ``<step>.<point>`` is armed (counts no hit)."""
+        if not self.armed:
+            return False
+        name = f"{step}.{point}"
+        return any(key == name for key in self.armed)
+
     def hit(self, step: str, point: str) -> None:
         """Die at once if ``<step>.<point>`` is armed with ``crash``; raise :class:`Crash` if
         with ``raise``. With none armed, no name is even built (the engine's hot path)."""

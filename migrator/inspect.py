@@ -10,56 +10,62 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from migrator.journal.store import Journal
 from migrator.jsonform import event_dict as event_dict
 from migrator.jsonform import iso
 from migrator.jsonform import migration_dict as migration_dict
 from migrator.records import OUTCOMES, Event, EventKind, Migration
 from migrator.states import TERMINAL, State
 
+if TYPE_CHECKING:
+    from migrator.journal.reading import Reads
+    from migrator.journal.store import Journal
+
 EXPORT_FORMAT = 1
 """The version of the ``export`` document (``docs/export.schema.json``)."""
 TOP_REASONS = 5
 
 
-def migration_stats(events: list[Event]) -> dict[str, Any]:
-    """Per step: calls, errors and the time spent in the driver; the transfer statistics."""
+def migration_stats(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per step: calls, errors and the time spent in the driver; the transfer statistics.
+
+    ``events`` in their JSON form (``event_dict``, ``Journal.exports``)."""
     steps: dict[str, dict[str, Any]] = {}
     for e in events:
-        if e.step is None or e.kind not in OUTCOMES:
+        if e["step"] is None or e["kind"] not in OUTCOMES:
             continue
-        row = steps.setdefault(e.step.value, {"calls": 0, "errors": 0, "seconds": 0.0})
+        row = steps.setdefault(e["step"], {"calls": 0, "errors": 0, "seconds": 0.0})
         row["calls"] += 1
-        row["errors"] += e.kind == EventKind.ERROR
-        row["seconds"] += e.duration or 0.0
+        row["errors"] += e["kind"] == EventKind.ERROR
+        row["seconds"] += e["duration"] or 0.0
     transfer = next(  # Perform's statistics, whatever the protocol (perform, perform2...)
-        (e.detail for e in events if e.step is not None and e.step.value.startswith("perform")
-         and e.kind == EventKind.OK and e.detail),
+        (e["detail"] for e in events if e["step"] is not None and e["step"].startswith("perform")
+         and e["kind"] == EventKind.OK and e["detail"]),
         None,
     )  # fmt: skip
     return {
         "events": len(events),
-        "recoveries": sum(1 for e in events if e.kind == EventKind.RECOVERY and _claimed(e)),
+        "recoveries": sum(1 for e in events if e["kind"] == EventKind.RECOVERY and _claimed(e)),
         "steps": steps,
         "transfer": transfer,
     }
 
 
-def _claimed(e: Event) -> bool:
-    return bool(e.detail and "from_state" in e.detail)
+def _claimed(e: dict[str, Any]) -> bool:
+    return bool(e["detail"] and "from_state" in e["detail"])
 
 
-def show(journal: Journal, migration_id: str) -> dict[str, Any]:
+def show(journal: Reads, migration_id: str) -> dict[str, Any]:
     """Everything the journal holds about one migration (id or unique id prefix)."""
     migration = journal.find(migration_id)
     history = journal.history(migration.id)
+    events = [event_dict(e) for e in history]
     return {
         **migration_dict(migration),
         "owners": owners(history),
-        "events": [event_dict(e) for e in history],
-        "stats": migration_stats(history),
+        "events": events,
+        "stats": migration_stats(events),
     }
 
 
@@ -76,8 +82,9 @@ def owners(history: Sequence[Event]) -> list[dict[str, Any]]:
 # -- export ------------------------------------------------------------------------------------
 
 
-def export_dict(migration: Migration, history: list[Event]) -> dict[str, Any]:
-    """Every column of the migration and of each of its events (``docs/export.schema.json``)."""
+def export_dict(migration: Migration, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every column of the migration and of each of its events, these in their JSON form
+    (``docs/export.schema.json``)."""
     summary = migration_dict(migration)
     summary.update(
         lease_expires_at=iso(migration.lease_expires_at),
@@ -88,22 +95,22 @@ def export_dict(migration: Migration, history: list[Event]) -> dict[str, Any]:
         "format": EXPORT_FORMAT,
         "exported_at": datetime.now(UTC).isoformat(),
         "migration": summary,
-        "events": [event_dict(e) for e in history],
-        "stats": migration_stats(history),
+        "events": events,
+        "stats": migration_stats(events),
     }
 
 
-def export(journal: Journal, migration_id: str) -> dict[str, Any]:
+def export(journal: Reads, migration_id: str) -> dict[str, Any]:
     migration = journal.find(migration_id)
-    return export_dict(migration, journal.history(migration.id))
+    return export_dict(migration, [event_dict(e) for e in journal.history(migration.id)])
 
 
 def export_all(
-    journal: Journal, *, states: Iterable[State] = (), since: datetime | None = None
+    journal: Reads, *, states: Iterable[State] = (), since: datetime | None = None
 ) -> Iterator[dict[str, Any]]:
     """One export document per migration, newest first (for JSON Lines), streamed."""
-    for migration, history in journal.exports(states=states, since=since):
-        yield export_dict(migration, history)
+    for migration, events in journal.exports(states=states, since=since):
+        yield export_dict(migration, events)
 
 
 # -- stats ---------------------------------------------------------------------------------
@@ -115,14 +122,14 @@ def percentile(values: list[float], fraction: float) -> float:
     return values[rank - 1]
 
 
-def _step_summary(journal: Journal, since: datetime | None) -> dict[str, dict[str, Any]]:
+def _step_summary(journal: Reads, since: datetime | None) -> dict[str, dict[str, Any]]:
     return {
         step: {"count": s.count, "errors": s.errors, "p50": s.p50, "p95": s.p95, "max": s.max}
         for step, s in journal.step_summaries(since=since).items()
     }
 
 
-def stats(journal: Journal, *, since: datetime | None = None) -> dict[str, Any]:
+def stats(journal: Reads, *, since: datetime | None = None) -> dict[str, Any]:
     """Counts by outcome (state), step durations (p50/p95/max), the top failure reasons."""
     outcomes = {str(state): n for state, n in journal.count_by_state(since=since)}
     unhappy = [s for s in State if s is not State.CONFIRMED]
@@ -155,7 +162,7 @@ def prune(
     return [migration_dict(m) for m in gone]
 
 
-def path(journal: Journal, migration_id: str) -> tuple[Migration, list[State]]:
+def path(journal: Reads, migration_id: str) -> tuple[Migration, list[State]]:
     """The states a migration went through, from ``NEW``, without repeats in a row."""
     migration = journal.find(migration_id)
     states = [State.NEW]

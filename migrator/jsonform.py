@@ -5,7 +5,7 @@ Cookies are base64; driver text is kept as data (JSON escapes it).
 
 from __future__ import annotations
 
-import base64
+from base64 import b64encode
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ def iso(value: datetime | None) -> str | None:
 
 
 def b64(value: bytes | None) -> str | None:
-    return None if value is None else base64.b64encode(value).decode("ascii")
+    return None if value is None else b64encode(value).decode("ascii")
 
 
 def migration_dict(m: Migration) -> dict[str, Any]:
@@ -47,23 +47,63 @@ def migration_dict(m: Migration) -> dict[str, Any]:
 
 
 def event_dict(e: Event) -> dict[str, Any]:
+    return event_form(
+        e.seq,
+        e.step.value if e.step else None,
+        e.kind,
+        e.state.value,
+        iso(e.at),
+        e.cancelled,
+        e.cookie_in,
+        e.cookie_out,
+        e.uri,
+        e.description,
+        e.error_type,
+        e.error_message,
+        e.detail,
+        e.coordinator,
+        e.attempt,
+        e.duration,
+    )
+
+
+def event_form(
+    seq: int,
+    step: str | None,
+    kind: str,
+    state: str,
+    at: str | None,
+    cancelled: bool | None,
+    cookie_in: bytes | None,
+    cookie_out: bytes | None,
+    uri: str | None,
+    description: str | None,
+    error_type: str | None,
+    error_message: str | None,
+    detail: dict[str, Any] | None,
+    coordinator: str | None,
+    attempt: int,
+    duration: float | None,
+) -> dict[str, Any]:
+    """The JSON form of an event from its values, times already ISO text: of a record
+    (``event_dict``), or of a journal row when only its JSON is wanted (``export --all``)."""
     error = None
-    if e.error_type is not None or e.error_message is not None:
-        error = {"type": e.error_type, "message": e.error_message}
+    if error_type is not None or error_message is not None:
+        error = {"type": error_type, "message": error_message}
     return {
-        "seq": e.seq,
-        "step": e.step.value if e.step else None,
-        "kind": e.kind,
-        "state": e.state.value,
-        "at": iso(e.at),
-        "cancelled": e.cancelled,
-        "cookie_in": b64(e.cookie_in),
-        "cookie_out": b64(e.cookie_out),
-        "uri": e.uri,
-        "description": e.description,
+        "seq": seq,
+        "step": step,
+        "kind": kind,
+        "state": state,
+        "at": at,
+        "cancelled": cancelled,
+        "cookie_in": None if cookie_in is None else b64encode(cookie_in).decode("ascii"),
+        "cookie_out": None if cookie_out is None else b64encode(cookie_out).decode("ascii"),
+        "uri": uri,
+        "description": description,
         "error": error,
-        "detail": e.detail,
-        "coordinator": e.coordinator,
-        "attempt": e.attempt,
-        "duration": e.duration,
+        "detail": detail,
+        "coordinator": coordinator,
+        "attempt": attempt,
+        "duration": duration,
     }

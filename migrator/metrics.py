@@ -111,9 +111,7 @@ class JournalCollector:
         queued = by_state.get(State.QUEUED, 0)
         in_flight = sum(n for s, n in by_state.items() if s not in ENDS) - queued
         yield core.GaugeMetricFamily(IN_FLIGHT, "Migrations being driven.", value=in_flight)
-        yield core.GaugeMetricFamily(
-            QUEUE_DEPTH, "Migrations waiting for a worker.", value=queued
-        )
+        yield core.GaugeMetricFamily(QUEUE_DEPTH, "Migrations waiting for a worker.", value=queued)
         takeovers = Queue(self.journal).takeovers()
         yield core.CounterMetricFamily(
             TAKEOVERS, "Migrations taken over from another coordinator.", value=takeovers

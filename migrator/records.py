@@ -161,3 +161,13 @@ class EventDraft:
     detail: dict[str, Any] | None = None
     attempt: int = 1
     duration: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One event to journal and the state it leads to; several commit as one transaction
+    (``Journal.record_changes``: a step's outcome with the next step's intent)."""
+
+    draft: EventDraft
+    state: State
+    reason: Reason = KEEP_REASON

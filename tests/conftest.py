@@ -109,6 +109,16 @@ class Hosts:
         return state_of(self.src, domain), state_of(self.dst, domain)
 
 
+def host_files(host_dir: Path) -> bytes | None:
+    """A test host's whole state, byte for byte: ``host.json`` and every domain's file
+    (``DIR/domains/``), each with its name; None if the host has none yet."""
+    paths = [host_dir / "host.json", *sorted((host_dir / "domains").glob("*.json"))]
+    found = [p for p in paths if p.exists()]
+    if not found:
+        return None
+    return b"".join(p.name.encode() + b"\n" + p.read_bytes() + b"\n" for p in found)
+
+
 def state_of(host: TestDriver, domain: str) -> str:
     for d in host.domains():
         if d["name"] == domain:

@@ -22,10 +22,11 @@ from migrator.drivers.base import (
 )
 from migrator.drivers.null import NullDriver
 from migrator.errors import DomainExists, DomainNotFound, NoCommonProtocol, UsageError
+from migrator.failpoints import Crash, Failpoints
 from migrator.flags import MigrateFlags
 from migrator.journal.store import Journal
 from migrator.records import Progress, StepContext
-from migrator.states import State, Step
+from migrator.states import TERMINAL, State, Step
 from tests.conftest import ROOT, Hosts, state_of
 
 
@@ -258,3 +259,49 @@ def test_a_failpoint_kills_the_process_leaving_the_journal_at_that_point(
     step, where = point.split(".")
     assert last.step is not None and last.step.value == step
     assert last.kind == ("intent" if where in ("intent", "called") else "ok")
+
+
+class ForgetfulDriver(NullDriver):
+    """Records each ``forget`` with the journaled state of its migration at that moment."""
+
+    def __init__(self, uri: str, journal: Journal, *, fails: bool = False) -> None:
+        super().__init__(uri)
+        self.journal, self.fails = journal, fails
+        self.forgotten: list[tuple[str, str, State]] = []
+
+    def forget(self, migration_id: str, params: MigrationParams) -> None:
+        state = self.journal.get(migration_id).state
+        self.forgotten.append((migration_id, params.domain, state))
+        if self.fails:
+            raise RuntimeError("cannot forget")
+
+
+def test_both_hosts_are_told_once_the_end_state_is_journaled(journal: Journal) -> None:
+    src, dst = (ForgetfulDriver(_unique("forget"), journal) for _ in range(2))
+    src.define("vm1")
+    m = Coordinator(journal).migrate("vm1", src=src, dst=dst)
+    assert src.forgotten == dst.forgotten == [(m.id, "vm1", State.CONFIRMED)]
+
+
+def test_a_host_that_cannot_forget_changes_nothing_else(journal: Journal) -> None:
+    src = ForgetfulDriver(_unique("forget"), journal, fails=True)
+    dst = ForgetfulDriver(_unique("forget"), journal)
+    src.define("vm1")
+    m = Coordinator(journal).migrate("vm1", src=src, dst=dst)
+    assert m.state is State.CONFIRMED
+    assert dst.forgotten == [(m.id, "vm1", State.CONFIRMED)]
+
+
+def test_an_unfinished_migration_is_not_forgotten_until_recovery_ends_it(
+    journal: Journal,
+) -> None:
+    src, dst = (ForgetfulDriver(_unique("forget"), journal) for _ in range(2))
+    src.define("vm1")
+    crashed = Coordinator(journal, failpoints=Failpoints({"perform.intent": "raise"}))
+    with pytest.raises(Crash):
+        crashed.migrate("vm1", src=src, dst=dst)
+    assert src.forgotten == dst.forgotten == []
+    [m] = journal.list()
+    Coordinator(journal, connect={src.uri: src, dst.uri: dst}.__getitem__).recover(steal=True)
+    assert [f[0] for f in src.forgotten] == [f[0] for f in dst.forgotten] == [m.id]
+    assert src.forgotten[0][2] in TERMINAL

@@ -21,6 +21,7 @@ from migrator.errors import JournalError, MigratorError, UsageError
 
 if TYPE_CHECKING:
     from migrator.coordinator import Coordinator
+    from migrator.journal.reading import Reads
     from migrator.journal.store import Journal
 
 
@@ -66,6 +67,18 @@ def journal(*, check: bool = True, upgrade: bool | None = None) -> Journal:
     from migrator.journal.store import Journal
 
     opened = Journal.open(settings().db, check=check, upgrade=upgrade)
+    return click.get_current_context().with_resource(opened)
+
+
+def reader() -> Reads:
+    """The journal of ``--db`` for a command that only reads it, closed when the command
+    ends: a SQLite journal at this code's revision is read without loading SQLAlchemy
+    (``SqliteReader``); any other is opened as ``journal()`` opens it."""
+    from migrator.journal.sqlite_reader import SqliteReader
+
+    opened = SqliteReader.open(settings().db)
+    if opened is None:
+        return journal()
     return click.get_current_context().with_resource(opened)
 
 

@@ -9,16 +9,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import click
-
 from migrator.errors import UsageError
 
 
 def write_text(lines: Iterator[str], output: str | None) -> None:
     """To stdout, or to ``output`` whole: written to a sibling file, then renamed over it."""
     if output is None:
+        out = sys.stdout  # not click.echo: it scans each line for ANSI codes (JSON has none)
         for line in lines:
-            click.echo(line, nl=False)
+            out.write(line)
+        out.flush()
         return
     _write_atomically(Path(output), lambda f: f.writelines(s.encode() for s in lines))
 

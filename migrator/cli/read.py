@@ -27,7 +27,7 @@ from migrator.cli.output import write_text
 from migrator.errors import UsageError
 
 if TYPE_CHECKING:
-    from migrator.journal.store import Journal
+    from migrator.journal.reading import Reads
     from migrator.records import Migration
 
 DIAGRAM_FORMATS = click.Choice(["mermaid", "dot", "svg", "png"])
@@ -86,7 +86,7 @@ def list_(
             "host": host,
             "owner": owner,
         }
-        journal = context.journal()
+        journal = context.reader()
         if everything or (as_json and limit is None):
             print_all(journal.stream(**filters), as_json)
             return
@@ -158,7 +158,7 @@ def show(migration_id: str, as_json: bool) -> None:
     from migrator import inspect
 
     with context.errors():
-        data = inspect.show(context.journal(), migration_id)
+        data = inspect.show(context.reader(), migration_id)
     if as_json:
         context.print_json(data)
         return
@@ -200,13 +200,13 @@ def export(
 
     with context.errors():
         lines = export_lines(
-            context.journal(), migration_id, everything=everything, states=states, since=since
+            context.reader(), migration_id, everything=everything, states=states, since=since
         )
         write_text(lines, output)
 
 
 def export_lines(
-    journal: Journal,
+    journal: Reads,
     migration_id: str | None,
     *,
     everything: bool,
@@ -224,8 +224,9 @@ def export_lines(
         yield json.dumps(inspect.export(journal, migration_id), indent=2) + "\n"
         return
     after = parse_time(since) if since else None
+    compact = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps's, made once
     for doc in inspect.export_all(journal, states=states_of(states), since=after):
-        yield json.dumps(doc, separators=(",", ":")) + "\n"
+        yield compact(doc) + "\n"
 
 
 @click.command()
@@ -236,7 +237,7 @@ def stats(since: str | None, as_json: bool) -> None:
     from migrator import inspect
 
     with context.errors():
-        data = inspect.stats(context.journal(), since=parse_time(since) if since else None)
+        data = inspect.stats(context.reader(), since=parse_time(since) if since else None)
     if as_json:
         context.print_json(data)
         return
@@ -295,6 +296,6 @@ def diagram(migration_id: str | None, fmt: str, output: str | None) -> None:
         if migration_id is not None:
             from migrator.inspect import path as taken
 
-            _migration, path = taken(context.journal(), migration_id)
+            _migration, path = taken(context.reader(), migration_id)
         data = drawing.render(drawing.Format(fmt), path)
         write_bytes(data, output)

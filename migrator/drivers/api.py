@@ -228,6 +228,24 @@ class OlderDriver(Protocol):
         ...
 
 
+class ForgettingDriver(Protocol):
+    """An optional hook: ``forget``, for a driver that keeps records to answer replays."""
+
+    def forget(self, migration_id: str, params: MigrationParams) -> None:
+        """The migration ended (its end state is journaled): no hook of it will be called
+        again by a coordinator that owns it, so the host may drop what it kept to answer
+        replays. Called once per host after the end state is committed; a process that dies
+        first never calls it. Must be idempotent; what it raises is logged, never fatal."""
+        ...
+
+
+def forget(driver: Driver, migration_id: str, params: MigrationParams) -> None:
+    """Tell ``driver`` that a migration ended, if it has the optional ``forget`` hook."""
+    hook = getattr(driver, "forget", None)
+    if hook is not None:
+        hook(migration_id, params)
+
+
 DriverFactory = Callable[[str], Driver]
 """What a ``migrator.drivers`` entry point names: opens the driver of a host URI."""
 

@@ -15,6 +15,7 @@ from migrator.drivers.api import (
     DriverFactory,
     Feature,
     FinishResult,
+    ForgettingDriver,
     MigrationParams,
     OlderDriver,
     PerformResult,
@@ -23,6 +24,7 @@ from migrator.drivers.api import (
     TunnelledDriver,
     TunnelResult,
     TunnelStream,
+    forget,
     is_blocking,
 )
 from migrator.drivers.flagcheck import refuse_unhonoured
@@ -40,6 +42,7 @@ __all__ = [
     "DriverFactory",
     "Feature",
     "FinishResult",
+    "ForgettingDriver",
     "MigrationParams",
     "OlderDriver",
     "PerformResult",
@@ -50,6 +53,7 @@ __all__ = [
     "TunnelStream",
     "TunnelledDriver",
     "connect",
+    "forget",
     "is_blocking",
     "redact_uri",
     "refuse_unhonoured",

@@ -15,7 +15,10 @@ def _set(flags: MigrateFlags) -> list[MigrateFlags]:
 def refuse_unhonoured(flags: MigrateFlags, *drivers: Driver) -> None:
     """Raise FlagNotHonoured for the first flag that one of ``drivers`` does not act on."""
     for driver in drivers:
-        for flag in _set(flags & ~driver.honoured_flags):
+        unhonoured = flags & ~driver.honoured_flags
+        if not unhonoured:  # the usual case: no flag to list
+            continue
+        for flag in _set(unhonoured):
             raise FlagNotHonoured(
                 flag=cli_name(flag),
                 driver=driver_scheme(driver.uri),

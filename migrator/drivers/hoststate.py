@@ -1,5 +1,5 @@
-"""The state file of a host kept in a directory: ``DIR/host.json``, shared by the test and
-QMP drivers.
+"""The state file of a host kept in a directory: ``DIR/host.json``, as the QMP driver keeps
+it; the test driver keeps a file per domain on the same footing (``test/shards.py``).
 
 Every read-modify-write holds an exclusive ``flock`` on ``DIR/.lock`` and replaces
 ``host.json`` atomically (write, fsync, rename, fsync the directory), so the state outlives
@@ -43,6 +43,15 @@ def json_bytes(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, sort_keys=True).encode()
 
 
+def sync_dir(directory: Path) -> None:
+    """Make a rename or an unlink in ``directory`` durable."""
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
 def memo_key(mid: str, step: Step, cancelled: bool | None = None) -> str:
     """The key of a recorded hook result: per (migration, step[, cancelled])."""
     return f"{mid}/{step}" if cancelled is None else f"{mid}/{step}/{int(cancelled)}"
@@ -59,8 +68,12 @@ class HostState:
     def _state(self) -> Path:
         return self.dir / "host.json"
 
-    def _read(self) -> Host:
-        """The host as last written, without the lock (writes are atomic replaces)."""
+    def _read(self, name: str | None = None) -> Host:
+        """The host as last written, without the lock (writes are atomic replaces).
+
+        ``name`` scopes the read to one domain and its migrations' records: a store that
+        keeps them apart (the test driver's) reads only those; this one reads them all.
+        """
         try:
             host: Host = json.loads(self._state.read_text())
         except FileNotFoundError:
@@ -79,8 +92,9 @@ class HostState:
         return host
 
     @contextmanager
-    def _txn(self, *, persist: bool = False) -> Iterator[Host]:
+    def _txn(self, name: str | None = None, *, persist: bool = False) -> Iterator[Host]:
         """Read-modify-write under the host lock; written only if the body changed it.
+        ``name`` scopes it as it scopes ``_read``.
 
         A host whose directory does not exist yet is created by its first change (or by
         ``persist``), never by a read: a command refused for bad input leaves no host behind.
@@ -114,22 +128,28 @@ class HostState:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield lock
 
-    def _write(self, host: Host) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".host-", suffix=".tmp")
+    def _write(self, host: Host, path: Path | None = None) -> None:
+        """Replace ``path`` (``host.json`` unless told) by ``host``, durably."""
+        path = self._state if path is None else path
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".host-", suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(host, f, indent=1, sort_keys=True)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, self._state)
+            os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)
             raise
-        dfd = os.open(self.dir, os.O_RDONLY)
+        sync_dir(path.parent)
+
+    def _unlink(self, path: Path) -> None:
+        """Remove ``path`` durably, if it is there."""
         try:
-            os.fsync(dfd)  # make the rename itself durable
-        finally:
-            os.close(dfd)
+            path.unlink()
+        except FileNotFoundError:
+            return
+        sync_dir(path.parent)
 
     @property
     def host_id(self) -> str:
@@ -151,14 +171,20 @@ class HostState:
         host["fences"][ctx.migration_id] = ctx.fence
 
     def _once(
-        self, key: str, effect: Callable[[Host], Memo], ctx: StepContext | None = None
+        self,
+        key: str,
+        effect: Callable[[Host], Memo],
+        ctx: StepContext | None = None,
+        *,
+        name: str | None = None,
     ) -> Memo:
         """Apply ``effect`` and record its result in the same write, unless already done.
 
         With ``ctx``, the fence is checked again in that same write: a call admitted before
-        its coordinator stalled must not take effect after another one took over.
+        its coordinator stalled must not take effect after another one took over. ``name``
+        is the domain the effect acts on (the scope of the transaction).
         """
-        with self._txn() as host:
+        with self._txn(name) as host:
             if ctx is not None:
                 self._fence(host, ctx)
             if key not in host["calls"]:

@@ -8,12 +8,13 @@ call through ``steps.py``; every retry through ``retry.py``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from migrator import limits
@@ -97,6 +98,7 @@ class Coordinator:
         steps = Steps(writes, step_timeout=step_timeout, on_progress=on_progress)
         retry = RetryPolicy(attempts=confirm_attempts, backoff=retry_backoff)
         self.engine = Engine(writes, steps, retry)
+        self._leases = lease.Keeper(journal)
 
     @property
     def step_timeout(self) -> float | None:
@@ -104,6 +106,15 @@ class Coordinator:
 
     def close(self) -> None:
         self.engine.steps.close()
+        self._leases.close()
+
+    @contextlib.contextmanager
+    def _driving(self, run: Run) -> Iterator[None]:
+        """While ``run`` is driven its lease is renewed; once it stops, nothing it staged
+        is left uncommitted (``WriteAhead.flush``)."""
+        with self._leases.kept(run):
+            yield
+            self.engine.writes.flush(run)
 
     def migrate(
         self,
@@ -123,7 +134,7 @@ class Coordinator:
         params, version = self._preflight(
             domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol
         )
-        migration = self.journal.create(
+        migration = self.journal.new(
             domain=domain,
             dname=dname,
             src=redact_uri(src.uri),
@@ -133,7 +144,7 @@ class Coordinator:
             bandwidth=bandwidth,
             owner=self.id,
         )
-        return self._driven(Run(migration, src, dst, params))
+        return self._driven(Run(migration, src, dst, params, unwritten=True))
 
     # -- the queue (docs/workers.md) -------------------------------------------------------
 
@@ -172,7 +183,7 @@ class Coordinator:
         """``run`` driven to an end state, its lease renewed meanwhile whatever the hooks
         and observers take (docs/recovery.md)."""
         try:
-            with lease.kept(self.journal, run):
+            with self._driving(run):
                 flow_for(run.migration.protocol).drive(self.engine, run)
         finally:
             run.release()
@@ -269,7 +280,7 @@ class Coordinator:
                 "because": orphan.because,
             }
             self.engine.writes.note(run, EventDraft(kind=EventKind.RECOVERY, detail=detail))
-            with lease.kept(self.journal, run):
+            with self._driving(run):
                 flow_for(migration.protocol).carry_out(self.engine, run, plan)
         finally:
             run.release()
@@ -296,7 +307,7 @@ class Coordinator:
         draft = EventDraft(kind=EventKind.RESOLVE, detail={"running_on": running_on})
         try:
             self.engine.writes.note(run, draft, reason=reason)
-            with lease.kept(self.journal, run):
+            with self._driving(run):
                 flow_for(migration.protocol).resolve(self.engine, run, running_on)
         finally:
             run.release()

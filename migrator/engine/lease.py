@@ -1,11 +1,13 @@
-"""The lease of a migration being driven, renewed by a thread of its own.
+"""The leases of the migrations a coordinator drives, renewed by one thread of its own.
 
-Whatever the driving thread is doing (a step, a retry's backoff, a slow observer hook
-such as a ``--hook-command`` running to its timeout), the lease is renewed every third of
-its length, so no live migration looks dead to ``recover`` (docs/journal.md,
-"Ownership: leases, heartbeats and fences"). The keeper stops when the run ends, or at
-the first refused heartbeat: another owner took over, and the run's next fenced write
-finds out.
+Whatever a driving thread is doing (a step, a retry's backoff, a slow observer hook such
+as a ``--hook-command`` running to its timeout), the lease of each run it drives is renewed
+every third of its length, so no live migration looks dead to ``recover``
+(docs/journal.md, "Ownership: leases, heartbeats and fences"). One keeper thread serves
+every run of a coordinator (a thread started and joined per migration would cost more
+than a migration's commits); it stops renewing a run when the run ends or at the first
+refused heartbeat (another owner took over, and the run's next fenced write finds out),
+and exits when it finds no run to renew.
 """
 
 from __future__ import annotations
@@ -22,26 +24,57 @@ from migrator.journal.store import Journal
 log = logging.getLogger(__name__)
 
 
-@contextlib.contextmanager
-def kept(journal: Journal, run: Run) -> Iterator[None]:
-    """Renew ``run``'s lease in the background while the block runs."""
-    stop = threading.Event()
-    keeper = threading.Thread(
-        target=_keep, args=(journal, run, stop), name="migrator-lease", daemon=True
-    )
-    keeper.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        keeper.join()
+class Keeper:
+    """Renews the lease of every run in a ``kept`` block, every ``lease_seconds / 3``."""
 
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self._runs: dict[int, Run] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
-def _keep(journal: Journal, run: Run, stop: threading.Event) -> None:
-    every = journal.lease_seconds / 3
-    while not stop.wait(every):
+    @contextlib.contextmanager
+    def kept(self, run: Run) -> Iterator[None]:
+        """Renew ``run``'s lease in the background while the block runs."""
+        with self._lock:
+            self._runs[id(run)] = run
+            if self._thread is None:
+                self._stop = threading.Event()
+                self._thread = threading.Thread(
+                    target=self._keep, args=(self._stop,), name="migrator-lease", daemon=True
+                )
+                self._thread.start()
         try:
-            journal.heartbeat(run.migration)  # the newest record: its fence is current
-        except MigratorError as exc:
-            log.warning("lease of migration %s not renewed: %s", run.migration.id, exc)
-            return
+            yield
+        finally:
+            with self._lock:
+                self._runs.pop(id(run), None)
+
+    def close(self) -> None:
+        """Stop the keeper thread (a later ``kept`` starts another)."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+            self._stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _keep(self, stop: threading.Event) -> None:
+        every = self.journal.lease_seconds / 3
+        while not stop.wait(every):
+            with self._lock:
+                runs = list(self._runs.items())
+                if not runs:
+                    if self._thread is threading.current_thread():
+                        self._thread = None
+                    return
+            for key, run in runs:
+                if run.unwritten:
+                    continue  # not in the journal yet: no lease to renew
+                try:
+                    self.journal.heartbeat(run.migration)  # the newest record: its fence
+                except MigratorError as exc:
+                    log.warning("lease of migration %s not renewed: %s", run.migration.id, exc)
+                    with self._lock:
+                        if self._runs.get(key) is run:
+                            del self._runs[key]

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from migrator.drivers.base import Driver, MigrationParams, TunnelStream, is_blocking
+from migrator.drivers.base import (
+    Driver,
+    MigrationParams,
+    TunnelStream,
+    forget,
+    is_blocking,
+    redact_uri,
+)
 from migrator.flags import MigrateFlags
-from migrator.records import Event, EventKind, Migration
-from migrator.states import State, Step, acquire_model, release_model
+from migrator.records import Change, Event, EventKind, Migration
+from migrator.states import TERMINAL, State, Step, acquire_model, release_model
+
+log = logging.getLogger(__name__)
 
 Connect = Callable[[str], Driver]
 """How the engine reaches a journaled host URI (``drivers.base.connect`` unless told)."""
@@ -39,6 +49,10 @@ class Run:
     """Tunnelled v3: the destination's end of the tunnel, from PrepareTunnel3."""
     resolved_on: str | None = None
     """Where an operator's ``resolve`` said the domain runs (``src``/``dst``), if one did."""
+    staged: list[Change] = field(default_factory=list)
+    """Outcomes that commit with the next write (``WriteAhead.outcome``, ``then=``)."""
+    unwritten: bool = False
+    """``migration`` is not in the journal yet: the first write inserts it."""
 
     def __post_init__(self) -> None:
         self.model = acquire_model(self.migration.state)
@@ -50,14 +64,29 @@ class Run:
 
     @property
     def state(self) -> State:
-        return self.migration.state
+        """The state the run is in: the journal's, or the last staged outcome's."""
+        return self.staged[-1].state if self.staged else self.migration.state
 
     @property
     def tunnelled(self) -> bool:
         return bool(self.params.flags & MigrateFlags.TUNNELLED)
 
     def release(self) -> None:
+        """Done driving: the model goes back to its pool and, if the migration ended, each
+        host is told it may forget it (``forget``, docs/drivers.md)."""
         release_model(self.model)
+        if self.migration.state not in TERMINAL:  # as journaled, not as staged
+            return
+        for driver in (self.src, self.dst):
+            try:
+                forget(driver, self.migration.id, self.params)
+            except Exception:  # it ended all the same: a host that cannot forget only keeps more
+                log.warning(
+                    "%s could not forget migration %s",
+                    redact_uri(driver.uri),
+                    self.migration.id,
+                    exc_info=True,
+                )
 
 
 @dataclass(frozen=True)

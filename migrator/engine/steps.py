@@ -97,7 +97,11 @@ class Steps:
         step = draft.step
         assert step is not None
         if self.gate is not None:
-            self.gate(run, step)
+            try:
+                self.gate(run, step)
+            except BaseException:
+                self.writes.flush(run)  # a staged outcome is not lost to a handover
+                raise
         if not replay:
             self.writes.intent(run, START[step], draft)
         out = self.call(run, step, hook, attempt=draft.attempt)

@@ -3,8 +3,17 @@
 For each step: (1) the intent is committed, with every input the step will use; (2) the
 driver hook is called (``steps.py``); (3) the outcome is committed with the next state. A
 state change and its event are one transaction (``Journal.record``, a compare-and-set on
-state and fence). Each trigger is checked before anything is written, against the state
-table of ``states.py`` (``next_state``: a dictionary look-up; the ``transitions`` machine
+state and fence). A successful outcome the flow goes on from at once (``then=True``) is
+*staged* and commits in one transaction with the next intent (``Journal.record_changes``):
+both are durable before the next hook is called and before anything observes the outcome,
+with one commit instead of two (docs/journal.md, "Commits"). Likewise a new migration's
+row is written with its first intent (``Run.unwritten``). Nothing staged outlives the
+run: the next write carries it, or ``flush`` commits it alone. An armed
+``<step>.recorded`` failpoint commits that outcome alone, so a crash between the two
+commits, which older journals hold, stays testable and replayable.
+
+Each trigger is checked before anything is written, against the state table of
+``states.py`` (``next_state``: a dictionary look-up; the ``transitions`` machine
 built from the same table agrees with it for every state and trigger, which
 ``tests/test_states.py`` proves, and is kept in step as the run's ``model``); the hooks
 observe each commit after it (``observers.py``).
@@ -19,8 +28,8 @@ from migrator.engine.observers import Hooks
 from migrator.engine.run import Outcome, Run
 from migrator.failpoints import Failpoints
 from migrator.journal.store import Journal
-from migrator.records import KEEP_REASON, EventDraft, EventKind, Reason
-from migrator.states import State, Step, Trigger, next_state
+from migrator.records import KEEP_REASON, Change, EventDraft, EventKind, Reason
+from migrator.states import Step, Trigger, next_state
 
 
 def noted(draft: EventDraft) -> str:
@@ -55,15 +64,22 @@ class WriteAhead:
         out: Outcome,
         *,
         reason: Reason = KEEP_REASON,
+        then: bool = False,
         **fields: Any,
     ) -> None:
         """Commit what ``step``'s hook gave; a failure's reason says which step and why.
+
+        ``then``: the flow's next write is the next step's intent; a success is staged to
+        commit with it (see the module docstring).
 
         A failed cleanup (a cancelling call) keeps the reason the migration already has:
         the failure being cleaned up after is the cause, the cleanup's error is in its event.
         """
         if out.ok:
             draft = EventDraft(kind=EventKind.OK, step=step, duration=out.duration, **fields)
+            if then and reason is KEEP_REASON and not self.failpoints.covers(step, "recorded"):
+                run.staged.append(Change(draft, next_state(run.state, trigger)))
+                return
         else:
             assert out.error is not None
             draft = EventDraft(
@@ -83,27 +99,40 @@ class WriteAhead:
     def transition(
         self, run: Run, trigger: Trigger, draft: EventDraft, *, reason: Reason = KEEP_REASON
     ) -> None:
-        """Check ``trigger`` against the state table, then commit the event and the new state.
+        """Check ``trigger`` against the state table, then commit the event and the new state
+        (with whatever is staged before it).
 
         The table lookup stands for firing the machine (see the module docstring): the
         machine's library costs more per trigger than the commit's own Python work.
         """
-        before = run.migration.state
-        state = next_state(before, trigger)
-        run.migration = self.journal.record(
-            run.migration, draft, state=state, coordinator=self.coordinator_id, reason=reason
-        )
-        run.model.state = state
-        self.hooks.after_commit(run.migration, draft, before, self.coordinator_id)
+        self._commit(run, Change(draft, next_state(run.state, trigger), reason))
 
     def note(self, run: Run, draft: EventDraft, *, reason: Reason = KEEP_REASON) -> None:
         """Commit an event that does not change the state (a probe, a recovery note)."""
-        state: State = run.state
-        run.migration = self.journal.record(
-            run.migration, draft, state=state, coordinator=self.coordinator_id, reason=reason
-        )
-        self.hooks.after_commit(run.migration, draft, state, self.coordinator_id)
+        self._commit(run, Change(draft, run.state, reason))
         self.failpoints.hit(noted(draft), "noted")  # replay stops here for a crash after it
+
+    def flush(self, run: Run) -> None:
+        """Commit what is staged, alone (the run stops before its next write)."""
+        if run.staged or run.unwritten:
+            self._commit(run, None)
+
+    def _commit(self, run: Run, change: Change | None) -> None:
+        staged, run.staged = run.staged, []
+        changes = staged if change is None else [*staged, change]
+        before = run.migration.state
+        migrations = self.journal.record_changes(
+            run.migration, changes, coordinator=self.coordinator_id, insert=run.unwritten
+        )
+        run.unwritten = False
+        run.migration = migrations[-1]
+        run.model.state = run.migration.state
+        for migration, done in zip(migrations, changes, strict=True):
+            self.hooks.after_commit(migration, done.draft, before, self.coordinator_id)
+            before = migration.state
+        for done in staged:
+            assert done.draft.step is not None
+            self.failpoints.hit(done.draft.step, "recorded")
 
     def give_up(self, run: Run, reason: str) -> None:
         """IN_DOUBT: the engine cannot tell where the domain runs, and stops."""

@@ -1,8 +1,10 @@
 """The journal: every migration and every event, in SQLite or PostgreSQL.
 
 ``Journal`` (``store``) is the front door; ``lifecycle``, ``writes``, ``queries``,
-``analytics`` and ``rows`` do its jobs (``docs/journal.md``). ``Journal`` is imported on
-first use, so reading ``DEFAULT_URL`` (as ``migrator --help`` does) loads no database code.
+``reads``, ``analytics`` and ``rows`` do its jobs, and ``SqliteReader`` (``sqlite_reader``)
+reads a SQLite journal without SQLAlchemy for the read commands (``docs/journal.md``).
+``Journal`` is imported on first use, so reading ``DEFAULT_URL`` (as ``migrator --help``
+does) loads no database code.
 """
 
 from __future__ import annotations

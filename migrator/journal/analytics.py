@@ -1,6 +1,7 @@
 """Statistics over the journal, counted by the database: outcomes, reasons, step durations.
 
-Each function takes a ``Connection``; ``Journal`` exposes them (``docs/journal.md``). The
+Each function takes a ``Db`` (``reads.py``: SQL that SQLite and PostgreSQL both run, on a
+DBAPI connection); ``Journal`` and ``SqliteReader`` expose them (``docs/journal.md``). The
 ``stats`` command and the Prometheus metrics are built on them. On a large journal they read
 indexes, never every event: ``step_summaries`` counts and ranks step durations on the
 (step, kind, duration) index of revision 0002.
@@ -9,22 +10,21 @@ indexes, never every event: ``step_summaries`` counts and ranks step durations o
 from __future__ import annotations
 
 import dataclasses
-import heapq
-import itertools
 import math
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import Any, NamedTuple
 
-import sqlalchemy as sa
-
-from migrator.journal.queries import filters
-from migrator.journal.schema import events, migrations
+from migrator.journal.reads import Db, Filters, in_list, where_sql
 from migrator.records import EventKind
 from migrator.states import State, Step
 
 STEP_OUTCOMES = (EventKind.OK.value, EventKind.ERROR.value)
 """The event kinds that end a driver hook's call, and carry its duration."""
+ALL = Filters()
+"""Every migration."""
+_KINDS = f"kind IN ({', '.join(repr(k) for k in STEP_OUTCOMES)})"
+_OUTCOME = f"{_KINDS} AND step IS NOT NULL AND duration IS NOT NULL"
+"""Step outcomes (``STEP_OUTCOMES``) with their duration."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -45,65 +45,44 @@ class Histogram(NamedTuple):
     calls: int
 
 
-def _count_by(
-    conn: sa.Connection,
-    key: sa.ColumnElement[Any],
-    states: Iterable[State],
-    since: datetime | None,
-) -> list[tuple[Any, int]]:
-    count = sa.func.count().label("n")
-    query = (
-        sa.select(key, count)
-        .where(*filters(states, since, None, None, None))
-        .group_by(key)
-        .order_by(count.desc(), key)
-    )
-    return [(row[0], int(row[1])) for row in conn.execute(query)]
+def _count_by(db: Db, key: str, filters: Filters) -> list[tuple[Any, int]]:
+    where, params = filters.where(db.flavor)
+    sql = f"SELECT {key}, count(*) AS n FROM migrations{where_sql(where)}"
+    found = db.rows(f"{sql} GROUP BY {key} ORDER BY n DESC, {key}", params)
+    return [(row[0], int(row[1])) for row in found]
 
 
-def count_by_state(
-    conn: sa.Connection, *, since: datetime | None = None
-) -> list[tuple[State, int]]:
-    """``(state, count)`` of the migrations created at or after ``since``, most first."""
-    return [(State(s), n) for s, n in _count_by(conn, migrations.c.state, (), since)]
+def count_by_state(db: Db, filters: Filters = ALL) -> list[tuple[State, int]]:
+    """``(state, count)`` of the migrations ``filters`` choose, most first."""
+    return [(State(s), n) for s, n in _count_by(db, "state", filters)]
 
 
-def count_by_reason(
-    conn: sa.Connection, *, states: Iterable[State] = (), since: datetime | None = None
-) -> list[tuple[str | None, int]]:
-    """``(reason, count)`` of the migrations in ``states`` (any if empty), most first."""
-    return [(r, n) for r, n in _count_by(conn, migrations.c.reason, states, since)]
+def count_by_reason(db: Db, filters: Filters = ALL) -> list[tuple[str | None, int]]:
+    """``(reason, count)`` of the migrations ``filters`` choose, most first."""
+    return _count_by(db, "reason", filters)
 
 
-def step_durations(conn: sa.Connection, *, since: datetime | None = None) -> list[StepDuration]:
-    """The duration of every step outcome of the migrations created at or after ``since``."""
-    query = (
-        sa.select(events.c.step, events.c.kind, events.c.duration)
-        .join(migrations, migrations.c.id == events.c.migration_id)
-        .where(
-            events.c.kind.in_(STEP_OUTCOMES),
-            events.c.step.is_not(None),
-            events.c.duration.is_not(None),
-            *filters((), since, None, None, None),
-        )
-    )
-    return [StepDuration(r.step, r.kind, float(r.duration)) for r in conn.execute(query)]
+def step_durations(db: Db, filters: Filters = ALL) -> list[StepDuration]:
+    """The duration of every step outcome of the migrations ``filters`` choose."""
+    where, params = filters.where(db.flavor)
+    chosen = f"SELECT id FROM migrations{where_sql(where)}"
+    sql = f"SELECT step, kind, duration FROM migration_events WHERE {_OUTCOME}"
+    if where:
+        sql += f" AND migration_id IN ({chosen})"
+    return [StepDuration(r[0], r[1], float(r[2])) for r in db.rows(sql, params)]
 
 
-def duration_buckets(
-    conn: sa.Connection, buckets: Sequence[float]
-) -> dict[tuple[str, str], Histogram]:
+def duration_buckets(db: Db, buckets: Sequence[float]) -> dict[tuple[str, str], Histogram]:
     """Per (step, kind) of step outcomes, a histogram of their durations over ``buckets``."""
-    d = events.c.duration
-    columns = [sa.func.sum(sa.case((d <= b, 1), else_=0)) for b in buckets]
-    query = (
-        sa.select(events.c.step, events.c.kind, sa.func.sum(d), sa.func.count(), *columns)
-        .where(events.c.kind.in_(STEP_OUTCOMES), events.c.step.is_not(None), d.is_not(None))
-        .group_by(events.c.step, events.c.kind)
+    params = {f"b{i}": float(b) for i, b in enumerate(buckets)}
+    columns = "".join(f", sum(CASE WHEN duration <= :{n} THEN 1 ELSE 0 END)" for n in params)
+    sql = (
+        f"SELECT step, kind, sum(duration), count(*){columns} FROM migration_events"
+        f" WHERE {_OUTCOME} GROUP BY step, kind"
     )
     return {
         (r[0], r[1]): Histogram([int(n or 0) for n in r[4:]], float(r[2] or 0.0), int(r[3]))
-        for r in conn.execute(query)
+        for r in db.rows(sql, params)
     }
 
 
@@ -142,53 +121,42 @@ def summarize(durations: Iterable[StepDuration]) -> dict[str, StepSummary]:
     return out
 
 
-def _outcomes(step: str, kind: str) -> sa.Select[Any]:
-    """The durations of ``step``'s outcomes of ``kind``, in the order of their index."""
-    d = events.c.duration
-    return (
-        sa.select(d).where(events.c.step == step, events.c.kind == kind, d.is_not(None)).order_by(d)
-    )
+def _nth(db: Db, step: str, kinds: Sequence[str], n: int, total: int) -> float:
+    """The ``n``-th smallest duration (1-based) of ``step``'s ``total`` outcomes of ``kinds``.
 
-
-def _nth(conn: sa.Connection, runs: dict[str, int], step: str, n: int) -> float:
-    """The ``n``-th smallest duration (1-based) of ``step``'s outcomes of every kind in ``runs``.
-
-    One kind: one look-up at an offset of the (step, kind, duration) index. Several: their
-    index-ordered streams merged, read up to rank ``n`` (constant memory).
+    Read from the nearer end of the (step, kind, duration) index, at an offset: the p95 and
+    the max are near its top. Several kinds: the database orders their durations.
     """
-    if len(runs) == 1:
-        (kind,) = runs
-        return float(conn.execute(_outcomes(step, kind).limit(1).offset(n - 1)).scalar_one())
-    streams = [
-        (float(r[0]) for r in conn.execute(_outcomes(step, kind).execution_options(yield_per=1000)))
-        for kind in runs
-    ]
-    return next(itertools.islice(heapq.merge(*streams), n - 1, None))
+    ascending = n - 1 <= total - n
+    params: dict[str, Any] = {"step": step, "offset": n - 1 if ascending else total - n}
+    chosen = in_list("kind", "k", kinds, params) if len(kinds) > 1 else "kind = :k0"
+    params.setdefault("k0", kinds[0])
+    sql = (
+        f"SELECT duration FROM migration_events WHERE step = :step AND {chosen}"
+        f" AND duration IS NOT NULL ORDER BY duration{'' if ascending else ' DESC'}"
+        " LIMIT 1 OFFSET :offset"
+    )
+    return float(db.one(sql, params))
 
 
-def step_summaries(conn: sa.Connection) -> dict[str, StepSummary]:
+def step_summaries(db: Db) -> dict[str, StepSummary]:
     """Per step, the summary of all its outcomes, from the (step, kind, duration) index:
-    counts and maxima per (step, kind), percentiles at their rank; no event is loaded."""
-    d = events.c.duration
+    counts per (step, kind), the percentiles and the max at their rank; no event is loaded."""
     out = {}
+    sql = (
+        "SELECT kind, count(*) FROM migration_events"
+        f" WHERE step = :step AND {_KINDS} AND duration IS NOT NULL GROUP BY kind"
+    )
     for step in sorted(s.value for s in Step):
-        runs: dict[str, int] = {}
-        top = 0.0
-        for kind in STEP_OUTCOMES:
-            where = (events.c.step == step, events.c.kind == kind, d.is_not(None))
-            n = int(conn.execute(sa.select(sa.func.count()).where(*where)).scalar_one())
-            if n:
-                runs[kind] = n
-                top = max(
-                    top, float(conn.execute(sa.select(sa.func.max(d)).where(*where)).scalar_one())
-                )
+        runs = {row[0]: int(row[1]) for row in db.rows(sql, {"step": step})}
         total = sum(runs.values())
         if total:
+            kinds = sorted(runs)
             out[step] = StepSummary(
                 count=total,
                 errors=runs.get(EventKind.ERROR.value, 0),
-                p50=_nth(conn, runs, step, rank(0.50, total)),
-                p95=_nth(conn, runs, step, rank(0.95, total)),
-                max=top,
+                p50=_nth(db, step, kinds, rank(0.50, total), total),
+                p95=_nth(db, step, kinds, rank(0.95, total), total),
+                max=_nth(db, step, kinds, total, total),
             )
     return out

@@ -14,7 +14,10 @@ before it returns (``docs/journal.md``, the write-ahead rule):
 - **PostgreSQL** (the server commits concurrent transactions together): each unit runs in a
   transaction of its own on a held DBAPI connection taken from a free list (a pool checkout
   and reset per commit costs more than the commit), at most ``WRITERS`` at once, so
-  concurrent writers do not wait for each other.
+  concurrent writers do not wait for each other. The held connections are in autocommit
+  mode: a unit of one statement (``single=True``, such as a step's state change with its
+  events, one data-modifying ``WITH``) is its own transaction, one round trip to the
+  server; any other unit is wrapped in ``BEGIN`` … ``COMMIT``.
 
 A database error drops the connection it happened on (the next unit opens a fresh one) and
 becomes ``JournalUnavailable``, marked ``transient`` when worth retrying and
@@ -59,10 +62,13 @@ class _Held:
 
     __slots__ = ("dbapi", "pooled")
 
-    def __init__(self, engine: sa.Engine, pin: resilience.Pin) -> None:
+    def __init__(self, engine: sa.Engine, pin: resilience.Pin, *, autocommit: bool) -> None:
         self.pooled: Any = engine.raw_connection()  # returned to the pool, or invalidated
         self.dbapi: Any = self.pooled.dbapi_connection  # cursor, commit, rollback
         try:
+            if autocommit:
+                dbapi: Any = self.dbapi
+                dbapi.autocommit = True  # undone before the pool has it back
             pin.check_connection(self.dbapi)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -88,10 +94,14 @@ class Committer:
 
     # -- units of work -------------------------------------------------------------------
 
-    def run(self, work: Callable[[Any], T]) -> T:
-        """``work(cursor)`` committed durably, alone or with the units queued beside it."""
+    def run(self, work: Callable[[Any], T], *, single: bool = False) -> T:
+        """``work(cursor)`` committed durably, alone or with the units queued beside it.
+
+        ``single``: the unit runs one statement, which on a server database is then its own
+        transaction (see the module docstring).
+        """
         if not self.grouped:
-            with self.transaction() as cursor:
+            with self.transaction(single=single) as cursor:
                 return work(cursor)
         unit = _Unit(work)
         with self._queue_lock:
@@ -138,23 +148,29 @@ class Committer:
     # -- transactions --------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Any]:
+    def transaction(self, *, single: bool = False) -> Iterator[Any]:
         """One transaction of its own; yields a cursor, commits when the block ends.
 
         Rolls back on any exception; a database error drops the connection and becomes
-        ``JournalUnavailable``.
+        ``JournalUnavailable``. ``single``: see ``run``.
         """
         gate = self._lock if self.grouped else self._writers
-        with gate, self._connection() as dbapi:
-            yield dbapi.cursor()
+        with gate, self._connection(single=single) as dbapi:
+            cursor = dbapi.cursor()
+            if not self.grouped and not single:
+                cursor.execute("BEGIN")
+            yield cursor
 
     @contextlib.contextmanager
-    def _connection(self) -> Iterator[Any]:
-        """A held connection for one transaction: committed after, rolled back on error."""
+    def _connection(self, *, single: bool = False) -> Iterator[Any]:
+        """A held connection for one transaction: committed after, rolled back on error.
+
+        A single statement in autocommit mode commits as it runs: a failure during it
+        leaves its outcome unknown, like a failure during a commit."""
         self.pin.check_file()
         held = self._held()
         dbapi = held.dbapi
-        committing = False
+        committing = single and not self.grouped
         try:
             yield dbapi
             committing = True
@@ -189,11 +205,14 @@ class Committer:
 
     def _take(self) -> _Held:
         if self.grouped:
-            return self._free.pop() if self._free else _Held(self.engine, self.pin)
+            return self._free.pop() if self._free else self._open()
         with self._lock:
             if self._free:
                 return self._free.pop()
-        return _Held(self.engine, self.pin)
+        return self._open()
+
+    def _open(self) -> _Held:
+        return _Held(self.engine, self.pin, autocommit=not self.grouped)
 
     def _give_back(self, held: _Held) -> None:
         if self.grouped:
@@ -208,4 +227,6 @@ class Committer:
             free, self._free = self._free, []
         for held in free:
             with contextlib.suppress(Exception):
+                if not self.grouped:
+                    held.dbapi.autocommit = False  # as the pool's other users expect
                 held.pooled.close()

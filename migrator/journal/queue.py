@@ -245,10 +245,7 @@ class Queue:
             holds: dict[str, list[str]] = {}
             for owner, mid in conn.execute(held):
                 holds.setdefault(owner, []).append(mid)
-        return [
-            WorkerInfo(**row._mapping, holds=tuple(holds.get(row.id, ())))
-            for row in found
-        ]
+        return [WorkerInfo(**row._mapping, holds=tuple(holds.get(row.id, ()))) for row in found]
 
     def forget_workers(self, *, silent_for: float) -> int:
         """Delete the rows of workers silent for ``silent_for`` seconds; how many."""

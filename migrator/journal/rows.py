@@ -6,15 +6,31 @@ Records leave the journal as frozen dataclasses (``docs/journal.md``), never as 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
+from migrator.jsonform import event_form
 from migrator.records import Event, EventDraft, EventKind, Migration
 from migrator.states import State, Step
 
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from migrator.journal.flavor import Flavor
+
 _MIGRATION_FIELDS = tuple(f.name for f in dataclasses.fields(Migration))
+MIGRATION_COLUMNS = (
+    "id, domain, dname, src, dst, protocol, flags, bandwidth, state, reason, owner,"
+    " lease_expires_at, fence, last_seq, abort_requested, created_at, updated_at,"
+    " finished_at, progress"
+)
+"""The columns of ``migrations`` that ``migration_of`` maps, in its order."""
+EVENT_COLUMNS = (
+    "migration_id, seq, step, kind, state, at, cancelled, cookie_in, cookie_out, uri,"
+    " description, error_type, error_message, detail, coordinator, attempt, duration"
+)
+"""The columns of ``migration_events`` that ``event_of`` maps, in its order."""
 # Enum members by value: a dictionary look-up costs a tenth of ``State(value)`` per row.
 _STATES: dict[str, State] = {s.value: s for s in State}
 _STEPS: dict[str, Step] = {s.value: s for s in Step}
@@ -47,28 +63,63 @@ def migration(row: sa.Row[Any]) -> Migration:
     )
 
 
-def event(row: sa.Row[Any]) -> Event:
-    """The record of a ``migration_events`` row."""
-    m = row._mapping
-    return Event(
-        migration_id=m["migration_id"],
-        seq=m["seq"],
-        step=(_STEPS.get(m["step"]) or Step(m["step"])) if m["step"] else None,
-        kind=_KINDS.get(m["kind"]) or EventKind(m["kind"]),
-        state=_STATES.get(m["state"]) or State(m["state"]),
-        at=m["at"],
-        cancelled=m["cancelled"],
-        cookie_in=m["cookie_in"],
-        cookie_out=m["cookie_out"],
-        uri=m["uri"],
-        description=m["description"],
-        error_type=m["error_type"],
-        error_message=m["error_message"],
-        detail=m["detail"],
-        coordinator=m["coordinator"],
-        attempt=m["attempt"],
-        duration=m["duration"],
+def migration_of(v: Sequence[Any], f: Flavor) -> Migration:
+    """The record of the values of ``MIGRATION_COLUMNS`` as ``f``'s driver gave them."""
+    time = f.time
+    return Migration(
+        id=v[0],
+        domain=v[1],
+        dname=v[2],
+        src=v[3],
+        dst=v[4],
+        protocol=v[5],
+        flags=v[6],
+        bandwidth=v[7],
+        state=_STATES.get(v[8]) or State(v[8]),
+        reason=v[9],
+        owner=v[10],
+        lease_expires_at=time(v[11]),
+        fence=v[12],
+        last_seq=v[13],
+        abort_requested=bool(v[14]),
+        created_at=time(v[15]),  # type: ignore[arg-type]  # NOT NULL
+        updated_at=time(v[16]),  # type: ignore[arg-type]  # NOT NULL
+        finished_at=time(v[17]),
+        progress=f.json(v[18]),
     )
+
+
+def event_of(v: Sequence[Any], f: Flavor) -> Event:
+    """The record of the values of ``EVENT_COLUMNS`` as ``f``'s driver gave them."""
+    step = v[2]
+    return Event(
+        migration_id=v[0],
+        seq=v[1],
+        step=(_STEPS.get(step) or Step(step)) if step else None,
+        kind=_KINDS.get(v[3]) or EventKind(v[3]),
+        state=_STATES.get(v[4]) or State(v[4]),
+        at=f.time(v[5]),  # type: ignore[arg-type]  # NOT NULL
+        cancelled=f.boolean(v[6]),
+        cookie_in=v[7],
+        cookie_out=v[8],
+        uri=v[9],
+        description=v[10],
+        error_type=v[11],
+        error_message=v[12],
+        detail=f.json(v[13]),
+        coordinator=v[14],
+        attempt=v[15],
+        duration=v[16],
+    )
+
+
+def event_form_of(v: Sequence[Any], f: Flavor) -> dict[str, Any]:
+    """The JSON form (``jsonform.event_form``) of the values of ``EVENT_COLUMNS``, made
+    without the record: what ``event_dict(event_of(v, f))`` gives, for ``export --all``."""
+    return event_form(
+        v[1], v[2], v[3], v[4], f.iso(v[5]), f.boolean(v[6]), v[7], v[8], v[9], v[10],
+        v[11], v[12], f.json(v[13]), v[14], v[15], v[16],
+    )  # fmt: skip
 
 
 def new_migration(
@@ -107,6 +158,13 @@ def new_migration(
         "finished_at": None,
         "progress": None,
     }
+
+
+def migration_values(record: Migration) -> dict[str, Any]:
+    """The ``migrations`` row of ``record``."""
+    values = {name: getattr(record, name) for name in _MIGRATION_FIELDS}
+    values["state"] = record.state.value
+    return values
 
 
 def event_values(

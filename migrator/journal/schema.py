@@ -11,11 +11,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-SCHEMA_HEAD = "0003"
-"""The Alembic head revision these tables match."""
-
-KNOWN_REVISIONS = ("0001", "0002", "0003")
-"""Every revision this code can upgrade from, oldest first."""
+from migrator.journal.flavor import sqlite_datetime, sqlite_text
+from migrator.journal.revisions import KNOWN_REVISIONS as KNOWN_REVISIONS
+from migrator.journal.revisions import SCHEMA_HEAD as SCHEMA_HEAD
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -52,21 +50,6 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         if dialect.name != "sqlite":
             return super().result_processor(dialect, coltype)
         return sqlite_datetime
-
-
-def sqlite_text(value: datetime | None) -> str | None:
-    """A timestamp as SQLite's journal stores it: naive UTC, microseconds, a space."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def sqlite_datetime(value: str | None) -> datetime | None:
-    """A timestamp SQLite's journal stored, timezone-aware in UTC."""
-    if value is None:
-        return None
-    parsed = datetime.fromisoformat(value)
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 metadata = sa.MetaData()

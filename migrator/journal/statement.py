@@ -60,3 +60,7 @@ class Statement:
     def execute(self, cursor: Any, values: dict[str, Any] | None = None) -> Any:
         cursor.execute(self.sql, self.params(values or {}))
         return cursor
+
+    def execute_many(self, cursor: Any, values: Sequence[dict[str, Any]]) -> Any:
+        cursor.executemany(self.sql, [self.params(v) for v in values])
+        return cursor

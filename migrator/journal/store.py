@@ -2,16 +2,16 @@
 
 The work is done by one module per job (``docs/journal.md``): ``lifecycle`` (engine,
 schema revision, upgrades), ``writes`` (the compare-and-set writes, leases and fencing,
-in one transaction manager), ``queries`` (records read back) and ``analytics`` (counts and
-durations). Database errors are translated into ``JournalUnavailable`` /
-``SchemaOutOfDate`` at those edges and nowhere else.
+in one transaction manager), ``reads`` (records read back) and ``analytics`` (counts and
+durations), whose methods ``Reads`` (``reading``) gives the journal. Database errors are
+translated into ``JournalUnavailable`` / ``SchemaOutOfDate`` at those edges and nowhere
+else.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
-import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -19,10 +19,13 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from migrator.errors import JournalUnavailable
-from migrator.journal import DEFAULT_URL, analytics, lifecycle, queries, resilience
+from migrator.journal import DEFAULT_URL, lifecycle, queries, resilience
 from migrator.journal.analytics import Histogram, StepDuration, StepSummary
+from migrator.journal.flavor import flavor
+from migrator.journal.reading import Reads
+from migrator.journal.reads import Db
 from migrator.journal.writes import Writer
-from migrator.records import KEEP_REASON, Event, EventDraft, Migration, Reason
+from migrator.records import KEEP_REASON, Change, EventDraft, Migration, Reason
 from migrator.redaction import redact
 from migrator.states import State
 
@@ -32,14 +35,16 @@ T = TypeVar("T")
 __all__ = ["LEASE_SECONDS", "Histogram", "Journal", "StepDuration", "StepSummary"]
 
 
-class Journal:
-    """The journal of migrations. Open it with ``Journal.open(url)``."""
+class Journal(Reads):
+    """The journal of migrations. Open it with ``Journal.open(url)``; its reads are
+    ``Reads``'s methods (``reading.py``)."""
 
     def __init__(self, engine: sa.Engine, *, lease_seconds: float = LEASE_SECONDS) -> None:
         self.engine = engine
         self.url = redact(engine.url.render_as_string(hide_password=False))
         self.lease_seconds = lease_seconds
         self._writer = Writer(engine, self.url, lease_seconds=lease_seconds)
+        self._flavor = flavor(engine.dialect.name)
 
     @classmethod
     def open(
@@ -76,22 +81,21 @@ class Journal:
     def __enter__(self) -> Journal:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sa.Connection]:
         with lifecycle.translated(self.url), self.engine.connect() as conn:
             yield conn
 
-    def _read(self, query: Callable[[sa.Connection], T]) -> T:
+    def _read(self, query: Callable[[Db], T]) -> T:
         """``query`` on a connection of its own, retried while the database restarts."""
         backoff = resilience.Backoff(self._writer.retry_seconds)
+        errors = self.engine.dialect.loaded_dbapi.Error
         while True:
             self._writer.pin.check_file()
             try:
                 with self._reading() as conn:
-                    return query(conn)
+                    raw = conn.connection.driver_connection
+                    return query(Db(raw, self._flavor, self.url, errors))
             except JournalUnavailable as exc:
                 if not resilience.cause_is_transient(exc, self.engine) or not backoff.wait():
                     raise
@@ -112,6 +116,32 @@ class Journal:
 
     # -- writes -------------------------------------------------------------------------
 
+    def new(
+        self,
+        *,
+        domain: str,
+        src: str,
+        dst: str,
+        protocol: int,
+        flags: int,
+        bandwidth: int,
+        owner: str,
+        dname: str | None = None,
+    ) -> Migration:
+        """A NEW migration's record owned by ``owner`` with fence 1, not yet written:
+        ``create`` writes it alone, ``record_changes(..., insert=True)`` with its first
+        events (one transaction instead of two)."""
+        return self._writer.new(
+            domain=domain,
+            dname=dname,
+            src=src,
+            dst=dst,
+            protocol=protocol,
+            flags=flags,
+            bandwidth=bandwidth,
+            owner=owner,
+        )
+
     def create(
         self,
         *,
@@ -125,7 +155,7 @@ class Journal:
         dname: str | None = None,
     ) -> Migration:
         """Record a NEW migration owned by ``owner`` with fence 1."""
-        return self._writer.create(
+        record = self.new(
             domain=domain,
             dname=dname,
             src=src,
@@ -135,6 +165,7 @@ class Journal:
             bandwidth=bandwidth,
             owner=owner,
         )
+        return self._writer.create(record)
 
     def record(
         self,
@@ -153,9 +184,25 @@ class Journal:
         ``migration.fence``; otherwise nothing is written and ``FenceLost`` (another
         coordinator took it) or ``StateConflict`` (its state moved) is raised.
         """
-        return self._writer.record(
-            migration, draft, state=state, coordinator=coordinator, reason=reason
-        )
+        changes = [Change(draft, state, reason)]
+        return self._writer.record(migration, changes, coordinator=coordinator)[-1]
+
+    def record_changes(
+        self,
+        migration: Migration,
+        changes: Sequence[Change],
+        *,
+        coordinator: str | None = None,
+        insert: bool = False,
+    ) -> list[Migration]:
+        """Append several events in one transaction, as ``record`` appends one; the
+        migration ends in the last change's state. Returns the migration as of each event.
+
+        ``insert``: ``migration`` is a record from ``new``, written in the same transaction
+        (with no change, written alone)."""
+        if not changes:
+            return [self._writer.create(migration)] if insert else [migration]
+        return self._writer.record(migration, changes, coordinator=coordinator, insert=insert)
 
     def set_progress(self, migration: Migration, progress: dict[str, Any]) -> None:
         """Keep the last progress sample of a long step (not an event: it is overwritten)."""
@@ -202,144 +249,3 @@ class Journal:
         if not dry_run:
             self._writer.delete([m.id for m in doomed], where=where)
         return doomed
-
-    # -- reads --------------------------------------------------------------------------
-
-    def get(self, migration_id: str) -> Migration:
-        return self._read(lambda conn: queries.get(conn, migration_id))
-
-    def find(self, prefix: str) -> Migration:
-        """The one migration whose id starts with ``prefix``."""
-        return self._read(lambda conn: queries.find(conn, prefix))
-
-    def abort_requested(self, migration_id: str) -> bool:
-        return self._read(lambda conn: queries.abort_requested(conn, migration_id))
-
-    def list(
-        self,
-        *,
-        states: Iterable[State] = (),
-        since: datetime | None = None,
-        until: datetime | None = None,
-        domain: str | None = None,
-        host: str | None = None,
-        limit: int | None = None,
-        owner: str | None = None,
-    ) -> builtins.list[Migration]:
-        """Migrations, newest first; ``host`` matches the source or the destination URI,
-        ``owner`` part of the owner's id."""
-        return self._read(
-            lambda conn: queries.migrations_where(
-                conn,
-                states=states,
-                since=since,
-                until=until,
-                domain=domain,
-                host=host,
-                limit=limit,
-                owner=owner,
-            )
-        )
-
-    def count(
-        self,
-        *,
-        states: Iterable[State] = (),
-        since: datetime | None = None,
-        until: datetime | None = None,
-        domain: str | None = None,
-        host: str | None = None,
-        owner: str | None = None,
-    ) -> int:
-        """How many migrations ``list`` returns with these filters and no limit."""
-        where = queries.filters(states, since, until, domain, host, owner)
-        return self._read(lambda conn: queries.count_where(conn, where))
-
-    def stream(
-        self,
-        *,
-        states: Iterable[State] = (),
-        since: datetime | None = None,
-        until: datetime | None = None,
-        domain: str | None = None,
-        host: str | None = None,
-        owner: str | None = None,
-    ) -> Iterator[Migration]:
-        """What ``list`` gives, newest first, read a page at a time: constant memory, and
-        no read held open between pages (``recover`` writes while it reads)."""
-        where = queries.filters(states, since, until, domain, host, owner)
-        for page, _ in self._pages(where):
-            yield from page
-
-    def exports(
-        self, *, states: Iterable[State] = (), since: datetime | None = None
-    ) -> Iterator[tuple[Migration, builtins.list[Event]]]:
-        """Each migration with every event of it, newest first, streamed: the events of a
-        page of migrations are read in one query."""
-        for page, found in self._pages(queries.filters(states, since, None, None, None), True):
-            for migration in page:
-                yield migration, found[migration.id]
-
-    def _pages(
-        self, where: builtins.list[sa.ColumnElement[bool]], histories: bool = False
-    ) -> Iterator[tuple[builtins.list[Migration], dict[str, builtins.list[Event]]]]:
-        """Keyset pages of the migrations matching ``where``, with their events if asked."""
-        after: Migration | None = None
-        while True:
-            read = functools.partial(_page, where=where, after=after, histories=histories)
-            page, found = self._read(read)
-            if page:
-                yield page, found
-            if len(page) < queries.STREAM_CHUNK:
-                return
-            after = page[-1]
-
-    def histories(self, ids: Sequence[str]) -> dict[str, builtins.list[Event]]:
-        """Every event of each migration of ``ids``, oldest first, in one query."""
-        return self._read(lambda conn: queries.histories(conn, ids))
-
-    def history(self, migration_id: str) -> builtins.list[Event]:
-        """Every event of a migration, oldest first."""
-        return self._read(lambda conn: queries.history(conn, migration_id))
-
-    # -- analytics ----------------------------------------------------------------------
-
-    def count_by_state(self, *, since: datetime | None = None) -> builtins.list[tuple[State, int]]:
-        """``(state, count)`` of the migrations created at or after ``since``, most first."""
-        return self._read(lambda conn: analytics.count_by_state(conn, since=since))
-
-    def count_by_reason(
-        self, *, states: Iterable[State] = (), since: datetime | None = None
-    ) -> builtins.list[tuple[str | None, int]]:
-        """``(reason, count)`` of the migrations in ``states`` (any if empty), most first."""
-        return self._read(lambda conn: analytics.count_by_reason(conn, states=states, since=since))
-
-    def step_durations(self, *, since: datetime | None = None) -> builtins.list[StepDuration]:
-        """The duration of every step outcome (``ok`` or ``error``) of the migrations
-        created at or after ``since``."""
-        return self._read(lambda conn: analytics.step_durations(conn, since=since))
-
-    def step_summaries(self, *, since: datetime | None = None) -> dict[str, StepSummary]:
-        """Per step: outcomes, errors, nearest-rank p50 and p95 and the max of their
-        durations (migrations created at or after ``since``). Without ``since`` the database
-        counts and ranks them on its index; with it, the chosen outcomes are read."""
-        if since is None:
-            return self._read(analytics.step_summaries)
-        return analytics.summarize(self.step_durations(since=since))
-
-    def duration_buckets(self, buckets: Sequence[float]) -> dict[tuple[str, str], Histogram]:
-        """Per (step, kind) of step outcomes: how many took at most each bucket's seconds,
-        their total seconds and their count, counted by the database (for a histogram)."""
-        return self._read(lambda conn: analytics.duration_buckets(conn, buckets))
-
-
-def _page(
-    conn: sa.Connection,
-    *,
-    where: Sequence[sa.ColumnElement[bool]],
-    after: Migration | None,
-    histories: bool,
-) -> tuple[builtins.list[Migration], dict[str, builtins.list[Event]]]:
-    """One keyset page of ``Journal._pages``, with its events if asked."""
-    page = queries.page_where(conn, where, after=after, limit=queries.STREAM_CHUNK)
-    return page, queries.histories(conn, [m.id for m in page]) if histories else {}

@@ -26,7 +26,7 @@ from migrator.journal.committer import Committer
 from migrator.journal.lifecycle import translated
 from migrator.journal.schema import events, migrations
 from migrator.journal.statement import Statement
-from migrator.records import KEEP_REASON, EventDraft, Migration, Reason
+from migrator.records import KEEP_REASON, Change, Migration
 from migrator.states import TERMINAL, State
 
 _C = migrations.c
@@ -37,7 +37,7 @@ _ADVANCE = (
     .where(*_OWNED, _C.state == sa.bindparam("expect_state"))
     .values(
         state=sa.bindparam("new_state"),
-        last_seq=_C.last_seq + 1,
+        last_seq=_C.last_seq + sa.bindparam("n", type_=sa.Integer),
         updated_at=sa.bindparam("now"),
         lease_expires_at=sa.bindparam("lease"),
         reason=sa.case(
@@ -61,10 +61,53 @@ _CLAIM = (
 )
 PRUNE_CHUNK = 500
 T = TypeVar("T")
+_EVENT_COLUMNS = tuple(c for c in events.c if c.name not in ("migration_id", "seq"))
+_APPENDED = tuple(c.name for c in _EVENT_COLUMNS)
+
+
+def _advance_and_append(n: int, *, insert: bool) -> sa.Insert:
+    """``_ADVANCE`` and the insert of its ``n`` events as one statement (PostgreSQL: a
+    data-modifying ``WITH``): one round trip, its own transaction. The events take the
+    sequence numbers the update returns; when the update matches no row (a lost
+    compare-and-set) nothing is inserted and no row is returned. ``insert``: a new
+    migration's row, already in its state after the events (bound as ``row_<column>``),
+    is inserted instead of updated. Each event's values are bound as ``<column>_<k>``;
+    the rows returned are ``(seq, abort_requested)``."""
+    if insert:
+        head = migrations.insert().values(
+            {c.name: sa.bindparam(f"row_{c.name}", type_=c.type) for c in migrations.c}
+        )
+        advanced = head.returning(_C.last_seq, _C.abort_requested).cte("advanced")
+    else:
+        advanced = _ADVANCE.cte("advanced")
+    rows_ = [
+        sa.select(
+            sa.cast(sa.bindparam("mid", type_=events.c.migration_id.type), sa.String),
+            advanced.c.last_seq - (n - 1 - k),
+            *(sa.cast(sa.bindparam(f"{c.name}_{k}", type_=c.type), c.type) for c in _EVENT_COLUMNS),
+        )
+        for k in range(n)
+    ]
+    names = ["migration_id", "seq", *(c.name for c in _EVENT_COLUMNS)]
+    source = rows_[0] if n == 1 else sa.union_all(*rows_)
+    abort = sa.select(advanced.c.abort_requested).scalar_subquery()
+    return (
+        events.insert().from_select(names, source).add_cte(advanced).returning(events.c.seq, abort)
+    )
 
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def _reasons(reason: str | None, changes: Sequence[Change]) -> list[str | None]:
+    """The migration's reason as of each change (``KEEP_REASON`` keeps the one before)."""
+    out = []
+    for change in changes:
+        if change.reason is not KEEP_REASON:
+            reason = change.reason
+        out.append(reason)
+    return out
 
 
 class Writer:
@@ -84,6 +127,8 @@ class Writer:
         self._heartbeat = Statement(_HEARTBEAT, dialect)
         self._progress = Statement(_PROGRESS, dialect)
         self._claim = Statement(_CLAIM, dialect)
+        self._one_statement = dialect.name == "postgresql"
+        self._appends: dict[tuple[int, bool], Statement] = {}
 
     def transaction(self) -> contextlib.AbstractContextManager[Any]:
         """One transaction of its own (``Committer.transaction``); yields a cursor."""
@@ -94,6 +139,7 @@ class Writer:
         work: Callable[[Any], T],
         *,
         verify: Callable[[sa.Connection], T | None] | None = None,
+        single: bool = False,
     ) -> T:
         """``work(cursor)`` in one transaction, retried while its error is transient.
 
@@ -105,7 +151,7 @@ class Writer:
         backoff = resilience.Backoff(self.retry_seconds)
         while True:
             try:
-                return self.committer.run(work)
+                return self.committer.run(work, single=single)
             except JournalUnavailable as exc:
                 if exc.outcome_unknown and verify is not None:
                     found = self._read_back(verify, backoff)
@@ -133,71 +179,132 @@ class Writer:
 
     # -- migrations ----------------------------------------------------------------------
 
-    def create(self, **fields: Any) -> Migration:
-        """Record a NEW migration with fence 1 (``fields`` as ``rows.new_migration``)."""
+    def new(self, **fields: Any) -> Migration:
+        """A NEW migration's record with fence 1, not yet written (``fields`` as
+        ``rows.new_migration``): ``create`` writes it alone, ``record(insert=True)`` with
+        its first events."""
         at = now()
         values = rows.new_migration(
             migration_id=str(uuid.uuid4()), now=at, lease=self._lease(at), **fields
         )
+        return Migration(**{**values, "state": State.NEW})
+
+    def create(self, migration: Migration) -> Migration:
+        """Write the record ``new`` gave."""
+        values = rows.migration_values(migration)
 
         def verify(conn: sa.Connection) -> bool | None:
-            return queries.exists(conn, values["id"]) or None
+            return queries.exists(conn, migration.id) or None
 
         self.run(lambda cursor: self._insert_migration.execute(cursor, values), verify=verify)
-        return Migration(**{**values, "state": State.NEW})
+        return migration
 
     def record(
         self,
         migration: Migration,
-        draft: EventDraft,
+        changes: Sequence[Change],
         *,
-        state: State,
         coordinator: str | None,
-        reason: Reason,
-    ) -> Migration:
-        """Append ``draft`` and move to ``state`` in one transaction, or refuse (see Journal)."""
+        insert: bool = False,
+    ) -> list[Migration]:
+        """Append each change's event and move to the last one's state, in one transaction,
+        or refuse (see ``Journal.record_changes``); the migration as of each event.
+        ``insert``: ``migration`` is ``new``'s record, written in the same transaction."""
         at = now()
-        finished = at if state in TERMINAL else None
+        final = changes[-1].state
+        finished = at if final in TERMINAL else None
+        reasons = _reasons(migration.reason, changes)
+        kept = all(c.reason is KEEP_REASON for c in changes)
+        n = len(changes)
+
+        values = {
+            "mid": migration.id,
+            "expect_fence": migration.fence,
+            "expect_state": migration.state.value,
+            "new_state": final.value,
+            "n": n,
+            "now": at,
+            "lease": self._lease(at),
+            "keep_reason": kept,
+            "new_reason": None if kept else reasons[-1],
+            "finished": finished,
+        }
+
+        row = None
+        if insert:  # the new row as it will be after the changes
+            row = rows.migration_values(migration)
+            row.update(
+                state=final.value,
+                last_seq=n,
+                updated_at=at,
+                lease_expires_at=values["lease"],
+                reason=reasons[-1],
+                finished_at=finished,
+            )
+
+        def advance_and_append(cursor: Any) -> tuple[int, bool] | None:
+            if row is not None:
+                values.update((f"row_{name}", value) for name, value in row.items())
+            for k, c in enumerate(changes):
+                event = rows.event_values(migration.id, 0, c.draft, c.state, at, coordinator)
+                values.update((f"{name}_{k}", event[name]) for name in _APPENDED)
+            found = self._append(n, insert=insert).execute(cursor, values).fetchall()
+            if not found:
+                return None
+            return max(int(r[0]) for r in found), bool(found[0][1])
 
         def advance(cursor: Any) -> tuple[int, bool] | None:
-            row = self._advance.execute(
-                cursor,
-                {
-                    "mid": migration.id,
-                    "expect_fence": migration.fence,
-                    "expect_state": migration.state.value,
-                    "new_state": state.value,
-                    "now": at,
-                    "lease": self._lease(at),
-                    "keep_reason": reason is KEEP_REASON,
-                    "new_reason": None if reason is KEEP_REASON else reason,
-                    "finished": finished,
-                },
-            ).fetchone()
-            if row is None:
-                return None
-            seq, aborted = int(row[0]), bool(row[1])
-            event = rows.event_values(migration.id, seq, draft, state, at, coordinator)
-            self._insert_event.execute(cursor, event)
+            if row is not None:
+                self._insert_migration.execute(cursor, row)
+                seq, aborted = n, bool(row["abort_requested"])
+            else:
+                found = self._advance.execute(cursor, values).fetchone()
+                if found is None:
+                    return None
+                seq, aborted = int(found[0]), bool(found[1])
+            first = seq - n + 1
+            appended = [
+                rows.event_values(migration.id, first + k, c.draft, c.state, at, coordinator)
+                for k, c in enumerate(changes)
+            ]
+            if n == 1:
+                self._insert_event.execute(cursor, appended[0])
+            else:
+                self._insert_event.execute_many(cursor, appended)
             return seq, aborted
 
         def verify(conn: sa.Connection) -> tuple[int, bool] | None:
-            seq = migration.last_seq + 1
-            return queries.advanced(conn, migration.id, seq, state, draft.kind, coordinator)
+            seq = migration.last_seq + n
+            kind = changes[-1].draft.kind
+            return queries.advanced(conn, migration.id, seq, final, kind, coordinator)
 
-        done = self.run(advance, verify=verify)
+        if self._one_statement:
+            done = self.run(advance_and_append, verify=verify, single=True)
+        else:
+            done = self.run(advance, verify=verify)
         if done is None:
-            raise self._refused(migration, state)
+            raise self._refused(migration, changes[0].state)
         seq, aborted = done
-        return rows.replace(
-            migration,
-            state=state,
-            last_seq=seq,
-            updated_at=at,
-            reason=migration.reason if reason is KEEP_REASON else reason,
-            finished_at=finished,
-            abort_requested=aborted,
-        )
+        first = seq - n + 1
+        return [
+            rows.replace(
+                migration,
+                state=c.state,
+                last_seq=first + k,
+                updated_at=at,
+                reason=reasons[k],
+                finished_at=at if c.state in TERMINAL else None,
+                abort_requested=aborted,
+            )
+            for k, c in enumerate(changes)
+        ]
+
+    def _append(self, n: int, *, insert: bool) -> Statement:
+        statement = self._appends.get((n, insert))
+        if statement is None:
+            stmt = _advance_and_append(n, insert=insert)
+            statement = self._appends[(n, insert)] = Statement(stmt, self.engine.dialect)
+        return statement
 
     def _refused(self, migration: Migration, state: State) -> Exception:
         with translated(self.url), self.engine.connect() as conn:

@@ -156,9 +156,7 @@ class Jobs:
 def requeue(coordinator: Coordinator, migration: Migration) -> None:
     draft = EventDraft(kind=EventKind.QUEUE, detail={"requeued_by": coordinator.id})
     try:
-        coordinator.journal.record(
-            migration, draft, state=State.QUEUED, coordinator=coordinator.id
-        )
+        coordinator.journal.record(migration, draft, state=State.QUEUED, coordinator=coordinator.id)
     except (FenceLost, StateConflict) as exc:
         log.warning("migration %s not requeued: %s", migration.id, exc)
     except MigratorError as exc:

@@ -55,11 +55,11 @@ def _per_thread(sizes: Sizes, threads: int) -> int:
 def _sweep(name: str, sizes: Sizes, with_dbos: bool) -> dict[str, dict[int, float]]:
     """Medians of migrations/s by kind and thread count on one database."""
     samples: dict[str, dict[int, list[float]]] = {"engine": {}, "ceiling": {}, "dbos": {}}
-    commits: list[int] = []
+    events: list[int] = []
     with backend(name) as be:
         peer = dbos_peer.DbosPeer(be) if with_dbos else None
         kinds = {
-            "engine": lambda t, n: _engine(be, t, n, commits),
+            "engine": lambda t, n: _engine(be, t, n, events),
             "ceiling": lambda t, n: bench_throughput.ceiling(be, t, n),
         }
         if peer is not None:
@@ -77,13 +77,13 @@ def _sweep(name: str, sizes: Sizes, with_dbos: bool) -> dict[str, dict[int, floa
             if peer is not None:
                 peer.close()
     result = {k: {t: median(v) for t, v in by.items()} for k, by in samples.items() if by}
-    result["commits_per_migration"] = {1: median(commits)}
+    result["events_per_migration"] = {1: median(events)}
     return result
 
 
-def _engine(be: Any, threads: int, per_thread: int, commits: list[int]) -> float:
+def _engine(be: Any, threads: int, per_thread: int, events: list[int]) -> float:
     rate, made = bench_throughput.engine(be, threads, per_thread)
-    commits.append(made)
+    events.append(made)
     return rate
 
 

@@ -50,9 +50,7 @@ def _round(
 ) -> dict[str, Any]:
     src, dst = hosts
     start = time.perf_counter()
-    m = coordinator.migrate(
-        "vm1", src=src, dst=dst, flags=MigrateFlags.LIVE, bandwidth=bandwidth
-    )
+    m = coordinator.migrate("vm1", src=src, dst=dst, flags=MigrateFlags.LIVE, bandwidth=bandwidth)
     wall = time.perf_counter() - start
     assert m.state is State.CONFIRMED, m.reason
     hosts.reverse()

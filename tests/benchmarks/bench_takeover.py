@@ -46,9 +46,10 @@ def _wait(predicate: object, timeout: float = 60.0) -> None:
 
 def trial(url: str, mode: str, lease: float, poll: float) -> float:
     """Seconds from the signal to the taker's recovery note."""
-    with tempfile.TemporaryDirectory(prefix="bench-takeover-") as tmp, Journal.open(
-        url, lease_seconds=lease
-    ) as journal:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-takeover-") as tmp,
+        Journal.open(url, lease_seconds=lease) as journal,
+    ):
         src, dst = TestDriver(f"test://{tmp}/a"), TestDriver(f"test://{tmp}/b")
         src.define("vm", memory_mib=1)
         src.set_fault("perform", "slow", seconds=lease * 4, count=1)

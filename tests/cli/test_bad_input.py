@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from migrator.coordinator import Coordinator
 from migrator.journal.store import Journal
 from migrator.states import State
-from tests.conftest import ROOT, Hosts, run_cli
+from tests.conftest import ROOT, Hosts, host_files, run_cli
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
@@ -34,7 +34,7 @@ class Seeded:
     hosts: Hosts
 
     def snapshot(self) -> tuple[list[str] | None, bytes | None, bytes | None]:
-        """The journal's full SQL dump and both hosts' ``host.json`` bytes."""
+        """The journal's full SQL dump and both hosts' state files, byte for byte."""
         dump = None
         if self.path.exists():
             conn = sqlite3.connect(self.path)
@@ -46,8 +46,7 @@ class Seeded:
 
 
 def _host_bytes(host_dir: Path) -> bytes | None:
-    path = host_dir / "host.json"
-    return path.read_bytes() if path.exists() else None
+    return host_files(host_dir)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from migrator.coordinator import Coordinator
 from migrator.inspect import show
 from migrator.journal.store import Journal
 from migrator.records import Migration
-from tests.conftest import ROOT, Hosts, run_cli, state_of
+from tests.conftest import ROOT, Hosts, host_files, run_cli, state_of
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_IN_DOUBT = 0, 1, 2, 3
 
@@ -73,7 +73,7 @@ def view(db: str, migration_id: str) -> dict[str, Any]:
 def snapshot(db: str, hosts: Hosts) -> tuple[Any, ...]:
     with Journal.open(db) as journal:
         rows = [(m, journal.history(m.id)) for m in journal.list()]
-    files = [(h.dir / "host.json").read_bytes() for h in (hosts.src, hosts.dst)]
+    files = [host_files(h.dir) for h in (hosts.src, hosts.dst)]
     return rows, files
 
 

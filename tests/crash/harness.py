@@ -29,7 +29,7 @@ from migrator.drivers.test import TestDriver
 from migrator.inspect import show
 from migrator.journal.store import Journal
 from migrator.records import Event, Migration
-from tests.conftest import ROOT, Hosts, state_of
+from tests.conftest import ROOT, Hosts, host_files, state_of
 from tests.crash.forkserver import SERVER
 
 STEPS = ("begin", "prepare", "perform", "finish", "confirm")
@@ -137,8 +137,7 @@ class Rig:
 
 
 def host_bytes(host: TestDriver) -> bytes:
-    path = host.dir / "host.json"
-    return path.read_bytes() if path.exists() else b""
+    return host_files(host.dir) or b""
 
 
 def make_rig(db: str, root: Path, domain: str = "vm1", memory_mib: int = 4) -> Rig:

@@ -40,9 +40,10 @@ class Server:
                 return
             with conn:
                 self.connections += 1
-                early = self.connections <= len(self.early_events) and self.early_events[
-                    self.connections - 1
-                ]
+                early = (
+                    self.connections <= len(self.early_events)
+                    and self.early_events[self.connections - 1]
+                )
                 if self.silent:
                     time.sleep(2)
                     continue

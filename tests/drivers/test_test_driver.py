@@ -100,8 +100,8 @@ def snapshot(*hosts: TestDriver) -> list[Any]:
     """What a second call must not change: each host's domains and image files."""
     out: list[Any] = []
     for host in hosts:
-        state = host.dir / "host.json"
-        out.append(json.loads(state.read_text())["domains"] if state.exists() else {})
+        shards = sorted((host.dir / "domains").glob("*.json"))
+        out.append([json.loads(p.read_text())["domains"] for p in shards])
         images = host.dir / "images"
         out.append(sorted(p.name for p in images.iterdir()) if images.exists() else [])
     return out

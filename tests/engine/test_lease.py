@@ -89,3 +89,49 @@ def test_a_migration_request_out_of_bounds_is_refused_before_journaling(
     with pytest.raises(UsageError):
         coordinator.migrate(domain, src=hosts.src, dst=hosts.dst, **args)  # type: ignore[arg-type]
     assert journal.list() == []
+
+
+def test_one_keeper_thread_renews_the_leases_of_concurrent_migrations(
+    tmp_path: Path, hosts: Hosts
+) -> None:
+    """Three migrations of one coordinator in three threads, each held in Perform's intent
+    by a hook sleeping past the lease: one keeper thread renews all three leases, so a
+    recover meanwhile claims none of them."""
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    Journal.open(url).close()
+    journal = Journal(lifecycle.create_engine(url), lease_seconds=LEASE)
+    domains = ["vm1", "vm2", "vm3"]
+    for name in domains[1:]:
+        hosts.src.define(name, memory_mib=1)
+    held = threading.Barrier(len(domains) + 1)
+    keepers: list[int] = []
+    reports: list[list[Recovered]] = []
+
+    def slow(event: HookEvent) -> None:
+        if event.name is HookName.STEP_STARTED and event.event.step is Step.PERFORM:
+            held.wait()
+            time.sleep(3 * LEASE)
+
+    coordinator = Coordinator(journal, hooks=[slow])
+    ends: dict[str, State] = {}
+
+    def one(name: str) -> None:
+        ends[name] = coordinator.migrate(name, src=hosts.src, dst=hosts.dst).state
+
+    threads = [threading.Thread(target=one, args=(name,)) for name in domains]
+    try:
+        for t in threads:
+            t.start()
+        held.wait()  # all three are in Perform's intent, their hooks sleeping
+        time.sleep(2 * LEASE)
+        keepers.append(sum(t.name == "migrator-lease" for t in threading.enumerate()))
+        reports.append(Coordinator(journal, coordinator_id="elsewhere:1:other").recover())
+        for t in threads:
+            t.join()
+    finally:
+        coordinator.close()
+        journal.close()
+    assert ends == dict.fromkeys(domains, State.CONFIRMED)
+    assert keepers == [1]
+    [found] = reports
+    assert len(found) == 3 and not any(r.claimed for r in found), found

@@ -101,14 +101,15 @@ def test_a_five_second_restart_during_perform_still_confirms(
 def test_a_commit_without_an_answer_is_read_back_not_repeated(
     forward: bool, proxied: Journal, proxy: Proxy
 ) -> None:
-    """Cut after COMMIT reached the server (it committed) or before (it did not): either
-    way the state change is journaled exactly once."""
+    """Cut after the statement that commits reached the server (it committed) or before
+    (it did not): either way the state change is journaled exactly once. A state change
+    is one statement in autocommit mode (docs/journal.md, "Commits"): it is the commit."""
     m = proxied.create(
         domain="vm1", src="test:///a", dst="test:///b", protocol=3, flags=0, bandwidth=0,
         owner="c1",
     )  # fmt: skip
     cuts = proxy.cuts
-    proxy.cut_at(b"COMMIT", forward=forward)
+    proxy.cut_at(b"INSERT INTO migration_events", forward=forward)
     moved = proxied.record(
         m, EventDraft(kind="intent", step=Step.BEGIN), state=State.BEGINNING, coordinator="c1"
     )
@@ -310,9 +311,7 @@ def _orphan(hosts: Hosts, db: str, domain: str = "vm1") -> None:
     assert proc.returncode == 137, proc.stderr
 
 
-def test_recover_on_a_full_disk_shows_the_cause_in_its_table(
-    tiny_fs: Path, hosts: Hosts
-) -> None:
+def test_recover_on_a_full_disk_shows_the_cause_in_its_table(tiny_fs: Path, hosts: Hosts) -> None:
     db = f"sqlite:///{tiny_fs / 'journal.db'}"
     _orphan(hosts, db)
     fill(tiny_fs)
@@ -324,9 +323,7 @@ def test_recover_on_a_full_disk_shows_the_cause_in_its_table(
     assert run_cli("recover", db=db).returncode == 0
 
 
-def test_recover_under_a_held_lock_stops_once_with_the_cause(
-    tmp_path: Path, hosts: Hosts
-) -> None:
+def test_recover_under_a_held_lock_stops_once_with_the_cause(tmp_path: Path, hosts: Hosts) -> None:
     db = f"sqlite:///{tmp_path / 'journal.db'}"
     hosts.src.define("vm2", memory_mib=1)
     _orphan(hosts, db, "vm1")

@@ -7,8 +7,9 @@ import threading
 import pytest
 
 from migrator.errors import AmbiguousMigrationId, FenceLost, MigrationNotFound, StateConflict
-from migrator.journal import queries
+from migrator.journal import reads
 from migrator.journal.store import Journal
+from migrator.jsonform import event_dict
 from migrator.records import EventDraft, EventKind, Migration
 from migrator.states import State, Step
 
@@ -162,7 +163,8 @@ def _fields(m: Migration, **changes: object) -> dict[str, object]:
 def test_exports_stream_each_migration_with_its_history_a_chunk_at_a_time(
     journal: Journal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(queries, "STREAM_CHUNK", 2)
+    monkeypatch.setattr(reads, "STREAM_CHUNK", 2)
+    monkeypatch.setattr(reads, "EXPORT_CHUNK", 2)
     made = []
     for i in range(5):
         m = journal.create(
@@ -175,8 +177,8 @@ def test_exports_stream_each_migration_with_its_history_a_chunk_at_a_time(
     streamed = [(m.id, history) for m, history in journal.exports()]
     assert [mid for mid, _ in streamed] == [m.id for m in journal.list()]
     assert sorted(mid for mid, _ in streamed) == sorted(made)
-    for mid, history in streamed:
-        assert history == journal.history(mid)
+    for mid, events in streamed:
+        assert events == [event_dict(e) for e in journal.history(mid)]
     assert [m.id for m in journal.stream()] == [m.id for m in journal.list()]
     assert journal.count() == 5
     assert journal.count(domain="vm3") == 1

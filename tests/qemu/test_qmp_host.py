@@ -44,7 +44,13 @@ def test_a_domain_whose_qemu_died_is_listed_shutoff_and_cannot_be_migrated(
     os.kill(pid, signal.SIGKILL)
     assert rig.state(rig.src, "vm1") == "shutoff"
     proc = run_cli(
-        "migrate", "vm1", "--src", rig.src.uri, "--dst", rig.dst.uri, db=f"sqlite:///{rig.root}/j.db"
+        "migrate",
+        "vm1",
+        "--src",
+        rig.src.uri,
+        "--dst",
+        rig.dst.uri,
+        db=f"sqlite:///{rig.root}/j.db",
     )
     assert proc.returncode == 2 and "domain 'vm1' not found" in proc.stderr
     assert rig.state(rig.dst, "vm1") == "absent"

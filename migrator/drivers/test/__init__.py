@@ -2,17 +2,21 @@
 
 Like libvirt's test driver, but persistent: the state outlives every process, so a
 coordinator can be killed and restarted against the same hosts, and ``migrator test-host``
-can inspect them meanwhile. ``DIR/host.json`` holds::
+can inspect them meanwhile. ``DIR/host.json`` holds the identity and the faults::
 
-    {"host_id": uuid, "domains": {name: {state, memory_mib, image, checksum,
-                                         lease: {token, held}, job, state_before_job,
-                                         outgoing: {migration id: "completed"}, ...}},
-     "faults": {step: {mode, seconds, message, count}},
-     "calls": {memo key: recorded result}, "fences": {migration id: highest fence}}
+    {"host_id": uuid, "faults": {step: {mode, seconds, message, count}}}
 
-Every read-modify-write holds an exclusive ``flock`` on ``DIR/.lock`` and replaces
-``host.json`` atomically; long work (the copy in Perform, the sleeps of faults) runs
-without the lock. A domain's memory is an image file under ``DIR/images/``; Perform copies
+and ``DIR/domains/<name>.<hash>.json`` one domain name each: the domain and the records of
+the unfinished migrations that act on it here (``shards.py``)::
+
+    {"domains": {name: {state, memory_mib, image, checksum, lease: {token, held}, job,
+                        state_before_job, outgoing: {migration id: "completed"}, ...}},
+     "calls": {memo key: recorded result}, "fences": {migration id: highest fence},
+     "departed": {migration id: name}, "ended": {migration id: age}}
+
+Every read-modify-write holds an exclusive ``flock`` on ``DIR/.lock`` and replaces the file
+it changes atomically; long work (the copy in Perform, the sleeps of faults) runs without
+the lock. A domain's memory is an image file under ``DIR/images/``; Perform copies
 it to the destination's ``images/incoming-<migration id>.img`` and Finish checks its sha256.
 
 The URI may restrict the protocols the host speaks: ``test:///ABS/DIR?protocols=1,2``
@@ -26,9 +30,9 @@ Finish(cancelled=0) drop the incoming copy and report no domain; ``hang`` never 
 before ``ctx.deadline`` + 1 s; ``slow`` sleeps ``seconds`` first. A fault with a ``count``
 fires that many times, else until cleared.
 
-Modules: ``host.py`` (state, faults, fences, the ``test-host`` helpers), ``v3.py`` (the five
-steps), ``driver.py`` (tunnelled v3, v2, v1, ``probe``), ``transfer.py`` (images and their
-copies), ``faults.py`` (fault modes).
+Modules: ``shards.py`` (the state files, ``forget``), ``host.py`` (domains, faults, fences,
+the ``test-host`` helpers), ``v3.py`` (the five steps), ``driver.py`` (tunnelled v3, v2, v1,
+``probe``), ``transfer.py`` (images and their copies), ``faults.py`` (fault modes).
 """
 
 from __future__ import annotations

@@ -56,9 +56,9 @@ class TestDriver(V3Steps):
         send: Callable[[bytes], None],
     ) -> PerformResult:
         """As ``perform``, sending the image through ``send`` instead of to a URI."""
-        with self._guarded(ctx, Step.PERFORM) as fault:
+        with self._guarded(ctx, Step.PERFORM, params.domain) as fault:
             key = memo_key(ctx.migration_id, Step.PERFORM)
-            memo = self._read()["calls"].get(key) or self._perform(
+            memo = self._read(params.domain)["calls"].get(key) or self._perform(
                 ctx, params, key, io_errors=injected_io_errors(fault, params),
                 transfer=lambda source: stream_file(ctx, source, send, params.bandwidth),
             )  # fmt: skip
@@ -68,8 +68,8 @@ class TestDriver(V3Steps):
 
     def dump_xml(self, ctx: StepContext, params: MigrationParams) -> BeginResult:
         """The domain's description; nothing changes (no job starts, unlike Begin)."""
-        with self._guarded(ctx, Step.DUMP_XML):
-            dom = self._read()["domains"].get(params.domain)
+        with self._guarded(ctx, Step.DUMP_XML, params.domain):
+            dom = self._read(params.domain)["domains"].get(params.domain)
             if dom is None or not DomainState(dom["state"]).active:
                 raise DomainNotFound(domain=params.domain, host=self.uri)
             description = {
@@ -84,7 +84,7 @@ class TestDriver(V3Steps):
     ) -> PrepareResult:
         """As ``prepare``; v1 sends no description, so Finish checks what Perform sent."""
         step = ctx.step if ctx.step in (Step.PREPARE1, Step.PREPARE2) else Step.PREPARE2
-        with self._guarded(ctx, step):
+        with self._guarded(ctx, step, params.dest_name):
             try:
                 desc = json.loads(description) if description is not None else {}
             except ValueError as exc:
@@ -95,6 +95,7 @@ class TestDriver(V3Steps):
                 memo_key(ctx.migration_id, step),
                 lambda h: self._prepare(h, ctx, params, desc, {}),
                 ctx=ctx,
+                name=params.dest_name,
             )
         return PrepareResult(uri=memo["uri"], cookie=dec(memo["cookie"]))
 
@@ -103,9 +104,9 @@ class TestDriver(V3Steps):
     ) -> PerformResult:
         """Send the domain; on success end the source copy, on failure resume it."""
         step = ctx.step if ctx.step in (Step.PERFORM1, Step.PERFORM2) else Step.PERFORM2
-        with self._guarded(ctx, step) as fault:
+        with self._guarded(ctx, step, params.domain) as fault:
             key = memo_key(ctx.migration_id, step)
-            memo = self._read()["calls"].get(key) or self._perform2(
+            memo = self._read(params.domain)["calls"].get(key) or self._perform2(
                 ctx, params, uri, key, io_errors=injected_io_errors(fault, params)
             )
         return PerformResult(cookie=dec(memo["cookie"]), stats=memo["stats"])
@@ -115,7 +116,7 @@ class TestDriver(V3Steps):
     ) -> Memo:
         mid = ctx.migration_id
         final = incoming_path(uri, mid)
-        with self._txn() as host:
+        with self._txn(params.domain) as host:
             dom = host["domains"].get(params.domain)
             if dom is None or not DomainState(dom["state"]).active:
                 raise DomainNotFound(domain=params.domain, host=self.uri)
@@ -133,12 +134,15 @@ class TestDriver(V3Steps):
         try:
             sent = copy_to(ctx, source, final, params.bandwidth, sidecar=sent_with)
         except BaseException:
-            with self._txn() as host:  # Perform failed: the source resumes, as in libvirt
+            with self._txn(params.domain) as host:  # Perform failed: the source resumes
                 self._resume(host, params.domain, mid)
             raise
         stats = perform_stats(start, sent, io_errors)
         return self._once(
-            key, lambda h: self._departed(h, params.domain, mid, stats, params.flags), ctx=ctx
+            key,
+            lambda h: self._departed(h, params.domain, mid, stats, params.flags),
+            ctx=ctx,
+            name=params.domain,
         )
 
     def finish2(
@@ -164,7 +168,7 @@ class TestDriver(V3Steps):
         if fault is not None and fault["mode"] == FaultMode.HANG:
             raise DriverError(fault["message"] or "hung: injected hang in probe")
         self._before(fault, Step.PROBE, None)
-        host = self._read()
+        host = self._read(domain)
         dom = host["domains"].get(domain)
         if fault is not None and fault["mode"] == FaultMode.LOST_REPLY:
             raise DriverError(fault["message"] or "reply lost: the probe's answer never came")

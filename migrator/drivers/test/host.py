@@ -1,4 +1,4 @@
-"""A test host's state: its domains, faults and fences in ``DIR/host.json``."""
+"""A test host: its domains, faults and fences (kept as ``shards.py`` keeps them)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from migrator.drivers.api import (
     DomainState,
     Feature,
 )
-from migrator.drivers.hoststate import Host, HostState
+from migrator.drivers.hoststate import Host
 from migrator.drivers.test.faults import FaultMode, check_fault, hang
+from migrator.drivers.test.shards import ShardedState
 from migrator.drivers.test.transfer import write_image
 from migrator.errors import DomainExists, DomainNotFound, DriverError, InvalidURI
 from migrator.flags import MigrateFlags
@@ -100,18 +101,17 @@ def domain_record(
     }
 
 
-class TestHost(HostState):
+class TestHost(ShardedState):
     """One simulated host's storage, faults and fences, and the ``migrator test-host`` helpers."""
 
     __test__ = False  # the name starts with "Test": keep pytest from collecting it
-    PARTS = ("domains", "faults", "calls", "fences", "departed")
 
     def __init__(self, uri: str) -> None:
         self.dir = _parse_dir(uri)
         self._features = _parse_protocols(uri)
         self.uri = canonical_uri(uri, self.dir)
 
-    # -- storage: host.json, as ``hoststate.HostState`` keeps it -------------------------
+    # -- storage: host.json and a file per domain, as ``shards.ShardedState`` keeps them --
 
     def _drop_incoming(self, host: Host, name: str) -> None:
         """Remove an incoming domain; a shut-off definition it was to replace comes back."""
@@ -138,7 +138,7 @@ class TestHost(HostState):
             raise ValueError("a domain name must not be empty")
         if memory_mib < 1:
             raise ValueError(f"memory_mib must be >= 1, not {memory_mib}")
-        if name in self._read()["domains"]:
+        if name in self._read(name)["domains"]:
             raise DomainExists(domain=name, host=self.uri)
         image = f"images/{uuid.uuid4().hex}.img"
         checksum = write_image(self.dir / image, name, memory_mib)
@@ -146,7 +146,7 @@ class TestHost(HostState):
         dom = domain_record(state, memory_mib, image, checksum, uuid.uuid4().hex, job=None)
         dom["persistent"] = persistent
         try:
-            with self._txn() as host:
+            with self._txn(name) as host:
                 if name in host["domains"]:
                     raise DomainExists(domain=name, host=self.uri)
                 host["domains"][name] = dom
@@ -168,12 +168,13 @@ class TestHost(HostState):
                 "persistent": dom.get("persistent", False),
                 "protected": bool(dom.get("protected")),
             }
-            for name, dom in sorted(self._read()["domains"].items())
+            for shard in self._shards()
+            for name, dom in sorted(shard["domains"].items())
         ]
 
     def set_memory(self, name: str, memory_mib: int) -> None:
         """A configuration change; refused while a migration with CHANGE_PROTECTION runs."""
-        with self._txn() as host:
+        with self._txn(name) as host:
             dom = host["domains"].get(name)
             if dom is None:
                 raise DomainNotFound(domain=name, host=self.uri)
@@ -221,11 +222,15 @@ class TestHost(HostState):
         return dict(fault)
 
     def _admit(
-        self, ctx: StepContext, step: Step, skip: FaultMode | None = None
+        self, ctx: StepContext, step: Step, name: str, skip: FaultMode | None = None
     ) -> dict[str, Any] | None:
-        """Refuse a stale fence, record a higher one, and take this step's fault if any."""
-        with self._txn() as host:
+        """Refuse a stale fence, record a higher one (in domain ``name``'s file), and take
+        this step's fault if any."""
+        with self._txn(name) as host:
             self._fence(host, ctx)
+        if step not in self._read()["faults"]:
+            return None
+        with self._txn() as host:
             return self._consume(host, step, skip)
 
     @staticmethod
@@ -241,13 +246,14 @@ class TestHost(HostState):
 
     @contextmanager
     def _guarded(
-        self, ctx: StepContext, step: Step, skip: FaultMode | None = None
+        self, ctx: StepContext, step: Step, name: str, skip: FaultMode | None = None
     ) -> Iterator[dict[str, Any] | None]:
-        """Admit the call and play its fault around the body (lost-reply after it)."""
-        fault = self._admit(ctx, step, skip)
+        """Admit the call on domain ``name`` and play its fault around the body (lost-reply
+        after it)."""
+        fault = self._admit(ctx, step, name, skip)
         self._before(fault, step, ctx.deadline)
         if fault is not None:  # a delayed call is admitted again: the fence may have moved
-            with self._txn() as host:
+            with self._txn(name) as host:
                 self._fence(host, ctx)
         yield fault
         if fault is not None and fault["mode"] == FaultMode.LOST_REPLY:

@@ -44,11 +44,12 @@ class V3Steps(TestHost):
 
     def begin(self, ctx: StepContext, params: MigrationParams) -> BeginResult:
         """Start the migration job on the source domain; nothing else visible changes."""
-        with self._guarded(ctx, Step.BEGIN):
+        with self._guarded(ctx, Step.BEGIN, params.domain):
             memo = self._once(
                 memo_key(ctx.migration_id, Step.BEGIN),
                 lambda h: self._begin(h, ctx, params),
                 ctx=ctx,
+                name=params.domain,
             )
         return BeginResult(description=memo["description"], cookie=dec(memo["cookie"]))
 
@@ -84,7 +85,7 @@ class V3Steps(TestHost):
     ) -> PrepareResult:
         """Create ``dest_name`` as an incoming domain and an image path for the copy."""
         step = Step.PREPARE_TUNNEL if ctx.step is Step.PREPARE_TUNNEL else Step.PREPARE
-        with self._guarded(ctx, step):
+        with self._guarded(ctx, step, params.dest_name):
             try:
                 desc, peer = json.loads(description), json.loads(cookie)
             except ValueError as exc:
@@ -93,6 +94,7 @@ class V3Steps(TestHost):
                 memo_key(ctx.migration_id, step),
                 lambda h: self._prepare(h, ctx, params, desc, peer),
                 ctx=ctx,
+                name=params.dest_name,
             )
         return PrepareResult(uri=memo["uri"], cookie=dec(memo["cookie"]))
 
@@ -131,9 +133,9 @@ class V3Steps(TestHost):
 
         Gives up (raising, the source as it was) when ``ctx.aborted()`` or the deadline trips.
         """
-        with self._guarded(ctx, Step.PERFORM) as fault:
+        with self._guarded(ctx, Step.PERFORM, params.domain) as fault:
             key = memo_key(ctx.migration_id, Step.PERFORM)
-            memo = self._read()["calls"].get(key)
+            memo = self._read(params.domain)["calls"].get(key)
             if memo is None:
                 final = incoming_path(uri, ctx.migration_id)
                 memo = self._perform(
@@ -153,7 +155,7 @@ class V3Steps(TestHost):
     ) -> Memo:
         """v3's Perform: pause unless LIVE, ``transfer`` the image, restore on failure."""
         mid = ctx.migration_id
-        with self._txn() as host:
+        with self._txn(params.domain) as host:
             dom = self._job_domain(host, params.domain, mid)
             before, source = dom["state"], self.dir / dom["image"]
             if not params.flags & MigrateFlags.LIVE:
@@ -165,10 +167,15 @@ class V3Steps(TestHost):
             self._restore(params.domain, mid, before)
             raise
         stats = perform_stats(start, sent, io_errors)
-        return self._once(key, lambda h: self._performed(h, params.domain, mid, stats), ctx=ctx)
+        return self._once(
+            key,
+            lambda h: self._performed(h, params.domain, mid, stats),
+            ctx=ctx,
+            name=params.domain,
+        )
 
     def _restore(self, name: str, mid: str, state: str) -> None:
-        with self._txn() as host:
+        with self._txn(name) as host:
             dom = host["domains"].get(name)
             if dom is not None and dom["job"] == mid:
                 dom["state"] = state
@@ -188,19 +195,24 @@ class V3Steps(TestHost):
         step = ctx.step if ctx.step in FINISH_STEPS else Step.FINISH
         key = memo_key(ctx.migration_id, step, cancelled)
         skip = FaultMode.NO_DOMAIN if cancelled else None
-        with self._guarded(ctx, step, skip) as fault:
+        name = params.dest_name
+        with self._guarded(ctx, step, name, skip) as fault:
             if cancelled:
-                memo = self._once(key, lambda h: self._cancel_incoming(h, params, ctx), ctx=ctx)
+                memo = self._once(
+                    key, lambda h: self._cancel_incoming(h, params, ctx), ctx=ctx, name=name
+                )
             else:
                 whole = fault is None or fault["mode"] != FaultMode.NO_DOMAIN
-                whole = whole and self._image_whole(params.dest_name, ctx.migration_id)
-                memo = self._once(key, lambda h: self._land(h, params, ctx, whole), ctx=ctx)
+                whole = whole and self._image_whole(name, ctx.migration_id)
+                memo = self._once(
+                    key, lambda h: self._land(h, params, ctx, whole), ctx=ctx, name=name
+                )
         return FinishResult(running=memo["running"], cookie=dec(memo["cookie"]))
 
     def _image_whole(self, name: str, mid: str) -> bool:
         """True if ``name``'s incoming image matches the checksum Begin sent, or for v1
         (no description) the one the sender wrote beside it (no lock held)."""
-        dom = self._read()["domains"].get(name)
+        dom = self._read(name)["domains"].get(name)
         if dom is None or dom["job"] != mid:
             return False
         expected = dom["checksum"] or self._sent_with(mid).get("checksum")
@@ -259,18 +271,20 @@ class V3Steps(TestHost):
 
         Either is a no-op for a domain that is absent or has no job for this migration.
         """
-        with self._guarded(ctx, Step.CONFIRM):
+        with self._guarded(ctx, Step.CONFIRM, params.domain):
             if cancelled:
                 self._once(
                     memo_key(ctx.migration_id, Step.CONFIRM, cancelled),
                     lambda h: self._resume(h, params.domain, ctx.migration_id),
                     ctx=ctx,
+                    name=params.domain,
                 )
             else:
                 self._once(
                     memo_key(ctx.migration_id, Step.CONFIRM, cancelled),
                     lambda h: self._kill(h, params.domain, ctx.migration_id, params.flags),
                     ctx=ctx,
+                    name=params.domain,
                 )
         return ConfirmResult(cookie=b"")
 

@@ -127,7 +127,9 @@ class V2Flow:
             self.after_prepare_failed(e, run)
             return
         run.uri, run.cookie = out.value.uri, out.value.cookie
-        e.writes.outcome(run, self.ok[step], step, out, cookie_out=run.cookie, uri=run.uri)
+        e.writes.outcome(
+            run, self.ok[step], step, out, cookie_out=run.cookie, uri=run.uri, then=True
+        )
         self.perform(e, run)
 
     def _describe(self, e: Engine, run: Run, step: Step) -> bool:
@@ -138,8 +140,8 @@ class V2Flow:
         if not out.ok:
             return False
         run.description = out.value.description
-        e.writes.outcome(run, self.ok[step], step, out, description=run.description)
-        return True
+        e.writes.outcome(run, self.ok[step], step, out, description=run.description, then=True)
+        return True  # Prepare's intent follows
 
     def description(self, run: Run) -> str | None:
         """What Prepare is given of the domain."""
@@ -164,7 +166,7 @@ class V2Flow:
         run.cookie = out.value.cookie
         e.writes.outcome(
             run, self.ok[step], step, out, cookie_out=run.cookie, attempt=attempt,
-            detail=dict(out.value.stats) or None,
+            detail=dict(out.value.stats) or None, then=True,
         )  # fmt: skip
         self.finish(e, run, cancelled=False)
 

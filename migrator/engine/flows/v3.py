@@ -125,8 +125,9 @@ def begin(e: Engine, run: Run) -> bool:
         return False
     run.description, run.cookie = out.value.description, out.value.cookie
     e.writes.outcome(
-        run, Trigger.BEGIN_OK, Step.BEGIN, out, cookie_out=run.cookie, description=run.description
-    )
+        run, Trigger.BEGIN_OK, Step.BEGIN, out, cookie_out=run.cookie,
+        description=run.description, then=True,
+    )  # fmt: skip
     return True
 
 
@@ -149,7 +150,9 @@ def prepare(e: Engine, run: Run) -> bool:
     else:
         run.uri = out.value.uri
     run.cookie = out.value.cookie
-    e.writes.outcome(run, Trigger.PREPARE_OK, step, out, cookie_out=run.cookie, uri=run.uri or None)
+    e.writes.outcome(
+        run, Trigger.PREPARE_OK, step, out, cookie_out=run.cookie, uri=run.uri or None, then=True
+    )
     return True
 
 
@@ -203,7 +206,7 @@ def finish(
     run.cookie = out.value.cookie
     e.writes.outcome(
         run, Trigger.FINISH_OK, Step.FINISH, out, cookie_out=run.cookie, cancelled=cancelled,
-        attempt=attempt, detail={"running": running},
+        attempt=attempt, detail={"running": running}, then=True,
     )  # fmt: skip
     after_finish(e, run, cancelled=cancelled, running=running)
 

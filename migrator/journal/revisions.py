@@ -1,0 +1,10 @@
+"""The schema revisions this code knows (``migrations_db/``), without loading SQLAlchemy:
+the read commands check a SQLite journal's revision before they decide to load it."""
+
+from __future__ import annotations
+
+SCHEMA_HEAD = "0003"
+"""The Alembic head revision the tables of ``schema.py`` match."""
+
+KNOWN_REVISIONS = ("0001", "0002", "0003")
+"""Every revision this code can upgrade from, oldest first."""
