@@ -6,9 +6,10 @@ door for embedders (``from migrator import Coordinator`` comes through here).
 
 from __future__ import annotations
 
-from migrator.engine.coordinator import Coordinator, Recovered, new_coordinator_id
+from migrator.engine.coordinator import Coordinator, new_coordinator_id
 from migrator.engine.flows import ABORTABLE
 from migrator.engine.flows.v3 import ABORTED, NOT_STARTED
+from migrator.engine.orphans import Recovered
 from migrator.engine.run import Outcome, Run
 
 __all__ = [

@@ -8,17 +8,14 @@ call through ``steps.py``; every retry through ``retry.py``.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from migrator import limits
 from migrator.drivers.base import (
@@ -29,11 +26,11 @@ from migrator.drivers.base import (
     redact_uri,
     refuse_unhonoured,
 )
-from migrator.engine import lease, negotiation
+from migrator.engine import lease, negotiation, orphans
 from migrator.engine.flows import ABORTABLE, flow_for
-from migrator.engine.flows.base import RECOVERABLE, Engine, Plan
+from migrator.engine.flows.base import Engine
 from migrator.engine.observers import Hook, Hooks
-from migrator.engine.ownership import claimable
+from migrator.engine.orphans import Orphan, Recovered
 from migrator.engine.retry import RetryPolicy
 from migrator.engine.run import Connect, Run, resume
 from migrator.engine.steps import ProgressCallback, Steps
@@ -59,40 +56,10 @@ log = logging.getLogger(__name__)
 
 RECOVER_WORKERS = 8
 """Orphans ``recover`` brings to an end at once, by default."""
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-def in_order(
-    pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterator[T], *, window: int
-) -> Iterator[R]:
-    """``fn`` of each item on ``pool``, results in the items' order, at most ``window``
-    items read ahead (``Executor.map`` would read every item first)."""
-    pending: collections.deque[Future[R]] = collections.deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
 
 
 def new_coordinator_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-@dataclass(frozen=True)
-class Recovered:
-    """What ``recover`` did (or, with ``dry_run``, would do) with one migration."""
-
-    id: str
-    state: State
-    plan: Plan
-    claimed: bool = False
-    claimed_because: str | None = None
-    result: State | None = None
-    reason: str | None = None
-    note: str | None = None
 
 
 class Coordinator:
@@ -232,69 +199,76 @@ class Coordinator:
         A migration is claimed when its owner provably died (same host, process gone), its
         lease lapsed, or ``steal``; one whose owner is alive is reported and left alone.
         ``dry_run`` plans without claiming, calling or writing anything. The orphans are
-        read as a stream and recovered by ``workers`` threads at once (each migration by
-        one thread, its steps in order; their commits shared, ``docs/journal.md``); the
-        reports come in the order the journal lists them, newest first.
+        read as a stream, claimed a chunk at a time (``orphans.py``) and recovered by
+        ``workers`` threads at once (each migration by one thread, its steps in order;
+        their commits shared, ``docs/journal.md``); the reports come in the order the
+        journal lists them, newest first.
         """
-        orphans = iter(self.journal.stream(states=RECOVERABLE))  # acted on as they are read
         stopped: list[JournalUnavailable] = []  # the journal failed: the rest is not tried
+        window = 4 * max(1, workers)
+        found = orphans.found(
+            self.journal, self.id, stopped, chunk=window, steal=steal, claim=not dry_run
+        )
 
-        def one(migration: Migration) -> Recovered:
+        def one(orphan: Orphan) -> Recovered:
+            if orphan.failed is not None:
+                return orphans.report_stopped(self.journal, orphan.migration, orphan.failed)
             if stopped:
-                return _untouched(migration, f"not attempted: {stopped[0]}")
+                return orphans.report_untouched(orphan.migration, f"not attempted: {stopped[0]}")
             try:
-                return self.recover_one(migration, dry_run=dry_run, steal=steal)
+                return self._recover_found(orphan, dry_run=dry_run)
             except JournalUnavailable as exc:  # the journal fails them all: stop once, say why
                 stopped.append(exc)
-                return self._stopped(migration, exc)
+                return orphans.report_stopped(self.journal, orphan.migration, exc)
 
-        first = next(orphans, None)
+        first = next(found, None)
         if first is None:
             return []
         # The first alone: a journal that fails (locked, full) stops recovery once, before
         # other threads queue behind the same busy timeout.
         reports = [one(first)]
         if workers <= 1 or stopped:
-            return reports + [one(m) for m in orphans]
+            return reports + [one(o) for o in found]
         with ThreadPoolExecutor(workers, thread_name_prefix="migrator-recover") as pool:
-            return reports + list(in_order(pool, one, orphans, window=4 * workers))
+            return reports + list(orphans.in_order(pool, one, found, window=window))
 
     def recover_one(
         self, migration: Migration, *, dry_run: bool = False, steal: bool = False
     ) -> Recovered:
         """``recover`` for one migration: a worker's takeover (docs/workers.md). A journal
         that fails raises ``JournalUnavailable``; any other trouble is in the report."""
-        try:
-            return self._recover_one(migration, dry_run=dry_run, steal=steal)
-        except (HandedOver, JournalUnavailable):
-            raise
-        except MigratorError as exc:  # one migration's trouble must not stop the others
-            return self._stopped(migration, exc)
-
-    def _stopped(self, migration: Migration, exc: MigratorError) -> Recovered:
-        """The report of a migration whose recovery stopped on ``exc``."""
-        try:
-            state = self.journal.get(migration.id).state
-        except MigratorError:
-            state = migration.state
-        plan = flow_for(migration.protocol).plan(migration, [])
-        note = f"recovery stopped: {exc}"
-        return Recovered(migration.id, migration.state, plan, True, None, state, None, note)
-
-    def _recover_one(self, migration: Migration, *, dry_run: bool, steal: bool) -> Recovered:
-        flow = flow_for(migration.protocol)
-        history = self.journal.history(migration.id)
-        plan = flow.plan(migration, history)
-        why = claimable(migration, steal=steal)
-        report = Recovered(migration.id, migration.state, plan, claimed_because=why)
-        if dry_run or why is None:
-            return report
+        orphan = orphans.planned(migration, self.journal.history(migration.id), steal=steal)
+        if dry_run or orphan.because is None:
+            return orphan.report
         try:
             claimed = self.journal.claim(migration, self.id)
         except FenceLost:
+            return dataclasses.replace(orphan.report, note="claimed by another coordinator")
+        return self._recover_found(dataclasses.replace(orphan, claimed=claimed))
+
+    def _recover_found(self, orphan: Orphan, *, dry_run: bool = False) -> Recovered:
+        """Carry out the plan of an orphan as read (and claimed, if it was)."""
+        report = orphan.report
+        if dry_run or orphan.because is None:
+            return report
+        if orphan.claimed is None:
             return dataclasses.replace(report, note="claimed by another coordinator")
+        if orphans.lease_left(orphan.claimed) < 2 * self.journal.lease_seconds / 3:
+            try:  # claimed a while ago with its chunk: still ours?
+                self.journal.heartbeat(orphan.claimed)
+            except FenceLost:
+                return dataclasses.replace(report, note="claimed by another coordinator")
         try:
-            run = resume(claimed, history, self.connect)
+            return self._carry_out(orphan, orphan.claimed)
+        except (HandedOver, JournalUnavailable):
+            raise
+        except MigratorError as exc:  # one migration's trouble must not stop the others
+            return orphans.report_stopped(self.journal, orphan.migration, exc)
+
+    def _carry_out(self, orphan: Orphan, claimed: Migration) -> Recovered:
+        migration, plan, report = orphan.migration, orphan.plan, orphan.report
+        try:
+            run = resume(claimed, orphan.history, self.connect)
         except MigratorError as exc:
             return dataclasses.replace(report, note=f"cannot reach its hosts: {exc}")
         try:
@@ -303,11 +277,11 @@ class Coordinator:
                 "action": str(plan.action),
                 "plan": plan.text,
                 "previous_owner": migration.owner,
-                "because": why,
+                "because": orphan.because,
             }
             self.engine.writes.note(run, EventDraft(kind=EventKind.RECOVERY, detail=detail))
             with self._driving(run):
-                flow.carry_out(self.engine, run, plan)
+                flow_for(migration.protocol).carry_out(self.engine, run, plan)
         finally:
             run.release()
         return dataclasses.replace(
@@ -406,11 +380,6 @@ class Coordinator:
         refuse_unhonoured(flags, src, dst)
         params = MigrationParams(domain=domain, flags=flags, dname=dname, bandwidth=bandwidth)
         return params, version
-
-
-def _untouched(migration: Migration, note: str) -> Recovered:
-    plan = flow_for(migration.protocol).plan(migration, [])
-    return Recovered(migration.id, migration.state, plan, note=note)
 
 
 def _best_effort_probe(driver: Driver, domain: str) -> DomainState | None:

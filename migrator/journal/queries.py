@@ -7,7 +7,7 @@ owns the connections (``docs/journal.md``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -35,6 +35,14 @@ def fence_and_owner(conn: sa.Connection, migration_id: str) -> tuple[int, str | 
     query = sa.select(migrations.c.fence, migrations.c.owner).where(migrations.c.id == migration_id)
     row = conn.execute(query).one_or_none()
     return None if row is None else (int(row.fence), row.owner)
+
+
+def fences_and_owners(conn: sa.Connection, ids: Sequence[str]) -> dict[str, tuple[int, str | None]]:
+    """The fence and owner of each migration of ``ids`` that exists, by id."""
+    query = sa.select(migrations.c.id, migrations.c.fence, migrations.c.owner).where(
+        migrations.c.id.in_(ids)
+    )
+    return {row.id: (int(row.fence), row.owner) for row in conn.execute(query)}
 
 
 def advanced(

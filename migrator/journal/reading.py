@@ -124,6 +124,10 @@ class Reads:
                 return
             after = page[-1]
 
+    def histories(self, ids: Sequence[str]) -> dict[str, builtins.list[Event]]:
+        """Every event of each migration of ``ids``, oldest first, in one query."""
+        return self._read(lambda db: reads.histories(db, ids))
+
     def history(self, migration_id: str) -> builtins.list[Event]:
         """Every event of a migration, oldest first."""
         return self._read(lambda db: reads.history(db, migration_id))

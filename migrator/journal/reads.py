@@ -199,6 +199,18 @@ def history(db: Db, migration_id: str) -> list[Event]:
     return [event_of(row, db.flavor) for row in found]
 
 
+def histories(db: Db, ids: Sequence[str]) -> dict[str, list[Event]]:
+    """Every event of each migration of ``ids``, oldest first, in one query."""
+    out: dict[str, list[Event]] = {i: [] for i in ids}
+    if not ids:
+        return out
+    params: dict[str, Any] = {}
+    chosen = in_list("migration_id", "m", ids, params)
+    for row in db.rows(f"{_EVENTS} WHERE {chosen} ORDER BY migration_id, seq", params):
+        out[row[0]].append(event_of(row, db.flavor))
+    return out
+
+
 def event_forms(db: Db, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
     """The JSON form of every event of each migration of ``ids``, oldest first, in one
     query (``rows.event_form_of``: no record is made)."""

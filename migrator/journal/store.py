@@ -220,6 +220,12 @@ class Journal(Reads):
         """
         return self._writer.claim(migration, owner)
 
+    def claim_all(self, found: Sequence[Migration], owner: str) -> dict[str, Migration]:
+        """``claim`` each of ``found`` in one statement and one commit (``recover``); the
+        ones claimed, by id. Each is conditional on the fence it was read with: one claimed
+        by another coordinator meanwhile is left out."""
+        return self._writer.claim_all(found, owner)
+
     def request_abort(self, migration_id: str, *, states: Iterable[State]) -> bool:
         """Persist an abort request if the migration is still in one of ``states``."""
         return self._writer.request_abort(migration_id, states=states)

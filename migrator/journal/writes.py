@@ -348,6 +348,39 @@ class Writer:
             migration, owner=owner, fence=migration.fence + 1, lease_expires_at=lease
         )
 
+    def claim_all(self, found: Sequence[Migration], owner: str) -> dict[str, Migration]:
+        """``claim`` for each of ``found`` in one statement and one commit; the ones claimed,
+        by id. Each is conditional on the fence it was read with, as ``claim`` is: one that
+        another coordinator claimed meanwhile is left out, never taken."""
+        if not found:
+            return {}
+        lease = self._lease(now())
+        fences = {m.id: m.fence for m in found}
+        stmt = (
+            migrations.update()
+            .where(  # the ids alone first: SQLite serves them from the primary key
+                _C.id.in_(list(fences)), sa.tuple_(_C.id, _C.fence).in_(list(fences.items()))
+            )
+            .values(owner=owner, fence=_C.fence + 1, lease_expires_at=lease)
+            .returning(_C.id)
+        )
+        statement = Statement(stmt, self.engine.dialect, expand=True)
+
+        def verify(conn: sa.Connection) -> set[str] | None:
+            now_held = queries.fences_and_owners(conn, list(fences))
+            won = {i for i, held in now_held.items() if held == (fences[i] + 1, owner)}
+            return won or None  # none: the statement did not commit, or claimed nothing
+
+        def claim(cursor: Any) -> set[str]:
+            return {str(row[0]) for row in statement.execute(cursor).fetchall()}
+
+        won = self.run(claim, verify=verify)
+        return {
+            m.id: rows.replace(m, owner=owner, fence=m.fence + 1, lease_expires_at=lease)
+            for m in found
+            if m.id in won
+        }
+
     def request_abort(self, migration_id: str, *, states: Iterable[State]) -> bool:
         stmt = (
             migrations.update()

@@ -34,6 +34,23 @@ def test_a_claim_raises_the_fence_and_shuts_out_the_old_owner(journal: Journal) 
     journal.heartbeat(new)
 
 
+def test_claim_all_claims_each_at_the_fence_it_was_read_with(journal: Journal) -> None:
+    """One claimed by another after it was read is left out, with its new owner kept."""
+    a, b, c = _new(journal), _new(journal), _new(journal)
+    journal.claim(b, "c2")
+    claimed = journal.claim_all([a, b, c], "c3")
+    assert sorted(claimed) == sorted([a.id, c.id])
+    assert {(m.owner, m.fence) for m in claimed.values()} == {("c3", 2)}
+    assert [(journal.get(m.id).owner, journal.get(m.id).fence) for m in (a, b, c)] == [
+        ("c3", 2),
+        ("c2", 2),
+        ("c3", 2),
+    ]
+    journal.heartbeat(claimed[a.id])
+    with pytest.raises(FenceLost):
+        journal.heartbeat(a)
+
+
 def test_progress_of_a_lost_owner_is_not_kept(journal: Journal) -> None:
     old = _new(journal)
     journal.claim(old, "c2")
