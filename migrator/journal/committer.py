@@ -4,13 +4,16 @@ A write is a unit of work, ``work(cursor) -> result``, that ``Committer.run`` co
 before it returns (``docs/journal.md``, the write-ahead rule):
 
 - **SQLite** (one writer at a time, one held connection): *group commit*. A caller queues
-  its unit and takes the commit lock; whoever holds the lock drains the queue and runs every
-  unit queued so far in one transaction, each inside its own savepoint, then commits once.
-  While one batch waits for its ``fsync``, the next one gathers, so 32 threads in flight
-  share a commit instead of queueing for 32. A unit that fails (a compare-and-set that finds
-  no row is not a failure: its unit returns that) rolls back to its savepoint and fails
-  alone; a failed commit fails the whole batch, and no caller of it is told it committed.
-  A lone caller runs its unit without a savepoint: sequential writes pay nothing more.
+  its unit; if no batch is being led it leads one: it takes the commit lock, drains the
+  queue and runs every unit queued so far in one transaction, each inside its own
+  savepoint, then commits once. While one batch waits for its ``fsync``, the next one
+  gathers, so 32 threads in flight share a commit instead of queueing for 32. Each waiting
+  writer sleeps on a lock of its own, released once: when its batch ended, or to make it
+  lead the next one (no convoy on the commit lock, no broadcast). A unit that fails (a
+  compare-and-set that finds no row is not a failure: its unit returns that) rolls back to
+  its savepoint and fails alone; a failed commit fails the whole batch, and no caller of it
+  is told it committed. A lone caller runs its unit without a savepoint: sequential writes
+  pay nothing more.
 - **PostgreSQL** (the server commits concurrent transactions together): each unit runs in a
   transaction of its own on a held DBAPI connection taken from a free list (a pool checkout
   and reset per commit costs more than the commit), at most ``WRITERS`` at once, so
@@ -46,15 +49,20 @@ Work = Callable[[Any], Any]
 
 
 class _Unit:
-    """One queued write and, once its batch ended, what it gave."""
+    """One queued write and, once its batch ended, what it gave.
 
-    __slots__ = ("done", "error", "result", "work")
+    ``wake`` is held from the start; releasing it wakes the writer waiting for the unit:
+    its batch ended (``done``), or it is handed the lead of the next batch."""
+
+    __slots__ = ("done", "error", "result", "wake", "work")
 
     def __init__(self, work: Work) -> None:
         self.work = work
         self.result: Any = None
         self.error: BaseException | None = None
         self.done = False
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class _Held:
@@ -88,7 +96,8 @@ class Committer:
         self._dbapi_error: type[Exception] = self._dbapi_module.Error
         self._lock = threading.Lock()  # SQLite: the commit lock; elsewhere: the free list
         self._queue: list[_Unit] = []
-        self._queue_lock = threading.Lock()
+        self._mutex = threading.Lock()  # SQLite: the queue, and whether a batch is being led
+        self._leading = False
         self._free: list[_Held] = []
         self._writers = threading.BoundedSemaphore(WRITERS)  # elsewhere: held at most
 
@@ -104,17 +113,53 @@ class Committer:
             with self.transaction(single=single) as cursor:
                 return work(cursor)
         unit = _Unit(work)
-        with self._queue_lock:
+        with self._mutex:
             self._queue.append(unit)
-        with self._lock:
-            if not unit.done:  # no batch took it yet: lead the next one
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                self._batch(batch)
+            waits, self._leading = self._leading, True
+        if waits:
+            try:
+                unit.wake.acquire()  # until its batch ended, or it is handed the lead
+            except BaseException:  # interrupted (Ctrl-C) while it waited
+                self._withdraw(unit)
+                raise
+        if not unit.done:
+            self._lead()
         if unit.error is not None:
             raise unit.error
         result: T = unit.result
         return result
+
+    def _lead(self) -> None:
+        """Commit every unit queued so far as one batch, wake their writers, then hand the
+        lead to the oldest writer still waiting, if any (each waiter is woken once: no
+        convoy on a lock, no broadcast)."""
+        batch: list[_Unit] = []
+        try:
+            with self._lock:  # another transaction may hold it: what queues meanwhile joins
+                with self._mutex:
+                    batch, self._queue = self._queue, []
+                self._batch(batch)
+        finally:
+            for queued in batch:
+                queued.wake.release()
+            with self._mutex:
+                if self._queue:
+                    self._queue[0].wake.release()  # it leads the next batch
+                else:
+                    self._leading = False
+
+    def _withdraw(self, unit: _Unit) -> None:
+        """``unit``'s writer stops waiting: a unit no batch took is never run, and a lead
+        it was handed passes on, so the writers after it are not left waiting."""
+        with self._mutex:
+            if unit not in self._queue:
+                return  # a batch runs it; that batch's leader hands the lead on
+            self._queue.remove(unit)
+            if unit.wake.acquire(blocking=False):  # it had been handed the lead
+                if self._queue:
+                    self._queue[0].wake.release()
+                else:
+                    self._leading = False
 
     def _batch(self, batch: list[_Unit]) -> None:
         """Every unit of ``batch`` in one transaction on the held connection (lock held)."""
