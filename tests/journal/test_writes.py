@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +129,29 @@ def test_writes_queued_together_share_one_commit_and_each_fails_alone(journal: J
     assert isinstance(outcomes["bad"], JournalUnavailable)
     assert [e.seq for e in journal.history(good.id)] == [1]
     assert journal.history(stale.id) == []
+
+
+def test_a_writer_that_stops_waiting_passes_on_the_lead_it_was_handed(tmp_path: Path) -> None:
+    """A writer interrupted (Ctrl-C) while it waits for a batch: its unit, not taken by any
+    batch, is never run, and a lead it had been handed passes to the next writer, so no
+    one is left waiting for a leader that is gone."""
+    from migrator.journal.committer import _Unit
+
+    with Journal.open(f"sqlite:///{tmp_path / 'journal.db'}") as journal:
+        committer = journal._writer.committer
+        ran: list[str] = []
+        gone, after = _Unit(lambda c: ran.append("gone")), _Unit(lambda c: ran.append("after"))
+        committer._queue[:] = [gone, after]
+        committer._leading = True
+        gone.wake.release()  # the leader that just finished handed it the lead
+        committer._withdraw(gone)
+        assert committer._queue == [after]
+        assert after.wake.acquire(blocking=False), "the lead was not passed on"
+        committer._lead()  # what ``after``'s writer does once woken
+        assert ran == ["after"] and after.done and not committer._leading
+        lone = _Unit(lambda c: None)
+        committer._queue[:] = [lone]
+        committer._leading = True
+        lone.wake.release()
+        committer._withdraw(lone)
+        assert committer._queue == [] and not committer._leading
