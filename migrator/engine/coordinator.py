@@ -54,7 +54,7 @@ from migrator.states import State
 
 log = logging.getLogger(__name__)
 
-RECOVER_WORKERS = 8
+RECOVER_WORKERS = 16
 """Orphans ``recover`` brings to an end at once, by default."""
 
 
@@ -279,7 +279,8 @@ class Coordinator:
                 "previous_owner": migration.owner,
                 "because": orphan.because,
             }
-            self.engine.writes.note(run, EventDraft(kind=EventKind.RECOVERY, detail=detail))
+            recovery = EventDraft(kind=EventKind.RECOVERY, detail=detail)
+            self.engine.writes.note(run, recovery, then=True)  # commits with the plan's first
             with self._driving(run):
                 flow_for(migration.protocol).carry_out(self.engine, run, plan)
         finally:

@@ -63,9 +63,12 @@ class HookEvent:
 Hook = Callable[[HookEvent], None]
 
 
+_DRAFT_FIELDS = tuple(f.name for f in fields(EventDraft))
+
+
 def committed_event(migration: Migration, draft: EventDraft, coordinator: str | None) -> Event:
     """The event ``Journal.record`` just committed, rebuilt from its draft and result."""
-    values = {f.name: getattr(draft, f.name) for f in fields(EventDraft)}
+    values = {name: getattr(draft, name) for name in _DRAFT_FIELDS}
     return Event(
         migration_id=migration.id,
         seq=migration.last_seq,

@@ -124,6 +124,7 @@ class Steps:
             aborted=self._abort_check(run),
         )
         self._fence_check(run, step)
+        self.writes.flush(run)  # a staged note (recovery replaying a step) is durable first
         start = time.monotonic()
         watched = run.blocking
         try:

@@ -107,9 +107,19 @@ class WriteAhead:
         """
         self._commit(run, Change(draft, next_state(run.state, trigger), reason))
 
-    def note(self, run: Run, draft: EventDraft, *, reason: Reason = KEEP_REASON) -> None:
-        """Commit an event that does not change the state (a probe, a recovery note)."""
-        self._commit(run, Change(draft, run.state, reason))
+    def note(
+        self, run: Run, draft: EventDraft, *, reason: Reason = KEEP_REASON, then: bool = False
+    ) -> None:
+        """Commit an event that does not change the state (a probe, a recovery note).
+
+        ``then``: the run goes on at once; the note is staged like an outcome, to commit
+        with the next write, which is durable before any hook is called (``Steps.call``
+        flushes)."""
+        change = Change(draft, run.state, reason)
+        if then and not self.failpoints.covers(noted(draft), "noted"):
+            run.staged.append(change)
+            return
+        self._commit(run, change)
         self.failpoints.hit(noted(draft), "noted")  # replay stops here for a crash after it
 
     def flush(self, run: Run) -> None:
@@ -131,8 +141,11 @@ class WriteAhead:
             self.hooks.after_commit(migration, done.draft, before, self.coordinator_id)
             before = migration.state
         for done in staged:
-            assert done.draft.step is not None
-            self.failpoints.hit(done.draft.step, "recorded")
+            if done.draft.kind in (EventKind.OK, EventKind.ERROR):
+                assert done.draft.step is not None
+                self.failpoints.hit(done.draft.step, "recorded")
+            else:
+                self.failpoints.hit(noted(done.draft), "noted")
 
     def give_up(self, run: Run, reason: str) -> None:
         """IN_DOUBT: the engine cannot tell where the domain runs, and stops."""

@@ -119,12 +119,13 @@ def test_one_keeper_thread_renews_the_leases_of_concurrent_migrations(
         ends[name] = coordinator.migrate(name, src=hosts.src, dst=hosts.dst).state
 
     threads = [threading.Thread(target=one, args=(name,)) for name in domains]
+    before = set(_keeper_threads())  # other tests' coordinators may still have theirs
     try:
         for t in threads:
             t.start()
         held.wait()  # all three are in Perform's intent, their hooks sleeping
         time.sleep(2 * LEASE)
-        keepers.append(sum(t.name == "migrator-lease" for t in threading.enumerate()))
+        keepers.append(len(set(_keeper_threads()) - before))
         reports.append(Coordinator(journal, coordinator_id="elsewhere:1:other").recover())
         for t in threads:
             t.join()
@@ -135,3 +136,7 @@ def test_one_keeper_thread_renews_the_leases_of_concurrent_migrations(
     assert keepers == [1]
     [found] = reports
     assert len(found) == 3 and not any(r.claimed for r in found), found
+
+
+def _keeper_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "migrator-lease"]
