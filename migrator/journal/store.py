@@ -142,30 +142,9 @@ class Journal(Reads):
             owner=owner,
         )
 
-    def create(
-        self,
-        *,
-        domain: str,
-        src: str,
-        dst: str,
-        protocol: int,
-        flags: int,
-        bandwidth: int,
-        owner: str,
-        dname: str | None = None,
-    ) -> Migration:
-        """Record a NEW migration owned by ``owner`` with fence 1."""
-        record = self.new(
-            domain=domain,
-            dname=dname,
-            src=src,
-            dst=dst,
-            protocol=protocol,
-            flags=flags,
-            bandwidth=bandwidth,
-            owner=owner,
-        )
-        return self._writer.create(record)
+    def create(self, **fields: Any) -> Migration:
+        """Record a NEW migration (``fields`` as ``new``'s) owned by its ``owner``, fence 1."""
+        return self._writer.create(self.new(**fields))
 
     def record(
         self,
