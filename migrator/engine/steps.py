@@ -169,7 +169,7 @@ class Steps:
                 error_message=reasons.error_text(exc),
                 duration=time.monotonic() - start,
             )
-            self.writes.note(run, draft)
+            self.writes.note(run, draft, then=True)  # commits with what it leads to
             return None
         detail: dict[str, Any] = {"host": host, "domain": domain, "state": str(result.state)}
         if result.detail:
@@ -181,7 +181,7 @@ class Steps:
             detail=detail,
             duration=time.monotonic() - start,
         )
-        self.writes.note(run, draft)
+        self.writes.note(run, draft, then=True)  # commits with what it leads to
         return result
 
     def _abort_check(self, run: Run) -> Callable[[], bool]:

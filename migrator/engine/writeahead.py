@@ -131,15 +131,21 @@ class WriteAhead:
         staged, run.staged = run.staged, []
         changes = staged if change is None else [*staged, change]
         before = run.migration.state
+        observed = bool(self.hooks)  # observers see the migration as of each event
         migrations = self.journal.record_changes(
-            run.migration, changes, coordinator=self.coordinator_id, insert=run.unwritten
+            run.migration,
+            changes,
+            coordinator=self.coordinator_id,
+            insert=run.unwritten,
+            each=observed,
         )
         run.unwritten = False
         run.migration = migrations[-1]
         run.model.state = run.migration.state
-        for migration, done in zip(migrations, changes, strict=True):
-            self.hooks.after_commit(migration, done.draft, before, self.coordinator_id)
-            before = migration.state
+        if observed:
+            for migration, done in zip(migrations, changes, strict=True):
+                self.hooks.after_commit(migration, done.draft, before, self.coordinator_id)
+                before = migration.state
         for done in staged:
             if done.draft.kind in (EventKind.OK, EventKind.ERROR):
                 assert done.draft.step is not None

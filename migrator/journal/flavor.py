@@ -27,6 +27,8 @@ def sqlite_text(value: datetime | None) -> str | None:
     """A timestamp as SQLite's journal stores it: naive UTC, microseconds, a space."""
     if value is None:
         return None
+    if value.tzinfo is UTC:  # the journal's own times: drop the "+00:00"
+        return value.isoformat(" ", "microseconds")[:26]
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 

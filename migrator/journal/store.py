@@ -173,15 +173,18 @@ class Journal(Reads):
         *,
         coordinator: str | None = None,
         insert: bool = False,
+        each: bool = True,
     ) -> list[Migration]:
         """Append several events in one transaction, as ``record`` appends one; the
         migration ends in the last change's state. Returns the migration as of each event.
 
         ``insert``: ``migration`` is a record from ``new``, written in the same transaction
-        (with no change, written alone)."""
+        (with no change, written alone). Unless ``each``, only the last is returned."""
         if not changes:
             return [self._writer.create(migration)] if insert else [migration]
-        return self._writer.record(migration, changes, coordinator=coordinator, insert=insert)
+        return self._writer.record(
+            migration, changes, coordinator=coordinator, insert=insert, each=each
+        )
 
     def set_progress(self, migration: Migration, progress: dict[str, Any]) -> None:
         """Keep the last progress sample of a long step (not an event: it is overwritten)."""

@@ -117,6 +117,7 @@ class Writer:
         self.engine = engine
         self.url = url
         self.lease_seconds = lease_seconds
+        self._lease_length = timedelta(seconds=lease_seconds)
         self.pin = resilience.Pin(engine, url)
         self.retry_seconds = resilience.retry_seconds(engine)
         self.committer = Committer(engine, url, self.pin)
@@ -129,6 +130,7 @@ class Writer:
         self._claim = Statement(_CLAIM, dialect)
         self._one_statement = dialect.name == "postgresql"
         self._appends: dict[tuple[int, bool], Statement] = {}
+        self._claims: dict[int, Statement] = {}
 
     def transaction(self) -> contextlib.AbstractContextManager[Any]:
         """One transaction of its own (``Committer.transaction``); yields a cursor."""
@@ -175,7 +177,7 @@ class Writer:
         self.committer.close()
 
     def _lease(self, at: datetime) -> datetime:
-        return at + timedelta(seconds=self.lease_seconds)
+        return at + self._lease_length
 
     # -- migrations ----------------------------------------------------------------------
 
@@ -206,10 +208,12 @@ class Writer:
         *,
         coordinator: str | None,
         insert: bool = False,
+        each: bool = True,
     ) -> list[Migration]:
         """Append each change's event and move to the last one's state, in one transaction,
-        or refuse (see ``Journal.record_changes``); the migration as of each event.
-        ``insert``: ``migration`` is ``new``'s record, written in the same transaction."""
+        or refuse (see ``Journal.record_changes``); the migration as of each event (as of
+        the last only, unless ``each``). ``insert``: ``migration`` is ``new``'s record,
+        written in the same transaction."""
         at = now()
         final = changes[-1].state
         finished = at if final in TERMINAL else None
@@ -286,6 +290,7 @@ class Writer:
             raise self._refused(migration, changes[0].state)
         seq, aborted = done
         first = seq - n + 1
+        shown = enumerate(changes) if each else [(n - 1, changes[-1])]
         return [
             rows.replace(
                 migration,
@@ -296,8 +301,32 @@ class Writer:
                 finished_at=at if c.state in TERMINAL else None,
                 abort_requested=aborted,
             )
-            for k, c in enumerate(changes)
+            for k, c in shown
         ]
+
+    def _claim_all(self, n: int) -> Statement:
+        """``_CLAIM`` for ``n`` migrations at once, compiled once for each ``n``."""
+        statement = self._claims.get(n)
+        if statement is None:
+            ids = [sa.bindparam(f"claim_id_{k}", type_=_C.id.type) for k in range(n)]
+            pairs = [
+                sa.tuple_(ids[k], sa.bindparam(f"claim_fence_{k}", type_=sa.Integer))
+                for k in range(n)
+            ]
+            stmt = (
+                migrations.update()
+                .where(  # the ids alone first: SQLite serves them from the primary key
+                    _C.id.in_(ids), sa.tuple_(_C.id, _C.fence).in_(pairs)
+                )
+                .values(
+                    owner=sa.bindparam("owner"),
+                    fence=_C.fence + 1,
+                    lease_expires_at=sa.bindparam("lease"),
+                )
+                .returning(_C.id)
+            )
+            statement = self._claims[n] = Statement(stmt, self.engine.dialect)
+        return statement
 
     def _append(self, n: int, *, insert: bool) -> Statement:
         statement = self._appends.get((n, insert))
@@ -356,15 +385,10 @@ class Writer:
             return {}
         lease = self._lease(now())
         fences = {m.id: m.fence for m in found}
-        stmt = (
-            migrations.update()
-            .where(  # the ids alone first: SQLite serves them from the primary key
-                _C.id.in_(list(fences)), sa.tuple_(_C.id, _C.fence).in_(list(fences.items()))
-            )
-            .values(owner=owner, fence=_C.fence + 1, lease_expires_at=lease)
-            .returning(_C.id)
-        )
-        statement = Statement(stmt, self.engine.dialect, expand=True)
+        statement = self._claim_all(len(fences))
+        values: dict[str, Any] = {"owner": owner, "lease": lease}
+        for k, (mid, fence) in enumerate(fences.items()):
+            values[f"claim_id_{k}"], values[f"claim_fence_{k}"] = mid, fence
 
         def verify(conn: sa.Connection) -> set[str] | None:
             now_held = queries.fences_and_owners(conn, list(fences))
@@ -372,7 +396,7 @@ class Writer:
             return won or None  # none: the statement did not commit, or claimed nothing
 
         def claim(cursor: Any) -> set[str]:
-            return {str(row[0]) for row in statement.execute(cursor).fetchall()}
+            return {str(row[0]) for row in statement.execute(cursor, values).fetchall()}
 
         won = self.run(claim, verify=verify)
         return {
