@@ -126,15 +126,17 @@ class Steps:
         self._fence_check(run, step)
         self.writes.flush(run)  # a staged note (recovery replaying a step) is durable first
         start = time.monotonic()
-        watched = run.blocking
         try:
-            value = self.runner.call(
-                lambda: hook(ctx),
-                step=str(step),
-                timeout=timeout if watched else None,
-                tick=(lambda: self.journal.heartbeat(run.migration)) if watched else None,
-                tick_every=self.journal.lease_seconds / 3,
-            )
+            if run.blocking:
+                value = self.runner.call(
+                    lambda: hook(ctx),
+                    step=str(step),
+                    timeout=timeout,
+                    tick=lambda: self.journal.heartbeat(run.migration),
+                    tick_every=self.journal.lease_seconds / 3,
+                )
+            else:  # hooks that never block are called inline (``Driver.blocking``)
+                value = hook(ctx)
         except JournalError:
             raise  # the heartbeat lost the lease: stop driving at once
         except Exception as exc:  # noqa: BLE001 -- every driver failure becomes journal data
