@@ -15,7 +15,9 @@ Every error the library raises on purpose derives from :class:`MigratorError`::
     │   ├── JournalUnavailable     cannot connect, not a database, locked, disk full
     │   │   └── JournalReplaced    the database is not the one this journal opened
     │   ├── SchemaOutOfDate        the schema is older (or newer) than this code
-    │   └── FenceLost              another coordinator owns the migration now
+    │   ├── FenceLost              another coordinator owns the migration now
+    │   ├── StateConflict          a conditional write found another state
+    │   └── AbortRequested         a write conditional on no abort found one (internal)
     ├── IllegalTransition          a trigger the state machine refuses
     ├── CoordinatorCrashed         recovery's record of a step cut short by a crash
     ├── HandedOver                 a stopping worker left a migration at a step boundary
@@ -148,6 +150,16 @@ class StateConflict(JournalError):
             f"migration {migration_id} is {found}, not {expected}: its move to {wanted}"
             " lost to another write"
         )
+
+
+class AbortRequested(JournalError):
+    """A write made on condition that no abort was requested found one; nothing of it was
+    written (``Journal.record_changes(..., unless_aborted=True)``). The engine acts on it:
+    it never reaches a caller."""
+
+    def __init__(self, *, migration_id: str) -> None:
+        self.migration_id = migration_id
+        super().__init__(f"migration {migration_id}: an abort was requested")
 
 
 class CoordinatorCrashed(MigratorError):

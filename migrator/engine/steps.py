@@ -87,12 +87,20 @@ class Steps:
             runner.close()
 
     def step(
-        self, run: Run, draft: EventDraft, hook: Hook, failed: Trigger, *, replay: bool = False
+        self,
+        run: Run,
+        draft: EventDraft,
+        hook: Hook,
+        failed: Trigger,
+        *,
+        replay: bool = False,
+        unless_aborted: bool = False,
     ) -> Outcome:
         """Intent, call, and on failure the failed outcome; the caller records success.
 
         ``replay`` calls the hook again under the intent already journaled (recovery of a
         crash between intent and outcome): same inputs, the attempt number of ``draft``.
+        ``unless_aborted``: see ``WriteAhead.intent`` (``AbortRequested``: not started).
         """
         step = draft.step
         assert step is not None
@@ -103,7 +111,7 @@ class Steps:
                 self.writes.flush(run)  # a staged outcome is not lost to a handover
                 raise
         if not replay:
-            self.writes.intent(run, START[step], draft)
+            self.writes.intent(run, START[step], draft, unless_aborted=unless_aborted)
         out = self.call(run, step, hook, attempt=draft.attempt)
         if not out.ok:
             self.writes.outcome(

@@ -26,6 +26,7 @@ from typing import Any
 from migrator.engine import reasons
 from migrator.engine.observers import Hooks
 from migrator.engine.run import Outcome, Run
+from migrator.errors import AbortRequested
 from migrator.failpoints import Failpoints
 from migrator.journal.store import Journal
 from migrator.records import KEEP_REASON, Change, EventDraft, EventKind, Reason
@@ -49,10 +50,21 @@ class WriteAhead:
         self.failpoints = failpoints
 
     def intent(
-        self, run: Run, trigger: Trigger, draft: EventDraft, *, reason: Reason = KEEP_REASON
+        self,
+        run: Run,
+        trigger: Trigger,
+        draft: EventDraft,
+        *,
+        reason: Reason = KEEP_REASON,
+        unless_aborted: bool = False,
     ) -> None:
-        """Commit a step's intent (``draft.step``), before its hook is called."""
-        self.transition(run, trigger, draft, reason=reason)
+        """Commit a step's intent (``draft.step``), before its hook is called.
+
+        ``unless_aborted``: the intent holds only if no abort is requested when it commits
+        (Finish going forward); if one is, what was staged commits alone, the intent does
+        not, and ``AbortRequested`` is raised for the flow to cancel instead."""
+        change = Change(draft, next_state(run.state, trigger), reason)
+        self._commit(run, change, unless_aborted=unless_aborted)
         assert draft.step is not None
         self.failpoints.hit(draft.step, "intent")
 
@@ -127,18 +139,24 @@ class WriteAhead:
         if run.staged or run.unwritten:
             self._commit(run, None)
 
-    def _commit(self, run: Run, change: Change | None) -> None:
+    def _commit(self, run: Run, change: Change | None, *, unless_aborted: bool = False) -> None:
         staged, run.staged = run.staged, []
         changes = staged if change is None else [*staged, change]
         before = run.migration.state
         observed = bool(self.hooks)  # observers see the migration as of each event
-        migrations = self.journal.record_changes(
-            run.migration,
-            changes,
-            coordinator=self.coordinator_id,
-            insert=run.unwritten,
-            each=observed,
-        )
+        try:
+            migrations = self.journal.record_changes(
+                run.migration,
+                changes,
+                coordinator=self.coordinator_id,
+                insert=run.unwritten,
+                each=observed,
+                unless_aborted=unless_aborted,
+            )
+        except AbortRequested:
+            run.staged = staged
+            self.flush(run)  # the outcomes it carried are durable before the flow goes on
+            raise
         run.unwritten = False
         run.migration = migrations[-1]
         run.model.state = run.migration.state

@@ -18,11 +18,13 @@ from migrator.records import Migration
 from migrator.states import TERMINAL, State
 
 
-def fence_and_state(conn: sa.Connection, migration_id: str) -> tuple[int, str] | None:
-    """The migration's current fence and state, or None if it does not exist."""
-    query = sa.select(migrations.c.fence, migrations.c.state).where(migrations.c.id == migration_id)
+def fence_and_state(conn: sa.Connection, migration_id: str) -> tuple[int, str, bool] | None:
+    """The migration's current fence, state and abort request, or None if it does not
+    exist."""
+    c = migrations.c
+    query = sa.select(c.fence, c.state, c.abort_requested).where(c.id == migration_id)
     row = conn.execute(query).one_or_none()
-    return None if row is None else (int(row.fence), str(row.state))
+    return None if row is None else (int(row.fence), str(row.state), bool(row.abort_requested))
 
 
 def exists(conn: sa.Connection, migration_id: str) -> bool:

@@ -174,16 +174,25 @@ class Journal(Reads):
         coordinator: str | None = None,
         insert: bool = False,
         each: bool = True,
+        unless_aborted: bool = False,
     ) -> list[Migration]:
         """Append several events in one transaction, as ``record`` appends one; the
         migration ends in the last change's state. Returns the migration as of each event.
 
         ``insert``: ``migration`` is a record from ``new``, written in the same transaction
-        (with no change, written alone). Unless ``each``, only the last is returned."""
+        (with no change, written alone). Unless ``each``, only the last is returned.
+        ``unless_aborted``: nothing is written, and ``AbortRequested`` raised, if an abort
+        of the migration is requested by the time of the commit (the compare-and-set
+        includes it: docs/journal.md, "Commits")."""
         if not changes:
             return [self._writer.create(migration)] if insert else [migration]
         return self._writer.record(
-            migration, changes, coordinator=coordinator, insert=insert, each=each
+            migration,
+            changes,
+            coordinator=coordinator,
+            insert=insert,
+            each=each,
+            unless_aborted=unless_aborted,
         )
 
     def set_progress(self, migration: Migration, progress: dict[str, Any]) -> None:

@@ -20,7 +20,13 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from migrator.errors import FenceLost, JournalUnavailable, MigrationNotFound, StateConflict
+from migrator.errors import (
+    AbortRequested,
+    FenceLost,
+    JournalUnavailable,
+    MigrationNotFound,
+    StateConflict,
+)
 from migrator.journal import queries, resilience, rows
 from migrator.journal.committer import Committer
 from migrator.journal.lifecycle import translated
@@ -34,7 +40,12 @@ _OWNED = (_C.id == sa.bindparam("mid"), _C.fence == sa.bindparam("expect_fence")
 
 _ADVANCE = (
     migrations.update()
-    .where(*_OWNED, _C.state == sa.bindparam("expect_state"))
+    .where(
+        *_OWNED,
+        _C.state == sa.bindparam("expect_state"),
+        # ``unless_aborted``: refused once an abort is requested (``Writer.record``)
+        sa.or_(sa.bindparam("unless_aborted", type_=sa.Boolean) == sa.false(), ~_C.abort_requested),
+    )
     .values(
         state=sa.bindparam("new_state"),
         last_seq=_C.last_seq + sa.bindparam("n", type_=sa.Integer),
@@ -209,11 +220,13 @@ class Writer:
         coordinator: str | None,
         insert: bool = False,
         each: bool = True,
+        unless_aborted: bool = False,
     ) -> list[Migration]:
         """Append each change's event and move to the last one's state, in one transaction,
         or refuse (see ``Journal.record_changes``); the migration as of each event (as of
         the last only, unless ``each``). ``insert``: ``migration`` is ``new``'s record,
-        written in the same transaction."""
+        written in the same transaction. ``unless_aborted``: also refused, with
+        ``AbortRequested``, if an abort is requested by then."""
         at = now()
         final = changes[-1].state
         finished = at if final in TERMINAL else None
@@ -232,6 +245,7 @@ class Writer:
             "keep_reason": kept,
             "new_reason": None if kept else reasons[-1],
             "finished": finished,
+            "unless_aborted": unless_aborted,
         }
 
         row = None
@@ -287,7 +301,7 @@ class Writer:
         else:
             done = self.run(advance, verify=verify)
         if done is None:
-            raise self._refused(migration, changes[0].state)
+            raise self._refused(migration, changes[0].state, unless_aborted=unless_aborted)
         seq, aborted = done
         first = seq - n + 1
         shown = enumerate(changes) if each else [(n - 1, changes[-1])]
@@ -335,14 +349,16 @@ class Writer:
             statement = self._appends[(n, insert)] = Statement(stmt, self.engine.dialect)
         return statement
 
-    def _refused(self, migration: Migration, state: State) -> Exception:
+    def _refused(self, migration: Migration, state: State, *, unless_aborted: bool) -> Exception:
         with translated(self.url), self.engine.connect() as conn:
             found = queries.fence_and_state(conn, migration.id)
         if found is None:
             return MigrationNotFound(migration_id=migration.id)
-        fence, current = found
+        fence, current, aborted = found
         if fence != migration.fence:
             return FenceLost(migration_id=migration.id, fence=migration.fence)
+        if unless_aborted and aborted and current == migration.state.value:
+            return AbortRequested(migration_id=migration.id)  # only ever set, never cleared
         return StateConflict(
             migration_id=migration.id, expected=migration.state, found=current, wanted=state
         )

@@ -82,7 +82,7 @@ def _counting(journal: Journal) -> list[int]:
     return count
 
 
-def test_a_v3_migration_that_succeeds_commits_seven_times(journal: Journal) -> None:
+def test_a_v3_migration_that_succeeds_commits_six_times(journal: Journal) -> None:
     src, dst = _null_hosts()  # no progress samples to commit
     count = _counting(journal)
     coordinator = Coordinator(journal)
@@ -95,7 +95,7 @@ def test_a_v3_migration_that_succeeds_commits_seven_times(journal: Journal) -> N
     assert [e.seq for e in events] == list(range(1, 11))
     assert [e.state for e in events if e.kind == EventKind.OK][:2] == [State.BEGUN, State.PREPARED]
     # docs/journal.md, "Commits"; heartbeats before hooks on hosts that check fences: none
-    assert count[0] == 7
+    assert count[0] == 6
 
 
 @pytest.mark.parametrize("step", [Step.BEGIN, Step.PREPARE, Step.FINISH])
@@ -118,3 +118,41 @@ def test_an_armed_recorded_failpoint_leaves_that_outcome_committed_alone(
     finally:
         recovering.close()
     assert report.result in (State.CONFIRMED, State.ROLLED_BACK)
+
+
+class _AbortedDuringPerform:
+    """Wraps a source: its Perform completes, but meanwhile an operator asks for an abort
+    (through a journal connection of its own)."""
+
+    def __init__(self, driver: Any, db_url: str) -> None:
+        self._driver, self._db_url = driver, db_url
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._driver, name)
+
+    def perform(self, ctx: StepContext, *args: Any) -> Any:
+        with Journal.open(self._db_url) as operator:
+            assert operator.request_abort(ctx.migration_id, states=[State.PERFORMING])
+        return self._driver.perform(ctx, *args)
+
+
+def test_an_abort_requested_during_a_perform_that_completes_cancels_finish(
+    db_url: str, journal: Journal
+) -> None:
+    src, dst = _null_hosts()
+    coordinator = Coordinator(journal)
+    try:
+        migration = coordinator.migrate("vm1", src=_AbortedDuringPerform(src, db_url), dst=dst)  # type: ignore[arg-type]
+    finally:
+        coordinator.close()
+    assert migration.state is State.ROLLED_BACK
+    assert migration.reason is not None and "aborted" in migration.reason
+    events = journal.history(migration.id)
+    after = [(e.step, e.kind, e.cancelled) for e in events if e.seq > 5][:4]
+    assert after == [
+        (Step.PERFORM, EventKind.OK, None),  # committed alone: the forward Finish was refused
+        (Step.PERFORM, EventKind.ABORT, None),
+        (Step.FINISH, EventKind.INTENT, True),
+        (Step.FINISH, EventKind.OK, True),
+    ]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from migrator.errors import FenceLost, JournalUnavailable
+from migrator.errors import AbortRequested, FenceLost, JournalUnavailable
 from migrator.journal.store import Journal
 from migrator.journal.writes import Writer
-from migrator.records import EventDraft, Migration
+from migrator.records import Change, EventDraft, EventKind, Migration
 from migrator.states import State
 
 pytestmark = pytest.mark.no_replay  # events written by hand, not by the engine
@@ -72,6 +72,30 @@ def test_the_next_state_change_reads_back_a_requested_abort(journal: Journal) ->
     journal.request_abort(m.id, states=[State.NEW])
     moved = journal.record(m, EventDraft(kind="note"), state=State.NEW)
     assert moved.abort_requested is True
+
+
+def test_a_write_unless_aborted_writes_nothing_once_an_abort_is_requested(
+    journal: Journal,
+) -> None:
+    m = _new(journal)
+    note = EventDraft(kind=EventKind.ABORT)  # any event that keeps the state
+    changes = [Change(note, State.NEW), Change(note, State.NEW)]
+    moved = journal.record_changes(m, changes, unless_aborted=True)[-1]  # none requested yet
+    assert moved.last_seq == m.last_seq + 2
+    journal.request_abort(m.id, states=[State.NEW])
+    with pytest.raises(AbortRequested):
+        journal.record_changes(moved, changes, unless_aborted=True)
+    assert journal.get(m.id).last_seq == moved.last_seq
+    assert len(journal.history(m.id)) == moved.last_seq
+    assert journal.record_changes(moved, changes)[-1].last_seq == moved.last_seq + 2
+
+
+def test_a_write_unless_aborted_by_a_lost_owner_is_still_fence_lost(journal: Journal) -> None:
+    m = _new(journal)
+    journal.request_abort(m.id, states=[State.NEW])
+    journal.claim(m, "c2")
+    with pytest.raises(FenceLost):
+        journal.record_changes(m, [Change(EventDraft(kind="note"), State.NEW)], unless_aborted=True)
 
 
 def test_a_failed_write_rolls_back_and_the_next_one_reconnects(journal: Journal) -> None:

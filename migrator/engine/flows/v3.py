@@ -28,7 +28,7 @@ from migrator.engine.flows.base import (
 )
 from migrator.engine.retry import Attempts
 from migrator.engine.run import Outcome, Run
-from migrator.errors import CoordinatorCrashed, DriverError
+from migrator.errors import AbortRequested, CoordinatorCrashed, DriverError
 from migrator.records import (
     KEEP_REASON,
     Event,
@@ -109,12 +109,15 @@ def drive(e: Engine, run: Run) -> None:
     if not prepare(e, run) or not perform(e, run):
         finish(e, run, cancelled=True)
         return
-    if run.migration.abort_requested:  # as of the commit of Perform's outcome
-        # Aborted while the data went: still before the point of no return.
-        e.writes.note(run, EventDraft(kind=EventKind.ABORT, step=Step.PERFORM), reason=ABORTED)
-        finish(e, run, cancelled=True)
-        return
-    finish(e, run, cancelled=False)
+    if not run.migration.abort_requested:  # as of the last commit
+        try:  # Perform's outcome commits with this intent, unless an abort is requested
+            finish(e, run, cancelled=False, unless_aborted=True)
+            return
+        except AbortRequested:
+            pass  # Perform's outcome committed alone, the intent not
+    # Aborted while the data went: still before the point of no return.
+    e.writes.note(run, EventDraft(kind=EventKind.ABORT, step=Step.PERFORM), reason=ABORTED)
+    finish(e, run, cancelled=True)
 
 
 def begin(e: Engine, run: Run) -> bool:
@@ -174,7 +177,7 @@ def perform(e: Engine, run: Run, *, attempt: int = 1, replay: bool = False) -> b
     detail = {**out.value.stats, "recovered": True} if replay else dict(out.value.stats)
     e.writes.outcome(
         run, Trigger.PERFORM_OK, Step.PERFORM, out, cookie_out=run.cookie, attempt=attempt,
-        detail=detail or None,
+        detail=detail or None, then=True,
     )  # fmt: skip
     return True
 
@@ -187,8 +190,12 @@ def finish(
     attempt: int = 1,
     replay: bool = False,
     tries: Attempts | None = None,
+    unless_aborted: bool = False,
 ) -> None:
-    """Finish, then Confirm as its outcome says (``after_finish``), or the failure rules."""
+    """Finish, then Confirm as its outcome says (``after_finish``), or the failure rules.
+
+    ``unless_aborted``: ``AbortRequested`` if an abort is requested when the intent
+    commits; nothing of Finish happened then."""
     cookie = run.cookie
     draft = EventDraft(
         kind=EventKind.INTENT,
@@ -198,7 +205,9 @@ def finish(
         attempt=attempt,
     )
     hook = lambda ctx: run.dst.finish(ctx, run.params, cookie, cancelled)
-    out = e.steps.step(run, draft, hook, Trigger.FINISH_FAILED, replay=replay)
+    out = e.steps.step(
+        run, draft, hook, Trigger.FINISH_FAILED, replay=replay, unless_aborted=unless_aborted
+    )
     if not out.ok:
         after_finish_failed(e, run, cancelled=cancelled, attempt=attempt, tries=tries)
         return
