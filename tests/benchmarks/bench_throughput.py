@@ -52,7 +52,7 @@ def _in_threads(threads: int, work: Callable[[int], None]) -> float:
 
 
 def engine(backend: Backend, threads: int, per_thread: int) -> tuple[float, int]:
-    """Migrations per second, and the events one migration journaled (in 7 commits:
+    """Migrations per second, and the events one migration journaled (in 6 commits:
     docs/journal.md, "Commits")."""
     url = backend.journal_url("engine")
     with Journal.open(url, upgrade=True) as journal:
