@@ -106,7 +106,14 @@ events = sa.Table(
     sa.Column("coordinator", sa.String(255), nullable=True),
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("duration", sa.Float, nullable=True),
-    sa.Index("ix_migration_events_step_kind_duration", "step", "kind", "duration"),
+    sa.Index(  # step outcomes only (revision 0004): what stats read through it
+        "ix_migration_events_step_kind_duration",
+        "step",
+        "kind",
+        "duration",
+        sqlite_where=sa.text("duration IS NOT NULL"),
+        postgresql_where=sa.text("duration IS NOT NULL"),
+    ),
     sqlite_with_rowid=False,
 )
 
