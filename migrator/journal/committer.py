@@ -110,8 +110,8 @@ class Committer:
         transaction (see the module docstring).
         """
         if not self.grouped:
-            with self.transaction(single=single) as cursor:
-                return work(cursor)
+            with self._writers, _Transaction(self, single=single) as dbapi:
+                return work(self._cursor(dbapi, single=single))
         unit = _Unit(work)
         with self._mutex:
             self._queue.append(unit)
@@ -164,7 +164,7 @@ class Committer:
     def _batch(self, batch: list[_Unit]) -> None:
         """Every unit of ``batch`` in one transaction on the held connection (lock held)."""
         try:
-            with self._connection() as dbapi:
+            with _Transaction(self) as dbapi:
                 cursor = dbapi.cursor()
                 if len(batch) == 1:
                     batch[0].result = batch[0].work(cursor)
@@ -200,35 +200,24 @@ class Committer:
         ``JournalUnavailable``. ``single``: see ``run``.
         """
         gate = self._lock if self.grouped else self._writers
-        with gate, self._connection(single=single) as dbapi:
-            cursor = dbapi.cursor()
-            if not self.grouped and not single:
-                cursor.execute("BEGIN")
-            yield cursor
+        with gate, _Transaction(self, single=single) as dbapi:
+            yield self._cursor(dbapi, single=single)
 
-    @contextlib.contextmanager
-    def _connection(self, *, single: bool = False) -> Iterator[Any]:
-        """A held connection for one transaction: committed after, rolled back on error.
+    def _cursor(self, dbapi: Any, *, single: bool) -> Any:
+        cursor = dbapi.cursor()
+        if not self.grouped and not single:
+            cursor.execute("BEGIN")
+        return cursor
 
-        A single statement in autocommit mode commits as it runs: a failure during it
-        leaves its outcome unknown, like a failure during a commit."""
-        self.pin.check_file()
-        held = self._held()
-        dbapi = held.dbapi
-        committing = single and not self.grouped
-        try:
-            yield dbapi
-            committing = True
-            dbapi.commit()
-        except BaseException as exc:
+    def _failed(self, held: _Held, exc: BaseException, *, outcome_unknown: bool) -> None:
+        """After ``exc`` in a transaction on ``held``: rolled back; a database error drops
+        the connection and is raised as ``JournalUnavailable``, else ``held`` is kept."""
+        with contextlib.suppress(Exception):
+            held.dbapi.rollback()
+        if isinstance(exc, self._dbapi_error):
             with contextlib.suppress(Exception):
-                dbapi.rollback()
-            if isinstance(exc, self._dbapi_error):
-                with contextlib.suppress(Exception):
-                    held.pooled.invalidate()
-                raise self._unavailable(exc, outcome_unknown=committing) from exc
-            self._give_back(held)
-            raise
+                held.pooled.invalidate()
+            raise self._unavailable(exc, outcome_unknown=outcome_unknown) from exc
         self._give_back(held)
 
     def _held(self) -> _Held:
@@ -275,3 +264,37 @@ class Committer:
                 if not self.grouped:
                     held.dbapi.autocommit = False  # as the pool's other users expect
                 held.pooled.close()
+
+
+class _Transaction:
+    """A held connection for one transaction: committed after, rolled back on error.
+
+    A single statement in autocommit mode commits as it runs: a failure during it leaves
+    its outcome unknown, like a failure during a commit. (A class rather than a generator
+    context manager: one is entered for every commit.)"""
+
+    __slots__ = ("committer", "held", "single")
+
+    def __init__(self, committer: Committer, *, single: bool = False) -> None:
+        self.committer = committer
+        self.single = single and not committer.grouped
+
+    def __enter__(self) -> Any:
+        committer = self.committer
+        committer.pin.check_file()
+        self.held = committer._held()
+        return self.held.dbapi
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        committer, held = self.committer, self.held
+        if exc is not None:
+            committer._failed(held, exc, outcome_unknown=self.single)
+            return  # not a database error: it goes on as it was
+        try:
+            held.dbapi.commit()
+        except BaseException as failed:
+            committer._failed(held, failed, outcome_unknown=True)
+            raise
+        committer._give_back(held)

@@ -23,13 +23,30 @@ _NAIVE_LENGTHS = frozenset({19, 26})
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 
 
+_recent: tuple[datetime | None, str, datetime | None, str] = (None, "", None, "")
+"""The last two timestamps ``sqlite_text`` wrote, with their text (see there)."""
+
+
 def sqlite_text(value: datetime | None) -> str | None:
-    """A timestamp as SQLite's journal stores it: naive UTC, microseconds, a space."""
+    """A timestamp as SQLite's journal stores it: naive UTC, microseconds, a space.
+
+    A journal write binds the same two objects many times (its time: the state change's and
+    every event's; its lease), and ``isoformat`` costs a microsecond: the last two are
+    remembered, by identity (``datetime`` is immutable). Threads replace the pair whole."""
+    global _recent  # a memo, not state: each value has one text
     if value is None:
         return None
+    recent = _recent
+    if value is recent[0]:
+        return recent[1]
+    if value is recent[2]:
+        return recent[3]
     if value.tzinfo is UTC:  # the journal's own times: drop the "+00:00"
-        return value.isoformat(" ", "microseconds")[:26]
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+        text = value.isoformat(" ", "microseconds")[:26]
+    else:
+        text = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    _recent = (value, text, recent[0], recent[1])
+    return text
 
 
 def sqlite_datetime(value: str | None) -> datetime | None:

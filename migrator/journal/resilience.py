@@ -72,6 +72,7 @@ class Pin:
         self.dialect = engine.dialect.name
         database = engine.url.database if self.dialect == "sqlite" else None
         self.path = Path(database) if database else None
+        self._stat_path = str(database)  # os.stat on a Path converts it again on every write
         self.file: tuple[int, int] | None = None
         self.database: tuple[Any, ...] | None = None
 
@@ -110,7 +111,7 @@ class Pin:
     def _file_identity(self) -> tuple[int, int] | None:
         assert self.path is not None
         try:
-            st = os.stat(self.path)
+            st = os.stat(self._stat_path)
         except FileNotFoundError:
             return None
         return st.st_dev, st.st_ino

@@ -180,7 +180,7 @@ def event_values(
         "migration_id": mid,
         "seq": seq,
         "step": d.step.value if d.step else None,
-        "kind": d.kind,
+        "kind": str(d.kind),  # exact text: sqlite3 binds a str subclass only after adapting it
         "state": state.value,
         "at": now,
         "cancelled": d.cancelled,

@@ -4,14 +4,26 @@ The journal commits two statements per step; SQLAlchemy's per-execution machiner
 key, execution context, result wrapping) costs more than SQLite's commit itself, so the
 write path keeps Core statements but runs them on the driver's cursor. Bind processors
 (UTC timestamps, JSON) are the dialect's own, taken from the compiled statement.
+
+On SQLite a value that is None is written into the SQL as ``NULL`` rather than bound:
+``sqlite3`` looks for an adapter for every bound value that is not exactly an int, float or
+str, and for None that search (a failed attribute look-up on a type, with its error
+message) costs more than the rest of binding a journal event, most of whose columns are
+NULL. The few shapes each statement takes (which of its values are None) are compiled
+once each, and ``sqlite3`` caches each as it caches any statement.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
+
+MAX_SHAPES = 32
+"""Statements with NULLs written in, at most, per statement; past it Nones are bound."""
 
 
 class Statement:
@@ -43,14 +55,24 @@ class Statement:
             (name, self.processors.get(name), self.defaults.get(name))
             for name in (self.positional or [])
         ]
+        # SQLite (``?`` parameters): the SQL around each parameter, to write NULLs in.
+        pieces = self.sql.split("?")
+        self._pieces: list[str] | None = (
+            pieces if dialect.paramstyle == "qmark" and len(pieces) == len(self.slots) + 1 else None
+        )
+        self._shapes: dict[tuple[int, ...], str] = {}
 
     def params(self, values: dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
         if self.positional is None:
-            procs = self.processors
             merged = {**self.defaults, **values}
-            return {
-                k: (procs[k](v) if v is not None and k in procs else v) for k, v in merged.items()
-            }
+            for name, process in self.processors.items():
+                v = merged.get(name)
+                if v is not None:
+                    merged[name] = process(v)
+            return merged
+        return self._listed(values)
+
+    def _listed(self, values: dict[str, Any]) -> list[Any]:
         out = []
         for name, proc, default in self.slots:
             v = values.get(name, default)
@@ -58,9 +80,44 @@ class Statement:
         return out
 
     def execute(self, cursor: Any, values: dict[str, Any] | None = None) -> Any:
-        cursor.execute(self.sql, self.params(values or {}))
+        if self._pieces is None:
+            cursor.execute(self.sql, self.params(values or {}))
+        else:
+            cursor.execute(*self._bound(values or {}))
         return cursor
 
     def execute_many(self, cursor: Any, values: Sequence[dict[str, Any]]) -> Any:
-        cursor.executemany(self.sql, [self.params(v) for v in values])
+        if self._pieces is None:
+            cursor.executemany(self.sql, [self.params(v) for v in values])
+            return cursor
+        # Consecutive rows of the same shape run as one ``executemany``, in their order.
+        for sql, rows in itertools.groupby(map(self._bound, values), key=itemgetter(0)):
+            cursor.executemany(sql, [params for _, params in rows])
         return cursor
+
+    def _bound(self, values: dict[str, Any]) -> tuple[str, list[Any]]:
+        """The SQL with a ``NULL`` for each value that is None, and the other values."""
+        out = []
+        nulls = []
+        for k, (name, proc, default) in enumerate(self.slots):
+            v = values.get(name, default)
+            if v is None:
+                nulls.append(k)
+            else:
+                out.append(v if proc is None else proc(v))
+        if not nulls:
+            return self.sql, out
+        shape = tuple(nulls)
+        sql = self._shapes.get(shape)
+        if sql is None:
+            if len(self._shapes) >= MAX_SHAPES:
+                return self.sql, self._listed(values)
+            sql = self._shapes[shape] = self._with_nulls(shape)
+        return sql, out
+
+    def _with_nulls(self, shape: tuple[int, ...]) -> str:
+        assert self._pieces is not None
+        sql = self._pieces[0]
+        for k, piece in enumerate(self._pieces[1:]):
+            sql += ("NULL" if k in shape else "?") + piece
+        return sql

@@ -62,3 +62,10 @@ def test_sqlite_json_and_booleans_are_decoded() -> None:
     assert SQLITE.json("null") is None and SQLITE.json(None) is None
     assert SQLITE.json('{"a": [1]}') == {"a": [1]}
     assert (SQLITE.boolean(1), SQLITE.boolean(0), SQLITE.boolean(None)) == (True, False, None)
+
+
+def test_sqlite_text_remembers_recent_timestamps_without_mixing_them_up() -> None:
+    times = [datetime(2026, 1, 2, 3, 4, 5, k, tzinfo=UTC) for k in range(4)]
+    expected = [t.replace(tzinfo=None).isoformat(" ", "microseconds") for t in times]
+    for k in [0, 1, 0, 1, 2, 0, 3, 3, 2, 1]:
+        assert sqlite_text(times[k]) == expected[k]
