@@ -13,6 +13,8 @@ together with its event, conditional on the migration's fence and current state
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -74,6 +76,13 @@ PRUNE_CHUNK = 500
 T = TypeVar("T")
 _EVENT_COLUMNS = tuple(c for c in events.c if c.name not in ("migration_id", "seq"))
 _APPENDED = tuple(c.name for c in _EVENT_COLUMNS)
+_APPENDED_VALUES = operator.itemgetter(*_APPENDED)
+
+
+@functools.cache
+def _appended_as(k: int) -> tuple[str, ...]:
+    """The names event ``k``'s values are bound as (``_advance_and_append``), made once."""
+    return tuple(f"{name}_{k}" for name in _APPENDED)
 
 
 def _advance_and_append(n: int, *, insert: bool) -> sa.Insert:
@@ -265,7 +274,7 @@ class Writer:
                 values.update((f"row_{name}", value) for name, value in row.items())
             for k, c in enumerate(changes):
                 event = rows.event_values(migration.id, 0, c.draft, c.state, at, coordinator)
-                values.update((f"{name}_{k}", event[name]) for name in _APPENDED)
+                values.update(zip(_appended_as(k), _APPENDED_VALUES(event), strict=True))
             found = self._append(n, insert=insert).execute(cursor, values).fetchall()
             if not found:
                 return None
