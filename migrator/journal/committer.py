@@ -67,18 +67,21 @@ class _Unit:
 
 
 class _Held:
-    """A DBAPI connection held across transactions, with its pool proxy."""
+    """A DBAPI connection held across transactions, with its pool proxy; in autocommit mode
+    (a server database), with a cursor held too: the driver's cursor keeps nothing on the
+    server between statements, and a new one per commit costs microseconds."""
 
-    __slots__ = ("dbapi", "pooled")
+    __slots__ = ("cursor", "dbapi", "pooled")
 
     def __init__(self, engine: sa.Engine, pin: resilience.Pin, *, autocommit: bool) -> None:
         self.pooled: Any = engine.raw_connection()  # returned to the pool, or invalidated
-        self.dbapi: Any = self.pooled.dbapi_connection  # cursor, commit, rollback
+        dbapi: Any = self.pooled.dbapi_connection
+        self.dbapi = dbapi  # cursor, commit, rollback
         try:
             if autocommit:
-                dbapi: Any = self.dbapi
                 dbapi.autocommit = True  # undone before the pool has it back
-            pin.check_connection(self.dbapi)
+            pin.check_connection(dbapi)
+            self.cursor: Any = dbapi.cursor() if autocommit else None
         except BaseException:
             with contextlib.suppress(Exception):
                 self.pooled.invalidate()
@@ -130,8 +133,8 @@ class Committer:
         transaction (see the module docstring).
         """
         if not self.grouped:
-            with self._writers, _Transaction(self, single=single) as dbapi:
-                return work(self._cursor(dbapi, single=single))
+            with self._writers, _Transaction(self, single=single) as held:
+                return work(self._cursor(held, single=single))
         unit = _Unit(work)
         with self._mutex:
             self._queue.append(unit)
@@ -184,8 +187,8 @@ class Committer:
     def _batch(self, batch: list[_Unit]) -> None:
         """Every unit of ``batch`` in one transaction on the held connection (lock held)."""
         try:
-            with _Transaction(self) as dbapi:
-                cursor = dbapi.cursor()
+            with _Transaction(self) as held:
+                cursor = self._cursor(held, single=False)
                 if len(batch) == 1:
                     batch[0].result = batch[0].work(cursor)
                 else:
@@ -220,14 +223,17 @@ class Committer:
         ``JournalUnavailable``. ``single``: see ``run``.
         """
         gate = self._lock if self.grouped else self._writers
-        with gate, _Transaction(self, single=single) as dbapi:
-            yield self._cursor(dbapi, single=single)
+        with gate, _Transaction(self, single=single) as held:
+            yield self._cursor(held, single=single)
 
-    def _cursor(self, dbapi: Any, *, single: bool) -> Any:
-        cursor = dbapi.cursor()
-        if not self.grouped and not single:
-            cursor.execute("BEGIN")
-        return cursor
+    def _cursor(self, held: _Held, *, single: bool) -> Any:
+        """A cursor for one transaction on ``held``; on a server database, begun unless
+        ``single`` (the statement is its own transaction)."""
+        if self.grouped:
+            return held.dbapi.cursor()
+        if not single:
+            held.cursor.execute("BEGIN")
+        return held.cursor
 
     def _failed(self, held: _Held, exc: BaseException, *, outcome_unknown: bool) -> None:
         """After ``exc`` in a transaction on ``held``: rolled back; a database error drops
@@ -299,11 +305,11 @@ class _Transaction:
         self.committer = committer
         self.single = single and not committer.grouped
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> _Held:
         committer = self.committer
         committer.pin.check_file()
         self.held = committer._held()
-        return self.held.dbapi
+        return self.held
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
