@@ -18,7 +18,7 @@ from migrator.records import Migration
 from migrator.states import TERMINAL, State
 
 
-def fence_and_state(conn: sa.Connection, migration_id: str) -> tuple[int, str, bool] | None:
+def fence_state_abort(conn: sa.Connection, migration_id: str) -> tuple[int, str, bool] | None:
     """The migration's current fence, state and abort request, or None if it does not
     exist."""
     c = migrations.c

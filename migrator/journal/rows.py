@@ -41,29 +41,13 @@ _KINDS: dict[str, EventKind] = {k.value: k for k in EventKind}
 
 
 def migration(row: sa.Row[Any]) -> Migration:
-    """The record of a ``migrations`` row."""
+    """The record of a ``migrations`` row read through SQLAlchemy (its values already of
+    their Python types; ``migration_of`` maps a driver's raw values)."""
     m = row._mapping
-    return Migration(
-        id=m["id"],
-        domain=m["domain"],
-        dname=m["dname"],
-        src=m["src"],
-        dst=m["dst"],
-        protocol=m["protocol"],
-        flags=m["flags"],
-        bandwidth=m["bandwidth"],
-        state=_STATES.get(m["state"]) or State(m["state"]),
-        reason=m["reason"],
-        owner=m["owner"],
-        lease_expires_at=m["lease_expires_at"],
-        fence=m["fence"],
-        last_seq=m["last_seq"],
-        abort_requested=bool(m["abort_requested"]),
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-        finished_at=m["finished_at"],
-        progress=m["progress"],
-    )
+    values = {name: m[name] for name in _MIGRATION_FIELDS}
+    values["state"] = _STATES.get(values["state"]) or State(values["state"])
+    values["abort_requested"] = bool(values["abort_requested"])
+    return Migration(**values)
 
 
 def migration_of(v: Sequence[Any], f: Flavor) -> Migration:

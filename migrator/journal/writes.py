@@ -360,7 +360,7 @@ class Writer:
 
     def _refused(self, migration: Migration, state: State, *, unless_aborted: bool) -> Exception:
         with translated(self.url), self.engine.connect() as conn:
-            found = queries.fence_and_state(conn, migration.id)
+            found = queries.fence_state_abort(conn, migration.id)
         if found is None:
             return MigrationNotFound(migration_id=migration.id)
         fence, current, aborted = found
