@@ -1,8 +1,9 @@
 """The state machine drawn from the one state table: Mermaid text, or SVG/PNG via graphviz.
 
-Every state and transition comes from ``states.TRANSITIONS``, so states and steps added
-there appear here with no change. With a path (the states one migration went through),
-its states and the transitions it took are highlighted.
+Every state and transition comes from the machine (``states.machine()``, built from
+``states.TRANSITIONS``), so states and steps added there appear here with no change. With
+a path (the states one migration went through), its states and the transitions it took
+are highlighted.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import shutil
 import subprocess
 
 from migrator.errors import MigratorError, UsageError
-from migrator.states import TERMINAL, TRANSITIONS, State, mermaid
+from migrator.states import TERMINAL, State, Transition, machine
 
 DOT_TIMEOUT = 30.0
 TAKEN_FILL = "#cfe8ff"
@@ -34,8 +35,12 @@ class GraphvizMissing(UsageError):
         )
 
 
+def _table() -> tuple[Transition, ...]:
+    return machine().table
+
+
 def _states() -> list[State]:
-    used = {t.source for t in TRANSITIONS} | {t.dest for t in TRANSITIONS}
+    used = {t.source for t in _table()} | {t.dest for t in _table()}
     return [s for s in State if s in used]
 
 
@@ -56,12 +61,23 @@ def dot(path: list[State] | None = None) -> str:
         if state in taken:
             attrs += [f'fillcolor="{TAKEN_FILL}"', f'color="{TAKEN_LINE}"', "penwidth=2"]
         lines.append(f"    {state} [{', '.join(attrs)}];" if attrs else f"    {state};")
-    for t in TRANSITIONS:
+    for t in _table():
         attrs = [f'label="{t.trigger}"']
         if (t.source, t.dest) in steps:
             attrs += [f'color="{TAKEN_LINE}"', "penwidth=2.5"]
         lines.append(f"    {t.source} -> {t.dest} [{', '.join(attrs)}];")
     lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def mermaid(path: list[State] | None = None) -> str:
+    """The machine as a Mermaid state diagram; states on ``path`` are highlighted."""
+    lines = ["stateDiagram-v2", f"    [*] --> {State.QUEUED}", f"    [*] --> {State.NEW}"]
+    lines += [f"    {t.source} --> {t.dest}: {t.trigger}" for t in _table()]
+    lines += [f"    {state} --> [*]" for state in sorted(TERMINAL)]
+    if path:
+        lines.append(f"    classDef taken fill:{TAKEN_FILL},stroke:{TAKEN_LINE},stroke-width:2px")
+        lines += [f"    class {state} taken" for state in dict.fromkeys(path)]
     return "\n".join(lines) + "\n"
 
 

@@ -7,7 +7,8 @@ import shutil
 import pytest
 
 from migrator import diagram
-from migrator.states import TERMINAL, TRANSITIONS, State, mermaid
+from migrator.diagram import mermaid
+from migrator.states import TERMINAL, TRANSITIONS, State
 
 
 def test_dot_has_every_transition_of_the_table() -> None:

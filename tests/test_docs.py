@@ -15,8 +15,9 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from migrator.cli.main import cli
+from migrator.diagram import mermaid
 from migrator.journal import schema
-from migrator.states import State, mermaid
+from migrator.states import State
 from tests.conftest import ROOT
 
 DOCS = ROOT / "docs"

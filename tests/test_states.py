@@ -6,21 +6,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from migrator.diagram import mermaid
 from migrator.errors import IllegalTransition
 from migrator.states import (
     INTENT_STATES,
     TERMINAL,
     TRANSITIONS,
-    MachineModel,
     State,
     Trigger,
     acquire_model,
     allowed,
-    build_machine,
     fire,
-    mermaid,
     next_state,
-    release_machine,
     release_model,
 )
 
@@ -82,13 +79,12 @@ def test_machine_agrees_with_the_table_for_every_pair(state: State, trigger: Tri
 
 
 def test_a_machine_built_at_a_journaled_state_starts_there() -> None:
-    model = MachineModel()
-    build_machine(model, State.PERFORMED)
+    model = acquire_model(State.PERFORMED)
     try:
-        assert model.state == State.PERFORMED  # type: ignore[attr-defined]
-        assert fire(model, Trigger.START_FINISH) == State.FINISHING  # type: ignore[arg-type]
+        assert model.state == State.PERFORMED
+        assert fire(model, Trigger.START_FINISH) == State.FINISHING
     finally:
-        release_machine(model)
+        release_model(model)
 
 
 def test_happy_path_of_v3_goes_through_five_intents_to_confirmed() -> None:

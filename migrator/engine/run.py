@@ -17,7 +17,7 @@ from migrator.drivers.base import (
 )
 from migrator.flags import MigrateFlags
 from migrator.records import Change, Event, EventKind, Migration
-from migrator.states import TERMINAL, State, Step, acquire_model, release_model
+from migrator.states import TERMINAL, Machine, MachineModel, State, Step
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,9 @@ PREPARE = (Step.PREPARE, Step.PREPARE_TUNNEL, Step.PREPARE2, Step.PREPARE1)
 class Run:
     """One migration being driven: its journal record, its hosts and what the steps gave.
 
-    ``model`` is the state machine's view of ``migration.state``; the journal is the truth.
+    ``model`` is the run's model on the machine (``states.Machine``), attached by the first
+    trigger the engine fires; the machine changes its state only once the change is
+    committed or staged, so it always says ``state``. The journal is the truth.
     """
 
     migration: Migration
@@ -44,7 +46,9 @@ class Run:
     cookie: bytes = b""
     description: str = ""
     uri: str = ""
-    model: Any = None
+    model: MachineModel | None = None
+    machine: Machine | None = None
+    """The machine ``model`` is attached to (``WriteAhead.fire``)."""
     stream: TunnelStream | None = None
     """Tunnelled v3: the destination's end of the tunnel, from PrepareTunnel3."""
     resolved_on: str | None = None
@@ -53,9 +57,6 @@ class Run:
     """Outcomes that commit with the next write (``WriteAhead.outcome``, ``then=``)."""
     unwritten: bool = False
     """``migration`` is not in the journal yet: the first write inserts it."""
-
-    def __post_init__(self) -> None:
-        self.model = acquire_model(self.migration.state)
 
     @property
     def blocking(self) -> bool:
@@ -74,7 +75,9 @@ class Run:
     def release(self) -> None:
         """Done driving: the model goes back to its pool and, if the migration ended, each
         host is told it may forget it (``forget``, docs/drivers.md)."""
-        release_model(self.model)
+        if self.model is not None and self.machine is not None:
+            self.machine.release(self.model)
+            self.model = None
         if self.migration.state not in TERMINAL:  # as journaled, not as staged
             return
         for driver in (self.src, self.dst):

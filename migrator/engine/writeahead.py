@@ -12,11 +12,12 @@ run: the next write carries it, or ``flush`` commits it alone. An armed
 ``<step>.recorded`` failpoint commits that outcome alone, so a crash between the two
 commits, which older journals hold, stays testable and replayable.
 
-Each trigger is checked before anything is written, against the state table of
-``states.py`` (``next_state``: a dictionary look-up; the ``transitions`` machine
-built from the same table agrees with it for every state and trigger, which
-``tests/test_states.py`` proves, and is kept in step as the run's ``model``); the hooks
-observe each commit after it (``observers.py``).
+Every state change is a trigger fired on the migration's model of the ``transitions``
+machine (``fire``; ``states.machine()``, built from the one state table). The machine
+checks the trigger (``IllegalTransition`` before anything is written or called), then
+calls its ``write`` callback, which is this module's commit (or staging) of the change;
+only when that succeeded does the machine's state change. Notes, which change no state,
+commit without a trigger. Hooks observe each commit after it (``observers.py``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from migrator.errors import AbortRequested
 from migrator.failpoints import Failpoints
 from migrator.journal.store import Journal
 from migrator.records import KEEP_REASON, Change, EventDraft, EventKind, Reason
-from migrator.states import Step, Trigger, next_state
+from migrator.states import Machine, State, Step, Trigger, machine
 
 
 def noted(draft: EventDraft) -> str:
@@ -42,12 +43,49 @@ class WriteAhead:
     """Commits intents, outcomes, notes and transitions for one coordinator."""
 
     def __init__(
-        self, journal: Journal, coordinator_id: str, hooks: Hooks, failpoints: Failpoints
+        self,
+        journal: Journal,
+        coordinator_id: str,
+        hooks: Hooks,
+        failpoints: Failpoints,
+        *,
+        states: Machine | None = None,
     ) -> None:
         self.journal = journal
         self.coordinator_id = coordinator_id
         self.hooks = hooks
         self.failpoints = failpoints
+        self.machine = states or machine()
+
+    def fire(
+        self,
+        run: Run,
+        trigger: Trigger,
+        draft: EventDraft,
+        *,
+        reason: Reason = KEEP_REASON,
+        stage: bool = False,
+        unless_aborted: bool = False,
+    ) -> None:
+        """Fire ``trigger`` on ``run``'s model: the machine checks it, then its ``write``
+        callback commits ``draft`` with the new state (or stages it, ``stage``)."""
+        model = run.model
+        if model is None:
+            model = run.model = self.machine.acquire(run.state, engine=self, run=run)
+            run.machine = self.machine
+        self.machine.fire(
+            model, trigger, draft=draft, reason=reason, stage=stage, unless_aborted=unless_aborted
+        )
+
+    def write(self, run: Run, event: Any) -> None:
+        """The machine's ``write`` callback, before the state changes: the write-ahead commit
+        of the trigger's event with the transition's destination."""
+        kwargs = event.kwargs
+        change = Change(kwargs["draft"], State(event.transition.dest), kwargs["reason"])
+        if kwargs["stage"]:
+            run.staged.append(change)
+        else:
+            self._commit(run, change, unless_aborted=kwargs["unless_aborted"])
 
     def intent(
         self,
@@ -63,8 +101,7 @@ class WriteAhead:
         ``unless_aborted``: the intent holds only if no abort is requested when it commits
         (Finish going forward); if one is, what was staged commits alone, the intent does
         not, and ``AbortRequested`` is raised for the flow to cancel instead."""
-        change = Change(draft, next_state(run.state, trigger), reason)
-        self._commit(run, change, unless_aborted=unless_aborted)
+        self.fire(run, trigger, draft, reason=reason, unless_aborted=unless_aborted)
         assert draft.step is not None
         self.failpoints.hit(draft.step, "intent")
 
@@ -90,7 +127,7 @@ class WriteAhead:
         if out.ok:
             draft = EventDraft(kind=EventKind.OK, step=step, duration=out.duration, **fields)
             if then and reason is KEEP_REASON and not self.failpoints.covers(step, "recorded"):
-                run.staged.append(Change(draft, next_state(run.state, trigger)))
+                self.fire(run, trigger, draft, stage=True)
                 return
         else:
             assert out.error is not None
@@ -111,13 +148,9 @@ class WriteAhead:
     def transition(
         self, run: Run, trigger: Trigger, draft: EventDraft, *, reason: Reason = KEEP_REASON
     ) -> None:
-        """Check ``trigger`` against the state table, then commit the event and the new state
-        (with whatever is staged before it).
-
-        The table lookup stands for firing the machine (see the module docstring): the
-        machine's library costs more per trigger than the commit's own Python work.
-        """
-        self._commit(run, Change(draft, next_state(run.state, trigger), reason))
+        """Fire ``trigger``: the event and the new state commit (with whatever is staged
+        before it)."""
+        self.fire(run, trigger, draft, reason=reason)
 
     def note(
         self, run: Run, draft: EventDraft, *, reason: Reason = KEEP_REASON, then: bool = False
@@ -159,7 +192,6 @@ class WriteAhead:
             raise
         run.unwritten = False
         run.migration = migrations[-1]
-        run.model.state = run.migration.state
         if observed:
             for migration, done in zip(migrations, changes, strict=True):
                 self.hooks.after_commit(migration, done.draft, before, self.coordinator_id)
