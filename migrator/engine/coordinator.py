@@ -33,7 +33,7 @@ from migrator.engine.observers import Hook, Hooks
 from migrator.engine.orphans import Orphan, Recovered
 from migrator.engine.retry import RetryPolicy
 from migrator.engine.run import Connect, Run, resume
-from migrator.engine.steps import ProgressCallback, Steps
+from migrator.engine.steps import Gate, ProgressCallback, Steps
 from migrator.engine.writeahead import WriteAhead
 from migrator.errors import (
     DomainExists,
@@ -70,7 +70,8 @@ class Coordinator:
     Finish), after which the migration stays CONFIRMING for ``recover`` to finish.
     ``connect`` reaches a journaled host URI (recovery, resolve); ``failpoints`` are the
     crash-test points armed (none by default; the command line reads them from
-    ``MIGRATOR_FAILPOINTS``).
+    ``MIGRATOR_FAILPOINTS``). ``gate`` is called at each step boundary, before the intent,
+    and raises to stop driving (a worker's graceful stop, docs/workers.md).
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class Coordinator:
         hooks: Iterable[Hook] = (),
         connect: Connect = connect,
         failpoints: Failpoints = INERT,
+        gate: Gate | None = None,
     ) -> None:
         if step_timeout is not None:
             limits.seconds(step_timeout, name="step_timeout")
@@ -94,11 +96,13 @@ class Coordinator:
         self.id = coordinator_id or new_coordinator_id()
         self.connect = connect
         self.hooks = Hooks(hooks)  # observers, called after each commit
+        self._leases = lease.Keeper(journal)  # the one renewer of this coordinator's leases
         writes = WriteAhead(journal, self.id, self.hooks, failpoints)
-        steps = Steps(writes, step_timeout=step_timeout, on_progress=on_progress)
+        steps = Steps(
+            writes, self._leases, step_timeout=step_timeout, on_progress=on_progress, gate=gate
+        )
         retry = RetryPolicy(attempts=confirm_attempts, backoff=retry_backoff)
         self.engine = Engine(writes, steps, retry)
-        self._leases = lease.Keeper(journal)
 
     @property
     def step_timeout(self) -> float | None:

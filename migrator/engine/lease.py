@@ -1,4 +1,4 @@
-"""The leases of the migrations a coordinator drives, renewed by one thread of its own.
+"""The leases of the migrations a coordinator drives: the one place that renews them.
 
 Whatever a driving thread is doing (a step, a retry's backoff, a slow observer hook such
 as a ``--hook-command`` running to its timeout), the lease of each run it drives is renewed
@@ -6,8 +6,12 @@ every third of its length, so no live migration looks dead to ``recover``
 (docs/journal.md, "Ownership: leases, heartbeats and fences"). One keeper thread serves
 every run of a coordinator (a thread started and joined per migration would cost more
 than a migration's commits); it stops renewing a run when the run ends or at the first
-refused heartbeat (another owner took over, and the run's next fenced write finds out),
-and exits when it finds no run to renew.
+refused heartbeat (another owner took over), and exits when it finds no run to renew.
+
+The keeper is also what the step path asks: ``renew`` before a call to a host that does
+not refuse a stale fence itself (a synchronous renewal, so a coordinator stopped past its
+lease never acts for the one that took over), and ``check`` while a hook runs (the
+refusal the keeper thread met, raised on the driving thread without another write).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import threading
 from collections.abc import Iterator
 
 from migrator.engine.run import Run
-from migrator.errors import MigratorError
+from migrator.errors import JournalError, MigratorError
 from migrator.journal.store import Journal
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,16 @@ class Keeper:
             with self._lock:
                 self._runs.pop(id(run), None)
 
+    def renew(self, run: Run) -> None:
+        """Renew ``run``'s lease now; raise what refused it (``FenceLost``, ...)."""
+        self.check(run)
+        self.journal.heartbeat(run.migration)
+
+    def check(self, run: Run) -> None:
+        """Raise the refusal the keeper thread met renewing ``run``'s lease, if it met one."""
+        if run.lease_lost is not None:
+            raise run.lease_lost
+
     def close(self) -> None:
         """Stop the keeper thread (a later ``kept`` starts another)."""
         with self._lock:
@@ -75,6 +89,8 @@ class Keeper:
                     self.journal.heartbeat(run.migration)  # the newest record: its fence
                 except MigratorError as exc:
                     log.warning("lease of migration %s not renewed: %s", run.migration.id, exc)
+                    if isinstance(exc, JournalError):  # the driving thread stops at once
+                        run.lease_lost = exc
                     with self._lock:
                         if self._runs.get(key) is run:
                             del self._runs[key]

@@ -57,6 +57,8 @@ class Run:
     """Outcomes that commit with the next write (``WriteAhead.outcome``, ``then=``)."""
     unwritten: bool = False
     """``migration`` is not in the journal yet: the first write inserts it."""
+    lease_lost: Exception | None = None
+    """The refusal the lease keeper met renewing this run's lease (``lease.Keeper``)."""
 
     @property
     def blocking(self) -> bool:

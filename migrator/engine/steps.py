@@ -1,4 +1,4 @@
-"""Calling driver hooks: the context a hook gets, its timeout and heartbeat, the checks on
+"""Calling driver hooks: the context a hook gets, its timeout and lease, the checks on
 what it returns, and probes (docs/drivers.md states what a hook must guarantee).
 
 A hook's failure is data: whatever it raises becomes an :class:`Outcome` with the error,
@@ -15,6 +15,7 @@ from typing import Any
 from migrator.drivers.base import COOKIE_MAX, Driver, ProbeResult, redact_uri
 from migrator.engine import reasons
 from migrator.engine.hookrunner import HookRunner
+from migrator.engine.lease import Keeper
 from migrator.engine.run import Outcome, Run
 from migrator.engine.writeahead import WriteAhead
 from migrator.errors import CookieTooLarge, DriverError, JournalError
@@ -56,18 +57,21 @@ class Steps:
     def __init__(
         self,
         writes: WriteAhead,
+        leases: Keeper,
         *,
         step_timeout: float | None,
         on_progress: ProgressCallback | None,
+        gate: Gate | None = None,
     ) -> None:
         self.writes = writes
         self.journal = writes.journal
+        self.leases = leases
         self.step_timeout = step_timeout
         self.on_progress = on_progress
+        self.gate = gate
         self._runners = threading.local()
         self._every: list[HookRunner] = []
         self._lock = threading.Lock()
-        self.gate: Gate | None = None
 
     @property
     def runner(self) -> HookRunner:
@@ -79,6 +83,16 @@ class Steps:
             with self._lock:
                 self._every.append(runner)
         return runner
+
+    def close_thread(self) -> None:
+        """Stop the calling thread's hook runner (a thread that drives no more migrations)."""
+        runner: HookRunner | None = getattr(self._runners, "runner", None)
+        if runner is None:
+            return
+        self._runners.runner = None
+        with self._lock:
+            self._every.remove(runner)
+        runner.close()
 
     def close(self) -> None:
         with self._lock:
@@ -120,7 +134,8 @@ class Steps:
         return out
 
     def call(self, run: Run, step: Step, hook: Hook, *, attempt: int = 1) -> Outcome:
-        """Call ``hook`` with its context, timeout and lease heartbeat; check what it gave."""
+        """Call ``hook`` with its context and timeout, its lease watched (``lease.Keeper``);
+        check what it gave."""
         timeout = self.step_timeout
         ctx = StepContext(
             migration_id=run.migration.id,
@@ -140,13 +155,13 @@ class Steps:
                     lambda: hook(ctx),
                     step=str(step),
                     timeout=timeout,
-                    tick=lambda: self.journal.heartbeat(run.migration),
-                    tick_every=self.journal.lease_seconds / 3,
+                    tick=lambda: self.leases.check(run),
+                    tick_every=min(1.0, self.journal.lease_seconds / 3),
                 )
             else:  # hooks that never block are called inline (``Driver.blocking``)
                 value = hook(ctx)
         except JournalError:
-            raise  # the heartbeat lost the lease: stop driving at once
+            raise  # the lease was lost while the hook ran: stop driving at once
         except Exception as exc:  # noqa: BLE001 -- every driver failure becomes journal data
             self.writes.failpoints.hit(step, "called")
             return Outcome(error=exc, duration=time.monotonic() - start)
@@ -160,7 +175,7 @@ class Steps:
         (docs/workers.md, "Fencing")."""
         driver = run.src if RUNS_ON[step] == "src" else run.dst
         if not getattr(driver, "checks_fence", False):
-            self.journal.heartbeat(run.migration)
+            self.leases.renew(run)
 
     def probe(self, run: Run, driver: Driver, domain: str) -> ProbeResult | None:
         """Ask a host what it holds; journal the answer; None if it cannot tell."""

@@ -1,9 +1,10 @@
 """One migration a worker drives or takes over, on its own thread, and how it stops.
 
-Each job has its own ``Coordinator`` (its own hook thread) under the worker's id, with a
-gate at every step boundary (``Steps.gate``): when the worker stops, a migration that has
-not reached the point of no return is handed over there, before the next intent is
-committed, and one past it is finished (docs/workers.md, "Graceful stop").
+The jobs of a worker share its one ``Coordinator`` (one lease keeper, a hook runner per
+job thread), built with ``Jobs.gate`` as its gate at every step boundary: when the worker
+stops, a migration that has not reached the point of no return is handed over there,
+before the next intent is committed, and one past it is finished (docs/workers.md,
+"Graceful stop").
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from migrator.engine.coordinator import Coordinator
 from migrator.engine.run import Run
+from migrator.engine.steps import Gate
 from migrator.errors import FenceLost, HandedOver, JournalError, MigratorError, StateConflict
 from migrator.journal.queue import Queue
 from migrator.records import EventDraft, EventKind, Migration
@@ -64,12 +66,12 @@ class Jobs:
     def __init__(
         self,
         queue: Queue,
-        make_coordinator: Callable[[], Coordinator],
+        make_coordinator: Callable[[Gate], Coordinator],
         worker_id: str,
         on_done: Callable[[], None],
     ) -> None:
         self.queue = queue
-        self.make_coordinator = make_coordinator
+        self.coordinator = make_coordinator(self.gate)
         self.worker_id = worker_id
         self.on_done = on_done
         self.level = StopLevel.RUNNING
@@ -98,8 +100,7 @@ class Jobs:
         job.thread.start()
 
     def _run(self, job: Job) -> None:
-        coordinator = self.make_coordinator()
-        coordinator.engine.steps.gate = lambda run, step: self._gate(job, run, step)
+        coordinator = self.coordinator
         try:
             self._drive(coordinator, job)
         except HandedOver:
@@ -111,7 +112,7 @@ class Jobs:
         except Exception:  # a bug must not kill the worker: the lease lapses, others take over
             log.exception("migration %s stopped on an unexpected error", job.migration.id)
         finally:
-            coordinator.close()
+            coordinator.engine.steps.close_thread()
             with self._lock:
                 self._running.pop(job.migration.id, None)
             self.on_done()
@@ -126,8 +127,16 @@ class Jobs:
         report = coordinator.recover_one(job.migration)
         log.info("took over migration %s: %s", job.migration.id, report.note or report.result)
 
-    def _gate(self, job: Job, run: Run, step: Step) -> None:
-        job.last = run.migration
+    def close(self) -> None:
+        """The jobs have ended: close the worker's coordinator."""
+        self.coordinator.close()
+
+    def gate(self, run: Run, step: Step) -> None:
+        """The coordinator's gate: record where the job is; hand it over if stopping."""
+        with self._lock:
+            job = self._running.get(run.migration.id)
+        if job is not None:
+            job.last = run.migration
         if self.level == StopLevel.RUNNING:
             return
         if self.level == StopLevel.GRACEFUL and step not in BEFORE_NO_RETURN:

@@ -22,6 +22,7 @@ from migrator.engine.flows.base import RECOVERABLE
 from migrator.engine.observers import Hook
 from migrator.engine.ownership import claimable
 from migrator.engine.run import Connect
+from migrator.engine.steps import Gate
 from migrator.errors import JournalError, UsageError
 from migrator.failpoints import INERT, Failpoints
 from migrator.hostlimits import UNLIMITED, HostLimits
@@ -79,11 +80,13 @@ class Worker:
         self.claimed = 0
         self.taken_over = 0
 
-    def _coordinator(self) -> Coordinator:
+    def _coordinator(self, gate: Gate) -> Coordinator:
+        """The worker's one coordinator, shared by its jobs, stopping them at ``gate``."""
         return Coordinator(
             self.journal,
             coordinator_id=self.id,
             hooks=self._hooks,
+            gate=gate,
             **self._coordinator_options,  # type: ignore[arg-type]
         )
 
@@ -125,6 +128,7 @@ class Worker:
                 self._wake.clear()
             self._drain()
         finally:
+            self.jobs.close()
             self._guarded(lambda: self.queue.unregister(self.id))
             log.info("worker %s stopped", self.id)
 
