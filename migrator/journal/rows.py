@@ -189,10 +189,7 @@ def kind_text(kind: object) -> str:
     (or its value), so that no event is written that ``history()`` could not read back.
 
     Plain text, not the member: sqlite3 binds a str subclass only after adapting it."""
-    try:
-        member = _KINDS.get(kind)  # type: ignore[call-overload]  # any object may come in
-    except TypeError:  # unhashable
-        member = None
+    member = _KINDS.get(kind) if isinstance(kind, str) else None
     if member is None:
         raise ValueError(f"not an event kind: {kind!r} (one of {', '.join(_KINDS)})")
     return member.value
