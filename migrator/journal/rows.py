@@ -167,7 +167,7 @@ def event_values(
         "migration_id": mid,
         "seq": seq,
         "step": d.step.value if d.step else None,
-        "kind": str(d.kind),  # exact text: sqlite3 binds a str subclass only after adapting it
+        "kind": kind_text(d.kind),
         "state": state.value,
         "at": now,
         "cancelled": d.cancelled,
@@ -182,6 +182,17 @@ def event_values(
         "attempt": d.attempt,
         "duration": d.duration,
     }
+
+
+def kind_text(kind: object) -> str:
+    """The text the journal stores for ``kind``; ValueError if it is not an ``EventKind``
+    (or its value), so that no event is written that ``history()`` could not read back.
+
+    Plain text, not the member: sqlite3 binds a str subclass only after adapting it."""
+    member = _KINDS.get(kind) if isinstance(kind, str) else None
+    if member is None:
+        raise ValueError(f"not an event kind: {kind!r} (one of {', '.join(_KINDS)})")
+    return member.value
 
 
 def replace(record: Migration, **changes: Any) -> Migration:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 
 from migrator.cli.exits import ExitCode, for_state
 from migrator.cli.main import cli
+from migrator.failpoints import CRASH_EXIT_CODE
 from migrator.journal.store import Journal
 from migrator.states import State
 from tests.conftest import ROOT
@@ -31,15 +33,54 @@ print(__import__("json").dumps(sorted(sys.modules)))
 """
 
 
-def test_exit_codes_are_the_documented_ones() -> None:
-    assert {c.name: int(c) for c in ExitCode} == {
-        "OK": 0,
-        "FAILED": 1,
-        "USAGE": 2,
-        "IN_DOUBT": 3,
-        "INTERRUPTED": 130,
-        "TERMINATED": 143,
+def _readme_exit_codes() -> dict[int, str]:
+    """README's "Exit codes: 0 confirmed (...), 1 rolled back, ..., 143 terminated." as
+    {code: its words}, the parenthesised asides left out."""
+    text = " ".join((ROOT / "README.md").read_text().split())
+    listed = re.search(r"Exit codes: (.*?)\. ", text)
+    assert listed is not None, "README no longer lists the exit codes"
+    plain = re.sub(r"\([^)]*\)", "", listed.group(1))
+    parts = re.split(r"(?:^|, )(\d+) ", plain)[1:]  # code, words, code, words, ...
+    return {int(code): words for code, words in zip(parts[::2], parts[1::2], strict=True)}
+
+
+def _cli_md_exit_codes() -> dict[int, str]:
+    """The table under "## Exit codes" in docs/cli.md as {code: meaning}."""
+    text = (ROOT / "docs" / "cli.md").read_text()
+    table = text[text.index("## Exit codes\n") :].split("\n## ", 1)[0]
+    return {
+        int(code): meaning for code, meaning in re.findall(r"^\| (\d+) \| (.*) \|$", table, re.M)
     }
+
+
+WORDS = {ExitCode.OK: "confirmed", ExitCode.USAGE: "usage"}
+"""The word the docs give each code by, where it is not the code's own name."""
+
+
+def _named(code: ExitCode) -> str:
+    return WORDS.get(code, code.name.lower().replace("_", " "))
+
+
+def test_the_exit_codes_are_the_ones_readme_lists() -> None:
+    documented = _readme_exit_codes()
+    assert sorted(documented) == sorted(int(c) for c in ExitCode)
+    for code in ExitCode:
+        assert _named(code) in documented[code].lower(), (code, documented[code])
+
+
+def test_the_exit_codes_are_the_ones_docs_cli_md_tabulates() -> None:
+    documented = _cli_md_exit_codes()
+    assert sorted(documented) == sorted([*(int(c) for c in ExitCode), CRASH_EXIT_CODE])
+    for code in ExitCode:
+        meaning = documented[code].lower().replace("_", " ")
+        assert _named(code) in meaning or code is ExitCode.OK, (code, documented[code])
+    assert documented[ExitCode.OK].startswith("Success")
+    assert "failpoint" in documented[CRASH_EXIT_CODE].lower()
+    names = re.search(
+        r"`migrator\.cli\.exits\.ExitCode` \(([^)]*)\)", (ROOT / "docs" / "cli.md").read_text()
+    )
+    assert names is not None
+    assert re.findall(r"`(\w+)`", names.group(1)) == [c.name for c in ExitCode]
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,10 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from migrator.journal.store import Journal
-from migrator.states import State
+from migrator.states import TERMINAL, State
 from tests.conftest import Hosts, run_cli
 
 
@@ -38,8 +40,7 @@ def test_submit_json_then_a_worker_drives_it(db_url: str, hosts: Hosts) -> None:
     with Journal.open(db_url) as journal:
         worker = Worker(journal, poll=0.05).start()
         try:
-            while journal.get(submitted["id"]).state is not State.CONFIRMED:
-                time.sleep(0.05)
+            assert _ended(journal, submitted["id"]) is State.CONFIRMED
         finally:
             worker.stop()
             assert worker.join(30)
@@ -47,6 +48,17 @@ def test_submit_json_then_a_worker_drives_it(db_url: str, hosts: Hosts) -> None:
     assert [m["id"] for m in json.loads(owned.stdout)] == [submitted["id"]]
     shown = json.loads(run_cli("show", submitted["id"], "--json", db=db_url).stdout)
     assert [o["owner"] for o in shown["owners"]] == [worker.id]
+
+
+def _ended(journal: Journal, mid: str, deadline_s: float = 60.0) -> State:
+    """The end state ``mid`` reaches; fails the test, naming the state it is stuck in, if it
+    reaches none within ``deadline_s`` (a guard against a hang, not a timing check)."""
+    deadline = time.monotonic() + deadline_s
+    while (state := journal.get(mid).state) not in TERMINAL:
+        if time.monotonic() > deadline:
+            pytest.fail(f"migration {mid} still {state} after {deadline_s:.0f} s")
+        time.sleep(0.05)
+    return state
 
 
 def test_workers_lists_no_one_when_none_runs(db_url: str) -> None:

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from migrator.coordinator import Coordinator
+from migrator.drivers import registry
 from migrator.drivers.api import DomainState
 from migrator.drivers.flagcheck import refuse_unhonoured
 from migrator.drivers.null import NullDriver
 from migrator.drivers.qmphost import QmpDriver
 from migrator.drivers.test import TestDriver
-from migrator.errors import FlagNotHonoured, UsageError
-from migrator.flags import MigrateFlags
+from migrator.errors import FlagNotHonoured, InvalidURI, UsageError
+from migrator.flags import MigrateFlags, cli_name
 from migrator.journal.store import Journal
 
 
@@ -74,3 +75,55 @@ def test_the_null_driver_keeps_a_paused_domain_paused(journal: Journal) -> None:
     m = Coordinator(journal).migrate("vm1", src=src, dst=dst)
     assert m.flags & MigrateFlags.PAUSED
     assert dst.probe("vm1").state is DomainState.PAUSED
+
+
+F = MigrateFlags
+HONOURED = {
+    "null": F.LIVE | F.PAUSED,
+    "qmp": F.LIVE | F.PAUSED,
+    "test": F.LIVE | F.TUNNELLED | F.PERSIST_DEST | F.UNDEFINE_SOURCE | F.PAUSED
+    | F.CHANGE_PROTECTION | F.ABORT_ON_ERROR,
+    "libvirt": ~(F.PEER2PEER | F.TUNNELLED),
+}  # fmt: skip
+"""What docs/drivers.md ("Flags each driver honours") and docs/libvirt.md say each driver acts
+on, written out by hand."""
+HOSTS = {
+    "null": ("null://flagcheck", "null"),
+    "qmp": ("qmp:///srv/qmp-host", "qmp"),
+    "test": ("test:///srv/test-host", "test"),
+    "qemu": ("qemu:///system", "libvirt"),
+    "qemu+unix": ("qemu+unix:///session?socket=/run/a.sock", "libvirt"),
+    "qemu+tcp": ("qemu+tcp://host-a/system", "libvirt"),
+    "qemu+tls": ("qemu+tls://host-a/system", "libvirt"),
+    "qemu+ssh": ("qemu+ssh://host-a/system", "libvirt"),
+}
+"""A host URI of every registered scheme (parsed, never connected to) and its driver."""
+NOT_YET = {"qemu+ssh": "qemu+ssh:// is registered but its transport is not supported yet"}
+
+
+def _schemes() -> list[object]:
+    return [
+        pytest.param(s, marks=pytest.mark.xfail(raises=InvalidURI, strict=True, reason=why))
+        if (why := NOT_YET.get(s))
+        else s
+        for s in registry.schemes()
+    ]
+
+
+def test_every_registered_scheme_has_a_host_here() -> None:
+    assert sorted(HOSTS) == registry.schemes()
+
+
+@pytest.mark.parametrize("scheme", _schemes())
+def test_every_driver_passes_what_it_honours_and_refuses_the_rest_by_name(scheme: str) -> None:
+    uri, driver = HOSTS[scheme]
+    host = registry.connect(uri)  # builds the driver: the URI is parsed, nothing connects
+    honoured = HONOURED[driver]
+    refuse_unhonoured(honoured, host, host)
+    for flag in MigrateFlags:
+        if not flag or flag & honoured:
+            continue
+        with pytest.raises(FlagNotHonoured) as caught:
+            refuse_unhonoured(flag, host)
+        assert caught.value.flag == cli_name(flag)
+        assert uri.split("?")[0] in str(caught.value)

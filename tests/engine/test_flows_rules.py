@@ -7,12 +7,16 @@ import itertools
 
 import pytest
 
+from migrator import Coordinator
 from migrator.drivers.base import DomainState, ProbeResult
 from migrator.engine.flows import ABORTABLE, FLOWS, flow_for, v2, v3
 from migrator.engine.flows.base import FinishVerdict, Then, judge_finish
 from migrator.engine.flows.v1 import V1Flow
 from migrator.engine.flows.v2 import V2Flow
-from migrator.states import OWN_STATES, State
+from migrator.errors import UsageError
+from migrator.journal.store import Journal
+from migrator.records import EventDraft, EventKind
+from migrator.states import State
 
 
 @pytest.mark.parametrize(
@@ -51,12 +55,43 @@ def test_only_v2_and_v1_can_lose_the_domain() -> None:
     ]
 
 
-def test_each_protocol_has_its_flow_and_aborts_only_its_own_states() -> None:
+ABORTABLE_BY_PROTOCOL = {
+    3: {State.NEW, State.BEGINNING, State.BEGUN, State.PREPARING, State.PREPARED,
+        State.PERFORMING},
+    2: {State.DUMPING, State.DUMPED, State.PREPARING2, State.PREPARED2, State.PERFORMING2},
+    1: {State.PREPARING1, State.PREPARED1, State.PERFORMING1},
+}  # fmt: skip
+"""Written out from docs/states.md: an abort turns a migration back until Perform's outcome
+is committed (a Perform that failed or was cut short included); never after it."""
+
+
+def test_each_protocol_has_its_flow_and_aborts_until_performs_outcome() -> None:
     assert {v: flow.protocol for v, flow in FLOWS.items()} == {1: 1, 2: 2, 3: 3}
     assert isinstance(flow_for(1), V1Flow) and type(flow_for(2)) is V2Flow
-    for version, flow in FLOWS.items():
-        assert flow.abortable <= OWN_STATES[version] | {State.NEW}
-    assert frozenset().union(*(f.abortable for f in FLOWS.values())) == ABORTABLE
+    assert {v: set(flow_for(v).abortable) for v in (1, 2, 3)} == ABORTABLE_BY_PROTOCOL
+    assert set(ABORTABLE) == set().union(*ABORTABLE_BY_PROTOCOL.values())
+
+
+@pytest.mark.no_replay  # states written by hand, not reached by the engine
+def test_an_abort_is_accepted_exactly_until_performs_outcome(journal: Journal) -> None:
+    expected = set().union(*ABORTABLE_BY_PROTOCOL.values())
+    coordinator = Coordinator(journal)
+    accepted = set()
+    for state in set(State) - {State.QUEUED}:  # a queued one ends at once (test_workers_cli)
+        m = journal.create(
+            domain="vm1", src="test:///a", dst="test:///b", protocol=3, flags=0, bandwidth=0,
+            owner="c1",
+        )  # fmt: skip
+        m = journal.record(m, EventDraft(kind=EventKind.RECOVERY), state=state)
+        try:
+            coordinator.abort(m.id)
+        except UsageError as exc:
+            assert "only a migration that has not finished Perform" in str(exc)
+            assert not journal.get(m.id).abort_requested, state
+        else:
+            assert journal.get(m.id).abort_requested, state
+            accepted.add(state)
+    assert accepted == expected
 
 
 def test_v1_declares_only_its_differences_from_v2() -> None:

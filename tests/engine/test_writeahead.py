@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from migrator.coordinator import Coordinator
-from migrator.drivers.base import connect
+from migrator.drivers.base import DomainState, connect
 from migrator.failpoints import Crash, Failpoints
 from migrator.journal.store import Journal
 from migrator.records import EventKind, StepContext
@@ -98,10 +98,19 @@ def test_a_v3_migration_that_succeeds_commits_six_times(journal: Journal) -> Non
     assert count[0] == 6
 
 
-@pytest.mark.parametrize("step", [Step.BEGIN, Step.PREPARE, Step.FINISH])
+@pytest.mark.parametrize(
+    ("step", "result"),
+    [
+        (Step.BEGIN, State.ROLLED_BACK),  # BEGUN: Confirm(cancelled=1)
+        (Step.PREPARE, State.ROLLED_BACK),  # PREPARED: Finish(cancelled=1), Confirm(cancelled=1)
+        (Step.FINISH, State.CONFIRMED),  # FINISHED, the destination runs it: Confirm
+    ],
+    ids=str,
+)
 def test_an_armed_recorded_failpoint_leaves_that_outcome_committed_alone(
-    step: Step, journal: Journal
+    step: Step, result: State, journal: Journal
 ) -> None:
+    """Recovery then ends the migration as docs/recovery.md's table says for that state."""
     src, dst = _null_hosts()
     coordinator = Coordinator(journal, failpoints=Failpoints({f"{step}.recorded": "raise"}))
     try:
@@ -117,7 +126,12 @@ def test_an_armed_recorded_failpoint_leaves_that_outcome_committed_alone(
         [report] = recovering.recover(steal=True)
     finally:
         recovering.close()
-    assert report.result in (State.CONFIRMED, State.ROLLED_BACK)
+    assert report.result is result
+    assert journal.get(migration.id).state is result
+    running = (src, dst)[result is State.CONFIRMED]
+    assert [h.probe("vm1").state for h in (src, dst)] == [
+        DomainState.RUNNING if h is running else DomainState.ABSENT for h in (src, dst)
+    ]
 
 
 class _AbortedDuringPerform:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from migrator.journal.store import Journal
-from migrator.records import EventDraft, Migration
+from migrator.records import EventDraft, EventKind, Migration
 from migrator.states import State, Step
 
 pytestmark = pytest.mark.no_replay  # events written by hand, not by the engine
@@ -18,7 +18,7 @@ def _ended(journal: Journal, state: State, reason: str | None = None) -> Migrati
     m = journal.create(
         domain="vm", src="test:///a", dst="test:///b", protocol=3, flags=1, bandwidth=0, owner="c"
     )
-    return journal.record(m, EventDraft(kind="end"), state=state, reason=reason)
+    return journal.record(m, EventDraft(kind=EventKind.DECIDED), state=state, reason=reason)
 
 
 def test_counts_by_state_are_states_most_frequent_first(journal: Journal) -> None:

@@ -4,6 +4,7 @@ back, the workers table (docs/workers.md)."""
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 
 from migrator.hostlimits import HostLimit, HostLimits
 from migrator.journal.queue import Queue
@@ -19,12 +20,37 @@ def _submit(queue: Queue, domain: str, src: str, dst: str) -> Migration:
 pytestmark = pytest.mark.no_replay  # no migration here is driven: nothing to replay
 
 
+def _row(journal: Journal, migration_id: str) -> dict[str, object]:
+    """The ``migrations`` row of ``migration_id`` as the database holds it (read in SQL)."""
+    query = sa.text("SELECT * FROM migrations WHERE id = :id")
+    with journal.engine.connect() as conn:
+        return dict(conn.execute(query, {"id": migration_id}).mappings().one())
+
+
+def _event_rows(journal: Journal, migration_id: str) -> int:
+    query = sa.text("SELECT count(*) FROM migration_events WHERE migration_id = :id")
+    with journal.engine.connect() as conn:
+        return int(conn.execute(query, {"id": migration_id}).scalar_one())
+
+
 def test_a_submitted_migration_is_queued_with_no_owner_and_no_event(journal: Journal) -> None:
     queue = Queue(journal)
-    m = _submit(queue, "vm1", "test:///a", "test:///b")
-    stored = journal.get(m.id)
-    assert (stored.state, stored.owner, stored.lease_expires_at) == (State.QUEUED, None, None)
-    assert journal.history(m.id) == []
+    m = queue.submit(
+        domain="vm1", src="test:///a", dst="test:///b", protocol=2, flags=5, bandwidth=7,
+        dname="vm1-new",
+    )  # fmt: skip
+    row = _row(journal, m.id)
+    assert {k: row[k] for k in ("domain", "dname", "src", "dst", "protocol", "flags")} == {
+        "domain": "vm1", "dname": "vm1-new", "src": "test:///a", "dst": "test:///b",
+        "protocol": 2, "flags": 5,
+    }  # fmt: skip
+    assert (row["bandwidth"], row["state"], row["owner"], row["lease_expires_at"]) == (
+        7, "QUEUED", None, None,
+    )  # fmt: skip
+    assert (row["fence"], row["last_seq"], bool(row["abort_requested"])) == (1, 0, False)
+    assert row["finished_at"] is None and row["reason"] is None
+    assert _event_rows(journal, m.id) == 0
+    assert journal.get(m.id) == m  # what submit returned is what the journal holds
     assert queue.depth() == 1
 
 
@@ -39,7 +65,7 @@ def test_claim_takes_the_oldest_and_journals_who_claimed_it(journal: Journal) ->
     (event,) = journal.history(first.id)
     assert (event.kind, event.state, event.coordinator) == (EventKind.QUEUE, State.NEW, "w1")
     assert queue.depth() == 1
-    assert second.state is State.QUEUED
+    assert _row(journal, second.id)["state"] == "QUEUED"
 
 
 def test_claim_returns_none_when_nothing_is_queued(journal: Journal) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
+import struct
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from migrator.errors import AbortRequested, FenceLost, JournalUnavailable
 from migrator.journal.store import Journal
@@ -70,7 +73,7 @@ def test_an_abort_is_requested_only_in_the_given_states(journal: Journal) -> Non
 def test_the_next_state_change_reads_back_a_requested_abort(journal: Journal) -> None:
     m = _new(journal)
     journal.request_abort(m.id, states=[State.NEW])
-    moved = journal.record(m, EventDraft(kind="note"), state=State.NEW)
+    moved = journal.record(m, EventDraft(kind=EventKind.RECOVERY), state=State.NEW)
     assert moved.abort_requested is True
 
 
@@ -95,7 +98,9 @@ def test_a_write_unless_aborted_by_a_lost_owner_is_still_fence_lost(journal: Jou
     journal.request_abort(m.id, states=[State.NEW])
     journal.claim(m, "c2")
     with pytest.raises(FenceLost):
-        journal.record_changes(m, [Change(EventDraft(kind="note"), State.NEW)], unless_aborted=True)
+        journal.record_changes(
+            m, [Change(EventDraft(kind=EventKind.RECOVERY), State.NEW)], unless_aborted=True
+        )
 
 
 def test_a_failed_write_rolls_back_and_the_next_one_reconnects(journal: Journal) -> None:
@@ -119,13 +124,68 @@ def test_an_exception_inside_a_write_rolls_it_back(journal: Journal) -> None:
     writer.close()
 
 
+@pytest.mark.parametrize("kind", ["note", "INTENT", "", None, 3], ids=repr)
+def test_an_event_of_a_kind_that_is_no_event_kind_writes_nothing(
+    journal: Journal, kind: object
+) -> None:
+    """Not even the valid change committed with it: the transaction is refused whole."""
+    m = _new(journal)
+    kept = Change(EventDraft(kind=EventKind.RECOVERY), State.NEW)
+    bad = Change(EventDraft(kind=kind), State.BEGINNING)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not an event kind"):
+        journal.record_changes(m, [kept, bad])
+    with pytest.raises(ValueError, match="not an event kind"):
+        journal.record(m, bad.draft, state=State.NEW)
+    assert _event_rows(journal, m.id) == 0
+    assert journal.get(m.id) == m
+    assert journal.history(m.id) == []
+
+
+def test_an_event_kind_given_as_its_text_is_stored_as_that_kind(journal: Journal) -> None:
+    m = journal.record(_new(journal), EventDraft(kind="recovery"), state=State.NEW)  # type: ignore[arg-type]
+    [event] = journal.history(m.id)
+    assert event.kind is EventKind.RECOVERY
+
+
+def _event_rows(journal: Journal, migration_id: str) -> int:
+    """The events of a migration, counted in SQL: rows ``history()`` might fail to read."""
+    query = sa.text("SELECT count(*) FROM migration_events WHERE migration_id = :m")
+    with journal.engine.connect() as conn:
+        return int(conn.execute(query, {"m": migration_id}).scalar_one())
+
+
+def _wal_commits(db: Path) -> int:
+    """The commits in SQLite's write-ahead log of ``db`` since it was last reset.
+
+    Read from the file as https://sqlite.org/fileformat.html#the_write_ahead_log lays it
+    out: a 32-byte header (its salts at bytes 16-23), then frames of a 24-byte header and a
+    page; a frame whose header gives the database size after it (bytes 4-7, else 0) ends
+    a transaction. Frames with other salts are left over from before the last reset."""
+    data = db.with_name(db.name + "-wal").read_bytes()
+    if len(data) < 32:
+        return 0
+    page_size, salts = struct.unpack(">I", data[8:12])[0], data[16:24]
+    commits, offset = 0, 32
+    while offset + 24 + page_size <= len(data) and data[offset + 8 : offset + 16] == salts:
+        commits += struct.unpack(">I", data[offset + 4 : offset + 8])[0] != 0
+        offset += 24 + page_size
+    return commits
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_writes_queued_together_share_one_commit_and_each_fails_alone(journal: Journal) -> None:
+def test_writes_queued_together_share_one_commit_and_each_fails_alone(
+    db_url: str, journal: Journal
+) -> None:
     """Group commit (docs/journal.md): writes queued while another commit holds the lock
-    commit together; a refused compare-and-set and a failing statement fail alone."""
+    commit together, as one transaction in the WAL; a refused compare-and-set and a failing
+    statement fail alone."""
     committer = journal._writer.committer
-    good, stale = _new(journal), _new(journal)
+    first, second, stale = _new(journal), _new(journal), _new(journal)
     journal.claim(stale, "c2")  # ``stale`` now holds an old fence
+    db = Path(db_url.removeprefix("sqlite:///"))
+    with sqlite3.connect(db) as other:
+        other.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # an empty log: count from 0
+    assert _wal_commits(db) == 0
     outcomes: dict[str, object] = {}
 
     def write(name: str, call: object) -> None:
@@ -134,24 +194,28 @@ def test_writes_queued_together_share_one_commit_and_each_fails_alone(journal: J
         except Exception as exc:  # noqa: BLE001 -- recorded for the assertions
             outcomes[name] = exc
 
+    note = EventDraft(kind=EventKind.RECOVERY)
     calls = {
-        "good": lambda: journal.record(good, EventDraft(kind="recovery"), state=State.NEW),
-        "stale": lambda: journal.record(stale, EventDraft(kind="recovery"), state=State.NEW),
+        "first": lambda: journal.record(first, note, state=State.NEW),
+        "second": lambda: journal.record(second, note, state=State.NEW),
+        "stale": lambda: journal.record(stale, note, state=State.NEW),
         "bad": lambda: committer.run(lambda cursor: cursor.execute("SELECT * FROM nowhere")),
     }
-    with committer._lock:  # a commit in progress: the three queue up behind it
+    with committer._lock:  # a commit in progress: the four queue up behind it
         threads = [threading.Thread(target=write, args=item) for item in calls.items()]
         for t in threads:
             t.start()
-        while len(committer._queue) < 3:
+        while len(committer._queue) < len(calls):
             time.sleep(0.01)
     for t in threads:
         t.join()
-    assert isinstance(outcomes["good"], Migration)
-    assert outcomes["good"].last_seq == 1
+    assert _wal_commits(db) == 1
+    for name, m in (("first", first), ("second", second)):
+        written = outcomes[name]
+        assert isinstance(written, Migration) and written.last_seq == 1, written
+        assert [(e.seq, e.kind) for e in journal.history(m.id)] == [(1, EventKind.RECOVERY)]
     assert isinstance(outcomes["stale"], FenceLost)
     assert isinstance(outcomes["bad"], JournalUnavailable)
-    assert [e.seq for e in journal.history(good.id)] == [1]
     assert journal.history(stale.id) == []
 
 

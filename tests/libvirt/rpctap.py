@@ -73,6 +73,8 @@ class Gate:
     seen: list[tuple[str, int, float]] = field(default_factory=list)
     """(direction ``"call"`` | ``"reply"``, proc, ``time.monotonic()``) of the remote
     program's messages, in order."""
+    frames: list[tuple[bool, bytes]] = field(default_factory=list)
+    """(from the client, the whole message) of the remote program, in the order relayed."""
     held: threading.Event = field(default_factory=threading.Event)
     cut: threading.Event = field(default_factory=threading.Event)
     _closing: bool = False
@@ -152,6 +154,8 @@ class Tap:
                         continue
                     break
                 dst.sendall(message)
+                if header.prog == REMOTE_PROGRAM:
+                    self.gate.frames.append((from_client, message))
                 if from_client and header.prog == REMOTE_PROGRAM and header.type == CALL:
                     self.gate._called(header.proc)
         except (EOFError, OSError):

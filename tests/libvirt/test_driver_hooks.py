@@ -7,6 +7,7 @@ the connections that ran the earlier steps were dropped, as when a coordinator d
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -117,16 +118,36 @@ def test_five_steps_move_a_running_guest(hooks: Hooks, guest: Guest) -> None:
     assert guest.states() == (("absent", ""), ("running", "migrated"))
 
 
+def _max_bandwidth(daemon: Daemon, name: str) -> int:
+    """The source QEMU's own migration speed limit, in bytes/s (QMP
+    ``query-migrate-parameters``, asked through the daemon)."""
+    query = '{"execute": "query-migrate-parameters"}'
+    answer = json.loads(daemon.virsh("qemu-monitor-command", name, query))
+    return int(answer["return"]["max-bandwidth"])
+
+
 def test_dname_and_bandwidth_reach_libvirt(hooks: Hooks, guest: Guest) -> None:
     new_name = f"{guest.name}-renamed"
     hooks.params = MigrationParams(guest.name, MigrateFlags.LIVE, dname=new_name, bandwidth=50)
     try:
         cookie = hooks.up_to_perform()
+        # Perform is over and the source paused: its QEMU still has the speed libvirt set
+        # for this migration (libvirt resets it when Confirm ends the job).
+        assert _max_bandwidth(guest.src, guest.name) == 50 * 1024 * 1024
         assert hooks.finish(cookie, cancelled=False)
         hooks.confirm(b"", cancelled=False)
         assert guests.state(guest.dst, new_name)[0] == "running"
     finally:
         guest.cleanup(new_name)
+
+
+def test_without_a_bandwidth_libvirt_leaves_the_speed_unlimited(hooks: Hooks, guest: Guest) -> None:
+    """The other half of the check above: 50 MiB/s there is the parameter's doing."""
+    cookie = hooks.up_to_perform()
+    assert _max_bandwidth(guest.src, guest.name) > 50 * 1024 * 1024  # 8 PiB/s here
+    assert hooks.finish(cookie, cancelled=False)
+    hooks.confirm(b"", cancelled=False)
+    assert guest.states()[1][0] == "running"
 
 
 def test_cancel_after_begin_leaves_the_source_running(hooks: Hooks, guest: Guest) -> None:

@@ -91,10 +91,27 @@ def test_stop_now_hands_over_after_the_step_in_flight(db_url: str, hosts: Hosts)
 
 
 def test_a_stopped_worker_claims_nothing_new(db_url: str, hosts: Hosts) -> None:
+    """Submitted while a stopping worker still runs (finishing a Perform), a migration stays
+    queued: neither the worker's loop nor a poll of its own claims it."""
+    hosts.src.define("vm2", memory_mib=1)
+    hosts.src.set_fault("perform", "slow", seconds=2.0)
     with Journal.open(db_url) as journal:
-        worker = Worker(journal, poll=0.05)
-        worker.stop()
-        worker.run()  # returns at once: stopped before its first claim
-        m = _submit(journal, hosts)
-        assert journal.get(m.id).state is State.QUEUED
-        Coordinator(journal).abort(m.id)  # leave nothing queued for the replay check
+        running = _submit(journal, hosts)
+        worker = Worker(journal, poll=0.05).start()
+        try:
+            _wait_for(journal, running.id, {State.PERFORMING})
+            worker.stop()
+            coordinator = Coordinator(journal)
+            try:
+                later = coordinator.submit("vm2", src=hosts.src, dst=hosts.dst)
+            finally:
+                coordinator.close()
+            assert worker.claim() == 0  # what each poll does, asked of the stopping worker
+            assert journal.get(running.id).state is State.PERFORMING, "the worker still runs"
+        finally:
+            assert worker.join(30)
+        assert journal.get(running.id).state is State.CONFIRMED  # past Perform: finished
+        left = journal.get(later.id)
+        assert (left.state, left.owner) == (State.QUEUED, None)
+        assert journal.history(later.id) == []
+        Coordinator(journal).abort(later.id)  # leave nothing queued for the replay check

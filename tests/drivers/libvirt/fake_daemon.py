@@ -37,6 +37,8 @@ class Frame:
     serial: int
     status: int
     body: bytes
+    raw: bytes = b""
+    """The whole frame as the client sent it, its length word included."""
 
 
 def frame(
@@ -110,7 +112,7 @@ class FakeDaemon:
                 (length,) = struct.unpack(">I", raw)
                 data = self._recv(length - 4)
                 prog, _v, proc, kind, serial, status = HEADER.unpack(data[:24])
-                call = Frame(prog, proc, kind, serial, status, data[24:])
+                call = Frame(prog, proc, kind, serial, status, data[24:], raw + data)
                 self.received.append(call)
                 handler = self.handlers.get(proc) if prog == PROGRAM else None
                 for out in handler(call) if handler else []:

@@ -260,3 +260,104 @@ def test_perform_watch_reports_progress_then_aborts_the_job(fakes: list[FakeDaem
     assert samples == [Progress(100, 40, 60, 1)]
     assert watch.gave_up == "aborted by an operator"
     assert len(monitor.calls(Proc.DOMAIN_ABORT_JOB)) == 1
+
+
+# -- frames written out by hand from remote_protocol.x and virnetprotocol.x ---------------
+
+
+def hexa(text: str) -> bytes:
+    return bytes.fromhex(text)
+
+
+def header(length: int, prog: int, proc: int, kind: int, serial: int, status: int = 0) -> bytes:
+    """``len`` (counting itself), then ``virNetMessageHeader {unsigned prog; unsigned vers;
+    int proc; virNetMessageType type; unsigned serial; virNetMessageStatus status;}``."""
+    return struct.pack(">IIIiiIi", length, prog, 1, proc, kind, serial, status)
+
+
+def test_the_handshake_sends_the_bytes_remote_protocol_x_gives(fakes: list[FakeDaemon]) -> None:
+    fake = daemon(fakes)
+    fake.connection()
+    auth_list, connect_open = fake.received
+    # REMOTE_PROC_AUTH_LIST = 66, a CALL (0), serial 0, no arguments
+    assert auth_list.raw == hexa("0000001c 20008086 00000001 00000042 00000000 00000000 00000000")
+    # REMOTE_PROC_CONNECT_OPEN = 1: remote_connect_open_args { remote_string name; u_int flags; }
+    assert connect_open.raw == hexa(
+        "00000038 20008086 00000001 00000001 00000000 00000001 00000000"
+        "00000001 0000000e 71656d753a2f2f2f73797374656d 0000 00000000"
+    )
+
+
+def test_a_reply_written_by_hand_is_read(fakes: list[FakeDaemon]) -> None:
+    """REMOTE_PROC_CONNECT_GET_VERSION = 4: ``{unsigned hyper hv_ver}``, 9.0.0 as 9000000."""
+    version = hexa("0000000000895440")
+    fake = daemon(
+        fakes,
+        CONNECT_GET_VERSION=lambda call: [
+            header(36, 0x20008086, 4, 1, call.serial) + version  # REPLY (1), OK (0)
+        ],
+    )
+    assert Remote(fake.connection()).version() == 9_000_000
+    [call] = fake.calls(Proc.CONNECT_GET_VERSION)
+    assert call.raw == hexa("0000001c 20008086 00000001 00000004 00000000 00000002 00000000")
+
+
+def test_an_error_written_by_hand_is_read_with_its_code_domain_and_text(
+    fakes: list[FakeDaemon],
+) -> None:
+    """``remote_error { int code; int domain; remote_string message; int level; remote_domain
+    dom; remote_string str1, str2, str3; int int1, int2; remote_network net; }``."""
+    error = hexa(
+        "00000037 0000000a 00000001 00000002 6e6f0000 00000002"  # 55, QEMU (10), "no", ERROR
+        "00000000 00000000 00000000 00000000 00000000 00000000 00000000"  # absent, zeros
+    )
+    fake = daemon(
+        fakes,
+        DOMAIN_DESTROY=lambda call: [
+            header(24 + len(error) + 4, 0x20008086, 12, 1, call.serial, 1) + error
+        ],
+    )
+    uuid = bytes(range(16))
+    with pytest.raises(LibvirtError) as info:
+        Remote(fake.connection()).destroy(DomainRef("vm", uuid, 7))
+    assert (info.value.code, info.value.domain, info.value.message) == (55, 10, "no")
+    # REMOTE_PROC_DOMAIN_DESTROY = 12: remote_domain_destroy_args { remote_nonnull_domain dom; }
+    [call] = fake.calls(Proc.DOMAIN_DESTROY)
+    assert call.body == hexa("00000002 766d0000") + uuid + hexa("00000007")
+
+
+def test_a_ping_written_by_hand_is_answered_with_the_pong_virkeepaliveprotocol_x_gives(
+    fakes: list[FakeDaemon],
+) -> None:
+    """KEEPALIVE_PROGRAM 0x6b656570 ("keep"), PING 1 and PONG 2, as MESSAGEs (2)."""
+    ping_frame = hexa("0000001c 6b656570 00000001 00000001 00000002 00000000 00000000")
+    reply_version = reply(hexa("0000000000895440"))
+    fake = daemon(fakes, CONNECT_GET_VERSION=lambda call: [ping_frame, *reply_version(call)])
+    assert Remote(fake.connection()).version() == 9_000_000
+    deadline = time.monotonic() + 5
+    while not [f for f in fake.received if f.prog == KEEPALIVE_PROGRAM]:
+        assert time.monotonic() < deadline, "no PONG"
+        time.sleep(0.01)
+    [pong] = [f for f in fake.received if f.prog == KEEPALIVE_PROGRAM]
+    assert pong.raw == hexa("0000001c 6b656570 00000001 00000002 00000002 00000000 00000000")
+
+
+def test_perform3_sends_the_arguments_remote_protocol_x_gives(fakes: list[FakeDaemon]) -> None:
+    """remote_domain_migrate_perform3_params_args { remote_nonnull_domain dom; remote_string
+    dconnuri; remote_typed_param params<>; opaque cookie_in<>; unsigned int flags; }"""
+    fake = daemon(fakes, DOMAIN_MIGRATE_PERFORM3_PARAMS=reply(hexa("00000002 6f6b0000")))
+    uuid = bytes(range(16))
+    remote = Remote(fake.connection())
+    cookie = remote.perform3(
+        DomainRef("vm", uuid, 7), {"bandwidth": 50}, b"ck", 0x101, timeout=5, tick=None
+    )
+    assert cookie == b"ok"
+    [call] = fake.calls(Proc.DOMAIN_MIGRATE_PERFORM3_PARAMS)
+    assert call.body == (
+        hexa("00000002 766d0000") + uuid + hexa("00000007")  # dom
+        + hexa("00000000")  # dconnuri: NULL (not peer-to-peer)
+        + hexa("00000001 00000009 62616e647769647468 000000 00000004 0000000000000032")
+        + hexa("00000002 636b0000")  # cookie_in
+        + hexa("00000101")  # LIVE | CHANGE_PROTECTION
+    )  # fmt: skip
+    assert call.raw[:28] == header(28 + len(call.body), 0x20008086, 305, 0, 2)
