@@ -120,6 +120,7 @@ class SSHError(Exception):
 
 
 _CHANGED = ("REMOTE HOST IDENTIFICATION HAS CHANGED", "has changed and you have requested strict")
+_DENIED = re.compile(r"Permission denied \([\w,-]*\)")
 _UNKNOWN = re.compile(r"No \S+ host key is known for|Host key verification failed")
 
 
@@ -137,9 +138,10 @@ def explain(host: str, status: int | None, stderr: str) -> str:
             f"ssh: no host key of {host} is known (add it to known_hosts, or give no_verify=1"
             " to accept a new one)"
         )
-    if "Permission denied" in stderr:
+    denied = _DENIED.search(stderr)
+    if denied:
         return (
-            f"ssh: {host} refused our key ({_clean(last)}); give keyfile=, or a key in"
+            f"ssh: {host} refused our key ({denied.group(0)}); give keyfile=, or a key in"
             " ssh-agent or ~/.ssh/config that the host accepts"
         )
     if status == 255:
