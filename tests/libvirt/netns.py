@@ -43,7 +43,9 @@ def missing() -> str | None:
         return "network namespaces need root"
     for tool in (LIBVIRTD, SSHD, "/usr/bin/ssh", "/usr/bin/ssh-keygen"):
         if not os.path.exists(tool):
-            return f"{tool} not found (apt-get install openssh-server openssh-client libvirt-daemon)"
+            return (
+                f"{tool} not found (apt-get install openssh-server openssh-client libvirt-daemon)"
+            )
     for tool in ("ip", "unshare", "nsenter", "ss", "virsh", "qemu-system-x86_64"):
         if shutil.which(tool) is None:
             return f"{tool} not found"

@@ -87,7 +87,7 @@ def test_a_silent_daemon_breaks_an_idle_connection(fakes: list[FakeDaemon]) -> N
     conn = fake.connection(keepalive=FAST)
     assert wait_for(lambda: conn.broken), "the connection outlived a silent daemon"
     assert len(fake.keepalives(KeepAlive.PING)) >= 1
-    with pytest.raises(LibvirtUnreachable, match="no answer to keepalive for 0.3 s"):
+    with pytest.raises(LibvirtUnreachable, match=r"no answer to keepalive for 0\.3 s"):
         conn.call(Proc.CONNECT_GET_VERSION)
 
 

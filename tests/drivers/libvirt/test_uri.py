@@ -129,7 +129,7 @@ def test_connect_routes_libvirt_uris_and_keeps_qemu_dirs_for_qmp(tmp_path: Path)
     assert isinstance(connect("qemu+unix:///session?socket=/s"), LibvirtDriver)
     assert isinstance(connect(f"qemu://{tmp_path}"), QmpDriver)
     assert isinstance(connect("qemu+ssh://h/system"), LibvirtDriver)
-    with pytest.raises(InvalidURI, match="unknown scheme 'qemu[+]ext'"):
+    with pytest.raises(InvalidURI, match=r"unknown scheme 'qemu\+ext'"):
         connect("qemu+ext://h/system")
 
 
