@@ -22,6 +22,7 @@ from migrator.drivers.libvirt.procedures import Proc
 from migrator.drivers.libvirt.rpc import Connection
 from migrator.drivers.libvirt.uri import parse
 from tests.conftest import ROOT
+from tests.libvirt.daemons import Pair
 from tests.libvirt.netns import NsHost, NsPair
 
 DEADLINE = 60.0
@@ -118,3 +119,17 @@ def test_a_stopped_ssh_coordinator_is_dropped_too(ns_pair: NsPair) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_real_daemon_answers_our_pings_so_an_idle_connection_lives_on(
+    libvirt_pair: Pair,
+) -> None:
+    """Idle for many times interval x count: only the daemon's PONGs keep it alive."""
+    uri = f"{libvirt_pair.src.uri}&keepalive_interval=0.2&keepalive_count=2"
+    conn = Connection.open(parse(uri), host=uri)
+    try:
+        time.sleep(20 * 0.2 * 2)
+        assert not conn.broken
+        assert conn.call(Proc.CONNECT_GET_VERSION)
+    finally:
+        conn.close()
