@@ -114,6 +114,10 @@ class Connection:
                    keepalive=keepalive or target.keepalive)  # fmt: skip
         try:
             conn.handshake(target.name, timeout=connect_timeout)
+        except LibvirtTimeout:
+            reason = channel.why_silent(connect_timeout)
+            conn.abandon()
+            raise LibvirtTimeout(host=host, reason=reason) from None
         except BaseException:
             conn.abandon()
             raise

@@ -28,6 +28,12 @@ class Channel:
             return self.tunnel.explain()
         return "connection closed by the daemon"
 
+    def why_silent(self, seconds: float) -> str:
+        """Why nothing came back within ``seconds`` (ssh: what it said meanwhile)."""
+        if self.tunnel is not None:
+            return self.tunnel.silent(seconds)
+        return f"no answer within {seconds:g} s"
+
     def close(self) -> None:
         if self.tunnel is not None:
             self.tunnel.close()

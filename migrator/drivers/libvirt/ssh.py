@@ -75,6 +75,8 @@ class SSHTunnel:
         self.hostname = host
         self.sock, theirs = socket.socketpair()
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 -- closed by close()
+        self._said = ""
+        """What ssh wrote to stderr, kept once the file is closed."""
         try:
             self.process = subprocess.Popen(
                 argv(host, port, options), stdin=theirs.fileno(), stdout=theirs.fileno(),
@@ -94,7 +96,16 @@ class SSHTunnel:
             self.process.wait(EXIT_WAIT)
         return explain(self.hostname, self.process.poll(), self._read_stderr())
 
+    def silent(self, seconds: float) -> str:
+        """Why nothing came back through a tunnel still open after ``seconds``."""
+        said = _clean(_last_line(self._read_stderr()))
+        return f"no answer through ssh to {self.hostname} within {seconds:g} s" + (
+            f"; ssh said: {said}" if said else ""
+        )
+
     def _read_stderr(self) -> str:
+        if self._stderr.closed:
+            return self._said
         try:
             size = self._stderr.seek(0, os.SEEK_END)
             self._stderr.seek(max(0, size - STDERR_KEPT))
@@ -112,6 +123,7 @@ class SSHTunnel:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self._said = self._read_stderr()
         self._stderr.close()
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from migrator.drivers.libvirt.errors import LibvirtTimeout, LibvirtUnreachable
+from migrator.drivers.libvirt.rpc import Connection
 from migrator.drivers.libvirt.ssh import argv, explain, remote_command
 from migrator.drivers.libvirt.uri import parse
 
@@ -111,3 +113,23 @@ def test_ssh_failures_are_one_line_without_the_user(status: int, stderr: str, sa
 def test_control_characters_from_the_remote_end_are_escaped() -> None:
     line = explain("h", 1, "evil \x1b[2J text\n")
     assert "\x1b" not in line and "\\x1b[2J" in line
+
+
+def test_an_ssh_that_never_connects_times_out_with_what_it_said(tmp_path: Path) -> None:
+    """``command=`` an ssh that hangs (a host that drops packets): the connect timeout."""
+    hang = tmp_path / "hanging-ssh"
+    hang.write_text("#!/bin/sh\necho 'debug1: Connecting to h port 22.' >&2\nexec sleep 60\n")
+    hang.chmod(0o755)
+    uri = f"qemu+ssh://h/system?command={hang}"
+    with pytest.raises(LibvirtTimeout) as info:
+        Connection.open(parse(uri), host=uri, connect_timeout=0.5)
+    assert str(info.value) == (
+        f"libvirt daemon {uri}: no answer through ssh to h within 0.5 s;"
+        " ssh said: debug1: Connecting to h port 22."
+    )
+
+
+def test_an_ssh_that_cannot_run_is_one_line(tmp_path: Path) -> None:
+    uri = f"qemu+ssh://h/system?command={tmp_path / 'no-such-ssh'}"
+    with pytest.raises(LibvirtUnreachable, match=r"cannot run .*no-such-ssh.*No such file"):
+        Connection.open(parse(uri), host=uri)
