@@ -163,6 +163,18 @@ class NsHost:
                 os.waitpid(pid, 0)
 
 
+def _claim_net() -> int:
+    """A free ``N`` of ``10.77.N.0/24``, claimed by creating its bridge: a run that loses
+    the race to another one picks again, and never touches what the other made."""
+    for _ in range(20):
+        taken = run("ip", "-o", "link").split()
+        net = random.choice([n for n in range(100, 200) if f"mlvbr{n}:" not in taken])
+        add = ["ip", "link", "add", f"mlvbr{net}", "type", "bridge"]
+        if subprocess.run(add, capture_output=True, check=False).returncode == 0:
+            return net
+    raise DaemonError("no free 10.77.N.0/24 between 100 and 199")
+
+
 def _ensure_qemu_user() -> None:
     """libvirt 9.0 (Debian) resolves its compiled-in QEMU user before reading qemu.conf."""
     if subprocess.run(["getent", "group", "libvirt-qemu"], capture_output=True).returncode:
@@ -195,13 +207,12 @@ class NsPair:
 
     @classmethod
     def start(cls) -> NsPair:
-        taken = run("ip", "-o", "link").split()
-        net = random.choice([n for n in range(100, 200) if f"mlvbr{n}:" not in taken])
+        _ensure_qemu_user()
+        net = _claim_net()
         root = Path(tempfile.mkdtemp(prefix="mlvn-"))
         hosts = [NsHost(x, f"mlv{net}{x}", f"10.77.{net}.{i}", root / x)
                  for i, x in ((1, "a"), (2, "b"))]  # fmt: skip
         pair = cls(net, root, *hosts)
-        _ensure_qemu_user()
         try:
             pair._network()
             run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(pair.key))
@@ -217,7 +228,6 @@ class NsPair:
         return pair
 
     def _network(self) -> None:
-        run("ip", "link", "add", self.bridge, "type", "bridge")
         run("ip", "addr", "add", f"10.77.{self.net}.254/24", "dev", self.bridge)
         run("ip", "link", "set", self.bridge, "up")
         for host in self.hosts():
