@@ -290,7 +290,6 @@ class Connection:
         if length < HEADER_SIZE or length > MESSAGE_MAX:
             raise XDRError(f"frame length {length} outside {HEADER_SIZE}..{MESSAGE_MAX}")
         frame = self._recv_exact(length - _LENGTH.size, deadline)
-        self._clock.heard(time.monotonic())
         header: Header = _HEADER.unpack(frame[: _HEADER.size])
         return header, frame[_HEADER.size :]
 
@@ -320,6 +319,7 @@ class Connection:
                 continue  # a PING went out, or the deadline check above raises
             if not chunk:
                 raise LibvirtUnreachable(host=self.host, reason=self._channel.why_closed())
+            self._clock.heard(time.monotonic())  # a long frame still arriving is a live peer
             self._buffer += chunk
         data = bytes(self._buffer[:n])
         del self._buffer[:n]
