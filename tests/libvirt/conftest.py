@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from migrator.journal.store import Journal
-from tests.libvirt import daemons, guests
+from tests.libvirt import daemons, guests, netns
 from tests.libvirt.daemons import Daemon, Pair
+from tests.libvirt.netns import NsPair
 from tests.libvirt.rig import LibvirtRig
 
 REQUIRE_LIBVIRT = os.environ.get("MIGRATOR_REQUIRE_LIBVIRT") == "1"
@@ -45,6 +46,21 @@ def libvirt_pair() -> Iterator[Pair]:
             pytest.fail(f"libvirt required (MIGRATOR_REQUIRE_LIBVIRT=1) but missing: {reason}")
         pytest.skip(reason)
     pair = Pair.start()
+    try:
+        yield pair
+    finally:
+        pair.stop()
+
+
+@pytest.fixture(scope="session")
+def ns_pair() -> Iterator[NsPair]:
+    """Two system-mode hosts in network namespaces, each behind an sshd (``netns.py``)."""
+    reason = daemons.missing() or netns.missing()
+    if reason is not None:
+        if REQUIRE_LIBVIRT:
+            pytest.fail(f"libvirt required (MIGRATOR_REQUIRE_LIBVIRT=1) but missing: {reason}")
+        pytest.skip(reason)
+    pair = NsPair.start()
     try:
         yield pair
     finally:

@@ -44,6 +44,7 @@ from migrator.drivers.libvirt.errors import LibvirtError, LibvirtUnreachable
 from migrator.drivers.libvirt.host import Host, Session
 from migrator.drivers.libvirt.procedures import DrvFeature, ErrorCode, MigrateParam
 from migrator.drivers.libvirt.typed import common, dest_flags, final_stats, time_left
+from migrator.drivers.libvirt.uri import KeepAliveSettings, parse
 from migrator.drivers.libvirt.watch import PerformWatch, progress_of
 from migrator.drivers.libvirt.xdr import ParamValue
 from migrator.errors import DriverError
@@ -61,6 +62,8 @@ class LibvirtDriver(Host):
 
     ``migrate_uri`` (or the URI's ``?migrate_uri=``) is where, as a destination, this host
     receives the guest. Timeouts are in seconds; a hook's deadline also bounds its calls.
+    ``keepalive_interval`` and ``keepalive_count`` (else the URI's, else virsh's 5 s and 6)
+    are libvirt's keepalive: a daemon silent for interval x count seconds is gone.
     """
 
     blocking: ClassVar[bool] = True
@@ -75,8 +78,17 @@ class LibvirtDriver(Host):
         migrate_uri: str | None = None,
         connect_timeout: float = 10.0,
         call_timeout: float | None = 60.0,
+        keepalive_interval: float | None = None,
+        keepalive_count: int | None = None,
     ) -> None:
-        super().__init__(uri, connect_timeout=connect_timeout, call_timeout=call_timeout)
+        from_uri = parse(uri).keepalive
+        keepalive = KeepAliveSettings(
+            from_uri.interval if keepalive_interval is None else keepalive_interval,
+            from_uri.count if keepalive_count is None else keepalive_count,
+        )
+        super().__init__(
+            uri, connect_timeout=connect_timeout, call_timeout=call_timeout, keepalive=keepalive
+        )
         self.migrate_uri = migrate_uri or self.target.migrate_uri
         self._results: dict[tuple[str, Step, bool | None], Result] = {}
         self._supported: dict[DrvFeature, bool] = {}

@@ -17,7 +17,7 @@ from typing import ClassVar, TypeVar
 from migrator.drivers.libvirt.errors import LibvirtError, LibvirtUnreachable
 from migrator.drivers.libvirt.remote import Remote
 from migrator.drivers.libvirt.rpc import Connection
-from migrator.drivers.libvirt.uri import parse
+from migrator.drivers.libvirt.uri import KeepAliveSettings, parse
 from migrator.drivers.libvirt.xdr import DomainRef
 from migrator.drivers.uri import redact_uri
 from migrator.states import Step
@@ -46,10 +46,16 @@ class Host:
     _sources_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(
-        self, uri: str, *, connect_timeout: float = 10.0, call_timeout: float | None = 60.0
+        self,
+        uri: str,
+        *,
+        connect_timeout: float = 10.0,
+        call_timeout: float | None = 60.0,
+        keepalive: KeepAliveSettings | None = None,
     ) -> None:
         self.uri = uri
         self.target = parse(uri)
+        self.keepalive = keepalive or self.target.keepalive
         self.connect_timeout = connect_timeout
         self.call_timeout = call_timeout
         self.host = redact_uri(uri)
@@ -64,6 +70,7 @@ class Host:
             host=self.host,
             connect_timeout=self.connect_timeout,
             call_timeout=call_timeout if call_timeout is not None else self.call_timeout,
+            keepalive=self.keepalive,
         )
         return Remote(conn)
 

@@ -78,6 +78,8 @@ class DrvFeature(enum.IntEnum):
     MIGRATION_V2 = 3
     MIGRATION_V3 = 6
     MIGRATE_CHANGE_PROTECTION = 7
+    PROGRAM_KEEPALIVE = 10
+    """Asked before CONNECT_OPEN: the daemon then pings the client (``keepalive.py``)."""
     MIGRATION_PARAMS = 13
 
 

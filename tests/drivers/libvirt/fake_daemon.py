@@ -2,7 +2,9 @@
 
 A thread reads the client's frames and records them; for each CALL the handler of its
 procedure returns the raw frames to send back (a reply, but also events, pings, garbage
-or nothing). AUTH_LIST answers "none" and CONNECT_OPEN succeeds unless overridden.
+or nothing). AUTH_LIST answers "none", CONNECT_SUPPORTS_FEATURE "yes" (to keepalive, which
+the client asks first) and CONNECT_OPEN succeeds unless overridden. PINGs get a PONG
+unless ``pong`` is false: a daemon that stopped answering.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from migrator.drivers.libvirt.procedures import (
     Status,
 )
 from migrator.drivers.libvirt.rpc import Connection
+from migrator.drivers.libvirt.uri import KeepAliveSettings
 from migrator.drivers.libvirt.xdr import Packer
 
 HEADER = struct.Struct(">IIiiIi")
@@ -67,6 +70,10 @@ def ping() -> bytes:
     return frame(KeepAlive.PING, kind=MessageType.MESSAGE, prog=KEEPALIVE_PROGRAM)
 
 
+def pong() -> bytes:
+    return frame(KeepAlive.PONG, kind=MessageType.MESSAGE, prog=KEEPALIVE_PROGRAM)
+
+
 def event(proc: int = 107) -> bytes:
     return frame(proc, b"\0\0\0\0event-body", kind=MessageType.MESSAGE)
 
@@ -87,23 +94,39 @@ def fail(code: int, domain: int, message: str | None) -> Handler:
 class FakeDaemon:
     handlers: dict[int, Handler] = field(default_factory=dict)
     received: list[Frame] = field(default_factory=list)
+    pong: bool = True
 
     def __post_init__(self) -> None:
         self.handlers.setdefault(Proc.AUTH_LIST, reply(Packer().uint(1).sint(AuthType.NONE).data()))
+        self.handlers.setdefault(Proc.CONNECT_SUPPORTS_FEATURE, reply(Packer().sint(1).data()))
         self.handlers.setdefault(Proc.CONNECT_OPEN, reply())
         self.handlers.setdefault(Proc.CONNECT_CLOSE, reply())
         self.client_sock, self._server = socket.socketpair()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
-    def connection(self, *, call_timeout: float | None = 5.0, open_: bool = True) -> Connection:
-        conn = Connection(self.client_sock, host="fake", call_timeout=call_timeout)
+    def connection(
+        self,
+        *,
+        call_timeout: float | None = 5.0,
+        open_: bool = True,
+        keepalive: KeepAliveSettings | None = None,
+    ) -> Connection:
+        conn = Connection(
+            self.client_sock, host="fake", call_timeout=call_timeout, keepalive=keepalive
+        )
         if open_:
             conn.handshake("qemu:///system")
         return conn
 
     def calls(self, proc: int) -> list[Frame]:
         return [f for f in self.received if f.proc == proc and f.prog == PROGRAM]
+
+    def keepalives(self, proc: KeepAlive) -> list[Frame]:
+        return [f for f in self.received if f.proc == proc and f.prog == KEEPALIVE_PROGRAM]
+
+    def send(self, data: bytes) -> None:
+        self._server.sendall(data)
 
     def _serve(self) -> None:
         try:
@@ -114,6 +137,8 @@ class FakeDaemon:
                 prog, _v, proc, kind, serial, status = HEADER.unpack(data[:24])
                 call = Frame(prog, proc, kind, serial, status, data[24:], raw + data)
                 self.received.append(call)
+                if prog == KEEPALIVE_PROGRAM and proc == KeepAlive.PING and self.pong:
+                    self._server.sendall(pong())
                 handler = self.handlers.get(proc) if prog == PROGRAM else None
                 for out in handler(call) if handler else []:
                     self._server.sendall(out)

@@ -20,13 +20,15 @@ from migrator.drivers.libvirt.errors import (
 from migrator.drivers.libvirt.procedures import (
     KEEPALIVE_PROGRAM,
     AuthType,
+    DrvFeature,
     KeepAlive,
     MessageType,
     Proc,
     Status,
 )
 from migrator.drivers.libvirt.remote import Remote
-from migrator.drivers.libvirt.rpc import Connection, open_socket
+from migrator.drivers.libvirt.rpc import Connection
+from migrator.drivers.libvirt.sockets import open_socket
 from migrator.drivers.libvirt.uri import parse
 from migrator.drivers.libvirt.watch import PerformWatch
 from migrator.drivers.libvirt.xdr import DomainRef, Packer, Unpacker, XDRError
@@ -61,10 +63,14 @@ def daemon(fakes: list[FakeDaemon], **handlers: Handler) -> FakeDaemon:
     return fake
 
 
-def test_handshake_asks_auth_list_then_opens_the_uri(fakes: list[FakeDaemon]) -> None:
+def test_handshake_asks_auth_list_keepalive_then_opens_the_uri(fakes: list[FakeDaemon]) -> None:
     fake = daemon(fakes)
     fake.connection()
-    assert [f.proc for f in fake.received] == [Proc.AUTH_LIST, Proc.CONNECT_OPEN]
+    assert [f.proc for f in fake.received] == [
+        Proc.AUTH_LIST, Proc.CONNECT_SUPPORTS_FEATURE, Proc.CONNECT_OPEN
+    ]  # fmt: skip
+    feature = Unpacker(fake.calls(Proc.CONNECT_SUPPORTS_FEATURE)[0].body)
+    assert feature.sint() == DrvFeature.PROGRAM_KEEPALIVE
     body = Unpacker(fake.calls(Proc.CONNECT_OPEN)[0].body)
     assert (body.boolean(), body.string(), body.uint()) == (True, "qemu:///system", 0)
 

@@ -9,7 +9,13 @@ import pytest
 
 from migrator.drivers.base import connect
 from migrator.drivers.libvirt.driver import LibvirtDriver
-from migrator.drivers.libvirt.uri import Transport, is_libvirt_uri, parse
+from migrator.drivers.libvirt.uri import (
+    KeepAliveSettings,
+    Proxy,
+    Transport,
+    is_libvirt_uri,
+    parse,
+)
 from migrator.drivers.qmphost import QmpDriver
 from migrator.errors import InvalidURI
 
@@ -28,6 +34,9 @@ ENV = {"XDG_RUNTIME_DIR": "/run/user/1000", "HOME": "/home/u"}
         ("qemu+tcp://h1:1234/system", Transport.TCP, "h1:1234", "qemu:///system"),
         ("qemu+tls://h2/system", Transport.TLS, "h2:16514", "qemu:///system"),
         ("qemu+tls://[::1]:99/system", Transport.TLS, "::1:99", "qemu:///system"),
+        ("qemu+ssh://h3/system", Transport.SSH, "h3", "qemu:///system"),
+        ("qemu+ssh://root@h3:2222/system", Transport.SSH, "h3:2222", "qemu:///system"),
+        ("qemu+ssh://h3/session", Transport.SSH, "h3", "qemu:///session"),
     ],
 )  # fmt: skip
 def test_where_each_uri_connects(uri: str, transport: Transport, address: str, name: str) -> None:
@@ -68,7 +77,21 @@ def test_migrate_uri_is_migrators_own_parameter() -> None:
 @pytest.mark.parametrize(
     ("uri", "reason"),
     [
-        ("qemu+ssh://h/system", "transport 'ssh' is not supported"),
+        ("qemu+libssh2://h/system", "transport 'libssh2' is not supported"),
+        ("qemu+ssh:///system", "needs a host"),
+        ("qemu+ssh://u:pw@h/system", "ssh takes no password"),
+        ("qemu+ssh://h/system?mode=direct", "mode=direct cannot be used with the ssh"),
+        ("qemu+ssh://h/system?mode=fast", "mode must be auto, legacy or direct"),
+        ("qemu+ssh://h/system?proxy=nope", "proxy must be auto, netcat or native"),
+        ("qemu+ssh://h/system?proxy=native&netcat=/bin/nc", "not valid with proxy=native"),
+        ("qemu+ssh://h/system?no_verify=yes", "no_verify must be 0 or 1"),
+        ("qemu+ssh://h/system?keyfile=", "keyfile= needs a value"),
+        ("qemu+ssh://h/system?pkipath=/p", "for qemu+tls"),
+        ("qemu+ssh://h/system?sshauth=agent", "unknown parameter 'sshauth'"),
+        ("qemu+tcp://h/system?keyfile=/k", "unknown parameter 'keyfile'"),
+        ("qemu+tcp://h/system?keepalive_interval=-1", "keepalive_interval must be"),
+        ("qemu+tcp://h/system?keepalive_count=0", "keepalive_count 1..100"),
+        ("qemu+tcp://h/system?keepalive_count=x", "keepalive"),
         ("qemu:///nowhere", "/system or /session"),
         ("qemu+tcp:///system", "needs a host"),
         ("qemu+tcp://h/session", "reached as /system"),
@@ -94,6 +117,9 @@ def test_a_password_never_reaches_the_error_or_the_repr() -> None:
     driver = LibvirtDriver("qemu+tcp://admin:s3cret@h/system")
     assert "s3cret" not in repr(driver) and "s3cret" not in driver.host
     assert "s3cret" not in repr(driver.target)
+    with pytest.raises(InvalidURI) as info:
+        parse("qemu+ssh://admin:s3cret@h/system")
+    assert "s3cret" not in str(info.value) and "admin:***@h" in str(info.value)
 
 
 def test_connect_routes_libvirt_uris_and_keeps_qemu_dirs_for_qmp(tmp_path: Path) -> None:
@@ -102,5 +128,47 @@ def test_connect_routes_libvirt_uris_and_keeps_qemu_dirs_for_qmp(tmp_path: Path)
     assert isinstance(connect("qemu:///system"), LibvirtDriver)
     assert isinstance(connect("qemu+unix:///session?socket=/s"), LibvirtDriver)
     assert isinstance(connect(f"qemu://{tmp_path}"), QmpDriver)
-    with pytest.raises(InvalidURI, match="not supported"):
-        connect("qemu+ssh://h/system")
+    assert isinstance(connect("qemu+ssh://h/system"), LibvirtDriver)
+    with pytest.raises(InvalidURI, match=r"unknown scheme 'qemu\+ext'"):
+        connect("qemu+ext://h/system")
+
+
+def test_ssh_parameters_as_libvirt_reads_them() -> None:
+    ssh = parse(
+        "qemu+ssh://op@h/system?keyfile=/k&known_hosts=/kh&no_verify=1&command=/opt/ssh"
+        "&netcat=/opt/nc"
+    ).ssh
+    assert ssh is not None
+    assert (ssh.user, ssh.keyfile, ssh.known_hosts, ssh.verify, ssh.command) == (
+        "op", "/k", "/kh", False, "/opt/ssh"
+    )  # fmt: skip
+    assert (ssh.netcat, ssh.proxy) == ("/opt/nc", Proxy.NETCAT)  # a netcat means netcat
+    assert ssh.socket == "/var/run/libvirt/libvirt-sock"
+
+
+@pytest.mark.parametrize(
+    ("query", "proxy", "helper"),
+    [
+        ("", Proxy.AUTO, "qemu:///system"),
+        ("?socket=/s", Proxy.NETCAT, "qemu:///system"),
+        ("?proxy=native", Proxy.NATIVE, "qemu:///system"),
+        ("?mode=legacy", Proxy.AUTO, "qemu:///system?mode=legacy"),
+        ("?socket=/s&mode=direct", Proxy.NETCAT, "qemu:///system?mode=direct"),
+    ],
+)
+def test_what_runs_on_the_remote_end(query: str, proxy: Proxy, helper: str) -> None:
+    ssh = parse(f"qemu+ssh://h/system{query}").ssh
+    assert ssh is not None and (ssh.proxy, ssh.helper_uri) == (proxy, helper)
+
+
+def test_a_remote_session_uses_virt_ssh_helper_as_libvirt_does() -> None:
+    ssh = parse("qemu+ssh://h/session").ssh
+    assert ssh is not None and (ssh.proxy, ssh.helper_uri) == (Proxy.NATIVE, "qemu:///session")
+
+
+def test_keepalive_defaults_are_virshs_and_the_uri_or_the_driver_sets_them() -> None:
+    assert parse("qemu+tcp://h/system").keepalive == KeepAliveSettings(5.0, 6)
+    uri = "qemu+tcp://h/system?keepalive_interval=1.5&keepalive_count=3"
+    assert parse(uri).keepalive == KeepAliveSettings(1.5, 3)
+    assert LibvirtDriver(uri, keepalive_count=9).keepalive == KeepAliveSettings(1.5, 9)
+    assert not LibvirtDriver(uri, keepalive_interval=0).keepalive.enabled
