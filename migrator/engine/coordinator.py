@@ -220,7 +220,7 @@ class Coordinator:
             if stopped:
                 return orphans.report_untouched(orphan.migration, f"not attempted: {stopped[0]}")
             try:
-                return self._recover_found(orphan, dry_run=dry_run)
+                return self.recover_found(orphan, dry_run=dry_run)
             except JournalUnavailable as exc:  # the journal fails them all: stop once, say why
                 stopped.append(exc)
                 return orphans.report_stopped(self.journal, orphan.migration, exc)
@@ -236,22 +236,10 @@ class Coordinator:
         with ThreadPoolExecutor(workers, thread_name_prefix="migrator-recover") as pool:
             return reports + list(orphans.in_order(pool, one, found, window=window))
 
-    def recover_one(
-        self, migration: Migration, *, dry_run: bool = False, steal: bool = False
-    ) -> Recovered:
-        """``recover`` for one migration: a worker's takeover (docs/workers.md). A journal
+    def recover_found(self, orphan: Orphan, *, dry_run: bool = False) -> Recovered:
+        """Carry out the plan of an orphan as ``orphans.found`` read (and claimed, if it
+        was): ``recover`` for each orphan, a worker's takeover (docs/workers.md). A journal
         that fails raises ``JournalUnavailable``; any other trouble is in the report."""
-        orphan = orphans.planned(migration, self.journal.history(migration.id), steal=steal)
-        if dry_run or orphan.because is None:
-            return orphan.report
-        try:
-            claimed = self.journal.claim(migration, self.id)
-        except FenceLost:
-            return dataclasses.replace(orphan.report, note="claimed by another coordinator")
-        return self._recover_found(dataclasses.replace(orphan, claimed=claimed))
-
-    def _recover_found(self, orphan: Orphan, *, dry_run: bool = False) -> Recovered:
-        """Carry out the plan of an orphan as read (and claimed, if it was)."""
         report = orphan.report
         if dry_run or orphan.because is None:
             return report

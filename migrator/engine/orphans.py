@@ -79,13 +79,18 @@ def found(
     chunk: int,
     steal: bool,
     claim: bool,
+    claimable_only: bool = False,
 ) -> Iterator[Orphan]:
     """Every unfinished migration, newest first, claimed by ``owner`` a chunk at a time
-    (if ``claim``) as the stream reaches it; the first in a chunk of its own. Once
+    (if ``claim``) as the stream reaches it; the first in a chunk of its own.
+    ``claimable_only`` (a worker's takeover) leaves out, unread, those whose owner is
+    alive: no events are read for them. Once
     ``stopped`` holds the journal's failure (here or from a thread driving an orphan)
     nothing more is read or claimed: the first orphan of a chunk that failed carries the
     failure, the others are given as read."""
     stream = journal.stream(states=RECOVERABLE)
+    if claimable_only:
+        stream = (m for m in stream if claimable(m, steal=steal) is not None)
     sizes = itertools.chain([1], itertools.repeat(chunk))  # the first alone: acted on at once
     while batch := list(itertools.islice(stream, next(sizes))):
         if stopped:

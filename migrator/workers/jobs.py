@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from migrator.engine.coordinator import Coordinator
+from migrator.engine.orphans import Orphan
 from migrator.engine.run import Run
 from migrator.engine.steps import Gate
 from migrator.errors import FenceLost, HandedOver, JournalError, MigratorError, StateConflict
@@ -51,10 +52,11 @@ class StopLevel:
 
 @dataclass
 class Job:
-    """A migration on its thread: claimed from the queue, or taken over."""
+    """A migration on its thread: claimed from the queue, or taken over (``orphan``: as
+    ``orphans.found`` read and claimed it)."""
 
     migration: Migration
-    takeover: bool
+    orphan: Orphan | None = None
     thread: threading.Thread | None = None
     last: Migration | None = None
     """The migration as the gate last saw it: what a hand-over gives back."""
@@ -80,7 +82,7 @@ class Jobs:
 
     def busy(self) -> int:
         with self._lock:
-            return sum(1 for job in self._running.values() if not job.takeover)
+            return sum(1 for job in self._running.values() if job.orphan is None)
 
     def holds(self, migration_id: str) -> bool:
         with self._lock:
@@ -90,8 +92,8 @@ class Jobs:
         with self._lock:
             return [job.thread for job in self._running.values() if job.thread is not None]
 
-    def start(self, migration: Migration, *, takeover: bool) -> None:
-        job = Job(migration, takeover)
+    def start(self, migration: Migration, *, orphan: Orphan | None = None) -> None:
+        job = Job(migration, orphan)
         job.thread = threading.Thread(
             target=self._run, args=(job,), name=f"migrator-job-{migration.id[:8]}", daemon=True
         )
@@ -118,13 +120,13 @@ class Jobs:
             self.on_done()
 
     def _drive(self, coordinator: Coordinator, job: Job) -> None:
-        if not job.takeover:
+        if job.orphan is None:
             coordinator.drive(job.migration)
             return
-        if job.migration.state is State.NEW:
-            self._requeue_orphan(coordinator, job.migration)
+        if job.migration.state is State.NEW:  # claimed, never begun: back to the queue
+            requeue(coordinator, job.migration)
             return
-        report = coordinator.recover_one(job.migration)
+        report = coordinator.recover_found(job.orphan)
         log.info("took over migration %s: %s", job.migration.id, report.note or report.result)
 
     def close(self) -> None:
@@ -152,14 +154,6 @@ class Jobs:
         else:
             self.queue.release(held)
         log.info("handed over migration %s in %s", held.id, held.state)
-
-    def _requeue_orphan(self, coordinator: Coordinator, migration: Migration) -> None:
-        """A claimed migration whose worker died before Begin goes back to the queue."""
-        try:
-            claimed = coordinator.journal.claim(migration, self.worker_id)
-        except FenceLost:
-            return
-        requeue(coordinator, claimed)
 
 
 def requeue(coordinator: Coordinator, migration: Migration) -> None:

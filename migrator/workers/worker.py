@@ -3,7 +3,7 @@ stops gracefully (docs/workers.md).
 
 Every ``poll`` seconds (and whenever a job ends) the worker heartbeats its row in the
 ``workers`` table, takes over every migration whose owner died or whose lease lapsed
-(``ownership.claimable``, the same rule and plans as ``migrator recover``), then claims
+(``engine/orphans.py``: the same rule, claims and plans as ``migrator recover``), then claims
 queued migrations (``Queue.claim``, under the per-host limits) while it has free slots.
 A takeover therefore starts at most ``lease + poll`` seconds after the owner's last
 heartbeat.
@@ -17,13 +17,12 @@ import time
 from collections.abc import Callable, Iterable
 
 from migrator.drivers.base import connect
+from migrator.engine import orphans
 from migrator.engine.coordinator import Coordinator, new_coordinator_id
-from migrator.engine.flows.base import RECOVERABLE
 from migrator.engine.observers import Hook
-from migrator.engine.ownership import claimable
 from migrator.engine.run import Connect
 from migrator.engine.steps import Gate
-from migrator.errors import JournalError, UsageError
+from migrator.errors import JournalError, JournalUnavailable, UsageError
 from migrator.failpoints import INERT, Failpoints
 from migrator.hostlimits import UNLIMITED, HostLimits
 from migrator.journal.queue import Queue
@@ -31,6 +30,9 @@ from migrator.journal.store import Journal
 from migrator.workers.jobs import Jobs, StopLevel
 
 log = logging.getLogger(__name__)
+
+TAKEOVER_CHUNK = 32
+"""Orphans a takeover reads the events of, and claims, in one query and one statement."""
 
 
 class Worker:
@@ -155,14 +157,23 @@ class Worker:
         self.claim()
 
     def take_over(self) -> int:
-        """Start a takeover of every migration whose owner died or whose lease lapsed."""
+        """Claim every migration whose owner died or whose lease lapsed, as ``recover``
+        does (``orphans.found``: read and claimed a chunk at a time), and start a job that
+        carries out its plan."""
+        stopped: list[JournalUnavailable] = []
+        found = orphans.found(
+            self.journal, self.id, stopped, chunk=TAKEOVER_CHUNK, steal=False, claim=True,
+            claimable_only=True,
+        )  # fmt: skip
         started = 0
-        for migration in self.journal.list(states=RECOVERABLE):
-            if self.jobs.holds(migration.id) or claimable(migration) is None:
-                continue
-            self.jobs.start(migration, takeover=True)
+        for orphan in found:
+            if orphan.claimed is None or self.jobs.holds(orphan.migration.id):
+                continue  # another worker claimed it first, or still ours on a job
+            self.jobs.start(orphan.claimed, orphan=orphan)
             started += 1
         self.taken_over += started
+        if stopped:
+            raise stopped[0]  # retried at the next poll (``_guarded``)
         return started
 
     def claim(self) -> int:
@@ -172,7 +183,7 @@ class Worker:
             migration = self.queue.claim(self.id, self.limits)
             if migration is None:
                 break
-            self.jobs.start(migration, takeover=False)
+            self.jobs.start(migration)
             claimed += 1
         self.claimed += claimed
         return claimed
