@@ -1,6 +1,6 @@
 """The state machine drawn from the one state table: Mermaid text, or SVG/PNG via graphviz.
 
-Every state and transition comes from the machine (``states.machine()``, built from
+Every state and transition comes from the machine (``machine.machine()``, built from
 ``states.TRANSITIONS``), so states and steps added there appear here with no change. With
 a path (the states one migration went through), its states and the transitions it took
 are highlighted.
@@ -13,7 +13,8 @@ import shutil
 import subprocess
 
 from migrator.errors import MigratorError, UsageError
-from migrator.states import TERMINAL, State, Transition, machine
+from migrator.machine import machine
+from migrator.states import TERMINAL, State, Transition
 
 DOT_TIMEOUT = 30.0
 TAKEN_FILL = "#cfe8ff"

@@ -11,17 +11,8 @@ from hypothesis import strategies as st
 
 from migrator.diagram import mermaid
 from migrator.errors import IllegalTransition
-from migrator.states import (
-    INTENT_STATES,
-    TERMINAL,
-    TRANSITIONS,
-    State,
-    Trigger,
-    acquire_model,
-    allowed,
-    fire,
-    release_model,
-)
+from migrator.machine import acquire_model, allowed, fire, release_model
+from migrator.states import INTENT_STATES, TERMINAL, TRANSITIONS, State, Trigger
 from tests.conftest import ROOT
 
 

@@ -16,8 +16,9 @@ from migrator.drivers.base import (
     redact_uri,
 )
 from migrator.flags import MigrateFlags
+from migrator.machine import Machine, MachineModel
 from migrator.records import Change, Event, EventKind, Migration
-from migrator.states import TERMINAL, Machine, MachineModel, State, Step
+from migrator.states import TERMINAL, State, Step
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ PREPARE = (Step.PREPARE, Step.PREPARE_TUNNEL, Step.PREPARE2, Step.PREPARE1)
 class Run:
     """One migration being driven: its journal record, its hosts and what the steps gave.
 
-    ``model`` is the run's model on the machine (``states.Machine``), attached by the first
+    ``model`` is the run's model on the machine (``machine.Machine``), attached by the first
     trigger the engine fires; the machine changes its state only once the change is
     committed or staged, so it always says ``state``. The journal is the truth.
     """

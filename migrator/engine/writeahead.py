@@ -13,7 +13,7 @@ run: the next write carries it, or ``flush`` commits it alone. An armed
 commits, which older journals hold, stays testable and replayable.
 
 Every state change is a trigger fired on the migration's model of the ``transitions``
-machine (``fire``; ``states.machine()``, built from the one state table). The machine
+machine (``fire``; ``machine.machine()``, built from the one state table). The machine
 checks the trigger (``IllegalTransition`` before anything is written or called), then
 calls its ``write`` callback, which is this module's commit (or staging) of the change;
 only when that succeeded does the machine's state change. Notes, which change no state,
@@ -30,8 +30,9 @@ from migrator.engine.run import Outcome, Run
 from migrator.errors import AbortRequested
 from migrator.failpoints import Failpoints
 from migrator.journal.store import Journal
+from migrator.machine import Machine, machine
 from migrator.records import KEEP_REASON, Change, EventDraft, EventKind, Reason
-from migrator.states import Machine, State, Step, Trigger, machine
+from migrator.states import State, Step, Trigger
 
 
 def noted(draft: EventDraft) -> str:

@@ -13,8 +13,9 @@ from migrator.coordinator import Coordinator
 from migrator.drivers.base import connect
 from migrator.errors import IllegalTransition
 from migrator.journal.store import Journal
+from migrator.machine import Machine, machine
 from migrator.records import StepContext
-from migrator.states import TRANSITIONS, Machine, State, Trigger, machine
+from migrator.states import TRANSITIONS, State, Trigger
 
 HOOKS = ("begin", "prepare", "perform", "finish", "confirm")
 

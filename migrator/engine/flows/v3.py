@@ -9,13 +9,12 @@ of no return, forward after it, replaying an interrupted step with its journaled
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, cast
 
-from migrator.drivers.base import PerformResult, TunnelledDriver
+from migrator.drivers.base import TunnelledDriver
 from migrator.engine import reasons
-from migrator.engine.flows import v3_plans
+from migrator.engine.flows import v3_plans, v3_tunnel
 from migrator.engine.flows.base import (
     Action,
     Engine,
@@ -61,43 +60,6 @@ FAILED_FINISH: dict[tuple[FinishVerdict, bool], tuple[Then, str]] = {
 }
 """A Finish that raised, by what the destination says and ``cancelled``. libvirt kills the
 source here "even though that may leave no VM at all"; v3 never acts on a guess."""
-
-
-class _ClosedTunnel:
-    """A replayed tunnelled Perform: the tunnel died with the coordinator that opened it.
-
-    The hook is idempotent: once the transfer completed it answers from its record and
-    sends nothing; should it send, the write fails and Perform fails (before Finish)."""
-
-    def write(self, data: bytes) -> None:
-        raise DriverError("the tunnel closed with the coordinator that opened it")
-
-    def close(self) -> None:
-        return None
-
-    def abort(self) -> None:
-        return None
-
-
-def _relay(ctx: StepContext, run: Run, cookie: bytes, *, replay: bool) -> PerformResult:
-    """Tunnelled Perform: the source sends through us into the destination's stream."""
-    stream = run.stream if run.stream is not None or not replay else _ClosedTunnel()
-    if stream is None:
-        raise DriverError("no tunnel to the destination: PrepareTunnel3 gave no stream")
-    relayed = [0]
-
-    def send(data: bytes) -> None:
-        stream.write(data)
-        relayed[0] += len(data)
-
-    src = cast(TunnelledDriver, run.src)  # negotiation saw both hosts offer TUNNELLED
-    try:
-        result: PerformResult = src.perform_tunnel(ctx, run.params, cookie, send)
-        stream.close()
-    except BaseException:
-        stream.abort()
-        raise
-    return dataclasses.replace(result, stats={**result.stats, "relayed_bytes": relayed[0]})
 
 
 # -- the steps -------------------------------------------------------------------------
@@ -167,7 +129,7 @@ def perform(e: Engine, run: Run, *, attempt: int = 1, replay: bool = False) -> b
     )
     hook: Callable[[StepContext], Any]
     if run.tunnelled:
-        hook = lambda ctx: _relay(ctx, run, cookie, replay=replay)
+        hook = lambda ctx: v3_tunnel.relay(ctx, run, cookie, replay=replay)
     else:
         hook = lambda ctx: run.src.perform(ctx, run.params, cookie, uri)
     out = e.steps.step(run, draft, hook, Trigger.PERFORM_FAILED, replay=replay)
