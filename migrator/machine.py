@@ -39,9 +39,10 @@ class MachineModel:
 def _lean_classes() -> tuple[type, type]:
     """``transitions``' Event and Transition for this table, which declares no conditions,
     no callbacks of its own and no queue: a trigger runs the machine's
-    ``before_state_change`` (``write``), then changes the state, in the order the library's
-    ``execute`` has, without its empty callback lists, enter/exit dispatch, debug logging
-    and queue hand-off (most of a trigger's cost)."""
+    ``before_state_change`` (the model's ``write``), then changes the state, in the order
+    the library's ``execute`` has, without its empty callback lists, condition checks,
+    enter/exit dispatch, debug logging and queue hand-off (most of a trigger's cost).
+    ``Machine.__init__`` checks that the table declares nothing these would skip."""
     from transitions import Event, EventData, Transition
 
     class LeanEvent(Event):
@@ -49,12 +50,17 @@ def _lean_classes() -> tuple[type, type]:
             result: bool = self._trigger(EventData(None, self, self.machine, model, args, kwargs))
             return result
 
+        def _process(self, event_data: Any) -> bool:  # one transition a source, no conditions
+            event_data.transition = self.transitions[event_data.state.name][0]
+            event_data.result = event_data.transition.execute(event_data)
+            return True
+
     class LeanTransition(Transition):
         def execute(self, event_data: Any) -> bool:
-            machine = event_data.machine
-            for func in machine.before_state_change:
-                machine.callback(func, event_data)
-            setattr(event_data.model, machine.model_attribute, self.dest)
+            model = event_data.model
+            for name in event_data.machine.before_state_change:  # ["write"], by name
+                getattr(model, name)(event_data)
+            model.state = self.dest
             return True
 
     return LeanEvent, LeanTransition
@@ -94,6 +100,11 @@ class Machine:
             send_event=True,
             before_state_change="write",
         )
+        # The lean classes skip what this table does not declare: make sure it does not.
+        for event in self.machine.events.values():
+            for moves in event.transitions.values():
+                assert len(moves) == 1 and not (moves[0].prepare or moves[0].conditions)
+                assert not (moves[0].before or moves[0].after)
         self._next = {
             (State(source), Trigger(name)): State(str(moves[0].dest))
             for name, event in self.machine.events.items()
