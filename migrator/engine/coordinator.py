@@ -46,13 +46,18 @@ from migrator.errors import (
     UsageError,
 )
 from migrator.failpoints import INERT, Failpoints
-from migrator.flags import MigrateFlags
+from migrator.flags import MigrateFlags, cli_name
 from migrator.journal.queue import Queue
 from migrator.journal.store import Journal
 from migrator.records import EventDraft, EventKind, Migration
 from migrator.states import State
 
 log = logging.getLogger(__name__)
+
+NOT_CARRIED = MigrateFlags.POSTCOPY | MigrateFlags.POSTCOPY_RESUME
+"""Flags the engine cannot yet carry safely, refused for every driver: once a post-copy
+migration switched, the destination runs the guest with part of its memory still on the
+source, so only going forward is safe, and the failure rules would cancel it."""
 
 RECOVER_WORKERS = 16
 """Orphans ``recover`` brings to an end at once, by default."""
@@ -347,6 +352,12 @@ class Coordinator:
         bandwidth: int,
         protocol: int | None,
     ) -> tuple[MigrationParams, int]:
+        for flag in MigrateFlags(flags & NOT_CARRIED):
+            raise UsageError(
+                f"flag {cli_name(flag)} is refused: migrator cannot yet carry a post-copy"
+                " migration safely (after the switch only going forward is safe); migrate"
+                " without it"
+            )
         limits.integer(bandwidth, name="bandwidth")
         limits.domain_name(domain, name="domain name")
         if dname is not None:

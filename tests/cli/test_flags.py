@@ -260,3 +260,20 @@ def test_tunnelled_is_honoured_only_by_test_hosts_that_speak_v3(tmp_path: Path) 
     assert v3.honoured_flags & MigrateFlags.TUNNELLED
     assert not older.honoured_flags & MigrateFlags.TUNNELLED
     assert older.honoured_flags | MigrateFlags.TUNNELLED == v3.honoured_flags
+
+
+@pytest.mark.parametrize("flag", ["postcopy", "postcopy-resume"])
+def test_post_copy_is_refused_before_anything_is_journaled_or_called(
+    db: str, flag: str
+) -> None:
+    """The engine cannot carry a post-copy migration safely yet: refused for every driver,
+    libvirt's included, before a host is reached (these addresses answer nothing)."""
+    src, dst = "qemu+tcp://10.77.254.1/system", "qemu+tcp://10.77.254.2/system"
+    proc = run_cli("migrate", "vm1", "--src", src, "--dst", dst, "--flag", flag, db=db)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"migrator: error: flag {flag} is refused: migrator cannot yet carry a post-copy"
+        " migration safely (after the switch only going forward is safe); migrate without it"
+    ]
+    with Journal.open(db) as journal:
+        assert journal.list() == []
