@@ -16,15 +16,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from migrator.coordinator import Coordinator
-    from migrator.drivers.base import (
-        COOKIE_MAX,
-        DomainState,
-        Driver,
-        Feature,
-        MigrationParams,
-        connect,
-    )
+    from migrator.drivers.api import COOKIE_MAX, DomainState, Driver, Feature, MigrationParams
+    from migrator.drivers.registry import connect
+    from migrator.engine.coordinator import Coordinator
     from migrator.errors import (
         DriverError,
         IllegalTransition,
@@ -43,20 +37,20 @@ if TYPE_CHECKING:
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 _HOMES = {
-    "COOKIE_MAX": "migrator.drivers.base",
-    "Coordinator": "migrator.coordinator",
-    "DomainState": "migrator.drivers.base",
-    "Driver": "migrator.drivers.base",
+    "COOKIE_MAX": "migrator.drivers.api",
+    "Coordinator": "migrator.engine.coordinator",
+    "DomainState": "migrator.drivers.api",
+    "Driver": "migrator.drivers.api",
     "DriverError": "migrator.errors",
     "Event": "migrator.records",
-    "Feature": "migrator.drivers.base",
+    "Feature": "migrator.drivers.api",
     "HostLimits": "migrator.hostlimits",
     "IllegalTransition": "migrator.errors",
     "Journal": "migrator.journal.store",
     "JournalError": "migrator.errors",
     "MigrateFlags": "migrator.flags",
     "Migration": "migrator.records",
-    "MigrationParams": "migrator.drivers.base",
+    "MigrationParams": "migrator.drivers.api",
     "MigratorError": "migrator.errors",
     "Progress": "migrator.records",
     "SchemaOutOfDate": "migrator.errors",
@@ -66,7 +60,7 @@ _HOMES = {
     "Trigger": "migrator.states",
     "UsageError": "migrator.errors",
     "Worker": "migrator.workers",
-    "connect": "migrator.drivers.base",
+    "connect": "migrator.drivers.registry",
 }
 
 __all__ = [

@@ -18,11 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from migrator.engine.flows import flow_for
-from migrator.engine.flows.base import RECOVERABLE, Action, Plan
-from migrator.engine.ownership import claimable, owner_is_dead
+from migrator.engine.flows.base import Plan
 from migrator.records import Event, Migration
-
-__all__ = ["RECOVERABLE", "Action", "Plan", "claimable", "owner_is_dead", "plan"]
 
 
 def plan(migration: Migration, history: Sequence[Event]) -> Plan:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from migrator import replayphases
-from migrator.drivers.base import (
+from migrator.drivers.api import (
     BeginResult,
     ConfirmResult,
     DomainState,

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from migrator.coordinator import Coordinator
-from migrator.drivers.base import (
+from migrator.drivers.api import (
     BeginResult,
     ConfirmResult,
     Feature,
@@ -21,6 +20,7 @@ from migrator.drivers.base import (
     PerformResult,
 )
 from migrator.drivers.null import NullDriver
+from migrator.engine.coordinator import Coordinator
 from migrator.errors import DomainExists, DomainNotFound, NoCommonProtocol, UsageError
 from migrator.failpoints import Crash, Failpoints
 from migrator.flags import MigrateFlags

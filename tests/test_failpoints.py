@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from migrator import failpoints
-from migrator.coordinator import Coordinator
+from migrator.engine.coordinator import Coordinator
 from migrator.errors import UsageError
 from migrator.failpoints import Crash, Failpoints
 from migrator.journal.store import Journal

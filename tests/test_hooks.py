@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from migrator import failpoints
-from migrator.coordinator import Coordinator
-from migrator.drivers.base import MigrationParams, PerformResult
+from migrator.drivers.api import MigrationParams, PerformResult
 from migrator.drivers.null import NullDriver
+from migrator.engine.coordinator import Coordinator
 from migrator.failpoints import Failpoints
 from migrator.hooks import CommandHook, HookEvent, HookName
 from migrator.journal.store import Journal

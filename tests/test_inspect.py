@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from migrator import failpoints, inspect
-from migrator.coordinator import Coordinator
-from migrator.drivers.base import FinishResult, MigrationParams, PerformResult, ProbeResult
+from migrator.drivers.api import FinishResult, MigrationParams, PerformResult, ProbeResult
 from migrator.drivers.null import NullDriver
+from migrator.engine.coordinator import Coordinator
 from migrator.failpoints import Failpoints
 from migrator.journal.store import Journal
 from migrator.records import StepContext

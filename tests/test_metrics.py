@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from migrator.coordinator import Coordinator
-from migrator.drivers.base import MigrationParams, PerformResult
+from migrator.drivers.api import MigrationParams, PerformResult
 from migrator.drivers.null import NullDriver
+from migrator.engine.coordinator import Coordinator
 from migrator.journal.store import Journal
 from migrator.metrics import MetricsHook, serve_journal
 from migrator.records import StepContext

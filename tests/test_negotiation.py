@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from migrator.drivers.base import Feature
+from migrator.drivers.api import Feature
 from migrator.drivers.test import TestDriver
 from migrator.engine.negotiation import FEATURE_OF, negotiate, offers
 from migrator.errors import InvalidURI, NoCommonProtocol, UsageError

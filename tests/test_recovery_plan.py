@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from migrator.engine.flows.base import RECOVERABLE, Action
+from migrator.engine.ownership import claimable, owner_is_dead
 from migrator.records import Event, Migration
-from migrator.recovery import RECOVERABLE, Action, claimable, owner_is_dead, plan
+from migrator.recovery import plan
 from migrator.states import OWN_STATES, TERMINAL, State, Step
 from tests.conftest import ROOT
 

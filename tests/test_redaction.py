@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from migrator.coordinator import Coordinator
 from migrator.drivers.test import TestDriver
+from migrator.engine.coordinator import Coordinator
 from migrator.inspect import export
 from migrator.journal.store import Journal
 from migrator.redaction import UNPARSEABLE, redact

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from migrator.coordinator import Coordinator
+from migrator.engine.coordinator import Coordinator
 from migrator.failpoints import Crash, Failpoints
 from migrator.journal.store import Journal
 from migrator.replay import replay

@@ -20,7 +20,7 @@ from migrator.cli.exits import ExitCode
 from migrator.errors import JournalError, MigratorError, UsageError
 
 if TYPE_CHECKING:
-    from migrator.coordinator import Coordinator
+    from migrator.engine.coordinator import Coordinator
     from migrator.journal.reading import Reads
     from migrator.journal.store import Journal
 
@@ -88,7 +88,7 @@ def coordinator(opened: Journal, **options: Any) -> Coordinator:
     Failpoints come from ``MIGRATOR_FAILPOINTS`` here, the one place the command line reads
     them (docs/recovery.md): the library itself never looks at the environment.
     """
-    from migrator.coordinator import Coordinator
+    from migrator.engine.coordinator import Coordinator
     from migrator.failpoints import Failpoints
 
     made = Coordinator(opened, failpoints=Failpoints.from_env(), **options)

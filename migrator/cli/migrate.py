@@ -143,7 +143,7 @@ def run(
     hook_commands: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """One migration from the command's options; its summary and exit code."""
-    from migrator.drivers.base import connect
+    from migrator.drivers.registry import connect
 
     hooks = hooks_from(hook_commands)
     src_driver, dst_driver = connect(src), connect(dst)

@@ -14,7 +14,7 @@ from migrator.cli.options import MIGRATION_ID, SECONDS, hook_option, hooks_from,
 from migrator.states import State
 
 if TYPE_CHECKING:
-    from migrator.coordinator import Recovered
+    from migrator.engine.orphans import Recovered
 
 SAFE_ENDS = {State.CONFIRMED.value, State.ROLLED_BACK.value, State.FAILED.value}
 

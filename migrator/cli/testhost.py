@@ -27,7 +27,7 @@ def _fault_modes() -> list[str]:
 
 def test_host_driver(uri: str) -> TestDriver:
     """The driver of a ``test:///ABS/DIR`` host; InvalidURI for any other URI."""
-    from migrator.drivers.base import connect
+    from migrator.drivers.registry import connect
     from migrator.drivers.test import TestDriver
 
     driver = connect(uri)

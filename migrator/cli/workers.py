@@ -39,7 +39,7 @@ def submit(
     as_json: bool,
 ) -> None:
     """Queue a migration of DOMAIN for a worker to drive; print its id at once."""
-    from migrator.drivers.base import connect
+    from migrator.drivers.registry import connect
     from migrator.inspect import migration_dict
 
     with context.errors():

@@ -1,1 +1,1 @@
-"""Drivers: the hosts' side of the protocol. See ``migrator.drivers.base``."""
+"""Drivers: the hosts' side of the protocol. The seam is ``migrator.drivers.api``."""

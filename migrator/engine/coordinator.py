@@ -18,14 +18,10 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from migrator import limits
-from migrator.drivers.base import (
-    DomainState,
-    Driver,
-    MigrationParams,
-    connect,
-    redact_uri,
-    refuse_unhonoured,
-)
+from migrator.drivers.api import DomainState, Driver, MigrationParams
+from migrator.drivers.flagcheck import refuse_unhonoured
+from migrator.drivers.registry import connect
+from migrator.drivers.uri import redact_uri
 from migrator.engine import lease, negotiation, orphans
 from migrator.engine.flows import ABORTABLE, flow_for
 from migrator.engine.flows.base import Engine

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Set
 
-from migrator.drivers.base import Feature
+from migrator.drivers.api import Feature
 from migrator.errors import NoCommonProtocol, UsageError
 
 FEATURE_OF: dict[int, Feature] = {

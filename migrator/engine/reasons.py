@@ -3,7 +3,7 @@ a migration ends with. Shared by every protocol's driving code."""
 
 from __future__ import annotations
 
-from migrator.drivers.base import redact_uri
+from migrator.drivers.uri import redact_uri
 
 ERROR_TEXT_MAX = 64 * 1024
 REASON_MAX = 500

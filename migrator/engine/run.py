@@ -7,14 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrator.drivers.base import (
-    Driver,
-    MigrationParams,
-    TunnelStream,
-    forget,
-    is_blocking,
-    redact_uri,
-)
+from migrator.drivers.api import Driver, MigrationParams, TunnelStream, forget, is_blocking
+from migrator.drivers.uri import redact_uri
 from migrator.flags import MigrateFlags
 from migrator.machine import Machine, MachineModel
 from migrator.records import Change, Event, EventKind, Migration
@@ -23,7 +17,7 @@ from migrator.states import TERMINAL, State, Step
 log = logging.getLogger(__name__)
 
 Connect = Callable[[str], Driver]
-"""How the engine reaches a journaled host URI (``drivers.base.connect`` unless told)."""
+"""How the engine reaches a journaled host URI (``drivers.registry.connect`` unless told)."""
 
 DESCRIBE = (Step.BEGIN, Step.DUMP_XML)
 """The steps that give the domain description, in every protocol."""

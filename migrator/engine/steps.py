@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from migrator.drivers.base import COOKIE_MAX, Driver, ProbeResult, redact_uri
+from migrator.drivers.api import COOKIE_MAX, Driver, ProbeResult
+from migrator.drivers.uri import redact_uri
 from migrator.engine import reasons
 from migrator.engine.hookrunner import HookRunner
 from migrator.engine.lease import Keeper

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from migrator.drivers.base import connect
+from migrator.drivers.registry import connect
 from migrator.engine import orphans
 from migrator.engine.coordinator import Coordinator, new_coordinator_id
 from migrator.engine.observers import Hook

@@ -27,8 +27,8 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 
-from migrator.coordinator import Coordinator
 from migrator.drivers.test import TestDriver
+from migrator.engine.coordinator import Coordinator
 from migrator.journal.store import Journal
 from migrator.states import State
 from migrator.workers import Worker

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from migrator.coordinator import Coordinator
+from migrator.engine.coordinator import Coordinator
 from migrator.journal.store import Journal
 from migrator.states import State
 from tests.conftest import ROOT, Hosts, host_files, run_cli

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from migrator.coordinator import Coordinator
 from migrator.drivers.test import TestDriver
+from migrator.engine.coordinator import Coordinator
 from migrator.journal.schema import SCHEMA_HEAD
 from migrator.journal.store import Journal
 from tests.cli.errors_catalogue import CASES, LONG, Case, markdown

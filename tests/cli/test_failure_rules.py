@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from migrator.coordinator import Coordinator
-from migrator.drivers.base import COOKIE_MAX, BeginResult, DomainState, MigrationParams
+from migrator.drivers.api import COOKIE_MAX, BeginResult, DomainState, MigrationParams
 from migrator.drivers.null import NullDriver
+from migrator.engine.coordinator import Coordinator
 from migrator.inspect import show
 from migrator.journal.store import Journal
 from migrator.records import StepContext

@@ -17,9 +17,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from migrator.coordinator import Coordinator
-from migrator.drivers.base import BeginResult, MigrationParams, PerformResult
+from migrator.drivers.api import BeginResult, MigrationParams, PerformResult
 from migrator.drivers.null import NullDriver
+from migrator.engine.coordinator import Coordinator
 from migrator.journal.store import Journal
 from migrator.records import StepContext
 from tests.conftest import ROOT, Hosts, run_cli

@@ -17,8 +17,8 @@ from rich.console import Console
 
 from migrator import failpoints, inspect
 from migrator.cli.render import header, migrations_table, timeline
-from migrator.coordinator import Coordinator
 from migrator.drivers.test import TestDriver
+from migrator.engine.coordinator import Coordinator
 from migrator.journal.store import Journal
 from tests.crash.harness import FAILPOINTS, SCENARIOS, reaches
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from migrator.coordinator import Coordinator
 from migrator.drivers.test import TestDriver
+from migrator.engine.coordinator import Coordinator
 from migrator.engine.reasons import ERROR_TEXT_MAX
 from migrator.journal.schema import SCHEMA_HEAD
 from migrator.journal.store import Journal

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from migrator import failpoints
-from migrator.coordinator import Coordinator
+from migrator.engine.coordinator import Coordinator
 from migrator.inspect import show
 from migrator.journal.store import Journal
 from migrator.records import Migration

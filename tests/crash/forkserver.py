@@ -31,7 +31,8 @@ from pathlib import Path
 _SERVER = r"""
 import json, os, sys, time, traceback
 import migrator.cli.main, migrator.cli.render
-import migrator.coordinator, migrator.drivers.test.driver, migrator.inspect, migrator.journal.store
+import migrator.engine.coordinator, migrator.drivers.test.driver
+import migrator.inspect, migrator.journal.store
 for name in ("psycopg", "sqlalchemy.dialects.postgresql.psycopg", "sqlalchemy.dialects.sqlite"):
     try:
         __import__(name)

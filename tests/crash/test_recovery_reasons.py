@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from migrator.coordinator import Coordinator
+from migrator.engine.coordinator import Coordinator
 from migrator.journal.store import Journal
 from migrator.records import Migration
 from tests.conftest import Hosts

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from migrator import failpoints
-from migrator.coordinator import Coordinator
 from migrator.drivers.test import TestDriver
+from migrator.engine.coordinator import Coordinator
 from migrator.flags import MigrateFlags
 from migrator.inspect import show
 from migrator.journal.store import Journal

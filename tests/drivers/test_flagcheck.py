@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from migrator.coordinator import Coordinator
 from migrator.drivers import registry
 from migrator.drivers.api import DomainState
 from migrator.drivers.flagcheck import refuse_unhonoured
 from migrator.drivers.null import NullDriver
 from migrator.drivers.qmphost import QmpDriver
 from migrator.drivers.test import TestDriver
+from migrator.engine.coordinator import Coordinator
 from migrator.errors import FlagNotHonoured, InvalidURI, UsageError
 from migrator.flags import MigrateFlags, cli_name
 from migrator.journal.store import Journal

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from migrator.drivers.base import DomainState, connect
+from migrator.drivers.api import DomainState
 from migrator.drivers.qmphost import (
     QmpDriver,
     check_name,
@@ -15,6 +15,7 @@ from migrator.drivers.qmphost import (
     map_status,
     new_config,
 )
+from migrator.drivers.registry import connect
 from migrator.errors import DriverError, InvalidURI
 from tests.conftest import run_cli
 

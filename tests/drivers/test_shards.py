@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from migrator.coordinator import Coordinator
-from migrator.drivers.base import MigrationParams
+from migrator.drivers.api import MigrationParams
 from migrator.drivers.test import TestDriver
 from migrator.drivers.test.shards import ENDED_KEPT, shard_name
+from migrator.engine.coordinator import Coordinator
 from migrator.errors import DriverError
 from migrator.journal.store import Journal
 from migrator.records import StepContext

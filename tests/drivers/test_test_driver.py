@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from migrator.drivers.base import (
+from migrator.drivers.api import (
     DomainState,
     FinishResult,
     MigrationParams,
     PerformResult,
     PrepareResult,
-    connect,
 )
+from migrator.drivers.registry import connect
 from migrator.drivers.test import TestDriver
 from migrator.errors import DomainExists, DomainNotFound, DriverError, InvalidURI
 from migrator.flags import MigrateFlags

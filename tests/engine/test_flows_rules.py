@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from migrator import Coordinator
-from migrator.drivers.base import DomainState, ProbeResult
+from migrator.drivers.api import DomainState, ProbeResult
 from migrator.engine.flows import ABORTABLE, FLOWS, flow_for, v2, v3
 from migrator.engine.flows.base import FinishVerdict, Then, judge_finish
 from migrator.engine.flows.v1 import V1Flow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from migrator.coordinator import Coordinator
+from migrator.engine.coordinator import Coordinator
 from migrator.failpoints import Crash, Failpoints
 from migrator.journal.store import Journal
 from migrator.records import Event, EventKind

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from migrator.coordinator import Coordinator, Recovered
+from migrator.engine.coordinator import Coordinator
+from migrator.engine.orphans import Recovered
 from migrator.errors import UsageError
 from migrator.hooks import HookEvent, HookName
 from migrator.journal import lifecycle

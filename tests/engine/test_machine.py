@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from migrator.coordinator import Coordinator
-from migrator.drivers.base import connect
+from migrator.drivers.registry import connect
+from migrator.engine.coordinator import Coordinator
 from migrator.errors import IllegalTransition
 from migrator.journal.store import Journal
 from migrator.machine import Machine, machine

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from migrator.coordinator import Coordinator
+from migrator.engine.coordinator import Coordinator
 from migrator.failpoints import Crash, Failpoints
 from migrator.hooks import HookEvent, HookName
 from migrator.journal import lifecycle

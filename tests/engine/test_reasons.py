@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from migrator.coordinator import Coordinator
+from migrator.engine.coordinator import Coordinator
 from migrator.journal.store import Journal
 from migrator.states import State
 from tests.conftest import Hosts

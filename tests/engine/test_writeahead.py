@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from migrator.coordinator import Coordinator
-from migrator.drivers.base import DomainState, connect
+from migrator.drivers.api import DomainState
+from migrator.drivers.registry import connect
+from migrator.engine.coordinator import Coordinator
 from migrator.failpoints import Crash, Failpoints
 from migrator.journal.store import Journal
 from migrator.records import EventKind, StepContext

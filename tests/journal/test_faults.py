@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from migrator.coordinator import Coordinator
+from migrator.engine.coordinator import Coordinator
 from migrator.errors import JournalReplaced
 from migrator.failpoints import Crash, Failpoints
 from migrator.hooks import HookEvent, HookName

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from migrator.drivers import payload
-from migrator.drivers.base import DomainState, Feature, MigrationParams
+from migrator.drivers.api import DomainState, Feature, MigrationParams
 from migrator.drivers.libvirt.driver import LibvirtDriver
 from migrator.drivers.libvirt.procedures import DomainStateCode
 from migrator.errors import DriverError

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from migrator.drivers.base import DomainState
+from migrator.drivers.api import DomainState
 from migrator.drivers.qmp import Monitor
 from migrator.journal.store import Journal
 from migrator.records import Migration

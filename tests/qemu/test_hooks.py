@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from migrator.drivers.base import DomainState, MigrationParams
+from migrator.drivers.api import DomainState, MigrationParams
 from migrator.errors import DriverError
 from migrator.flags import MigrateFlags
 from migrator.records import StepContext

@@ -9,7 +9,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from migrator.coordinator import Coordinator
+from migrator.engine.coordinator import Coordinator
 from migrator.journal.store import Journal
 from migrator.records import EventKind, Migration
 from migrator.states import TERMINAL, State

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from migrator.drivers.base import ProbeResult
+from migrator.drivers.api import ProbeResult
 from migrator.engine.retry import RetryPolicy
 from migrator.engine.run import Run
 from migrator.engine.steps import Steps

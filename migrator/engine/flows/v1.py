@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from migrator.drivers.base import redact_uri
+from migrator.drivers.uri import redact_uri
 from migrator.engine import reasons
 from migrator.engine.flows.base import Action, Engine, Plan
 from migrator.engine.flows.v2 import V2Flow

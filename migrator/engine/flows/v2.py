@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, cast
 
-from migrator.drivers.base import OlderDriver
+from migrator.drivers.api import OlderDriver
 from migrator.engine import reasons
 from migrator.engine.flows.base import (
     ABANDONED,

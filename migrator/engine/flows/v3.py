@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, cast
 
-from migrator.drivers.base import TunnelledDriver
+from migrator.drivers.api import TunnelledDriver
 from migrator.engine import reasons
 from migrator.engine.flows import v3_plans, v3_tunnel
 from migrator.engine.flows.base import (

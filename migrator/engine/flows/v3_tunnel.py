@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import cast
 
-from migrator.drivers.base import PerformResult, TunnelledDriver
+from migrator.drivers.api import PerformResult, TunnelledDriver
 from migrator.engine.run import Run
 from migrator.errors import DriverError
 from migrator.records import StepContext

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from migrator.drivers.base import DomainState
+from migrator.drivers.api import DomainState
 from migrator.drivers.libvirt.procedures import DomainStateCode as S
 from migrator.drivers.libvirt.procedures import JobType, Proc
 from migrator.drivers.libvirt.procedures import PausedReason as P

@@ -284,12 +284,17 @@ def header(length: int, prog: int, proc: int, kind: int, serial: int, status: in
 def test_the_handshake_sends_the_bytes_remote_protocol_x_gives(fakes: list[FakeDaemon]) -> None:
     fake = daemon(fakes)
     fake.connection()
-    auth_list, connect_open = fake.received
+    auth_list, supports_feature, connect_open = fake.received
     # REMOTE_PROC_AUTH_LIST = 66, a CALL (0), serial 0, no arguments
     assert auth_list.raw == hexa("0000001c 20008086 00000001 00000042 00000000 00000000 00000000")
-    # REMOTE_PROC_CONNECT_OPEN = 1: remote_connect_open_args { remote_string name; u_int flags; }
+    # REMOTE_PROC_CONNECT_SUPPORTS_FEATURE = 60, serial 1: { int feature; },
+    # VIR_DRV_FEATURE_PROGRAM_KEEPALIVE = 10 (asked before the open, as libvirt's client does)
+    assert supports_feature.raw == hexa(
+        "00000020 20008086 00000001 0000003c 00000000 00000001 00000000 0000000a"
+    )
+    # REMOTE_PROC_CONNECT_OPEN = 1, serial 2: { remote_string name; u_int flags; }
     assert connect_open.raw == hexa(
-        "00000038 20008086 00000001 00000001 00000000 00000001 00000000"
+        "00000038 20008086 00000001 00000001 00000000 00000002 00000000"
         "00000001 0000000e 71656d753a2f2f2f73797374656d 0000 00000000"
     )
 
@@ -305,7 +310,8 @@ def test_a_reply_written_by_hand_is_read(fakes: list[FakeDaemon]) -> None:
     )
     assert Remote(fake.connection()).version() == 9_000_000
     [call] = fake.calls(Proc.CONNECT_GET_VERSION)
-    assert call.raw == hexa("0000001c 20008086 00000001 00000004 00000000 00000002 00000000")
+    # serial 3: after AUTH_LIST, CONNECT_SUPPORTS_FEATURE and CONNECT_OPEN
+    assert call.raw == hexa("0000001c 20008086 00000001 00000004 00000000 00000003 00000000")
 
 
 def test_an_error_written_by_hand_is_read_with_its_code_domain_and_text(
@@ -366,4 +372,4 @@ def test_perform3_sends_the_arguments_remote_protocol_x_gives(fakes: list[FakeDa
         + hexa("00000002 636b0000")  # cookie_in
         + hexa("00000101")  # LIVE | CHANGE_PROTECTION
     )  # fmt: skip
-    assert call.raw[:28] == header(28 + len(call.body), 0x20008086, 305, 0, 2)
+    assert call.raw[:28] == header(28 + len(call.body), 0x20008086, 305, 0, 3)  # serial 3

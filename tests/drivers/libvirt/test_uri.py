@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from migrator.drivers.base import connect
 from migrator.drivers.libvirt.driver import LibvirtDriver
 from migrator.drivers.libvirt.uri import (
     KeepAliveSettings,
@@ -17,6 +16,7 @@ from migrator.drivers.libvirt.uri import (
     parse,
 )
 from migrator.drivers.qmphost import QmpDriver
+from migrator.drivers.registry import connect
 from migrator.errors import InvalidURI
 
 ENV = {"XDG_RUNTIME_DIR": "/run/user/1000", "HOME": "/home/u"}
