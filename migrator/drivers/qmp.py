@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import tenacity
 
 from migrator.errors import DriverError, QMPUnreachable
 
@@ -41,17 +42,13 @@ class Monitor:
 
     def __enter__(self) -> Monitor:
         self._loop = asyncio.new_event_loop()
-        for attempt in range(1, CONNECT_ATTEMPTS + 1):
-            try:
-                self._connect()
-                return self
-            except Exception as exc:  # noqa: BLE001 -- any failure to connect means unreachable
-                if attempt == CONNECT_ATTEMPTS or _hopeless(exc):
-                    self._close()
-                    text = str(exc) or type(exc).__name__
-                    raise QMPUnreachable(f"QMP of {self.rundir.name} unreachable: {text}") from None
-                time.sleep(0.01 * attempt)
-        raise AssertionError("unreachable")
+        try:
+            CONNECTING(self._connect)
+        except Exception as exc:  # noqa: BLE001 -- any failure to connect means unreachable
+            self._close()
+            text = str(exc) or type(exc).__name__
+            raise QMPUnreachable(f"QMP of {self.rundir.name} unreachable: {text}") from None
+        return self
 
     def _connect(self) -> None:
         """Connect and negotiate. QEMU can write an event to a new connection before its
@@ -100,6 +97,16 @@ def _hopeless(exc: BaseException) -> bool:
     return isinstance(exc, TimeoutError) or isinstance(
         cause, FileNotFoundError | ConnectionRefusedError | TimeoutError
     )
+
+
+CONNECTING = tenacity.Retrying(
+    retry=tenacity.retry_if_exception(lambda e: isinstance(e, Exception) and not _hopeless(e)),
+    stop=tenacity.stop_after_attempt(CONNECT_ATTEMPTS),
+    wait=tenacity.wait_incrementing(start=0.01, increment=0.01),
+    reraise=True,
+)
+"""How a session connects: again on a fresh connection after a failed handshake, pausing
+10 ms more each time, ``CONNECT_ATTEMPTS`` times at most; never when it is hopeless."""
 
 
 @contextlib.contextmanager

@@ -1,22 +1,31 @@
 """What the write path survives, and what it stops on (``docs/journal.md``).
 
 Transient database errors (a connection reset, a server restarting, a busy SQLite file)
-are retried with backoff within a bounded time. A journal is pinned to the database it
-opened: a SQLite file by device and inode, a PostgreSQL journal by its database's and its
-``migrations`` table's object ids. A write to anything else (the file deleted or replaced,
-the database recreated) stops with ``JournalReplaced`` instead of vanishing.
+are retried with backoff within a bounded time: :func:`retrying` declares that policy with
+``tenacity`` and :func:`retried` applies it to the journal's writes and reads (tenacity is
+imported at the first error, never at import or on a write that succeeds). A journal is
+pinned to the database it opened: a SQLite file by device and inode, a PostgreSQL journal
+by its database's and its ``migrations`` table's object ids. A write to anything else (the
+file deleted or replaced, the database recreated) stops with ``JournalReplaced`` instead of
+vanishing.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
-from migrator.errors import JournalReplaced
+from migrator.errors import JournalReplaced, JournalUnavailable
+
+if TYPE_CHECKING:
+    import tenacity
+
+T = TypeVar("T")
 
 RETRY_SECONDS = 15.0
 """How long a write keeps retrying a transient error (PostgreSQL restarting)."""
@@ -24,6 +33,7 @@ SQLITE_RETRY_SECONDS = 1.0
 """SQLite's busy timeout already waited; this only covers a busy reported at once."""
 FIRST_DELAY = 0.05
 MAX_DELAY = 1.0
+"""Seconds: the first pause before a transient error is retried, and the longest."""
 SQLITE_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (primary codes)
 PG_TRANSIENT_STATES = ("08", "57P")  # connection exceptions; admin shutdown, cannot connect now
 
@@ -48,20 +58,39 @@ def is_transient(exc: BaseException, dbapi: Any) -> bool:
     return state is None or state.startswith(PG_TRANSIENT_STATES)
 
 
-class Backoff:
-    """Sleeps that double up to MAX_DELAY, until ``seconds`` have passed."""
+def retrying(engine: sa.Engine, spent: float = 0.0) -> tenacity.Retrying:
+    """The journal's retry: a transient error is tried again after ``FIRST_DELAY``, the
+    pause doubling up to ``MAX_DELAY``, and no attempt begins past ``retry_seconds`` from
+    the first (``spent`` seconds ago)."""
+    import tenacity
 
-    def __init__(self, seconds: float) -> None:
-        self.deadline = time.monotonic() + seconds
-        self.delay = FIRST_DELAY
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception(lambda exc: cause_is_transient(exc, engine)),
+        wait=tenacity.wait_exponential(multiplier=FIRST_DELAY, max=MAX_DELAY),
+        stop=tenacity.stop_before_delay(retry_seconds(engine) - spent),
+        reraise=True,
+    )
 
-    def wait(self) -> bool:
-        """Sleep before the next attempt; False (no sleep) once the time is up."""
-        if time.monotonic() + self.delay > self.deadline:
-            return False
-        time.sleep(self.delay)
-        self.delay = min(self.delay * 2, MAX_DELAY)
-        return True
+
+def retried(attempt: Callable[[], T], engine: sa.Engine) -> T:
+    """``attempt()``, then again as :func:`retrying` says while its error is transient.
+
+    The first attempt runs outside tenacity, whose bookkeeping (tens of microseconds a
+    call) would otherwise cost every write, nearly all of which succeed at once; the
+    policy is handed that attempt's error as its own first one, and the time it took.
+    """
+    started = time.monotonic()
+    try:
+        return attempt()
+    except JournalUnavailable as exc:
+        failed = [exc]
+
+    def again() -> T:
+        if failed:
+            raise failed.pop()
+        return attempt()
+
+    return retrying(engine, spent=time.monotonic() - started)(again)
 
 
 class Pin:
@@ -118,7 +147,9 @@ class Pin:
 
 
 def cause_is_transient(exc: BaseException, engine: sa.Engine) -> bool:
-    """True if ``exc`` (a JournalUnavailable) was caused by a transient database error."""
+    """True if ``exc`` is a JournalUnavailable caused by a transient database error."""
+    if not isinstance(exc, JournalUnavailable):
+        return False
     cause = exc.__cause__
     orig = cause.orig if isinstance(cause, sa.exc.DBAPIError) else cause
     return orig is not None and is_transient(orig, engine.dialect.loaded_dbapi)

@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from migrator.errors import JournalUnavailable
 from migrator.journal import DEFAULT_URL, lifecycle, queries, resilience
 from migrator.journal.analytics import Histogram, StepDuration, StepSummary
 from migrator.journal.flavor import flavor
@@ -88,17 +87,15 @@ class Journal(Reads):
 
     def _read(self, query: Callable[[Db], T]) -> T:
         """``query`` on a connection of its own, retried while the database restarts."""
-        backoff = resilience.Backoff(self._writer.retry_seconds)
         errors = self.engine.dialect.loaded_dbapi.Error
-        while True:
+
+        def attempt() -> T:
             self._writer.pin.check_file()
-            try:
-                with self._reading() as conn:
-                    raw = conn.connection.driver_connection
-                    return query(Db(raw, self._flavor, self.url, errors))
-            except JournalUnavailable as exc:
-                if not resilience.cause_is_transient(exc, self.engine) or not backoff.wait():
-                    raise
+            with self._reading() as conn:
+                raw = conn.connection.driver_connection
+                return query(Db(raw, self._flavor, self.url, errors))
+
+        return resilience.retried(attempt, self.engine)
 
     # -- schema -------------------------------------------------------------------------
 

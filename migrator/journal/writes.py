@@ -139,7 +139,6 @@ class Writer:
         self.lease_seconds = lease_seconds
         self._lease_length = timedelta(seconds=lease_seconds)
         self.pin = resilience.Pin(engine, url)
-        self.retry_seconds = resilience.retry_seconds(engine)
         self.committer = Committer(engine, url, self.pin)
         dialect = engine.dialect
         self._advance = Statement(_ADVANCE, dialect)
@@ -168,30 +167,32 @@ class Writer:
         A commit whose outcome is unknown (the connection broke during it) is never
         blindly repeated when ``verify`` is given: ``verify`` reads back whether it
         happened (its result, or None for "not written"). Without ``verify`` the write
-        must be idempotent. The retries end after ``retry_seconds``.
+        must be idempotent. The retries follow ``resilience.retrying``.
         """
-        backoff = resilience.Backoff(self.retry_seconds)
-        while True:
+        unknown = False  # a commit broke: whether it happened is read back before writing
+
+        def attempt() -> T:
+            nonlocal unknown
+            if unknown and (found := self._read_back(verify)) is not None:
+                return found
+            unknown = False
             try:
                 return self.committer.run(work, single=single)
             except JournalUnavailable as exc:
-                if exc.outcome_unknown and verify is not None:
-                    found = self._read_back(verify, backoff)
-                    if found is not None:
-                        return found
-                if not exc.transient or not backoff.wait():
+                if not exc.outcome_unknown or verify is None:
                     raise
+                unknown = True  # the read back may fail too: the next attempt reads back
+                if (found := self._read_back(verify)) is not None:
+                    return found
+                unknown = False
+                raise
 
-    def _read_back(
-        self, verify: Callable[[sa.Connection], T | None], backoff: resilience.Backoff
-    ) -> T | None:
-        while True:
-            try:
-                with translated(self.url), self.engine.connect() as conn:
-                    return verify(conn)
-            except JournalUnavailable as exc:
-                if not resilience.cause_is_transient(exc, self.engine) or not backoff.wait():
-                    raise
+        return resilience.retried(attempt, self.engine)
+
+    def _read_back(self, verify: Callable[[sa.Connection], T | None] | None) -> T | None:
+        assert verify is not None
+        with translated(self.url), self.engine.connect() as conn:
+            return verify(conn)
 
     def close(self) -> None:
         self.committer.close()

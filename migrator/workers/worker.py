@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+
+import tenacity
 
 from migrator.drivers.registry import connect
 from migrator.engine import orphans
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 
 TAKEOVER_CHUNK = 32
 """Orphans a takeover reads the events of, and claims, in one query and one statement."""
+JOURNAL_PAUSE = 0.05
+"""Seconds a worker pauses after a journal error, before it waits for its next poll."""
 
 
 class Worker:
@@ -81,6 +85,7 @@ class Worker:
         self.jobs = Jobs(self.queue, self._coordinator, self.id, self._wake.set)
         self.claimed = 0
         self.taken_over = 0
+        self._guarded = self._journal_retry()
 
     def _coordinator(self, gate: Gate) -> Coordinator:
         """The worker's one coordinator, shared by its jobs, stopping them at ``gate``."""
@@ -126,10 +131,10 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 self._guarded(self.tick)
-                self._wake.wait(self.poll)
-                self._wake.clear()
+                self._idle()
             self._drain()
         finally:
+            self._stopping.set()  # a worker whose run ended retries nothing
             self.jobs.close()
             self._guarded(lambda: self.queue.unregister(self.id))
             log.info("worker %s stopped", self.id)
@@ -139,19 +144,35 @@ class Worker:
             self._guarded(lambda: self.queue.beat(self.id, stopping=True))
             threads[0].join(self.poll)
 
-    @staticmethod
-    def _guarded(action: Callable[[], object]) -> None:
-        """A journal that cannot be reached is retried at the next poll, never fatal."""
-        try:
-            action()
-        except JournalError as exc:
-            log.warning("journal unavailable, retrying in the next poll: %s", exc)
-            time.sleep(0.05)
+    def _journal_retry(self) -> tenacity.Retrying:
+        """What a worker does on a journal error (the journal has already retried what is
+        transient): it logs it, pauses ``JOURNAL_PAUSE`` and tries again at the next poll,
+        while it runs. It is never fatal; any other error is."""
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(JournalError),
+            stop=lambda _state: self.stopping,
+            wait=tenacity.wait_fixed(JOURNAL_PAUSE),
+            sleep=self._pause,
+            after=_warn,
+            retry_error_callback=lambda _state: None,
+        )
+
+    def _pause(self, seconds: float) -> None:
+        time.sleep(seconds)
+        self._idle()
+
+    def _idle(self) -> None:
+        """Wait for the next poll, or until woken; a stopping worker does not wait."""
+        if not self._stopping.is_set():
+            self._wake.wait(self.poll)
+            self._wake.clear()
 
     # -- one poll ------------------------------------------------------------------------
 
     def tick(self) -> None:
-        """One round: heartbeat, take over orphans, claim what fits."""
+        """One round: heartbeat, take over orphans, claim what fits; none once stopping."""
+        if self.stopping:
+            return
         self.queue.beat(self.id)
         self.take_over()
         self.claim()
@@ -173,7 +194,7 @@ class Worker:
             started += 1
         self.taken_over += started
         if stopped:
-            raise stopped[0]  # retried at the next poll (``_guarded``)
+            raise stopped[0]  # retried at the next poll (``_journal_retry``)
         return started
 
     def claim(self) -> int:
@@ -187,3 +208,8 @@ class Worker:
             claimed += 1
         self.claimed += claimed
         return claimed
+
+
+def _warn(state: tenacity.RetryCallState) -> None:
+    assert state.outcome is not None
+    log.warning("journal unavailable, retrying in the next poll: %s", state.outcome.exception())
