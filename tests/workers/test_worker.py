@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from migrator.coordinator import Coordinator
+from migrator.engine.coordinator import Coordinator
 from migrator.hostlimits import HostLimits
 from migrator.journal.queue import Queue
 from migrator.journal.store import Journal
