@@ -15,8 +15,9 @@ commits, which older journals hold, stays testable and replayable.
 Each trigger is checked before anything is written, against the state table of
 ``states.py`` (``next_state``: a dictionary look-up; the ``transitions`` machine
 built from the same table agrees with it for every state and trigger, which
-``tests/test_states.py`` proves, and is kept in step as the run's ``model``); the hooks
-observe each commit after it (``observers.py``).
+``tests/test_states.py`` proves, and is kept in step as the run's ``model``). Hooks are
+never called here: they are given the committed events by the coordinator's delivery
+thread (``delivery.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 from typing import Any
 
 from migrator.engine import reasons
-from migrator.engine.observers import Hooks
 from migrator.engine.run import Outcome, Run
 from migrator.errors import AbortRequested
 from migrator.failpoints import Failpoints
@@ -41,12 +41,9 @@ def noted(draft: EventDraft) -> str:
 class WriteAhead:
     """Commits intents, outcomes, notes and transitions for one coordinator."""
 
-    def __init__(
-        self, journal: Journal, coordinator_id: str, hooks: Hooks, failpoints: Failpoints
-    ) -> None:
+    def __init__(self, journal: Journal, coordinator_id: str, failpoints: Failpoints) -> None:
         self.journal = journal
         self.coordinator_id = coordinator_id
-        self.hooks = hooks
         self.failpoints = failpoints
 
     def intent(
@@ -142,15 +139,13 @@ class WriteAhead:
     def _commit(self, run: Run, change: Change | None, *, unless_aborted: bool = False) -> None:
         staged, run.staged = run.staged, []
         changes = staged if change is None else [*staged, change]
-        before = run.migration.state
-        observed = bool(self.hooks)  # observers see the migration as of each event
         try:
             migrations = self.journal.record_changes(
                 run.migration,
                 changes,
                 coordinator=self.coordinator_id,
                 insert=run.unwritten,
-                each=observed,
+                each=False,
                 unless_aborted=unless_aborted,
             )
         except AbortRequested:
@@ -160,10 +155,6 @@ class WriteAhead:
         run.unwritten = False
         run.migration = migrations[-1]
         run.model.state = run.migration.state
-        if observed:
-            for migration, done in zip(migrations, changes, strict=True):
-                self.hooks.after_commit(migration, done.draft, before, self.coordinator_id)
-                before = migration.state
         for done in staged:
             if done.draft.kind in (EventKind.OK, EventKind.ERROR):
                 assert done.draft.step is not None
