@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 from migrator.engine.observers import ENDS, HookEvent, Hooks, names_for
 from migrator.engine.ownership import left_behind
-from migrator.errors import MigratorError
+from migrator.errors import JournalUnavailable, MigratorError
 from migrator.journal.store import Journal
 from migrator.records import Entry, Migration
 from migrator.states import TERMINAL, State
@@ -43,6 +43,9 @@ REMEMBERED = 10_000
 """Migrations whose cursor the thread keeps in memory (the most recent)."""
 RETRY_SECONDS = 1.0
 """The pause after the journal failed a delivery, before it is tried again."""
+RETRIES = 5
+"""Times a delivery the journal fails is tried again; then its cursor is left for
+``recover``."""
 
 
 def as_of(migration: Migration, entry: Entry) -> Migration:
@@ -74,6 +77,7 @@ class Delivery:
         # Per migration: the seq delivered and the state as of it, kept once it is done too
         # (its row is then removed: a later commit must not deliver it from the start).
         self._cursors: collections.OrderedDict[str, tuple[int, State]] = collections.OrderedDict()
+        self._failures: collections.Counter[str] = collections.Counter()
         self._stop_listening: Callable[[], None] | None = None
         if hooks:
             self._stop_listening = journal.listen(self._committed)
@@ -150,14 +154,22 @@ class Delivery:
 
     def _deliver(self, migration_id: str) -> bool:
         """Call the hooks for the migration's events past its cursor; False if the journal
-        failed (it is tried again), True otherwise."""
+        failed for a while (it is tried again), True otherwise."""
         try:
             self._deliver_events(migration_id)
-        except MigratorError as exc:
+        except JournalUnavailable as exc:
+            self._failures[migration_id] += 1
+            if not exc.transient or self._failures[migration_id] > RETRIES:
+                del self._failures[migration_id]  # its cursor stays behind, for ``recover``
+                log.warning("hook events of migration %s not delivered: %s", migration_id, exc)
+                return True
             log.warning("hook events of migration %s not delivered yet: %s", migration_id, exc)
             return False
+        except MigratorError as exc:  # deleted (pruned) meanwhile, say
+            log.warning("hook events of migration %s not delivered: %s", migration_id, exc)
         except Exception:  # a bug here must not stop delivery for the other migrations
             log.exception("hook events of migration %s not delivered", migration_id)
+        self._failures.pop(migration_id, None)
         return True
 
     def _deliver_events(self, migration_id: str) -> None:
