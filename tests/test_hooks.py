@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import stat
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from migrator.hooks import CommandHook, Hook, HookEvent, HookName
 from migrator.journal.store import Journal
 from migrator.records import Migration, StepContext
 from migrator.states import State, Step
+from tests.blackout import HOOK_SECONDS, gap, slow_hook
+from tests.conftest import Hosts
 
 H = HookName
 
@@ -200,3 +203,28 @@ def test_failing_command_hook_is_logged_and_ignored(
 def test_command_hook_refuses_an_empty_command() -> None:
     with pytest.raises(ValueError, match="empty"):
         CommandHook("   ")
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_five_second_hook_command_does_not_lengthen_the_blackout(
+    journal: Journal, tmp_path: Path, hosts: Hosts
+) -> None:
+    """On test:/// hosts: the hook sleeps 5 s on Perform's outcome and on Finish's intent;
+    the Finish call still starts right after Perform's outcome (inline, 10 s later), and
+    the hook ran all the same (closing the coordinator waits for it)."""
+    hosts.src.define("vm2", memory_mib=4)
+    plain, hooked = (
+        Coordinator(journal),
+        Coordinator(journal, hooks=[CommandHook(slow_hook(tmp_path))]),
+    )
+    try:
+        without = plain.migrate("vm1", src=hosts.src, dst=hosts.dst)
+        started = time.monotonic()
+        m = hooked.migrate("vm2", src=hosts.src, dst=hosts.dst)
+    finally:
+        plain.close()
+        hooked.close()
+    assert time.monotonic() - started >= 2 * HOOK_SECONDS  # the hook did run, twice
+    base, slow = gap(journal, without.id), gap(journal, m.id)
+    print(f"test hosts: without hooks {base}, with a {HOOK_SECONDS} s hook {slow}")
+    assert slow.outcome_to_intent < HOOK_SECONDS and slow.outcome_to_call < HOOK_SECONDS
