@@ -29,6 +29,11 @@ _ZERO, _ONE = sa.literal_column("0", sa.BigInteger), sa.literal_column("1", sa.B
 _HIGHEST = sa.func.coalesce(sa.func.max(events.c.position), _ZERO)
 NEXT_SQLITE = sa.select(_HIGHEST + _ONE).scalar_subquery()
 """SQLite: the position of the event being inserted."""
+INSERT_SQLITE = events.insert().values(
+    {c.name: NEXT_SQLITE if c.name == "position" else sa.bindparam(c.name, type_=c.type)
+     for c in events.c}
+)  # fmt: skip
+"""SQLite: the insert of one event, its position included."""
 
 
 def postgres(k: int) -> sa.ColumnElement[int]:

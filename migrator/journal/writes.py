@@ -144,9 +144,7 @@ class Writer:
         self.committer = Committer(engine, url, self.pin)
         dialect = engine.dialect
         self._advance = Statement(_ADVANCE, dialect)
-        columns = {c.name: sa.bindparam(c.name, type_=c.type) for c in events.c}
-        columns["position"] = positions.NEXT_SQLITE  # type: ignore[assignment]
-        self._insert_event = Statement(events.insert().values(columns), dialect)
+        self._insert_event = Statement(positions.INSERT_SQLITE, dialect)
         self._insert_migration = Statement(migrations.insert(), dialect)
         self._heartbeat = Statement(_HEARTBEAT, dialect)
         self._progress = Statement(_PROGRESS, dialect)
