@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import stat
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -228,3 +229,38 @@ def test_a_five_second_hook_command_does_not_lengthen_the_blackout(
     base, slow = gap(journal, without.id), gap(journal, m.id)
     print(f"test hosts: without hooks {base}, with a {HOOK_SECONDS} s hook {slow}")
     assert slow.outcome_to_intent < HOOK_SECONDS and slow.outcome_to_call < HOOK_SECONDS
+
+
+def test_each_migration_s_hook_events_come_in_order_while_several_run_at_once(
+    journal: Journal,
+) -> None:
+    """Four threads share one coordinator; a hook that takes a little while lets events of
+    several migrations queue up: each migration's still come in seq order, all of them."""
+    seen: list[HookEvent] = []
+
+    def slowish(hook_event: HookEvent) -> None:
+        time.sleep(0.002)
+        seen.append(hook_event)
+
+    coordinator = Coordinator(journal, hooks=[slowish])
+
+    def work() -> None:
+        for _ in range(3):
+            src, dst = hosts()
+            coordinator.migrate("vm1", src=src, dst=dst)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    coordinator.close()
+    by_migration: dict[str, list[tuple[HookName, int]]] = {}
+    for h in seen:
+        by_migration.setdefault(h.migration.id, []).append((h.name, h.event.seq))
+    assert len(by_migration) == 12
+    expected = [(H.MIGRATION_STARTED, 1)]
+    for seq in (1, 3, 5, 7, 9):
+        expected += [(H.STEP_STARTED, seq), (H.STEP_FINISHED, seq + 1)]
+    expected.append((H.MIGRATION_FINISHED, 10))
+    assert all(got == expected for got in by_migration.values())

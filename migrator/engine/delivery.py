@@ -133,24 +133,32 @@ class Delivery:
             self._cond.notify_all()
 
     def _run(self) -> None:
-        while True:
+        try:
+            while self._next():
+                pass
+        finally:  # ended, or a hook raised what no ``except Exception`` stops
             with self._cond:
-                while not self._pending and not self._closing:
-                    self._cond.wait()
-                if self._closing:
-                    self._thread = None
-                    self._cond.notify_all()
-                    return
-                chosen, self._pending = list(self._pending), {}
-                self._busy = True
-            failed = [mid for mid in chosen if not self._deliver(mid)]
-            with self._cond:
-                self._busy = False
-                for mid in failed:
-                    self._pending.setdefault(mid, None)
+                self._thread, self._busy = None, False
                 self._cond.notify_all()
-                if failed:
-                    self._cond.wait(RETRY_SECONDS)
+
+    def _next(self) -> bool:
+        """Deliver the migrations told of so far; False once closing."""
+        with self._cond:
+            while not self._pending and not self._closing:
+                self._cond.wait()
+            if self._closing:
+                return False
+            chosen, self._pending = list(self._pending), {}
+            self._busy = True
+        failed = [mid for mid in chosen if not self._deliver(mid)]
+        with self._cond:
+            self._busy = False
+            for mid in failed:
+                self._pending.setdefault(mid, None)
+            self._cond.notify_all()
+            if failed:
+                self._cond.wait(RETRY_SECONDS)
+        return True
 
     def _deliver(self, migration_id: str) -> bool:
         """Call the hooks for the migration's events past its cursor; False if the journal
