@@ -40,8 +40,9 @@ def delivered(log: Path) -> list[tuple[str, int, str]]:
     return [(name, int(seq), state) for name, seq, state in lines]
 
 
-def killed_when(db: str, args: list[str], reached: str) -> None:
-    """Run ``migrator ARGS``, SIGKILL it (and its hook) once its migration is ``reached``."""
+def killed_when(db: str, args: list[str], reached: str, log: Path) -> None:
+    """Run ``migrator ARGS``, SIGKILL it (and its hook) once its migration is ``reached``
+    and its first hook call wrote to ``log`` (then sleeps)."""
     env = {**os.environ, "MIGRATOR_DB": db, "PYTHONPATH": str(ROOT)}
     env.pop("MIGRATOR_FAILPOINTS", None)
     proc = subprocess.Popen(
@@ -54,7 +55,7 @@ def killed_when(db: str, args: list[str], reached: str) -> None:
     )
     try:
         deadline = time.monotonic() + WAIT
-        while _state(db) != reached:
+        while _state(db) != reached or not delivered(log):
             assert proc.poll() is None, f"the command ended before {reached}"
             assert time.monotonic() < deadline, f"not {reached} after {WAIT} s"
             time.sleep(0.05)
@@ -83,7 +84,7 @@ def test_events_committed_before_a_sigkill_in_perform_are_delivered_by_recover(
     hosts.src.set_fault("perform", "slow", seconds=120)
     migrate = ["migrate", "vm1", "--src", hosts.src_uri, "--dst", hosts.dst_uri]
     hook = hook_command(tmp_path, first, block=True)
-    killed_when(db, [*migrate, "--hook-command", hook], "PERFORMING")
+    killed_when(db, [*migrate, "--hook-command", hook], "PERFORMING", first)
     assert delivered(first) == [("migration_started", 1, "BEGINNING")]
     hosts.src.clear_faults()
 
@@ -110,8 +111,8 @@ def test_a_finished_migration_whose_delivery_a_sigkill_cut_short_is_delivered_by
     db = f"sqlite:///{tmp_path / 'journal.db'}"
     first, second = tmp_path / "first.log", tmp_path / "second.log"
     migrate = ["migrate", "vm1", "--src", hosts.src_uri, "--dst", hosts.dst_uri]
-    killed_when(db, [*migrate, "--hook-command", hook_command(tmp_path, first, block=True)],
-                "CONFIRMED")  # fmt: skip
+    hook = hook_command(tmp_path, first, block=True)
+    killed_when(db, [*migrate, "--hook-command", hook], "CONFIRMED", first)
     assert delivered(first) == [("migration_started", 1, "BEGINNING")]
 
     proc = run_cli("recover", "--hook-command", hook_command(tmp_path, second, block=False), db=db)
