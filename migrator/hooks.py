@@ -1,8 +1,9 @@
-"""Hooks: observers the coordinator calls after each journal commit, and ``CommandHook``.
+"""Hooks: observers given each committed hook event, and ``CommandHook``.
 
-The dispatch (:class:`Hooks`, :class:`HookEvent`, which hook names one journal event gives)
-is the engine's (``migrator/engine/observers.py``, re-exported here); this module adds the
-hook behind ``--hook-command``. A hook observes, it never steers: see ``docs/embedding.md``.
+What a hook is told (:class:`Hooks`, :class:`HookEvent`, which hook names one journal event
+gives) is the engine's (``migrator/engine/observers.py``, re-exported here), and so is the
+delivery thread that tells it (``engine/delivery.py``); this module adds the hook behind
+``--hook-command``. A hook observes, it never steers: see ``docs/embedding.md``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from migrator.engine.observers import (
     HookEvent,
     HookName,
     Hooks,
-    committed_event,
     names_for,
 )
 from migrator.errors import HookCommandFailed
@@ -31,13 +31,12 @@ __all__ = [
     "HookEvent",
     "HookName",
     "Hooks",
-    "committed_event",
     "names_for",
 ]
 
 COMMAND_TIMEOUT = 10.0
-"""Seconds a hook command may run. The lease is renewed meanwhile (``engine/lease.py``), but
-a hook delays the migration by as long as it runs."""
+"""Seconds a hook command may run. It delays no step (hooks are called by the delivery
+thread), only the delivery of the hook events after it."""
 STDERR_MAX = 500
 
 

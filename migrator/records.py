@@ -112,6 +112,17 @@ class Event:
     duration: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """An event as the journal's log gives it (``Journal.events_after``): its journal-wide
+    position, which a reader resumes from, and the migration's reason as of the event
+    (None on events journaled before schema revision 0005)."""
+
+    position: int
+    event: Event
+    reason: str | None
+
+
 def _no_progress(progress: Progress) -> None:
     return None
 

@@ -339,7 +339,6 @@ def _later_run(
         step_timeout=None,
         connect=hosts.__getitem__,
         failpoints=replayphases.armed(stop),
-        hooks=[replayphases.crash_after_claim] if stop == replayphases.CLAIMED else [],
     )
     with contextlib.suppress(Crash):
         if opening.kind == EventKind.RESOLVE:

@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from migrator.engine.observers import HookEvent, HookName
-from migrator.failpoints import Crash, Failpoints
+from migrator.failpoints import Failpoints
 from migrator.records import OUTCOMES, Event, EventKind
 from migrator.states import Step
 
@@ -109,10 +108,8 @@ def stop_point(phase: list[Event], *, first: bool) -> StopPoint | None:
 
 
 def armed(point: StopPoint | None) -> Failpoints:
-    return Failpoints(None if point is None or point == CLAIMED else NthHit(*point))
-
-
-def crash_after_claim(event: HookEvent) -> None:
-    """Observer that dies, as the original recovery did, once its claim is committed."""
-    if event.name is HookName.RECOVERED:
-        raise Crash("the recovery being replayed crashed here")
+    """The failpoints that stop a replayed phase where ``point`` says; ``CLAIMED``: once
+    the recovery's claim is committed (alone, as the original recovery's was)."""
+    if point == CLAIMED:
+        return Failpoints(NthHit("recovery.noted", 1))
+    return Failpoints(None if point is None else NthHit(*point))

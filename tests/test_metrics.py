@@ -34,7 +34,11 @@ def migrate(journal: Journal, src_cls: type[NullDriver] = NullDriver, **kw: obje
     name = uuid.uuid4().hex[:10]
     src, dst = src_cls(f"null://src-{name}"), NullDriver(f"null://dst-{name}")
     src.define("vm1")
-    Coordinator(journal, **kw).migrate("vm1", src=src, dst=dst)  # type: ignore[arg-type]
+    coordinator = Coordinator(journal, **kw)  # type: ignore[arg-type]
+    try:
+        coordinator.migrate("vm1", src=src, dst=dst)
+    finally:
+        coordinator.close()  # the hooks were given every event
 
 
 def scrape(port: int) -> str:

@@ -23,6 +23,7 @@ from migrator.drivers.flagcheck import refuse_unhonoured
 from migrator.drivers.registry import connect
 from migrator.drivers.uri import redact_uri
 from migrator.engine import lease, negotiation, orphans
+from migrator.engine.delivery import Delivery
 from migrator.engine.flows import ABORTABLE, flow_for
 from migrator.engine.flows.base import Engine
 from migrator.engine.observers import Hook, Hooks
@@ -71,8 +72,9 @@ class Coordinator:
     Finish), after which the migration stays CONFIRMING for ``recover`` to finish.
     ``connect`` reaches a journaled host URI (recovery, resolve); ``failpoints`` are the
     crash-test points armed (none by default; the command line reads them from
-    ``MIGRATOR_FAILPOINTS``). ``gate`` is called at each step boundary, before the intent,
-    and raises to stop driving (a worker's graceful stop, docs/workers.md).
+    ``MIGRATOR_FAILPOINTS``). ``hooks`` are given the committed events by ``delivery``;
+    ``gate`` is called at each step boundary, before the intent, and raises to stop
+    driving (a worker's graceful stop, docs/workers.md).
     """
 
     def __init__(
@@ -96,9 +98,9 @@ class Coordinator:
         self.journal = journal
         self.id = coordinator_id or new_coordinator_id()
         self.connect = connect
-        self.hooks = Hooks(hooks)  # observers, called after each commit
+        self.delivery = Delivery(journal, Hooks(hooks), self.id)
         self._leases = lease.Keeper(journal)  # the one renewer of this coordinator's leases
-        writes = WriteAhead(journal, self.id, self.hooks, failpoints)
+        writes = WriteAhead(journal, self.id, failpoints)
         steps = Steps(
             writes, self._leases, step_timeout=step_timeout, on_progress=on_progress, gate=gate
         )
@@ -110,8 +112,10 @@ class Coordinator:
         return self.engine.steps.step_timeout
 
     def close(self) -> None:
+        """Stop its threads once its hooks were given what it committed (bounded wait)."""
         self.engine.steps.close()
         self._leases.close()
+        self.delivery.close()
 
     @contextlib.contextmanager
     def _driving(self, run: Run) -> Iterator[None]:
@@ -185,8 +189,7 @@ class Coordinator:
         return self._driven(resume(migration, [], self.connect))
 
     def _driven(self, run: Run) -> Migration:
-        """``run`` driven to an end state, its lease renewed meanwhile whatever the hooks
-        and observers take (docs/recovery.md)."""
+        """``run`` driven to an end state, its lease renewed meanwhile (docs/recovery.md)."""
         try:
             with self._driving(run):
                 flow_for(run.migration.protocol).drive(self.engine, run)
@@ -207,9 +210,10 @@ class Coordinator:
         read as a stream, claimed a chunk at a time (``orphans.py``) and recovered by
         ``workers`` threads at once (each migration by one thread, its steps in order;
         their commits shared, ``docs/journal.md``); the reports come in the order the
-        journal lists them, newest first.
+        journal lists them, newest first. Hook events left undelivered are delivered too.
         """
         stopped: list[JournalUnavailable] = []  # the journal failed: the rest is not tried
+        self.delivery.owed(steal=steal, dry_run=dry_run)
         window = 4 * max(1, workers)
         found = orphans.found(
             self.journal, self.id, stopped, chunk=window, steal=steal, claim=not dry_run

@@ -1,9 +1,10 @@
-"""Observers the engine calls after each journal commit (``hooks`` of a Coordinator).
+"""Observers of a coordinator's migrations (``hooks`` of a Coordinator): what they are told.
 
 A hook is any callable taking a :class:`HookEvent`. It observes, it never steers: it is
-called only after the event is committed, and what it raises is logged and forgotten, so
-no hook can change a migration. Hooks run on the coordinator's thread, in order; a slow
-hook delays the migration (``CommandHook`` has a timeout for that reason).
+called only after the event is committed, never by the engine: the coordinator's delivery
+thread reads the committed events from the journal and calls the hooks (``delivery.py``),
+so a slow hook delays no step. What a hook raises is logged and forgotten, so no hook can
+change a migration; hooks are called one after another, each migration's events in order.
 
 Which hook events one journal event gives (``names_for``), in this order:
 
@@ -22,11 +23,11 @@ import enum
 import logging
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from migrator.jsonform import event_dict, migration_dict
-from migrator.records import OUTCOMES, Event, EventDraft, EventKind, Migration
+from migrator.records import OUTCOMES, Event, EventKind, Migration
 from migrator.states import TERMINAL, State
 
 log = logging.getLogger("migrator.hooks")  # the name embedders and the CLI configure
@@ -45,7 +46,8 @@ ENDS: frozenset[State] = TERMINAL | {State.IN_DOUBT}
 
 @dataclass(frozen=True, slots=True)
 class HookEvent:
-    """What a hook is told: its name, the migration as committed, and the journal event."""
+    """What a hook is told: its name, the migration as of the event (``delivery.as_of``),
+    and the event as the journal holds it."""
 
     name: HookName
     migration: Migration
@@ -63,23 +65,8 @@ class HookEvent:
 Hook = Callable[[HookEvent], None]
 
 
-_DRAFT_FIELDS = tuple(f.name for f in fields(EventDraft))
-
-
-def committed_event(migration: Migration, draft: EventDraft, coordinator: str | None) -> Event:
-    """The event ``Journal.record`` just committed, rebuilt from its draft and result."""
-    values = {name: getattr(draft, name) for name in _DRAFT_FIELDS}
-    return Event(
-        migration_id=migration.id,
-        seq=migration.last_seq,
-        state=migration.state,
-        at=migration.updated_at,
-        coordinator=coordinator,
-        **values,
-    )
-
-
 def names_for(event: Event, previous: State | str) -> list[HookName]:
+    """The hook events ``event`` gives, ``previous`` being the state before it."""
     names = []
     if event.kind == EventKind.INTENT:
         if event.seq == 1:
@@ -95,28 +82,13 @@ def names_for(event: Event, previous: State | str) -> list[HookName]:
 
 
 class Hooks:
-    """The coordinator's hooks; ``after_commit`` calls each, and survives each."""
+    """The coordinator's hooks; ``call`` calls each, and survives each."""
 
     def __init__(self, hooks: Iterable[Hook] = ()) -> None:
         self.hooks = list(hooks)
 
     def __bool__(self) -> bool:
         return bool(self.hooks)
-
-    def after_commit(
-        self,
-        migration: Migration,
-        draft: EventDraft,
-        previous: State | str,
-        coordinator: str | None,
-    ) -> None:
-        """Call the hooks for the event ``draft`` just committed, which moved ``migration``
-        from the state ``previous``."""
-        if not self.hooks:
-            return
-        event = committed_event(migration, draft, coordinator)
-        for name in names_for(event, previous):
-            self.call(HookEvent(name, migration, event))
 
     def call(self, hook_event: HookEvent) -> None:
         for hook in self.hooks:

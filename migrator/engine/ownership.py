@@ -34,6 +34,14 @@ def claimable(
     """Why ``migration`` may be claimed now ("lease lapsed", ...), or None if it may not."""
     if migration.state not in RECOVERABLE:
         return None
+    return left_behind(migration, steal=steal, now=now)
+
+
+def left_behind(
+    migration: Migration, *, steal: bool = False, now: datetime | None = None
+) -> str | None:
+    """Why ``migration``'s owner counts as gone ("lease lapsed", ...), whatever its state,
+    or None if it may still be at work."""
     if steal:
         return "stolen (--steal)"
     if owner_is_dead(migration.owner):

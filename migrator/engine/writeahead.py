@@ -17,7 +17,8 @@ machine (``fire``; ``machine.machine()``, built from the one state table). The m
 checks the trigger (``IllegalTransition`` before anything is written or called), then
 calls its ``write`` callback, which is this module's commit (or staging) of the change;
 only when that succeeded does the machine's state change. Notes, which change no state,
-commit without a trigger. Hooks observe each commit after it (``observers.py``).
+commit without a trigger. Hooks are never called here: they are given the committed
+events by the coordinator's delivery thread (``delivery.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from __future__ import annotations
 from typing import Any
 
 from migrator.engine import reasons
-from migrator.engine.observers import Hooks
 from migrator.engine.run import Outcome, Run
 from migrator.errors import AbortRequested
 from migrator.failpoints import Failpoints
@@ -47,14 +47,12 @@ class WriteAhead:
         self,
         journal: Journal,
         coordinator_id: str,
-        hooks: Hooks,
         failpoints: Failpoints,
         *,
         states: Machine | None = None,
     ) -> None:
         self.journal = journal
         self.coordinator_id = coordinator_id
-        self.hooks = hooks
         self.failpoints = failpoints
         self.machine = states or machine()
 
@@ -176,15 +174,13 @@ class WriteAhead:
     def _commit(self, run: Run, change: Change | None, *, unless_aborted: bool = False) -> None:
         staged, run.staged = run.staged, []
         changes = staged if change is None else [*staged, change]
-        before = run.migration.state
-        observed = bool(self.hooks)  # observers see the migration as of each event
         try:
             migrations = self.journal.record_changes(
                 run.migration,
                 changes,
                 coordinator=self.coordinator_id,
                 insert=run.unwritten,
-                each=observed,
+                each=False,
                 unless_aborted=unless_aborted,
             )
         except AbortRequested:
@@ -193,10 +189,6 @@ class WriteAhead:
             raise
         run.unwritten = False
         run.migration = migrations[-1]
-        if observed:
-            for migration, done in zip(migrations, changes, strict=True):
-                self.hooks.after_commit(migration, done.draft, before, self.coordinator_id)
-                before = migration.state
         for done in staged:
             if done.draft.kind in (EventKind.OK, EventKind.ERROR):
                 assert done.draft.step is not None

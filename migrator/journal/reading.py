@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from migrator.journal import reads
+from migrator.journal import log, reads
 from migrator.journal.reads import Db, Filters
-from migrator.records import Event, Migration
+from migrator.records import Entry, Event, Migration
 from migrator.states import State
 
 if TYPE_CHECKING:
@@ -131,6 +131,36 @@ class Reads:
     def history(self, migration_id: str) -> builtins.list[Event]:
         """Every event of a migration, oldest first."""
         return self._read(lambda db: reads.history(db, migration_id))
+
+    # -- the journal as a log (``log.py``) ---------------------------------------------
+
+    def events_after(
+        self,
+        position: int | None = None,
+        limit: int = log.PAGE,
+        migration_id: str | None = None,
+    ) -> builtins.list[Entry]:
+        """Up to ``limit`` committed events past ``position`` (None: from the first), in
+        position order, each with its position; of one migration if ``migration_id``.
+
+        A reader that passes the last position it was given reads every event once, in
+        order, whatever order concurrent writers commit in (docs/journal.md, "Positions");
+        on PostgreSQL an event becomes readable once every transaction older than its own
+        has ended."""
+        return self._read(lambda db: log.events_after(db, position, limit, migration_id))
+
+    def entries_from(self, migration_id: str, seq: int) -> builtins.list[Entry]:
+        """The entries of a migration's events from ``seq`` on, oldest first."""
+        return self._read(lambda db: log.entries_from(db, migration_id, seq))
+
+    def delivered(self, migration_id: str) -> int | None:
+        """The seq up to which the migration's hook events were delivered (None: no cursor:
+        none was, or all of a finished migration's were)."""
+        return self._read(lambda db: log.delivered(db, migration_id))
+
+    def owed(self, states: Iterable[State]) -> builtins.list[Migration]:
+        """The migrations in ``states`` whose hook events were not all delivered."""
+        return self._read(lambda db: log.owed(db, states))
 
     # -- analytics (imported by the commands that count: ``list`` and ``show`` do not) ----
 

@@ -161,8 +161,10 @@ def event_values(
     state: State,
     now: datetime,
     coordinator: str | None,
+    reason: str | None = None,
 ) -> dict[str, Any]:
-    """The ``migration_events`` row of ``d``, journaled as event ``seq`` in ``state``."""
+    """The ``migration_events`` row of ``d``, journaled as event ``seq`` in ``state``, the
+    migration's reason being ``reason`` (its position is the writer's: ``positions.py``)."""
     return {
         "migration_id": mid,
         "seq": seq,
@@ -181,6 +183,7 @@ def event_values(
         "coordinator": coordinator,
         "attempt": d.attempt,
         "duration": d.duration,
+        "reason": reason,
     }
 
 

@@ -106,6 +106,9 @@ events = sa.Table(
     sa.Column("coordinator", sa.String(255), nullable=True),
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("duration", sa.Float, nullable=True),
+    sa.Column("position", sa.BigInteger, nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Index("ix_migration_events_position", "position", unique=True),  # revision 0005
     sa.Index(  # step outcomes only (revision 0004): what stats read through it
         "ix_migration_events_step_kind_duration",
         "step",
@@ -129,3 +132,18 @@ workers = sa.Table(
     sa.Column("stopping", sa.Boolean, nullable=False),
 )
 """Live workers, each heartbeating its row (docs/workers.md); revision 0003."""
+
+deliveries = sa.Table(
+    "migration_deliveries",
+    metadata,
+    sa.Column(
+        "migration_id",
+        sa.String(36),
+        sa.ForeignKey("migrations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("seq", sa.Integer, nullable=False),
+)
+"""How far each migration's hook events were delivered (``engine/delivery.py``); revision
+0005. Its events after ``seq`` are owed to hooks; no row: none delivered yet, or every one
+of a finished migration."""

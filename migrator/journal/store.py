@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -30,6 +31,14 @@ from migrator.states import State
 
 LEASE_SECONDS = 30.0
 T = TypeVar("T")
+Listener = Callable[[str, str | None], None]
+"""Told ``(migration_id, coordinator)`` after each commit of a migration's events."""
+_DELIVERED = (
+    "INSERT INTO migration_deliveries (migration_id, seq) VALUES (:mid, :seq)"
+    " ON CONFLICT (migration_id) DO UPDATE SET seq = {greatest}(migration_deliveries.seq,"
+    " excluded.seq)"
+)
+_ALL_DELIVERED = "DELETE FROM migration_deliveries WHERE migration_id = :mid"
 
 __all__ = ["LEASE_SECONDS", "Histogram", "Journal", "StepDuration", "StepSummary"]
 
@@ -44,6 +53,8 @@ class Journal(Reads):
         self.lease_seconds = lease_seconds
         self._writer = Writer(engine, self.url, lease_seconds=lease_seconds)
         self._flavor = flavor(engine.dialect.name)
+        self._listeners: tuple[Listener, ...] = ()
+        self._listening = threading.Lock()
 
     @classmethod
     def open(
@@ -161,7 +172,9 @@ class Journal(Reads):
         coordinator took it) or ``StateConflict`` (its state moved) is raised.
         """
         changes = [Change(draft, state, reason)]
-        return self._writer.record(migration, changes, coordinator=coordinator)[-1]
+        recorded = self._writer.record(migration, changes, coordinator=coordinator)[-1]
+        self._committed(migration.id, coordinator)
+        return recorded
 
     def record_changes(
         self,
@@ -183,7 +196,7 @@ class Journal(Reads):
         includes it: docs/journal.md, "Commits")."""
         if not changes:
             return [self._writer.create(migration)] if insert else [migration]
-        return self._writer.record(
+        recorded = self._writer.record(
             migration,
             changes,
             coordinator=coordinator,
@@ -191,6 +204,36 @@ class Journal(Reads):
             each=each,
             unless_aborted=unless_aborted,
         )
+        self._committed(migration.id, coordinator)
+        return recorded
+
+    # -- commits as they happen, and the hook delivery cursors --------------------------
+
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        """Tell ``listener`` of every commit of events through this ``Journal`` (``record``
+        and ``record_changes``), after it, on the committing thread: it must return at
+        once (a hook delivery thread is woken so). Returns the call that stops it."""
+        with self._listening:
+            self._listeners = (*self._listeners, listener)
+
+        def stop() -> None:
+            with self._listening:
+                self._listeners = tuple(x for x in self._listeners if x is not listener)
+
+        return stop
+
+    def _committed(self, migration_id: str, coordinator: str | None) -> None:
+        for listener in self._listeners:
+            listener(migration_id, coordinator)
+
+    def deliver_up_to(self, migration_id: str, seq: int, *, done: bool = False) -> None:
+        """Move the migration's hook delivery cursor forward to ``seq`` (never back).
+        ``done``: the migration is finished and every event of it delivered: the cursor
+        is removed (docs/embedding.md, "Hooks and metrics")."""
+        greatest = "max" if self._flavor.name == "sqlite" else "greatest"
+        sql = self._flavor.sql(_ALL_DELIVERED if done else _DELIVERED.format(greatest=greatest))
+        values = {"mid": migration_id, "seq": seq}
+        self._writer.run(lambda cursor: cursor.execute(sql, values))
 
     def set_progress(self, migration: Migration, progress: dict[str, Any]) -> None:
         """Keep the last progress sample of a long step (not an event: it is overwritten)."""

@@ -29,7 +29,7 @@ from migrator.errors import (
     MigrationNotFound,
     StateConflict,
 )
-from migrator.journal import queries, resilience, rows
+from migrator.journal import positions, queries, resilience, rows
 from migrator.journal.committer import Committer
 from migrator.journal.lifecycle import translated
 from migrator.journal.schema import events, migrations
@@ -74,7 +74,7 @@ _CLAIM = (
 )
 PRUNE_CHUNK = 500
 T = TypeVar("T")
-_EVENT_COLUMNS = tuple(c for c in events.c if c.name not in ("migration_id", "seq"))
+_EVENT_COLUMNS = tuple(c for c in events.c if c.name not in ("migration_id", "seq", "position"))
 _APPENDED = tuple(c.name for c in _EVENT_COLUMNS)
 _APPENDED_VALUES = operator.itemgetter(*_APPENDED)
 
@@ -104,11 +104,12 @@ def _advance_and_append(n: int, *, insert: bool) -> sa.Insert:
         sa.select(
             sa.cast(sa.bindparam("mid", type_=events.c.migration_id.type), sa.String),
             advanced.c.last_seq - (n - 1 - k),
+            positions.postgres(k),
             *(sa.cast(sa.bindparam(f"{c.name}_{k}", type_=c.type), c.type) for c in _EVENT_COLUMNS),
         )
         for k in range(n)
     ]
-    names = ["migration_id", "seq", *(c.name for c in _EVENT_COLUMNS)]
+    names = ["migration_id", "seq", "position", *(c.name for c in _EVENT_COLUMNS)]
     source = rows_[0] if n == 1 else sa.union_all(*rows_)
     abort = sa.select(advanced.c.abort_requested).scalar_subquery()
     return (
@@ -142,7 +143,7 @@ class Writer:
         self.committer = Committer(engine, url, self.pin)
         dialect = engine.dialect
         self._advance = Statement(_ADVANCE, dialect)
-        self._insert_event = Statement(events.insert(), dialect)
+        self._insert_event = Statement(positions.INSERT_SQLITE, dialect)
         self._insert_migration = Statement(migrations.insert(), dialect)
         self._heartbeat = Statement(_HEARTBEAT, dialect)
         self._progress = Statement(_PROGRESS, dialect)
@@ -274,7 +275,9 @@ class Writer:
             if row is not None:
                 values.update((f"row_{name}", value) for name, value in row.items())
             for k, c in enumerate(changes):
-                event = rows.event_values(migration.id, 0, c.draft, c.state, at, coordinator)
+                event = rows.event_values(
+                    migration.id, 0, c.draft, c.state, at, coordinator, reasons[k]
+                )
                 values.update(zip(_appended_as(k), _APPENDED_VALUES(event), strict=True))
             found = self._append(n, insert=insert).execute(cursor, values).fetchall()
             if not found:
@@ -292,7 +295,9 @@ class Writer:
                 seq, aborted = int(found[0]), bool(found[1])
             first = seq - n + 1
             appended = [
-                rows.event_values(migration.id, first + k, c.draft, c.state, at, coordinator)
+                rows.event_values(
+                    migration.id, first + k, c.draft, c.state, at, coordinator, reasons[k]
+                )
                 for k, c in enumerate(changes)
             ]
             if n == 1:

@@ -12,10 +12,9 @@ import pytest
 
 from migrator.engine.coordinator import Coordinator
 from migrator.failpoints import Crash, Failpoints
-from migrator.hooks import HookEvent, HookName
 from migrator.journal import lifecycle
 from migrator.journal.store import Journal
-from migrator.records import Event, EventKind, Migration
+from migrator.records import Change, Event, EventKind, Migration
 from migrator.states import State
 from tests.conftest import Hosts
 
@@ -54,6 +53,22 @@ class Contested(Journal):
         if self.victim in ids:
             self.claim(self.get(self.victim), "elsewhere:1:other")
         return super().histories(ids)
+
+
+class Aging(Journal):
+    """A journal where, once the recovery of ``first`` is journaled, the claim of
+    ``second`` ages past a third of the lease and another coordinator takes it."""
+
+    first = second = ""
+
+    def record_changes(self, migration: Migration, changes: Sequence[Change], **kw: Any) -> Any:
+        recorded = super().record_changes(migration, changes, **kw)
+        recovery = any(c.draft.kind == EventKind.RECOVERY for c in changes)
+        if migration.id == self.first and recovery and self.second:
+            second, self.second = self.second, ""
+            time.sleep(self.lease_seconds / 2)
+            self.claim(self.get(second), "elsewhere:1:other")
+        return recorded
 
 
 def _orphans(db_url: str, hosts: Hosts, count: int) -> list[Migration]:
@@ -121,14 +136,9 @@ def test_an_orphan_whose_claim_aged_and_was_taken_meanwhile_is_not_acted_on(
     recovered: recovery checks it still owns it before acting."""
     lease = 1.0
     made = _orphans(db_url, hosts, 2)
-    journal = _open(Journal, db_url, lease_seconds=lease)
-
-    def slow(event: HookEvent) -> None:
-        if event.name is HookName.RECOVERED and event.migration.id == made[0].id:
-            time.sleep(lease / 2)  # the second's claim is now older than a third of the lease
-            journal.claim(journal.get(made[1].id), "elsewhere:1:other")
-
-    coordinator = Coordinator(journal, retry_backoff=0.0, hooks=[slow])
+    journal = _open(Aging, db_url, lease_seconds=lease)
+    journal.first, journal.second = made[0].id, made[1].id
+    coordinator = Coordinator(journal, retry_backoff=0.0)
     try:
         first, second = coordinator.recover(steal=True, workers=1)
     finally:

@@ -15,10 +15,13 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from migrator.drivers.api import PerformResult
+from migrator.drivers.test import TestDriver
 from migrator.engine.coordinator import Coordinator
 from migrator.errors import JournalReplaced
 from migrator.failpoints import Crash, Failpoints
@@ -128,16 +131,18 @@ def test_a_journal_deleted_and_recreated_under_a_migration_stops_it(
     path = tmp_path / "journal.db"
     journal = Journal.open(f"sqlite:///{path}")
 
-    def hook(event: HookEvent) -> None:
-        if event.event.step is Step.PERFORM and event.name is HookName.STEP_STARTED:
+    class DeletesJournal(TestDriver):
+        def perform(self, *args: Any, **kwargs: Any) -> PerformResult:
             for p in tmp_path.glob("journal.db*"):
                 p.unlink()
             Journal.open(f"sqlite:///{path}").close()  # another command creates it again
+            return super().perform(*args, **kwargs)
 
-    coordinator = Coordinator(journal, hooks=[hook])
+    src = DeletesJournal(hosts.src_uri)
+    coordinator = Coordinator(journal)
     try:
         with pytest.raises(JournalReplaced, match="replaced by another file"):
-            coordinator.migrate("vm1", src=hosts.src, dst=hosts.dst)
+            coordinator.migrate("vm1", src=src, dst=hosts.dst)
     finally:
         coordinator.close()
         journal.close()
@@ -159,6 +164,7 @@ def test_migrate_stops_with_one_line_when_its_journal_is_deleted(
                 p.unlink()
         """)
     )
+    hosts.src.set_fault("perform", "slow", seconds=5)  # the hook, off the step path, in time
     proc = run_cli(
         "migrate", "vm1", "--src", hosts.src_uri, "--dst", hosts.dst_uri,
         "--hook-command", f"{sys.executable} {hook}", db=f"sqlite:///{path}",
@@ -240,6 +246,8 @@ def test_a_full_disk_at_any_step_names_the_migration_and_recover_finishes_it(
     step: Step, tmp_path: Path, tiny_fs: Path, hosts: Hosts
 ) -> None:
     db = f"sqlite:///{tiny_fs / 'journal.db'}"
+    host = hosts.dst if step in (Step.PREPARE, Step.FINISH) else hosts.src
+    host.set_fault(str(step), "slow", seconds=3, count=1)  # the hook, off the step path, in time
     proc = run_cli(
         "migrate", "vm1", "--src", hosts.src_uri, "--dst", hosts.dst_uri,
         "--hook-command", _filling_hook(tmp_path, tiny_fs, step), db=db,
