@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, runtime_checkable
 
 import click
 
@@ -21,6 +21,7 @@ from migrator.errors import JournalError, MigratorError, UsageError
 
 if TYPE_CHECKING:
     from migrator.coordinator import Coordinator
+    from migrator.drivers.api import Driver
     from migrator.journal.reading import Reads
     from migrator.journal.store import Journal
 
@@ -94,6 +95,29 @@ def coordinator(opened: Journal, **options: Any) -> Coordinator:
     made = Coordinator(opened, failpoints=Failpoints.from_env(), **options)
     click.get_current_context().call_on_close(made.close)
     return made
+
+
+@runtime_checkable
+class CallBounded(Protocol):
+    """A driver whose calls to its host have timeouts of their own (libvirt's)."""
+
+    def bound_calls(self, seconds: float | None) -> None: ...
+
+
+def connect(uri: str, *, timeout: float | None) -> Driver:
+    """The driver of host ``uri``, its own calls bounded by ``timeout``, the migration's
+    per-step timeout: no call before or during the steps (features, probes) outlasts it."""
+    from migrator.drivers.base import connect as open_driver
+
+    driver = open_driver(uri)
+    if isinstance(driver, CallBounded):
+        driver.bound_calls(timeout)
+    return driver
+
+
+def connecting(timeout: float | None) -> Callable[[str], Driver]:
+    """``connect`` with ``timeout``, for a coordinator that reaches journaled hosts."""
+    return lambda uri: connect(uri, timeout=timeout)
 
 
 def print_json(data: Any) -> None:

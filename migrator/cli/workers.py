@@ -139,6 +139,7 @@ def worker(
             limits=limits,
             poll=poll,
             step_timeout=timeout,
+            connect=context.connecting(timeout),
             hooks=hooks_from(hook_commands),
             failpoints=Failpoints.from_env(),
         )
