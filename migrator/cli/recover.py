@@ -142,7 +142,7 @@ def replay(migration_id: str, as_json: bool) -> None:
     from migrator import replay as replaying
 
     with context.errors():
-        result = replaying.replay(context.journal(), migration_id)
+        result = replaying.replay(context.journal(existing=True), migration_id)
     data = result.as_dict()
     if as_json:
         context.print_json(data)
