@@ -58,12 +58,13 @@ from migrator.states import Step
 PERFORM_GRACE = 30.0
 """Seconds Perform3's reply may take after the deadline made the watch abort the job."""
 UNRESOLVED = "Unable to resolve address"
-"""libvirt's words when the destination cannot resolve where it should listen for the guest
-(its own host name, when no ``migrate_uri`` was given)."""
+"""libvirt's words when the address the destination receives the guest on does not resolve:
+without ``migrate_uri`` it is the destination's host name, which Prepare3 listens on and
+the source's Perform3 connects to."""
 RESOLVE_HINT = (
-    "the destination cannot resolve the address it would receive the guest on (without"
-    " migrate_uri, its own host name): give it one, ?migrate_uri=tcp://ADDRESS on the"
-    " destination's URI (virsh migrate --migrateuri)"
+    "the address the destination would receive the guest on does not resolve (without"
+    " migrate_uri, the destination's host name): give one, ?migrate_uri=tcp://ADDRESS on"
+    " the destination's URI (virsh migrate --migrateuri)"
 )
 Result = BeginResult | PrepareResult | PerformResult | FinishResult | ConfirmResult
 
@@ -176,9 +177,7 @@ class LibvirtDriver(Host):
         try:
             out, uri_out = session.remote.prepare3(typed, cookie, flags, time_left(ctx))
         except LibvirtError as exc:
-            if UNRESOLVED not in exc.message:
-                raise
-            raise exc.with_hint(RESOLVE_HINT) from None
+            raise _hinted(exc) from None
         session.prepared = True
         uri = uri_out or self.migrate_uri
         if not uri:
@@ -214,7 +213,7 @@ class LibvirtDriver(Host):
             session.spent.add(Step.CONFIRM)  # libvirt ended the job: Confirm3 would refuse
             if watch.gave_up is not None:
                 raise DriverError(f"perform {watch.gave_up}: {watch.abort_note}; {exc}") from exc
-            raise
+            raise _hinted(exc) from None
         finally:
             watch.close()
         session.performed = True
@@ -331,3 +330,10 @@ class LibvirtDriver(Host):
         """Lookup, state and reason, and for a domain paused by a migration its job."""
         seen = self.on_control(lambda r: reconcile.look(r, domain))
         return ProbeResult(state=seen.state, detail=seen.detail())
+
+
+def _hinted(exc: LibvirtError | LibvirtUnreachable) -> DriverError:
+    """``exc``, with what fixes it when the destination's address does not resolve."""
+    if isinstance(exc, LibvirtError) and UNRESOLVED in exc.message:
+        return exc.with_hint(RESOLVE_HINT)
+    return exc
