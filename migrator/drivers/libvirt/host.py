@@ -73,12 +73,12 @@ class Host:
 
     def connect(self, *, timeout: float | None = None) -> Remote:
         """A new connection to this host (the caller closes ``remote.conn``); ``timeout``
-        bounds its opening and each of its calls, below the host's own timeouts."""
+        bounds its opening (each call gives its own, else the host's ``call_timeout``)."""
         conn = Connection.open(
             self.target,
             host=self.host,
             connect_timeout=min(self.connect_timeout, timeout or self.connect_timeout),
-            call_timeout=_least(self.call_timeout, timeout),
+            call_timeout=self.call_timeout,
             keepalive=self.keepalive,
         )
         return Remote(conn)

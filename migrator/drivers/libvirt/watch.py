@@ -19,15 +19,17 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from migrator.drivers.libvirt.errors import LibvirtError, LibvirtUnreachable
 from migrator.drivers.libvirt.remote import Remote
 from migrator.drivers.libvirt.rpc import TICK
 from migrator.drivers.libvirt.typed import stats_timeout
-from migrator.drivers.libvirt.xdr import DomainRef, ParamValue, XDRError
+from migrator.drivers.libvirt.xdr import DomainRef, ParamValue
+from migrator.errors import DriverError
 from migrator.records import Progress, StepContext
 
 log = logging.getLogger(__name__)
-_FAILURES = (LibvirtError, LibvirtUnreachable, XDRError)
+_FAILURES = (DriverError, OSError)
+"""What a watch thread may meet (every libvirt error is a ``DriverError``): logged, so that
+no thread of the watch ever ends in a traceback."""
 
 
 def progress_of(stats: Mapping[str, ParamValue], *, final: bool = False) -> Progress | None:

@@ -111,6 +111,18 @@ def test_bound_calls_lowers_the_call_and_connect_timeouts_never_raises_them() ->
     assert (driver.call_timeout, driver.connect_timeout) == (5.0, 5.0)
 
 
+def test_a_steps_time_left_bounds_its_own_calls_not_later_ones_on_the_shared_connection(
+    hosts: list[FakeHost], tmp_path: Path
+) -> None:
+    src = source(hosts, tmp_path)
+    driver = LibvirtDriver(src.uri, call_timeout=30.0)
+    try:
+        assert driver.control(timeout=0.5).timeout == 0.5  # what a step near its end gets
+        assert driver.control().conn.call_timeout == 30.0  # what a probe after it gets
+    finally:
+        driver.close()
+
+
 # -- Perform's watch never delays the step's reply, nor an abort --------------------------------
 
 
