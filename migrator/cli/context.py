@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, runtime_checkable
 
 import click
 
@@ -20,6 +21,7 @@ from migrator.cli.exits import ExitCode
 from migrator.errors import JournalError, MigratorError, UsageError
 
 if TYPE_CHECKING:
+    from migrator.drivers.api import Driver
     from migrator.engine.coordinator import Coordinator
     from migrator.journal.reading import Reads
     from migrator.journal.store import Journal
@@ -62,10 +64,13 @@ def errors() -> Iterator[None]:
         fail(str(exc), ExitCode.FAILED)
 
 
-def journal(*, check: bool = True, upgrade: bool | None = None) -> Journal:
-    """The journal of ``--db``, closed when the command ends."""
+def journal(*, check: bool = True, upgrade: bool | None = None, existing: bool = False) -> Journal:
+    """The journal of ``--db``, closed when the command ends. ``existing``, for a command
+    that only reads: a SQLite journal that is not there is an error, never created."""
     from migrator.journal.store import Journal
 
+    if existing:
+        refuse_missing(settings().db)
     opened = Journal.open(settings().db, check=check, upgrade=upgrade)
     return click.get_current_context().with_resource(opened)
 
@@ -73,13 +78,33 @@ def journal(*, check: bool = True, upgrade: bool | None = None) -> Journal:
 def reader() -> Reads:
     """The journal of ``--db`` for a command that only reads it, closed when the command
     ends: a SQLite journal at this code's revision is read without loading SQLAlchemy
-    (``SqliteReader``); any other is opened as ``journal()`` opens it."""
+    (``SqliteReader``); any other is opened as ``journal(existing=True)`` opens it."""
     from migrator.journal.sqlite_reader import SqliteReader
 
     opened = SqliteReader.open(settings().db)
     if opened is None:
-        return journal()
+        return journal(existing=True)
     return click.get_current_context().with_resource(opened)
+
+
+def refuse_missing(url: str) -> None:
+    """``UsageError`` if ``url`` names a SQLite file that does not exist: opening it would
+    create an empty journal, which a read command must not leave behind."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return  # Journal.open says what is wrong with it
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not path or path.startswith((":memory:", "file:")):
+        return
+    if not Path(path).exists():
+        raise UsageError(
+            f"no journal at {path}: nothing was journaled there (--db or MIGRATOR_DB names"
+            " the journal; a migration or `migrator db upgrade` creates it)"
+        )
 
 
 def coordinator(opened: Journal, **options: Any) -> Coordinator:
@@ -94,6 +119,29 @@ def coordinator(opened: Journal, **options: Any) -> Coordinator:
     made = Coordinator(opened, failpoints=Failpoints.from_env(), **options)
     click.get_current_context().call_on_close(made.close)
     return made
+
+
+@runtime_checkable
+class CallBounded(Protocol):
+    """A driver whose calls to its host have timeouts of their own (libvirt's)."""
+
+    def bound_calls(self, seconds: float | None) -> None: ...
+
+
+def connect(uri: str, *, timeout: float | None) -> Driver:
+    """The driver of host ``uri``, its own calls bounded by ``timeout``, the migration's
+    per-step timeout: no call before or during the steps (features, probes) outlasts it."""
+    from migrator.drivers.registry import connect as open_driver
+
+    driver = open_driver(uri)
+    if isinstance(driver, CallBounded):
+        driver.bound_calls(timeout)
+    return driver
+
+
+def connecting(timeout: float | None) -> Callable[[str], Driver]:
+    """``connect`` with ``timeout``, for a coordinator that reaches journaled hosts."""
+    return lambda uri: connect(uri, timeout=timeout)
 
 
 def print_json(data: Any) -> None:

@@ -64,7 +64,7 @@ def print_pruned(rows: list[dict[str, Any]], *, dry_run: bool) -> None:
 def metrics(port: int, bind: str) -> None:
     """Serve Prometheus metrics computed from the journal (needs the metrics extra)."""
     with context.errors():
-        serve_metrics(context.journal(), port=port, bind=bind)
+        serve_metrics(context.journal(existing=True), port=port, bind=bind)
 
 
 def serve_metrics(journal: Journal, *, port: int, bind: str) -> None:

@@ -143,14 +143,17 @@ def run(
     hook_commands: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """One migration from the command's options; its summary and exit code."""
-    from migrator.drivers.registry import connect
-
     hooks = hooks_from(hook_commands)
-    src_driver, dst_driver = connect(src), connect(dst)
+    src_driver = context.connect(src, timeout=timeout)
+    dst_driver = context.connect(dst, timeout=timeout)
     journal = context.journal()
     with _progress_bar(progress) as on_progress:
         coordinator = context.coordinator(
-            journal, step_timeout=timeout, on_progress=on_progress, hooks=hooks
+            journal,
+            step_timeout=timeout,
+            on_progress=on_progress,
+            hooks=hooks,
+            connect=context.connecting(timeout),
         )
         try:
             with terminated_as_interrupt():

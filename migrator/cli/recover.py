@@ -33,7 +33,12 @@ def recover(
     """Bring every orphaned migration to a safe end (or show the plan)."""
     with context.errors():
         hooks = hooks_from(hook_commands)
-        coordinator = context.coordinator(context.journal(), step_timeout=timeout, hooks=hooks)
+        coordinator = context.coordinator(
+            context.journal(),
+            step_timeout=timeout,
+            hooks=hooks,
+            connect=context.connecting(timeout),
+        )
         rows = [_recovered_dict(r) for r in coordinator.recover(dry_run=dry_run, steal=steal)]
     if as_json:
         context.print_json(rows)
@@ -137,7 +142,7 @@ def replay(migration_id: str, as_json: bool) -> None:
     from migrator import replay as replaying
 
     with context.errors():
-        result = replaying.replay(context.journal(), migration_id)
+        result = replaying.replay(context.journal(existing=True), migration_id)
     data = result.as_dict()
     if as_json:
         context.print_json(data)

@@ -8,11 +8,12 @@ invalid UTF-8 or megabytes of data. ``safe`` escapes and bounds it before it rea
 from __future__ import annotations
 
 import base64
+import io
 import json
 import sys
 import unicodedata
 from datetime import datetime
-from typing import Any, Literal
+from typing import IO, Any, Literal, TextIO, cast
 
 from rich.console import Console
 from rich.table import Table
@@ -23,6 +24,8 @@ from migrator.records import EventKind
 PREVIEW_MAX = 48
 KIND_STYLE = {EventKind.INTENT: "", EventKind.OK: "", EventKind.ERROR: "red"}
 TEXT_MAX = 400
+PIPE_WIDTH = 200
+"""The console's width when output is not a terminal: wide enough for a row on one line."""
 
 STATE_STYLE = {
     "LOST": "bold red",
@@ -125,7 +128,7 @@ def header_rows(m: dict[str, Any]) -> list[tuple[str, Text | str]]:
     rows += [(label, Text(text, style="magenta")) for label, text in operator_actions(events)]
     rows += [
         ("started", _time(m["created_at"])),
-        ("took", f"{m['duration']:.3f} s"),
+        ("took", took(m)),
     ]
     if m.get("progress"):
         rows.append(("progress", Text(progress_text(m["progress"]))))
@@ -137,6 +140,16 @@ def header_rows(m: dict[str, Any]) -> list[tuple[str, Text | str]]:
             for o in owners
         ]
     return rows
+
+
+def took(m: dict[str, Any], now: datetime | None = None) -> str:
+    """How long the migration took; for one not ended (queued, in flight, in doubt: no
+    ``finished_at``), how long since it was created, its last event perhaps long ago."""
+    if m["finished_at"] is not None:
+        return f"{m['duration']:.3f} s"
+    started = datetime.fromisoformat(m["created_at"])
+    so_far = ((now or datetime.now(started.tzinfo)) - started).total_seconds()
+    return f"{so_far:.3f} s so far (not ended; last event at {m['duration']:.3f} s)"
 
 
 def progress_text(p: dict[str, Any]) -> str:
@@ -276,7 +289,44 @@ def timeline(m: dict[str, Any]) -> Table:
 
 
 def console(stderr: bool = False) -> Console:
-    """A console; when output is not a terminal, wide enough that tables keep one line a row."""
+    """A console; when output is not a terminal, wide enough that tables keep one line a row,
+    and no line padded with spaces to that width."""
     stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else 200
-    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
+    if stream.isatty():
+        return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    trimmed = cast("IO[str]", _Trimmed(stream))  # a TextIOBase, which typeshed keeps apart
+    return Console(file=trimmed, highlight=False, soft_wrap=False, width=PIPE_WIDTH)
+
+
+class _Trimmed(io.TextIOBase):
+    """Writes to ``stream`` each line without its trailing spaces (rich pads every line of a
+    table to the console's width)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._partial = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+    def write(self, text: str) -> int:
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            self._stream.write(line.rstrip(" ") + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def close(self) -> None:
+        if self._partial:
+            self._stream.write(self._partial.rstrip(" "))
+            self._partial = ""
+        super().close()

@@ -139,6 +139,7 @@ def worker(
             limits=limits,
             poll=poll,
             step_timeout=timeout,
+            connect=context.connecting(timeout),
             hooks=hooks_from(hook_commands),
             failpoints=Failpoints.from_env(),
         )
@@ -191,7 +192,9 @@ def workers(within: float, everything: bool, as_json: bool) -> None:
     from migrator.journal.queue import Queue
 
     with context.errors():
-        found = Queue(context.journal()).workers(alive_within=None if everything else within)
+        found = Queue(context.journal(existing=True)).workers(
+            alive_within=None if everything else within
+        )
         rows = [_worker_dict(w) for w in found]
     if as_json:
         context.print_json(rows)

@@ -224,6 +224,8 @@ CASES: list[Case] = [
        'migrator: error: journal sqlite:///{tmp}/garbage.db unavailable: file is not a database', left='the file, unchanged', setup='garbage-file'),
     _c('journal', 'list', 2,
        'migrator: error: journal {db} has schema revision 9999, newer than this migrator knows (up to {head}); upgrade migrator', setup='newer-schema'),
+    _c('journal', '--db sqlite:///{tmp}/nothing.db show 0123abcd', 2,
+       'migrator: error: no journal at {tmp}/nothing.db: nothing was journaled there (--db or MIGRATOR_DB names the journal; a migration or `migrator db upgrade` creates it)'),
     _c('journal', ('--db', 'sqlite:///\udcff.db', 'list'), 2,
        "migrator: error: argument 'sqlite:///\\udcff.db' is not valid UTF-8"),
     # -- general ---------------------------------------------------------------

@@ -14,7 +14,10 @@ Confirm3 307), with libvirt's typed parameters and flag values:
 Connections: each migration has its own connection to each host, opened by Begin (source)
 or Prepare (destination) and held until Confirm or Finish succeeded (or ``close``): the
 daemons bind their half of a migration to it. Probes, features and the settling of
-Finish and Confirm use a separate control connection; Perform's watch a third.
+Finish and Confirm use a separate control connection; Perform's watch a third for its
+statistics (and a fourth for an abort, see ``watch.py``). Every call made for a step takes
+at most what is left of the step's timeout; ``bound_calls`` bounds the others (features,
+probes) by the migration's.
 
 Idempotency and recovery: results are kept per ``(migration, step, cancelled)`` for the
 life of the driver. A Finish or Confirm that cannot run on its migration's connection (a
@@ -54,6 +57,15 @@ from migrator.states import Step
 
 PERFORM_GRACE = 30.0
 """Seconds Perform3's reply may take after the deadline made the watch abort the job."""
+UNRESOLVED = "Unable to resolve address"
+"""libvirt's words when the address the destination receives the guest on does not resolve:
+without ``migrate_uri`` it is the destination's host name, which Prepare3 listens on and
+the source's Perform3 connects to."""
+RESOLVE_HINT = (
+    "the address the destination would receive the guest on does not resolve (without"
+    " migrate_uri, the destination's host name): give one, ?migrate_uri=tcp://ADDRESS on"
+    " the destination's URI (virsh migrate --migrateuri)"
+)
 Result = BeginResult | PrepareResult | PerformResult | FinishResult | ConfirmResult
 
 
@@ -98,9 +110,9 @@ class LibvirtDriver(Host):
 
     # -- what the host offers ----------------------------------------------------------------
 
-    def supports(self, feature: DrvFeature) -> bool:
+    def supports(self, feature: DrvFeature, timeout: float | None = None) -> bool:
         if feature not in self._supported:
-            self._supported[feature] = self.on_control(lambda r: r.supports(feature))
+            self._supported[feature] = self.on_control(lambda r: r.supports(feature), timeout)
         return self._supported[feature]
 
     def features(self) -> frozenset[Feature]:
@@ -108,9 +120,9 @@ class LibvirtDriver(Host):
         v3 = self.supports(DrvFeature.MIGRATION_V3) and self.supports(DrvFeature.MIGRATION_PARAMS)
         return frozenset({Feature.MIGRATION_V3}) if v3 else frozenset()
 
-    def _source_flags(self, params: MigrationParams) -> int:
+    def _source_flags(self, params: MigrationParams, timeout: float | None) -> int:
         flags = params.flags
-        if self.supports(DrvFeature.MIGRATE_CHANGE_PROTECTION):
+        if self.supports(DrvFeature.MIGRATE_CHANGE_PROTECTION, timeout):
             flags |= MigrateFlags.CHANGE_PROTECTION
         return int(flags)
 
@@ -132,13 +144,13 @@ class LibvirtDriver(Host):
                 "flag peer2peer hands the whole migration to the source daemon, which"
                 " migrator cannot journal; migrate without it"
             )
-        session = self.session(ctx.migration_id, create=True)
-        assert session is not None
         try:
+            session = self.session(ctx.migration_id, create=True, timeout=time_left(ctx))
+            assert session is not None
             dom = session.remote.lookup(params.domain, timeout=time_left(ctx))
             if dom is None:
                 raise DriverError(f"domain {params.domain!r} not found on {self.host}")
-            flags = self._source_flags(params)
+            flags = self._source_flags(params, time_left(ctx))
             cookie, xml = session.remote.begin3(dom, common(params), flags, time_left(ctx))
         except BaseException:
             self.forget(ctx.migration_id)  # no job began: nothing follows Begin
@@ -156,13 +168,16 @@ class LibvirtDriver(Host):
         memo = self._memo(ctx)
         if isinstance(memo, PrepareResult):
             return memo
-        session = self.session(ctx.migration_id, create=True)
+        session = self.session(ctx.migration_id, create=True, timeout=time_left(ctx))
         assert session is not None
         typed = {**common(params), MigrateParam.DEST_XML: description}
         if self.migrate_uri:
             typed[MigrateParam.URI] = self.migrate_uri
         flags = int(dest_flags(params))
-        out, uri_out = session.remote.prepare3(typed, cookie, flags, time_left(ctx))
+        try:
+            out, uri_out = session.remote.prepare3(typed, cookie, flags, time_left(ctx))
+        except LibvirtError as exc:
+            raise _hinted(exc) from None
         session.prepared = True
         uri = uri_out or self.migrate_uri
         if not uri:
@@ -186,22 +201,23 @@ class LibvirtDriver(Host):
             )
         dom, typed = session.dom, {**common(params), MigrateParam.URI: uri}
         session.uri = uri
+        flags = self._source_flags(params, time_left(ctx))
         watch = PerformWatch(ctx, dom, self.connect)
         left = time_left(ctx)
         try:
             out = session.remote.perform3(
-                dom, typed, cookie, self._source_flags(params),
+                dom, typed, cookie, flags,
                 timeout=math.inf if left is None else left + PERFORM_GRACE, tick=watch.tick,
             )  # fmt: skip
         except (LibvirtError, LibvirtUnreachable) as exc:
             session.spent.add(Step.CONFIRM)  # libvirt ended the job: Confirm3 would refuse
             if watch.gave_up is not None:
-                raise DriverError(f"perform {watch.gave_up}: DOMAIN_ABORT_JOB sent; {exc}") from exc
-            raise
+                raise DriverError(f"perform {watch.gave_up}: {watch.abort_note}; {exc}") from exc
+            raise _hinted(exc) from None
         finally:
             watch.close()
         session.performed = True
-        stats = final_stats(session.remote, dom)
+        stats = final_stats(session.remote, dom, time_left(ctx))
         sample = progress_of(stats, final=True)
         if sample is not None:
             ctx.progress(sample)
@@ -221,15 +237,19 @@ class LibvirtDriver(Host):
             session.spent.add(Step.FINISH)
             result = self._finish3(ctx, session, params, cookie, cancelled)
         else:
-            result = FinishResult(running=self._settle_finish(params, cookie, cancelled))
+            settled = self._settle_finish(params, cookie, cancelled, time_left(ctx))
+            result = FinishResult(running=settled)
         self._keep(ctx, result, cancelled)
         self.forget(ctx.migration_id)
         return result
 
-    def _settle_finish(self, params: MigrationParams, cookie: bytes, cancelled: bool) -> bool:
+    def _settle_finish(
+        self, params: MigrationParams, cookie: bytes, cancelled: bool, timeout: float | None
+    ) -> bool:
         uuid = reconcile.cookie_uuid(cookie)
         return self.on_control(
-            lambda r: reconcile.settle_finish(r, params.dest_name, cancelled=cancelled, uuid=uuid)
+            lambda r: reconcile.settle_finish(r, params.dest_name, cancelled=cancelled, uuid=uuid),
+            timeout,
         )
 
     def _finish3(
@@ -240,7 +260,7 @@ class LibvirtDriver(Host):
         cookie: bytes,
         cancelled: bool,
     ) -> FinishResult:
-        if not cancelled and not self.source_holds(ctx.migration_id):
+        if not cancelled and not self.source_holds(ctx.migration_id, time_left(ctx)):
             raise DriverError(
                 "Finish refused: the source lost the connection or the job of this migration"
                 " after Perform (its daemon may have restarted and resumed the guest), so"
@@ -255,7 +275,8 @@ class LibvirtDriver(Host):
                 raise  # libvirt killed the incoming copy or cannot tell: the engine probes
             if isinstance(exc, LibvirtError) and exc.code == ErrorCode.MIGRATE_FINISH_OK:
                 return FinishResult(running=False)  # "migration successfully aborted"
-            return FinishResult(running=self._settle_finish(params, cookie, cancelled=True))
+            settled = self._settle_finish(params, cookie, True, time_left(ctx))
+            return FinishResult(running=settled)
         return FinishResult(running=True, cookie=out)
 
     def confirm(
@@ -275,7 +296,8 @@ class LibvirtDriver(Host):
             self.on_control(
                 lambda r: reconcile.settle_confirm(
                     r, params.domain, cancelled=cancelled, flags=params.flags, uuid=uuid
-                )
+                ),
+                time_left(ctx),
             )
         result = ConfirmResult()
         self._keep(ctx, result, cancelled)
@@ -295,7 +317,7 @@ class LibvirtDriver(Host):
         typed = common(params)
         if session.uri:
             typed[MigrateParam.URI] = session.uri
-        flags = self._source_flags(params)
+        flags = self._source_flags(params, time_left(ctx))
         try:
             session.remote.confirm3(session.dom, typed, cookie, flags, cancelled, time_left(ctx))
         except (LibvirtError, LibvirtUnreachable):
@@ -308,3 +330,10 @@ class LibvirtDriver(Host):
         """Lookup, state and reason, and for a domain paused by a migration its job."""
         seen = self.on_control(lambda r: reconcile.look(r, domain))
         return ProbeResult(state=seen.state, detail=seen.detail())
+
+
+def _hinted(exc: LibvirtError | LibvirtUnreachable) -> DriverError:
+    """``exc``, with what fixes it when the destination's address does not resolve."""
+    if isinstance(exc, LibvirtError) and UNRESOLVED in exc.message:
+        return exc.with_hint(RESOLVE_HINT)
+    return exc

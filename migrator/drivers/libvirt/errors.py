@@ -26,6 +26,11 @@ class LibvirtError(DriverError):
         where = f"{proc}: " if proc else ""
         super().__init__(f"{where}{message} (libvirt error {code}, domain {domain})")
 
+    def with_hint(self, hint: str) -> LibvirtError:
+        """The same error, its message followed by what to do about it."""
+        message = f"{self.message}; {hint}"
+        return LibvirtError(code=self.code, domain=self.domain, message=message, proc=self.proc)
+
 
 class LibvirtUnreachable(DriverError):
     def __init__(self, *, host: str, reason: str) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
-from migrator.drivers.libvirt.errors import LibvirtError, LibvirtUnreachable
+from migrator.drivers.libvirt.errors import LibvirtError, LibvirtTimeout, LibvirtUnreachable
 from migrator.drivers.libvirt.remote import Remote
 from migrator.drivers.libvirt.rpc import Connection
 from migrator.drivers.libvirt.uri import KeepAliveSettings, parse
@@ -63,40 +63,55 @@ class Host:
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
 
-    def connect(self, *, call_timeout: float | None = None) -> Remote:
-        """A new connection to this host (the caller closes ``remote.conn``)."""
+    def bound_calls(self, seconds: float | None) -> None:
+        """Make every call and connect of this host take at most ``seconds``: a migration's
+        step timeout, so that no call before or during its steps outlasts it."""
+        if seconds is None:
+            return
+        self.connect_timeout = min(self.connect_timeout, seconds)
+        self.call_timeout = _least(self.call_timeout, seconds)
+
+    def connect(self, *, timeout: float | None = None) -> Remote:
+        """A new connection to this host (the caller closes ``remote.conn``); ``timeout``
+        bounds its opening (each call gives its own, else the host's ``call_timeout``)."""
         conn = Connection.open(
             self.target,
             host=self.host,
-            connect_timeout=self.connect_timeout,
-            call_timeout=call_timeout if call_timeout is not None else self.call_timeout,
+            connect_timeout=min(self.connect_timeout, timeout or self.connect_timeout),
+            call_timeout=self.call_timeout,
             keepalive=self.keepalive,
         )
         return Remote(conn)
 
-    def control(self) -> Remote:
-        """The shared connection for probes, features and settling; reopened if lost."""
+    def control(self, timeout: float | None = None) -> Remote:
+        """The shared connection for probes, features and settling; reopened if lost. Each
+        call through it takes at most ``timeout`` s (else the host's ``call_timeout``)."""
         with self._lock:
             if self._control is None or self._control.conn.broken:
-                self._control = self.connect()
-            return self._control
+                self._control = self.connect(timeout=timeout)
+            return self._control.bounded(timeout)
 
-    def on_control(self, use: Callable[[Remote], R]) -> R:
-        """``use(control())``, once more on a new connection if the old one was lost (a
-        daemon restarted since it was opened)."""
-        remote = self.control()
+    def on_control(self, use: Callable[[Remote], R], timeout: float | None = None) -> R:
+        """``use(control(timeout))``, once more on a new connection if the old one was lost
+        (a daemon restarted since it was opened). A call that timed out is not retried: the
+        daemon is there but silent, and a second wait would double the first."""
+        remote = self.control(timeout)
         try:
             return use(remote)
+        except LibvirtTimeout:
+            raise
         except LibvirtUnreachable:
             if not remote.conn.broken:
                 raise
-        return use(self.control())
+        return use(self.control(timeout))
 
-    def session(self, mid: str, *, create: bool = False) -> Session | None:
+    def session(
+        self, mid: str, *, create: bool = False, timeout: float | None = None
+    ) -> Session | None:
         with self._lock:
             session = self._sessions.get(mid)
         if session is None and create:
-            session = Session(self.connect())
+            session = Session(self.connect(timeout=timeout))
             with self._lock:
                 self._sessions[mid] = session
         return session
@@ -125,7 +140,7 @@ class Host:
         with self._sources_lock:
             self._sources[mid] = self
 
-    def source_holds(self, mid: str) -> bool:
+    def source_holds(self, mid: str, timeout: float | None = None) -> bool:
         """Whether the source of ``mid`` still holds its migration job on Begin's connection.
 
         True when no host of this process began ``mid`` (nothing to ask). Otherwise one
@@ -140,7 +155,7 @@ class Host:
         if session is None or session.dom is None:
             return False
         try:
-            return session.remote.job_info(session.dom).active
+            return session.remote.job_info(session.dom, timeout).active
         except (LibvirtError, LibvirtUnreachable):
             return False
 
@@ -149,3 +164,9 @@ class Host:
             if self._sources.get(mid) is self:
                 del self._sources[mid]
         self.end_session(mid)
+
+
+def _least(default: float | None, bound: float | None) -> float | None:
+    if bound is None:
+        return default
+    return bound if default is None else min(default, bound)

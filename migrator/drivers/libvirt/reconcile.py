@@ -66,6 +66,7 @@ _STATE_OF: dict[Holds, DomainState] = {
     Holds.RUNNING: DomainState.RUNNING,
 }
 
+_KNOWN_STATES = frozenset(DomainStateCode)
 _ACTIVE_RUNNING = (DomainStateCode.RUNNING, DomainStateCode.BLOCKED)
 """SHUTDOWN is not among them: libvirt also reports it for a QEMU on its way out (an
 incoming copy torn down after its client left), which never ran."""
@@ -127,6 +128,12 @@ def look(remote: Remote, name: str, uuid: bytes | None = None) -> Seen:
 
 def _look_at(remote: Remote, dom: DomainRef) -> Seen:
     status = remote.state(dom)
+    if status.state not in _KNOWN_STATES:
+        raise DriverError(
+            f"libvirt daemon {remote.conn.host} reports domain {dom.name!r} in state"
+            f" {status.state} (reason {status.reason}), which migrator does not know: it"
+            " cannot tell whether the domain runs there"
+        )
     if status.state in _ACTIVE_RUNNING:
         return Seen(Holds.RUNNING, dom, status)
     if status.state not in (DomainStateCode.PAUSED, DomainStateCode.PMSUSPENDED):

@@ -54,64 +54,86 @@ def _dom(dom: DomainRef) -> Packer:
 
 
 class Remote:
-    """The typed procedures over ``conn`` (which does the locking and the timeouts)."""
+    """The typed procedures over ``conn`` (which does the locking and the timeouts).
 
-    def __init__(self, conn: Connection) -> None:
+    ``timeout`` bounds each call that gives none (else the connection's ``call_timeout``).
+    """
+
+    def __init__(self, conn: Connection, timeout: float | None = None) -> None:
         self.conn = conn
+        self.timeout = timeout
+
+    def bounded(self, timeout: float | None) -> Remote:
+        """The same connection, each call taking at most ``timeout`` s (None: as now)."""
+        if timeout is None:
+            return self
+        return Remote(self.conn, timeout if self.timeout is None else min(timeout, self.timeout))
 
     def _call(self, proc: Proc, body: Packer | None = None, timeout: float | None = None) -> bytes:
-        return self.conn.call(proc, body.data() if body else b"", timeout=timeout)
+        limit = self.timeout if timeout is None else timeout
+        return self.conn.call(proc, body.data() if body else b"", timeout=limit)
+
+    def _read(
+        self, proc: Proc, body: Packer | None = None, timeout: float | None = None
+    ) -> Unpacker:
+        """The reply of ``proc``, to be decoded: a malformed one names the daemon and proc."""
+        return self._reader(proc, self._call(proc, body, timeout))
+
+    def _reader(self, proc: Proc, reply: bytes) -> Unpacker:
+        return Unpacker(reply, where=f"libvirt daemon {self.conn.host}: reply to {proc.name}")
 
     def version(self) -> int:
-        return Unpacker(self._call(Proc.CONNECT_GET_VERSION)).uhyper()
+        return self._read(Proc.CONNECT_GET_VERSION).uhyper()
 
     def hostname(self) -> str:
-        return Unpacker(self._call(Proc.CONNECT_GET_HOSTNAME)).string()
+        return self._read(Proc.CONNECT_GET_HOSTNAME).string()
 
-    def supports(self, feature: DrvFeature) -> bool:
-        reply = self._call(Proc.CONNECT_SUPPORTS_FEATURE, Packer().sint(feature))
-        return Unpacker(reply).sint() == 1
+    def supports(self, feature: DrvFeature, timeout: float | None = None) -> bool:
+        reply = self._read(Proc.CONNECT_SUPPORTS_FEATURE, Packer().sint(feature), timeout)
+        return reply.sint() == 1
 
     def lookup(self, name: str, timeout: float | None = None) -> DomainRef | None:
         """The domain called ``name``, or None if the host has none of that name."""
         try:
-            reply = self._call(Proc.DOMAIN_LOOKUP_BY_NAME, Packer().string(name), timeout)
+            reader = self._read(Proc.DOMAIN_LOOKUP_BY_NAME, Packer().string(name), timeout)
         except LibvirtError as exc:
             if exc.code == ErrorCode.NO_DOMAIN:
                 return None
             raise
-        return Unpacker(reply).domain()
+        return reader.domain()
 
     def lookup_uuid(self, uuid: bytes, timeout: float | None = None) -> DomainRef | None:
         """The domain with this 16-byte UUID, or None if the host has none."""
         try:
-            reply = self._call(Proc.DOMAIN_LOOKUP_BY_UUID, Packer().fixed(uuid), timeout)
+            reader = self._read(Proc.DOMAIN_LOOKUP_BY_UUID, Packer().fixed(uuid), timeout)
         except LibvirtError as exc:
             if exc.code == ErrorCode.NO_DOMAIN:
                 return None
             raise
-        return Unpacker(reply).domain()
+        return reader.domain()
 
     def state(self, dom: DomainRef, timeout: float | None = None) -> DomainStatus:
-        reader = Unpacker(self._call(Proc.DOMAIN_GET_STATE, _dom(dom).uint(0), timeout))
+        reader = self._read(Proc.DOMAIN_GET_STATE, _dom(dom).uint(0), timeout)
         return DomainStatus(reader.sint(), reader.sint())
 
-    def job_info(self, dom: DomainRef) -> JobInfo:
-        reader = Unpacker(self._call(Proc.DOMAIN_GET_JOB_INFO, _dom(dom)))
+    def job_info(self, dom: DomainRef, timeout: float | None = None) -> JobInfo:
+        reader = self._read(Proc.DOMAIN_GET_JOB_INFO, _dom(dom), timeout)
         kind, elapsed, _remaining = reader.sint(), reader.uhyper(), reader.uhyper()
         total, processed, remaining = reader.uhyper(), reader.uhyper(), reader.uhyper()
         return JobInfo(kind, elapsed, total, processed, remaining)
 
-    def job_stats(self, dom: DomainRef, *, completed: bool = False) -> dict[str, ParamValue]:
+    def job_stats(
+        self, dom: DomainRef, *, completed: bool = False, timeout: float | None = None
+    ) -> dict[str, ParamValue]:
         """DOMAIN_GET_JOB_STATS: the running job's statistics, or the last completed job's;
         ``type`` holds the job type."""
         flags = JOB_STATS_COMPLETED if completed else 0
-        reader = Unpacker(self._call(Proc.DOMAIN_GET_JOB_STATS, _dom(dom).uint(flags)))
+        reader = self._read(Proc.DOMAIN_GET_JOB_STATS, _dom(dom).uint(flags), timeout)
         kind = reader.sint()
         return {"type": kind, **reader.params(limit=1024)}
 
-    def abort_job(self, dom: DomainRef) -> None:
-        self._call(Proc.DOMAIN_ABORT_JOB, _dom(dom))
+    def abort_job(self, dom: DomainRef, timeout: float | None = None) -> None:
+        self._call(Proc.DOMAIN_ABORT_JOB, _dom(dom), timeout)
 
     def resume(self, dom: DomainRef) -> None:
         self._call(Proc.DOMAIN_RESUME, _dom(dom))
@@ -123,7 +145,7 @@ class Remote:
         self._call(Proc.DOMAIN_UNDEFINE_FLAGS, _dom(dom).uint(flags))
 
     def is_persistent(self, dom: DomainRef) -> bool:
-        return Unpacker(self._call(Proc.DOMAIN_IS_PERSISTENT, _dom(dom))).sint() == 1
+        return self._read(Proc.DOMAIN_IS_PERSISTENT, _dom(dom)).sint() == 1
 
     # -- the five steps of protocol v3 with typed parameters ---------------------------------
 
@@ -131,14 +153,14 @@ class Remote:
         self, dom: DomainRef, params: TypedParams, flags: int, timeout: float | None
     ) -> tuple[bytes, str]:
         body = _dom(dom).params(params).uint(flags)
-        reader = Unpacker(self._call(Proc.DOMAIN_MIGRATE_BEGIN3_PARAMS, body, timeout))
+        reader = self._read(Proc.DOMAIN_MIGRATE_BEGIN3_PARAMS, body, timeout)
         return reader.opaque(), reader.string()
 
     def prepare3(
         self, params: TypedParams, cookie: bytes, flags: int, timeout: float | None
     ) -> tuple[bytes, str | None]:
         body = Packer().params(params).opaque(cookie).uint(flags)
-        reader = Unpacker(self._call(Proc.DOMAIN_MIGRATE_PREPARE3_PARAMS, body, timeout))
+        reader = self._read(Proc.DOMAIN_MIGRATE_PREPARE3_PARAMS, body, timeout)
         return reader.opaque(), reader.optional(reader.string)
 
     def perform3(
@@ -154,13 +176,13 @@ class Remote:
         body = _dom(dom).optional_string(None).params(params).opaque(cookie).uint(flags)
         proc = Proc.DOMAIN_MIGRATE_PERFORM3_PARAMS
         reply = self.conn.call(proc, body.data(), timeout=timeout, tick=tick)
-        return Unpacker(reply).opaque()
+        return self._reader(proc, reply).opaque()
 
     def finish3(
         self, params: TypedParams, cookie: bytes, flags: int, cancelled: bool, timeout: float | None
     ) -> tuple[DomainRef, bytes]:
         body = Packer().params(params).opaque(cookie).uint(flags).sint(int(cancelled))
-        reader = Unpacker(self._call(Proc.DOMAIN_MIGRATE_FINISH3_PARAMS, body, timeout))
+        reader = self._read(Proc.DOMAIN_MIGRATE_FINISH3_PARAMS, body, timeout)
         return reader.domain(), reader.opaque()
 
     def confirm3(

@@ -125,7 +125,7 @@ class Connection:
 
     def handshake(self, name: str, *, timeout: float | None = None) -> None:
         """AUTH_LIST, keepalive, CONNECT_OPEN: what libvirt's client sends first."""
-        reply = Unpacker(self.call(Proc.AUTH_LIST, timeout=timeout))
+        reply = Unpacker(self.call(Proc.AUTH_LIST, timeout=timeout), self._where(Proc.AUTH_LIST))
         offered = [reply.sint() for _ in range(min(reply.uint(), 20))]
         if offered and AuthType.NONE not in offered:
             names = " or ".join(_auth_name(t) for t in offered)
@@ -141,7 +141,7 @@ class Connection:
             reply = self.call(Proc.CONNECT_SUPPORTS_FEATURE, feature, timeout=timeout)
         except LibvirtError:
             return  # a daemon without keepalive: libvirt's client goes on without it
-        if Unpacker(reply).sint() != 1:
+        if Unpacker(reply, self._where(Proc.CONNECT_SUPPORTS_FEATURE)).sint() != 1:
             return
         with self._lock:
             self._clock.start(time.monotonic())
@@ -178,14 +178,15 @@ class Connection:
             except LibvirtError:
                 raise
             except LibvirtTimeout:
-                self._break(f"{_proc_name(proc)} got no reply within {limit:g} s")
-                raise
+                why = f"{_proc_name(proc)} got no reply within {limit:.3g} s"
+                self._break(why)
+                raise LibvirtTimeout(host=self.host, reason=why) from None
             except LibvirtUnreachable as exc:
                 self._break(str(exc))
                 raise
             except XDRError as exc:
                 self._break(f"malformed reply: {exc}")
-                raise
+                raise XDRError(f"{self._where(proc)}: {exc}") from None
             except OSError as exc:
                 reason = self._lost(exc)
                 self._break(reason)
@@ -207,6 +208,10 @@ class Connection:
             self._break("closed")
 
     # -- internals --------------------------------------------------------------------------
+
+    def _where(self, proc: int) -> str:
+        """What a malformed message is said to be: ``libvirt daemon HOST: reply to PROC``."""
+        return f"libvirt daemon {self.host}: reply to {_proc_name(proc)}"
 
     def _check(self) -> None:
         if self._broken is not None:

@@ -6,11 +6,14 @@ from migrator.drivers.api import MigrationParams
 from migrator.drivers.libvirt.errors import LibvirtError, LibvirtUnreachable
 from migrator.drivers.libvirt.procedures import MigrateParam
 from migrator.drivers.libvirt.remote import Remote
-from migrator.drivers.libvirt.xdr import DomainRef, ParamValue
+from migrator.drivers.libvirt.xdr import DomainRef, ParamValue, XDRError
 from migrator.flags import MigrateFlags
 from migrator.records import StepContext
 
 _SOURCE_ONLY = MigrateFlags.ABORT_ON_ERROR | MigrateFlags.AUTO_CONVERGE
+STATS_TIMEOUT = 5.0
+"""Seconds a job-statistics call may take: a daemon slow to give advisory numbers must not
+hold up a step."""
 
 
 def dest_flags(params: MigrationParams) -> int:
@@ -35,11 +38,18 @@ def time_left(ctx: StepContext) -> float | None:
     return None if left is None else max(left, 0.001)
 
 
-def final_stats(remote: Remote, dom: DomainRef) -> dict[str, ParamValue]:
-    """The job statistics right after Perform3 (the job lasts until Confirm3)."""
+def stats_timeout(left: float | None) -> float:
+    """The timeout of a job-statistics call: ``STATS_TIMEOUT``, less if less is left."""
+    return STATS_TIMEOUT if left is None else min(STATS_TIMEOUT, left)
+
+
+def final_stats(remote: Remote, dom: DomainRef, left: float | None) -> dict[str, ParamValue]:
+    """The job statistics right after Perform3 (the job lasts until Confirm3), or none if
+    the source does not give them within ``stats_timeout(left)``: they are advisory, and
+    never decide the step."""
     try:
-        stats = remote.job_stats(dom)
-    except (LibvirtError, LibvirtUnreachable):
+        stats = remote.job_stats(dom, timeout=stats_timeout(left))
+    except (LibvirtError, LibvirtUnreachable, XDRError):
         return {}
     stats.pop("type", None)
     return stats

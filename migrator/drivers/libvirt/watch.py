@@ -1,24 +1,35 @@
 """Perform's watch: progress from the source's job statistics, abort and deadline.
 
 While Perform3 waits for its reply on the migration's connection, ``PerformWatch.tick``
-runs on a second connection to the source (opened on the first tick): it turns
-DOMAIN_GET_JOB_STATS into ``ctx.progress`` samples and, once ``ctx.aborted()`` turns true
-or the deadline passes, sends DOMAIN_ABORT_JOB, after which libvirt fails Perform3 and
-resumes the source itself.
+runs every ``rpc.TICK`` s in that wait. It never calls the daemon itself, so nothing it does
+can delay the reading of Perform3's reply:
+
+- a poller thread (started by the first tick) reads DOMAIN_GET_JOB_STATS on a connection
+  of its own, each call within ``STATS_TIMEOUT``; ``tick`` hands its latest sample to
+  ``ctx.progress``. A poller that stalls or fails only leaves the progress where it was.
+- once ``ctx.aborted()`` turns true or the deadline passes, ``tick`` starts a thread that
+  sends DOMAIN_ABORT_JOB on a new connection (not the poller's, which may be stalled),
+  after which libvirt fails Perform3 and resumes the source itself.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 
-from migrator.drivers.libvirt.errors import LibvirtError, LibvirtUnreachable
 from migrator.drivers.libvirt.remote import Remote
-from migrator.drivers.libvirt.xdr import DomainRef, ParamValue, XDRError
+from migrator.drivers.libvirt.rpc import TICK
+from migrator.drivers.libvirt.typed import stats_timeout
+from migrator.drivers.libvirt.xdr import DomainRef, ParamValue
+from migrator.errors import DriverError
 from migrator.records import Progress, StepContext
 
 log = logging.getLogger(__name__)
+_FAILURES = (DriverError, OSError)
+"""What a watch thread may meet (every libvirt error is a ``DriverError``): logged, so that
+no thread of the watch ever ends in a traceback."""
 
 
 def progress_of(stats: Mapping[str, ParamValue], *, final: bool = False) -> Progress | None:
@@ -33,33 +44,35 @@ def progress_of(stats: Mapping[str, ParamValue], *, final: bool = False) -> Prog
 
 
 class PerformWatch:
+    """Watches one Perform3 of ``dom``; ``open_remote`` opens a new connection to the source."""
+
     def __init__(self, ctx: StepContext, dom: DomainRef, open_remote: Callable[[], Remote]) -> None:
         self.ctx = ctx
         self.dom = dom
         self._open = open_remote
-        self._remote: Remote | None = None
         self.gave_up: str | None = None
         """Why the job was aborted ("aborted by an operator", "deadline"), or None."""
+        self.abort_note = ""
+        """What became of DOMAIN_ABORT_JOB, once it was sent."""
+        self._latest: Progress | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
 
     def tick(self) -> None:
-        try:
-            self._tick()
-        except (LibvirtError, LibvirtUnreachable, XDRError) as exc:
-            # A watch that fails must not fail Perform: the reply decides.
-            log.debug("perform watch of %s: %s", self.dom.name, exc)
-
-    def _tick(self) -> None:
-        if self.gave_up is not None:
-            return
-        remote = self._connection()
-        why = self._why_give_up()
-        if why is not None:
-            self.gave_up = why
-            remote.abort_job(self.dom)
-            return
-        sample = progress_of(remote.job_stats(self.dom))
+        """Report the latest sample; give up when it is time. Returns at once."""
+        if self._poller is None:
+            self._poller = _thread(self._poll, f"perform watch {self.dom.name}")
+        with self._lock:
+            sample, self._latest = self._latest, None
         if sample is not None:
             self.ctx.progress(sample)
+        if self.gave_up is None:
+            why = self._why_give_up()
+            if why is not None:
+                self.gave_up = why
+                self.abort_note = "DOMAIN_ABORT_JOB sent"
+                _thread(self._abort, f"perform abort {self.dom.name}")
 
     def _why_give_up(self) -> str | None:
         if self.ctx.aborted():
@@ -68,12 +81,41 @@ class PerformWatch:
             return "Perform passed its deadline"
         return None
 
-    def _connection(self) -> Remote:
-        if self._remote is None or self._remote.conn.broken:
-            self._remote = self._open()
-        return self._remote
+    def _poll(self) -> None:
+        remote: Remote | None = None
+        while not self._stop.is_set():
+            try:
+                if remote is None or remote.conn.broken:
+                    remote = self._open()
+                stats = remote.job_stats(self.dom, timeout=stats_timeout(self.ctx.time_left()))
+            except _FAILURES as exc:  # the reply of Perform3 decides, never its statistics
+                log.debug("perform watch of %s: %s", self.dom.name, exc)
+            else:
+                sample = progress_of(stats)
+                if sample is not None:
+                    with self._lock:
+                        self._latest = sample
+            self._stop.wait(TICK)
+        if remote is not None:
+            remote.conn.close()
+
+    def _abort(self) -> None:
+        try:
+            remote = self._open()
+            try:
+                remote.abort_job(self.dom)
+            finally:
+                remote.conn.close()
+        except _FAILURES as exc:
+            self.abort_note = f"DOMAIN_ABORT_JOB failed ({exc})"
+            log.warning("perform watch of %s: %s", self.dom.name, self.abort_note)
 
     def close(self) -> None:
-        if self._remote is not None:
-            self._remote.conn.close()
-            self._remote = None
+        """Stop the poller; it closes its connection once its call in flight returns."""
+        self._stop.set()
+
+
+def _thread(target: Callable[[], None], name: str) -> threading.Thread:
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread

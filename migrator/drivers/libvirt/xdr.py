@@ -167,14 +167,20 @@ def param_type(field: str, value: ParamValue) -> ParamType:
 
 
 class Unpacker:
-    def __init__(self, data: bytes) -> None:
+    """Reads ``data``; its ``XDRError``s start with ``where`` (the daemon and the reply)."""
+
+    def __init__(self, data: bytes, where: str = "") -> None:
         self._data = memoryview(data)
         self._pos = 0
+        self._where = where
+
+    def _error(self, text: str) -> XDRError:
+        return XDRError(f"{self._where}: {text}" if self._where else text)
 
     def _take(self, n: int) -> bytes:
         end = self._pos + n
         if n < 0 or end > len(self._data):
-            raise XDRError(
+            raise self._error(
                 f"truncated XDR data: needed {n} bytes at offset {self._pos},"
                 f" {len(self._data) - self._pos} left"
             )
@@ -186,7 +192,7 @@ class Unpacker:
         """Raise unless every byte was read: a reply longer than its type is malformed."""
         left = len(self._data) - self._pos
         if left:
-            raise XDRError(f"{left} unexpected bytes after the XDR data")
+            raise self._error(f"{left} unexpected bytes after the XDR data")
 
     def sint(self) -> int:
         value: int = _INT.unpack(self._take(4))[0]
@@ -211,7 +217,7 @@ class Unpacker:
     def boolean(self) -> bool:
         value = self.sint()
         if value not in (0, 1):
-            raise XDRError(f"XDR boolean is {value}, not 0 or 1")
+            raise self._error(f"XDR boolean is {value}, not 0 or 1")
         return value == 1
 
     def fixed(self, n: int) -> bytes:
@@ -222,7 +228,7 @@ class Unpacker:
     def opaque(self, limit: int = MIGRATE_COOKIE_MAX) -> bytes:
         n = self.uint()
         if n > limit:
-            raise XDRError(f"XDR opaque of {n} bytes is over its limit of {limit}")
+            raise self._error(f"XDR opaque of {n} bytes is over its limit of {limit}")
         return self.fixed(n)
 
     def string(self, limit: int = STRING_MAX) -> str:
@@ -230,7 +236,7 @@ class Unpacker:
         try:
             return data.decode()
         except UnicodeDecodeError as exc:
-            raise XDRError(f"XDR string is not UTF-8: {exc}") from None
+            raise self._error(f"XDR string is not UTF-8: {exc}") from None
 
     def optional(self, unpack: Callable[[], T]) -> T | None:
         return unpack() if self.boolean() else None
@@ -238,7 +244,7 @@ class Unpacker:
     def array(self, unpack: Callable[[], T], limit: int) -> list[T]:
         n = self.uint()
         if n > limit:
-            raise XDRError(f"XDR array of {n} items is over its limit of {limit}")
+            raise self._error(f"XDR array of {n} items is over its limit of {limit}")
         return [unpack() for _ in range(n)]
 
     def domain(self) -> DomainRef:
@@ -253,7 +259,7 @@ class Unpacker:
         try:
             kind = ParamType(tag)
         except ValueError:
-            raise XDRError(f"typed parameter {field!r} has unknown type {tag}") from None
+            raise self._error(f"typed parameter {field!r} has unknown type {tag}") from None
         if kind is ParamType.STRING:
             return field, self.string()
         if kind is ParamType.DOUBLE:

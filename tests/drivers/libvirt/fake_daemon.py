@@ -5,16 +5,23 @@ procedure returns the raw frames to send back (a reply, but also events, pings, 
 or nothing). AUTH_LIST answers "none", CONNECT_SUPPORTS_FEATURE "yes" (to keepalive, which
 the client asks first) and CONNECT_OPEN succeeds unless overridden. PINGs get a PONG
 unless ``pong`` is false: a daemon that stopped answering.
+
+``FakeDaemon`` serves one connection over a socket pair; ``FakeHost`` listens on a UNIX
+socket (``qemu+unix:///system?socket=PATH``) and serves every connection a driver opens
+with the same handlers, each on a thread of its own, so a handler that stalls one
+connection leaves the others answering.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from migrator.drivers.libvirt.procedures import (
     KEEPALIVE_PROGRAM,
@@ -90,6 +97,47 @@ def fail(code: int, domain: int, message: str | None) -> Handler:
     return lambda call: [frame(call.proc, body, serial=call.serial, status=Status.ERROR)]
 
 
+def _recv(sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return buf
+
+
+def serve(
+    sock: socket.socket,
+    handlers: dict[int, Handler],
+    received: list[Frame],
+    answer_pings: Callable[[], bool],
+) -> None:
+    """Read frames from ``sock`` until it closes, recording them and answering by handler."""
+    try:
+        while True:
+            raw = _recv(sock, 4)
+            (length,) = struct.unpack(">I", raw)
+            data = _recv(sock, length - 4)
+            prog, _v, proc, kind, serial, status = HEADER.unpack(data[:24])
+            call = Frame(prog, proc, kind, serial, status, data[24:], raw + data)
+            received.append(call)
+            if prog == KEEPALIVE_PROGRAM and proc == KeepAlive.PING and answer_pings():
+                sock.sendall(pong())
+            handler = handlers.get(proc) if prog == PROGRAM else None
+            for out in handler(call) if handler else []:
+                sock.sendall(out)
+    except (OSError, EOFError):
+        return
+
+
+def _defaults(handlers: dict[int, Handler]) -> None:
+    handlers.setdefault(Proc.AUTH_LIST, reply(Packer().uint(1).sint(AuthType.NONE).data()))
+    handlers.setdefault(Proc.CONNECT_SUPPORTS_FEATURE, reply(Packer().sint(1).data()))
+    handlers.setdefault(Proc.CONNECT_OPEN, reply())
+    handlers.setdefault(Proc.CONNECT_CLOSE, reply())
+
+
 @dataclass
 class FakeDaemon:
     handlers: dict[int, Handler] = field(default_factory=dict)
@@ -97,10 +145,7 @@ class FakeDaemon:
     pong: bool = True
 
     def __post_init__(self) -> None:
-        self.handlers.setdefault(Proc.AUTH_LIST, reply(Packer().uint(1).sint(AuthType.NONE).data()))
-        self.handlers.setdefault(Proc.CONNECT_SUPPORTS_FEATURE, reply(Packer().sint(1).data()))
-        self.handlers.setdefault(Proc.CONNECT_OPEN, reply())
-        self.handlers.setdefault(Proc.CONNECT_CLOSE, reply())
+        _defaults(self.handlers)
         self.client_sock, self._server = socket.socketpair()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -129,30 +174,7 @@ class FakeDaemon:
         self._server.sendall(data)
 
     def _serve(self) -> None:
-        try:
-            while True:
-                raw = self._recv(4)
-                (length,) = struct.unpack(">I", raw)
-                data = self._recv(length - 4)
-                prog, _v, proc, kind, serial, status = HEADER.unpack(data[:24])
-                call = Frame(prog, proc, kind, serial, status, data[24:], raw + data)
-                self.received.append(call)
-                if prog == KEEPALIVE_PROGRAM and proc == KeepAlive.PING and self.pong:
-                    self._server.sendall(pong())
-                handler = self.handlers.get(proc) if prog == PROGRAM else None
-                for out in handler(call) if handler else []:
-                    self._server.sendall(out)
-        except (OSError, EOFError):
-            return
-
-    def _recv(self, n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = self._server.recv(n - len(buf))
-            if not chunk:
-                raise EOFError
-            buf += chunk
-        return buf
+        serve(self._server, self.handlers, self.received, lambda: self.pong)
 
     def close(self) -> None:
         for sock in (self._server, self.client_sock):
@@ -160,3 +182,44 @@ class FakeDaemon:
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
         self._thread.join(timeout=5)
+
+
+@dataclass
+class FakeHost:
+    """A scripted daemon listening at ``path``: ``uri`` reaches it, every connection served."""
+
+    path: Path
+    handlers: dict[int, Handler] = field(default_factory=dict)
+    received: list[Frame] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _defaults(self.handlers)
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(os.fspath(self.path))
+        self._listener.listen(16)
+        self._accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def uri(self) -> str:
+        return f"qemu+unix:///system?socket={self.path}"
+
+    def calls(self, proc: int) -> list[Frame]:
+        return [f for f in self.received if f.proc == proc and f.prog == PROGRAM]
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            self._accepted.append(sock)
+            args = (sock, self.handlers, self.received, lambda: True)
+            threading.Thread(target=serve, args=args, daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+        for sock in self._accepted:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()

@@ -36,6 +36,7 @@ from migrator.records import Progress, StepContext
 from migrator.states import Step
 from tests.drivers.libvirt.fake_daemon import (
     FakeDaemon,
+    FakeHost,
     Frame,
     Handler,
     error_body,
@@ -147,7 +148,7 @@ def test_no_reply_times_out_and_breaks_the_connection(fakes: list[FakeDaemon]) -
     fake = daemon(fakes, CONNECT_GET_VERSION=lambda call: [])
     conn = fake.connection()
     start = time.monotonic()
-    with pytest.raises(LibvirtTimeout, match="no reply in time"):
+    with pytest.raises(LibvirtTimeout, match=r"CONNECT_GET_VERSION got no reply within 0\.3 s"):
         conn.call(Proc.CONNECT_GET_VERSION, timeout=0.3)
     assert 0.25 < time.monotonic() - start < 2.0
     assert conn.broken
@@ -192,14 +193,18 @@ def test_a_daemon_closing_mid_frame_is_unreachable(fakes: list[FakeDaemon]) -> N
 def test_a_frame_length_out_of_bounds_is_malformed(fakes: list[FakeDaemon], length: int) -> None:
     fake = daemon(fakes, CONNECT_GET_VERSION=lambda call: [struct.pack(">I", length) + bytes(24)])
     conn = fake.connection()
-    with pytest.raises(XDRError, match="frame length"):
+    with pytest.raises(
+        XDRError, match=r"^libvirt daemon fake: reply to CONNECT_GET_VERSION: frame length"
+    ):
         conn.call(Proc.CONNECT_GET_VERSION)
     assert conn.broken
 
 
 def test_a_truncated_reply_body_is_a_clean_error(fakes: list[FakeDaemon]) -> None:
     fake = daemon(fakes, CONNECT_GET_VERSION=reply(b"\0\0"))
-    with pytest.raises(XDRError, match="truncated"):
+    with pytest.raises(
+        XDRError, match=r"^libvirt daemon fake: reply to CONNECT_GET_VERSION: truncated"
+    ):
         Remote(fake.connection()).version()
 
 
@@ -239,7 +244,9 @@ def test_missing_tls_files_are_named(tmp_path: Path) -> None:
             Connection.open(target, host="h", connect_timeout=1.0)
 
 
-def test_perform_watch_reports_progress_then_aborts_the_job(fakes: list[FakeDaemon]) -> None:
+def test_perform_watch_reports_progress_then_aborts_the_job(
+    fakes: list[FakeDaemon], tmp_path: Path
+) -> None:
     aborted = threading.Event()
     stats = Packer().sint(2).params(
         {"memory_total": 100, "memory_processed": 40, "memory_remaining": 60,
@@ -255,15 +262,21 @@ def test_perform_watch_reports_progress_then_aborts_the_job(fakes: list[FakeDaem
         body = error_body(78, 10, "operation aborted: migration out job: canceled by client")
         return [frame(call.proc, body, serial=call.serial, status=Status.ERROR)]
 
-    monitor = daemon(fakes, DOMAIN_GET_JOB_STATS=reply(stats), DOMAIN_ABORT_JOB=abort)
+    monitor = FakeHost(tmp_path / "monitor", {Proc.DOMAIN_GET_JOB_STATS: reply(stats),
+                                              Proc.DOMAIN_ABORT_JOB: abort})  # fmt: skip
     source = daemon(fakes, DOMAIN_MIGRATE_PERFORM3_PARAMS=perform)
     samples: list[Progress] = []
     ctx = StepContext("m1", Step.PERFORM, progress=samples.append, aborted=lambda: bool(samples))
     dom = DomainRef("g", bytes(16), 3)
-    watch = PerformWatch(ctx, dom, lambda: Remote(monitor.connection()))
-    with pytest.raises(LibvirtError, match="canceled by client"):
-        Remote(source.connection()).perform3(dom, {}, b"", 1, timeout=10, tick=watch.tick)
-    assert samples == [Progress(100, 40, 60, 1)]
+    target = parse(monitor.uri)
+    watch = PerformWatch(ctx, dom, lambda: Remote(Connection.open(target, host="monitor")))
+    try:
+        with pytest.raises(LibvirtError, match="canceled by client"):
+            Remote(source.connection()).perform3(dom, {}, b"", 1, timeout=10, tick=watch.tick)
+    finally:
+        watch.close()
+        monitor.close()
+    assert samples[0] == Progress(100, 40, 60, 1)
     assert watch.gave_up == "aborted by an operator"
     assert len(monitor.calls(Proc.DOMAIN_ABORT_JOB)) == 1
 
@@ -284,15 +297,14 @@ def header(length: int, prog: int, proc: int, kind: int, serial: int, status: in
 def test_the_handshake_sends_the_bytes_remote_protocol_x_gives(fakes: list[FakeDaemon]) -> None:
     fake = daemon(fakes)
     fake.connection()
-    auth_list, supports_feature, connect_open = fake.received
+    auth_list, feature, connect_open = fake.received
     # REMOTE_PROC_AUTH_LIST = 66, a CALL (0), serial 0, no arguments
     assert auth_list.raw == hexa("0000001c 20008086 00000001 00000042 00000000 00000000 00000000")
-    # REMOTE_PROC_CONNECT_SUPPORTS_FEATURE = 60, serial 1: { int feature; },
-    # VIR_DRV_FEATURE_PROGRAM_KEEPALIVE = 10 (asked before the open, as libvirt's client does)
-    assert supports_feature.raw == hexa(
+    # REMOTE_PROC_CONNECT_SUPPORTS_FEATURE = 60, serial 1: { int feature; }, keepalive (10)
+    assert feature.raw == hexa(
         "00000020 20008086 00000001 0000003c 00000000 00000001 00000000 0000000a"
     )
-    # REMOTE_PROC_CONNECT_OPEN = 1, serial 2: { remote_string name; u_int flags; }
+    # REMOTE_PROC_CONNECT_OPEN = 1: remote_connect_open_args { remote_string name; u_int flags; }
     assert connect_open.raw == hexa(
         "00000038 20008086 00000001 00000001 00000000 00000002 00000000"
         "00000001 0000000e 71656d753a2f2f2f73797374656d 0000 00000000"
@@ -310,7 +322,6 @@ def test_a_reply_written_by_hand_is_read(fakes: list[FakeDaemon]) -> None:
     )
     assert Remote(fake.connection()).version() == 9_000_000
     [call] = fake.calls(Proc.CONNECT_GET_VERSION)
-    # serial 3: after AUTH_LIST, CONNECT_SUPPORTS_FEATURE and CONNECT_OPEN
     assert call.raw == hexa("0000001c 20008086 00000001 00000004 00000000 00000003 00000000")
 
 
@@ -372,4 +383,4 @@ def test_perform3_sends_the_arguments_remote_protocol_x_gives(fakes: list[FakeDa
         + hexa("00000002 636b0000")  # cookie_in
         + hexa("00000101")  # LIVE | CHANGE_PROTECTION
     )  # fmt: skip
-    assert call.raw[:28] == header(28 + len(call.body), 0x20008086, 305, 0, 3)  # serial 3
+    assert call.raw[:28] == header(28 + len(call.body), 0x20008086, 305, 0, 3)
