@@ -17,7 +17,7 @@ from migrator.engine.coordinator import Coordinator
 from migrator.engine.run import Run
 from migrator.errors import FenceLost, HandedOver, JournalError, MigratorError, StateConflict
 from migrator.journal.queue import Queue
-from migrator.records import EventDraft, EventKind, Migration
+from migrator.records import Migration
 from migrator.states import State, Step
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class Jobs:
         try:
             self._drive(coordinator, job)
         except HandedOver:
-            self._hand_over(coordinator, job)
+            self._hand_over(job)
         except FenceLost:
             log.warning("migration %s was taken over by another worker", job.migration.id)
         except JournalError as exc:  # its lease lapses; a worker (maybe this one) takes over
@@ -134,12 +134,12 @@ class Jobs:
             return
         raise HandedOver(migration_id=run.migration.id, state=str(run.state))
 
-    def _hand_over(self, coordinator: Coordinator, job: Job) -> None:
+    def _hand_over(self, job: Job) -> None:
         """Give a migration back at a step boundary: to the queue if nothing was begun,
         else let its lease lapse now so another worker takes it over at once."""
         held = job.last or job.migration
         if held.state is State.NEW:
-            requeue(coordinator, held)
+            self._requeue(held)
         else:
             self.queue.release(held)
         log.info("handed over migration %s in %s", held.id, held.state)
@@ -150,14 +150,12 @@ class Jobs:
             claimed = coordinator.journal.claim(migration, self.worker_id)
         except FenceLost:
             return
-        requeue(coordinator, claimed)
+        self._requeue(claimed)
 
-
-def requeue(coordinator: Coordinator, migration: Migration) -> None:
-    draft = EventDraft(kind=EventKind.QUEUE, detail={"requeued_by": coordinator.id})
-    try:
-        coordinator.journal.record(migration, draft, state=State.QUEUED, coordinator=coordinator.id)
-    except (FenceLost, StateConflict) as exc:
-        log.warning("migration %s not requeued: %s", migration.id, exc)
-    except MigratorError as exc:
-        log.warning("migration %s not requeued, left for takeover: %s", migration.id, exc)
+    def _requeue(self, migration: Migration) -> None:
+        try:
+            self.queue.requeue(migration, by=self.worker_id)
+        except (FenceLost, StateConflict) as exc:
+            log.warning("migration %s not requeued: %s", migration.id, exc)
+        except MigratorError as exc:
+            log.warning("migration %s not requeued, left for takeover: %s", migration.id, exc)
