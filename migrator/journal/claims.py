@@ -43,16 +43,22 @@ NOT_IN_FLIGHT = frozenset({State.QUEUED, State.IN_DOUBT}) | TERMINAL
 
 _C = migrations.c
 _IN_FLIGHT = "state NOT IN ({})".format(", ".join(f"'{s.value}'" for s in sorted(NOT_IN_FLIGHT)))
-_LOADS = f"SELECT src, dst FROM migrations WHERE {_IN_FLIGHT}"
-_WINDOW = (
-    "SELECT id, src, dst FROM migrations WHERE state = 'QUEUED'"
-    " ORDER BY created_at, id LIMIT :window"
+_SEEN = (
+    f"SELECT src, dst, NULL, NULL FROM migrations WHERE {_IN_FLIGHT} UNION ALL"
+    " SELECT * FROM (SELECT src, dst, id, created_at FROM migrations WHERE state = 'QUEUED'"
+    " ORDER BY created_at, id LIMIT :window) AS oldest ORDER BY 4, 3"
 )
-_ROW = f"SELECT {rows.MIGRATION_COLUMNS} FROM migrations WHERE id = :id AND state = 'QUEUED'"
-_COUNTS = (
-    f"SELECT (SELECT count(*) FROM migrations WHERE src = :src AND {_IN_FLIGHT}),"
+"""The hosts of every migration in flight (no id), and of the oldest queued ones, oldest
+first: one round trip."""
+_ROW = (
+    f"SELECT {rows.MIGRATION_COLUMNS},"
+    f" (SELECT count(*) FROM migrations WHERE src = :src AND {_IN_FLIGHT}),"
     f" (SELECT count(*) FROM migrations WHERE dst = :dst AND {_IN_FLIGHT})"
+    " FROM migrations WHERE id = :id AND state = 'QUEUED'"
 )
+"""A queued migration with the loads of its two hosts, read after their locks were taken
+(a statement's snapshot is taken when it starts: in one with the locks, it could miss a
+claim that committed while it waited)."""
 _PG_BEGIN = (
     "SELECT set_config('lock_timeout', :ms, true),"
     " set_config('idle_in_transaction_session_timeout', :ms, true),"
@@ -80,7 +86,7 @@ class ClaimSql:
         self.flavor: Flavor = flavor(dialect.name)
         self.server = dialect.name == "postgresql"
         sql = self.flavor.sql
-        self.loads, self.window, self.counts = sql(_LOADS), sql(_WINDOW), sql(_COUNTS)
+        self.seen = sql(_SEEN)
         self.row = sql(_ROW + (" FOR UPDATE SKIP LOCKED" if self.server else ""))
         self.begin = sql(_PG_BEGIN)
         self.hosts = [sql("SELECT " + ", ".join(_PG_HOST.format(k) for k in range(n)))
@@ -106,10 +112,13 @@ class Claim:
         self.taking = None
         self.busy = set()
         self._begin(cursor)
-        out, into = loads(cursor, self.sql.loads)
-        cursor.execute(self.sql.window, {"window": CLAIM_WINDOW})
-        for mid, src, dst in cursor.fetchall():
-            if self.limits.admits(src, dst, out, into) and self._hosts(cursor, src, dst):
+        cursor.execute(self.sql.seen, {"window": CLAIM_WINDOW})
+        seen = cursor.fetchall()
+        out, into = loads(seen)
+        for src, dst, mid, _ in seen:
+            if mid is None or not self.limits.admits(src, dst, out, into):
+                continue
+            if self._hosts(cursor, src, dst):
                 found = self._locked(cursor, mid, src, dst, out, into)
                 if found is not None:
                     return self._take(cursor, found)
@@ -148,12 +157,11 @@ class Claim:
     ) -> Migration | None:
         """The migration ``mid`` with its row locked, if still queued, not held by another
         claim, and its hosts' exact counts (read under their locks) admit it."""
-        cursor.execute(self.sql.row, {"id": mid})
+        cursor.execute(self.sql.row, {"id": mid, "src": src, "dst": dst})
         row = cursor.fetchone()
         if row is None:
             return None
-        cursor.execute(self.sql.counts, {"src": src, "dst": dst})
-        out[src], into[dst] = cursor.fetchone()
+        out[src], into[dst] = row[-2:]
         if not self.limits.admits(src, dst, out, into):
             return None
         return rows.migration_of(row, self.sql.flavor)
@@ -193,12 +201,12 @@ class Claim:
         return rows.migration(row)
 
 
-def loads(cursor: Any, sql: str) -> tuple[Counter[str], Counter[str]]:
-    """How many migrations are leaving and entering each host now."""
+def loads(seen: list[Any]) -> tuple[Counter[str], Counter[str]]:
+    """How many migrations are leaving and entering each host now, from ``_SEEN``'s rows."""
     out: Counter[str] = Counter()
     into: Counter[str] = Counter()
-    cursor.execute(sql)
-    for src, dst in cursor.fetchall():
-        out[src] += 1
-        into[dst] += 1
+    for src, dst, mid, _ in seen:
+        if mid is None:
+            out[src] += 1
+            into[dst] += 1
     return out, into

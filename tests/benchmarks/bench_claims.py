@@ -1,12 +1,14 @@
 """Claim latency with 1, 2 and 4 worker processes on PostgreSQL (on demand).
 
     python -m tests.benchmarks.bench_claims [--migrations 2000] [--hosts 40]
-        [--max-outgoing 2] [--workers 1 2 4] [--concurrency 4] [--rounds 1]
+        [--max-outgoing 2] [--workers 1 2 4] [--concurrency 4 | --in-flight 8] [--rounds 1]
 
 Each run journals ``--migrations`` QUEUED migrations between ``--hosts`` test hosts (each
 source chosen at random, seeded, so hosts fill up and the limit binds), starts that many
 real worker processes (a ``Worker`` in ``python -m tests.benchmarks.bench_claims --child``,
-``--max-outgoing`` as ``migrator worker`` gives it) and waits until every migration ended.
+``--max-outgoing`` as ``migrator worker`` gives it, ``--concurrency`` each, or
+``--in-flight`` shared among them: the same load of migrations driven at once, whatever the
+number of workers) and waits until every migration ended.
 Each worker times every claim it makes (``Queue.claim``: the claim transaction, with the
 ones that found nothing to take) and hands the figures back when it stops. Afterwards the
 limits are checked from the journal: from each claim event to the end that followed it, no
@@ -26,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from migrator import HostLimits, Journal, Worker
 from migrator.drivers.test import TestDriver
@@ -106,15 +109,16 @@ def peak_outgoing(journal: Journal) -> tuple[int, int]:
     return peak_load(shown)
 
 
-def run(workers: int, args: argparse.Namespace) -> dict[str, float]:
+def run(workers: int, args: argparse.Namespace) -> dict[str, Any]:
     with backend("postgresql") as b, tempfile.TemporaryDirectory(prefix="bench-claims-") as tmp:
         url = b.journal_url("claims")
         submit(url, Path(tmp), args.migrations, args.hosts)
         outs = [Path(tmp) / f"w{k}.json" for k in range(workers)]
+        each = max(1, args.in_flight // workers) if args.in_flight else args.concurrency
         cmd = [sys.executable, "-m", "tests.benchmarks.bench_claims", "--child", url]
         procs = [
             subprocess.Popen(
-                [*cmd, str(out), str(args.max_outgoing), str(args.concurrency)],
+                [*cmd, str(out), str(args.max_outgoing), str(each)],
                 stderr=subprocess.DEVNULL,
             )
             for out in outs
@@ -134,8 +138,9 @@ def run(workers: int, args: argparse.Namespace) -> dict[str, float]:
     all_ms = [s * 1000 for t in timings for s in t["seconds"]]
     taken = sum(sum(t["taken"]) for t in timings)
     cuts = statistics.quantiles(all_ms, n=100)
-    return {
+    figures: dict[str, Any] = {
         "workers": workers,
+        "concurrency": each,
         "claims": len(all_ms),
         "taken": taken,
         "p50_ms": statistics.median(all_ms),
@@ -144,8 +149,9 @@ def run(workers: int, args: argparse.Namespace) -> dict[str, float]:
         "seconds": seconds,
         "max_outgoing_seen": most_out,
         "max_incoming_seen": most_in,
-        "states": sorted(states),  # type: ignore[dict-item]
+        "states": sorted(states),
     }
+    return figures
 
 
 def main() -> None:
@@ -158,7 +164,8 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=40)
     parser.add_argument("--max-outgoing", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=4, help="per worker")
+    parser.add_argument("--in-flight", type=int, default=0, help="shared among the workers")
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     if not pg_available():
