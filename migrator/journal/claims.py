@@ -35,9 +35,9 @@ from migrator.states import TERMINAL, State, Trigger, next_state
 CLAIM_WINDOW = 500
 """How many of the oldest queued migrations one claim looks at for one that fits."""
 CLAIM_LOCK = 0x6D69_6772
-"""The advisory lock (CLAIM_LOCK, a hash of the schema) that claims of migrator 0.x took
-exclusively, one claim at a time; a claim now takes it shared, so claims of this version
-run together but never beside an older worker's claim during an upgrade."""
+"""The advisory lock (CLAIM_LOCK, a hash of the schema) that claims of earlier versions
+took exclusively, one claim at a time; a claim now takes it shared, so claims of this
+version run together but never beside an older worker's claim during an upgrade."""
 NOT_IN_FLIGHT = frozenset({State.QUEUED, State.IN_DOUBT}) | TERMINAL
 """States that hold no slot of a host's limits: waiting, ended, or waiting for an operator."""
 
@@ -56,9 +56,9 @@ _ROW = (
     f" (SELECT count(*) FROM migrations WHERE dst = :dst AND {_IN_FLIGHT})"
     " FROM migrations WHERE id = :id AND state = 'QUEUED'"
 )
-"""A queued migration with the loads of its two hosts, read after their locks were taken
-(a statement's snapshot is taken when it starts: in one with the locks, it could miss a
-claim that committed while it waited)."""
+"""A queued migration with the loads of its two hosts, in a statement after the one that
+took their locks: a statement sees what committed before it started, so one that took the
+locks itself could miss a claim of those hosts that committed while it ran."""
 _PG_BEGIN = (
     "SELECT set_config('lock_timeout', :ms, true),"
     " set_config('idle_in_transaction_session_timeout', :ms, true),"
