@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from migrator.errors import IllegalTransition
 from migrator.states import TRANSITIONS, State, Transition, Trigger
+
+T = TypeVar("T")
 
 
 class MachineModel:
@@ -64,6 +67,18 @@ def _lean_classes() -> tuple[type, type]:
             return True
 
     return LeanEvent, LeanTransition
+
+
+class _Write:
+    """The engine of a one-trigger model (``Machine.do``): its write callback is a function
+    of the transition's destination."""
+
+    def __init__(self, write: Callable[[State], Any]) -> None:
+        self.do = write
+        self.result: Any = None
+
+    def write(self, run: object, event: Any) -> None:
+        self.result = self.do(State(str(event.transition.dest)))
 
 
 class Machine:
@@ -144,6 +159,19 @@ class Machine:
         except self._refused:
             raise IllegalTransition(state=model.state, trigger=str(trigger)) from None
         return State(model.state)
+
+    def do(self, state: State, trigger: Trigger, write: Callable[[State], T]) -> T:
+        """Fire ``trigger`` on a model at ``state`` whose write callback is ``write(dest)``
+        (a queue's write, a claim): IllegalTransition before ``write`` if the table has no
+        such move; what ``write`` returned."""
+        engine = _Write(write)
+        model = self.acquire(state, engine=engine)
+        try:
+            self.fire(model, trigger)
+        finally:
+            self.release(model)
+        result: T = engine.result
+        return result
 
     def next_state(self, state: State, trigger: Trigger) -> State:
         """The state ``trigger`` leads to from ``state``; raise IllegalTransition if none."""

@@ -327,15 +327,8 @@ class Coordinator:
     def _abandon_queued(self, migration: Migration) -> bool:
         """End a migration no worker claimed yet: FAILED, nothing was called. False if a
         worker claimed it meanwhile (its run then honours the abort request)."""
-        draft = EventDraft(kind=EventKind.ABORT, detail={"queued": True})
         try:
-            self.journal.record(
-                migration,
-                draft,
-                state=State.FAILED,
-                coordinator=self.id,
-                reason="aborted while queued",
-            )
+            Queue(self.journal).abandon(migration, by=self.id)
         except (FenceLost, StateConflict):
             return False
         return True

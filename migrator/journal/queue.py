@@ -1,43 +1,64 @@
 """Queued migrations, their claim under per-host limits, and the workers table.
 
 A submitted migration is a ``migrations`` row in state QUEUED with no owner. A worker
-claims the oldest one that fits the per-host limits in ONE transaction that first makes
-claims exclusive (PostgreSQL: a transaction-scoped advisory lock, then ``SELECT ... FOR
-UPDATE SKIP LOCKED`` over the queue; SQLite: ``BEGIN IMMEDIATE``, its single writer), then
-counts the migrations in flight per host, so limits hold across every worker of the
-journal, in every process (docs/workers.md).
+claims the oldest one that fits the per-host limits in one transaction (``claims.py``):
+on PostgreSQL claims of different hosts run side by side, and each host's count is read
+under that host's lock, so limits hold across every worker of the journal, in every
+process (docs/workers.md). Every write of the queue goes through the journal's write path
+(``Journal.write``, ``Journal.record``), and every state change it makes is checked
+as a trigger fired on the machine (``machine.Machine.do``), whose write callback writes it.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import uuid
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
 from migrator.hostlimits import HostLimits
 from migrator.journal import rows
+from migrator.journal.claims import NOT_IN_FLIGHT, Claim, ClaimSql
 from migrator.journal.lifecycle import translated
 from migrator.journal.schema import events, migrations, workers
+from migrator.journal.statement import Statement
 from migrator.journal.store import Journal
 from migrator.journal.writes import now
+from migrator.machine import machine
 from migrator.records import EventDraft, EventKind, Migration
-from migrator.states import TERMINAL, State
+from migrator.states import State, Trigger
 
 _C = migrations.c
-CLAIM_WINDOW = 500
-"""How many of the oldest queued migrations one claim looks at for one that fits."""
-CLAIM_LOCK = 0x6D69_6772
-"""The PostgreSQL advisory lock that serializes claims is (CLAIM_LOCK, a hash of the
-schema): advisory locks are per database, and journals in other schemas must not wait."""
-NOT_IN_FLIGHT = frozenset({State.QUEUED, State.IN_DOUBT}) | TERMINAL
-"""States that hold no slot of a host's limits: waiting, ended, or waiting for an operator."""
+_W = workers.c
+
+
+class _Sql:
+    """The queue's statements for one database, compiled at first use."""
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        self.claim = ClaimSql(dialect)
+        by_id = _W.id == sa.bindparam("wid")
+        self.release = Statement(
+            migrations.update()
+            .where(_C.id == sa.bindparam("mid"), _C.fence == sa.bindparam("fence"))
+            .values(lease_expires_at=sa.bindparam("at")),
+            dialect,
+        )
+        self.unregister = Statement(workers.delete().where(by_id), dialect)
+        self.register = Statement(workers.insert(), dialect)
+        self.beat = Statement(
+            workers.update()
+            .where(by_id)
+            .values(heartbeat_at=sa.bindparam("at"), stopping=sa.bindparam("stopping")),
+            dialect,
+        )
+        silent = workers.delete().where(_W.heartbeat_at < sa.bindparam("before"))
+        self.forget = Statement(silent, dialect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,26 +83,9 @@ class Queue:
         self.engine = journal.engine
         self.url = journal.url
 
-    @contextmanager
-    def _exclusive(self) -> Iterator[sa.Connection]:
-        """One transaction no other claim runs beside; commits when the block ends."""
-        with translated(self.url), self.engine.connect() as conn:
-            if self.engine.dialect.name == "postgresql":
-                self._bounded(conn)
-                schema = sa.func.hashtext(sa.func.current_schema())
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK, schema)))
-            else:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            yield conn
-            conn.commit()
-
-    def _bounded(self, conn: sa.Connection) -> None:
-        """A claim waits for the lock at most a lease, and a claimer stalled inside its
-        transaction (SIGSTOP) loses its session, and so the lock, after a lease: one stalled
-        worker must not stop every other from claiming (docs/workers.md)."""
-        ms = max(1, int(self.journal.lease_seconds * 1000))
-        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
-        conn.exec_driver_sql(f"SET LOCAL idle_in_transaction_session_timeout = {ms}")
+    @functools.cached_property
+    def _sql(self) -> _Sql:
+        return _Sql(self.engine.dialect)
 
     # -- submitting ----------------------------------------------------------------------
 
@@ -111,10 +115,11 @@ class Queue:
             now=at,
             lease=at,
         )
-        values.update(state=State.QUEUED.value, owner=None, lease_expires_at=None)
-        with translated(self.url), self.engine.begin() as conn:
-            conn.execute(migrations.insert().values(**values))
-        return Migration(**{**values, "state": State.QUEUED})
+        values.update(state=State.QUEUED, owner=None, lease_expires_at=None)
+        queued = Migration(**values)
+        # The record written alone (no change), read back if its commit goes unanswered.
+        self.journal.record_changes(queued, [], insert=True)
+        return queued
 
     def depth(self) -> int:
         """How many migrations wait in the queue."""
@@ -132,71 +137,42 @@ class Queue:
         with translated(self.url), self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
-    # -- claiming ------------------------------------------------------------------------
+    # -- claiming and handing back -------------------------------------------------------
 
     def claim(self, worker_id: str, limits: HostLimits) -> Migration | None:
         """Take the oldest queued migration that fits ``limits`` (QUEUED -> NEW, owned by
-        ``worker_id`` with a fresh lease and a higher fence), or None if none fits."""
-        with self._exclusive() as conn:
-            out, into = in_flight(conn)
-            for migration in self._waiting(conn):
-                if limits.admits(migration.src, migration.dst, out, into):
-                    return self._take(conn, migration, worker_id)
-        return None
+        ``worker_id`` with a fresh lease and a higher fence), or None if none fits now."""
+        claim = Claim(self._sql.claim, worker_id, limits, self.journal.lease_seconds)
+        return self.journal.write(claim, verify=claim.verify)
 
-    def _waiting(self, conn: sa.Connection) -> list[Migration]:
-        query = (
-            sa.select(migrations)
-            .where(_C.state == State.QUEUED.value)
-            .order_by(_C.created_at, _C.id)
-            .limit(CLAIM_WINDOW)
+    def requeue(self, migration: Migration, *, by: str) -> Migration:
+        """Hand a claimed migration that was not begun back to the queue (NEW -> QUEUED),
+        if ``by`` still holds it; else ``FenceLost`` or ``StateConflict``."""
+        draft = EventDraft(kind=EventKind.QUEUE, detail={"requeued_by": by})
+        return machine().do(
+            migration.state,
+            Trigger.REQUEUE,
+            lambda state: self.journal.record(migration, draft, state=state, coordinator=by),
         )
-        if self.engine.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        return [rows.migration(row) for row in conn.execute(query)]
 
-    def _take(self, conn: sa.Connection, migration: Migration, worker_id: str) -> Migration:
-        at = now()
-        lease = at + timedelta(seconds=self.journal.lease_seconds)
-        seq = migration.last_seq + 1
-        conn.execute(
-            migrations.update()
-            .where(_C.id == migration.id, _C.state == State.QUEUED.value)
-            .values(
-                state=State.NEW.value,
-                owner=worker_id,
-                fence=_C.fence + 1,
-                lease_expires_at=lease,
-                last_seq=seq,
-                updated_at=at,
-            )
-        )
-        draft = EventDraft(kind=EventKind.QUEUE, detail={"claimed_by": worker_id})
-        conn.execute(
-            events.insert().values(
-                **rows.event_values(migration.id, seq, draft, State.NEW, at, worker_id)
-            )
-        )
-        return rows.replace(
-            migration,
-            state=State.NEW,
-            owner=worker_id,
-            fence=migration.fence + 1,
-            lease_expires_at=lease,
-            last_seq=seq,
-            updated_at=at,
+    def abandon(self, migration: Migration, *, by: str) -> Migration:
+        """End a migration no worker claimed: QUEUED -> FAILED, nothing having been called;
+        ``StateConflict`` (or ``FenceLost``) if a worker claimed it meanwhile."""
+        draft = EventDraft(kind=EventKind.ABORT, detail={"queued": True})
+        reason = "aborted while queued"
+        return machine().do(
+            migration.state,
+            Trigger.ABANDON,
+            lambda state: self.journal.record(
+                migration, draft, state=state, coordinator=by, reason=reason
+            ),
         )
 
     def release(self, migration: Migration) -> bool:
         """Let the lease of ``migration`` lapse now, if we still own it: another worker
         takes it over at its next poll."""
-        stmt = (
-            migrations.update()
-            .where(_C.id == migration.id, _C.fence == migration.fence)
-            .values(lease_expires_at=now())
-        )
-        with translated(self.url), self.engine.begin() as conn:
-            return bool(conn.execute(stmt).rowcount)
+        values = {"mid": migration.id, "fence": migration.fence, "at": now()}
+        return self._write(self._sql.release, values) > 0
 
     # -- workers -------------------------------------------------------------------------
 
@@ -211,30 +187,27 @@ class Queue:
             "heartbeat_at": at,
             "stopping": False,
         }
-        with translated(self.url), self.engine.begin() as conn:
-            conn.execute(workers.delete().where(workers.c.id == worker_id))
-            conn.execute(workers.insert().values(**row))
+        sql = self._sql
+
+        def replace(cursor: Any) -> None:
+            sql.unregister.execute(cursor, {"wid": worker_id})
+            sql.register.execute(cursor, row)
+
+        self.journal.write(replace)
 
     def beat(self, worker_id: str, *, stopping: bool = False) -> None:
         """Heartbeat the worker's row (and say whether it is stopping)."""
-        stmt = (
-            workers.update()
-            .where(workers.c.id == worker_id)
-            .values(heartbeat_at=now(), stopping=stopping)
-        )
-        with translated(self.url), self.engine.begin() as conn:
-            conn.execute(stmt)
+        self._write(self._sql.beat, {"wid": worker_id, "at": now(), "stopping": stopping})
 
     def unregister(self, worker_id: str) -> None:
-        with translated(self.url), self.engine.begin() as conn:
-            conn.execute(workers.delete().where(workers.c.id == worker_id))
+        self._write(self._sql.unregister, {"wid": worker_id})
 
     def workers(self, *, alive_within: float | None = None) -> list[WorkerInfo]:
         """Workers, oldest first, each with what it holds; only those that heartbeat within
         ``alive_within`` seconds, if given (a killed worker's row stays until pruned)."""
-        query = sa.select(workers).order_by(workers.c.started_at, workers.c.id)
+        query = sa.select(workers).order_by(_W.started_at, _W.id)
         if alive_within is not None:
-            query = query.where(workers.c.heartbeat_at >= now() - timedelta(seconds=alive_within))
+            query = query.where(_W.heartbeat_at >= now() - timedelta(seconds=alive_within))
         held = (
             sa.select(_C.owner, _C.id)
             .where(_C.state.not_in([s.value for s in NOT_IN_FLIGHT]))
@@ -249,19 +222,8 @@ class Queue:
 
     def forget_workers(self, *, silent_for: float) -> int:
         """Delete the rows of workers silent for ``silent_for`` seconds; how many."""
-        stmt = workers.delete().where(
-            workers.c.heartbeat_at < now() - timedelta(seconds=silent_for)
-        )
-        with translated(self.url), self.engine.begin() as conn:
-            return int(conn.execute(stmt).rowcount)
+        return self._write(self._sql.forget, {"before": now() - timedelta(seconds=silent_for)})
 
-
-def in_flight(conn: sa.Connection) -> tuple[Counter[str], Counter[str]]:
-    """How many migrations are leaving and entering each host now."""
-    query = sa.select(_C.src, _C.dst).where(_C.state.not_in([s.value for s in NOT_IN_FLIGHT]))
-    out: Counter[str] = Counter()
-    into: Counter[str] = Counter()
-    for src, dst in conn.execute(query):
-        out[src] += 1
-        into[dst] += 1
-    return out, into
+    def _write(self, statement: Statement, values: dict[str, Any]) -> int:
+        """One idempotent statement through the journal's write path; the rows it changed."""
+        return self.journal.write(lambda cursor: int(statement.execute(cursor, values).rowcount))

@@ -235,6 +235,20 @@ class Journal(Reads):
         values = {"mid": migration_id, "seq": seq}
         self._writer.run(lambda cursor: cursor.execute(sql, values))
 
+    def write(
+        self,
+        work: Callable[[Any], T],
+        *,
+        verify: Callable[[sa.Connection], T | None] | None = None,
+    ) -> T:
+        """``work(cursor)`` committed in one transaction of the journal's write path: on a
+        checked connection of the committer (a journal replaced since it was opened raises
+        ``JournalReplaced``), retried while its error is transient (``Writer.run``). A
+        commit that went unanswered is read back with ``verify``; without it ``work`` must
+        be idempotent. ``cursor`` is the driver's: statements bound as ``Statement`` binds
+        them. For the writes of other modules of the journal (``queue``)."""
+        return self._writer.run(work, verify=verify)
+
     def set_progress(self, migration: Migration, progress: dict[str, Any]) -> None:
         """Keep the last progress sample of a long step (not an event: it is overwritten)."""
         self._writer.set_progress(migration, progress)

@@ -20,7 +20,7 @@ from migrator.engine.run import Run
 from migrator.engine.steps import Gate
 from migrator.errors import FenceLost, HandedOver, JournalError, MigratorError, StateConflict
 from migrator.journal.queue import Queue
-from migrator.records import EventDraft, EventKind, Migration
+from migrator.records import Migration
 from migrator.states import State, Step
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class Jobs:
         try:
             self._drive(coordinator, job)
         except HandedOver:
-            self._hand_over(coordinator, job)
+            self._hand_over(job)
         except FenceLost:
             log.warning("migration %s was taken over by another worker", job.migration.id)
         except JournalError as exc:  # its lease lapses; a worker (maybe this one) takes over
@@ -124,7 +124,7 @@ class Jobs:
             coordinator.drive(job.migration)
             return
         if job.migration.state is State.NEW:  # claimed, never begun: back to the queue
-            requeue(coordinator, job.migration)
+            self._requeue(job.migration)
             return
         report = coordinator.recover_found(job.orphan)
         log.info("took over migration %s: %s", job.migration.id, report.note or report.result)
@@ -145,22 +145,20 @@ class Jobs:
             return
         raise HandedOver(migration_id=run.migration.id, state=str(run.state))
 
-    def _hand_over(self, coordinator: Coordinator, job: Job) -> None:
+    def _hand_over(self, job: Job) -> None:
         """Give a migration back at a step boundary: to the queue if nothing was begun,
         else let its lease lapse now so another worker takes it over at once."""
         held = job.last or job.migration
         if held.state is State.NEW:
-            requeue(coordinator, held)
+            self._requeue(held)
         else:
             self.queue.release(held)
         log.info("handed over migration %s in %s", held.id, held.state)
 
-
-def requeue(coordinator: Coordinator, migration: Migration) -> None:
-    draft = EventDraft(kind=EventKind.QUEUE, detail={"requeued_by": coordinator.id})
-    try:
-        coordinator.journal.record(migration, draft, state=State.QUEUED, coordinator=coordinator.id)
-    except (FenceLost, StateConflict) as exc:
-        log.warning("migration %s not requeued: %s", migration.id, exc)
-    except MigratorError as exc:
-        log.warning("migration %s not requeued, left for takeover: %s", migration.id, exc)
+    def _requeue(self, migration: Migration) -> None:
+        try:
+            self.queue.requeue(migration, by=self.worker_id)
+        except (FenceLost, StateConflict) as exc:
+            log.warning("migration %s not requeued: %s", migration.id, exc)
+        except MigratorError as exc:
+            log.warning("migration %s not requeued, left for takeover: %s", migration.id, exc)

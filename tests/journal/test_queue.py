@@ -3,18 +3,26 @@ back, the workers table (docs/workers.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 
+from migrator.errors import IllegalTransition, JournalReplaced
 from migrator.hostlimits import HostLimit, HostLimits
 from migrator.journal.queue import Queue
 from migrator.journal.store import Journal
-from migrator.records import EventKind, Migration
-from migrator.states import State
+from migrator.records import EventDraft, EventKind, Migration
+from migrator.states import State, Step
 
 
 def _submit(queue: Queue, domain: str, src: str, dst: str) -> Migration:
     return queue.submit(domain=domain, src=src, dst=dst, protocol=3, flags=0, bandwidth=0)
+
+
+def _moved(m: Migration) -> tuple[State, int, int, str | None]:
+    return m.state, m.last_seq, m.fence, m.reason
 
 
 pytestmark = pytest.mark.no_replay  # no migration here is driven: nothing to replay
@@ -131,3 +139,68 @@ def test_workers_list_what_each_holds(journal: Journal) -> None:
     assert w1.holds == (claimed.id,)
     assert [m.id for m in journal.list(owner="w1")] == [claimed.id]
     assert journal.list(owner="nobody") == []
+
+
+def test_requeue_and_abandon_hand_a_migration_back_and_end_a_queued_one(journal: Journal) -> None:
+    queue = Queue(journal)
+    first = _submit(queue, "vm1", "test:///a", "test:///b")
+    second = _submit(queue, "vm2", "test:///a", "test:///b")
+    claimed = queue.claim("w1", HostLimits())
+    assert claimed is not None and claimed.id == first.id
+    back = queue.requeue(claimed, by="w1")
+    assert (back.state, back.last_seq) == (State.QUEUED, 2)
+    assert _moved(journal.get(first.id)) == _moved(back)
+    ended = queue.abandon(second, by="op")
+    assert (ended.state, ended.reason) == (State.FAILED, "aborted while queued")
+    assert _moved(journal.get(second.id)) == _moved(ended)
+    assert [e.detail for e in journal.history(first.id)] == [
+        {"claimed_by": "w1"},
+        {"requeued_by": "w1"},
+    ]
+
+
+def test_a_move_the_state_table_lacks_raises_and_writes_nothing(journal: Journal) -> None:
+    """A migration already begun is neither handed back to the queue nor abandoned as
+    queued: the state table has no such move (``requeue`` and ``abandon`` leave only NEW
+    and QUEUED)."""
+    queue = Queue(journal)
+    _submit(queue, "vm1", "test:///a", "test:///b")
+    claimed = queue.claim("w1", HostLimits())
+    assert claimed is not None
+    intent = EventDraft(kind=EventKind.INTENT, step=Step.BEGIN)
+    begun = journal.record(claimed, intent, state=State.BEGINNING, coordinator="w1")
+    with pytest.raises(IllegalTransition):
+        queue.requeue(begun, by="w1")
+    with pytest.raises(IllegalTransition):
+        queue.abandon(begun, by="op")
+    assert _moved(journal.get(begun.id)) == _moved(begun)
+    assert len(journal.history(begun.id)) == 2
+
+
+QUEUE_WRITES: dict[str, Callable[[Queue], object]] = {
+    "submit": lambda q: _submit(q, "vm9", "test:///a", "test:///b"),
+    "claim": lambda q: q.claim("w1", HostLimits()),
+    "register": lambda q: q.register("w2", concurrency=1),
+    "beat": lambda q: q.beat("w1"),
+    "forget_workers": lambda q: q.forget_workers(silent_for=0),
+}
+
+
+@pytest.mark.parametrize("write", QUEUE_WRITES.values(), ids=QUEUE_WRITES.keys())
+def test_queue_writes_refuse_a_journal_replaced_since_it_was_opened(
+    tmp_path: Path, write: Callable[[Queue], object]
+) -> None:
+    """The queue writes through the journal's write path, which checks, before every
+    transaction, that the database is the one it opened."""
+    path = tmp_path / "journal.db"
+    with Journal.open(f"sqlite:///{path}") as journal:
+        queue = Queue(journal)
+        queue.register("w1", concurrency=1)
+        _submit(queue, "vm1", "test:///a", "test:///b")
+        for p in tmp_path.glob("journal.db*"):
+            p.unlink()
+        Journal.open(f"sqlite:///{path}").close()  # another command creates it again
+        with pytest.raises(JournalReplaced, match="replaced by another file"):
+            write(queue)
+    with Journal.open(f"sqlite:///{path}") as fresh:
+        assert (fresh.list(), Queue(fresh).workers()) == ([], [])
