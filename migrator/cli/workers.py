@@ -14,8 +14,13 @@ import click
 from migrator.cli import context
 from migrator.cli.exits import ExitCode
 from migrator.cli.migrate import flags_of, request_options
-from migrator.cli.options import SECONDS, Count, hook_option, hooks_from, json_option
+from migrator.cli.options import SECONDS, Count, Seconds, hook_option, hooks_from, json_option
 from migrator.errors import UsageError
+
+MIN_LEASE = 0.5
+"""The shortest lease a worker takes: shorter, a busy journal write would lose it."""
+MIN_POLL = 0.01
+"""The shortest poll interval: shorter, a worker polls the journal in a busy loop."""
 
 if TYPE_CHECKING:
     from migrator.hostlimits import HostLimits
@@ -25,6 +30,14 @@ if TYPE_CHECKING:
 
 @click.command()
 @request_options
+@click.option(
+    "--timeout",
+    type=SECONDS,
+    default=600.0,
+    show_default=True,
+    help="Seconds each pre-flight check of a host may take (the worker's --timeout bounds"
+    " the steps).",
+)
 @json_option
 def submit(
     domain: str,
@@ -36,6 +49,7 @@ def submit(
     bandwidth: int,
     dname: str | None,
     protocol: int | None,
+    timeout: float,
     as_json: bool,
 ) -> None:
     """Queue a migration of DOMAIN for a worker to drive; print its id at once."""
@@ -46,7 +60,7 @@ def submit(
         if bandwidth < 0:
             raise UsageError(f"--bandwidth must be >= 0 MiB/s, not {bandwidth}")
         flags = flags_of(flag_names, live=live, tunnelled=tunnelled)
-        coordinator = context.coordinator(context.journal())
+        coordinator = context.coordinator(context.journal(), step_timeout=timeout)
         migration = coordinator.submit(
             domain,
             src=connect(src),
@@ -91,14 +105,14 @@ def submit(
 )
 @click.option(
     "--lease",
-    type=click.FloatRange(min=0.5),
+    type=Seconds(least=MIN_LEASE),
     default=30.0,
     show_default=True,
     help="Seconds a held migration stays ours without a heartbeat.",
 )
 @click.option(
     "--poll",
-    type=click.FloatRange(min=0.01),
+    type=Seconds(least=MIN_POLL),
     default=1.0,
     show_default=True,
     help="Seconds between looks at the queue and for lapsed leases.",
@@ -131,6 +145,7 @@ def worker(
 
     with context.errors():
         limits = _limits(limits_file, max_outgoing, max_incoming)
+        hooks = hooks_from(hook_commands)  # every option checked before the journal opens
         opened = Journal.open(context.settings().db, lease_seconds=lease)
         click.get_current_context().with_resource(opened)
         running = Worker(
@@ -139,7 +154,7 @@ def worker(
             limits=limits,
             poll=poll,
             step_timeout=timeout,
-            hooks=hooks_from(hook_commands),
+            hooks=hooks,
             failpoints=Failpoints.from_env(),
         )
         _log_to_stderr(logging.WARNING if quiet else logging.INFO)
@@ -179,7 +194,7 @@ def _log_to_stderr(level: int) -> None:
 @click.command()
 @click.option(
     "--within",
-    type=click.FloatRange(min=0),
+    type=Seconds(zero=True),
     default=60.0,
     show_default=True,
     help="Only workers that heartbeat within this many seconds.",

@@ -19,25 +19,21 @@ from concurrent.futures import ThreadPoolExecutor
 
 from migrator import limits
 from migrator.drivers.base import (
-    DomainState,
     Driver,
-    MigrationParams,
     connect,
     redact_uri,
-    refuse_unhonoured,
 )
-from migrator.engine import lease, negotiation, orphans
+from migrator.engine import lease, orphans
 from migrator.engine.flows import ABORTABLE, flow_for
 from migrator.engine.flows.base import Engine
 from migrator.engine.observers import Hook, Hooks
 from migrator.engine.orphans import Orphan, Recovered
+from migrator.engine.preflight import Preflight
 from migrator.engine.retry import RetryPolicy
 from migrator.engine.run import Connect, Run, resume
 from migrator.engine.steps import Gate, ProgressCallback, Steps
 from migrator.engine.writeahead import WriteAhead
 from migrator.errors import (
-    DomainExists,
-    DomainNotFound,
     FenceLost,
     HandedOver,
     JournalUnavailable,
@@ -103,6 +99,7 @@ class Coordinator:
         )
         retry = RetryPolicy(attempts=confirm_attempts, backoff=retry_backoff)
         self.engine = Engine(writes, steps, retry)
+        self._preflight = Preflight(steps.runner, step_timeout)
 
     @property
     def step_timeout(self) -> float | None:
@@ -135,7 +132,7 @@ class Coordinator:
 
         Bad input raises a ``UsageError`` before anything is journaled or called.
         """
-        params, version = self._preflight(
+        params, version = self._preflight.check(
             domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol
         )
         migration = self.journal.new(
@@ -165,7 +162,7 @@ class Coordinator:
     ) -> Migration:
         """Check the request as ``migrate`` does, journal it QUEUED and return at once; a
         worker (``migrator.workers``) claims and drives it."""
-        params, version = self._preflight(
+        params, version = self._preflight.check(
             domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol
         )
         return Queue(self.journal).submit(
@@ -334,56 +331,3 @@ class Coordinator:
         except (FenceLost, StateConflict):
             return False
         return True
-
-    # -- checks before anything is written -----------------------------------------------
-
-    def _preflight(
-        self,
-        domain: str,
-        src: Driver,
-        dst: Driver,
-        flags: MigrateFlags,
-        dname: str | None,
-        bandwidth: int,
-        protocol: int | None,
-    ) -> tuple[MigrationParams, int]:
-        limits.integer(bandwidth, name="bandwidth")
-        limits.domain_name(domain, name="domain name")
-        if dname is not None:
-            limits.domain_name(dname, name="dname")
-        if protocol is not None:
-            limits.integer(protocol, name="protocol", low=1, high=3)
-        if src.uri == dst.uri:
-            raise UsageError(f"source and destination are the same host: {redact_uri(src.uri)}")
-        version = negotiation.negotiate(
-            src.features(),
-            dst.features(),
-            forced=protocol,
-            tunnelled=bool(flags & MigrateFlags.TUNNELLED),
-        )
-        src_state = _best_effort_probe(src, domain)
-        if src_state is not None and not src_state.active:
-            raise DomainNotFound(domain=domain, host=redact_uri(src.uri))
-        dst_state = _best_effort_probe(dst, dname or domain)
-        if dst_state is not None and dst_state not in (DomainState.ABSENT, DomainState.SHUTOFF):
-            # A shut-off definition on the destination is replaced, as libvirt does.
-            raise DomainExists(domain=dname or domain, host=redact_uri(dst.uri))
-        if src_state is DomainState.PAUSED:
-            flags |= MigrateFlags.PAUSED  # as libvirt: a paused source stays paused on dst
-        refuse_unhonoured(flags, src, dst)
-        params = MigrationParams(domain=domain, flags=flags, dname=dname, bandwidth=bandwidth)
-        return params, version
-
-
-def _best_effort_probe(driver: Driver, domain: str) -> DomainState | None:
-    """A host that cannot be probed is left for the steps to judge."""
-    try:
-        return driver.probe(domain).state
-    except Exception as exc:  # noqa: BLE001 -- any driver failure means "cannot tell"
-        log.warning(
-            "probe of %s on %s failed before the migration: %s",
-            domain,
-            redact_uri(driver.uri),
-            exc,
-        )
-        return None
