@@ -141,6 +141,7 @@ class SchemaOutOfDate(JournalError):
 
 class FenceLost(JournalError):
     def __init__(self, *, migration_id: str, fence: int) -> None:
+        self.migration_id, self.fence = migration_id, fence
         super().__init__(
             f"migration {migration_id} is no longer owned with fence {fence};"
             " another coordinator took it"
