@@ -10,8 +10,7 @@ Every error the library raises on purpose derives from :class:`MigratorError`::
     │   ├── MigrationNotFound      no migration matches an id or id prefix
     │   ├── AmbiguousMigrationId   an id prefix matches several migrations
     │   ├── NoCommonProtocol       the two drivers share no migration protocol
-    │   ├── FlagNotHonoured        a migration flag a host's driver does not act on
-    │   └── HostStateInvalid       a host's state file is malformed, too large or not a file
+    │   └── FlagNotHonoured        a migration flag a host's driver does not act on
     ├── JournalError               the journal cannot be used; the CLI exits 2
     │   ├── JournalUnavailable     cannot connect, not a database, locked, disk full
     │   │   └── JournalReplaced    the database is not the one this journal opened
@@ -25,6 +24,8 @@ Every error the library raises on purpose derives from :class:`MigratorError`::
     └── DriverError                a driver hook failed (its text is data, never trusted)
         ├── StepTimeout            a hook did not return within its timeout
         ├── CookieTooLarge         a driver returned a cookie over REMOTE_MIGRATE_COOKIE_MAX
+        ├── HostStateInvalid       a host's state file is malformed, too large or not a
+        │                          file (also a UsageError: bad input, the CLI exits 2)
         └── QMPUnreachable         a QEMU domain's QMP socket does not answer
 
 Errors take identifiers as keyword arguments and write their own message.
@@ -51,16 +52,6 @@ class DomainNotFound(UsageError):
     def __init__(self, *, domain: str, host: str) -> None:
         self.domain = domain
         super().__init__(f"domain {domain!r} not found on {host}")
-
-
-class HostStateInvalid(UsageError):
-    """A host's state file (``host.json``, a test host's domain file) is not what migrator
-    writes: not a regular file, too large, not JSON, or of the wrong shape. Bad input, as a
-    hand-edited file is: pre-flight refuses it before anything is journaled."""
-
-    def __init__(self, *, path: str, reason: str) -> None:
-        self.path = path
-        super().__init__(f"{path} is not a host state: {reason}")
 
 
 class DomainExists(UsageError):
@@ -206,6 +197,16 @@ class StepTimeout(DriverError):
 class CookieTooLarge(DriverError):
     def __init__(self, *, step: str, size: int, limit: int) -> None:
         super().__init__(f"{step} returned a cookie of {size} bytes; the limit is {limit}")
+
+
+class HostStateInvalid(DriverError, UsageError):
+    """A host's state file (``host.json``, a test host's domain file) is not what migrator
+    writes: not a regular file, too large, not JSON, or of the wrong shape. Bad input, as a
+    hand-edited file is: pre-flight refuses it before anything is journaled."""
+
+    def __init__(self, *, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"{path} is not a host state: {reason}")
 
 
 class QMPUnreachable(DriverError):

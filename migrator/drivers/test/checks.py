@@ -1,4 +1,5 @@
-"""The shape of a test host's state files, checked when they are read: a hand-edited file
+"""The shape of a test host's state files, checked when they are read (what every hook
+relies on; an arriving v1 domain has no memory size or checksum yet): a hand-edited file
 (``{"state": 5}``, a fault without its ``count``) is refused in one line naming what is
 wrong, never found later as a ``KeyError`` in the middle of a step."""
 
@@ -33,11 +34,13 @@ def _domain_problem(dom: Mapping[str, Any]) -> str | None:
         return (
             f"'state' must be one of {', '.join(sorted(_STATES))}, not {_short(dom.get('state'))}"
         )
-    if not _whole(dom.get("memory_mib"), low=1):
-        return f"'memory_mib' must be a whole number >= 1, not {_short(dom.get('memory_mib'))}"
-    for key in ("image", "checksum"):
-        if not isinstance(dom.get(key), str):
-            return f"{_short(key)} must be text, not {_short(dom.get(key))}"
+    memory = dom.get("memory_mib")
+    if memory is not None and not _whole(memory, low=1):
+        return f"'memory_mib' must be a whole number >= 1 or null, not {_short(memory)}"
+    if not isinstance(dom.get("image"), str):
+        return f"'image' must be text, not {_short(dom.get('image'))}"
+    if dom.get("checksum") is not None and not isinstance(dom.get("checksum"), str):
+        return f"'checksum' must be text or null, not {_short(dom.get('checksum'))}"
     lease = dom.get("lease")
     if not isinstance(lease, dict) or not isinstance(lease.get("held"), bool):
         return f"'lease' must be an object with 'held' true or false, not {_short(lease)}"

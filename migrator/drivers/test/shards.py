@@ -53,18 +53,23 @@ class ShardedState(HostState):
         """One state file as a dict with ``parts`` (empty if the file is absent), every
         domain and fault in it of the shape this driver writes (``checks.py``)."""
         data = load_state(path, parts)
+        self._check(path, data)
+        return data
+
+    @staticmethod
+    def _check(path: Path, data: Host) -> None:
         problem = checks.problem(data)
         if problem is not None:
             raise HostStateInvalid(path=str(path), reason=problem)
-        return data
 
     def _read(self, name: str | None = None) -> Host:
         """``host.json``; with ``name``, that domain's file, plus the host's ``host_id``."""
-        top = self._load(self._state, self.PARTS)
+        top = load_state(self._state, self.PARTS)
         if top.get("domains"):
             raise HostStateInvalid(
                 path=str(self._state), reason="it holds domains: written by an older migrator"
             )
+        self._check(self._state, top)
         if name is None:
             return top
         view = self._load(self._shard(name), SHARD_PARTS)
