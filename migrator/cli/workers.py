@@ -120,14 +120,14 @@ def submit(
     type=Seconds(least=MIN_LEASE),
     default=LEASE_SECONDS,
     show_default=True,
-    help="Seconds a held migration stays ours without a heartbeat.",
+    help="Seconds (at least 0.5) a held migration stays ours without a heartbeat.",
 )
 @click.option(
     "--poll",
     type=Seconds(least=MIN_POLL),
     default=1.0,
     show_default=True,
-    help="Seconds between looks at the queue and for lapsed leases.",
+    help="Seconds (at least 0.01) between looks at the queue and for lapsed leases.",
 )
 @click.option(
     "--timeout", type=SECONDS, default=600.0, show_default=True, help="Per-step timeout, s."

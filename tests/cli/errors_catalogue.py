@@ -362,8 +362,11 @@ arbitrary text, numbers (huge, negative, `nan`, infinite, non-ASCII digits), ids
 journal URLs, output files and hook commands, in any order, with stray arguments. Every
 one must exit with a documented code (0, 1, 2 or 3), print no traceback and no
 `unexpected` error, and after exit 2 print one line and leave the journal and the hosts
-byte-for-byte unchanged. `metrics` (serves until stopped), `qmp-host define` (starts
-QEMU) and `demo` (writes up to 4 GiB) are left out; their options are cases above.
+byte-for-byte unchanged. `worker` runs as a real process: one refused must exit by
+itself, one that starts (its `worker ID started` line) is stopped with SIGTERM and must exit
+0; its `--limits` draws valid, invalid and device files. `metrics` (serves until stopped),
+`qmp-host define` (starts QEMU) and `demo` (writes up to 4 GiB) are left out; their options
+are cases above.
 
 | run | command | examples | time (2 cores) |
 |---|---|---|---|
