@@ -29,10 +29,15 @@ def read_text(path: Path, *, max_bytes: int) -> str:
     not regular, larger than ``max_bytes`` or not UTF-8 is a ``FileRefused``.
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    with os.fdopen(fd, "rb") as f:
+    try:
         mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise FileRefused(f"not a regular file ({_kind(mode)})")
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise FileRefused(f"not a regular file ({_kind(mode)})")
+    with os.fdopen(fd, "rb") as f:
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise FileRefused(f"larger than {max_bytes:,} bytes")
