@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import resource
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+import sqlalchemy as sa
 
 from migrator.coordinator import Coordinator
 from migrator.journal.store import Journal
@@ -110,19 +111,17 @@ def test_a_limits_file_that_is_a_fifo_is_refused_at_start_up(db_url: str, tmp_pa
     )
 
 
-def test_db_upgrade_restamps_an_empty_stamp_whose_tables_are_heads(tmp_path: Path) -> None:
-    db = f"sqlite:///{tmp_path / 'j.db'}"
-    assert run_cli("db", "upgrade", db=db).returncode == 0
-    conn = sqlite3.connect(tmp_path / "j.db")
-    with conn:
-        conn.execute("DELETE FROM alembic_version")
-    conn.close()
-    refused = run_cli("list", db=db)
+def test_db_upgrade_restamps_an_empty_stamp_whose_tables_are_heads(db_url: str) -> None:
+    """An emptied ``alembic_version`` is named, then repaired by ``db upgrade`` when the
+    tables are exactly HEAD's (it used to fail "table migrations already exists")."""
+    with Journal.open(db_url) as journal, journal.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM alembic_version"))
+    refused = run_cli("list", db=db_url)
     assert refused.returncode == 2 and "alembic_version table is empty" in refused.stderr
-    repaired = run_cli("db", "upgrade", db=db)
+    repaired = run_cli("db", "upgrade", db=db_url)
     assert repaired.returncode == 0, repaired.stderr
-    assert run_cli("db", "current", db=db).stdout.endswith("(up to date)\n")
-    assert run_cli("list", db=db).returncode == 0
+    assert run_cli("db", "current", db=db_url).stdout.endswith("(up to date)\n")
+    assert run_cli("list", db=db_url).returncode == 0
 
 
 def _journaled(db_url: str) -> int:
