@@ -59,7 +59,7 @@ _REQUEST: tuple[Callable[[Any], Any], ...] = (
     ),
     click.option(
         "--protocol",
-        type=click.IntRange(1, 3),
+        type=Count(1, 3),
         help="Force a protocol version (default: v3, else v2, else v1).",
     ),
 )

@@ -69,7 +69,7 @@ CASES: list[Case] = [
     _c('migrate', 'migrate vm1 --src {src} --dst {dst} --bandwidth 1.5', 2,
        "migrator: error: --bandwidth '1.5' is not a whole number (ASCII digits) (see `migrator migrate --help`)"),
     _c('migrate', 'migrate vm1 --src {src} --dst {dst} --protocol 4', 2,
-       "migrator: error: Invalid value for '--protocol': 4 is not in the range 1<=x<=3. (see `migrator migrate --help`)"),
+       'migrator: error: --protocol must be <= 3, not 4 (see `migrator migrate --help`)'),
     _c('migrate', 'migrate vm1 --src test://[::1 --dst {dst}', 2,
        "migrator: error: invalid host URI 'test://[::1': Invalid IPv6 URL"),
     _c('migrate', 'migrate vm1 --src ftp:///srv/a --dst {dst}', 2,
