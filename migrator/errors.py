@@ -24,6 +24,8 @@ Every error the library raises on purpose derives from :class:`MigratorError`::
     └── DriverError                a driver hook failed (its text is data, never trusted)
         ├── StepTimeout            a hook did not return within its timeout
         ├── CookieTooLarge         a driver returned a cookie over REMOTE_MIGRATE_COOKIE_MAX
+        ├── HostStateInvalid       a host's state file is malformed, too large or not a
+        │                          file (also a UsageError: bad input, the CLI exits 2)
         └── QMPUnreachable         a QEMU domain's QMP socket does not answer
 
 Errors take identifiers as keyword arguments and write their own message.
@@ -130,6 +132,7 @@ class SchemaOutOfDate(JournalError):
 
 class FenceLost(JournalError):
     def __init__(self, *, migration_id: str, fence: int) -> None:
+        self.migration_id, self.fence = migration_id, fence
         super().__init__(
             f"migration {migration_id} is no longer owned with fence {fence};"
             " another coordinator took it"
@@ -194,6 +197,16 @@ class StepTimeout(DriverError):
 class CookieTooLarge(DriverError):
     def __init__(self, *, step: str, size: int, limit: int) -> None:
         super().__init__(f"{step} returned a cookie of {size} bytes; the limit is {limit}")
+
+
+class HostStateInvalid(DriverError, UsageError):
+    """A host's state file (``host.json``, a test host's domain file) is not what migrator
+    writes: not a regular file, too large, not JSON, or of the wrong shape. Bad input, as a
+    hand-edited file is: pre-flight refuses it before anything is journaled."""
+
+    def __init__(self, *, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"{path} is not a host state: {reason}")
 
 
 class QMPUnreachable(DriverError):

@@ -14,14 +14,17 @@ JSON file::
 
 from __future__ import annotations
 
-import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from migrator import bounded
 from migrator.errors import UsageError
+
+LIMITS_MAX_BYTES = 1024 * 1024
+"""The largest limits file read: a few thousand hosts' overrides fit in far less."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,28 +79,68 @@ class HostLimits:
 
     @classmethod
     def load(cls, path: Path) -> HostLimits:
-        """Limits from a ``.json`` file, else TOML; UsageError names what is wrong."""
+        """Limits from a ``.json`` file, else TOML; UsageError names what is wrong.
+
+        Read with a bound (``migrator.bounded``): a FIFO or a device is refused before a
+        byte is read, a file over ``LIMITS_MAX_BYTES`` too."""
         try:
-            text = path.read_text()
-            data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+            text = bounded.read_text(path, max_bytes=LIMITS_MAX_BYTES)
+            data = bounded.loads(text) if path.suffix == ".json" else tomllib.loads(text)
             return cls.from_dict(data)
-        except (OSError, ValueError, TypeError, UsageError) as exc:
+        except OSError as exc:
+            raise UsageError(f"limits file {path}: {exc.strerror or exc}") from None
+        except RecursionError:
+            raise UsageError(f"limits file {path}: nested too deeply") from None
+        except (ValueError, UsageError) as exc:
             raise UsageError(f"limits file {path}: {exc}") from None
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> HostLimits:
-        unknown = set(data) - {"max_outgoing", "max_incoming", "hosts"}
-        if unknown:
-            raise ValueError(f"unknown keys {sorted(unknown)}")
+    def from_dict(cls, data: object) -> HostLimits:
+        """Limits from a parsed file; a ValueError names the first key or value that is
+        not one (unknown keys, ``true`` for a number, a host that is not a table)."""
+        top = _table(data, "the file")
         hosts = {
-            str(uri): HostLimit(own.get("max_outgoing"), own.get("max_incoming"))
-            for uri, own in dict(data.get("hosts", {})).items()
+            uri: HostLimit(*_limit_values(_table(own, f"hosts.{_short(uri)}"), f"hosts.{uri}."))
+            for uri, own in _table(top.get("hosts", {}), "hosts").items()
         }
-        return cls(data.get("max_outgoing"), data.get("max_incoming"), hosts)
+        return cls(*_limit_values(top, "", also={"hosts"}), hosts)
+
+
+LIMIT_KEYS = ("max_outgoing", "max_incoming")
+
+
+def _table(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be a table of keys, not {_short(value)}")
+    return value
+
+
+def _limit_values(
+    table: Mapping[str, Any], prefix: str, *, also: frozenset[str] | set[str] = frozenset()
+) -> tuple[int | None, int | None]:
+    unknown = sorted(set(table) - set(LIMIT_KEYS) - set(also))
+    if unknown:
+        known = ", ".join([*LIMIT_KEYS, *sorted(also)])
+        names = ", ".join(prefix + _short(k) for k in unknown)
+        raise ValueError(f"unknown key {names} (known: {known})")
+    for key in LIMIT_KEYS:
+        value = table.get(key)
+        if value is not None and not _whole(value):
+            raise ValueError(f"{prefix}{key} must be a whole number >= 1, not {_short(value)}")
+    return table.get("max_outgoing"), table.get("max_incoming")
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _short(value: object) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _check(value: int | None) -> None:
-    if value is not None and (not isinstance(value, int) or value < 1):
+    if value is not None and not _whole(value):
         raise UsageError(f"a host limit must be a whole number >= 1, not {value!r}")
 
 

@@ -26,13 +26,16 @@ _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 _INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
 
 
-def seconds(value: object, *, name: str, zero: bool = False) -> float:
-    """``value`` as a number of seconds in (0, MAX_SECONDS] ([0, ...] with ``zero``);
-    else a UsageError."""
+def seconds(value: object, *, name: str, zero: bool = False, least: float | None = None) -> float:
+    """``value`` as a number of seconds in (0, MAX_SECONDS] ([0, ...] with ``zero``,
+    [least, ...] with ``least``); else a UsageError."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise UsageError(f"{name} must be a number of seconds, not {value!r}")
-    low = "at least 0" if zero else "more than 0"
-    above_low = value >= 0 if zero else value > 0
+    if least is not None:
+        low, above_low = f"at least {least:g}", value >= least
+    else:
+        low = "at least 0" if zero else "more than 0"
+        above_low = value >= 0 if zero else value > 0
     if not math.isfinite(value) or not above_low or value > MAX_SECONDS:
         raise UsageError(f"{name} must be {low} and at most {MAX_SECONDS:g} s, not {value!r}")
     return float(value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,39 @@ def test_options_replace_the_file_defaults() -> None:
         max_outgoing=None, max_incoming=5
     )
     assert (limits.max_outgoing, limits.max_incoming) == (2, 5)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("max_outgoing = true\n", "max_outgoing must be a whole number >= 1, not True"),
+        ("max_incoming = 1.5\n", "max_incoming must be a whole number >= 1, not 1.5"),
+        ("max_ingoing = 2\n", "unknown key max_ingoing (known: max_outgoing, max_incoming, hosts)"),
+        ('[hosts."a"]\nmax_outgong = 1\n', "unknown key hosts.a.max_outgong"),
+        ('[hosts."a"]\nmax_incoming = false\n', "hosts.a.max_incoming must be a whole number"),
+        ("hosts = 5\n", "hosts must be a table of keys, not 5"),
+        ("hosts = {a = 5}\n", "hosts.a must be a table of keys, not 5"),
+        ("a = " + "[" * 3000 + "]" * 3000 + "\n", "nested too deeply"),
+    ],
+)
+def test_a_limits_file_is_validated_strictly(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "limits.toml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=re.escape(message)):
+        HostLimits.load(path)
+
+
+def test_a_json_limits_file_with_a_host_that_is_a_number_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "limits.json"
+    path.write_text('{"hosts": {"x": 5}}')
+    with pytest.raises(UsageError, match=r"hosts\.x must be a table of keys, not 5"):
+        HostLimits.load(path)
+
+
+def test_a_limits_file_that_is_a_fifo_or_a_device_is_refused_unread(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)  # no writer: a plain read would wait for ever
+    with pytest.raises(UsageError, match=r"not a regular file \(a FIFO\)"):
+        HostLimits.load(fifo)
+    with pytest.raises(UsageError, match=r"not a regular file \(a character device\)"):
+        HostLimits.load(Path("/dev/zero"))

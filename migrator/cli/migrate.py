@@ -15,7 +15,7 @@ import click
 from migrator.cli import context, exits
 from migrator.cli.options import NAME, SECONDS, URI, Count, hook_option, hooks_from, json_option
 from migrator.cli.testhost import test_host_driver
-from migrator.errors import JournalError, JournalReplaced, UsageError
+from migrator.errors import FenceLost, JournalError, JournalReplaced, UsageError
 
 REPLACED_ADVICE = (
     "the migration's record went with the journal it was written to: check both hosts"
@@ -59,7 +59,7 @@ _REQUEST: tuple[Callable[[Any], Any], ...] = (
     ),
     click.option(
         "--protocol",
-        type=click.IntRange(1, 3),
+        type=Count(1, 3),
         help="Force a protocol version (default: v3, else v2, else v1).",
     ),
 )
@@ -174,6 +174,10 @@ def run(
             if context.settings().traceback:
                 raise
             context.fail(f"{exc}; {REPLACED_ADVICE}", exits.ExitCode.FAILED)
+        except FenceLost as exc:
+            if context.settings().traceback:
+                raise
+            migration = _taken_over(journal, exc)
         except JournalError as exc:
             if context.settings().traceback:
                 raise
@@ -237,6 +241,32 @@ def _progress_bar(enabled: bool) -> Iterator[Callable[[Migration, Progress], Non
             )
 
         yield update
+
+
+def _taken_over(journal: Journal, lost: FenceLost) -> Migration:
+    """The migration another coordinator took from this command (``recover --steal``, a
+    worker's takeover), as it ended: one line says who took it; one still under way there
+    ends the command (exit 1)."""
+    from migrator.cli.render import safe
+    from migrator.states import TERMINAL
+
+    try:
+        taken = journal.get(lost.migration_id)
+        drivers = [e.coordinator for e in journal.history(taken.id) if e.coordinator]
+    except JournalError as exc:
+        context.fail(f"{lost}; it cannot be read now ({exc})", exits.ExitCode.FAILED)
+    who = safe(drivers[-1] if drivers else "another coordinator", 200)
+    if taken.state not in TERMINAL:
+        context.fail(
+            f"migration {taken.id} was taken over by {who} and is {taken.state} there;"
+            f" `migrator show {taken.id[:8]}` follows it",
+            exits.ExitCode.FAILED,
+        )
+    click.echo(
+        f"migrator: migration {taken.id} was taken over by {who}, which ended it {taken.state}",
+        err=True,
+    )
+    return taken
 
 
 def _left_behind(journal: Journal, coordinator_id: str) -> str:

@@ -45,9 +45,13 @@ class LazyChoice(click.Choice[str]):
 
 
 class Seconds(click.ParamType[float]):
-    """A time in seconds: ASCII digits, finite, more than 0 and at most MAX_SECONDS."""
+    """A time in seconds: ASCII digits, finite, more than 0 (at least 0 with ``zero``, at
+    least ``least`` if given) and at most MAX_SECONDS."""
 
     name = "seconds"
+
+    def __init__(self, *, zero: bool = False, least: float | None = None) -> None:
+        self.zero, self.least = zero, least
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
@@ -55,7 +59,7 @@ class Seconds(click.ParamType[float]):
         label = _label(param)
         try:
             number = value if isinstance(value, float) else limits.parse_number(value, name=label)
-            return limits.seconds(number, name=label)
+            return limits.seconds(number, name=label, zero=self.zero, least=self.least)
         except UsageError as exc:
             raise click.UsageError(str(exc), ctx) from None
 

@@ -6,25 +6,50 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from migrator.cli import context
 from migrator.cli.exits import ExitCode
 from migrator.cli.migrate import flags_of, request_options
-from migrator.cli.options import SECONDS, Count, hook_option, hooks_from, json_option
+from migrator.cli.options import (
+    SECONDS,
+    Count,
+    Seconds,
+    Text,
+    hook_option,
+    hooks_from,
+    json_option,
+)
 from migrator.errors import UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+LEASE_SECONDS = 30.0
+"""A worker's lease unless told (``Journal.open``'s default, without importing it)."""
+MIN_LEASE = 0.5
+"""The shortest lease a worker takes: shorter, a busy journal write would lose it."""
+MIN_POLL = 0.01
+"""The shortest poll interval: shorter, a worker polls the journal in a busy loop."""
 
 if TYPE_CHECKING:
     from migrator.hostlimits import HostLimits
-    from migrator.journal.queue import WorkerInfo
     from migrator.workers import Worker
+    from migrator.workers.fleet import Seen
 
 
 @click.command()
 @request_options
+@click.option(
+    "--timeout",
+    type=SECONDS,
+    default=600.0,
+    show_default=True,
+    help="Seconds each pre-flight check of a host may take (the worker's --timeout bounds"
+    " the steps).",
+)
 @json_option
 def submit(
     domain: str,
@@ -36,6 +61,7 @@ def submit(
     bandwidth: int,
     dname: str | None,
     protocol: int | None,
+    timeout: float,
     as_json: bool,
 ) -> None:
     """Queue a migration of DOMAIN for a worker to drive; print its id at once."""
@@ -46,7 +72,7 @@ def submit(
         if bandwidth < 0:
             raise UsageError(f"--bandwidth must be >= 0 MiB/s, not {bandwidth}")
         flags = flags_of(flag_names, live=live, tunnelled=tunnelled)
-        coordinator = context.coordinator(context.journal())
+        coordinator = context.coordinator(context.journal(), step_timeout=timeout)
         migration = coordinator.submit(
             domain,
             src=connect(src),
@@ -91,17 +117,17 @@ def submit(
 )
 @click.option(
     "--lease",
-    type=click.FloatRange(min=0.5),
-    default=30.0,
+    type=Seconds(least=MIN_LEASE),
+    default=LEASE_SECONDS,
     show_default=True,
-    help="Seconds a held migration stays ours without a heartbeat.",
+    help="Seconds (at least 0.5) a held migration stays ours without a heartbeat.",
 )
 @click.option(
     "--poll",
-    type=click.FloatRange(min=0.01),
+    type=Seconds(least=MIN_POLL),
     default=1.0,
     show_default=True,
-    help="Seconds between looks at the queue and for lapsed leases.",
+    help="Seconds (at least 0.01) between looks at the queue and for lapsed leases.",
 )
 @click.option(
     "--timeout", type=SECONDS, default=600.0, show_default=True, help="Per-step timeout, s."
@@ -131,6 +157,7 @@ def worker(
 
     with context.errors():
         limits = _limits(limits_file, max_outgoing, max_incoming)
+        hooks = hooks_from(hook_commands)  # every option checked before the journal opens
         opened = Journal.open(context.settings().db, lease_seconds=lease)
         click.get_current_context().with_resource(opened)
         running = Worker(
@@ -140,7 +167,7 @@ def worker(
             poll=poll,
             step_timeout=timeout,
             connect=context.connecting(timeout),
-            hooks=hooks_from(hook_commands),
+            hooks=hooks,
             failpoints=Failpoints.from_env(),
         )
         _log_to_stderr(logging.WARNING if quiet else logging.INFO)
@@ -177,34 +204,64 @@ def _log_to_stderr(level: int) -> None:
         logger.setLevel(level)
 
 
-@click.command()
+def _lease_option(f: F) -> F:
+    return click.option(
+        "--lease",
+        type=Seconds(least=MIN_LEASE),
+        default=LEASE_SECONDS,
+        show_default=True,
+        help="The workers' --lease: a worker silent this long is dead.",
+    )(f)
+
+
+@click.group(invoke_without_command=True)
 @click.option(
     "--within",
-    type=click.FloatRange(min=0),
+    type=Seconds(zero=True),
     default=60.0,
     show_default=True,
     help="Only workers that heartbeat within this many seconds.",
 )
-@click.option("--all", "everything", is_flag=True, help="Every registered worker, silent too.")
+@_lease_option
+@click.option("--all", "everything", is_flag=True, help="Every registered worker, dead too.")
 @json_option
-def workers(within: float, everything: bool, as_json: bool) -> None:
+@click.pass_context
+def workers(
+    ctx: click.Context, within: float, lease: float, everything: bool, as_json: bool
+) -> None:
     """List the live workers: id, host, pid, started, last heartbeat, what each holds."""
-    from migrator.journal.queue import Queue
+    from migrator.workers import fleet
 
+    if ctx.invoked_subcommand is not None:
+        return
     with context.errors():
-        found = Queue(context.journal(existing=True)).workers(
-            alive_within=None if everything else within
-        )
-        rows = [_worker_dict(w) for w in found]
+        found = fleet.seen(
+            context.journal(existing=True), lease=lease, within=None if everything else within,
+            dead=everything,
+        )  # fmt: skip
+        rows = [_worker_dict(s) for s in found]
     if as_json:
         context.print_json(rows)
         return
     _print_workers(rows)
 
 
-def _worker_dict(w: WorkerInfo) -> dict[str, Any]:
+@workers.command("forget")
+@click.argument("ids", nargs=-1, type=Text(255), metavar="[ID]...")
+@_lease_option
+def forget(ids: tuple[str, ...], lease: float) -> None:
+    """Forget dead workers' rows: those named, else every dead one."""
+    from migrator.workers import fleet
+
+    with context.errors():
+        gone = fleet.forget(context.journal(), ids, lease=lease)
+    click.echo(f"forgot {len(gone)} dead worker{'s' if len(gone) != 1 else ''}")
+
+
+def _worker_dict(s: Seen) -> dict[str, Any]:
     from migrator.jsonform import iso
 
+    w = s.info
     return {
         "id": w.id,
         "hostname": w.hostname,
@@ -213,6 +270,7 @@ def _worker_dict(w: WorkerInfo) -> dict[str, Any]:
         "started_at": iso(w.started_at),
         "heartbeat_at": iso(w.heartbeat_at),
         "stopping": w.stopping,
+        "state": str(s.status),
         "holds": list(w.holds),
     }
 
@@ -236,7 +294,7 @@ def _print_workers(rows: list[dict[str, Any]]) -> None:
             str(w["pid"]),
             w["started_at"],
             w["heartbeat_at"],
-            "stopping" if w["stopping"] else "running",
+            w["state"],
             f"{len(w['holds'])}: " + " ".join(m[:8] for m in w["holds"]) if w["holds"] else "-",
         )
     console().print(table)

@@ -22,12 +22,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from migrator.errors import DriverError
+from migrator import bounded
+from migrator.errors import DriverError, HostStateInvalid
 from migrator.records import StepContext
 from migrator.states import Step
 
 Host = dict[str, Any]
 Memo = dict[str, Any]
+STATE_MAX_BYTES = 64 * 1024 * 1024
+"""The largest state file a host keeps (``host.json``, a domain's file): it holds at most
+a few migrations' recorded results, each with cookies of at most 4 MiB."""
 
 
 def enc(data: bytes) -> str:
@@ -52,6 +56,32 @@ def sync_dir(directory: Path) -> None:
         os.close(dfd)
 
 
+def load_state(path: Path, parts: tuple[str, ...]) -> Host:
+    """A state file as a dict holding the maps ``parts`` (empty if the file is absent).
+
+    Read with a bound (``migrator.bounded``): a FIFO, a device, a file over
+    ``STATE_MAX_BYTES``, JSON nested too deeply or of another shape is a
+    ``HostStateInvalid``; a file that cannot be read is a ``DriverError``.
+    """
+    try:
+        data = bounded.read_json(path, max_bytes=STATE_MAX_BYTES)
+    except FileNotFoundError:
+        data = {}
+    except bounded.FileRefused as exc:
+        raise HostStateInvalid(path=str(path), reason=str(exc)) from None
+    except OSError as exc:
+        raise DriverError(f"{path} cannot be read: {exc.strerror}") from exc
+    if not isinstance(data, dict):
+        raise HostStateInvalid(path=str(path), reason="a JSON object expected")
+    for part in parts:
+        if not isinstance(data.setdefault(part, {}), dict):
+            raise HostStateInvalid(path=str(path), reason=f"{part!r} is not a JSON object")
+    domains = data.get("domains", {})
+    if not isinstance(domains, dict) or not all(isinstance(d, dict) for d in domains.values()):
+        raise HostStateInvalid(path=str(path), reason="'domains' is not a map of JSON objects")
+    return data
+
+
 def memo_key(mid: str, step: Step, cancelled: bool | None = None) -> str:
     """The key of a recorded hook result: per (migration, step[, cancelled])."""
     return f"{mid}/{step}" if cancelled is None else f"{mid}/{step}/{int(cancelled)}"
@@ -74,22 +104,7 @@ class HostState:
         ``name`` scopes the read to one domain and its migrations' records: a store that
         keeps them apart (the test driver's) reads only those; this one reads them all.
         """
-        try:
-            host: Host = json.loads(self._state.read_text())
-        except FileNotFoundError:
-            host = {}
-        except ValueError as exc:
-            raise DriverError(f"{self._state} is not valid JSON: {exc}") from exc
-        except OSError as exc:
-            raise DriverError(f"{self._state} cannot be read: {exc.strerror}") from exc
-        if not isinstance(host, dict):
-            raise DriverError(f"{self._state} is not a host state (a JSON object expected)")
-        for part in self.PARTS:
-            if not isinstance(host.setdefault(part, {}), dict):
-                raise DriverError(f"{self._state}: {part!r} is not a JSON object")
-        if not all(isinstance(d, dict) for d in host["domains"].values()):
-            raise DriverError(f"{self._state}: a domain that is not a JSON object")
-        return host
+        return load_state(self._state, self.PARTS)
 
     @contextmanager
     def _txn(self, name: str | None = None, *, persist: bool = False) -> Iterator[Host]:

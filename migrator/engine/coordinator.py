@@ -18,23 +18,21 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from migrator import limits
-from migrator.drivers.api import DomainState, Driver, MigrationParams
-from migrator.drivers.flagcheck import refuse_unhonoured
+from migrator.drivers.api import Driver
 from migrator.drivers.registry import connect
 from migrator.drivers.uri import redact_uri
-from migrator.engine import lease, negotiation, orphans
+from migrator.engine import lease, orphans
 from migrator.engine.delivery import Delivery
 from migrator.engine.flows import ABORTABLE, flow_for
 from migrator.engine.flows.base import Engine
 from migrator.engine.observers import Hook, Hooks
 from migrator.engine.orphans import Orphan, Recovered
+from migrator.engine.preflight import Preflight
 from migrator.engine.retry import RetryPolicy
 from migrator.engine.run import Connect, Run, resume
 from migrator.engine.steps import Gate, ProgressCallback, Steps
 from migrator.engine.writeahead import WriteAhead
 from migrator.errors import (
-    DomainExists,
-    DomainNotFound,
     FenceLost,
     HandedOver,
     JournalUnavailable,
@@ -43,18 +41,13 @@ from migrator.errors import (
     UsageError,
 )
 from migrator.failpoints import INERT, Failpoints
-from migrator.flags import MigrateFlags, cli_name
+from migrator.flags import MigrateFlags
 from migrator.journal.queue import Queue
 from migrator.journal.store import Journal
 from migrator.records import EventDraft, EventKind, Migration
 from migrator.states import State
 
 log = logging.getLogger(__name__)
-
-NOT_CARRIED = MigrateFlags.POSTCOPY | MigrateFlags.POSTCOPY_RESUME
-"""Flags the engine cannot yet carry safely, refused for every driver: once a post-copy
-migration switched, the destination runs the guest with part of its memory still on the
-source, so only going forward is safe, and the failure rules would cancel it."""
 
 RECOVER_WORKERS = 16
 """Orphans ``recover`` brings to an end at once, by default."""
@@ -106,6 +99,7 @@ class Coordinator:
         )
         retry = RetryPolicy(attempts=confirm_attempts, backoff=retry_backoff)
         self.engine = Engine(writes, steps, retry)
+        self._preflight = Preflight(steps.runner, step_timeout)
 
     @property
     def step_timeout(self) -> float | None:
@@ -140,7 +134,7 @@ class Coordinator:
 
         Bad input raises a ``UsageError`` before anything is journaled or called.
         """
-        params, version = self._preflight(
+        params, version = self._preflight.check(
             domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol
         )
         migration = self.journal.new(
@@ -170,7 +164,7 @@ class Coordinator:
     ) -> Migration:
         """Check the request as ``migrate`` does, journal it QUEUED and return at once; a
         worker (``migrator.workers``) claims and drives it."""
-        params, version = self._preflight(
+        params, version = self._preflight.check(
             domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol
         )
         return Queue(self.journal).submit(
@@ -332,62 +326,3 @@ class Coordinator:
         except (FenceLost, StateConflict):
             return False
         return True
-
-    # -- checks before anything is written -----------------------------------------------
-
-    def _preflight(
-        self,
-        domain: str,
-        src: Driver,
-        dst: Driver,
-        flags: MigrateFlags,
-        dname: str | None,
-        bandwidth: int,
-        protocol: int | None,
-    ) -> tuple[MigrationParams, int]:
-        for flag in MigrateFlags(flags & NOT_CARRIED):
-            raise UsageError(
-                f"flag {cli_name(flag)} is refused: migrator cannot yet carry a post-copy"
-                " migration safely (after the switch only going forward is safe); migrate"
-                " without it"
-            )
-        limits.integer(bandwidth, name="bandwidth")
-        limits.domain_name(domain, name="domain name")
-        if dname is not None:
-            limits.domain_name(dname, name="dname")
-        if protocol is not None:
-            limits.integer(protocol, name="protocol", low=1, high=3)
-        if src.uri == dst.uri:
-            raise UsageError(f"source and destination are the same host: {redact_uri(src.uri)}")
-        version = negotiation.negotiate(
-            src.features(),
-            dst.features(),
-            forced=protocol,
-            tunnelled=bool(flags & MigrateFlags.TUNNELLED),
-        )
-        src_state = _best_effort_probe(src, domain)
-        if src_state is not None and not src_state.active:
-            raise DomainNotFound(domain=domain, host=redact_uri(src.uri))
-        dst_state = _best_effort_probe(dst, dname or domain)
-        if dst_state is not None and dst_state not in (DomainState.ABSENT, DomainState.SHUTOFF):
-            # A shut-off definition on the destination is replaced, as libvirt does.
-            raise DomainExists(domain=dname or domain, host=redact_uri(dst.uri))
-        if src_state is DomainState.PAUSED:
-            flags |= MigrateFlags.PAUSED  # as libvirt: a paused source stays paused on dst
-        refuse_unhonoured(flags, src, dst)
-        params = MigrationParams(domain=domain, flags=flags, dname=dname, bandwidth=bandwidth)
-        return params, version
-
-
-def _best_effort_probe(driver: Driver, domain: str) -> DomainState | None:
-    """A host that cannot be probed is left for the steps to judge."""
-    try:
-        return driver.probe(domain).state
-    except Exception as exc:  # noqa: BLE001 -- any driver failure means "cannot tell"
-        log.warning(
-            "probe of %s on %s failed before the migration: %s",
-            domain,
-            redact_uri(driver.uri),
-            exc,
-        )
-        return None

@@ -98,16 +98,61 @@ def script_location() -> str:
     return str(Path(migrations_db.__file__).parent)
 
 
-def read_revision(conn: sa.Connection) -> str | None:
-    """The revision stamped in the database, None for an empty one."""
+def read_revision(conn: sa.Connection, url: str = "") -> str | None:
+    """The revision stamped in the database, None for an empty one.
+
+    A stamp Alembic cannot upgrade from is named in one line (``JournalUnavailable``):
+    several revisions (its primary key admits no repeated one), or none in a database
+    that holds migrator's tables (``upgrade`` repairs that one if the tables are HEAD's).
+    """
     if not sa.inspect(conn).has_table("alembic_version"):
         return None
-    return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    stamped = sorted({row[0] for row in conn.execute(sa.text(_STAMPS))})
+    if len(stamped) > 1:
+        raise JournalUnavailable(
+            url=url,
+            reason=f"its alembic_version table holds several revisions ({', '.join(stamped)}):"
+            " a journal has one; delete the rows that are not the revision its tables match",
+        )
+    if not stamped and sa.inspect(conn).has_table("migrations"):
+        raise JournalUnavailable(
+            url=url,
+            reason="its alembic_version table is empty but it holds migrator's tables: the"
+            " schema revision is unknown; insert the revision its tables match"
+            f" (this migrator's is {schema.SCHEMA_HEAD}) into alembic_version",
+        )
+    return stamped[0] if stamped else None
+
+
+_STAMPS = "SELECT version_num FROM alembic_version"
 
 
 def revision(engine: sa.Engine, url: str) -> str | None:
     with translated(url), engine.connect() as conn:
-        return read_revision(conn)
+        return read_revision(conn, url)
+
+
+def _restamp(conn: sa.Connection) -> None:
+    """An empty ``alembic_version`` beside tables exactly as ``SCHEMA_HEAD`` has them
+    (every table, column and index of ``schema.py``, nothing else) is stamped HEAD again:
+    ``db upgrade`` repairs a truncated stamp it can prove. Any other empty stamp stays, and
+    ``read_revision`` names it."""
+    inspector = sa.inspect(conn)
+    if not inspector.has_table("alembic_version"):
+        return
+    if conn.execute(sa.text(_STAMPS)).first() is not None:
+        return
+    found = set(inspector.get_table_names()) - {"alembic_version"}
+    if found != set(schema.metadata.tables):
+        return
+    for name, table in schema.metadata.tables.items():
+        columns = {c["name"] for c in inspector.get_columns(name)}
+        indexes = {i["name"] for i in inspector.get_indexes(name)}
+        if columns != set(table.columns.keys()) or indexes != {i.name for i in table.indexes}:
+            return
+    conn.execute(
+        sa.text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": schema.SCHEMA_HEAD}
+    )
 
 
 def refuse_newer(url: str, found: str | None) -> None:
@@ -125,6 +170,8 @@ def upgrade(engine: sa.Engine, url: str, target: str = "head") -> None:
     from alembic.config import Config
 
     with translated(url), _upgrade_lock(engine):
+        with engine.begin() as conn:
+            _restamp(conn)
         refuse_newer(url, revision(engine, url))
         config = Config()
         config.set_main_option("script_location", script_location())

@@ -66,7 +66,7 @@ class SqliteReader(Reads):
 def _revision(conn: sqlite3.Connection) -> str | None:
     """The revision stamped in the file, None if it has none (or is no database)."""
     try:
-        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        rows = conn.execute("SELECT version_num FROM alembic_version LIMIT 2").fetchall()
     except sqlite3.Error:
         return None
-    return None if row is None else str(row[0])
+    return str(rows[0][0]) if len(rows) == 1 else None  # else a Journal names what is wrong

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from migrator import limits
 from migrator.journal import DEFAULT_URL, lifecycle, queries, resilience
 from migrator.journal.analytics import Histogram, StepDuration, StepSummary
 from migrator.journal.flavor import flavor
@@ -72,6 +73,7 @@ class Journal(Reads):
         skips the schema check (for ``db current`` and ``db upgrade``). ``lease_seconds``:
         how long an owner's lease lasts without a write or heartbeat (docs/journal.md).
         """
+        limits.seconds(lease_seconds, name="lease_seconds")
         engine = lifecycle.create_engine(url)
         journal = cls(engine, lease_seconds=lease_seconds)
         auto = engine.dialect.name == "sqlite" if upgrade is None else upgrade

@@ -18,13 +18,14 @@ from collections.abc import Iterable
 
 import tenacity
 
+from migrator import limits as bounds
 from migrator.drivers.registry import connect
 from migrator.engine import orphans
 from migrator.engine.coordinator import Coordinator, new_coordinator_id
 from migrator.engine.observers import Hook
 from migrator.engine.run import Connect
 from migrator.engine.steps import Gate
-from migrator.errors import JournalError, JournalUnavailable, UsageError
+from migrator.errors import JournalError, JournalUnavailable
 from migrator.failpoints import INERT, Failpoints
 from migrator.hostlimits import UNLIMITED, HostLimits
 from migrator.journal.queue import Queue
@@ -63,10 +64,8 @@ class Worker:
         connect: Connect = connect,
         failpoints: Failpoints = INERT,
     ) -> None:
-        if concurrency < 1:
-            raise UsageError(f"concurrency must be >= 1, not {concurrency}")
-        if poll <= 0:
-            raise UsageError(f"the poll interval must be > 0 s, not {poll}")
+        bounds.integer(concurrency, name="concurrency", low=1)
+        bounds.seconds(poll, name="poll")
         self.journal = journal
         self.queue = Queue(journal)
         self.id = worker_id or new_coordinator_id()

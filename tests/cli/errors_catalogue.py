@@ -69,7 +69,7 @@ CASES: list[Case] = [
     _c('migrate', 'migrate vm1 --src {src} --dst {dst} --bandwidth 1.5', 2,
        "migrator: error: --bandwidth '1.5' is not a whole number (ASCII digits) (see `migrator migrate --help`)"),
     _c('migrate', 'migrate vm1 --src {src} --dst {dst} --protocol 4', 2,
-       "migrator: error: Invalid value for '--protocol': 4 is not in the range 1<=x<=3. (see `migrator migrate --help`)"),
+       'migrator: error: --protocol must be <= 3, not 4 (see `migrator migrate --help`)'),
     _c('migrate', 'migrate vm1 --src test://[::1 --dst {dst}', 2,
        "migrator: error: invalid host URI 'test://[::1': Invalid IPv6 URL"),
     _c('migrate', 'migrate vm1 --src ftp:///srv/a --dst {dst}', 2,
@@ -105,6 +105,14 @@ CASES: list[Case] = [
        "migrator: error: --hook-command '/nonexistent/notify': '/nonexistent/notify' not found"),
     _c('migrate', 'migrate vm1 --src {src} --dst {dst}', 2,
        "migrator: error: domain 'vm1' already exists on {dst}", setup='vm1-on-dst'),
+    _c('migrate', 'migrate vm1 --src {src} --dst test://{tmp}/list-host --timeout 5', 2,
+       'migrator: error: {tmp}/list-host/host.json is not a host state: not a regular file (a FIFO)', left='nothing: the journal and both hosts are byte-for-byte as before; the FIFO unread', setup='host-json-fifo'),
+    _c('migrate', 'migrate vm1 --src {src} --dst {dst}', 2,
+       "migrator: error: {tmp}/host-a/domains/vm1.7b11e3d1b4ef.json is not a host state: domain 'vm1': 'state' must be one of absent, incoming, paused, running, shutoff, not 5", setup='domain-state-5'),
+    _c('migrate', 'migrate vm1 --src {src} --dst {dst}', 2,
+       "migrator: error: {tmp}/host-a/host.json is not a host state: fault of 'begin': count, message, seconds missing", setup='fault-without-count'),
+    _c('migrate', 'submit vm1 --src {src} --dst test://{tmp}/list-host', 2,
+       'migrator: error: {tmp}/list-host/host.json is not a host state: not a regular file (a FIFO)', left='nothing: the journal and both hosts are byte-for-byte as before; the FIFO unread', setup='host-json-fifo'),
     # -- list ------------------------------------------------------------------
     _c('list', 'list --limit 0', 2,
        'migrator: error: --limit must be >= 1, not 0 (see `migrator list --help`)'),
@@ -196,10 +204,58 @@ CASES: list[Case] = [
        'migrator: error: --seconds must be more than 0 and at most 1e+06 s, not -1.0 (see `migrator test-host fault --help`)'),
     _c('test-host', 'test-host fault {src} --step perform --mode error --count 0', 2,
        'migrator: error: --count must be >= 1, not 0 (see `migrator test-host fault --help`)'),
-    _c('test-host', 'test-host list test://{tmp}/list-host', 1,
-       'migrator: error: {tmp}/list-host/host.json is not a host state (a JSON object expected)', left='host.json as it was', setup='host-json-list'),
+    _c('test-host', 'test-host list test://{tmp}/list-host', 2,
+       'migrator: error: {tmp}/list-host/host.json is not a host state: a JSON object expected', left='host.json as it was', setup='host-json-list'),
     _c('test-host', 'test-host list test://{tmp}/journal.db/sub', 1,
        'migrator: error: {tmp}/journal.db/sub/host.json cannot be read: Not a directory', left='nothing'),
+    _c('test-host', 'test-host list test://{tmp}/list-host', 2,
+       "migrator: error: {tmp}/list-host/host.json is not a host state: 'domains' is not a map of JSON objects", left='host.json as it was', setup='host-json-domains-5'),
+    _c('test-host', 'test-host list test://{tmp}/list-host', 2,
+       'migrator: error: {tmp}/list-host/host.json is not a host state: JSON nested too deeply', left='host.json as it was', setup='host-json-deep'),
+    _c('test-host', 'test-host list test://{tmp}/list-host', 2,
+       'migrator: error: {tmp}/list-host/host.json is not a host state: not a regular file (a character device)', left='the symbolic link to /dev/zero, unread', setup='host-json-dev-zero'),
+    _c('test-host', 'test-host list test://{tmp}/list-host', 2,
+       'migrator: error: {tmp}/list-host/host.json is not a host state: not a regular file (a FIFO)', left='the FIFO, unread', setup='host-json-fifo'),
+    _c('test-host', 'test-host list {src}', 2,
+       "migrator: error: {tmp}/host-a/domains/vm1.7b11e3d1b4ef.json is not a host state: domain 'vm1': 'state' must be one of absent, incoming, paused, running, shutoff, not 5", setup='domain-state-5'),
+    # -- worker ----------------------------------------------------------------
+    _c('worker', 'worker --poll inf', 2,
+       "migrator: error: --poll 'inf' is not a number (ASCII digits, e.g. 30 or 2.5) (see `migrator worker --help`)"),
+    _c('worker', 'worker --poll 0', 2,
+       'migrator: error: --poll must be at least 0.01 and at most 1e+06 s, not 0.0 (see `migrator worker --help`)'),
+    _c('worker', 'worker --lease nan', 2,
+       "migrator: error: --lease 'nan' is not a number (ASCII digits, e.g. 30 or 2.5) (see `migrator worker --help`)"),
+    _c('worker', 'worker --lease inf', 2,
+       "migrator: error: --lease 'inf' is not a number (ASCII digits, e.g. 30 or 2.5) (see `migrator worker --help`)"),
+    _c('worker', 'worker --lease 1e308', 2,
+       'migrator: error: --lease must be at least 0.5 and at most 1e+06 s, not 1e+308 (see `migrator worker --help`)'),
+    _c('worker', 'worker --lease 1e12', 2,
+       'migrator: error: --lease must be at least 0.5 and at most 1e+06 s, not 1000000000000.0 (see `migrator worker --help`)'),
+    _c('worker', 'worker --concurrency 0', 2,
+       'migrator: error: --concurrency must be >= 1, not 0 (see `migrator worker --help`)'),
+    _c('worker', 'worker --timeout nan', 2,
+       "migrator: error: --timeout 'nan' is not a number (ASCII digits, e.g. 30 or 2.5) (see `migrator worker --help`)"),
+    _c('worker', 'worker --limits {tmp}/hosts-5.json', 2,
+       'migrator: error: limits file {tmp}/hosts-5.json: hosts.x must be a table of keys, not 5', setup='limits-files'),
+    _c('worker', 'worker --limits {tmp}/true.toml', 2,
+       'migrator: error: limits file {tmp}/true.toml: max_outgoing must be a whole number >= 1, not True', setup='limits-files'),
+    _c('worker', 'worker --limits {tmp}/unknown.toml', 2,
+       'migrator: error: limits file {tmp}/unknown.toml: unknown key hosts.x.max_outgong (known: max_outgoing, max_incoming)', setup='limits-files'),
+    _c('worker', 'worker --limits {tmp}/top.toml', 2,
+       'migrator: error: limits file {tmp}/top.toml: unknown key max_ingoing (known: max_outgoing, max_incoming, hosts)', setup='limits-files'),
+    _c('worker', 'worker --limits {tmp}/fifo.toml', 2,
+       'migrator: error: limits file {tmp}/fifo.toml: not a regular file (a FIFO)', left='the FIFO, unread', setup='limits-files'),
+    _c('worker', 'worker --limits {tmp}/zero.json', 2,
+       'migrator: error: limits file {tmp}/zero.json: not a regular file (a character device)', left='the symbolic link to /dev/zero, unread', setup='limits-files'),
+    # -- workers ---------------------------------------------------------------
+    _c('workers', 'workers --within nan', 2,
+       "migrator: error: --within 'nan' is not a number (ASCII digits, e.g. 30 or 2.5) (see `migrator workers --help`)"),
+    _c('workers', 'workers --within inf', 2,
+       "migrator: error: --within 'inf' is not a number (ASCII digits, e.g. 30 or 2.5) (see `migrator workers --help`)"),
+    _c('workers', 'workers --lease 0', 2,
+       'migrator: error: --lease must be at least 0.5 and at most 1e+06 s, not 0.0 (see `migrator workers --help`)'),
+    _c('workers', 'workers forget 0000', 2,
+       "migrator: error: no worker '0000' in the journal"),
     # -- qmp-host --------------------------------------------------------------
     _c('qmp-host', 'qmp-host set-downtime qmp:///srv/q vm1 0', 2,
        'migrator: error: MILLISECONDS must be >= 1, not 0 (see `migrator qmp-host set-downtime --help`)'),
@@ -228,6 +284,12 @@ CASES: list[Case] = [
        'migrator: error: no journal at {tmp}/nothing.db: nothing was journaled there (--db or MIGRATOR_DB names the journal; a migration or `migrator db upgrade` creates it)'),
     _c('journal', ('--db', 'sqlite:///\udcff.db', 'list'), 2,
        "migrator: error: argument 'sqlite:///\\udcff.db' is not valid UTF-8"),
+    _c('journal', 'list', 2,
+       'migrator: error: journal {db} unavailable: its alembic_version table holds several revisions (0003, {head}): a journal has one; delete the rows that are not the revision its tables match', setup='two-stamps'),
+    _c('journal', 'db upgrade', 2,
+       'migrator: error: journal {db} unavailable: its alembic_version table holds several revisions (0003, {head}): a journal has one; delete the rows that are not the revision its tables match', setup='two-stamps'),
+    _c('journal', 'db current', 2,
+       "migrator: error: journal {db} unavailable: its alembic_version table is empty but it holds migrator's tables: the schema revision is unknown; insert the revision its tables match (this migrator's is {head}) into alembic_version", setup='empty-stamp-old-tables'),
     # -- general ---------------------------------------------------------------
     _c('general', 'frobnicate', 2,
        "migrator: error: No such command 'frobnicate'. (see `migrator --help`)"),
@@ -302,8 +364,11 @@ arbitrary text, numbers (huge, negative, `nan`, infinite, non-ASCII digits), ids
 journal URLs, output files and hook commands, in any order, with stray arguments. Every
 one must exit with a documented code (0, 1, 2 or 3), print no traceback and no
 `unexpected` error, and after exit 2 print one line and leave the journal and the hosts
-byte-for-byte unchanged. `metrics` (serves until stopped), `qmp-host define` (starts
-QEMU) and `demo` (writes up to 4 GiB) are left out; their options are cases above.
+byte-for-byte unchanged. `worker` runs as a real process: one refused must exit by
+itself, one that starts (its `worker ID started` line) is stopped with SIGTERM and must exit
+0; its `--limits` draws valid, invalid and device files. `metrics` (serves until stopped),
+`qmp-host define` (starts QEMU) and `demo` (writes up to 4 GiB) are left out; their options
+are cases above.
 
 | run | command | examples | time (2 cores) |
 |---|---|---|---|

@@ -86,6 +86,65 @@ def _host_json_list(s: Scratch) -> None:
     (s.tmp / "list-host" / "host.json").write_text("[1, 2]")
 
 
+def _list_host_json(s: Scratch) -> Path:
+    (s.tmp / "list-host").mkdir()
+    return s.tmp / "list-host" / "host.json"
+
+
+def _host_json_domains_5(s: Scratch) -> None:
+    _list_host_json(s).write_text('{"domains": 5}')
+
+
+def _host_json_deep(s: Scratch) -> None:
+    _list_host_json(s).write_text("[" * 200_000 + "]" * 200_000)
+
+
+def _host_json_dev_zero(s: Scratch) -> None:
+    _list_host_json(s).symlink_to("/dev/zero")
+
+
+def _host_json_fifo(s: Scratch) -> None:
+    os.mkfifo(_list_host_json(s))
+
+
+def _domain_state_5(s: Scratch) -> None:
+    [shard] = (s.tmp / "host-a" / "domains").glob("vm1.*.json")
+    data = json.loads(shard.read_text())
+    data["domains"]["vm1"]["state"] = 5
+    shard.write_text(json.dumps(data))
+
+
+def _fault_without_count(s: Scratch) -> None:
+    path = s.tmp / "host-a" / "host.json"
+    data = json.loads(path.read_text())
+    data["faults"] = {"begin": {"mode": "error"}}
+    path.write_text(json.dumps(data))
+
+
+def _limits_files(s: Scratch) -> None:
+    (s.tmp / "hosts-5.json").write_text('{"hosts": {"x": 5}}')
+    (s.tmp / "true.toml").write_text("max_outgoing = true\n")
+    (s.tmp / "unknown.toml").write_text("[hosts.x]\nmax_outgong = 1\n")
+    (s.tmp / "top.toml").write_text("max_ingoing = 2\n")
+    os.mkfifo(s.tmp / "fifo.toml")
+    (s.tmp / "zero.json").symlink_to("/dev/zero")
+
+
+def _two_stamps(s: Scratch) -> None:
+    conn = sqlite3.connect(s.tmp / "journal.db")
+    with conn:
+        conn.execute("INSERT INTO alembic_version VALUES ('0003')")
+    conn.close()
+
+
+def _empty_stamp_old_tables(s: Scratch) -> None:
+    conn = sqlite3.connect(s.tmp / "journal.db")
+    with conn:
+        conn.execute("DELETE FROM alembic_version")
+        conn.execute("DROP INDEX ix_migration_events_step_kind_duration")
+    conn.close()
+
+
 def _foreign_sqlite(s: Scratch) -> None:
     conn = sqlite3.connect(s.tmp / "other.db")
     with conn:
@@ -108,6 +167,15 @@ def _newer_schema(s: Scratch) -> None:
 SETUPS: dict[str, Callable[[Scratch], None]] = {
     "vm1-on-dst": _vm1_on_dst,
     "host-json-list": _host_json_list,
+    "host-json-domains-5": _host_json_domains_5,
+    "host-json-deep": _host_json_deep,
+    "host-json-dev-zero": _host_json_dev_zero,
+    "host-json-fifo": _host_json_fifo,
+    "domain-state-5": _domain_state_5,
+    "fault-without-count": _fault_without_count,
+    "limits-files": _limits_files,
+    "two-stamps": _two_stamps,
+    "empty-stamp-old-tables": _empty_stamp_old_tables,
     "foreign-sqlite": _foreign_sqlite,
     "garbage-file": _garbage_file,
     "newer-schema": _newer_schema,

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,7 +27,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tests.cli.test_errors_catalogue import Scratch, seeded_dir  # noqa: F401  # a fixture
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 settings.register_profile(
     "ci",
@@ -70,6 +73,10 @@ dbs = st.one_of(
     st.sampled_from(["postgresql+psycopg://u@127.0.0.1:1/x", "postgresql+psycopg://u@h:abc/x"]),
 )
 hooks = st.one_of(st.sampled_from(["", "true"]), safe_tail.map(lambda t: "/nonexistent/" + t))
+limits_files = st.one_of(
+    st.sampled_from(["{tmp}/limits.toml", "{tmp}/limits.json", "{tmp}", "/dev/zero", ""]),
+    safe_tail.map(lambda t: "{tmp}/out/" + t.replace("/", "_")),
+)
 states = st.one_of(st.sampled_from(["confirmed", "FAILED", "in_doubt", "rolled_back"]), texts)
 
 FLAG = None
@@ -125,6 +132,18 @@ COMMANDS: dict[tuple[str, ...], tuple[list[st.SearchStrategy[str]], dict[str, ob
             "--seconds": numbers, "--message": texts, "--count": numbers, "--clear": FLAG,
         },
     ),
+    ("worker",): (
+        [],
+        {
+            "--concurrency": numbers, "--max-outgoing": numbers, "--max-incoming": numbers,
+            "--limits": limits_files, "--lease": numbers, "--poll": numbers,
+            "--timeout": numbers, "--hook-command": hooks, "--quiet": FLAG,
+        },
+    ),
+    ("workers",): (
+        [], {"--within": numbers, "--lease": numbers, "--all": FLAG, "--json": FLAG}
+    ),
+    ("workers", "forget"): ([ids], {"--lease": numbers}),
     ("qmp-host", "list"): ([uris], {"--json": FLAG}),
     ("qmp-host", "destroy"): ([uris, texts], {}),
     ("qmp-host", "set-downtime"): ([uris, texts, numbers], {}),
@@ -170,8 +189,13 @@ def test_any_command_line_gets_a_documented_exit_and_no_traceback(
         scratch = Scratch(Path(tmp) / "s")
         shutil.copytree(seeded_dir, scratch.tmp)
         (scratch.tmp / "out").mkdir()
+        _limits_files(scratch.tmp)
         before = scratch.snapshot()
-        proc = run_cli(*(scratch.fill(a) for a in argv), db=scratch.values["{db}"], timeout=60)
+        filled = [scratch.fill(a) for a in argv]
+        if argv[2 if argv[0] == "--db" else 0] == "worker":
+            proc = _run_worker(filled, db=scratch.values["{db}"])
+        else:
+            proc = run_cli(*filled, db=scratch.values["{db}"], timeout=60)
         assert "Traceback" not in proc.stderr, proc.stderr
         assert "error: unexpected " not in proc.stderr, proc.stderr
         assert proc.returncode in DOCUMENTED_EXITS, (proc.returncode, proc.stderr)
@@ -179,6 +203,36 @@ def test_any_command_line_gets_a_documented_exit_and_no_traceback(
             lines = proc.stderr.splitlines()
             assert len(lines) == 1 and lines[0].startswith("migrator: error: "), proc.stderr
             assert scratch.snapshot() == before
+
+
+def _run_worker(argv: list[str], *, db: str) -> subprocess.CompletedProcess[str]:
+    """``migrator worker ...`` as a real process: one refused exits by itself; one that
+    starts (its "worker ID started" line) is stopped with SIGTERM and must exit 0."""
+    env = {**os.environ, "MIGRATOR_DB": db}
+    env.pop("MIGRATOR_FAILPOINTS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "migrator", *argv], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    lines = []
+    try:
+        while line := proc.stderr.readline():
+            lines.append(line)
+            if line.startswith("worker ") and line.endswith(" started\n"):
+                proc.send_signal(signal.SIGTERM)
+                lines = []  # a started worker's log is not an error message
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "".join(lines) + err)
+
+
+def _limits_files(tmp: Path) -> None:
+    (tmp / "limits.toml").write_text("max_outgoing = 2\n[hosts.x]\nmax_incoming = 1\n")
+    (tmp / "limits.json").write_text('{"max_incoming": true}')
 
 
 @pytest.mark.parametrize("profile", ["ci", "long"])

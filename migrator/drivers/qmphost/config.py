@@ -120,7 +120,7 @@ def config_from_description(text: str) -> dict[str, Any]:
             "seed": int(config["seed"]) & 0xFFFFFFFF,
             "downtime_limit_ms": int(config["downtime_limit_ms"]),
         }
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise DriverError(f"prepare got a description that is not a qemu domain: {exc}") from None
     if not _SAFE_MACHINE.fullmatch(checked["machine"]) or not 1 <= checked["smp"] <= 64:
         raise DriverError("prepare got a description with a bad machine type or CPU count")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from migrator import bounded
 from migrator.drivers import payload
 from migrator.drivers.hoststate import Host, HostState, Memo
 from migrator.drivers.qmp import Monitor
@@ -29,8 +30,8 @@ from migrator.records import StepContext
 
 def _read_pid(pidfile: Path) -> int | None:
     try:
-        text = pidfile.read_text().strip()
-    except (FileNotFoundError, PermissionError):
+        text = bounded.read_text(pidfile, max_bytes=64).strip()
+    except (FileNotFoundError, PermissionError, bounded.FileRefused):
         return None
     return int(text) if text.isdigit() else None
 

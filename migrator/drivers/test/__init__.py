@@ -30,7 +30,8 @@ Finish(cancelled=0) drop the incoming copy and report no domain; ``hang`` never 
 before ``ctx.deadline`` + 1 s; ``slow`` sleeps ``seconds`` first. A fault with a ``count``
 fires that many times, else until cleared.
 
-Modules: ``shards.py`` (the state files, ``forget``), ``host.py`` (domains, faults, fences,
+Modules: ``shards.py`` (the state files, ``forget``), ``checks.py`` (their shape, checked
+on every read), ``host.py`` (domains, faults, fences,
 the ``test-host`` helpers), ``v3.py`` (the five steps), ``driver.py`` (tunnelled v3, v2, v1,
 ``probe``), ``transfer.py`` (images and their copies), ``faults.py`` (fault modes).
 """

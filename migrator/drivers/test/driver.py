@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from migrator import bounded
 from migrator.drivers.api import (
     BeginResult,
     DomainState,
@@ -86,9 +87,11 @@ class TestDriver(V3Steps):
         step = ctx.step if ctx.step in (Step.PREPARE1, Step.PREPARE2) else Step.PREPARE2
         with self._guarded(ctx, step, params.dest_name):
             try:
-                desc = json.loads(description) if description is not None else {}
+                desc = bounded.loads(description) if description is not None else {}
             except ValueError as exc:
                 raise DriverError(f"{step} got a bad description: {exc}") from exc
+            if not isinstance(desc, dict):
+                raise DriverError(f"{step} got a description that is not an object")
             desc.setdefault("memory_mib", None)
             desc.setdefault("checksum", None)
             memo = self._once(

@@ -23,8 +23,9 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from migrator.drivers.api import MigrationParams
-from migrator.drivers.hoststate import Host, HostState
-from migrator.errors import DriverError
+from migrator.drivers.hoststate import Host, HostState, load_state
+from migrator.drivers.test import checks
+from migrator.errors import DriverError, HostStateInvalid
 from migrator.records import StepContext
 
 ENDED_KEPT = 8
@@ -49,29 +50,26 @@ class ShardedState(HostState):
         return self.dir / "domains" / shard_name(name)
 
     def _load(self, path: Path, parts: tuple[str, ...]) -> Host:
-        """One state file as a dict with ``parts`` (empty if the file is absent)."""
-        try:
-            data: Host = json.loads(path.read_text())
-        except FileNotFoundError:
-            data = {}
-        except ValueError as exc:
-            raise DriverError(f"{path} is not valid JSON: {exc}") from exc
-        except OSError as exc:
-            raise DriverError(f"{path} cannot be read: {exc.strerror}") from exc
-        if not isinstance(data, dict):
-            raise DriverError(f"{path} is not a host state (a JSON object expected)")
-        for part in parts:
-            if not isinstance(data.setdefault(part, {}), dict):
-                raise DriverError(f"{path}: {part!r} is not a JSON object")
-        if not all(isinstance(d, dict) for d in data.get("domains", {}).values()):
-            raise DriverError(f"{path}: a domain that is not a JSON object")
+        """One state file as a dict with ``parts`` (empty if the file is absent), every
+        domain and fault in it of the shape this driver writes (``checks.py``)."""
+        data = load_state(path, parts)
+        self._check(path, data)
         return data
+
+    @staticmethod
+    def _check(path: Path, data: Host) -> None:
+        problem = checks.problem(data)
+        if problem is not None:
+            raise HostStateInvalid(path=str(path), reason=problem)
 
     def _read(self, name: str | None = None) -> Host:
         """``host.json``; with ``name``, that domain's file, plus the host's ``host_id``."""
-        top = self._load(self._state, self.PARTS)
+        top = load_state(self._state, self.PARTS)
         if top.get("domains"):
-            raise DriverError(f"{self._state} holds domains: written by an older migrator")
+            raise HostStateInvalid(
+                path=str(self._state), reason="it holds domains: written by an older migrator"
+            )
+        self._check(self._state, top)
         if name is None:
             return top
         view = self._load(self._shard(name), SHARD_PARTS)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from migrator import bounded
 from migrator.drivers.api import (
     BeginResult,
     ConfirmResult,
@@ -32,6 +33,9 @@ from migrator.errors import DomainExists, DomainNotFound, DriverError
 from migrator.flags import MigrateFlags
 from migrator.records import StepContext
 from migrator.states import Step
+
+SENT_MAX_BYTES = 64 * 1024
+"""The largest note a v1/v2 sender leaves beside an image (its checksum and size)."""
 
 
 def _handed_over(dom: dict[str, Any]) -> bool:
@@ -87,9 +91,11 @@ class V3Steps(TestHost):
         step = Step.PREPARE_TUNNEL if ctx.step is Step.PREPARE_TUNNEL else Step.PREPARE
         with self._guarded(ctx, step, params.dest_name):
             try:
-                desc, peer = json.loads(description), json.loads(cookie)
-            except ValueError as exc:
+                desc, peer = bounded.loads(description), bounded.loads(cookie.decode())
+            except ValueError as exc:  # FileRefused and UnicodeDecodeError are ValueErrors
                 raise DriverError(f"prepare got a bad description or cookie: {exc}") from exc
+            if not isinstance(desc, dict) or not isinstance(peer, dict):
+                raise DriverError("prepare got a description or cookie that is not an object")
             memo = self._once(
                 memo_key(ctx.migration_id, step),
                 lambda h: self._prepare(h, ctx, params, desc, peer),
@@ -221,12 +227,12 @@ class V3Steps(TestHost):
     def _sent_with(self, mid: str) -> dict[str, Any]:
         """What a v1/v2 sender wrote beside the image: its checksum and size."""
         try:
-            sent: dict[str, Any] = json.loads(
-                (self.dir / incoming_image(mid)).with_suffix(".json").read_text()
+            sent = bounded.read_json(
+                (self.dir / incoming_image(mid)).with_suffix(".json"), max_bytes=SENT_MAX_BYTES
             )
-        except (FileNotFoundError, ValueError):
+        except (OSError, ValueError):
             return {}
-        return sent
+        return sent if isinstance(sent, dict) else {}
 
     def _finished(self, host: Host, running: bool) -> Memo:
         cookie = {"host": host["host_id"], "running": running}

@@ -1,0 +1,103 @@
+"""The checks of a request before anything is journaled: bounds, negotiation, probes.
+
+Every call to a host here runs within the migration's step timeout (on the steps' hook
+runner): a host that hangs (a FIFO for a state file, a stalled daemon) fails the request
+with ``StepTimeout`` and nothing is journaled (docs/errors.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from migrator import limits
+from migrator.drivers.api import DomainState, Driver, MigrationParams
+from migrator.drivers.flagcheck import refuse_unhonoured
+from migrator.drivers.uri import redact_uri
+from migrator.engine import negotiation
+from migrator.engine.hookrunner import HookRunner
+from migrator.errors import DomainExists, DomainNotFound, StepTimeout, UsageError
+from migrator.flags import MigrateFlags, cli_name
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+NOT_CARRIED = MigrateFlags.POSTCOPY | MigrateFlags.POSTCOPY_RESUME
+"""Flags the engine cannot yet carry safely, refused for every driver: once a post-copy
+migration switched, the destination runs the guest with part of its memory still on the
+source, so only going forward is safe, and the failure rules would cancel it."""
+
+
+class Preflight:
+    """Checks requests with ``runner`` (the coordinator's), each host call within
+    ``timeout`` seconds (None: unbounded)."""
+
+    def __init__(self, runner: HookRunner, timeout: float | None) -> None:
+        self.runner = runner
+        self.timeout = timeout
+
+    def check(
+        self,
+        domain: str,
+        src: Driver,
+        dst: Driver,
+        flags: MigrateFlags,
+        dname: str | None,
+        bandwidth: int,
+        protocol: int | None,
+    ) -> tuple[MigrationParams, int]:
+        """The request's parameters and protocol version; else a ``UsageError``, or
+        ``StepTimeout`` for a host that did not answer in time."""
+        for flag in MigrateFlags(flags & NOT_CARRIED):
+            raise UsageError(
+                f"flag {cli_name(flag)} is refused: migrator cannot yet carry a post-copy"
+                " migration safely (after the switch only going forward is safe); migrate"
+                " without it"
+            )
+        limits.integer(bandwidth, name="bandwidth")
+        limits.domain_name(domain, name="domain name")
+        if dname is not None:
+            limits.domain_name(dname, name="dname")
+        if protocol is not None:
+            limits.integer(protocol, name="protocol", low=1, high=3)
+        if src.uri == dst.uri:
+            raise UsageError(f"source and destination are the same host: {redact_uri(src.uri)}")
+        version = negotiation.negotiate(
+            self._bounded(src, "features", src.features),
+            self._bounded(dst, "features", dst.features),
+            forced=protocol,
+            tunnelled=bool(flags & MigrateFlags.TUNNELLED),
+        )
+        src_state = self._best_effort_probe(src, domain)
+        if src_state is not None and not src_state.active:
+            raise DomainNotFound(domain=domain, host=redact_uri(src.uri))
+        dst_state = self._best_effort_probe(dst, dname or domain)
+        if dst_state is not None and dst_state not in (DomainState.ABSENT, DomainState.SHUTOFF):
+            # A shut-off definition on the destination is replaced, as libvirt does.
+            raise DomainExists(domain=dname or domain, host=redact_uri(dst.uri))
+        if src_state is DomainState.PAUSED:
+            flags |= MigrateFlags.PAUSED  # as libvirt: a paused source stays paused on dst
+        refuse_unhonoured(flags, src, dst)
+        params = MigrationParams(domain=domain, flags=flags, dname=dname, bandwidth=bandwidth)
+        return params, version
+
+    def _bounded(self, driver: Driver, what: str, call: Callable[[], R]) -> R:
+        step = f"pre-flight {what} of {redact_uri(driver.uri)}"
+        return self.runner.call(call, step=step, timeout=self.timeout)
+
+    def _best_effort_probe(self, driver: Driver, domain: str) -> DomainState | None:
+        """A host that cannot be probed is left for the steps to judge; one that hangs, or
+        whose state is bad input (``HostStateInvalid``), fails the request."""
+        try:
+            return self._bounded(driver, "probe", lambda: driver.probe(domain)).state
+        except (StepTimeout, UsageError):
+            raise
+        except Exception as exc:  # noqa: BLE001 -- any other driver failure: "cannot tell"
+            log.warning(
+                "probe of %s on %s failed before the migration: %s",
+                domain,
+                redact_uri(driver.uri),
+                exc,
+            )
+            return None

@@ -1,0 +1,78 @@
+"""The workers of a journal as an operator sees them: running, stopping or dead, and
+forgetting the rows of dead ones (``migrator workers``, docs/workers.md).
+
+A worker is dead when it provably is (it ran on this host and its process is gone: a
+SIGKILL shows at once) or when it has not heartbeat for a lease: by then every migration
+it held may be taken over, whatever it is doing. The ``workers`` table keeps no lease per
+worker, so the lease is the reader's (``workers --lease``, the workers' default if not
+given). A dead worker's row stays until forgotten (``forget``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from migrator import limits
+from migrator.engine.ownership import owner_is_dead
+from migrator.errors import UsageError
+from migrator.journal.queue import Queue, WorkerInfo
+from migrator.journal.store import Journal
+
+
+class Status(enum.StrEnum):
+    RUNNING = "running"
+    STOPPING = "stopping"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A worker's row and what it means now."""
+
+    info: WorkerInfo
+    status: Status
+    silent_for: float
+    """Seconds since its last heartbeat."""
+
+
+def status(info: WorkerInfo, *, lease: float, now: datetime | None = None) -> Seen:
+    """What ``info`` means now, for workers whose lease is ``lease`` seconds."""
+    silent = ((now or datetime.now(UTC)) - info.heartbeat_at).total_seconds()
+    if silent > lease or owner_is_dead(f"{info.hostname}:{info.pid}"):
+        return Seen(info, Status.DEAD, silent)
+    return Seen(info, Status.STOPPING if info.stopping else Status.RUNNING, silent)
+
+
+def seen(
+    journal: Journal, *, lease: float, within: float | None = None, dead: bool = False
+) -> list[Seen]:
+    """The workers that heartbeat within ``within`` seconds (None: every one), oldest
+    first; the dead among them only with ``dead``."""
+    limits.seconds(lease, name="lease")
+    rows = Queue(journal).workers(alive_within=within)
+    found = [status(info, lease=lease) for info in rows]
+    return [s for s in found if dead or s.status is not Status.DEAD]
+
+
+def forget(journal: Journal, ids: Iterable[str] = (), *, lease: float) -> list[str]:
+    """Delete the rows of the dead workers ``ids`` (every dead one if none is given);
+    the ids forgotten. A worker named that is not dead, or not there, is a UsageError
+    and nothing is forgotten."""
+    queue = Queue(journal)
+    every = {s.info.id: s for s in seen(journal, lease=lease, dead=True)}
+    wanted = list(dict.fromkeys(ids))
+    for wid in wanted:
+        if wid not in every:
+            raise UsageError(f"no worker {wid!r} in the journal")
+        if every[wid].status is not Status.DEAD:
+            raise UsageError(
+                f"worker {wid} is {every[wid].status} (heartbeat {every[wid].silent_for:.0f} s"
+                " ago): stop it, or wait until it has been silent for a lease"
+            )
+    targets = wanted or [wid for wid, s in every.items() if s.status is Status.DEAD]
+    for wid in targets:
+        queue.unregister(wid)
+    return targets
