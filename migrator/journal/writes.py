@@ -13,8 +13,6 @@ together with its event, conditional on the migration's fence and current state
 from __future__ import annotations
 
 import contextlib
-import functools
-import operator
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -30,6 +28,7 @@ from migrator.errors import (
     StateConflict,
 )
 from migrator.journal import positions, queries, resilience, rows
+from migrator.journal import write_sql as sql
 from migrator.journal.committer import Committer
 from migrator.journal.lifecycle import translated
 from migrator.journal.schema import events, migrations
@@ -38,83 +37,8 @@ from migrator.records import KEEP_REASON, Change, Migration
 from migrator.states import TERMINAL, State
 
 _C = migrations.c
-_OWNED = (_C.id == sa.bindparam("mid"), _C.fence == sa.bindparam("expect_fence"))
-
-_ADVANCE = (
-    migrations.update()
-    .where(
-        *_OWNED,
-        _C.state == sa.bindparam("expect_state"),
-        # ``unless_aborted``: refused once an abort is requested (``Writer.record``)
-        sa.or_(sa.bindparam("unless_aborted", type_=sa.Boolean) == sa.false(), ~_C.abort_requested),
-    )
-    .values(
-        state=sa.bindparam("new_state"),
-        last_seq=_C.last_seq + sa.bindparam("n", type_=sa.Integer),
-        updated_at=sa.bindparam("now"),
-        lease_expires_at=sa.bindparam("lease"),
-        reason=sa.case(
-            (sa.bindparam("keep_reason", type_=sa.Boolean), _C.reason),
-            else_=sa.bindparam("new_reason", type_=sa.Text),
-        ),
-        finished_at=sa.bindparam("finished"),
-    )
-    .returning(_C.last_seq, _C.abort_requested)
-)
-_HEARTBEAT = migrations.update().where(*_OWNED).values(lease_expires_at=sa.bindparam("lease"))
-_PROGRESS = (
-    migrations.update()
-    .where(*_OWNED)
-    .values(progress=sa.bindparam("progress"), lease_expires_at=sa.bindparam("lease"))
-)
-_CLAIM = (
-    migrations.update()
-    .where(*_OWNED)
-    .values(owner=sa.bindparam("owner"), fence=_C.fence + 1, lease_expires_at=sa.bindparam("lease"))
-)
 PRUNE_CHUNK = 500
 T = TypeVar("T")
-_EVENT_COLUMNS = tuple(c for c in events.c if c.name not in ("migration_id", "seq", "position"))
-_APPENDED = tuple(c.name for c in _EVENT_COLUMNS)
-_APPENDED_VALUES = operator.itemgetter(*_APPENDED)
-
-
-@functools.cache
-def _appended_as(k: int) -> tuple[str, ...]:
-    """The names event ``k``'s values are bound as (``_advance_and_append``), made once."""
-    return tuple(f"{name}_{k}" for name in _APPENDED)
-
-
-def _advance_and_append(n: int, *, insert: bool) -> sa.Insert:
-    """``_ADVANCE`` and the insert of its ``n`` events as one statement (PostgreSQL: a
-    data-modifying ``WITH``): one round trip, its own transaction. The events take the
-    sequence numbers the update returns; when the update matches no row (a lost
-    compare-and-set) nothing is inserted and no row is returned. ``insert``: a new
-    migration's row, already in its state after the events (bound as ``row_<column>``),
-    is inserted instead of updated. Each event's values are bound as ``<column>_<k>``;
-    the rows returned are ``(seq, abort_requested)``."""
-    if insert:
-        head = migrations.insert().values(
-            {c.name: sa.bindparam(f"row_{c.name}", type_=c.type) for c in migrations.c}
-        )
-        advanced = head.returning(_C.last_seq, _C.abort_requested).cte("advanced")
-    else:
-        advanced = _ADVANCE.cte("advanced")
-    rows_ = [
-        sa.select(
-            sa.cast(sa.bindparam("mid", type_=events.c.migration_id.type), sa.String),
-            advanced.c.last_seq - (n - 1 - k),
-            positions.postgres(k),
-            *(sa.cast(sa.bindparam(f"{c.name}_{k}", type_=c.type), c.type) for c in _EVENT_COLUMNS),
-        )
-        for k in range(n)
-    ]
-    names = ["migration_id", "seq", "position", *(c.name for c in _EVENT_COLUMNS)]
-    source = rows_[0] if n == 1 else sa.union_all(*rows_)
-    abort = sa.select(advanced.c.abort_requested).scalar_subquery()
-    return (
-        events.insert().from_select(names, source).add_cte(advanced).returning(events.c.seq, abort)
-    )
 
 
 def now() -> datetime:
@@ -142,12 +66,12 @@ class Writer:
         self.pin = resilience.Pin(engine, url)
         self.committer = Committer(engine, url, self.pin)
         dialect = engine.dialect
-        self._advance = Statement(_ADVANCE, dialect)
+        self._advance = Statement(sql.ADVANCE, dialect)
         self._insert_event = Statement(positions.INSERT_SQLITE, dialect)
         self._insert_migration = Statement(migrations.insert(), dialect)
-        self._heartbeat = Statement(_HEARTBEAT, dialect)
-        self._progress = Statement(_PROGRESS, dialect)
-        self._claim = Statement(_CLAIM, dialect)
+        self._heartbeat = Statement(sql.HEARTBEAT, dialect)
+        self._progress = Statement(sql.PROGRESS, dialect)
+        self._claim = Statement(sql.CLAIM, dialect)
         self._one_statement = dialect.name == "postgresql"
         self._appends: dict[tuple[int, bool], Statement] = {}
         self._claims: dict[int, Statement] = {}
@@ -278,7 +202,7 @@ class Writer:
                 event = rows.event_values(
                     migration.id, 0, c.draft, c.state, at, coordinator, reasons[k]
                 )
-                values.update(zip(_appended_as(k), _APPENDED_VALUES(event), strict=True))
+                values.update(zip(sql.appended_as(k), sql.APPENDED_VALUES(event), strict=True))
             found = self._append(n, insert=insert).execute(cursor, values).fetchall()
             if not found:
                 return None
@@ -334,7 +258,7 @@ class Writer:
         ]
 
     def _claim_all(self, n: int) -> Statement:
-        """``_CLAIM`` for ``n`` migrations at once, compiled once for each ``n``."""
+        """``sql.CLAIM`` for ``n`` migrations at once, compiled once for each ``n``."""
         statement = self._claims.get(n)
         if statement is None:
             ids = [sa.bindparam(f"claim_id_{k}", type_=_C.id.type) for k in range(n)]
@@ -360,7 +284,7 @@ class Writer:
     def _append(self, n: int, *, insert: bool) -> Statement:
         statement = self._appends.get((n, insert))
         if statement is None:
-            stmt = _advance_and_append(n, insert=insert)
+            stmt = sql.advance_and_append(n, insert=insert)
             statement = self._appends[(n, insert)] = Statement(stmt, self.engine.dialect)
         return statement
 
