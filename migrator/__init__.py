@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from migrator.drivers.api import COOKIE_MAX, DomainState, Driver, Feature, MigrationParams
     from migrator.drivers.registry import connect
     from migrator.engine.coordinator import Coordinator
+    from migrator.engine.observers import HookEvent, HookName
     from migrator.errors import (
         DriverError,
         IllegalTransition,
@@ -44,6 +45,8 @@ _HOMES = {
     "DriverError": "migrator.errors",
     "Event": "migrator.records",
     "Feature": "migrator.drivers.api",
+    "HookEvent": "migrator.engine.observers",
+    "HookName": "migrator.engine.observers",
     "HostLimits": "migrator.hostlimits",
     "IllegalTransition": "migrator.errors",
     "Journal": "migrator.journal.store",
@@ -71,6 +74,8 @@ __all__ = [
     "DriverError",
     "Event",
     "Feature",
+    "HookEvent",
+    "HookName",
     "HostLimits",
     "IllegalTransition",
     "Journal",

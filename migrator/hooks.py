@@ -1,7 +1,8 @@
 """Hooks: observers given each committed hook event, and ``CommandHook``.
 
-What a hook is told (:class:`Hooks`, :class:`HookEvent`, which hook names one journal event
-gives) is the engine's (``migrator/engine/observers.py``, re-exported here), and so is the
+What a hook is told (:class:`HookEvent`, which hook names one journal event gives) is the
+engine's (``migrator/engine/observers.py``; ``migrator.HookEvent`` and ``migrator.HookName``
+for embedders), and so is the
 delivery thread that tells it (``engine/delivery.py``); this module adds the hook behind
 ``--hook-command``. A hook observes, it never steers: see ``docs/embedding.md``.
 """
@@ -12,27 +13,8 @@ import json
 import shlex
 import subprocess
 
-from migrator.engine.observers import (
-    ENDS,
-    Hook,
-    HookEvent,
-    HookName,
-    Hooks,
-    names_for,
-)
+from migrator.engine.observers import HookEvent
 from migrator.errors import HookCommandFailed
-
-__all__ = [
-    "COMMAND_TIMEOUT",
-    "ENDS",
-    "CommandHook",
-    "Hook",
-    "HookCommandFailed",
-    "HookEvent",
-    "HookName",
-    "Hooks",
-    "names_for",
-]
 
 COMMAND_TIMEOUT = 10.0
 """Seconds a hook command may run. It delays no step (hooks are called by the delivery

@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from migrator.engine.observers import ENDS, HookEvent, HookName
 from migrator.errors import UsageError
-from migrator.hooks import ENDS, HookEvent, HookName
 from migrator.journal.analytics import Histogram
 from migrator.journal.queue import Queue
 from migrator.journal.store import Journal

@@ -16,8 +16,9 @@ from migrator import failpoints
 from migrator.drivers.api import MigrationParams, PerformResult
 from migrator.drivers.null import NullDriver
 from migrator.engine.coordinator import Coordinator
+from migrator.engine.observers import Hook, HookEvent, HookName
 from migrator.failpoints import Failpoints
-from migrator.hooks import CommandHook, Hook, HookEvent, HookName
+from migrator.hooks import CommandHook
 from migrator.journal.store import Journal
 from migrator.records import Migration, StepContext
 from migrator.states import State, Step

@@ -21,7 +21,6 @@ import sqlalchemy as sa
 
 from migrator import limits
 from migrator.journal import DEFAULT_URL, lifecycle, queries, resilience
-from migrator.journal.analytics import Histogram, StepDuration, StepSummary
 from migrator.journal.flavor import flavor
 from migrator.journal.reading import Reads
 from migrator.journal.reads import Db
@@ -41,7 +40,6 @@ _DELIVERED = (
 )
 _ALL_DELIVERED = "DELETE FROM migration_deliveries WHERE migration_id = :mid"
 
-__all__ = ["LEASE_SECONDS", "Histogram", "Journal", "StepDuration", "StepSummary"]
 
 
 class Journal(Reads):

@@ -12,9 +12,9 @@ import pytest
 from migrator.drivers.api import PerformResult
 from migrator.drivers.test import TestDriver
 from migrator.engine.coordinator import Coordinator
+from migrator.engine.observers import HookEvent, HookName
 from migrator.engine.orphans import Recovered
 from migrator.errors import UsageError
-from migrator.hooks import HookEvent, HookName
 from migrator.journal import lifecycle
 from migrator.journal.store import Journal
 from migrator.states import State, Step

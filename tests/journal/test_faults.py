@@ -23,9 +23,9 @@ import sqlalchemy as sa
 from migrator.drivers.api import PerformResult
 from migrator.drivers.test import TestDriver
 from migrator.engine.coordinator import Coordinator
+from migrator.engine.observers import HookEvent, HookName
 from migrator.errors import JournalReplaced
 from migrator.failpoints import Crash, Failpoints
-from migrator.hooks import HookEvent, HookName
 from migrator.journal.store import Journal
 from migrator.records import EventDraft
 from migrator.states import State, Step

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from migrator.engine.coordinator import Coordinator
+from migrator.engine.observers import HookEvent, HookName
 from migrator.failpoints import Crash, Failpoints
-from migrator.hooks import HookEvent, HookName
 from migrator.journal.store import Journal
 from migrator.states import TERMINAL
 from migrator.workers import Worker
