@@ -7,8 +7,10 @@ When the event on stdin is ``STEP``'s ``KIND`` (``intent``, ``ok``, ``error``):
 ``kill-qemu`` kills every QEMU under ``DIR`` (one daemon's directory) running ``GUEST``
 with SIGKILL, after ``DELAY`` seconds in the background when given (to land
 mid-transfer), else at once; ``create`` starts a guest from ``XMLFILE`` on ``URI``. Without
-a delay the fault is in place before the hook returns, so before the coordinator's next
-call: hooks run synchronously after each commit (``migrator/hooks.py``).
+a delay the fault is in place before the hook returns. Hook events are delivered by the
+coordinator's delivery thread shortly after each commit, never inside a step, so this
+places a fault during a long step (``DELAY``); a fault exactly between two steps is placed
+by the RPC tap instead (``rpctap.Gate.before_call``).
 """
 
 from __future__ import annotations

@@ -136,13 +136,5 @@ def kill_hook(daemon: Daemon, guest: str, step: str, kind: str, delay: float | N
     return _hook(step, kind, *args)
 
 
-def create_hook(daemon: Daemon, guest: str, step: str, kind: str) -> str:
-    """A ``--hook-command`` that starts a tiny guest ``guest`` on ``daemon`` at that event."""
-    xml = daemon.home / f"{guest}-hook.xml"
-    xml.write_text(guests.domain_xml(guest))
-    xml.chmod(0o644)
-    return _hook(step, kind, "create", daemon.uri, str(xml))
-
-
 def _hook(*args: str) -> str:
     return shlex.join([sys.executable, "-m", "tests.libvirt.fault_hook", *args])

@@ -11,6 +11,9 @@ for one procedure number (``remote_protocol.x``):
   that step's reply and started nothing after it, exactly.
 - ``after_call(proc, on_call)``: once a call to ``proc`` has been forwarded to the daemon,
   ``on_call`` runs (e.g. kills the client while the daemon works on the call).
+- ``before_call(proc, action)``: when the client calls ``proc``, ``action`` runs before
+  the call is forwarded, and the call waits for it: a fault in place exactly between the
+  previous step and this one (a QEMU killed, a guest started).
 - ``cut_reply(proc)``: the daemon's reply to ``proc`` is dropped and the connection is
   closed both ways: the call ran, its caller never hears of it (a lost reply). Once: a
   later call on a new connection is answered.
@@ -70,6 +73,8 @@ class Gate:
     cut_proc: int | None = None
     call_proc: int | None = None
     on_call: Callable[[], None] | None = None
+    before_proc: int | None = None
+    before: Callable[[], None] | None = None
     seen: list[tuple[str, int, float]] = field(default_factory=list)
     """(direction ``"call"`` | ``"reply"``, proc, ``time.monotonic()``) of the remote
     program's messages, in order."""
@@ -86,6 +91,9 @@ class Gate:
     def cut_reply(self, proc: int) -> None:
         self.cut_proc = proc
 
+    def before_call(self, proc: int, action: Callable[[], None]) -> None:
+        self.before_proc, self.before = proc, action
+
     def after_call(self, proc: int, on_call: Callable[[], None]) -> None:
         self.call_proc, self.on_call = proc, on_call
 
@@ -101,6 +109,12 @@ class Gate:
                 self._closing = True
 
     def _may_forward_call(self, proc: int) -> bool:
+        before = None
+        with self._lock:
+            if proc == self.before_proc:
+                before, self.before, self.before_proc = self.before, None, None
+        if before is not None:
+            before()
         with self._lock:
             self.seen.append(("call", proc, time.monotonic()))
             if not self._closing:

@@ -19,7 +19,8 @@ from migrator.drivers import payload
 from migrator.states import Step
 from tests.crash.forkserver import SERVER
 from tests.libvirt import guests
-from tests.libvirt.rig import CLI_TIMEOUT, LibvirtRig, create_hook, kill_hook, tapped
+from tests.libvirt.fault_hook import kill
+from tests.libvirt.rig import CLI_TIMEOUT, LibvirtRig, kill_hook, tapped
 from tests.libvirt.rpctap import Gate
 
 
@@ -42,8 +43,11 @@ def test_prepare_refused_by_a_domain_of_that_name_on_the_destination_rolls_back(
     rig: LibvirtRig,
 ) -> None:
     # It appears after migrator looked and before Prepare: libvirt itself refuses.
-    hook = create_hook(rig.pair.dst, rig.name, "begin", "ok")
-    code, outcome = rig.migrate("--hook-command", hook)
+    xml = guests.domain_xml(rig.name)
+    gate = Gate()
+    gate.before_call(PREPARE3, lambda: guests.create(rig.pair.dst, rig.name, xml))
+    with tapped(rig, gate) as (src, dst):
+        code, outcome = rig.migrate(src=src, dst=dst)
     assert (code, outcome["state"]) == (1, "ROLLED_BACK"), outcome
     step, message = _failed_step(rig, outcome["id"])
     assert step is Step.PREPARE and "already" in message, message
@@ -54,8 +58,10 @@ def test_prepare_refused_by_a_domain_of_that_name_on_the_destination_rolls_back(
 
 def test_perform_to_a_migration_uri_nobody_listens_on_rolls_back(rig: LibvirtRig) -> None:
     # Prepare's QEMU listens there; killed right after Prepare, nothing answers Perform.
-    hook = kill_hook(rig.pair.dst, rig.name, "prepare", "ok")
-    code, outcome = rig.migrate("--hook-command", hook)
+    gate = Gate()
+    gate.before_call(PERFORM3, lambda: kill(rig.pair.dst.home, rig.name))
+    with tapped(rig, gate) as (src, dst):
+        code, outcome = rig.migrate(src=src, dst=dst)
     assert (code, outcome["state"]) == (1, "ROLLED_BACK"), outcome
     assert _failed_step(rig, outcome["id"])[0] is Step.PERFORM
     rig.settled()
@@ -77,26 +83,32 @@ def test_destination_qemu_killed_mid_transfer_rolls_back(rig: LibvirtRig) -> Non
 def test_destination_qemu_killed_before_finish_rolls_back_and_resumes_the_source(
     rig: LibvirtRig,
 ) -> None:
-    hook = kill_hook(rig.pair.dst, rig.name, "perform", "ok")
-    code, outcome = rig.migrate("--hook-command", hook)
+    gate = Gate()  # killed once Perform answered, before Finish is called
+    gate.before_call(FINISH3, lambda: kill(rig.pair.dst.home, rig.name))
+    with tapped(rig, gate) as (src, dst):
+        code, outcome = rig.migrate(src=src, dst=dst)
     assert outcome["state"] == "ROLLED_BACK", outcome
     assert code == 1
     rig.settled()  # the source, paused for the switch-over, runs again
 
 
 def test_source_qemu_gone_before_confirm_still_confirms(rig: LibvirtRig) -> None:
-    hook = kill_hook(rig.pair.src, rig.name, "finish", "ok")
-    code, outcome = rig.migrate("--hook-command", hook)
+    gate = Gate()  # killed once Finish answered, before Confirm is called
+    gate.before_call(CONFIRM3, lambda: kill(rig.pair.src.home, rig.name))
+    with tapped(rig, gate) as (src, dst):
+        code, outcome = rig.migrate(src=src, dst=dst)
     assert outcome["state"] == "CONFIRMED", outcome
     assert code == 0
     rig.settled()
 
 
+PREPARE3, PERFORM3, FINISH3, CONFIRM3 = 303, 305, 306, 307  # remote_protocol.x, *_PARAMS
+
 LOST = {
-    "prepare": (303, "ROLLED_BACK"),
-    "perform": (305, "ROLLED_BACK"),
-    "finish": (306, "CONFIRMED"),
-    "confirm": (307, "CONFIRMED"),
+    "prepare": (PREPARE3, "ROLLED_BACK"),
+    "perform": (PERFORM3, "ROLLED_BACK"),
+    "finish": (FINISH3, "CONFIRMED"),
+    "confirm": (CONFIRM3, "CONFIRMED"),
 }
 
 
