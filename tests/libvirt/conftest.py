@@ -68,6 +68,19 @@ def ns_pair() -> Iterator[NsPair]:
 
 
 @pytest.fixture
+def ns_guest(ns_pair: NsPair) -> Iterator[str]:
+    """A fresh running tiny guest on ``ns_pair``'s host a; destroyed on both hosts afterwards."""
+    name = guests.unique_name()
+    guests.create(ns_pair.a, name, guests.domain_xml(name))  # type: ignore[arg-type]
+    try:
+        yield name
+    finally:
+        for host in ns_pair.hosts():
+            host.virsh("destroy", name, check=False)
+            host.virsh("undefine", name, check=False)
+
+
+@pytest.fixture
 def libvirt_driver() -> None:
     """Skip unless the libvirt driver can be imported."""
     reason = driver_missing()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +26,6 @@ from tests.libvirt.daemons import free_port
 from tests.libvirt.netns import NsHost, NsPair, run
 
 CLI_TIMEOUT = 120.0
-
-
-@pytest.fixture
-def guest(ns_pair: NsPair) -> Iterator[str]:
-    """A fresh running tiny guest on host a; destroyed on both hosts afterwards."""
-    name = guests.unique_name()
-    guests.create(ns_pair.a, name, guests.domain_xml(name))  # type: ignore[arg-type]
-    try:
-        yield name
-    finally:
-        for host in ns_pair.hosts():
-            host.virsh("destroy", name, check=False)
-            host.virsh("undefine", name, check=False)
 
 
 def state(host: NsHost, name: str) -> str:
@@ -64,13 +50,13 @@ def dst_uri(pair: NsPair, **params: str) -> str:
 
 @pytest.mark.parametrize("proxy", ["auto", "netcat"])
 def test_a_migration_over_qemu_ssh_ends_confirmed(
-    ns_pair: NsPair, guest: str, tmp_path: Path, proxy: str
+    ns_pair: NsPair, ns_guest: str, tmp_path: Path, proxy: str
 ) -> None:
     """virt-ssh-helper (installed here, so ``auto`` picks it) and ``nc -U`` alike."""
     src = ns_pair.ssh_uri(ns_pair.a, proxy=proxy)
-    proc, outcome, db = migrate(tmp_path, guest, src, dst_uri(ns_pair, proxy=proxy))
+    proc, outcome, db = migrate(tmp_path, ns_guest, src, dst_uri(ns_pair, proxy=proxy))
     assert (proc.returncode, outcome.get("state")) == (0, "CONFIRMED"), proc.stderr
-    assert (state(ns_pair.a, guest), state(ns_pair.b, guest)) == ("absent", "running")
+    assert (state(ns_pair.a, ns_guest), state(ns_pair.b, ns_guest)) == ("absent", "running")
     with Journal.open(db) as journal:
         [m] = journal.list()
     assert m.src == src and m.dst.startswith(f"qemu+ssh://root@{ns_pair.b.addr}/")
@@ -84,28 +70,28 @@ def one_line_refusal(proc: subprocess.CompletedProcess[str], host: NsHost) -> st
 
 
 def test_a_changed_host_key_is_a_one_line_error_naming_the_host(
-    ns_pair: NsPair, guest: str, tmp_path: Path
+    ns_pair: NsPair, ns_guest: str, tmp_path: Path
 ) -> None:
     wrong = tmp_path / "known_hosts"
     run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other"))
     other = (tmp_path / "other.pub").read_text().split()[1]
     wrong.write_text(f"{ns_pair.a.addr} ssh-ed25519 {other}\n")
     src = ns_pair.ssh_uri(ns_pair.a, known_hosts=str(wrong))
-    proc, _, _ = migrate(tmp_path, guest, src, dst_uri(ns_pair))
+    proc, _, _ = migrate(tmp_path, ns_guest, src, dst_uri(ns_pair))
     line = one_line_refusal(proc, ns_pair.a)
     assert f"the host key of {ns_pair.a.addr} does not match the one in known_hosts" in line
-    assert (state(ns_pair.a, guest), state(ns_pair.b, guest)) == ("running", "absent")
+    assert (state(ns_pair.a, ns_guest), state(ns_pair.b, ns_guest)) == ("running", "absent")
 
 
 def test_a_refused_key_is_a_one_line_error_naming_the_host(
-    ns_pair: NsPair, guest: str, tmp_path: Path
+    ns_pair: NsPair, ns_guest: str, tmp_path: Path
 ) -> None:
     run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger"))
     dst = dst_uri(ns_pair, keyfile=str(tmp_path / "stranger"))
-    proc, _, _ = migrate(tmp_path, guest, ns_pair.ssh_uri(ns_pair.a), dst)
+    proc, _, _ = migrate(tmp_path, ns_guest, ns_pair.ssh_uri(ns_pair.a), dst)
     line = one_line_refusal(proc, ns_pair.b)
     assert f"ssh: {ns_pair.b.addr} refused our key (Permission denied (publickey))" in line
-    assert (state(ns_pair.a, guest), state(ns_pair.b, guest)) == ("running", "absent")
+    assert (state(ns_pair.a, ns_guest), state(ns_pair.b, ns_guest)) == ("running", "absent")
 
 
 def test_an_unknown_host_key_is_refused_and_no_verify_accepts_it(

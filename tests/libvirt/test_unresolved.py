@@ -6,10 +6,7 @@ name, which Prepare3 gave), and the error says what fixes it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from migrator.journal.store import Journal
 from tests.conftest import ROOT
@@ -19,34 +16,22 @@ from tests.libvirt import guests
 from tests.libvirt.netns import NsHost, NsPair
 
 
-@pytest.fixture
-def guest(ns_pair: NsPair) -> Iterator[str]:
-    """A fresh running tiny guest on host a; destroyed on both hosts afterwards."""
-    name = guests.unique_name()
-    guests.create(ns_pair.a, name, guests.domain_xml(name))  # type: ignore[arg-type]
-    try:
-        yield name
-    finally:
-        for host in ns_pair.hosts():
-            host.virsh("destroy", name, check=False)
-            host.virsh("undefine", name, check=False)
-
-
 def tcp(host: NsHost) -> str:
     return f"qemu+tcp://{host.addr}/system"
 
 
 def test_an_unresolvable_destination_says_to_give_migrate_uri(
-    ns_pair: NsPair, guest: str, tmp_path: Path
+    ns_pair: NsPair, ns_guest: str, tmp_path: Path
 ) -> None:
     db = f"sqlite:///{tmp_path / 'journal.db'}"
     Journal.open(db, upgrade=True).close()
-    argv = ["migrate", guest, "--src", tcp(ns_pair.a), "--dst", tcp(ns_pair.b), "--live", "--json"]
+    src, dst = tcp(ns_pair.a), tcp(ns_pair.b)
+    argv = ["migrate", ns_guest, "--src", src, "--dst", dst, "--live", "--json"]
     proc = SERVER.run(argv, env=cli_env(db), cwd=ROOT, timeout=120.0)
     assert "Traceback" not in proc.stderr, proc.stderr
     outcome = json.loads(proc.stdout)
     assert (proc.returncode, outcome["state"]) == (1, "ROLLED_BACK"), outcome
     assert "Unable to resolve address" in outcome["reason"], outcome["reason"]
     assert "?migrate_uri=tcp://ADDRESS on the destination's URI" in outcome["reason"]
-    assert guests.state(ns_pair.a, guest)[0] == "running"  # type: ignore[arg-type]
-    assert guests.state(ns_pair.b, guest)[0] == "absent"  # type: ignore[arg-type]
+    assert guests.state(ns_pair.a, ns_guest)[0] == "running"  # type: ignore[arg-type]
+    assert guests.state(ns_pair.b, ns_guest)[0] == "absent"  # type: ignore[arg-type]
