@@ -27,6 +27,8 @@ class MachineModel:
     For every trigger the machine calls the model's ``write`` (``send_event``: one
     ``EventData`` with the trigger's arguments and the transition) before the state
     changes: the engine's write-ahead commit. If it raises, the state stays where it was.
+    After the state changed it calls ``call``: the work the trigger was fired with (its
+    ``call`` argument), which is how a step's intent calls the step's driver hook.
     A model with no ``engine`` (a plan, a test) changes state and writes nothing.
     """
 
@@ -37,6 +39,11 @@ class MachineModel:
     def write(self, event: Any) -> None:
         if self.engine is not None:
             self.engine.write(self.run, event)
+
+    def call(self, event: Any) -> None:
+        work = event.kwargs.get("call")
+        if work is not None:
+            work()
 
 
 def _lean_classes() -> tuple[type, type]:
@@ -50,20 +57,26 @@ def _lean_classes() -> tuple[type, type]:
 
     class LeanEvent(Event):
         def trigger(self, model: Any, *args: Any, **kwargs: Any) -> bool:
-            result: bool = self._trigger(EventData(None, self, self.machine, model, args, kwargs))
-            return result
-
-        def _process(self, event_data: Any) -> bool:  # one transition a source, no conditions
-            event_data.transition = self.transitions[event_data.state.name][0]
-            event_data.result = event_data.transition.execute(event_data)
+            # The library's ``_trigger`` less what this table never uses (finalize and
+            # exception callbacks, debug logging): its validity check, then the one
+            # transition of the source state (no conditions to choose between several).
+            moves = self.transitions.get(model.state)
+            if moves is None:  # the library's MachineError (invalid triggers are not ignored)
+                return bool(self._is_valid_source(self.machine.get_state(model.state)))
+            data = EventData(None, self, self.machine, model, args, kwargs)
+            data.transition = moves[0]
+            data.result = moves[0].execute(data)
             return True
 
     class LeanTransition(Transition):
         def execute(self, event_data: Any) -> bool:
             model = event_data.model
-            for name in event_data.machine.before_state_change:  # ["write"], by name
+            machine = event_data.machine
+            for name in machine.before_state_change:  # ["write"], by name
                 getattr(model, name)(event_data)
             model.state = self.dest
+            for name in machine.after_state_change:  # ["call"]
+                getattr(model, name)(event_data)
             return True
 
     return LeanEvent, LeanTransition
@@ -114,6 +127,7 @@ class Machine:
             model_attribute="state",
             send_event=True,
             before_state_change="write",
+            after_state_change="call",
         )
         # The lean classes skip what this table does not declare: make sure it does not.
         for event in self.machine.events.values():
@@ -150,7 +164,8 @@ class Machine:
 
     def fire(self, model: MachineModel, trigger: Trigger, **kwargs: Any) -> State:
         """Fire ``trigger``: the machine checks it (IllegalTransition, before any callback),
-        calls the model's ``write``, then changes the state; returns the new state."""
+        calls the model's ``write``, changes the state, then runs the ``call`` argument if
+        given (a step's hook); returns the state the model is in after all of it."""
         event = self.machine.events.get(trigger)
         if event is None:  # a trigger the table does not have at all
             raise IllegalTransition(state=model.state, trigger=str(trigger))

@@ -99,7 +99,7 @@ class Coordinator:
         )
         retry = RetryPolicy(attempts=confirm_attempts, backoff=retry_backoff)
         self.engine = Engine(writes, steps, retry)
-        self._preflight = Preflight(steps.runner, step_timeout)
+        self._preflight = Preflight(lambda: steps.runner, step_timeout)
 
     @property
     def step_timeout(self) -> float | None:

@@ -1,8 +1,9 @@
 """The checks of a request before anything is journaled: bounds, negotiation, probes.
 
-Every call to a host here runs within the migration's step timeout (on the steps' hook
-runner): a host that hangs (a FIFO for a state file, a stalled daemon) fails the request
-with ``StepTimeout`` and nothing is journaled (docs/errors.md).
+Every call to a host that may block runs within the migration's step timeout (on the
+calling thread's hook runner): a host that hangs (a FIFO for a state file, a stalled
+daemon) fails the request with ``StepTimeout`` and nothing is journaled (docs/errors.md).
+A driver that never blocks (``Driver.blocking`` false) is called inline, as its steps are.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from migrator import limits
-from migrator.drivers.api import DomainState, Driver, MigrationParams
+from migrator.drivers.api import DomainState, Driver, MigrationParams, is_blocking
 from migrator.drivers.flagcheck import refuse_unhonoured
 from migrator.drivers.uri import redact_uri
 from migrator.engine import negotiation
@@ -30,10 +31,10 @@ source, so only going forward is safe, and the failure rules would cancel it."""
 
 
 class Preflight:
-    """Checks requests with ``runner`` (the coordinator's), each host call within
-    ``timeout`` seconds (None: unbounded)."""
+    """Checks requests, each call to a host within ``timeout`` seconds (None: unbounded)
+    on the calling thread's runner (``runner()``)."""
 
-    def __init__(self, runner: HookRunner, timeout: float | None) -> None:
+    def __init__(self, runner: Callable[[], HookRunner], timeout: float | None) -> None:
         self.runner = runner
         self.timeout = timeout
 
@@ -83,8 +84,10 @@ class Preflight:
         return params, version
 
     def _bounded(self, driver: Driver, what: str, call: Callable[[], R]) -> R:
+        if not is_blocking(driver):
+            return call()
         step = f"pre-flight {what} of {redact_uri(driver.uri)}"
-        return self.runner.call(call, step=step, timeout=self.timeout)
+        return self.runner().call(call, step=step, timeout=self.timeout)
 
     def _best_effort_probe(self, driver: Driver, domain: str) -> DomainState | None:
         """A host that cannot be probed is left for the steps to judge; one that hangs, or

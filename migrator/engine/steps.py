@@ -112,6 +112,7 @@ class Steps:
         unless_aborted: bool = False,
     ) -> Outcome:
         """Intent, call, and on failure the failed outcome; the caller records success.
+        The machine calls the hook: it is the intent's ``call`` callback.
 
         ``replay`` calls the hook again under the intent already journaled (recovery of a
         crash between intent and outcome): same inputs, the attempt number of ``draft``.
@@ -125,14 +126,21 @@ class Steps:
             except BaseException:
                 self.writes.flush(run)  # a staged outcome is not lost to a handover
                 raise
-        if not replay:
-            self.writes.intent(run, START[step], draft, unless_aborted=unless_aborted)
-        out = self.call(run, step, hook, attempt=draft.attempt)
-        if not out.ok:
-            self.writes.outcome(
-                run, failed, step, out, cancelled=draft.cancelled, attempt=draft.attempt
-            )
-        return out
+        done: list[Outcome] = []
+
+        def call() -> None:  # run by the machine once the intent committed
+            out = self.call(run, step, hook, attempt=draft.attempt)
+            done.append(out)
+            if not out.ok:
+                self.writes.outcome(
+                    run, failed, step, out, cancelled=draft.cancelled, attempt=draft.attempt
+                )
+
+        if replay:
+            call()
+        else:
+            self.writes.intent(run, START[step], draft, unless_aborted=unless_aborted, call=call)
+        return done[0]
 
     def call(self, run: Run, step: Step, hook: Hook, *, attempt: int = 1) -> Outcome:
         """Call ``hook`` with its context and timeout, its lease watched (``lease.Keeper``);

@@ -16,13 +16,17 @@ Every state change is a trigger fired on the migration's model of the ``transiti
 machine (``fire``; ``machine.machine()``, built from the one state table). The machine
 checks the trigger (``IllegalTransition`` before anything is written or called), then
 calls its ``write`` callback, which is this module's commit (or staging) of the change;
-only when that succeeded does the machine's state change. Notes, which change no state,
+only when that succeeded does the machine's state change, and then its ``call`` callback
+runs the work an intent was fired with: the step's driver hook (``Steps.step``), and for
+Confirm its retries. A step that recovery calls again under an intent already journaled
+fires nothing: there is no change of state to make. Notes, which change no state,
 commit without a trigger. Hooks are never called here: they are given the committed
 events by the coordinator's delivery thread (``delivery.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from migrator.engine import reasons
@@ -65,15 +69,23 @@ class WriteAhead:
         reason: Reason = KEEP_REASON,
         stage: bool = False,
         unless_aborted: bool = False,
+        call: Callable[[], None] | None = None,
     ) -> None:
         """Fire ``trigger`` on ``run``'s model: the machine checks it, then its ``write``
-        callback commits ``draft`` with the new state (or stages it, ``stage``)."""
+        callback commits ``draft`` with the new state (or stages it, ``stage``), and once
+        the state changed its ``call`` callback runs ``call``."""
         model = run.model
         if model is None:
             model = run.model = self.machine.acquire(run.state, engine=self, run=run)
             run.machine = self.machine
         self.machine.fire(
-            model, trigger, draft=draft, reason=reason, stage=stage, unless_aborted=unless_aborted
+            model,
+            trigger,
+            draft=draft,
+            reason=reason,
+            stage=stage,
+            unless_aborted=unless_aborted,
+            call=call,
         )
 
     def write(self, run: Run, event: Any) -> None:
@@ -94,15 +106,24 @@ class WriteAhead:
         *,
         reason: Reason = KEEP_REASON,
         unless_aborted: bool = False,
+        call: Callable[[], None] | None = None,
     ) -> None:
-        """Commit a step's intent (``draft.step``), before its hook is called.
+        """Commit a step's intent (``draft.step``); then the machine runs ``call``, the
+        step's hook.
 
         ``unless_aborted``: the intent holds only if no abort is requested when it commits
         (Finish going forward); if one is, what was staged commits alone, the intent does
-        not, and ``AbortRequested`` is raised for the flow to cancel instead."""
-        self.fire(run, trigger, draft, reason=reason, unless_aborted=unless_aborted)
-        assert draft.step is not None
-        self.failpoints.hit(draft.step, "intent")
+        not, nothing is called, and ``AbortRequested`` is raised for the flow to cancel
+        instead."""
+        step = draft.step
+        assert step is not None
+
+        def then() -> None:
+            self.failpoints.hit(step, "intent")
+            if call is not None:
+                call()
+
+        self.fire(run, trigger, draft, reason=reason, unless_aborted=unless_aborted, call=then)
 
     def outcome(
         self,

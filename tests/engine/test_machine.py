@@ -67,10 +67,9 @@ def test_a_migration_fires_every_state_change_on_the_machine(journal: Journal) -
     fire = states.fire
 
     def recording(model: Any, trigger: Trigger, **kwargs: Any) -> State:
-        before = model.state
-        after = fire(model, trigger, **kwargs)
-        fired.append((before, after))
-        return after
+        # In firing order: a step's failure or Confirm's outcome fires inside its intent's.
+        fired.append((model.state, states.next_state(State(model.state), trigger)))
+        return fire(model, trigger, **kwargs)
 
     states.fire = recording  # type: ignore[method-assign]
     calls: list[str] = []
@@ -83,6 +82,36 @@ def test_a_migration_fires_every_state_change_on_the_machine(journal: Journal) -
     path = [e.state for e in journal.history(migration.id)]  # one event a state change here
     assert [after for _, after in fired] == path
     assert fired[0][0] == State.NEW
+
+
+def test_each_hook_is_called_by_the_machine_once_its_intent_committed(journal: Journal) -> None:
+    states = machine()
+    fire = states.fire
+    firing: list[Trigger] = []
+
+    class _Under(list[Any]):
+        """Each hook call with the trigger being fired when it was made."""
+
+        def append(self, name: Any) -> None:
+            super().append((name, firing[-1] if firing else None))
+
+    def recording(model: Any, trigger: Trigger, **kwargs: Any) -> State:
+        firing.append(trigger)
+        try:
+            return fire(model, trigger, **kwargs)
+        finally:
+            firing.pop()
+
+    states.fire = recording  # type: ignore[method-assign]
+    calls = _Under()
+    try:
+        migration = _migrate(journal, None, calls)
+    finally:
+        del states.fire
+    assert migration.state is State.CONFIRMED
+    starts = [Trigger.START_BEGIN, Trigger.START_PREPARE, Trigger.START_PERFORM]
+    starts += [Trigger.START_FINISH, Trigger.START_CONFIRM]
+    assert calls == list(zip(HOOKS, starts, strict=True))
 
 
 def test_a_missing_first_transition_writes_and_calls_nothing(journal: Journal) -> None:

@@ -196,15 +196,24 @@ class V2Flow:
     def finish(
         self, e: Engine, run: Run, *, cancelled: bool, first_attempt: int = 1, replay: bool = False
     ) -> None:
-        """Finish, retried by the retry policy; its outcome ends the migration."""
+        """Finish, retried by the retry policy; its outcome ends the migration. The calls
+        are the intent's ``call``, run by the machine once the intent committed."""
+
+        def call() -> None:
+            self._finish_calls(e, run, cancelled=cancelled, first_attempt=first_attempt)
+
+        if replay:
+            call()
+            return
+        draft = EventDraft(
+            kind=EventKind.INTENT, step=self.finish_step, cookie_in=run.cookie,
+            cancelled=cancelled, attempt=first_attempt,
+        )  # fmt: skip
+        e.writes.intent(run, self.start_finish, draft, call=call)
+
+    def _finish_calls(self, e: Engine, run: Run, *, cancelled: bool, first_attempt: int) -> None:
         step, cookie = self.finish_step, run.cookie
         dst = cast(OlderDriver, run.dst)
-        if not replay:
-            draft = EventDraft(
-                kind=EventKind.INTENT, step=step, cookie_in=cookie, cancelled=cancelled,
-                attempt=first_attempt,
-            )  # fmt: skip
-            e.writes.intent(run, self.start_finish, draft)
         cause = run.migration.reason
         hook = lambda ctx: dst.finish2(ctx, run.params, cookie, cancelled)
         tries = e.retry.start(first_attempt)

@@ -232,8 +232,8 @@ def confirm(e: Engine, run: Run, *, cancelled: bool, reason: Reason = KEEP_REASO
         kind=EventKind.INTENT, step=Step.CONFIRM, cookie_in=run.cookie, cancelled=cancelled,
         detail={"reason": cause} if cancelled and cause else None,
     )  # fmt: skip
-    e.writes.intent(run, Trigger.START_CONFIRM, draft, reason=reason)
-    confirm_with_retries(e, run, cancelled=cancelled)
+    call = lambda: confirm_with_retries(e, run, cancelled=cancelled)
+    e.writes.intent(run, Trigger.START_CONFIRM, draft, reason=reason, call=call)
 
 
 def confirm_with_retries(
