@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from operator import itemgetter
+from functools import partial
+from itertools import compress, count, repeat
+from operator import is_, is_not, itemgetter
 from typing import Any
 
 import sqlalchemy as sa
 
 MAX_SHAPES = 32
 """Statements with NULLs written in, at most, per statement; past it Nones are bound."""
+_given = partial(is_not, None)
 
 
 class Statement:
@@ -61,6 +64,11 @@ class Statement:
             pieces if dialect.paramstyle == "qmark" and len(pieces) == len(self.slots) + 1 else None
         )
         self._shapes: dict[tuple[int, ...], str] = {}
+        # ``_bound``'s values in C loops: each name's value (or None), then the processors
+        # where there are any; statements with defaults bind them one by one (``_listed``).
+        self._names = [name for name, _, _ in self.slots]
+        self._processed = [(k, proc) for k, (_, proc, _) in enumerate(self.slots) if proc]
+        self._plain = not any(default is not None for _, _, default in self.slots)
 
     def params(self, values: dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
         if self.positional is None:
@@ -97,6 +105,19 @@ class Statement:
 
     def _bound(self, values: dict[str, Any]) -> tuple[str, list[Any]]:
         """The SQL with a ``NULL`` for each value that is None, and the other values."""
+        if not self._plain:
+            return self._bound_one_by_one(values)
+        every = list(map(values.get, self._names))
+        for k, proc in self._processed:
+            v = every[k]
+            if v is not None:
+                every[k] = proc(v)
+        shape = tuple(compress(count(), map(is_, every, repeat(None))))
+        if not shape:
+            return self.sql, every
+        return self._with_shape(shape, values, list(filter(_given, every)))
+
+    def _bound_one_by_one(self, values: dict[str, Any]) -> tuple[str, list[Any]]:
         out = []
         nulls = []
         for k, (name, proc, default) in enumerate(self.slots):
@@ -107,7 +128,13 @@ class Statement:
                 out.append(v if proc is None else proc(v))
         if not nulls:
             return self.sql, out
-        shape = tuple(nulls)
+        return self._with_shape(tuple(nulls), values, out)
+
+    def _with_shape(
+        self, shape: tuple[int, ...], values: dict[str, Any], out: list[Any]
+    ) -> tuple[str, list[Any]]:
+        """The SQL of ``shape`` (the indexes of the NULLs) and ``out``, the other values;
+        past ``MAX_SHAPES`` the plain SQL with every value bound."""
         sql = self._shapes.get(shape)
         if sql is None:
             if len(self._shapes) >= MAX_SHAPES:
