@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from migrator.errors import IllegalTransition
-from migrator.states import TRANSITIONS, State, Transition, Trigger
+from migrator.states import STATE_OF, TRANSITIONS, State, Transition, Trigger
 
 T = TypeVar("T")
 
@@ -91,7 +91,7 @@ class _Write:
         self.result: Any = None
 
     def write(self, run: object, event: Any) -> None:
-        self.result = self.do(State(str(event.transition.dest)))
+        self.result = self.do(STATE_OF[event.transition.dest])
 
 
 class Machine:
@@ -173,7 +173,7 @@ class Machine:
             event.trigger(model, **kwargs)
         except self._refused:
             raise IllegalTransition(state=model.state, trigger=str(trigger)) from None
-        return State(model.state)
+        return STATE_OF[model.state]
 
     def do(self, state: State, trigger: Trigger, write: Callable[[State], T]) -> T:
         """Fire ``trigger`` on a model at ``state`` whose write callback is ``write(dest)``

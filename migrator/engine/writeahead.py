@@ -36,7 +36,7 @@ from migrator.failpoints import Failpoints
 from migrator.journal.store import Journal
 from migrator.machine import Machine, machine
 from migrator.records import KEEP_REASON, Change, EventDraft, EventKind, Reason
-from migrator.states import State, Step, Trigger
+from migrator.states import STATE_OF, Step, Trigger
 
 
 def noted(draft: EventDraft) -> str:
@@ -92,7 +92,7 @@ class WriteAhead:
         """The machine's ``write`` callback, before the state changes: the write-ahead commit
         of the trigger's event with the transition's destination."""
         kwargs = event.kwargs
-        change = Change(kwargs["draft"], State(event.transition.dest), kwargs["reason"])
+        change = Change(kwargs["draft"], STATE_OF[event.transition.dest], kwargs["reason"])
         if kwargs["stage"]:
             run.staged.append(change)
         else:

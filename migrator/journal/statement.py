@@ -5,12 +5,13 @@ key, execution context, result wrapping) costs more than SQLite's commit itself,
 write path keeps Core statements but runs them on the driver's cursor. Bind processors
 (UTC timestamps, JSON) are the dialect's own, taken from the compiled statement.
 
-On SQLite a value that is None is written into the SQL as ``NULL`` rather than bound:
-``sqlite3`` looks for an adapter for every bound value that is not exactly an int, float or
-str, and for None that search (a failed attribute look-up on a type, with its error
-message) costs more than the rest of binding a journal event, most of whose columns are
-NULL. The few shapes each statement takes (which of its values are None) are compiled
-once each, and ``sqlite3`` caches each as it caches any statement.
+On SQLite a value that is None is written into the SQL as ``NULL`` rather than bound, and
+bytes are bound as they are rather than in the ``memoryview`` SQLAlchemy's binary type
+wraps them in: ``sqlite3`` looks for an adapter for every bound value that is not exactly
+an int, float, str or bytes, and that search (a failed attribute look-up on a type, with
+its error message) costs more than the rest of binding a journal event, most of whose
+columns are NULL. The few shapes each statement takes (which of its values are None) are
+compiled once each, and ``sqlite3`` caches each as it caches any statement.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class Statement:
         self.processors: dict[str, Callable[[Any], Any]] = {}
         for name, bind in compiled.binds.items():
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if dialect.name == "sqlite" and isinstance(bind.type, sa.LargeBinary):
+                processor = None  # bytes as they are: sqlite3 adapts a memoryview per value
             if processor is not None and bind.expanding:
                 raise TypeError(f"{name}: an IN list of values that need a bind processor")
             if processor is not None:
