@@ -37,12 +37,18 @@ from migrator.journal import DEFAULT_URL
     show_default=True,
     help="Journal URL (sqlite:///FILE or postgresql+psycopg://...); env MIGRATOR_DB.",
 )
+@click.option(
+    "--otel",
+    is_flag=True,
+    help="Export OpenTelemetry traces of the migrations the command drives, over OTLP/HTTP"
+    " (extra: tracing); env MIGRATOR_OTEL=1 or OTEL_EXPORTER_OTLP_ENDPOINT.",
+)
 @click.option("--traceback", is_flag=True, help="Show Python tracebacks (for developers).")
 @click.version_option(package_name="migrator")
 @click.pass_context
-def cli(ctx: click.Context, db: str, traceback: bool) -> None:
+def cli(ctx: click.Context, db: str, otel: bool, traceback: bool) -> None:
     """Crash-safe live migration of VMs with libvirt's five-step protocol (v3)."""
-    ctx.obj = Settings(db=db, traceback=traceback)
+    ctx.obj = Settings(db=db, traceback=traceback, otel=otel)
 
 
 for command in (
