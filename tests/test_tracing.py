@@ -5,18 +5,23 @@ trace goes on, under a ``recovery`` span."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
+import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
 from migrator.engine.coordinator import Coordinator
+from migrator.failpoints import Crash, Failpoints
 from migrator.journal.store import Journal
 from migrator.records import EventKind, Migration
+from migrator.states import TERMINAL
 from migrator.traceids import ROOT, span_id
 from migrator.tracing import Tracer, enabled, host_attributes
+from migrator.workers import Worker
 from tests.conftest import Hosts, run_cli
 
 STEPS = ["begin", "prepare", "perform", "finish", "confirm"]
@@ -127,3 +132,28 @@ def test_tracing_is_on_with_the_flag_or_its_environment_only() -> None:
     assert enabled(True, {})
     assert enabled(False, {"MIGRATOR_OTEL": "1"})
     assert enabled(False, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+
+
+def test_a_worker_s_takeover_continues_the_same_trace(db_url: str, hosts: Hosts) -> None:
+    """The owner died after Perform's intent (its lease lapses); the worker that takes the
+    migration over continues its trace: a recovery span by the worker, under the root."""
+    with Journal.open(db_url, lease_seconds=1.0) as journal:
+        crashed = Coordinator(journal, failpoints=Failpoints({"perform.intent": "raise"}))
+        with pytest.raises(Crash):
+            crashed.migrate("vm1", src=hosts.src, dst=hosts.dst)
+        [m] = journal.list()
+        worker = Worker(journal, poll=0.1).start()
+        try:
+            deadline = time.monotonic() + 60
+            while journal.get(m.id).state not in TERMINAL:
+                assert time.monotonic() < deadline, "not taken over"
+                time.sleep(0.05)
+        finally:
+            worker.stop()
+            assert worker.join(60)
+        spans = exported(journal)
+    assert {s.context.trace_id for s in spans} == {int(str(m.trace_id), 16)}
+    [recovery] = [s for s in spans if s.name == "recovery"]
+    assert recovery.attributes and recovery.attributes["migrator.coordinator"] == worker.id
+    assert spans[-1].name == "migration"
+    assert recovery.parent and recovery.parent.span_id == spans[-1].context.span_id
