@@ -16,6 +16,7 @@ journal-wide position and POSTs each one, signed, retried with backoff until it 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import logging
 import threading
@@ -88,7 +89,7 @@ def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float) -> i
             status = int(response.status)
     except urllib.error.HTTPError as exc:
         status = exc.code
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         raise DeliveryFailed(f"{shown}: {type(exc).__name__}: {exc}") from None
     if not 200 <= status < 300:
         raise DeliveryFailed(f"{shown}: HTTP {status}")

@@ -42,7 +42,7 @@ def test_a_killed_deliverer_restarted_loses_no_event(
     db_url: str, hosts: Hosts, tmp_path: Path
 ) -> None:
     config = tmp_path / "webhooks.json"
-    with Journal.open(db_url) as journal, receiving(SECRET, delay=0.02) as receiver:
+    with Journal.open(db_url) as journal, receiving(SECRET, delay=0.05) as receiver:
         migrated(journal, hosts, ["vm1", "vm2", "vm3", "vm4"])
         committed = journal.events_after(None)
         secret_file = tmp_path / "secret"
@@ -50,8 +50,12 @@ def test_a_killed_deliverer_restarted_loses_no_event(
         endpoint = {"name": "ops", "url": receiver.url, "secret_file": "secret", "from": "start"}
         config.write_text(json.dumps({"endpoints": [endpoint]}))
         first = deliverer(db_url, config)
-        try:
-            wait_until(receiver, first, 12)
+        try:  # killed once it saved its cursor past the first events, mid-stream
+            wait_until(receiver, first, 2)
+            deadline = time.monotonic() + WAIT
+            while (journal.webhook_position("ops") or 0) < committed[0].position:
+                assert time.monotonic() < deadline, "the first deliverer saved no cursor"
+                time.sleep(0.01)
         finally:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
