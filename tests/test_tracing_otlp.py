@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import gzip
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -105,3 +107,47 @@ def test_without_otel_opentelemetry_is_never_imported(tmp_path: Path, hosts: Hos
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "[]"
+
+
+def test_a_sigkilled_migrate_and_its_recover_export_one_trace(tmp_path: Path, hosts: Hosts) -> None:
+    """``migrate --otel`` is SIGKILLed in Perform after it exported Begin and Prepare;
+    ``recover --otel`` exports the interrupted Perform, the recovery and the rest: one
+    trace, under the root the first process named."""
+    db = f"sqlite:///{tmp_path / 'j.db'}"
+    hosts.src.set_fault("perform", "slow", seconds=120)
+    with collector() as (endpoint, spans):
+        env = {
+            **os.environ, "PYTHONPATH": str(ROOT), "MIGRATOR_DB": db,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "20",
+        }  # fmt: skip
+        env.pop("MIGRATOR_FAILPOINTS", None)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "migrator", "--otel", "migrate", "vm1", "--src",
+             hosts.src_uri, "--dst", hosts.dst_uri],
+            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while len(spans) < 2:
+                assert proc.poll() is None and time.monotonic() < deadline, "no span exported"
+                time.sleep(0.02)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        first = [s.name for s in spans]
+        hosts.src.clear_faults()
+        recovered = run_cli(
+            "--otel", "recover", db=db, env={"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
+        )
+        assert recovered.returncode == 0, recovered.stderr
+    with Journal.open(db) as journal:
+        [m] = journal.list()
+    assert first == ["begin", "prepare"] and m.state.value == "ROLLED_BACK"
+    assert {s.trace_id.hex() for s in spans} == {m.trace_id}
+    names = [s.name for s in spans]
+    assert names == ["begin", "prepare", "perform", "finish", "confirm", "recovery", "migration"]
+    root = spans[-1].span_id
+    assert spans[0].parent_span_id == root and spans[5].parent_span_id == root
+    assert spans[2].parent_span_id == root  # perform, started before the recovery
+    assert all(s.parent_span_id == spans[5].span_id for s in spans[3:5])
