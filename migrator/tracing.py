@@ -43,6 +43,9 @@ ENABLE_ENV = "MIGRATOR_OTEL"
 ENDPOINT_ENVS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 """Either turns tracing on too: where the OTLP/HTTP exporter sends the spans."""
 PAGE = 500
+REMEMBERED = 10_000
+"""Migrations a builder follows at most (the most recent): one handed over unfinished to
+another process is forgotten after as many others."""
 MESSAGE_MAX = 500
 """Characters of a step's error message kept as an attribute."""
 _ON_DESTINATION = frozenset(s for s in Step if s.value.startswith(("prepare", "finish")))
@@ -109,6 +112,8 @@ class Builder:
         """Start following ``migration`` (its trace id from the journal)."""
         trace_id = migration.trace_id or migration.id.replace("-", "")
         self._trails[migration.id] = _Trail(migration, trace_id)
+        if len(self._trails) > REMEMBERED:
+            del self._trails[next(iter(self._trails))]
 
     def feed(self, entry: Entry) -> list[SpanData]:
         """The spans ``entry``'s event ends (none for a migration not followed)."""

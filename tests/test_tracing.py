@@ -22,14 +22,16 @@ from migrator.states import TERMINAL
 from migrator.traceids import ROOT, span_id
 from migrator.tracing import Tracer, enabled, host_attributes
 from migrator.workers import Worker
-from tests.conftest import Hosts, run_cli
+from tests.conftest import Hosts, readable_events, run_cli
 
 STEPS = ["begin", "prepare", "perform", "finish", "confirm"]
 
 
 def exported(journal: Journal, **options: object) -> list[ReadableSpan]:
+    """The spans of every event in the journal, once all are readable."""
     exporter = InMemorySpanExporter()
     tracer = Tracer(journal, SimpleSpanProcessor(exporter), since=None, **options)  # type: ignore[arg-type]
+    readable_events(journal)
     tracer.catch_up()
     return list(exporter.get_finished_spans())
 

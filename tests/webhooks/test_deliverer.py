@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,7 +17,7 @@ from migrator.journal.store import Journal
 from migrator.records import EventKind
 from migrator.traceids import traceparent
 from migrator.webhooks import Endpoint, Webhooks
-from tests.conftest import Hosts
+from tests.conftest import Hosts, readable_events
 from tests.webhooks.receiver import receiving
 
 SECRET = b"s3cret-key"
@@ -46,7 +47,7 @@ def delivering(journal: Journal, *endpoints: Endpoint, **options: float) -> Iter
 def test_every_event_is_posted_once_signed_in_position_order(db_url: str, hosts: Hosts) -> None:
     with Journal.open(db_url) as journal, receiving(SECRET) as receiver:
         ids = migrated(journal, hosts, ["vm1", "vm2"])
-        committed = journal.events_after(None)
+        committed = readable_events(journal)
         with delivering(journal, Endpoint("ops", receiver.url, SECRET, start="start")):
             got = receiver.wait_for(len(committed))
         traces = journal.trace_ids(ids)
@@ -69,7 +70,7 @@ def test_a_failing_endpoint_is_retried_until_it_takes_the_event(tmp_path, hosts:
     journal = Journal.open(f"sqlite:///{tmp_path / 'j.db'}")
     with journal, receiving(SECRET, answers=[500, 503]) as receiver:
         migrated(journal, hosts, ["vm1"])
-        committed = journal.events_after(None)
+        committed = readable_events(journal)
         with delivering(journal, Endpoint("ops", receiver.url, SECRET, start="start")):
             got = receiver.wait_for(len(committed) + 2)
     statuses = [r.headers["status"] for r in got]
@@ -101,7 +102,7 @@ def test_only_the_kinds_asked_for_are_posted(tmp_path, hosts: Hosts) -> None:
         intents = [e for e in journal.history(mid) if e.kind is EventKind.INTENT]
         with delivering(journal, Endpoint("ops", receiver.url, SECRET, kinds, "start")):
             got = receiver.wait_for(len(intents))
-            last = journal.events_after(None)[-1].position
+            last = readable_events(journal)[-1].position
             _wait_cursor(journal, "ops", last)
     assert [r.body["seq"] for r in got] == [e.seq for e in intents]
 
@@ -122,8 +123,6 @@ def test_a_password_in_the_url_is_sent_as_basic_auth_and_never_logged(
 
 
 def _wait_cursor(journal: Journal, endpoint: str, at_least: int = 0) -> int:
-    import time
-
     deadline = time.monotonic() + 30
     while (found := journal.webhook_position(endpoint)) is None or found < at_least:
         assert time.monotonic() < deadline, "the cursor was not saved"

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from migrator.journal.store import Journal
-from tests.conftest import ROOT, Hosts
+from tests.conftest import ROOT, Hosts, readable_events
 from tests.webhooks.receiver import Receiver, receiving
 from tests.webhooks.test_deliverer import SECRET, migrated
 
@@ -44,7 +44,7 @@ def test_a_killed_deliverer_restarted_loses_no_event(
     config = tmp_path / "webhooks.json"
     with Journal.open(db_url) as journal, receiving(SECRET, delay=0.05) as receiver:
         migrated(journal, hosts, ["vm1", "vm2", "vm3", "vm4"])
-        committed = journal.events_after(None)
+        committed = readable_events(journal)
         secret_file = tmp_path / "secret"
         secret_file.write_bytes(SECRET + b"\n")
         endpoint = {"name": "ops", "url": receiver.url, "secret_file": "secret", "from": "start"}
