@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -43,6 +44,8 @@ ENABLE_ENV = "MIGRATOR_OTEL"
 ENDPOINT_ENVS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 """Either turns tracing on too: where the OTLP/HTTP exporter sends the spans."""
 PAGE = 500
+SETTLE = 5.0
+"""Seconds ``stop`` waits at most for the last committed events to become readable."""
 REMEMBERED = 10_000
 """Migrations a builder follows at most (the most recent): one handed over unfinished to
 another process is forgotten after as many others."""
@@ -259,16 +262,33 @@ class Tracer:
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Export what was committed until now, flush the processor, and stop."""
+        """Export what was committed until now (waiting up to ``SETTLE`` seconds for it to
+        become readable), flush the processor, and stop."""
         if self._stop_listening is not None:
             self._stop_listening()
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self.catch_up()
+        try:
+            self._settle(min(timeout, SETTLE))
+        except MigratorError as exc:
+            log.warning("traces of the last events not exported: %s", exc)
         self.processor.force_flush(int(timeout * 1000))
         self.processor.shutdown()
+
+    def _settle(self, timeout: float) -> None:
+        """``catch_up`` until every event committed by now was read: on PostgreSQL a
+        transaction open elsewhere on the server holds readers back for a while."""
+        newest = self.journal.last_position(readable=False)
+        deadline = time.monotonic() + timeout
+        self.catch_up()
+        while newest is not None and (self._cursor or 0) < newest:
+            if time.monotonic() >= deadline:
+                log.warning("traces of events past position %s not exported", self._cursor)
+                return
+            time.sleep(0.05)
+            self.catch_up()
 
     def catch_up(self) -> int:
         """Export the spans of every event committed so far; how many spans."""

@@ -60,8 +60,10 @@ def collector() -> Iterator[tuple[str, list[Span]]]:
         thread.join()
 
 
-def test_migrate_with_otel_sends_its_trace_over_otlp_http(tmp_path: Path, hosts: Hosts) -> None:
-    db = f"sqlite:///{tmp_path / 'j.db'}"
+def test_migrate_with_otel_sends_its_trace_over_otlp_http(
+    db_url: str, tmp_path: Path, hosts: Hosts
+) -> None:
+    db = db_url
     seen = tmp_path / "traceparent"
     hook = f"sh -c 'echo $TRACEPARENT >> {seen}'"
     with collector() as (endpoint, spans):

@@ -85,10 +85,11 @@ def owed(db: Db, states: Iterable[State]) -> list[Migration]:
     return [migration_of(row, db.flavor) for row in db.rows(sql, params)]
 
 
-def last_position(db: Db) -> int | None:
+def last_position(db: Db, *, readable: bool = True) -> int | None:
     """The highest position ``events_after`` can give now (None: no event yet): a reader
-    that starts there reads what commits from now on."""
-    where = f"position IS NOT NULL{HORIZON[db.flavor.name]}"
+    that starts there reads what commits from now on. Unless ``readable``: of every event
+    committed, readable or not yet (on PostgreSQL, above the horizon)."""
+    where = f"position IS NOT NULL{HORIZON[db.flavor.name] if readable else ''}"
     sql = f"SELECT max(position) FROM migration_events WHERE {where}"
     found = db.rows(sql, {})
     return None if not found or found[0][0] is None else int(found[0][0])

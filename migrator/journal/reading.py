@@ -162,9 +162,11 @@ class Reads:
         """The migrations in ``states`` whose hook events were not all delivered."""
         return self._read(lambda db: log.owed(db, states))
 
-    def last_position(self) -> int | None:
-        """The highest position ``events_after`` gives now (None: no event yet)."""
-        return self._read(log.last_position)
+    def last_position(self, *, readable: bool = True) -> int | None:
+        """The highest position ``events_after`` gives now (None: no event yet); unless
+        ``readable``, of every event committed, which ``events_after`` gives once each
+        transaction older than its own has ended (docs/journal.md, "Positions")."""
+        return self._read(lambda db: log.last_position(db, readable=readable))
 
     def webhook_position(self, endpoint: str) -> int | None:
         """The position up to which webhook ``endpoint`` was given every event (None: no
