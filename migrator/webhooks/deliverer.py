@@ -113,25 +113,26 @@ class Webhooks:
         first_wait: float = FIRST_WAIT,
         max_wait: float = MAX_WAIT,
         timeout: float = REQUEST_TIMEOUT,
-        send: Callable[..., int] = post,
     ) -> None:
         self.journal = journal
         self.endpoints = list(endpoints)
         self.poll = poll
         self.first_wait, self.max_wait, self.timeout = first_wait, max_wait, timeout
-        self._send = send
         self._stopping = threading.Event()
-        self._wake = threading.Event()
+        self._wakes = [threading.Event() for _ in self.endpoints]  # one per thread
         self._threads: list[threading.Thread] = []
         self._stop_listening: Callable[[], None] | None = None
 
     def start(self) -> None:
         """Start one thread per endpoint; each resumes from its cursor in the journal."""
         self._stopping.clear()
-        self._stop_listening = self.journal.listen(lambda _mid, _owner: self._wake.set())
-        for endpoint in self.endpoints:
+        self._stop_listening = self.journal.listen(lambda _mid, _owner: self._wake_all())
+        for endpoint, wake in zip(self.endpoints, self._wakes, strict=True):
             thread = threading.Thread(
-                target=self._serve, args=(endpoint,), name=f"webhook-{endpoint.name}", daemon=True
+                target=self._serve,
+                args=(endpoint, wake),
+                name=f"webhook-{endpoint.name}",
+                daemon=True,
             )
             thread.start()
             self._threads.append(thread)
@@ -139,7 +140,7 @@ class Webhooks:
     def stop(self, timeout: float | None = None) -> None:
         """Stop delivering; wait up to ``timeout`` seconds for the threads to end."""
         self._stopping.set()
-        self._wake.set()
+        self._wake_all()
         if self._stop_listening is not None:
             self._stop_listening()
             self._stop_listening = None
@@ -150,19 +151,23 @@ class Webhooks:
         self._threads = [t for t in self._threads if t.is_alive()]
 
     def request_stop(self) -> None:
-        """Make ``run`` return (safe in a signal handler: it only sets a flag)."""
+        """Make ``run`` return (safe in a signal handler: it only sets flags)."""
         self._stopping.set()
-        self._wake.set()
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        for wake in self._wakes:
+            wake.set()
 
     def run(self) -> None:
-        """``start``, then wait until ``stop`` is called."""
+        """``start``, then wait until ``request_stop`` (or ``stop``) is called."""
         self.start()
         self._stopping.wait()
         self.stop(timeout=self.timeout + 1)
 
     # -- one endpoint's thread ----------------------------------------------------------
 
-    def _serve(self, endpoint: Endpoint) -> None:
+    def _serve(self, endpoint: Endpoint, wake: threading.Event) -> None:
         cursor: int | None = None
         while not self._stopping.is_set():
             try:
@@ -178,8 +183,8 @@ class Webhooks:
                 log.exception("webhook %s: delivery failed", endpoint.name)
                 more = False
             if not more:
-                self._wake.wait(self.poll)
-                self._wake.clear()
+                wake.wait(self.poll)
+                wake.clear()
 
     def _first_cursor(self, endpoint: Endpoint) -> int:
         """The endpoint's cursor in the journal; a new endpoint's is written first: the
@@ -227,7 +232,7 @@ class Webhooks:
 
         def attempt() -> None:
             signed = {**headers, HEADER: sign(endpoint.secret, body)}
-            self._send(endpoint.url, body, signed, timeout=self.timeout)
+            post(endpoint.url, body, signed, timeout=self.timeout)
 
         def failed(state: tenacity.RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None

@@ -128,3 +128,18 @@ def _wait_cursor(journal: Journal, endpoint: str, at_least: int = 0) -> int:
         assert time.monotonic() < deadline, "the cursor was not saved"
         time.sleep(0.02)
     return found
+
+
+def test_an_endpoint_that_keeps_failing_holds_back_no_other(tmp_path, hosts: Hosts) -> None:
+    journal = Journal.open(f"sqlite:///{tmp_path / 'j.db'}")
+    with journal, receiving(SECRET, [500] * 10_000) as down, receiving(SECRET) as up:
+        migrated(journal, hosts, ["vm1"])
+        committed = readable_events(journal)
+        a = Endpoint("down", down.url, SECRET, start="start")
+        b = Endpoint("up", up.url, SECRET, start="start")
+        with delivering(journal, a, b, max_wait=0.05):
+            got = up.wait_for(len(committed))
+            assert len(down.wait_for(3)) >= 3
+        assert journal.webhook_position("down") == 0
+    assert [r.body["position"] for r in got] == [e.position for e in committed]
+    assert {r.body["position"] for r in down.taken()} == {committed[0].position}
