@@ -172,9 +172,9 @@ class Builder:
         span = self._span(trail, name, step_span(intent.seq), intent, outcome)
         attributes = span.attributes
         attributes["migrator.step"] = name
-        attributes["migrator.step.host"] = (
-            "destination" if intent.step in _ON_DESTINATION else "source"
-        )
+        if intent.step is not Step.PROBE:  # a probe asks either host
+            on = "destination" if intent.step in _ON_DESTINATION else "source"
+            attributes["migrator.step.host"] = on
         attributes["migrator.attempt"] = intent.attempt
         error = None
         if interrupted:
