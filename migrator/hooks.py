@@ -10,11 +10,13 @@ delivery thread that tells it (``engine/delivery.py``); this module adds the hoo
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 
 from migrator.engine.observers import HookEvent
 from migrator.errors import HookCommandFailed
+from migrator.traceids import traceparent
 
 COMMAND_TIMEOUT = 10.0
 """Seconds a hook command may run. It delays no step (hooks are called by the delivery
@@ -28,7 +30,8 @@ class CommandHook:
     The command (split as a shell would, but run without a shell) gets two more
     arguments, the hook name and the migration id, and the event as JSON on stdin (the
     shape of :meth:`HookEvent.as_dict`). Text from drivers reaches it only on stdin,
-    never on its command line.
+    never on its command line. Its environment holds ``TRACEPARENT``, the W3C trace
+    context of the migration's trace (docs/tracing.md).
     """
 
     def __init__(self, command: str, *, timeout: float = COMMAND_TIMEOUT) -> None:
@@ -43,9 +46,14 @@ class CommandHook:
     def __call__(self, hook_event: HookEvent) -> None:
         payload = json.dumps(hook_event.as_dict(), ensure_ascii=True) + "\n"
         argv = [*self.argv, str(hook_event.name), hook_event.migration.id]
+        env = dict(os.environ)
+        parent = traceparent(hook_event.migration.trace_id)
+        if parent is not None:
+            env["TRACEPARENT"] = parent
         try:
             proc = subprocess.run(
                 argv,
+                env=env,
                 input=payload.encode("ascii"),
                 capture_output=True,
                 timeout=self.timeout,

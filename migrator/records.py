@@ -85,6 +85,8 @@ class Migration:
     updated_at: datetime
     finished_at: datetime | None
     progress: dict[str, Any] | None
+    trace_id: str | None = None
+    """The W3C trace id of the migration's trace (32 hex digits, docs/tracing.md)."""
 
     @property
     def dest_name(self) -> str:

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from migrator.drivers.test import TestDriver
 from migrator.journal.store import Journal
+from migrator.records import Entry
 
 PG_URL = os.environ.get("MIGRATOR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("MIGRATOR_REQUIRE_PG") == "1"
@@ -170,3 +171,17 @@ def run_cli(
         cwd=ROOT,
         check=False,
     )
+
+
+def readable_events(journal: Journal) -> list[Entry]:
+    """Every event of the journal by position, once all are readable: on PostgreSQL a
+    transaction still open anywhere on the server holds readers back for a while
+    (docs/journal.md, "Positions")."""
+    import time
+
+    expected = sum(m.last_seq for m in journal.list())
+    deadline = time.monotonic() + 60
+    while len(found := journal.events_after(None, limit=100_000)) < expected:
+        assert time.monotonic() < deadline, f"{len(found)} of {expected} events readable"
+        time.sleep(0.05)
+    return found

@@ -29,10 +29,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Settings:
-    """The options given before the command: ``--db`` and ``--traceback``."""
+    """The options given before the command: ``--db``, ``--traceback`` and ``--otel``."""
 
     db: str
     traceback: bool
+    otel: bool = False
 
 
 def settings() -> Settings:
@@ -118,7 +119,27 @@ def coordinator(opened: Journal, **options: Any) -> Coordinator:
 
     made = Coordinator(opened, failpoints=Failpoints.from_env(), **options)
     click.get_current_context().call_on_close(made.close)
+    trace(opened, made.id)
     return made
+
+
+def trace(opened: Journal, coordinator_id: str) -> None:
+    """With ``--otel`` (or its environment, docs/tracing.md), export the traces of what
+    ``coordinator_id`` journals until the command ends; else nothing is imported."""
+    from migrator.tracing import enabled
+
+    if not enabled(settings().otel):
+        return
+    try:
+        from migrator.tracing import Tracer, otlp_processor
+
+        tracer = Tracer(opened, otlp_processor(), coordinator=coordinator_id)
+    except ImportError as exc:
+        raise UsageError(
+            f"--otel needs the tracing extra (pip install 'migrator[tracing]'): {exc}"
+        ) from None
+    click.get_current_context().call_on_close(tracer.stop)
+    tracer.start()
 
 
 @runtime_checkable

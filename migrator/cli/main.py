@@ -1,9 +1,9 @@
 """``migrator``: the command group, and the console script that runs it.
 
 Each command group lives in its own module (``migrate``, ``read``, ``recover``,
-``maintain``, ``db``, ``testhost``, ``qmp_host``, ``workers``) and imports what its work
-needs inside the command, so ``migrator --help`` loads no database, driver or rendering
-code. Exit codes are ``ExitCode`` (``migrator.cli.exits``, ``docs/cli.md``).
+``maintain``, ``db``, ``testhost``, ``qmp_host``, ``workers``, ``webhooks``) and imports
+what its work needs inside the command, so ``migrator --help`` loads no database, driver or
+rendering code. Exit codes are ``ExitCode`` (``migrator.cli.exits``, ``docs/cli.md``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,17 @@ import sys
 
 import click
 
-from migrator.cli import db, maintain, migrate, qmp_host, read, recover, testhost, workers
+from migrator.cli import (
+    db,
+    maintain,
+    migrate,
+    qmp_host,
+    read,
+    recover,
+    testhost,
+    webhooks,
+    workers,
+)
 from migrator.cli.context import Settings, fail
 from migrator.cli.exits import ExitCode
 from migrator.cli.migrate import Terminated
@@ -27,12 +37,18 @@ from migrator.journal import DEFAULT_URL
     show_default=True,
     help="Journal URL (sqlite:///FILE or postgresql+psycopg://...); env MIGRATOR_DB.",
 )
+@click.option(
+    "--otel",
+    is_flag=True,
+    help="Export OpenTelemetry traces of the migrations the command drives, over OTLP/HTTP"
+    " (extra: tracing); env MIGRATOR_OTEL=1 or OTEL_EXPORTER_OTLP_ENDPOINT.",
+)
 @click.option("--traceback", is_flag=True, help="Show Python tracebacks (for developers).")
 @click.version_option(package_name="migrator")
 @click.pass_context
-def cli(ctx: click.Context, db: str, traceback: bool) -> None:
+def cli(ctx: click.Context, db: str, otel: bool, traceback: bool) -> None:
     """Crash-safe live migration of VMs with libvirt's five-step protocol (v3)."""
-    ctx.obj = Settings(db=db, traceback=traceback)
+    ctx.obj = Settings(db=db, traceback=traceback, otel=otel)
 
 
 for command in (
@@ -55,6 +71,7 @@ for command in (
     workers.submit,
     workers.worker,
     workers.workers,
+    webhooks.webhooks,
 ):
     cli.add_command(command)
 

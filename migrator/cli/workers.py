@@ -170,6 +170,7 @@ def worker(
             hooks=hooks,
             failpoints=Failpoints.from_env(),
         )
+        context.trace(opened, running.id)
         _log_to_stderr(logging.WARNING if quiet else logging.INFO)
         _on_signals(running)
         click.echo(f"worker {running.id} started", err=True)

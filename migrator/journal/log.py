@@ -1,4 +1,5 @@
-"""The journal read as a log: events by journal-wide position, and the hook delivery cursors.
+"""The journal read as a log: events by journal-wide position, the hook delivery cursors and
+the webhook cursors.
 
 Written like ``reads.py`` (``:name`` SQL on a DBAPI connection, no SQLAlchemy), so
 ``SqliteReader`` serves them too. How positions are assigned, and why a reader that
@@ -82,3 +83,30 @@ def owed(db: Db, states: Iterable[State]) -> list[Migration]:
         " ORDER BY m.created_at, m.id"
     )
     return [migration_of(row, db.flavor) for row in db.rows(sql, params)]
+
+
+def last_position(db: Db, *, readable: bool = True) -> int | None:
+    """The highest position ``events_after`` can give now (None: no event yet): a reader
+    that starts there reads what commits from now on. Unless ``readable``: of every event
+    committed, readable or not yet (on PostgreSQL, above the horizon)."""
+    where = f"position IS NOT NULL{HORIZON[db.flavor.name] if readable else ''}"
+    sql = f"SELECT max(position) FROM migration_events WHERE {where}"
+    found = db.rows(sql, {})
+    return None if not found or found[0][0] is None else int(found[0][0])
+
+
+def webhook_position(db: Db, endpoint: str) -> int | None:
+    """The position up to which ``endpoint`` was given every event; None: no cursor."""
+    found = db.rows(
+        "SELECT position FROM webhook_cursors WHERE endpoint = :endpoint", {"endpoint": endpoint}
+    )
+    return int(found[0][0]) if found else None
+
+
+def trace_ids(db: Db, ids: list[str]) -> dict[str, str | None]:
+    """The trace id of each migration of ``ids`` still in the journal."""
+    params: dict[str, Any] = {}
+    chosen = in_list("id", "m", ids, params)
+    return {
+        r[0]: r[1] for r in db.rows(f"SELECT id, trace_id FROM migrations WHERE {chosen}", params)
+    }

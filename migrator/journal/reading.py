@@ -162,6 +162,21 @@ class Reads:
         """The migrations in ``states`` whose hook events were not all delivered."""
         return self._read(lambda db: log.owed(db, states))
 
+    def last_position(self, *, readable: bool = True) -> int | None:
+        """The highest position ``events_after`` gives now (None: no event yet); unless
+        ``readable``, of every event committed, which ``events_after`` gives once each
+        transaction older than its own has ended (docs/journal.md, "Positions")."""
+        return self._read(lambda db: log.last_position(db, readable=readable))
+
+    def webhook_position(self, endpoint: str) -> int | None:
+        """The position up to which webhook ``endpoint`` was given every event (None: no
+        cursor: from the first event)."""
+        return self._read(lambda db: log.webhook_position(db, endpoint))
+
+    def trace_ids(self, ids: builtins.list[str]) -> dict[str, str | None]:
+        """The trace id of each of the migrations ``ids`` (docs/tracing.md)."""
+        return self._read(lambda db: log.trace_ids(db, ids))
+
     # -- analytics (imported by the commands that count: ``list`` and ``show`` do not) ----
 
     def count_by_state(self, *, since: datetime | None = None) -> builtins.list[tuple[State, int]]:

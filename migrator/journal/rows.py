@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import secrets
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ _MIGRATION_INDEX = {name: k for k, name in enumerate(_MIGRATION_FIELDS)}
 MIGRATION_COLUMNS = (
     "id, domain, dname, src, dst, protocol, flags, bandwidth, state, reason, owner,"
     " lease_expires_at, fence, last_seq, abort_requested, created_at, updated_at,"
-    " finished_at, progress"
+    " finished_at, progress, trace_id"
 )
 """The columns of ``migrations`` that ``migration_of`` maps, in its order."""
 EVENT_COLUMNS = (
@@ -73,6 +74,7 @@ def migration_of(v: Sequence[Any], f: Flavor) -> Migration:
         updated_at=time(v[16]),  # type: ignore[arg-type]  # NOT NULL
         finished_at=time(v[17]),
         progress=f.json(v[18]),
+        trace_id=v[19],
     )
 
 
@@ -122,8 +124,10 @@ def new_migration(
     owner: str,
     now: datetime,
     lease: datetime,
+    trace_id: str | None = None,
 ) -> dict[str, Any]:
-    """The ``migrations`` row of a NEW migration with fence 1."""
+    """The ``migrations`` row of a NEW migration with fence 1; its trace id ``trace_id``,
+    or a new random one (docs/tracing.md)."""
     return {
         "id": migration_id,
         "domain": domain,
@@ -144,6 +148,7 @@ def new_migration(
         "updated_at": now,
         "finished_at": None,
         "progress": None,
+        "trace_id": trace_id or secrets.token_hex(16),
     }
 
 

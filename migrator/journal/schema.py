@@ -76,6 +76,7 @@ migrations = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("finished_at", UTCDateTime, nullable=True),
     sa.Column("progress", sa.JSON, nullable=True),
+    sa.Column("trace_id", sa.String(32), nullable=True),  # revision 0007
     sa.Index("ix_migrations_created_at", "created_at"),
     sa.Index("ix_migrations_state_created_at", "state", "created_at"),
     sqlite_with_rowid=False,
@@ -147,3 +148,14 @@ deliveries = sa.Table(
 """How far each migration's hook events were delivered (``engine/delivery.py``); revision
 0005. Its events after ``seq`` are owed to hooks; no row: none delivered yet, or every one
 of a finished migration."""
+
+webhook_cursors = sa.Table(
+    "webhook_cursors",
+    metadata,
+    sa.Column("endpoint", sa.String(64), primary_key=True),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+"""How far each webhook endpoint was given the journal's events, by journal-wide position
+(``migrator/webhooks/``, docs/webhooks.md); revision 0007. ``endpoint`` is the endpoint's
+name in the configuration, never its URL (which may hold a password)."""

@@ -14,7 +14,7 @@ import builtins
 import contextlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -39,7 +39,11 @@ _DELIVERED = (
     " excluded.seq)"
 )
 _ALL_DELIVERED = "DELETE FROM migration_deliveries WHERE migration_id = :mid"
-
+_WEBHOOK_CURSOR = (
+    "INSERT INTO webhook_cursors (endpoint, position, updated_at) VALUES (:endpoint, :position,"
+    " :at) ON CONFLICT (endpoint) DO UPDATE SET position = {greatest}(webhook_cursors.position,"
+    " excluded.position), updated_at = excluded.updated_at"
+)
 
 
 class Journal(Reads):
@@ -233,6 +237,15 @@ class Journal(Reads):
         greatest = "max" if self._flavor.name == "sqlite" else "greatest"
         sql = self._flavor.sql(_ALL_DELIVERED if done else _DELIVERED.format(greatest=greatest))
         values = {"mid": migration_id, "seq": seq}
+        self._writer.run(lambda cursor: cursor.execute(sql, values))
+
+    def set_webhook_position(self, endpoint: str, position: int) -> None:
+        """Move webhook ``endpoint``'s cursor forward to ``position`` (never back): every
+        event up to it was delivered (docs/webhooks.md)."""
+        greatest = "max" if self._flavor.name == "sqlite" else "greatest"
+        sql = self._flavor.sql(_WEBHOOK_CURSOR.format(greatest=greatest))
+        at = self._flavor.bind_time(datetime.now(UTC))
+        values = {"endpoint": endpoint, "position": position, "at": at}
         self._writer.run(lambda cursor: cursor.execute(sql, values))
 
     def write(

@@ -130,6 +130,24 @@ def _limits_files(s: Scratch) -> None:
     (s.tmp / "zero.json").symlink_to("/dev/zero")
 
 
+def _webhook_files(s: Scratch) -> None:
+    os.mkfifo(s.tmp / "fifo.json")
+    url = '"url": "http://127.0.0.1:9/hook"'
+    (s.tmp / "bad.toml").write_text("url http://127.0.0.1:9/hook\n")
+    (s.tmp / "no-secret.json").write_text(f'{{"endpoints": [{{{url}}}]}}')
+    (s.tmp / "ftp.toml").write_text('[[endpoints]]\nurl = "ftp://x/y"\nsecret = "s"\n')
+    (s.tmp / "password.json").write_text(
+        '{"endpoints": [{"url": "http://bob:hunter2@[::1/hook", "secret": "s"}]}'
+    )
+    for name, more in (("unknown", '"retries": 3'), ("kinds", '"kinds": ["done"]')):
+        (s.tmp / f"{name}.json").write_text(f'{{"endpoints": [{{{url}, "secret": "s", {more}}}]}}')
+    one = f'{{"name": "ops", {url}, "secret": "s"}}'
+    (s.tmp / "twice.json").write_text(f'{{"endpoints": [{one}, {one}]}}')
+    (s.tmp / "zero-secret.json").write_text(
+        f'{{"endpoints": [{{{url}, "secret_file": "/dev/zero"}}]}}'
+    )
+
+
 def _two_stamps(s: Scratch) -> None:
     conn = sqlite3.connect(s.tmp / "journal.db")
     with conn:
@@ -174,6 +192,7 @@ SETUPS: dict[str, Callable[[Scratch], None]] = {
     "domain-state-5": _domain_state_5,
     "fault-without-count": _fault_without_count,
     "limits-files": _limits_files,
+    "webhook-files": _webhook_files,
     "two-stamps": _two_stamps,
     "empty-stamp-old-tables": _empty_stamp_old_tables,
     "foreign-sqlite": _foreign_sqlite,

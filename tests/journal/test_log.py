@@ -144,6 +144,18 @@ def _created(journal: Journal, domain: str) -> str:
     ).id  # fmt: skip
 
 
+def _created_before_0007(conn: sa.Connection, domain: str) -> str:
+    """A migration's row as the code of a revision before 0007 (no trace id) wrote it."""
+    at = datetime.now(UTC)
+    values = rows.new_migration(
+        migration_id=str(uuid.uuid4()), domain=domain, dname=None, src="null://a",
+        dst="null://b", protocol=3, flags=0, bandwidth=0, owner="test", now=at, lease=at,
+    )  # fmt: skip
+    del values["trace_id"]
+    conn.execute(sa.insert(sa.table("migrations", *map(sa.column, values))), values)
+    return str(values["id"])
+
+
 def _event(migration_id: str, seq: int) -> dict[str, object]:
     draft = EventDraft(kind=EventKind.RECOVERY)
     return rows.event_values(migration_id, seq, draft, State.NEW, datetime.now(UTC), "test")
@@ -176,8 +188,8 @@ def test_an_old_postgres_journal_upgrades_below_every_new_position(
 ) -> None:
     with Journal.open(pg_url, check=False) as journal:
         journal.upgrade(previous)
-        mid = _created(journal, "vm-old")
         with journal.engine.begin() as conn:
+            mid = _created_before_0007(conn, "vm-old")
             for seq in (1, 2):
                 values = _event(mid, seq)
                 del values["reason"]

@@ -126,6 +126,14 @@ def test_a_fresh_journal_keeps_its_writes_while_another_process_reads_it(tmp_pat
     assert [m["state"] for m in final] == ["CONFIRMED"]
 
 
+_OLD_ROW = (
+    "INSERT INTO migrations (id, domain, src, dst, protocol, flags, bandwidth, state, owner,"
+    " fence, last_seq, abort_requested, created_at, updated_at) VALUES"
+    " ('0e6f7a52-1c55-4f3e-9d2c-5a1f0e1d2c3b', 'vm-old', 'null://a', 'null://b', 3, 0, 0,"
+    " 'NEW', 'test', 1, 0, false, :at, :at)"
+)
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_a_journal_at_the_previous_revision_upgrades_to_the_head_keeping_its_rows(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -138,18 +146,13 @@ def test_a_journal_at_the_previous_revision_upgrades_to_the_head_keeping_its_row
     with Journal.open(url, check=False) as journal:
         journal.upgrade(previous)
         assert journal.revision() == previous
-        journal.create(
-            domain="vm-old",
-            src="null://a",
-            dst="null://b",
-            protocol=3,
-            flags=0,
-            bandwidth=0,
-            owner="test",
-        )
+        with journal.engine.begin() as conn:  # the row as that revision's code wrote it
+            conn.execute(sa.text(_OLD_ROW), {"at": datetime(2026, 1, 1, tzinfo=UTC)})
     with Journal.open(url, upgrade=True) as journal:
         assert journal.revision() == schema.SCHEMA_HEAD
-        assert [m.domain for m in journal.list()] == ["vm-old"]
+        [old] = journal.list()
+        assert old.domain == "vm-old"
+        assert old.trace_id == old.id.replace("-", "")  # revision 0007 gave it one
         with journal.engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(context, schema.metadata) == []
