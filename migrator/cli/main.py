@@ -77,7 +77,8 @@ def entry() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The console script: click's own usage errors become one line too, exit 2.
+    """The command line (``entry`` runs it as a process): click's own usage errors become one
+    line too, exit 2.
 
     An argument that is not valid UTF-8 is refused before any command runs, and an
     unexpected exception is one line too (``--traceback`` shows where it came from).
