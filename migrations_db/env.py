@@ -9,9 +9,10 @@ import os
 import sqlalchemy as sa
 from alembic import context
 
-from migrator.journal.schema import metadata
+from migrator.journal.schema import with_postgresql_options
 
 config = context.config
+metadata = with_postgresql_options()
 
 
 def _run(connection: sa.Connection) -> None:

@@ -1,3 +1,3 @@
-from migrator.cli.main import main
+from migrator.cli.main import entry
 
-main()
+entry()

@@ -89,6 +89,11 @@ def render(fmt: Format, path: list[State] | None = None) -> bytes:
     source = dot(path)
     if fmt is Format.DOT:
         return source.encode()
+    return graphviz(source, fmt)
+
+
+def graphviz(source: str, fmt: Format = Format.SVG) -> bytes:
+    """Any graph in graphviz's language drawn by ``dot`` in ``fmt`` (SVG or PNG)."""
     binary = shutil.which("dot")
     if binary is None:
         raise GraphvizMissing(fmt=str(fmt))

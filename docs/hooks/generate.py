@@ -1,8 +1,8 @@
 """MkDocs hook: pages generated at build time, so they never drift from the code.
 
-- ``reference.md``: every command's ``--help`` (``migrator.cli.reference``);
-- ``states.svg``: the state machine drawn by graphviz from the state table, or, where
-  graphviz is not installed, a note saying so (the page keeps the Mermaid source).
+- ``reference.md``: every command's ``--help`` (``migrator.cli.reference``).
+
+(The diagrams are drawn by the other hook, ``diagrams.py``.)
 
 It also adds to the navigation, under "More", any page of ``docs/`` that ``mkdocs.yml``
 does not list, so that a new page is never left out of the site's menu.
@@ -16,21 +16,6 @@ from typing import Any
 from mkdocs.structure.files import File, Files
 
 from migrator.cli.reference import markdown
-from migrator.diagram import Format, GraphvizMissing, render
-
-PLACEHOLDER = (
-    '<svg xmlns="http://www.w3.org/2000/svg" width="640" height="40">'
-    '<text x="10" y="25" font-family="sans-serif" font-size="14">'
-    "graphviz was not installed when this site was built: see the Mermaid source below"
-    "</text></svg>\n"
-)
-
-
-def _states_svg() -> str:
-    try:
-        return render(Format.SVG).decode()
-    except GraphvizMissing:
-        return PLACEHOLDER
 
 
 def _listed(nav: Any) -> set[str]:
@@ -54,5 +39,4 @@ def on_config(config: Any) -> Any:
 
 def on_files(files: Files, config: Any) -> Files:
     files.append(File.generated(config, "reference.md", content=markdown()))
-    files.append(File.generated(config, "states.svg", content=_states_svg()))
     return files

@@ -8,6 +8,7 @@ rendering code. Exit codes are ``ExitCode`` (``migrator.cli.exits``, ``docs/cli.
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import click
@@ -76,8 +77,25 @@ for command in (
     cli.add_command(command)
 
 
+def entry() -> None:
+    """The process (``migrator`` and ``python -m migrator``): ``main``, then an exit that
+    does not collect garbage.
+
+    Everything alive when the command ends (modules, SQLAlchemy's tables, the machine) is
+    frozen out of the garbage collector before the interpreter finalizes: its final
+    collections would otherwise walk every object once more, 0.1 s of CPU for
+    ``migrator migrate`` (docs/performance.md). Exit handlers, thread joins and flushes
+    run as usual; only cycles still alive at exit are left to the operating system.
+    """
+    try:
+        main()
+    finally:
+        gc.freeze()
+
+
 def main(argv: list[str] | None = None) -> None:
-    """The console script: click's own usage errors become one line too, exit 2.
+    """The command line (``entry`` runs it as a process): click's own usage errors become one
+    line too, exit 2.
 
     An argument that is not valid UTF-8 is refused before any command runs, and an
     unexpected exception is one line too (``--traceback`` shows where it came from).

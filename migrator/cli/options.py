@@ -177,6 +177,8 @@ def states_of(names: Iterable[str]) -> list[State]:
 
 def hooks_from(commands: tuple[str, ...]) -> list[CommandHook]:
     """``--hook-command`` values as hooks; an empty or unparsable one is a UsageError."""
+    if not commands:
+        return []  # and nothing of the hooks' code imported
     from migrator.hooks import CommandHook
 
     hooks = []

@@ -15,6 +15,9 @@ from migrator.journal.flavor import sqlite_datetime, sqlite_text
 from migrator.journal.revisions import KNOWN_REVISIONS as KNOWN_REVISIONS
 from migrator.journal.revisions import SCHEMA_HEAD as SCHEMA_HEAD
 
+TIMED = "duration IS NOT NULL"
+"""The condition of the partial index of step outcomes (revision 0004), on both databases."""
+
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
     """A timestamp stored in UTC and always read back timezone-aware (SQLite drops the zone)."""
@@ -115,8 +118,7 @@ events = sa.Table(
         "step",
         "kind",
         "duration",
-        sqlite_where=sa.text("duration IS NOT NULL"),
-        postgresql_where=sa.text("duration IS NOT NULL"),
+        sqlite_where=sa.text(TIMED),  # and postgresql_where: see with_postgresql_options
     ),
     sqlite_with_rowid=False,
 )
@@ -149,6 +151,7 @@ deliveries = sa.Table(
 0005. Its events after ``seq`` are owed to hooks; no row: none delivered yet, or every one
 of a finished migration."""
 
+<<<<<<< HEAD
 webhook_cursors = sa.Table(
     "webhook_cursors",
     metadata,
@@ -159,3 +162,17 @@ webhook_cursors = sa.Table(
 """How far each webhook endpoint was given the journal's events, by journal-wide position
 (``migrator/webhooks/``, docs/webhooks.md); revision 0007. ``endpoint`` is the endpoint's
 name in the configuration, never its URL (which may hold a password)."""
+=======
+
+def with_postgresql_options() -> sa.MetaData:
+    """``metadata`` with its PostgreSQL-only option: the outcome index's ``WHERE``.
+
+    Declaring a ``postgresql_*`` option makes SQLAlchemy load its PostgreSQL dialect
+    (40 ms of CPU), which a process on a SQLite journal never needs, so the option is
+    added here, on first use, for what compares or creates the schema (Alembic's
+    ``migrations_db/env.py``); the revisions create the index on each database.
+    """
+    index = next(i for i in events.indexes if i.name == "ix_migration_events_step_kind_duration")
+    index.dialect_kwargs["postgresql_where"] = sa.text(TIMED)
+    return metadata
+>>>>>>> docsrender

@@ -9,15 +9,19 @@ clients taking turns, in an order that rotates each round: ``virsh migrate`` and
 ``migrator migrate``, each timed as a whole process (start, imports and connections
 included), and ``Coordinator.migrate`` called in this process (connections included),
 what a controller that embeds migrator pays. All get a loopback ``migrate_uri``; migrator
-journals in SQLite. A first, untimed
-migration each way warms the daemons up. Medians are reported, with migrator's per-step
-times from its journal.
+journals in SQLite. A first, untimed migration each way (one by ``virsh``, one by
+``migrator``) warms the daemons up, and the command's bytecode: ``migrator`` runs with a
+bytecode cache of its own (``PYTHONPYCACHEPREFIX``, written even where the environment
+says ``PYTHONDONTWRITEBYTECODE``), as an installed package has its ``.pyc`` files.
+Medians are reported, with migrator's per-step times from its journal.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -36,24 +40,43 @@ NAME = "bench"
 ROOT = Path(__file__).resolve().parents[2]
 
 
+CPU: dict[str, list[float]] = {}
+"""CPU seconds (user + system) of each timed run, by client: unlike wall time, not
+stretched by whatever else the machine runs."""
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed_process(client: str, argv: list[str], **kwargs: Any) -> tuple[float, str]:
+    cpu = _children_cpu()
+    start = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
+    took = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr
+    CPU.setdefault(client, []).append(_children_cpu() - cpu)
+    return took, proc.stdout
+
+
 def _virsh(src: Daemon, dst: Daemon) -> float:
     argv = ["virsh", "-c", src.uri, "migrate", "--live", NAME, dst.uri,
             "--migrateuri", migrate_uri()]  # fmt: skip
-    start = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    took = time.perf_counter() - start
-    assert proc.returncode == 0, proc.stderr
-    return took
+    return _timed_process("virsh", argv)[0]
 
 
-def _migrator(db: str, src: Daemon, dst: Daemon) -> tuple[float, str]:
+def _bytecode_env(cache: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPYCACHEPREFIX": cache}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def _migrator(db: str, src: Daemon, dst: Daemon, env: dict[str, str]) -> tuple[float, str]:
     argv = [sys.executable, "-m", "migrator", "--db", db, "migrate", NAME, "--src", src.uri,
             "--dst", f"{dst.uri}&migrate_uri={migrate_uri()}", "--live", "--json"]  # fmt: skip
-    start = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=ROOT)
-    took = time.perf_counter() - start
-    assert proc.returncode == 0, proc.stderr
-    return took, str(json.loads(proc.stdout)["id"])
+    took, out = _timed_process("migrator", argv, cwd=ROOT, env=env)
+    return took, str(json.loads(out)["id"])
 
 
 def _steps(db: str, migration_id: str) -> dict[str, float]:
@@ -75,6 +98,7 @@ def _guest(pair: Pair, memory_mib: int, touch_mib: int) -> None:
 
 def _library(journal: Journal, src: Daemon, dst: Daemon) -> tuple[float, str]:
     """``Coordinator.migrate`` in this process: what a controller embedding migrator pays."""
+    cpu = time.process_time()
     start = time.perf_counter()
     hosts = [connect(src.uri), connect(f"{dst.uri}&migrate_uri={migrate_uri()}")]
     coordinator = Coordinator(journal)
@@ -85,6 +109,7 @@ def _library(journal: Journal, src: Daemon, dst: Daemon) -> tuple[float, str]:
         for host in hosts:
             host.close()
     took = time.perf_counter() - start
+    CPU.setdefault("library", []).append(time.process_time() - cpu)
     assert m.state is State.CONFIRMED, m.reason
     return took, m.id
 
@@ -100,18 +125,19 @@ def run(rounds: int, memory_mib: int, touch_mib: int) -> dict[str, Any]:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             db = f"sqlite:///{tmp}/journal.db"
+            env = _bytecode_env(f"{tmp}/pycache")
             journal = Journal.open(db, upgrade=True)
             _guest(pair, memory_mib, touch_mib)
-            for _ in range(2):  # warm-up, untimed
-                _virsh(here[0], here[1])
-                here.reverse()
+            _virsh(here[0], here[1])  # warm-up, untimed: the daemons, the bytecode cache
+            _migrator(db, here[1], here[0], env)
+            CPU.clear()
             for round_ in range(rounds):
                 for client in CLIENTS[round_ % 3 :] + CLIENTS[: round_ % 3]:
                     if client == "virsh":
                         times[client].append(_virsh(here[0], here[1]))
                     else:
                         if client == "migrator":
-                            took, mid = _migrator(db, here[0], here[1])
+                            took, mid = _migrator(db, here[0], here[1], env)
                         else:
                             took, mid = _library(journal, here[0], here[1])
                         times[client].append(took)
@@ -128,6 +154,9 @@ def run(rounds: int, memory_mib: int, touch_mib: int) -> dict[str, Any]:
         "seconds": times,
         "median_s": medians,
         "over_virsh": {c: medians[c] / medians["virsh"] - 1 for c in CLIENTS[1:]},
+        "cpu_s": dict(CPU),
+        "cpu_median_s": {client: statistics.median(t) for client, t in CPU.items()},
+        "steps_s": steps,
         "steps_median_s": {
             client: {step: statistics.median(s[step] for s in runs) for step in runs[0]}
             for client, runs in steps.items()
@@ -136,15 +165,15 @@ def run(rounds: int, memory_mib: int, touch_mib: int) -> dict[str, Any]:
 
 
 def report(result: dict[str, Any]) -> str:
-    med, over = result["median_s"], result["over_virsh"]
+    med, over, cpu = result["median_s"], result["over_virsh"], result["cpu_median_s"]
     lines = [
         f"{result['rounds']} rounds, {result['memory_mib']} MiB guest,"
         f" {result['touch_mib']} MiB touched; medians:",
-        f"  virsh migrate (process)              {med['virsh']:.3f} s",
+        f"  virsh migrate (process)              {med['virsh']:.3f} s, CPU {cpu['virsh']:.3f} s",
         f"  migrator migrate (process)           {med['migrator']:.3f} s"
-        f"  ({over['migrator']:+.1%} against virsh)",
+        f"  ({over['migrator']:+.1%} against virsh), CPU {cpu['migrator']:.3f} s",
         f"  Coordinator.migrate (in a process)   {med['library']:.3f} s"
-        f"  ({over['library']:+.1%} against virsh)",
+        f"  ({over['library']:+.1%} against virsh), CPU {cpu['library']:.3f} s",
     ]
     for client, by_step in result["steps_median_s"].items():
         lines.append(

@@ -129,3 +129,35 @@ def test_a_command_closes_the_journal_it_opened(tmp_path: Path, args: list[str])
     result = CliRunner().invoke(cli, ["--db", f"sqlite:///{path}", *args])
     assert result.exit_code == ExitCode.OK, result.output
     assert _open_fds(path) == []
+
+
+ENTRY = """
+import atexit, gc, sys
+from migrator.cli.main import entry
+atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > 0, file=sys.stderr))
+sys.argv = ["migrator", *sys.argv[1:]]
+entry()
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [(["--help"], ExitCode.OK), (["--db", "sqlite:///nowhere/x.db", "show", "x"], ExitCode.USAGE)],
+    ids=["help", "usage"],
+)
+def test_the_process_entry_keeps_the_exit_code_and_leaves_nothing_to_collect_at_exit(
+    tmp_path: Path, args: list[str], code: ExitCode
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", ENTRY, *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == code, proc.stderr
+    assert "frozen at exit: True" in proc.stderr  # the exit handlers still ran, after it
+    main = (ROOT / "migrator" / "__main__.py").read_text()
+    assert "entry()" in main

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from migrator.journal import schema
 from migrator.journal.lifecycle import script_location
 from migrator.journal.schema import UTCDateTime
 from migrator.journal.store import Journal
+from tests.conftest import ROOT
 
 
 def test_models_and_migrations_do_not_drift(db_url: str) -> None:
@@ -179,3 +182,39 @@ def test_sqlite_timestamps_are_the_text_sqlalchemy_writes_and_read_back_the_same
     back = UTCDateTime().result_processor(dialect, None)(ours)
     assert back == at and back.tzinfo is UTC
     assert back == generic_read(ours).replace(tzinfo=UTC)
+
+
+SQLITE_ONLY = """
+import sys
+from migrator.journal.store import Journal
+with Journal.open(sys.argv[1]) as journal:
+    journal.create(domain="vm", src="null://a", dst="null://b", protocol=3, flags=1,
+                   bandwidth=0, owner="c")
+print(sorted(m for m in sys.modules if m.startswith("sqlalchemy.dialects.")))
+"""
+
+
+def test_a_sqlite_journal_never_loads_the_postgresql_dialect(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'j.db'}"
+    Journal.open(url).close()  # created and upgraded here: Alembic's run is not measured
+    proc = subprocess.run(
+        [sys.executable, "-c", SQLITE_ONLY, url],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+        check=True,
+    )
+    loaded = proc.stdout.strip()
+    assert "sqlalchemy.dialects.sqlite" in loaded
+    assert "postgresql" not in loaded
+
+
+def test_the_postgresql_outcome_index_is_partial_as_its_revision_makes_it() -> None:
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.schema import CreateIndex
+
+    metadata = schema.with_postgresql_options()
+    [index] = [i for i in metadata.tables["migration_events"].indexes if "duration" in i.name]
+    ddl = str(CreateIndex(index).compile(dialect=postgresql.dialect()))
+    assert ddl.endswith("WHERE duration IS NOT NULL")
