@@ -151,7 +151,6 @@ deliveries = sa.Table(
 0005. Its events after ``seq`` are owed to hooks; no row: none delivered yet, or every one
 of a finished migration."""
 
-<<<<<<< HEAD
 webhook_cursors = sa.Table(
     "webhook_cursors",
     metadata,
@@ -162,7 +161,7 @@ webhook_cursors = sa.Table(
 """How far each webhook endpoint was given the journal's events, by journal-wide position
 (``migrator/webhooks/``, docs/webhooks.md); revision 0007. ``endpoint`` is the endpoint's
 name in the configuration, never its URL (which may hold a password)."""
-=======
+
 
 def with_postgresql_options() -> sa.MetaData:
     """``metadata`` with its PostgreSQL-only option: the outcome index's ``WHERE``.
@@ -175,4 +174,3 @@ def with_postgresql_options() -> sa.MetaData:
     index = next(i for i in events.indexes if i.name == "ix_migration_events_step_kind_duration")
     index.dialect_kwargs["postgresql_where"] = sa.text(TIMED)
     return metadata
->>>>>>> docsrender
