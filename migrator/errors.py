@@ -23,6 +23,7 @@ Every error the library raises on purpose derives from :class:`MigratorError`::
     ├── HandedOver                 a stopping worker left a migration at a step boundary
     └── DriverError                a driver hook failed (its text is data, never trusted)
         ├── StepTimeout            a hook did not return within its timeout
+        ├── StepAbandoned          a hook's call the engine stopped waiting for tried to act
         ├── CookieTooLarge         a driver returned a cookie over REMOTE_MIGRATE_COOKIE_MAX
         ├── HostStateInvalid       a host's state file is malformed, too large or not a
         │                          file (also a UsageError: bad input, the CLI exits 2)
@@ -192,6 +193,14 @@ class DriverError(MigratorError):
 class StepTimeout(DriverError):
     def __init__(self, *, step: str, seconds: float) -> None:
         super().__init__(f"{step} did not return within {seconds:g} s")
+
+
+class StepAbandoned(DriverError):
+    """A hook's call the engine stopped waiting for (its timeout, or the migration taken
+    over) tried to act: hosts refuse it (``StepContext.stopped``)."""
+
+    def __init__(self, *, step: str) -> None:
+        super().__init__(f"{step} was abandoned by its coordinator: it may change nothing more")
 
 
 class CookieTooLarge(DriverError):

@@ -19,7 +19,7 @@ from migrator.engine.hookrunner import HookRunner
 from migrator.engine.lease import Keeper
 from migrator.engine.run import Outcome, Run
 from migrator.engine.writeahead import WriteAhead
-from migrator.errors import CookieTooLarge, DriverError, JournalError
+from migrator.errors import CookieTooLarge, DriverError, JournalError, StepAbandoned
 from migrator.records import EventDraft, EventKind, Migration, Progress, StepContext
 from migrator.states import RUNS_ON, START, Step, Trigger
 
@@ -138,14 +138,16 @@ class Steps:
         """Call ``hook`` with its context and timeout, its lease watched (``lease.Keeper``);
         check what it gave."""
         timeout = self.step_timeout
+        stop = threading.Event()
         ctx = StepContext(
             migration_id=run.migration.id,
             step=step,
             attempt=attempt,
             fence=run.migration.fence,
             deadline=None if timeout is None else time.monotonic() + timeout,
-            progress=self._progress_sink(run),
+            progress=self._progress_sink(run, step, stop),
             aborted=self._abort_check(run),
+            stopped=stop.is_set,
         )
         self._fence_check(run, step)
         self.writes.flush(run)  # a staged note (recovery replaying a step) is durable first
@@ -162,10 +164,15 @@ class Steps:
             else:  # hooks that never block are called inline (``Driver.blocking``)
                 value = hook(ctx)
         except JournalError:
+            stop.set()  # an abandoned hook's thread changes nothing more (``ctx.stopped``)
             raise  # the lease was lost while the hook ran: stop driving at once
         except Exception as exc:  # noqa: BLE001 -- every driver failure becomes journal data
+            stop.set()  # a timed-out hook's thread too
             self.writes.failpoints.hit(step, "called")
             return Outcome(error=exc, duration=time.monotonic() - start)
+        except BaseException:
+            stop.set()
+            raise
         self.writes.failpoints.hit(step, "called")
         return validated(step, Outcome(value=value, duration=time.monotonic() - start))
 
@@ -223,10 +230,17 @@ class Steps:
 
         return aborted
 
-    def _progress_sink(self, run: Run) -> Callable[[Progress], None]:
+    def _progress_sink(
+        self, run: Run, step: Step, stop: threading.Event
+    ) -> Callable[[Progress], None]:
+        """``ctx.progress``: journaled at most every 0.5 s, conditional on the fence (a
+        refused sample raises ``FenceLost`` in the hook, which stops it); a hook the engine
+        stopped waiting for reports nothing more."""
         last = [0.0]
 
         def sink(progress: Progress) -> None:
+            if stop.is_set():
+                raise StepAbandoned(step=str(step))
             now = time.monotonic()
             final = progress.remaining == 0
             if self.on_progress is not None:

@@ -250,7 +250,8 @@ class Journal(Reads):
         return self._writer.run(work, verify=verify)
 
     def set_progress(self, migration: Migration, progress: dict[str, Any]) -> None:
-        """Keep the last progress sample of a long step (not an event: it is overwritten)."""
+        """Keep the last progress sample of a long step (not an event: it is overwritten);
+        raise FenceLost if another owner took over."""
         self._writer.set_progress(migration, progress)
 
     def heartbeat(self, migration: Migration) -> None:
