@@ -6,6 +6,9 @@ Invariants, from the journal and from what the hosts really hold:
 
 - every migration ended (CONFIRMED, ROLLED_BACK, FAILED) or is IN_DOUBT with its source
   kept paused, and each domain is on exactly one host (``harness.check_hosts``);
+- each host's files hold only its domains' images: no copy, partial or whole, of a
+  migration that did not end there, though owners are stopped mid-copy past their lease
+  and resumed after another worker rolled their migration back;
 - every migration's events run 1..N without a gap, and every Confirm's flag agrees with
   what the journal knew of the destination;
 - no write under a stale fence: events carry their coordinator, and the fence grows only
@@ -48,6 +51,7 @@ class Figures:
     seconds: float = 0.0
     kills: int = 0
     stops: int = 0
+    stops_in_perform: int = 0
     states: Counter[str] = field(default_factory=Counter)
     takeovers: int = 0
     max_outgoing: int = 0
@@ -57,7 +61,8 @@ class Figures:
         states = ", ".join(f"{n} {s}" for s, n in sorted(self.states.items()))
         return (
             f"{self.migrations} migrations in {self.seconds:.1f} s; {self.kills} SIGKILLs,"
-            f" {self.stops} SIGSTOP/SIGCONTs; {self.takeovers} takeovers; {states};"
+            f" {self.stops} SIGSTOP/SIGCONTs ({self.stops_in_perform} of an owner in Perform);"
+            f" {self.takeovers} takeovers; {states};"
             f" at most {self.max_outgoing} leaving and {self.max_incoming} entering a host"
         )
 
@@ -92,7 +97,9 @@ class Rig:
         self.procs.append(proc)
         return proc
 
-    def submit(self, count: int, *, perform: float) -> list[str]:
+    def submit(self, count: int, *, perform: float, bandwidth: int = 0) -> list[str]:
+        """``count`` migrations of 1 MiB domains; Perform waits ``perform`` s, then copies
+        at ``bandwidth`` MiB/s (a copy of 1 s at 1: a stop lands mid-copy)."""
         for host in self.hosts:
             host.set_fault("perform", "slow", seconds=perform)
         ids = []
@@ -101,7 +108,9 @@ class Rig:
             for i in range(count):
                 src, dst = self.route(i)
                 self.hosts[src].define(f"vm{i}", memory_mib=1)
-                m = coordinator.submit(f"vm{i}", src=self.hosts[src], dst=self.hosts[dst])
+                m = coordinator.submit(
+                    f"vm{i}", src=self.hosts[src], dst=self.hosts[dst], bandwidth=bandwidth
+                )
                 ids.append(m.id)
             coordinator.close()
         return ids
@@ -110,6 +119,12 @@ class Rig:
     def route(i: int) -> tuple[int, int]:
         src = i % 6
         return src, (src + 1 + (i // 6) % 5) % 6
+
+    def performing(self) -> list[subprocess.Popen[bytes]]:
+        """The worker processes that own a migration in Perform now."""
+        with Journal.open(self.url) as journal:
+            owners = {m.owner or "" for m in journal.list() if m.state is State.PERFORMING}
+        return [p for p in self.alive() if any(f":{p.pid}:" in o for o in owners)]
 
     def alive(self) -> list[subprocess.Popen[bytes]]:
         return [p for p in self.procs if p.poll() is None]
@@ -137,14 +152,15 @@ def chaos(
     migrations: int,
     kills: int,
     workers: int = 3,
-    perform: float = 1.5,
+    perform: float = 0.5,
+    bandwidth: int = 1,
     kill_every: float = 1.0,
     stop_every: float = 4.0,
     deadline: float = 80.0,
 ) -> Figures:
     """Submit, run ``workers`` worker processes under chaos until every migration ended."""
     figures = Figures(migrations)
-    rig.submit(migrations, perform=perform)
+    rig.submit(migrations, perform=perform, bandwidth=bandwidth)
     try:
         _run(rig, figures, workers, kills, kill_every, stop_every, deadline)
     finally:
@@ -181,7 +197,9 @@ def _run(
             figures.kills += 1
             next_kill = now + kill_every
         elif stopped is None and now >= next_stop and len(candidates) > 1:
-            victim = chooser.choice(candidates)
+            owners = [p for p in rig.performing() if p in candidates]  # stalled mid-copy
+            victim = chooser.choice(owners or candidates)
+            figures.stops_in_perform += bool(owners)
             os.kill(victim.pid, signal.SIGSTOP)
             stopped = (victim, now + rig.lease + 1.0)
             figures.stops += 1
@@ -199,6 +217,8 @@ def check_all(rig: Rig, figures: Figures) -> Figures:
             check_migration(rig, m)
             result = replay(journal, m["id"])
             assert result.consistent, result.as_dict()
+    for host in rig.hosts:
+        check_files(host)
     figures.takeovers = sum(
         1 for m in shown for e in m["events"] if "previous_owner" in (e["detail"] or {})
     )
@@ -217,6 +237,16 @@ def check_migration(rig: Rig, m: dict[str, Any]) -> None:
     others = [h for k, h in enumerate(rig.hosts) if k not in (src, dst)]
     assert all(m["domain"] not in {d["name"] for d in h.domains()} for h in others)
     check_claims(m)
+
+
+def check_files(host: TestDriver) -> None:
+    """The host's files hold only the guests it holds: no image, partial or whole, of a
+    migration that did not end there (a stalled owner's copy that landed late, a copy cut
+    short by a kill)."""
+    held = {dom["image"] for shard in host._shards() for dom in shard["domains"].values()}
+    folder = host.dir / "images"
+    files = {f"images/{p.name}" for p in folder.iterdir()} if folder.exists() else set()
+    assert files == held, f"{host.uri}: {sorted(files ^ held)} on the host or its domains alone"
 
 
 def check_claims(m: dict[str, Any]) -> None:
