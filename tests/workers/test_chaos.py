@@ -1,5 +1,6 @@
 """Worker processes under chaos (SIGKILL, SIGSTOP past the lease of owners mid-copy) keep
-every invariant, the hosts' files included (``tests/workers/chaos.py``). ``MIGRATOR_CHAOS_MIGRATIONS`` makes the PostgreSQL run longer."""
+every invariant, the hosts' files included (``tests/workers/chaos.py``).
+``MIGRATOR_CHAOS_MIGRATIONS`` makes the PostgreSQL run longer."""
 
 from __future__ import annotations
 
