@@ -40,7 +40,13 @@ from migrator.inspect import show
 from migrator.journal.store import Journal
 from migrator.replay import replay
 from migrator.states import TERMINAL, State
-from tests.crash.harness import Hosts, check_confirm_flags, check_hosts, check_seq
+from tests.crash.harness import (
+    Hosts,
+    check_confirm_flags,
+    check_files,
+    check_hosts,
+    check_seq,
+)
 
 ENDED = {str(s) for s in TERMINAL} | {str(State.IN_DOUBT)}
 
@@ -237,16 +243,6 @@ def check_migration(rig: Rig, m: dict[str, Any]) -> None:
     others = [h for k, h in enumerate(rig.hosts) if k not in (src, dst)]
     assert all(m["domain"] not in {d["name"] for d in h.domains()} for h in others)
     check_claims(m)
-
-
-def check_files(host: TestDriver) -> None:
-    """The host's files hold only the guests it holds: no image, partial or whole, of a
-    migration that did not end there (a stalled owner's copy that landed late, a copy cut
-    short by a kill)."""
-    held = {dom["image"] for shard in host._shards() for dom in shard["domains"].values()}
-    folder = host.dir / "images"
-    files = {f"images/{p.name}" for p in folder.iterdir()} if folder.exists() else set()
-    assert files == held, f"{host.uri}: {sorted(files ^ held)} on the host or its domains alone"
 
 
 def check_claims(m: dict[str, Any]) -> None:
