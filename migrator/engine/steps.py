@@ -7,19 +7,33 @@ which the flows journal (``writeahead.py``) and judge by their failure rules.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from migrator.drivers.api import COOKIE_MAX, Driver, ProbeResult
+from migrator.drivers.api import (
+    COOKIE_MAX,
+    DESCRIPTION_MAX,
+    DETAIL_MAX,
+    URI_MAX,
+    Driver,
+    ProbeResult,
+)
 from migrator.drivers.uri import redact_uri
 from migrator.engine import reasons
 from migrator.engine.hookrunner import HookRunner
 from migrator.engine.lease import Keeper
 from migrator.engine.run import Outcome, Run
 from migrator.engine.writeahead import WriteAhead
-from migrator.errors import CookieTooLarge, DriverError, JournalError, StepAbandoned
+from migrator.errors import (
+    CookieTooLarge,
+    DriverError,
+    DriverTextTooLarge,
+    JournalError,
+    StepAbandoned,
+)
 from migrator.records import EventDraft, EventKind, Migration, Progress, StepContext
 from migrator.states import RUNS_ON, START, Step, Trigger
 
@@ -41,12 +55,54 @@ def check_cookie(step: Step, cookie: object) -> bytes:
     return cookie
 
 
+def check_text(step: Step, what: str, text: object, limit: int) -> None:
+    if not isinstance(text, str):
+        raise DriverError(f"{step} returned a {what} of type {type(text).__name__}, not str")
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise DriverTextTooLarge(step=str(step), what=what, size=size, limit=limit)
+
+
+def json_size(value: object) -> int:
+    """The size of ``value`` as the journal keeps it (JSON); a DriverError if it is none."""
+    try:
+        return len(json.dumps(value, default=str))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise DriverError(f"a hook returned data that is not JSON: {exc}") from None
+
+
+def check_result(step: Step, value: object) -> None:
+    """Every text and datum a hook returned, checked against its bound before anything
+    of it is journaled (``drivers/api.py``): the cookie, description, URI and stats."""
+    check_cookie(step, getattr(value, "cookie", b""))
+    description = getattr(value, "description", None)
+    if description is not None:
+        check_text(step, "description", description, DESCRIPTION_MAX)
+    uri = getattr(value, "uri", None)
+    if uri is not None:
+        check_text(step, "URI", uri, URI_MAX)
+    stats = getattr(value, "stats", None)
+    if stats is not None and (size := json_size(stats)) > DETAIL_MAX:
+        raise DriverTextTooLarge(step=str(step), what="stats", size=size, limit=DETAIL_MAX)
+
+
+def _bounded_detail(found: dict[str, Any]) -> dict[str, Any]:
+    """A probe's detail as journaled: nested (a driver's keys never shadow ours), or only
+    its size if over ``DETAIL_MAX``, or why it is not JSON."""
+    try:
+        size = json_size(found)
+    except DriverError as exc:
+        return {"detail_error": reasons.error_text(exc)[:500]}
+    return {"detail": found} if size <= DETAIL_MAX else {"detail_bytes": size}
+
+
 def validated(step: Step, out: Outcome) -> Outcome:
-    """A hook's result with a cookie that is not bytes, or too large, is its failure."""
+    """A hook's result with a cookie, description, URI or stats of the wrong type or over
+    its bound is its failure."""
     if not out.ok:
         return out
     try:
-        check_cookie(step, getattr(out.value, "cookie", b""))
+        check_result(step, out.value)
     except DriverError as exc:
         return Outcome(error=exc, duration=out.duration)
     return out
@@ -206,7 +262,7 @@ class Steps:
             return None
         detail: dict[str, Any] = {"host": host, "domain": domain, "state": str(result.state)}
         if result.detail:
-            detail["detail"] = result.detail  # nested: a driver's keys never shadow ours
+            detail.update(_bounded_detail(result.detail))
         draft = EventDraft(
             kind=EventKind.OK,
             step=Step.PROBE,
