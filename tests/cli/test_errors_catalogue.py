@@ -15,8 +15,10 @@ import pytest
 
 from migrator.drivers.test import TestDriver
 from migrator.engine.coordinator import Coordinator
+from migrator.hostlimits import HostLimits
 from migrator.journal.schema import SCHEMA_HEAD
 from migrator.journal.store import Journal
+from migrator.workers import Worker
 from tests.cli.errors_catalogue import CASES, LONG, Case, markdown
 from tests.conftest import ROOT, run_cli
 
@@ -130,6 +132,13 @@ def _limits_files(s: Scratch) -> None:
     (s.tmp / "zero.json").symlink_to("/dev/zero")
 
 
+def _running_worker(s: Scratch) -> None:
+    """A worker ``w1`` registered, running under ``--max-outgoing 1``."""
+    (s.tmp / "host-override.toml").write_text('[hosts."test:///big"]\nmax_outgoing = 4\n')
+    with Journal.open(s.values["{db}"]) as journal:
+        Worker(journal, worker_id="w1", limits=HostLimits(max_outgoing=1)).register()
+
+
 def _two_stamps(s: Scratch) -> None:
     conn = sqlite3.connect(s.tmp / "journal.db")
     with conn:
@@ -174,6 +183,7 @@ SETUPS: dict[str, Callable[[Scratch], None]] = {
     "domain-state-5": _domain_state_5,
     "fault-without-count": _fault_without_count,
     "limits-files": _limits_files,
+    "running-worker": _running_worker,
     "two-stamps": _two_stamps,
     "empty-stamp-old-tables": _empty_stamp_old_tables,
     "foreign-sqlite": _foreign_sqlite,
