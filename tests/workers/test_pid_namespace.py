@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,10 +17,12 @@ from pathlib import Path
 import pytest
 
 from migrator.engine.coordinator import Coordinator
+from migrator.engine.ownership import place
 from migrator.inspect import show
 from migrator.journal.queue import Queue
 from migrator.journal.store import Journal
 from migrator.states import TERMINAL, State
+from migrator.workers import Worker
 from tests.conftest import ROOT, Hosts
 
 UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child=SIGTERM"]
@@ -82,3 +85,27 @@ def test_a_worker_in_another_pid_namespace_takes_nothing_from_a_live_one(
     assert shown["state"] == "CONFIRMED", (shown["reason"], log)
     assert {e["coordinator"] for e in shown["events"]} == {owner}, log
     assert not any("previous_owner" in (e["detail"] or {}) for e in shown["events"])
+
+
+def test_a_worker_by_lease_only_waits_for_the_lease_of_a_dead_owner(db_url: str) -> None:
+    """``--by-lease-only``: an owner whose process is gone keeps its migration until its
+    lease lapses; without it the migration is taken over at once."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    owner = f"{socket.gethostname()}:{gone.pid}:dead:{place()}"
+    with Journal.open(db_url) as journal:
+        m = journal.create(
+            domain="vm1", src="test:///a", dst="test:///b", protocol=3, flags=1, bandwidth=0,
+            owner=owner,
+        )  # fmt: skip
+        patient = Worker(journal, by_lease_only=True)
+        assert patient.take_over() == 0
+        assert (journal.get(m.id).owner, journal.get(m.id).fence) == (owner, m.fence)
+        eager = Worker(journal)
+        try:
+            assert eager.take_over() == 1
+            assert journal.get(m.id).owner == eager.id
+        finally:
+            for thread in eager.jobs.threads():
+                thread.join(30)
+            eager.jobs.close()
