@@ -204,6 +204,9 @@ def _run(
             next_kill = now + kill_every
         elif stopped is None and now >= next_stop and len(candidates) > 1:
             owners = [p for p in rig.performing() if p in candidates]  # stalled mid-copy
+            if not owners and now < next_stop + 2.0:
+                time.sleep(0.05)  # wait a little for an owner in Perform
+                continue
             victim = chooser.choice(owners or candidates)
             figures.stops_in_perform += bool(owners)
             os.kill(victim.pid, signal.SIGSTOP)
