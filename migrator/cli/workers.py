@@ -278,6 +278,8 @@ def _worker_dict(s: Seen) -> dict[str, Any]:
         "started_at": iso(w.started_at),
         "heartbeat_at": iso(w.heartbeat_at),
         "stopping": w.stopping,
+        "lease_seconds": w.lease_seconds,
+        "limits": w.limits,
         "state": str(s.status),
         "holds": list(w.holds),
     }

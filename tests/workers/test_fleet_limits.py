@@ -61,3 +61,11 @@ def test_a_silent_worker_is_dead_after_its_own_lease(db_url: str) -> None:
     listed = run_cli("workers", "--json", db=db_url)
     assert json.loads(listed.stdout) == []
     assert run_cli("workers", "forget", db=db_url).stdout.strip() == "forgot 1 dead worker"
+
+
+def test_workers_json_shows_each_workers_lease_and_limits(db_url: str) -> None:
+    with Journal.open(db_url, lease_seconds=7) as journal:
+        Worker(journal, worker_id="w1", limits=HostLimits(max_incoming=2)).register()
+    [row] = json.loads(run_cli("workers", "--json", db=db_url).stdout)
+    assert (row["id"], row["state"], row["lease_seconds"]) == ("w1", "running", 7.0)
+    assert row["limits"] == {"max_outgoing": None, "max_incoming": 2, "hosts": {}}
