@@ -23,7 +23,9 @@ Every error the library raises on purpose derives from :class:`MigratorError`::
     ├── HandedOver                 a stopping worker left a migration at a step boundary
     └── DriverError                a driver hook failed (its text is data, never trusted)
         ├── StepTimeout            a hook did not return within its timeout
+        ├── StepAbandoned          a hook's call the engine stopped waiting for tried to act
         ├── CookieTooLarge         a driver returned a cookie over REMOTE_MIGRATE_COOKIE_MAX
+        ├── DriverTextTooLarge     a description, URI or stats over its bound (drivers/api.py)
         ├── HostStateInvalid       a host's state file is malformed, too large or not a
         │                          file (also a UsageError: bad input, the CLI exits 2)
         └── QMPUnreachable         a QEMU domain's QMP socket does not answer
@@ -192,6 +194,19 @@ class DriverError(MigratorError):
 class StepTimeout(DriverError):
     def __init__(self, *, step: str, seconds: float) -> None:
         super().__init__(f"{step} did not return within {seconds:g} s")
+
+
+class DriverTextTooLarge(DriverError):
+    def __init__(self, *, step: str, what: str, size: int, limit: int) -> None:
+        super().__init__(f"{step} returned a {what} of {size} bytes; the limit is {limit}")
+
+
+class StepAbandoned(DriverError):
+    """A hook's call the engine stopped waiting for (its timeout, or the migration taken
+    over) tried to act: hosts refuse it (``StepContext.stopped``)."""
+
+    def __init__(self, *, step: str) -> None:
+        super().__init__(f"{step} was abandoned by its coordinator: it may change nothing more")
 
 
 class CookieTooLarge(DriverError):

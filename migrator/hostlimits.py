@@ -77,6 +77,32 @@ class HostLimits:
             hosts=self.hosts,
         )
 
+    def as_dict(self) -> dict[str, Any]:
+        """The limits as ``from_dict`` reads them (what the ``workers`` table keeps)."""
+        return {
+            "max_outgoing": self.max_outgoing,
+            "max_incoming": self.max_incoming,
+            "hosts": {
+                uri: {"max_outgoing": own.max_outgoing, "max_incoming": own.max_incoming}
+                for uri, own in sorted(self.hosts.items())
+            },
+        }
+
+    def difference(self, other: HostLimits) -> str | None:
+        """The first limit that differs from ``other``'s, as ``KEY N, not M``; None if
+        every host is limited alike by both."""
+        pairs = [
+            ("max_outgoing", self.max_outgoing, other.max_outgoing),
+            ("max_incoming", self.max_incoming, other.max_incoming),
+        ]
+        for uri in sorted(set(self.hosts) | set(other.hosts)):
+            pairs.append((f"hosts.{uri}.max_outgoing", self.outgoing(uri), other.outgoing(uri)))
+            pairs.append((f"hosts.{uri}.max_incoming", self.incoming(uri), other.incoming(uri)))
+        for key, mine, theirs in pairs:
+            if mine != theirs:
+                return f"{_short(key)} {_shown(mine)}, not {_shown(theirs)}"
+        return None
+
     @classmethod
     def load(cls, path: Path) -> HostLimits:
         """Limits from a ``.json`` file, else TOML; UsageError names what is wrong.
@@ -107,6 +133,10 @@ class HostLimits:
 
 
 LIMIT_KEYS = ("max_outgoing", "max_incoming")
+
+
+def _shown(value: int | None) -> str:
+    return "unlimited" if value is None else str(value)
 
 
 def _table(value: object, where: str) -> dict[str, Any]:

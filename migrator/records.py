@@ -143,7 +143,9 @@ class StepContext:
     ``fence`` grows whenever another coordinator takes the migration over; a host may refuse
     a call with a lower fence than one it has seen. A long hook reports ``progress`` and
     gives up (raising) when ``aborted()`` turns true or ``deadline`` (``time.monotonic``)
-    passes; a hook that gave up must not take effect later.
+    passes; a hook that gave up must not take effect later. ``stopped()`` turns true once
+    the engine stopped waiting for the call (its timeout, or the migration taken over):
+    the hook must then change nothing more on a host (docs/workers.md, "Fencing").
     """
 
     migration_id: str
@@ -153,6 +155,7 @@ class StepContext:
     deadline: float | None = None
     progress: Callable[[Progress], None] = field(default=_no_progress, compare=False)
     aborted: Callable[[], bool] = field(default=_never, compare=False)
+    stopped: Callable[[], bool] = field(default=_never, compare=False)
 
     def time_left(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from migrator.engine.flows.base import RECOVERABLE, Action
-from migrator.engine.ownership import claimable, owner_is_dead
+from migrator.engine.ownership import claimable, owner_is_dead, place
 from migrator.records import Event, Migration
 from migrator.recovery import plan
 from migrator.states import OWN_STATES, TERMINAL, State, Step
@@ -21,7 +21,8 @@ from tests.conftest import ROOT
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 HOST = socket.gethostname()
-ME = f"{HOST}:{os.getpid()}:test"
+PLACE = place()
+ME = f"{HOST}:{os.getpid()}:test:{PLACE}"
 
 
 def migration(
@@ -308,7 +309,25 @@ def test_plan_is_pure_the_same_journal_gives_the_same_plan() -> None:
 
 
 def test_owner_whose_process_is_gone_on_this_host_is_dead() -> None:
-    assert owner_is_dead(f"{HOST}:{dead_pid()}:abcd1234")
+    assert owner_is_dead(f"{HOST}:{dead_pid()}:abcd1234:{PLACE}")
+
+
+def test_owner_in_another_pid_namespace_is_never_provably_dead() -> None:
+    """A container with this host name: its PIDs are not ours to look up."""
+    boot, _, inode = PLACE.partition("-")
+    assert not owner_is_dead(f"{HOST}:{dead_pid()}:abcd1234:{boot}-{int(inode) + 1}")
+    assert not owner_is_dead(f"{HOST}:{dead_pid()}:abcd1234:00000000-{inode}")  # another boot
+
+
+def test_owner_id_of_an_older_version_is_judged_by_its_lease_alone() -> None:
+    assert not owner_is_dead(f"{HOST}:{dead_pid()}:abcd1234")
+
+
+def test_by_lease_only_never_judges_an_owner_dead() -> None:
+    assert not owner_is_dead(f"{HOST}:{dead_pid()}:abcd1234:{PLACE}", by_lease_only=True)
+    m = migration(S.PERFORMING, owner=f"{HOST}:{dead_pid()}:abcd1234:{PLACE}")
+    assert claimable(m, now=NOW, by_lease_only=True) is None
+    assert claimable(m, now=NOW + timedelta(seconds=31), by_lease_only=True) == "lease lapsed"
 
 
 def test_owner_that_is_this_process_is_alive() -> None:
@@ -321,7 +340,7 @@ def test_owner_on_another_host_is_never_provably_dead() -> None:
 
 def test_owner_is_judged_against_the_given_hostname() -> None:
     pid = dead_pid()
-    assert owner_is_dead(f"elsewhere:{pid}:x", hostname="elsewhere")
+    assert owner_is_dead(f"elsewhere:{pid}:x:{PLACE}", hostname="elsewhere")
     assert not owner_is_dead(f"{HOST}:{pid}:x", hostname="elsewhere")
 
 
@@ -339,7 +358,7 @@ def test_no_owner_at_all_counts_as_dead() -> None:
 
 
 def test_dead_owner_is_claimable_at_once_even_with_a_fresh_lease() -> None:
-    m = migration(S.PERFORMING, owner=f"{HOST}:{dead_pid()}:abcd1234")
+    m = migration(S.PERFORMING, owner=f"{HOST}:{dead_pid()}:abcd1234:{PLACE}")
     assert claimable(m, now=NOW) == "owner process is gone"
 
 

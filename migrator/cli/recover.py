@@ -25,10 +25,20 @@ SAFE_ENDS = {State.CONFIRMED.value, State.ROLLED_BACK.value, State.FAILED.value}
 @click.option(
     "--timeout", type=SECONDS, default=600.0, show_default=True, help="Per-step timeout, s."
 )
+@click.option(
+    "--by-lease-only",
+    is_flag=True,
+    help="Take a migration only once its lease lapsed, never by its owner's PID.",
+)
 @hook_option
 @json_option
 def recover(
-    dry_run: bool, steal: bool, timeout: float, hook_commands: tuple[str, ...], as_json: bool
+    dry_run: bool,
+    steal: bool,
+    timeout: float,
+    by_lease_only: bool,
+    hook_commands: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Bring every orphaned migration to a safe end (or show the plan)."""
     with context.errors():
@@ -39,7 +49,8 @@ def recover(
             hooks=hooks,
             connect=context.connecting(timeout),
         )
-        rows = [_recovered_dict(r) for r in coordinator.recover(dry_run=dry_run, steal=steal)]
+        recovered = coordinator.recover(dry_run=dry_run, steal=steal, by_lease_only=by_lease_only)
+        rows = [_recovered_dict(r) for r in recovered]
     if as_json:
         context.print_json(rows)
     else:

@@ -133,6 +133,11 @@ def submit(
     "--timeout", type=SECONDS, default=600.0, show_default=True, help="Per-step timeout, s."
 )
 @hook_option
+@click.option(
+    "--by-lease-only",
+    is_flag=True,
+    help="Take a migration over only once its lease lapsed, never by its owner's PID.",
+)
 @click.option("--quiet", is_flag=True, help="Log only warnings to stderr.")
 def worker(
     concurrency: int,
@@ -143,6 +148,7 @@ def worker(
     poll: float,
     timeout: float,
     hook_commands: tuple[str, ...],
+    by_lease_only: bool,
     quiet: bool,
 ) -> None:
     """Claim queued migrations and drive them until SIGTERM; take over orphaned ones.
@@ -169,7 +175,9 @@ def worker(
             connect=context.connecting(timeout),
             hooks=hooks,
             failpoints=Failpoints.from_env(),
+            by_lease_only=by_lease_only,
         )
+        running.register()  # limits that differ from the running workers': refused here
         context.trace(opened, running.id)
         _log_to_stderr(logging.WARNING if quiet else logging.INFO)
         _on_signals(running)
@@ -271,6 +279,8 @@ def _worker_dict(s: Seen) -> dict[str, Any]:
         "started_at": iso(w.started_at),
         "heartbeat_at": iso(w.heartbeat_at),
         "stopping": w.stopping,
+        "lease_seconds": w.lease_seconds,
+        "limits": w.limits,
         "state": str(s.status),
         "holds": list(w.holds),
     }

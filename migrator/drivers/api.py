@@ -5,7 +5,8 @@ redacts host URIs, ``flagcheck.py`` refuses flags a driver does not honour.
 
 Contract of every hook (docs/drivers.md): idempotent per ``(ctx.migration_id, ctx.step)``,
 and for Finish and Confirm per ``(ctx.migration_id, ctx.step, cancelled)``; cookies are
-opaque bytes for the peer and at most ``COOKIE_MAX`` long; a hook reports failure by
+opaque bytes for the peer and at most ``COOKIE_MAX`` long, descriptions, URIs and stats
+are bounded too (``DESCRIPTION_MAX``, ``URI_MAX``, ``DETAIL_MAX``); a hook reports failure by
 raising (any exception: its type name and message become journal data).
 """
 
@@ -21,6 +22,14 @@ from migrator.records import StepContext
 
 COOKIE_MAX = 4 * 1024 * 1024
 """libvirt's REMOTE_MIGRATE_COOKIE_MAX: a larger cookie is refused."""
+DESCRIPTION_MAX = 4 * 1024 * 1024
+"""libvirt's REMOTE_STRING_MAX, the bound of a domain description (bytes of UTF-8): a
+larger one is refused, as a cookie is."""
+URI_MAX = 64 * 1024
+"""The longest URI a Prepare may return (bytes of UTF-8)."""
+DETAIL_MAX = 64 * 1024
+"""The largest ``stats`` of a Perform and ``detail`` of a probe, as JSON: a larger
+``stats`` is refused; a larger probe ``detail`` is journaled as its size alone."""
 
 
 class Feature(enum.StrEnum):

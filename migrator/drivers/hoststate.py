@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from migrator import bounded
-from migrator.errors import DriverError, HostStateInvalid
+from migrator.errors import DriverError, HostStateInvalid, StepAbandoned
 from migrator.records import StepContext
 from migrator.states import Step
 
@@ -175,8 +175,11 @@ class HostState:
 
     @staticmethod
     def _fence(host: Host, ctx: StepContext) -> None:
-        """Refuse a call with a lower fence than ``host`` has seen for the migration, and
-        record a higher one (call it inside ``_txn``)."""
+        """Refuse a call with a lower fence than ``host`` has seen for the migration, or one
+        its coordinator stopped waiting for (``ctx.stopped``), and record a higher fence
+        (call it inside ``_txn``)."""
+        if ctx.stopped():
+            raise StepAbandoned(step=str(ctx.step))
         seen: int = host["fences"].get(ctx.migration_id, ctx.fence)
         if ctx.fence < seen:
             raise DriverError(

@@ -11,9 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
-import socket
-import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -27,6 +24,7 @@ from migrator.engine.flows import ABORTABLE, flow_for
 from migrator.engine.flows.base import Engine
 from migrator.engine.observers import Hook, Hooks
 from migrator.engine.orphans import Orphan, Recovered
+from migrator.engine.ownership import new_owner_id
 from migrator.engine.preflight import Preflight
 from migrator.engine.retry import RetryPolicy
 from migrator.engine.run import Connect, Run, resume
@@ -54,7 +52,8 @@ RECOVER_WORKERS = 16
 
 
 def new_coordinator_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """``HOSTNAME:PID:RANDOM:PLACE`` (``ownership.new_owner_id``)."""
+    return new_owner_id()
 
 
 class Coordinator:
@@ -194,12 +193,18 @@ class Coordinator:
     # -- recovery, operators' commands ---------------------------------------------------
 
     def recover(
-        self, *, dry_run: bool = False, steal: bool = False, workers: int = RECOVER_WORKERS
+        self,
+        *,
+        dry_run: bool = False,
+        steal: bool = False,
+        workers: int = RECOVER_WORKERS,
+        by_lease_only: bool = False,
     ) -> list[Recovered]:
         """Bring every orphaned migration to a safe end (docs/recovery.md).
 
-        A migration is claimed when its owner provably died (same host, process gone), its
-        lease lapsed, or ``steal``; one whose owner is alive is reported and left alone.
+        A migration is claimed when its owner provably died (same host and PID namespace,
+        process gone; never with ``by_lease_only``), its lease lapsed, or ``steal``; one
+        whose owner is alive is reported and left alone.
         ``dry_run`` plans without claiming, calling or writing anything. The orphans are
         read as a stream, claimed a chunk at a time (``orphans.py``) and recovered by
         ``workers`` threads at once (each migration by one thread, its steps in order;
@@ -207,10 +212,16 @@ class Coordinator:
         journal lists them, newest first. Hook events left undelivered are delivered too.
         """
         stopped: list[JournalUnavailable] = []  # the journal failed: the rest is not tried
-        self.delivery.owed(steal=steal, dry_run=dry_run)
+        self.delivery.owed(steal=steal, dry_run=dry_run, by_lease_only=by_lease_only)
         window = 4 * max(1, workers)
         found = orphans.found(
-            self.journal, self.id, stopped, chunk=window, steal=steal, claim=not dry_run
+            self.journal,
+            self.id,
+            stopped,
+            chunk=window,
+            steal=steal,
+            claim=not dry_run,
+            by_lease_only=by_lease_only,
         )
 
         def one(orphan: Orphan) -> Recovered:

@@ -99,14 +99,20 @@ class Delivery:
                 self._thread.start()
             self._cond.notify_all()
 
-    def owed(self, *, steal: bool = False, dry_run: bool = False) -> list[str]:
+    def owed(
+        self, *, steal: bool = False, dry_run: bool = False, by_lease_only: bool = False
+    ) -> list[str]:
         """Deliver the hook events that the coordinators of finished migrations left
         undelivered when they died (or their lease lapsed; any, with ``steal``): what
         ``recover`` does besides its orphans. The ids of those migrations (with
         ``dry_run``, of those it would deliver, and nothing is delivered)."""
         if not self.hooks:
             return []
-        taken = [m.id for m in self.journal.owed(ENDS) if left_behind(m, steal=steal)]
+        taken = [
+            m.id
+            for m in self.journal.owed(ENDS)
+            if left_behind(m, steal=steal, by_lease_only=by_lease_only)
+        ]
         for migration_id in [] if dry_run else taken:
             self.wake(migration_id)
         return taken

@@ -2,7 +2,9 @@
 
 A hung hook cannot be killed from Python; the runner abandons its worker (a daemon thread,
 so it never keeps the process alive) and starts a new one for the next call. A hook that
-timed out must not take effect later: ``StepContext.deadline`` tells it when to give up.
+timed out must not take effect later: ``StepContext.deadline`` tells it when to give up,
+and the caller (``Steps.call``) turns ``StepContext.stopped`` true for an abandoned call,
+so that its host writes are refused.
 """
 
 from __future__ import annotations

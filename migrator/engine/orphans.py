@@ -66,9 +66,12 @@ class Orphan:
         return Recovered(m.id, m.state, self.plan, claimed_because=self.because)
 
 
-def planned(migration: Migration, history: list[Event], *, steal: bool) -> Orphan:
+def planned(
+    migration: Migration, history: list[Event], *, steal: bool, by_lease_only: bool = False
+) -> Orphan:
     plan = flow_for(migration.protocol).plan(migration, history)
-    return Orphan(migration, history, plan, claimable(migration, steal=steal))
+    because = claimable(migration, steal=steal, by_lease_only=by_lease_only)
+    return Orphan(migration, history, plan, because)
 
 
 def found(
@@ -80,24 +83,30 @@ def found(
     steal: bool,
     claim: bool,
     claimable_only: bool = False,
+    by_lease_only: bool = False,
 ) -> Iterator[Orphan]:
     """Every unfinished migration, newest first, claimed by ``owner`` a chunk at a time
     (if ``claim``) as the stream reaches it; the first in a chunk of its own.
     ``claimable_only`` (a worker's takeover) leaves out, unread, those whose owner is
-    alive: no events are read for them. Once
+    alive: no events are read for them. ``by_lease_only``: an owner counts as gone only once
+    its lease lapsed (``ownership.py``). Once
     ``stopped`` holds the journal's failure (here or from a thread driving an orphan)
     nothing more is read or claimed: the first orphan of a chunk that failed carries the
     failure, the others are given as read."""
     stream = journal.stream(states=RECOVERABLE)
     if claimable_only:
-        stream = (m for m in stream if claimable(m, steal=steal) is not None)
+        stream = (
+            m for m in stream if claimable(m, steal=steal, by_lease_only=by_lease_only) is not None
+        )
     sizes = itertools.chain([1], itertools.repeat(chunk))  # the first alone: acted on at once
     while batch := list(itertools.islice(stream, next(sizes))):
         if stopped:
             yield from (Orphan(m, [], unplanned(m), None) for m in batch)
             continue
         try:
-            yield from _chunk(journal, owner, batch, steal=steal, claim=claim)
+            yield from _chunk(
+                journal, owner, batch, steal=steal, claim=claim, by_lease_only=by_lease_only
+            )
         except JournalUnavailable as exc:
             stopped.append(exc)
             first, *rest = batch
@@ -106,11 +115,17 @@ def found(
 
 
 def _chunk(
-    journal: Journal, owner: str, batch: list[Migration], *, steal: bool, claim: bool
+    journal: Journal,
+    owner: str,
+    batch: list[Migration],
+    *,
+    steal: bool,
+    claim: bool,
+    by_lease_only: bool,
 ) -> list[Orphan]:
     """The orphans of ``batch`` with their events and plans, claimed if ``claim``."""
     histories = journal.histories([m.id for m in batch])
-    orphans = [planned(m, histories[m.id], steal=steal) for m in batch]
+    orphans = [planned(m, histories[m.id], steal=steal, by_lease_only=by_lease_only) for m in batch]
     if not claim:
         return orphans
     claimed = journal.claim_all([o.migration for o in orphans if o.because], owner)

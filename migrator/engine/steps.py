@@ -7,19 +7,33 @@ which the flows journal (``writeahead.py``) and judge by their failure rules.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from migrator.drivers.api import COOKIE_MAX, Driver, ProbeResult
+from migrator.drivers.api import (
+    COOKIE_MAX,
+    DESCRIPTION_MAX,
+    DETAIL_MAX,
+    URI_MAX,
+    Driver,
+    ProbeResult,
+)
 from migrator.drivers.uri import redact_uri
 from migrator.engine import reasons
 from migrator.engine.hookrunner import HookRunner
 from migrator.engine.lease import Keeper
 from migrator.engine.run import Outcome, Run
 from migrator.engine.writeahead import WriteAhead
-from migrator.errors import CookieTooLarge, DriverError, JournalError
+from migrator.errors import (
+    CookieTooLarge,
+    DriverError,
+    DriverTextTooLarge,
+    JournalError,
+    StepAbandoned,
+)
 from migrator.records import EventDraft, EventKind, Migration, Progress, StepContext
 from migrator.states import RUNS_ON, START, Step, Trigger
 
@@ -41,12 +55,54 @@ def check_cookie(step: Step, cookie: object) -> bytes:
     return cookie
 
 
+def check_text(step: Step, what: str, text: object, limit: int) -> None:
+    if not isinstance(text, str):
+        raise DriverError(f"{step} returned a {what} of type {type(text).__name__}, not str")
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise DriverTextTooLarge(step=str(step), what=what, size=size, limit=limit)
+
+
+def json_size(value: object) -> int:
+    """The size of ``value`` as the journal keeps it (JSON); a DriverError if it is none."""
+    try:
+        return len(json.dumps(value, default=str))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise DriverError(f"a hook returned data that is not JSON: {exc}") from None
+
+
+def check_result(step: Step, value: object) -> None:
+    """Every text and datum a hook returned, checked against its bound before anything
+    of it is journaled (``drivers/api.py``): the cookie, description, URI and stats."""
+    check_cookie(step, getattr(value, "cookie", b""))
+    description = getattr(value, "description", None)
+    if description is not None:
+        check_text(step, "description", description, DESCRIPTION_MAX)
+    uri = getattr(value, "uri", None)
+    if uri is not None:
+        check_text(step, "URI", uri, URI_MAX)
+    stats = getattr(value, "stats", None)
+    if stats is not None and (size := json_size(stats)) > DETAIL_MAX:
+        raise DriverTextTooLarge(step=str(step), what="stats", size=size, limit=DETAIL_MAX)
+
+
+def _bounded_detail(found: dict[str, Any]) -> dict[str, Any]:
+    """A probe's detail as journaled: nested (a driver's keys never shadow ours), or only
+    its size if over ``DETAIL_MAX``, or why it is not JSON."""
+    try:
+        size = json_size(found)
+    except DriverError as exc:
+        return {"detail_error": reasons.error_text(exc)[:500]}
+    return {"detail": found} if size <= DETAIL_MAX else {"detail_bytes": size}
+
+
 def validated(step: Step, out: Outcome) -> Outcome:
-    """A hook's result with a cookie that is not bytes, or too large, is its failure."""
+    """A hook's result with a cookie, description, URI or stats of the wrong type or over
+    its bound is its failure."""
     if not out.ok:
         return out
     try:
-        check_cookie(step, getattr(out.value, "cookie", b""))
+        check_result(step, out.value)
     except DriverError as exc:
         return Outcome(error=exc, duration=out.duration)
     return out
@@ -146,14 +202,16 @@ class Steps:
         """Call ``hook`` with its context and timeout, its lease watched (``lease.Keeper``);
         check what it gave."""
         timeout = self.step_timeout
+        stop = threading.Event()
         ctx = StepContext(
             migration_id=run.migration.id,
             step=step,
             attempt=attempt,
             fence=run.migration.fence,
             deadline=None if timeout is None else time.monotonic() + timeout,
-            progress=self._progress_sink(run),
+            progress=self._progress_sink(run, step, stop),
             aborted=self._abort_check(run),
+            stopped=stop.is_set,
         )
         self._fence_check(run, step)
         self.writes.flush(run)  # a staged note (recovery replaying a step) is durable first
@@ -170,10 +228,15 @@ class Steps:
             else:  # hooks that never block are called inline (``Driver.blocking``)
                 value = hook(ctx)
         except JournalError:
+            stop.set()  # an abandoned hook's thread changes nothing more (``ctx.stopped``)
             raise  # the lease was lost while the hook ran: stop driving at once
         except Exception as exc:  # noqa: BLE001 -- every driver failure becomes journal data
+            stop.set()  # a timed-out hook's thread too
             self.writes.failpoints.hit(step, "called")
             return Outcome(error=exc, duration=time.monotonic() - start)
+        except BaseException:
+            stop.set()
+            raise
         self.writes.failpoints.hit(step, "called")
         return validated(step, Outcome(value=value, duration=time.monotonic() - start))
 
@@ -207,7 +270,7 @@ class Steps:
             return None
         detail: dict[str, Any] = {"host": host, "domain": domain, "state": str(result.state)}
         if result.detail:
-            detail["detail"] = result.detail  # nested: a driver's keys never shadow ours
+            detail.update(_bounded_detail(result.detail))
         draft = EventDraft(
             kind=EventKind.OK,
             step=Step.PROBE,
@@ -231,10 +294,17 @@ class Steps:
 
         return aborted
 
-    def _progress_sink(self, run: Run) -> Callable[[Progress], None]:
+    def _progress_sink(
+        self, run: Run, step: Step, stop: threading.Event
+    ) -> Callable[[Progress], None]:
+        """``ctx.progress``: journaled at most every 0.5 s, conditional on the fence (a
+        refused sample raises ``FenceLost`` in the hook, which stops it); a hook the engine
+        stopped waiting for reports nothing more."""
         last = [0.0]
 
         def sink(progress: Progress) -> None:
+            if stop.is_set():
+                raise StepAbandoned(step=str(step))
             now = time.monotonic()
             final = progress.remaining == 0
             if self.on_progress is not None:

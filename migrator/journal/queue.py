@@ -72,6 +72,10 @@ class WorkerInfo:
     started_at: datetime
     heartbeat_at: datetime
     stopping: bool
+    limits: dict[str, Any] | None = None
+    """The limits it claims under (``HostLimits.as_dict``); None: an older worker's row."""
+    lease_seconds: float | None = None
+    """Its lease; None: an older worker's row."""
     holds: tuple[str, ...] = ()
 
 
@@ -176,9 +180,19 @@ class Queue:
 
     # -- workers -------------------------------------------------------------------------
 
-    def register(self, worker_id: str, *, concurrency: int) -> None:
+    def register(
+        self,
+        worker_id: str,
+        *,
+        concurrency: int,
+        limits: dict[str, Any] | None = None,
+        lease_seconds: float | None = None,
+    ) -> None:
+        """Add (or replace) the worker's row, with its limits and lease."""
         at = now()
         row = {
+            "limits": limits,
+            "lease_seconds": lease_seconds,
             "id": worker_id,
             "hostname": socket.gethostname(),
             "pid": os.getpid(),

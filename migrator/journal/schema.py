@@ -133,8 +133,11 @@ workers = sa.Table(
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("heartbeat_at", UTCDateTime, nullable=False),
     sa.Column("stopping", sa.Boolean, nullable=False),
+    sa.Column("limits", sa.JSON, nullable=True),  # revision 0008
+    sa.Column("lease_seconds", sa.Float, nullable=True),  # revision 0008
 )
-"""Live workers, each heartbeating its row (docs/workers.md); revision 0003."""
+"""Live workers, each heartbeating its row (docs/workers.md); revision 0003. Since 0008
+each row keeps the worker's limits and lease (null: a worker of an older version)."""
 
 deliveries = sa.Table(
     "migration_deliveries",

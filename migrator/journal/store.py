@@ -45,7 +45,6 @@ _WEBHOOK_CURSOR = (
     " excluded.position), updated_at = excluded.updated_at"
 )
 
-
 class Journal(Reads):
     """The journal of migrations. Open it with ``Journal.open(url)``; its reads are
     ``Reads``'s methods (``reading.py``)."""
@@ -263,7 +262,8 @@ class Journal(Reads):
         return self._writer.run(work, verify=verify)
 
     def set_progress(self, migration: Migration, progress: dict[str, Any]) -> None:
-        """Keep the last progress sample of a long step (not an event: it is overwritten)."""
+        """Keep the last progress sample of a long step (not an event: it is overwritten);
+        raise FenceLost if another owner took over."""
         self._writer.set_progress(migration, progress)
 
     def heartbeat(self, migration: Migration) -> None:

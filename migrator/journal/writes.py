@@ -308,7 +308,9 @@ class Writer:
         return self.run(lambda cursor: int(stmt.execute(cursor, owned).rowcount))
 
     def set_progress(self, migration: Migration, progress: dict[str, Any]) -> None:
-        self._owned(self._progress, migration, progress=progress, lease=self._lease(now()))
+        lease = self._lease(now())
+        if self._owned(self._progress, migration, progress=progress, lease=lease) == 0:
+            raise FenceLost(migration_id=migration.id, fence=migration.fence)
 
     def heartbeat(self, migration: Migration) -> None:
         if self._owned(self._heartbeat, migration, lease=self._lease(now())) == 0:

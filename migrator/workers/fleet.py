@@ -1,11 +1,15 @@
 """The workers of a journal as an operator sees them: running, stopping or dead, and
 forgetting the rows of dead ones (``migrator workers``, docs/workers.md).
 
-A worker is dead when it provably is (it ran on this host and its process is gone: a
-SIGKILL shows at once) or when it has not heartbeat for a lease: by then every migration
-it held may be taken over, whatever it is doing. The ``workers`` table keeps no lease per
-worker, so the lease is the reader's (``workers --lease``, the workers' default if not
-given). A dead worker's row stays until forgotten (``forget``).
+A worker is dead when it provably is (it ran on this host, in this PID namespace, and
+its process is gone: a SIGKILL shows at once) or when it has not heartbeat for its lease:
+by then every migration it held may be taken over, whatever it is doing. Each worker's
+row keeps its lease (schema revision 0008); for the row of an older worker, which keeps
+none, the reader's (``workers --lease``) applies. A dead worker's row stays until
+forgotten (``forget``).
+
+Every worker must claim under the same limits: a worker whose limits differ from a running
+worker's is refused at start (``check_limits``), naming the first limit that differs.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from datetime import UTC, datetime
 from migrator import limits
 from migrator.engine.ownership import owner_is_dead
 from migrator.errors import UsageError
+from migrator.hostlimits import HostLimits
 from migrator.journal.queue import Queue, WorkerInfo
 from migrator.journal.store import Journal
 
@@ -39,9 +44,12 @@ class Seen:
 
 
 def status(info: WorkerInfo, *, lease: float, now: datetime | None = None) -> Seen:
-    """What ``info`` means now, for workers whose lease is ``lease`` seconds."""
+    """What ``info`` means now: silent for its own lease, or ``lease`` seconds if its row
+    keeps none, it is dead."""
     silent = ((now or datetime.now(UTC)) - info.heartbeat_at).total_seconds()
-    if silent > lease or owner_is_dead(f"{info.hostname}:{info.pid}"):
+    if info.lease_seconds is not None:
+        lease = info.lease_seconds
+    if silent > lease or owner_is_dead(info.id):
         return Seen(info, Status.DEAD, silent)
     return Seen(info, Status.STOPPING if info.stopping else Status.RUNNING, silent)
 
@@ -76,3 +84,21 @@ def forget(journal: Journal, ids: Iterable[str] = (), *, lease: float) -> list[s
     for wid in targets:
         queue.unregister(wid)
     return targets
+
+
+def check_limits(journal: Journal, worker_id: str, mine: HostLimits, *, lease: float) -> None:
+    """Refuse (``UsageError``) limits that differ from those of a running worker: every
+    worker of a journal must claim under the same ones (docs/workers.md)."""
+    for other in seen(journal, lease=lease):
+        if other.info.id == worker_id or other.info.limits is None:
+            continue
+        try:
+            theirs = HostLimits.from_dict(other.info.limits)
+        except (ValueError, UsageError):
+            continue  # a row no worker of this version wrote: nothing to agree with
+        diff = mine.difference(theirs)
+        if diff is not None:
+            raise UsageError(
+                f"this worker's limits differ from those of running worker {other.info.id}:"
+                f" {diff}; give every worker the same limits"
+            )

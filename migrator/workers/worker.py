@@ -30,6 +30,7 @@ from migrator.failpoints import INERT, Failpoints
 from migrator.hostlimits import UNLIMITED, HostLimits
 from migrator.journal.queue import Queue
 from migrator.journal.store import Journal
+from migrator.workers import fleet
 from migrator.workers.jobs import Jobs, StopLevel
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ class Worker:
     nothing new, finishes what is past the point of no return and hands the rest over at
     their next step boundary; a second call (or ``stop(now=True)``) hands everything over
     at its next step boundary. The lease length is the journal's (``Journal.open(...,
-    lease_seconds=...)``).
+    lease_seconds=...)``). ``by_lease_only`` takes a migration over only once its lease
+    lapsed, never because its owner's process seems gone (``engine/ownership.py``).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class Worker:
         hooks: Iterable[Hook] = (),
         connect: Connect = connect,
         failpoints: Failpoints = INERT,
+        by_lease_only: bool = False,
     ) -> None:
         bounds.integer(concurrency, name="concurrency", low=1)
         bounds.seconds(poll, name="poll")
@@ -72,6 +75,7 @@ class Worker:
         self.concurrency = concurrency
         self.limits = limits
         self.poll = poll
+        self.by_lease_only = by_lease_only
         self._hooks = tuple(hooks)
         self._coordinator_options = {
             "step_timeout": step_timeout,
@@ -84,6 +88,7 @@ class Worker:
         self.jobs = Jobs(self.queue, self._coordinator, self.id, self._wake.set)
         self.claimed = 0
         self.taken_over = 0
+        self._registered = False
         self._guarded = self._journal_retry()
 
     def _coordinator(self, gate: Gate) -> Coordinator:
@@ -123,9 +128,20 @@ class Worker:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    def register(self) -> None:
+        """Check this worker's limits against the running workers' (``UsageError`` if they
+        differ) and register it, with its limits and lease; ``run`` does it if not done."""
+        lease = self.journal.lease_seconds
+        fleet.check_limits(self.journal, self.id, self.limits, lease=lease)
+        self.queue.register(
+            self.id, concurrency=self.concurrency, limits=self.limits.as_dict(), lease_seconds=lease
+        )
+        self._registered = True
+
     def run(self) -> None:
         """Claim, drive and take over until stopped; then wait for the jobs to end."""
-        self.queue.register(self.id, concurrency=self.concurrency)
+        if not self._registered:
+            self.register()
         log.info("worker %s started (concurrency %d)", self.id, self.concurrency)
         try:
             while not self._stopping.is_set():
@@ -183,7 +199,7 @@ class Worker:
         stopped: list[JournalUnavailable] = []
         found = orphans.found(
             self.journal, self.id, stopped, chunk=TAKEOVER_CHUNK, steal=False, claim=True,
-            claimable_only=True,
+            claimable_only=True, by_lease_only=self.by_lease_only,
         )  # fmt: skip
         started = 0
         for orphan in found:

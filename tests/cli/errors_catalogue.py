@@ -247,6 +247,12 @@ CASES: list[Case] = [
        'migrator: error: limits file {tmp}/fifo.toml: not a regular file (a FIFO)', left='the FIFO, unread', setup='limits-files'),
     _c('worker', 'worker --limits {tmp}/zero.json', 2,
        'migrator: error: limits file {tmp}/zero.json: not a regular file (a character device)', left='the symbolic link to /dev/zero, unread', setup='limits-files'),
+    _c('worker', 'worker --max-outgoing 3', 2,
+       "migrator: error: this worker's limits differ from those of running worker w1: max_outgoing 3, not 1; give every worker the same limits",
+       left='nothing: the worker claimed nothing and registered no row', setup='running-worker'),
+    _c('worker', 'worker --limits {tmp}/host-override.toml --max-outgoing 1', 2,
+       "migrator: error: this worker's limits differ from those of running worker w1: hosts.test:///big.max_outgoing 4, not 1; give every worker the same limits",
+       left='nothing: the worker claimed nothing and registered no row', setup='running-worker'),
     # -- workers ---------------------------------------------------------------
     _c('workers', 'workers --within nan', 2,
        "migrator: error: --within 'nan' is not a number (ASCII digits, e.g. 30 or 2.5) (see `migrator workers --help`)"),

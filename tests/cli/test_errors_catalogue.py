@@ -15,8 +15,10 @@ import pytest
 
 from migrator.drivers.test import TestDriver
 from migrator.engine.coordinator import Coordinator
+from migrator.hostlimits import HostLimits
 from migrator.journal.schema import SCHEMA_HEAD
 from migrator.journal.store import Journal
+from migrator.workers import Worker
 from tests.cli.errors_catalogue import CASES, LONG, Case, markdown
 from tests.conftest import ROOT, run_cli
 
@@ -146,6 +148,11 @@ def _webhook_files(s: Scratch) -> None:
     (s.tmp / "zero-secret.json").write_text(
         f'{{"endpoints": [{{{url}, "secret_file": "/dev/zero"}}]}}'
     )
+def _running_worker(s: Scratch) -> None:
+    """A worker ``w1`` registered, running under ``--max-outgoing 1``."""
+    (s.tmp / "host-override.toml").write_text('[hosts."test:///big"]\nmax_outgoing = 4\n')
+    with Journal.open(s.values["{db}"]) as journal:
+        Worker(journal, worker_id="w1", limits=HostLimits(max_outgoing=1)).register()
 
 
 def _two_stamps(s: Scratch) -> None:
@@ -193,6 +200,7 @@ SETUPS: dict[str, Callable[[Scratch], None]] = {
     "fault-without-count": _fault_without_count,
     "limits-files": _limits_files,
     "webhook-files": _webhook_files,
+    "running-worker": _running_worker,
     "two-stamps": _two_stamps,
     "empty-stamp-old-tables": _empty_stamp_old_tables,
     "foreign-sqlite": _foreign_sqlite,

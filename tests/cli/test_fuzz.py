@@ -106,7 +106,7 @@ COMMANDS: dict[tuple[str, ...], tuple[list[st.SearchStrategy[str]], dict[str, ob
         [],
         {
             "--dry-run": FLAG, "--steal": FLAG, "--timeout": numbers, "--hook-command": hooks,
-            "--json": FLAG,
+            "--by-lease-only": FLAG, "--json": FLAG,
         },
     ),
     ("resolve",): (
@@ -137,7 +137,8 @@ COMMANDS: dict[tuple[str, ...], tuple[list[st.SearchStrategy[str]], dict[str, ob
         {
             "--concurrency": numbers, "--max-outgoing": numbers, "--max-incoming": numbers,
             "--limits": limits_files, "--lease": numbers, "--poll": numbers,
-            "--timeout": numbers, "--hook-command": hooks, "--quiet": FLAG,
+            "--timeout": numbers, "--hook-command": hooks, "--by-lease-only": FLAG,
+            "--quiet": FLAG,
         },
     ),
     ("workers",): (

@@ -146,6 +146,25 @@ def test_recover_steal_takes_a_migration_whose_owner_is_alive(db_url: str, hosts
     assert hosts.states("vm1") == ("absent", "running")
 
 
+def test_recover_by_lease_only_waits_for_the_lease_of_a_dead_owner(
+    db_url: str, hosts: Hosts
+) -> None:
+    """The owner's process is gone, but ``--by-lease-only`` judges by the lease alone."""
+    m = crash_in_subprocess(hosts, db_url, "perform.recorded")
+    before = snapshot(db_url, hosts)
+    code, [row] = recover_json(db_url, "--by-lease-only")
+    assert code == EXIT_OK
+    assert (row["claimed"], row["because"], row["result"]) == (False, None, None)
+    assert snapshot(db_url, hosts) == before
+    code, [row] = recover_json(db_url)
+    assert (row["claimed"], row["because"], row["result"]) == (
+        True,
+        "owner process is gone",
+        "CONFIRMED",
+    )
+    assert view(db_url, m.id)["fence"] == m.fence + 1
+
+
 def test_two_recovers_at_once_claim_the_migration_exactly_once(db_url: str, hosts: Hosts) -> None:
     hosts.dst.set_fault("finish", "slow", seconds=0.5)  # the winner is still at it
     m = crash_in_subprocess(hosts, db_url, "perform.recorded")

@@ -228,11 +228,23 @@ def check_hosts(m: dict[str, Any], hosts: Hosts) -> None:
         raise AssertionError(f"not a safe end: {state} ({m['reason']})")
 
 
+def check_files(host: TestDriver) -> None:
+    """The host's files hold only the guests it holds: no image, partial or whole, of a
+    migration that did not end there (a stalled owner's copy that landed late, a copy cut
+    short by a kill, the temporary file of either)."""
+    held = {dom["image"] for shard in host._shards() for dom in shard["domains"].values()}
+    folder = host.dir / "images"
+    files = {f"images/{p.name}" for p in folder.iterdir()} if folder.exists() else set()
+    assert files == held, f"{host.uri}: {sorted(files ^ held)} on the host or its domains alone"
+
+
 def check_invariants(m: dict[str, Any], hosts: Hosts, *, in_doubt_ok: bool = False) -> None:
     assert m["state"] in TERMINAL or (in_doubt_ok and m["state"] == "IN_DOUBT"), m["state"]
     check_seq(m)
     check_hosts(m, hosts)
     check_confirm_flags(m)
+    check_files(hosts.src)
+    check_files(hosts.dst)
 
 
 def check_recovered_by_another(m: dict[str, Any], crashed_owner: str) -> dict[str, Any]:

@@ -128,3 +128,34 @@ def test_sigkill_at_a_random_instant_is_recovered_to_a_safe_end(
         assert m["state"] == ("CONFIRMED" if transferred else "ROLLED_BACK"), m["reason"]
     assert rig.cli_json("recover") == (0, [])
     assert_replays_consistently(db)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_sigkill_mid_copy_then_recover_leaves_no_partial_copy(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Killed while its copy is half-way (the temporary file on the destination), then
+    ``recover``: ROLLED_BACK, and the destination holds no file of the migration."""
+    if backend == "sqlite":
+        db = sqlite_url(tmp_path)
+    else:
+        db = request.getfixturevalue("pg_url")
+        Journal.open(db, upgrade=True).close()
+    rig = make_rig(db, tmp_path, memory_mib=MEMORY_MIB)
+    child = SERVER.spawn(rig.migrate_argv("--bandwidth", "4", "--json"), env=cli_env(db), cwd=ROOT)
+    images = rig.hosts.dst.dir / "images"
+    deadline = time.monotonic() + CLI_TIMEOUT
+    try:
+        while not (images.is_dir() and any(p.suffix == ".tmp" for p in images.iterdir())):
+            assert time.monotonic() < deadline, "the copy never started"
+            time.sleep(0.01)
+    finally:
+        SERVER.kill(child)
+        assert SERVER.wait(child, CLI_TIMEOUT).returncode == -9
+    assert any(p.suffix == ".tmp" for p in images.iterdir())  # what the kill left
+    code, done = rig.cli_json("recover")
+    assert code == 0, done
+    m = rig.view(rig.only_migration().id)
+    assert m["state"] == "ROLLED_BACK"
+    check_invariants(m, rig.hosts)  # every host's files: its domains' images alone
+    assert list(images.iterdir()) == []

@@ -55,10 +55,11 @@ def test_claim_all_claims_each_at_the_fence_it_was_read_with(journal: Journal) -
         journal.heartbeat(a)
 
 
-def test_progress_of_a_lost_owner_is_not_kept(journal: Journal) -> None:
+def test_progress_of_a_lost_owner_is_refused_with_fence_lost(journal: Journal) -> None:
     old = _new(journal)
     journal.claim(old, "c2")
-    journal.set_progress(old, {"transferred": 1, "total": 2})
+    with pytest.raises(FenceLost):
+        journal.set_progress(old, {"transferred": 1, "total": 2})
     assert journal.get(old.id).progress is None
 
 

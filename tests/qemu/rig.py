@@ -86,6 +86,7 @@ class QemuRig:
         pid = where.pid_of(domain)
         assert pid is not None
         assert set(qemu_processes(self.root)) == {pid}, "an orphan QEMU is left"
+        assert not other.rundir(domain).exists(), "the other host keeps the guest's files"
 
     def check_journal(self, m: dict[str, Any]) -> None:
         check_seq(m)

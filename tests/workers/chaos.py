@@ -6,6 +6,9 @@ Invariants, from the journal and from what the hosts really hold:
 
 - every migration ended (CONFIRMED, ROLLED_BACK, FAILED) or is IN_DOUBT with its source
   kept paused, and each domain is on exactly one host (``harness.check_hosts``);
+- each host's files hold only its domains' images: no copy, partial or whole, of a
+  migration that did not end there, though owners are stopped mid-copy past their lease
+  and resumed after another worker rolled their migration back;
 - every migration's events run 1..N without a gap, and every Confirm's flag agrees with
   what the journal knew of the destination;
 - no write under a stale fence: events carry their coordinator, and the fence grows only
@@ -37,7 +40,13 @@ from migrator.inspect import show
 from migrator.journal.store import Journal
 from migrator.replay import replay
 from migrator.states import TERMINAL, State
-from tests.crash.harness import Hosts, check_confirm_flags, check_hosts, check_seq
+from tests.crash.harness import (
+    Hosts,
+    check_confirm_flags,
+    check_files,
+    check_hosts,
+    check_seq,
+)
 
 ENDED = {str(s) for s in TERMINAL} | {str(State.IN_DOUBT)}
 
@@ -48,6 +57,7 @@ class Figures:
     seconds: float = 0.0
     kills: int = 0
     stops: int = 0
+    stops_in_perform: int = 0
     states: Counter[str] = field(default_factory=Counter)
     takeovers: int = 0
     max_outgoing: int = 0
@@ -57,7 +67,8 @@ class Figures:
         states = ", ".join(f"{n} {s}" for s, n in sorted(self.states.items()))
         return (
             f"{self.migrations} migrations in {self.seconds:.1f} s; {self.kills} SIGKILLs,"
-            f" {self.stops} SIGSTOP/SIGCONTs; {self.takeovers} takeovers; {states};"
+            f" {self.stops} SIGSTOP/SIGCONTs ({self.stops_in_perform} of an owner in Perform);"
+            f" {self.takeovers} takeovers; {states};"
             f" at most {self.max_outgoing} leaving and {self.max_incoming} entering a host"
         )
 
@@ -92,7 +103,9 @@ class Rig:
         self.procs.append(proc)
         return proc
 
-    def submit(self, count: int, *, perform: float) -> list[str]:
+    def submit(self, count: int, *, perform: float, bandwidth: int = 0) -> list[str]:
+        """``count`` migrations of 1 MiB domains; Perform waits ``perform`` s, then copies
+        at ``bandwidth`` MiB/s (a copy of 1 s at 1: a stop lands mid-copy)."""
         for host in self.hosts:
             host.set_fault("perform", "slow", seconds=perform)
         ids = []
@@ -101,7 +114,9 @@ class Rig:
             for i in range(count):
                 src, dst = self.route(i)
                 self.hosts[src].define(f"vm{i}", memory_mib=1)
-                m = coordinator.submit(f"vm{i}", src=self.hosts[src], dst=self.hosts[dst])
+                m = coordinator.submit(
+                    f"vm{i}", src=self.hosts[src], dst=self.hosts[dst], bandwidth=bandwidth
+                )
                 ids.append(m.id)
             coordinator.close()
         return ids
@@ -110,6 +125,12 @@ class Rig:
     def route(i: int) -> tuple[int, int]:
         src = i % 6
         return src, (src + 1 + (i // 6) % 5) % 6
+
+    def performing(self) -> list[subprocess.Popen[bytes]]:
+        """The worker processes that own a migration in Perform now."""
+        with Journal.open(self.url) as journal:
+            owners = {m.owner or "" for m in journal.list() if m.state is State.PERFORMING}
+        return [p for p in self.alive() if any(f":{p.pid}:" in o for o in owners)]
 
     def alive(self) -> list[subprocess.Popen[bytes]]:
         return [p for p in self.procs if p.poll() is None]
@@ -137,14 +158,15 @@ def chaos(
     migrations: int,
     kills: int,
     workers: int = 3,
-    perform: float = 1.5,
+    perform: float = 0.5,
+    bandwidth: int = 1,
     kill_every: float = 1.0,
     stop_every: float = 4.0,
     deadline: float = 80.0,
 ) -> Figures:
     """Submit, run ``workers`` worker processes under chaos until every migration ended."""
     figures = Figures(migrations)
-    rig.submit(migrations, perform=perform)
+    rig.submit(migrations, perform=perform, bandwidth=bandwidth)
     try:
         _run(rig, figures, workers, kills, kill_every, stop_every, deadline)
     finally:
@@ -181,7 +203,12 @@ def _run(
             figures.kills += 1
             next_kill = now + kill_every
         elif stopped is None and now >= next_stop and len(candidates) > 1:
-            victim = chooser.choice(candidates)
+            owners = [p for p in rig.performing() if p in candidates]  # stalled mid-copy
+            if not owners and now < next_stop + 2.0:
+                time.sleep(0.05)  # wait a little for an owner in Perform
+                continue
+            victim = chooser.choice(owners or candidates)
+            figures.stops_in_perform += bool(owners)
             os.kill(victim.pid, signal.SIGSTOP)
             stopped = (victim, now + rig.lease + 1.0)
             figures.stops += 1
@@ -199,6 +226,8 @@ def check_all(rig: Rig, figures: Figures) -> Figures:
             check_migration(rig, m)
             result = replay(journal, m["id"])
             assert result.consistent, result.as_dict()
+    for host in rig.hosts:
+        check_files(host)
     figures.takeovers = sum(
         1 for m in shown for e in m["events"] if "previous_owner" in (e["detail"] or {})
     )

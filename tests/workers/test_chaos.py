@@ -1,5 +1,6 @@
-"""Worker processes under chaos (SIGKILL, SIGSTOP past the lease) keep every invariant
-(``tests/workers/chaos.py``). ``MIGRATOR_CHAOS_MIGRATIONS`` makes the PostgreSQL run longer."""
+"""Worker processes under chaos (SIGKILL, SIGSTOP past the lease of owners mid-copy) keep
+every invariant, the hosts' files included (``tests/workers/chaos.py``).
+``MIGRATOR_CHAOS_MIGRATIONS`` makes the PostgreSQL run longer."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def test_three_workers_on_postgres_survive_kills_and_stops(pg_url: str, tmp_path
     check_all(rig, figures)
     print(figures.line())
     assert figures.kills >= min(kills, 5)
+    assert figures.stops_in_perform >= 1
 
 
 def test_two_workers_on_one_sqlite_file_survive_kills_and_stops(tmp_path: Path) -> None:
@@ -32,3 +34,4 @@ def test_two_workers_on_one_sqlite_file_survive_kills_and_stops(tmp_path: Path) 
     figures = chaos(rig, migrations=24, kills=4, workers=2, kill_every=1.5, deadline=60)
     check_all(rig, figures)
     print(figures.line())
+    assert figures.stops_in_perform >= 1

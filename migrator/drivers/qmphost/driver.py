@@ -3,6 +3,7 @@ interface; the source's steps are in ``source.py``."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import Any, ClassVar
 
@@ -66,6 +67,7 @@ class QmpDriver(QmpSource):
         except ValueError as exc:
             raise DriverError(str(exc)) from None
         with self._txn() as host:
+            self._fence(host, ctx)  # again under the lock: a cancel may have come meanwhile
             dom = host["domains"].get(name)
             if dom is not None and dom.get("arrived_with") != mid:
                 raise DomainExists(domain=name, host=self.uri)
@@ -79,7 +81,27 @@ class QmpDriver(QmpSource):
             "host": self.host_id,
             "qemu": f"{version['major']}.{version['minor']}.{version['micro']}",
         }
-        return self._once(key, lambda h: {"uri": uri, "cookie": enc(json_bytes(cookie))})
+        memo = {"uri": uri, "cookie": enc(json_bytes(cookie))}
+        try:
+            return self._once(key, lambda h: memo, ctx)
+        except DriverError:
+            self._unstart(name, mid)
+            raise
+
+    def _unstart(self, name: str, mid: str) -> None:
+        """A Prepare refused after it started its QEMU (another coordinator cancelled the
+        migration meanwhile, or the engine abandoned the call): stop that QEMU, unless the
+        name now belongs to another migration, so that no incoming QEMU outlives it."""
+        dom = self._read()["domains"].get(name)
+        if dom is not None and dom.get("arrived_with") != mid:
+            return
+        self._stop(name)
+        with self._txn() as host:
+            dom = host["domains"].get(name)
+            if dom is not None and dom["job"] == mid:
+                self._discard(host, name)
+            elif dom is None:
+                shutil.rmtree(self.rundir(name), ignore_errors=True)
 
     def _listen(self, name: str, tries: int = 5) -> str:
         """``migrate-incoming`` on a free loopback port; another port if that one is taken."""

@@ -26,7 +26,7 @@ from migrator.drivers.qmphost.config import (
     map_status,
 )
 from migrator.drivers.qmphost.host import QmpHost
-from migrator.errors import DomainNotFound, DriverError
+from migrator.errors import DomainNotFound, DriverError, StepAbandoned
 from migrator.flags import MigrateFlags
 from migrator.records import Progress, StepContext
 from migrator.states import Step
@@ -100,6 +100,7 @@ class QmpSource(QmpHost):
         if not _INCOMING_URI.fullmatch(uri):
             raise DriverError(f"not a qemu migration URI: {uri!r}")
         with self._txn() as host:
+            self._fence(host, ctx)  # again under the lock: a takeover may have come meanwhile
             dom = self._job_domain(host, name, mid)
             started = dom["outgoing"].get(mid)
             if started not in (None, "started"):
@@ -116,7 +117,7 @@ class QmpSource(QmpHost):
             raise
         stats = self._stats(name, info, params, config, time.monotonic() - begun)
         cookie = {"host": self.host_id, "stats": stats}
-        return self._once(key, lambda h: self._performed(h, name, mid, cookie, stats))
+        return self._once(key, lambda h: self._performed(h, name, mid, cookie, stats), ctx)
 
     def _job_domain(self, host: Host, name: str, mid: str) -> dict[str, Any]:
         dom: dict[str, Any] | None = host["domains"].get(name)
@@ -158,6 +159,9 @@ class QmpSource(QmpHost):
             if ctx.aborted():
                 self._cancel_outgoing(name)
                 raise DriverError(f"perform aborted: migrate_cancel sent to {name}")
+            if ctx.stopped():  # the engine gave up on this call: QEMU must not go on
+                self._cancel_outgoing(name)
+                raise StepAbandoned(step=str(ctx.step))
             if ctx.deadline is not None and time.monotonic() > ctx.deadline:
                 self._cancel_outgoing(name)
                 raise DriverError(f"perform passed its deadline: migrate_cancel sent to {name}")

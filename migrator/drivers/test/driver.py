@@ -47,7 +47,8 @@ class TestDriver(V3Steps):
         """As ``prepare``; the image then arrives through the returned stream."""
         prepared = self.prepare(ctx, params, cookie, description)
         final = self.dir / incoming_image(ctx.migration_id)
-        return TunnelResult(stream=FileSink(final), cookie=prepared.cookie)
+        sink = FileSink(final, lambda: self.landing(ctx, params.dest_name))
+        return TunnelResult(stream=sink, cookie=prepared.cookie)
 
     def perform_tunnel(
         self,
@@ -119,7 +120,9 @@ class TestDriver(V3Steps):
     ) -> Memo:
         mid = ctx.migration_id
         final = incoming_path(uri, mid)
+        landing = self.destination(uri, ctx, params)
         with self._txn(params.domain) as host:
+            self._fence(host, ctx)
             dom = host["domains"].get(params.domain)
             if dom is None or not DomainState(dom["state"]).active:
                 raise DomainNotFound(domain=params.domain, host=self.uri)
@@ -135,10 +138,11 @@ class TestDriver(V3Steps):
             sent_with = {"checksum": dom["checksum"], "memory_mib": dom["memory_mib"]}
         start = time.monotonic()
         try:
-            sent = copy_to(ctx, source, final, params.bandwidth, sidecar=sent_with)
+            sent = copy_to(ctx, source, final, params.bandwidth, landing, sidecar=sent_with)
         except BaseException:
             with self._txn(params.domain) as host:  # Perform failed: the source resumes
-                self._resume(host, params.domain, mid)
+                if self._fenced_or_none(host, ctx):  # unless another coordinator took over
+                    self._resume(host, params.domain, mid)
             raise
         stats = perform_stats(start, sent, io_errors)
         return self._once(

@@ -18,7 +18,7 @@ from migrator.drivers.api import (
 from migrator.drivers.hoststate import Host
 from migrator.drivers.test.faults import FaultMode, check_fault, hang
 from migrator.drivers.test.shards import ShardedState
-from migrator.drivers.test.transfer import write_image
+from migrator.drivers.test.transfer import incoming_image, partials, write_image
 from migrator.errors import DomainExists, DomainNotFound, DriverError, InvalidURI
 from migrator.flags import MigrateFlags
 from migrator.records import StepContext
@@ -260,6 +260,30 @@ class TestHost(ShardedState):
             raise DriverError(
                 fault["message"] or f"reply lost: {step} took effect but its answer never came"
             )
+
+    @contextmanager
+    def landing(self, ctx: StepContext, name: str) -> Iterator[None]:
+        """Hold this host's lock while a file of ``ctx``'s incoming copy of ``name`` is
+        created or put in place; refuse (``DriverError``) a stale or abandoned call, or one
+        whose incoming domain is gone (cancelled, landed)."""
+        with self._txn(name) as host:
+            self._fence(host, ctx)
+            self._job_domain(host, name, ctx.migration_id)
+            yield
+
+    def _fenced_or_none(self, host: Host, ctx: StepContext) -> bool:
+        """``_fence``, as a yes or no: False for a call that may change nothing more here."""
+        try:
+            self._fence(host, ctx)
+        except DriverError:
+            return False
+        return True
+
+    def _drop_partials(self, mid: str) -> None:
+        """Remove the temporary files of copies of ``mid`` that never landed (killed or
+        refused mid-way): a cancelled or landed migration leaves none behind."""
+        for path in partials(self.dir / incoming_image(mid)):
+            path.unlink(missing_ok=True)
 
     def _job_domain(self, host: Host, name: str, mid: str) -> dict[str, Any]:
         dom: dict[str, Any] | None = host["domains"].get(name)

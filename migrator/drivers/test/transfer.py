@@ -3,6 +3,7 @@ into place, checked; and the destination's end of a tunnel."""
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -10,17 +11,21 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from migrator.errors import DriverError
+from migrator.errors import DriverError, StepAbandoned
 from migrator.records import Progress, StepContext
 
 MIB = 1024 * 1024
 CHUNK = 256 * 1024
 PROGRESS_EVERY = 0.1
 NAP = 0.02
+
+Landing = Callable[[], AbstractContextManager[None]]
+"""The destination's admission of a write of an incoming copy (``TestHost.landing``)."""
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -32,7 +37,7 @@ def incoming_image(mid: str) -> str:
     return f"images/incoming-{mid}.img"
 
 
-def _parse_incoming(uri: str, mid: str) -> Path:
+def incoming_dir(uri: str, mid: str) -> Path:
     """The destination DIR of a Prepare URI, checked to be for migration ``mid``."""
     parts = urlsplit(uri)
     wanted = parse_qs(parts.query).get("incoming", [""])[0]
@@ -70,7 +75,17 @@ def sha256_of(path: Path) -> str | None:
         return None
 
 
+def partials(image: Path) -> list[Path]:
+    """The temporary files of copies on their way to ``image`` (a copy or a tunnel)."""
+    try:
+        return sorted(image.parent.glob(f".{glob.escape(image.name)}.*"))
+    except OSError:
+        return []
+
+
 def _check_stop(ctx: StepContext, done: int, total: int) -> None:
+    if ctx.stopped():
+        raise StepAbandoned(step=str(ctx.step))
     if ctx.aborted():
         raise DriverError(f"perform aborted after {done} of {total} bytes")
     if ctx.deadline is not None and time.monotonic() > ctx.deadline:
@@ -105,18 +120,9 @@ def stream_file(ctx: StepContext, src: Path, write: Callable[[bytes], Any], band
     return done
 
 
-def _send(ctx: StepContext, src: Path, dst: Path, bandwidth: int) -> int:
-    """Copy ``src`` to ``dst`` (made durable); return the bytes sent."""
-    with open(dst, "wb") as fout:
-        done = stream_file(ctx, src, fout.write, bandwidth)
-        fout.flush()
-        os.fsync(fout.fileno())
-    return done
-
-
 def incoming_path(uri: str, mid: str) -> Path:
     """Where a Prepare URI says migration ``mid``'s image goes; it must be expected there."""
-    final = _parse_incoming(uri, mid) / incoming_image(mid)
+    final = incoming_dir(uri, mid) / incoming_image(mid)
     if not final.exists():
         raise DriverError(f"{uri} is not expecting migration {mid}: no incoming image")
     return final
@@ -127,16 +133,29 @@ def copy_to(
     source: Path,
     final: Path,
     bandwidth: int,
+    landing: Landing,
     sidecar: dict[str, Any] | None = None,
 ) -> int:
     """Send ``source`` to a temporary file beside ``final``, then put it in place (with the
-    sender's ``sidecar`` JSON first, for v1); nothing is left behind on failure."""
+    sender's ``sidecar`` JSON first, for v1); nothing is left behind on failure.
+
+    The temporary file is created, and put in place, only inside ``landing()``: the
+    destination's lock, held while it admits the call (its fence, the incoming domain still
+    waiting for this migration). A copy that went on after another coordinator took the
+    migration over thus never lands, and a cancel that removed its file is final.
+    """
     tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        sent = _send(ctx, source, tmp, bandwidth)
-        if sidecar is not None:
-            final.with_suffix(".json").write_text(json.dumps(sidecar))
-        os.replace(tmp, final)
+        with landing():
+            out = open(tmp, "wb")  # noqa: SIM115 -- closed just below
+        with out:
+            sent = stream_file(ctx, source, out.write, bandwidth)
+            out.flush()
+            os.fsync(out.fileno())
+        with landing():
+            if sidecar is not None:
+                final.with_suffix(".json").write_text(json.dumps(sidecar))
+            os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -151,25 +170,32 @@ def perform_stats(start: float, sent: int, io_errors: int) -> dict[str, Any]:
 
 
 class FileSink:
-    """The destination's end of a tunnel: a temporary file that ``close`` puts in place."""
+    """The destination's end of a tunnel: a temporary file that ``close`` puts in place,
+    each inside ``landing()``, as ``copy_to`` does."""
 
-    def __init__(self, final: Path) -> None:
+    def __init__(self, final: Path, landing: Landing) -> None:
         self.final = final
+        self.landing = landing
         self.tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tunnel")
         self.file: Any = None
 
+    def _open(self) -> Any:
+        with self.landing():
+            return open(self.tmp, "wb")  # closed by close or abort
+
     def write(self, data: bytes) -> None:
         if self.file is None:
-            self.file = open(self.tmp, "wb")  # noqa: SIM115 -- closed by close or abort
+            self.file = self._open()
         self.file.write(data)
 
     def close(self) -> None:
         if self.file is None:
-            self.file = open(self.tmp, "wb")  # noqa: SIM115 -- an empty domain image
+            self.file = self._open()  # an empty domain image
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
-        os.replace(self.tmp, self.final)
+        with self.landing():
+            os.replace(self.tmp, self.final)
 
     def abort(self) -> None:
         if self.file is not None:

@@ -23,7 +23,9 @@ from migrator.drivers.hoststate import Host, Memo, dec, enc, json_bytes, memo_ke
 from migrator.drivers.test.faults import FINISH_STEPS, FaultMode, injected_io_errors
 from migrator.drivers.test.host import TestHost, domain_record
 from migrator.drivers.test.transfer import (
+    Landing,
     copy_to,
+    incoming_dir,
     incoming_image,
     incoming_path,
     perform_stats,
@@ -144,11 +146,20 @@ class V3Steps(TestHost):
             memo = self._read(params.domain)["calls"].get(key)
             if memo is None:
                 final = incoming_path(uri, ctx.migration_id)
+                landing = self.destination(uri, ctx, params)
                 memo = self._perform(
                     ctx, params, key, io_errors=injected_io_errors(fault, params),
-                    transfer=lambda source: copy_to(ctx, source, final, params.bandwidth),
+                    transfer=lambda source: copy_to(
+                        ctx, source, final, params.bandwidth, landing
+                    ),
                 )  # fmt: skip
         return PerformResult(cookie=dec(memo["cookie"]), stats=memo["stats"])
+
+    @staticmethod
+    def destination(uri: str, ctx: StepContext, params: MigrationParams) -> Landing:
+        """The admission of the destination host named by a Prepare URI for ``ctx``'s copy."""
+        dest = TestHost(f"test://{incoming_dir(uri, ctx.migration_id)}")
+        return lambda: dest.landing(ctx, params.dest_name)
 
     def _perform(
         self,
@@ -162,6 +173,7 @@ class V3Steps(TestHost):
         """v3's Perform: pause unless LIVE, ``transfer`` the image, restore on failure."""
         mid = ctx.migration_id
         with self._txn(params.domain) as host:
+            self._fence(host, ctx)
             dom = self._job_domain(host, params.domain, mid)
             before, source = dom["state"], self.dir / dom["image"]
             if not params.flags & MigrateFlags.LIVE:
@@ -170,7 +182,7 @@ class V3Steps(TestHost):
         try:
             sent = transfer(source)
         except BaseException:
-            self._restore(params.domain, mid, before)
+            self._restore(ctx, params.domain, before)
             raise
         stats = perform_stats(start, sent, io_errors)
         return self._once(
@@ -180,10 +192,13 @@ class V3Steps(TestHost):
             name=params.domain,
         )
 
-    def _restore(self, name: str, mid: str, state: str) -> None:
+    def _restore(self, ctx: StepContext, name: str, state: str) -> None:
+        """A failed Perform puts the source back, unless the call may change nothing more
+        (another coordinator took over: its own Confirm resumes the source)."""
         with self._txn(name) as host:
             dom = host["domains"].get(name)
-            if dom is not None and dom["job"] == mid:
+            ours = dom is not None and dom["job"] == ctx.migration_id
+            if ours and self._fenced_or_none(host, ctx):
                 dom["state"] = state
 
     def _performed(self, host: Host, name: str, mid: str, stats: dict[str, Any]) -> Memo:
@@ -242,6 +257,7 @@ class V3Steps(TestHost):
         dom = host["domains"].get(params.dest_name)
         if dom is None or dom["job"] != ctx.migration_id:
             return self._finished(host, running=False)
+        self._drop_partials(ctx.migration_id)
         if not whole:
             self._drop_incoming(host, params.dest_name)
             return self._finished(host, running=False)
@@ -266,6 +282,7 @@ class V3Steps(TestHost):
             return self._finished(host, running=True)
         if dom is not None and dom["job"] == mid:
             self._drop_incoming(host, params.dest_name)
+        self._drop_partials(mid)
         (self.dir / incoming_image(mid)).unlink(missing_ok=True)
         (self.dir / incoming_image(mid)).with_suffix(".json").unlink(missing_ok=True)
         return self._finished(host, running=False)
