@@ -139,6 +139,17 @@ class JobType(enum.IntEnum):
     CANCELLED = 5
 
 
+class JobOperation(enum.IntEnum):
+    """virDomainJobOperation, the job statistics' ``operation``: what the job is doing."""
+
+    UNKNOWN = 0
+    START = 1
+    SAVE = 2
+    RESTORE = 3
+    MIGRATION_IN = 4
+    MIGRATION_OUT = 5
+
+
 class ErrorCode(enum.IntEnum):
     """The virErrorNumber values the driver acts on."""
 
