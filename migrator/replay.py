@@ -34,7 +34,7 @@ from migrator.drivers.api import (
 )
 from migrator.engine.coordinator import Coordinator
 from migrator.engine.flows import ABORTABLE
-from migrator.errors import DriverError
+from migrator.errors import DriverError, HostUnreachable
 from migrator.failpoints import Crash
 from migrator.flags import MigrateFlags
 from migrator.journal.store import Journal
@@ -222,7 +222,11 @@ class ReplayDriver:
     def probe(self, domain: str) -> ProbeResult:
         if not self.shared.started:
             return ProbeResult(state=self.start)
-        e = _result(self.probes.next(Step.PROBE))
+        e = self.probes.next(Step.PROBE)
+        if e.kind == EventKind.ERROR and "retry_in" in (e.detail or {}):
+            # The original asked again after this one: so does the replay.
+            raise HostUnreachable(e.error_message or "recorded error")
+        e = _result(e)
         detail = e.detail or {}
         inner = detail.get("detail") or {}
         recorded = dict(inner.get("outgoing") or {}) if isinstance(inner, dict) else {}

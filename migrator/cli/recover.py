@@ -10,7 +10,14 @@ import click
 from migrator.cli import context
 from migrator.cli.exits import ExitCode
 from migrator.cli.migrate import outcome_of, print_outcome
-from migrator.cli.options import MIGRATION_ID, SECONDS, hook_option, hooks_from, json_option
+from migrator.cli.options import (
+    MIGRATION_ID,
+    SECONDS,
+    hook_option,
+    hooks_from,
+    json_option,
+    probe_patience_option,
+)
 from migrator.states import State
 
 if TYPE_CHECKING:
@@ -25,10 +32,16 @@ SAFE_ENDS = {State.CONFIRMED.value, State.ROLLED_BACK.value, State.FAILED.value}
 @click.option(
     "--timeout", type=SECONDS, default=600.0, show_default=True, help="Per-step timeout, s."
 )
+@probe_patience_option
 @hook_option
 @json_option
 def recover(
-    dry_run: bool, steal: bool, timeout: float, hook_commands: tuple[str, ...], as_json: bool
+    dry_run: bool,
+    steal: bool,
+    timeout: float,
+    probe_patience: float,
+    hook_commands: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Bring every orphaned migration to a safe end (or show the plan)."""
     with context.errors():
@@ -38,6 +51,7 @@ def recover(
             step_timeout=timeout,
             hooks=hooks,
             connect=context.connecting(timeout),
+            probe_patience=probe_patience,
         )
         rows = [_recovered_dict(r) for r in coordinator.recover(dry_run=dry_run, steal=steal)]
     if as_json:

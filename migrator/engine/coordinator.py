@@ -30,7 +30,13 @@ from migrator.engine.orphans import Orphan, Recovered
 from migrator.engine.preflight import Preflight
 from migrator.engine.retry import RetryPolicy
 from migrator.engine.run import Connect, Run, resume
-from migrator.engine.steps import Gate, ProgressCallback, Steps
+from migrator.engine.steps import (
+    PROBE_PATIENCE,
+    Gate,
+    ProgressCallback,
+    Steps,
+    patience,
+)
 from migrator.engine.writeahead import WriteAhead
 from migrator.errors import (
     FenceLost,
@@ -67,7 +73,9 @@ class Coordinator:
     crash-test points armed (none by default; the command line reads them from
     ``MIGRATOR_FAILPOINTS``). ``hooks`` are given the committed events by ``delivery``;
     ``gate`` is called at each step boundary, before the intent, and raises to stop
-    driving (a worker's graceful stop, docs/workers.md).
+    driving (a worker's graceful stop, docs/workers.md). ``probe_patience`` (seconds) is how
+    long a probe that cannot reach its host keeps asking before the host counts as unable
+    to tell (each attempt journaled; ``Steps.probe``).
     """
 
     def __init__(
@@ -83,11 +91,13 @@ class Coordinator:
         connect: Connect = connect,
         failpoints: Failpoints = INERT,
         gate: Gate | None = None,
+        probe_patience: float = PROBE_PATIENCE,
     ) -> None:
         if step_timeout is not None:
             limits.seconds(step_timeout, name="step_timeout")
         limits.integer(confirm_attempts, name="confirm_attempts", low=1, high=1000)
         limits.seconds(retry_backoff, name="retry_backoff", zero=True)
+        limits.seconds(probe_patience, name="probe_patience", zero=True)
         self.journal = journal
         self.id = coordinator_id or new_coordinator_id()
         self.connect = connect
@@ -95,8 +105,9 @@ class Coordinator:
         self._leases = lease.Keeper(journal)  # the one renewer of this coordinator's leases
         writes = WriteAhead(journal, self.id, failpoints)
         steps = Steps(
-            writes, self._leases, step_timeout=step_timeout, on_progress=on_progress, gate=gate
-        )
+            writes, self._leases, step_timeout=step_timeout, on_progress=on_progress, gate=gate,
+            probe_patience=patience(probe_patience, retry_backoff),
+        )  # fmt: skip
         retry = RetryPolicy(attempts=confirm_attempts, backoff=retry_backoff)
         self.engine = Engine(writes, steps, retry)
         self._preflight = Preflight(steps.runner, step_timeout)
