@@ -71,6 +71,7 @@ class NsHost:
     home: Path
     host_uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
     pids: list[int] = field(default_factory=list)
+    libvirtd_pid: int = 0
 
     @property
     def sock(self) -> Path:
@@ -112,23 +113,7 @@ class NsHost:
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.home / "host_key"))
 
     def start(self, authorized_keys: Path) -> None:
-        binds = "; ".join(
-            f"mkdir -p {target} && mount --bind {self.home / src} {target}"
-            for src, _, target in (m.partition(":") for m in MOUNTS)
-        )
-        script = (
-            f"hostname lv-{self.name}; {binds}; exec {LIBVIRTD} --listen"
-            f" -f /etc/libvirt/libvirtd.conf -p {self.home / 'libvirtd.pid'}"
-        )
-        with open(self.home / "libvirtd.stdout", "wb") as out:
-            libvirtd = subprocess.Popen(
-                ["ip", "netns", "exec", self.ns, "unshare", "-m", "-u", "--propagation",
-                 "private", "bash", "-c", script],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
-        self.pids.append(libvirtd.pid)
-        self._wait(lambda: self.sock.exists(), "libvirtd", self.home / "libvirtd.stdout")
+        libvirtd = self.start_libvirtd()
         (self.home / "sshd_config").write_text(
             f"ListenAddress {self.addr}\nPort 22\nHostKey {self.home / 'host_key'}\n"
             f"PidFile {self.home / 'sshd.pid'}\nAuthorizedKeysFile {authorized_keys}\n"
@@ -144,6 +129,36 @@ class NsHost:
         )  # fmt: skip
         self.pids.append(sshd.pid)
         self._wait(lambda: ":22 " in self.ss("-tln"), "sshd", self.home / "sshd.log")
+
+    def start_libvirtd(self) -> subprocess.Popen[bytes]:
+        """Start libvirtd in the namespace and a mount namespace of its own; once it listens."""
+        binds = "; ".join(
+            f"mkdir -p {target} && mount --bind {self.home / src} {target}"
+            for src, _, target in (m.partition(":") for m in MOUNTS)
+        )
+        script = (
+            f"hostname lv-{self.name}; {binds}; exec {LIBVIRTD} --listen"
+            f" -f /etc/libvirt/libvirtd.conf -p {self.home / 'libvirtd.pid'}"
+        )
+        with open(self.home / "libvirtd.stdout", "ab") as out:
+            libvirtd = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns, "unshare", "-m", "-u", "--propagation",
+                 "private", "bash", "-c", script],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+        self.pids.append(libvirtd.pid)
+        self.libvirtd_pid = libvirtd.pid
+        self._wait(lambda: self.sock.exists(), "libvirtd", self.home / "libvirtd.stdout")
+        return libvirtd
+
+    def stop_libvirtd(self) -> None:
+        """Stop this host's libvirtd as a service restart does (SIGTERM: its guests run on)."""
+        os.kill(self.libvirtd_pid, signal.SIGTERM)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.libvirtd_pid, 0)
+        self.pids.remove(self.libvirtd_pid)
+        self.sock.unlink(missing_ok=True)
 
     def _wait(self, ready: object, what: str, log: Path) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
