@@ -245,14 +245,25 @@ def _split_tapes(
     src_steps = {step for step, host in RUNS_ON.items() if host == "src"}
     dst_steps = {step for step, host in RUNS_ON.items() if host == "dst"}
     probes = [e for e in history if e.step is Step.PROBE]
-    src_probes = [e for e in probes if e.uri == migration.src]
-    dst_probes = [e for e in probes if e.uri != migration.src]
+    src_uris = {migration.src} | _moved(history, "src")
+    src_probes = [e for e in probes if e.uri in src_uris]
+    dst_probes = [e for e in probes if e.uri not in src_uris]
     return (
         _Tape(history, src_steps),
         _Tape(src_probes, {Step.PROBE}),
         _Tape(history, dst_steps),
         _Tape(dst_probes, {Step.PROBE}),
     )
+
+
+def _moved(history: Sequence[Event], role: str) -> set[str]:
+    """Where recovery reached the ``role`` host instead (``recover --host-map``)."""
+    moved = set()
+    for e in history:
+        maps = (e.detail or {}).get("host_map") if e.kind == EventKind.RECOVERY else None
+        if isinstance(maps, dict) and isinstance(maps.get(role), str):
+            moved.add(maps[role].partition(" -> ")[2])
+    return moved
 
 
 def replay(journal: Journal, migration_id: str) -> ReplayResult:

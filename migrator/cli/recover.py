@@ -32,6 +32,13 @@ SAFE_ENDS = {State.CONFIRMED.value, State.ROLLED_BACK.value, State.FAILED.value}
 @click.option(
     "--timeout", type=SECONDS, default=600.0, show_default=True, help="Per-step timeout, s."
 )
+@click.option(
+    "--host-map",
+    "host_maps",
+    multiple=True,
+    metavar="OLD=NEW",
+    help="Reach the journaled host OLD at NEW (re-addressed, tunnel gone); repeatable.",
+)
 @probe_patience_option
 @hook_option
 @json_option
@@ -39,21 +46,31 @@ def recover(
     dry_run: bool,
     steal: bool,
     timeout: float,
+    host_maps: tuple[str, ...],
     probe_patience: float,
     hook_commands: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Bring every orphaned migration to a safe end (or show the plan)."""
     with context.errors():
+        from migrator.engine import hostmap
+
         hooks = hooks_from(hook_commands)
+        journal = context.journal()
+        moved = (
+            hostmap.parse(host_maps, hostmap.hosts_of(hostmap.pending(journal)))
+            if host_maps
+            else {}
+        )
         coordinator = context.coordinator(
-            context.journal(),
+            journal,
             step_timeout=timeout,
             hooks=hooks,
             connect=context.connecting(timeout),
             probe_patience=probe_patience,
         )
-        rows = [_recovered_dict(r) for r in coordinator.recover(dry_run=dry_run, steal=steal)]
+        found = coordinator.recover(dry_run=dry_run, steal=steal, host_map=moved)
+        rows = [_recovered_dict(r) for r in found]
     if as_json:
         context.print_json(rows)
     else:

@@ -328,6 +328,15 @@ class LibvirtDriver(Host):
 
     # -- what the host holds -------------------------------------------------------------------
 
+    def host_uuid(self) -> str | None:
+        """The daemon's host UUID, from its capabilities (``hostmap.Identified``)."""
+        caps = self.on_control(lambda r: r.capabilities())
+        return reconcile.capabilities_host_uuid(caps)
+
+    def cookie_host_uuid(self, cookie: bytes) -> str | None:
+        """The host UUID a migration cookie of a daemon names (``hostmap.Identified``)."""
+        return reconcile.cookie_host_uuid(cookie)
+
     def probe(self, domain: str) -> ProbeResult:
         """Lookup, state and reason, and for a domain paused by a migration its job."""
         seen = self.on_control(lambda r: reconcile.look(r, domain))

@@ -114,6 +114,26 @@ def cookie_uuid(cookie: bytes) -> bytes | None:
         return None
 
 
+def cookie_host_uuid(cookie: bytes) -> str | None:
+    """The host UUID a libvirt migration cookie names (``<hostuuid>``: the host that made
+    it, the source for Begin's, the destination for Prepare's), or None."""
+    return _uuid_text(cookie.rstrip(b"\0"), "qemu-migration", "hostuuid")
+
+
+def capabilities_host_uuid(xml: str) -> str | None:
+    """``<capabilities><host><uuid>``: the daemon's ``host_uuid``, the one its cookies name."""
+    return _uuid_text(xml.encode(), "capabilities", "host/uuid")
+
+
+def _uuid_text(document: bytes, tag: str, path: str) -> str | None:
+    try:
+        root = ET.fromstring(document.decode())
+        text = root.findtext(path)
+        return str(uuidlib.UUID(text)) if root.tag == tag and text else None
+    except (ET.ParseError, UnicodeDecodeError, ValueError):
+        return None
+
+
 def look(remote: Remote, name: str, uuid: bytes | None = None) -> Seen:
     """Ask the host about the domain with ``uuid`` (if given) or ``name``: lookup, state and
     reason, and for a paused domain its job (whose statistics libvirt refuses on the
