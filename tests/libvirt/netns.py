@@ -31,7 +31,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from tests.libvirt import pki
-from tests.libvirt.daemons import LIBVIRTD, DaemonError, virsh
+from tests.libvirt.daemons import LIBVIRTD, DaemonError, guest_name, virsh
 
 SSHD = "/usr/sbin/sshd"
 START_TIMEOUT_S = 30.0
@@ -272,6 +272,23 @@ class NsPair:
 
     def hosts(self) -> list[NsHost]:
         return [self.a, self.b]
+
+    def stray_qemus(self) -> dict[int, str]:
+        """QEMUs in the hosts' namespaces whose guest their daemon does not list as active:
+        pid → guest."""
+        stray: dict[int, str] = {}
+        for host in self.hosts():
+            active = set(host.virsh("list", "--name", check=False, timeout=15).split())
+            for pid in (int(p) for p in run("ip", "netns", "pids", host.ns, check=False).split()):
+                try:
+                    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if argv and b"qemu-system" in argv[0]:
+                    name = guest_name([a.decode(errors="replace") for a in argv])
+                    if name not in active:
+                        stray[pid] = name
+        return stray
 
     @property
     def pki(self) -> Path:

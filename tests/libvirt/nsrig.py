@@ -81,15 +81,20 @@ class NsRig:
         with Journal.open(self.db) as journal:
             return journal.history(migration_id)
 
-    def states(self) -> tuple[str, str]:
-        return state(self.pair.a, self.name), state(self.pair.b, self.name)
+    def states(self, dname: str | None = None) -> tuple[str, str]:
+        return state(self.pair.a, self.name), state(self.pair.b, dname or self.name)
 
-    def settled(self, migration: Migration) -> None:
-        """The guest runs on exactly the host the journal names; replay agrees."""
-        end = str(migration.state)
+    def settled(
+        self, migration: Migration, *, dname: str | None = None, paused: bool = False
+    ) -> None:
+        """The guest is active on exactly the host the journal names (``paused`` if the
+        guest was), no QEMU runs without a domain, and replay agrees with the journal."""
+        end, states = str(migration.state), self.states(dname)
+        guest = "paused" if paused else "running"
         if end == "CONFIRMED":
-            assert self.states() == ("absent", "running"), (end, self.states())
+            assert states == ("absent", guest), (end, states)
         else:
             assert end == "ROLLED_BACK", end
-            assert self.states() == ("running", "absent"), (end, self.states())
+            assert states == (guest, "absent"), (end, states)
+        assert self.pair.stray_qemus() == {}, "a QEMU runs without a domain"
         assert_replays_consistently(self.db)
