@@ -191,6 +191,11 @@ class DriverError(MigratorError):
     """A driver hook failed. Drivers raise it (or anything) and the coordinator journals it."""
 
 
+class HostUnreachable(DriverError):
+    """The host cannot be reached now (refused, lost, silent): asking again later may
+    succeed, so a probe asks again within its patience (``Steps.probe``)."""
+
+
 class StepTimeout(DriverError):
     def __init__(self, *, step: str, seconds: float) -> None:
         super().__init__(f"{step} did not return within {seconds:g} s")
@@ -224,7 +229,7 @@ class HostStateInvalid(DriverError, UsageError):
         super().__init__(f"{path} is not a host state: {reason}")
 
 
-class QMPUnreachable(DriverError):
+class QMPUnreachable(HostUnreachable):
     """The QMP socket of a QEMU domain does not answer (no process, or one that hangs)."""
 
 

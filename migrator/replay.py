@@ -34,7 +34,7 @@ from migrator.drivers.api import (
 )
 from migrator.engine.coordinator import Coordinator
 from migrator.engine.flows import ABORTABLE
-from migrator.errors import DriverError
+from migrator.errors import DriverError, HostUnreachable
 from migrator.failpoints import Crash
 from migrator.flags import MigrateFlags
 from migrator.journal.store import Journal
@@ -222,7 +222,11 @@ class ReplayDriver:
     def probe(self, domain: str) -> ProbeResult:
         if not self.shared.started:
             return ProbeResult(state=self.start)
-        e = _result(self.probes.next(Step.PROBE))
+        e = self.probes.next(Step.PROBE)
+        if e.kind == EventKind.ERROR and "retry_in" in (e.detail or {}):
+            # The original asked again after this one: so does the replay.
+            raise HostUnreachable(e.error_message or "recorded error")
+        e = _result(e)
         detail = e.detail or {}
         inner = detail.get("detail") or {}
         recorded = dict(inner.get("outgoing") or {}) if isinstance(inner, dict) else {}
@@ -241,14 +245,25 @@ def _split_tapes(
     src_steps = {step for step, host in RUNS_ON.items() if host == "src"}
     dst_steps = {step for step, host in RUNS_ON.items() if host == "dst"}
     probes = [e for e in history if e.step is Step.PROBE]
-    src_probes = [e for e in probes if e.uri == migration.src]
-    dst_probes = [e for e in probes if e.uri != migration.src]
+    src_uris = {migration.src} | _moved(history, "src")
+    src_probes = [e for e in probes if e.uri in src_uris]
+    dst_probes = [e for e in probes if e.uri not in src_uris]
     return (
         _Tape(history, src_steps),
         _Tape(src_probes, {Step.PROBE}),
         _Tape(history, dst_steps),
         _Tape(dst_probes, {Step.PROBE}),
     )
+
+
+def _moved(history: Sequence[Event], role: str) -> set[str]:
+    """Where recovery reached the ``role`` host instead (``recover --host-map``)."""
+    moved = set()
+    for e in history:
+        maps = (e.detail or {}).get("host_map") if e.kind == EventKind.RECOVERY else None
+        if isinstance(maps, dict) and isinstance(maps.get(role), str):
+            moved.add(maps[role].partition(" -> ")[2])
+    return moved
 
 
 def replay(journal: Journal, migration_id: str) -> ReplayResult:

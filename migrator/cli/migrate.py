@@ -13,7 +13,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from migrator.cli import context, exits
-from migrator.cli.options import NAME, SECONDS, URI, Count, hook_option, hooks_from, json_option
+from migrator.cli.options import (
+    NAME,
+    PROBE_PATIENCE_DEFAULT,
+    SECONDS,
+    URI,
+    Count,
+    hook_option,
+    hooks_from,
+    json_option,
+    probe_patience_option,
+)
 from migrator.cli.testhost import test_host_driver
 from migrator.errors import FenceLost, JournalError, JournalReplaced, UsageError
 
@@ -77,6 +87,7 @@ def request_options(f: F) -> F:
 @click.option(
     "--timeout", type=SECONDS, default=600.0, show_default=True, help="Per-step timeout, s."
 )
+@probe_patience_option
 @hook_option
 @json_option
 def migrate(
@@ -90,6 +101,7 @@ def migrate(
     dname: str | None,
     protocol: int | None,
     timeout: float,
+    probe_patience: float,
     hook_commands: tuple[str, ...],
     as_json: bool,
 ) -> None:
@@ -107,6 +119,7 @@ def migrate(
             timeout=timeout,
             progress=not as_json,
             hook_commands=hook_commands,
+            probe_patience=probe_patience,
         )
     if as_json:
         context.print_json(outcome)
@@ -141,6 +154,7 @@ def run(
     timeout: float,
     progress: bool,
     hook_commands: tuple[str, ...] = (),
+    probe_patience: float = PROBE_PATIENCE_DEFAULT,
 ) -> dict[str, Any]:
     """One migration from the command's options; its summary and exit code."""
     hooks = hooks_from(hook_commands)
@@ -154,6 +168,7 @@ def run(
             on_progress=on_progress,
             hooks=hooks,
             connect=context.connecting(timeout),
+            probe_patience=probe_patience,
         )
         try:
             with terminated_as_interrupt():

@@ -128,6 +128,22 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
 
 
+PROBE_PATIENCE_DEFAULT = 20.0
+"""``--probe-patience``'s default: ``Coordinator``'s (kept here, not imported, so that the
+command line's options load no engine)."""
+
+
+def probe_patience_option(f: F) -> F:
+    return click.option(
+        "--probe-patience",
+        type=Seconds(zero=True),
+        default=PROBE_PATIENCE_DEFAULT,
+        show_default=True,
+        metavar="S",
+        help="How long a probe asks again a host it cannot reach (0: asks once), s.",
+    )(f)
+
+
 def hook_option(f: F) -> F:
     return click.option(
         "--hook-command",

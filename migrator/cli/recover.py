@@ -10,7 +10,14 @@ import click
 from migrator.cli import context
 from migrator.cli.exits import ExitCode
 from migrator.cli.migrate import outcome_of, print_outcome
-from migrator.cli.options import MIGRATION_ID, SECONDS, hook_option, hooks_from, json_option
+from migrator.cli.options import (
+    MIGRATION_ID,
+    SECONDS,
+    hook_option,
+    hooks_from,
+    json_option,
+    probe_patience_option,
+)
 from migrator.states import State
 
 if TYPE_CHECKING:
@@ -30,6 +37,14 @@ SAFE_ENDS = {State.CONFIRMED.value, State.ROLLED_BACK.value, State.FAILED.value}
     is_flag=True,
     help="Take a migration only once its lease lapsed, never by its owner's PID.",
 )
+@click.option(
+    "--host-map",
+    "host_maps",
+    multiple=True,
+    metavar="OLD=NEW",
+    help="Reach the journaled host OLD at NEW (re-addressed, tunnel gone); repeatable.",
+)
+@probe_patience_option
 @hook_option
 @json_option
 def recover(
@@ -37,20 +52,33 @@ def recover(
     steal: bool,
     timeout: float,
     by_lease_only: bool,
+    host_maps: tuple[str, ...],
+    probe_patience: float,
     hook_commands: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Bring every orphaned migration to a safe end (or show the plan)."""
     with context.errors():
+        from migrator.engine import hostmap
+
         hooks = hooks_from(hook_commands)
+        journal = context.journal()
+        moved = (
+            hostmap.parse(host_maps, hostmap.hosts_of(hostmap.pending(journal)))
+            if host_maps
+            else {}
+        )
         coordinator = context.coordinator(
-            context.journal(),
+            journal,
             step_timeout=timeout,
             hooks=hooks,
             connect=context.connecting(timeout),
+            probe_patience=probe_patience,
         )
-        recovered = coordinator.recover(dry_run=dry_run, steal=steal, by_lease_only=by_lease_only)
-        rows = [_recovered_dict(r) for r in recovered]
+        found = coordinator.recover(
+            dry_run=dry_run, steal=steal, by_lease_only=by_lease_only, host_map=moved
+        )
+        rows = [_recovered_dict(r) for r in found]
     if as_json:
         context.print_json(rows)
     else:

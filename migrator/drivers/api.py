@@ -100,6 +100,8 @@ class FinishResult:
 @dataclass(frozen=True, slots=True)
 class ConfirmResult:
     cookie: bytes = b""
+    detail: dict[str, Any] = field(default_factory=dict)
+    """What the host did besides, for the timeline (journaled with Confirm's outcome)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,14 +11,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from migrator import limits
 from migrator.drivers.api import Driver
 from migrator.drivers.registry import connect
 from migrator.drivers.uri import redact_uri
-from migrator.engine import lease, orphans
+from migrator.engine import hostmap, lease, orphans
 from migrator.engine.delivery import Delivery
 from migrator.engine.flows import ABORTABLE, flow_for
 from migrator.engine.flows.base import Engine
@@ -28,7 +28,13 @@ from migrator.engine.ownership import new_owner_id
 from migrator.engine.preflight import Preflight
 from migrator.engine.retry import RetryPolicy
 from migrator.engine.run import Connect, Run, resume
-from migrator.engine.steps import Gate, ProgressCallback, Steps
+from migrator.engine.steps import (
+    PROBE_PATIENCE,
+    Gate,
+    ProgressCallback,
+    Steps,
+    patience,
+)
 from migrator.engine.writeahead import WriteAhead
 from migrator.errors import (
     FenceLost,
@@ -66,7 +72,9 @@ class Coordinator:
     crash-test points armed (none by default; the command line reads them from
     ``MIGRATOR_FAILPOINTS``). ``hooks`` are given the committed events by ``delivery``;
     ``gate`` is called at each step boundary, before the intent, and raises to stop
-    driving (a worker's graceful stop, docs/workers.md).
+    driving (a worker's graceful stop, docs/workers.md). ``probe_patience`` (seconds) is how
+    long a probe that cannot reach its host keeps asking before the host counts as unable
+    to tell (each attempt journaled; ``Steps.probe``).
     """
 
     def __init__(
@@ -82,11 +90,13 @@ class Coordinator:
         connect: Connect = connect,
         failpoints: Failpoints = INERT,
         gate: Gate | None = None,
+        probe_patience: float = PROBE_PATIENCE,
     ) -> None:
         if step_timeout is not None:
             limits.seconds(step_timeout, name="step_timeout")
         limits.integer(confirm_attempts, name="confirm_attempts", low=1, high=1000)
         limits.seconds(retry_backoff, name="retry_backoff", zero=True)
+        limits.seconds(probe_patience, name="probe_patience", zero=True)
         self.journal = journal
         self.id = coordinator_id or new_coordinator_id()
         self.connect = connect
@@ -94,8 +104,9 @@ class Coordinator:
         self._leases = lease.Keeper(journal)  # the one renewer of this coordinator's leases
         writes = WriteAhead(journal, self.id, failpoints)
         steps = Steps(
-            writes, self._leases, step_timeout=step_timeout, on_progress=on_progress, gate=gate
-        )
+            writes, self._leases, step_timeout=step_timeout, on_progress=on_progress, gate=gate,
+            probe_patience=patience(probe_patience, retry_backoff),
+        )  # fmt: skip
         retry = RetryPolicy(attempts=confirm_attempts, backoff=retry_backoff)
         self.engine = Engine(writes, steps, retry)
         self._preflight = Preflight(lambda: steps.runner, step_timeout)
@@ -199,6 +210,7 @@ class Coordinator:
         steal: bool = False,
         workers: int = RECOVER_WORKERS,
         by_lease_only: bool = False,
+        host_map: Mapping[str, str] | None = None,
     ) -> list[Recovered]:
         """Bring every orphaned migration to a safe end (docs/recovery.md).
 
@@ -210,7 +222,16 @@ class Coordinator:
         ``workers`` threads at once (each migration by one thread, its steps in order;
         their commits shared, ``docs/journal.md``); the reports come in the order the
         journal lists them, newest first. Hook events left undelivered are delivered too.
+
+        ``host_map`` maps a journaled host URI (as ``show`` prints it) to where that host
+        is reached now; each map is checked first (``hostmap.py``: a host there that is
+        not the one the journal met refuses it, UsageError, nothing claimed) and noted in
+        the recovery event of each migration it applies to.
         """
+        mapped: dict[str, str] = {}
+        if host_map:
+            check = None if dry_run else self.connect
+            mapped = hostmap.prepared(host_map, hostmap.pending(self.journal), check)
         stopped: list[JournalUnavailable] = []  # the journal failed: the rest is not tried
         self.delivery.owed(steal=steal, dry_run=dry_run, by_lease_only=by_lease_only)
         window = 4 * max(1, workers)
@@ -230,7 +251,7 @@ class Coordinator:
             if stopped:
                 return orphans.report_untouched(orphan.migration, f"not attempted: {stopped[0]}")
             try:
-                return self.recover_found(orphan, dry_run=dry_run)
+                return self.recover_found(orphan, dry_run=dry_run, host_map=mapped)
             except JournalUnavailable as exc:  # the journal fails them all: stop once, say why
                 stopped.append(exc)
                 return orphans.report_stopped(self.journal, orphan.migration, exc)
@@ -246,7 +267,9 @@ class Coordinator:
         with ThreadPoolExecutor(workers, thread_name_prefix="migrator-recover") as pool:
             return reports + list(orphans.in_order(pool, one, found, window=window))
 
-    def recover_found(self, orphan: Orphan, *, dry_run: bool = False) -> Recovered:
+    def recover_found(
+        self, orphan: Orphan, *, dry_run: bool = False, host_map: Mapping[str, str] | None = None
+    ) -> Recovered:
         """Carry out the plan of an orphan as ``orphans.found`` read (and claimed, if it
         was): ``recover`` for each orphan, a worker's takeover (docs/workers.md). A journal
         that fails raises ``JournalUnavailable``; any other trouble is in the report."""
@@ -261,26 +284,33 @@ class Coordinator:
             except FenceLost:
                 return dataclasses.replace(report, note="claimed by another coordinator")
         try:
-            return self._carry_out(orphan, orphan.claimed)
+            return self._carry_out(orphan, orphan.claimed, host_map or {})
         except (HandedOver, JournalUnavailable):
             raise
         except MigratorError as exc:  # one migration's trouble must not stop the others
             return orphans.report_stopped(self.journal, orphan.migration, exc)
 
-    def _carry_out(self, orphan: Orphan, claimed: Migration) -> Recovered:
+    def _carry_out(
+        self, orphan: Orphan, claimed: Migration, host_map: Mapping[str, str]
+    ) -> Recovered:
         migration, plan, report = orphan.migration, orphan.plan, orphan.report
+        connect = self.connect
+        if host_map:
+            connect = lambda uri: self.connect(host_map.get(uri, uri))  # noqa: E731
         try:
-            run = resume(claimed, orphan.history, self.connect)
+            run = resume(claimed, orphan.history, connect)
         except MigratorError as exc:
             return dataclasses.replace(report, note=f"cannot reach its hosts: {exc}")
         try:
-            detail = {
+            detail: dict[str, object] = {
                 "from_state": str(migration.state),
                 "action": str(plan.action),
                 "plan": plan.text,
                 "previous_owner": migration.owner,
                 "because": orphan.because,
             }
+            if moved := hostmap.noted(host_map, migration):
+                detail["host_map"] = moved
             recovery = EventDraft(kind=EventKind.RECOVERY, detail=detail)
             self.engine.writes.note(run, recovery, then=True)  # commits with the plan's first
             with self._driving(run):

@@ -25,12 +25,14 @@ from migrator.drivers.uri import redact_uri
 from migrator.engine import reasons
 from migrator.engine.hookrunner import HookRunner
 from migrator.engine.lease import Keeper
+from migrator.engine.retry import RetryPolicy
 from migrator.engine.run import Outcome, Run
 from migrator.engine.writeahead import WriteAhead
 from migrator.errors import (
     CookieTooLarge,
     DriverError,
     DriverTextTooLarge,
+    HostUnreachable,
     JournalError,
     StepAbandoned,
 )
@@ -39,6 +41,17 @@ from migrator.states import RUNS_ON, START, Step, Trigger
 
 PROGRESS_INTERVAL = 0.5
 ABORT_POLL = 0.25
+PROBE_PATIENCE = 20.0
+"""Seconds a probe that cannot reach its host keeps asking (a daemon restart of several
+seconds, its guests reconnected), by default."""
+PROBE_BACKOFF_CAP = 2.0
+
+
+def patience(seconds: float | None, backoff: float = 0.2) -> RetryPolicy:
+    """A probe's retries: none begun ``seconds`` after the first attempt (None: unbounded
+    in time; 1000 attempts at most), pausing ``backoff`` s, doubled up to 2 s."""
+    return RetryPolicy(attempts=1000, backoff=backoff, deadline=seconds, cap=PROBE_BACKOFF_CAP)
+
 
 Hook = Callable[[StepContext], Any]
 ProgressCallback = Callable[[Migration, Progress], None]
@@ -119,8 +132,10 @@ class Steps:
         step_timeout: float | None,
         on_progress: ProgressCallback | None,
         gate: Gate | None = None,
+        probe_patience: RetryPolicy | None = None,
     ) -> None:
         self.writes = writes
+        self.probe_patience = probe_patience or patience(PROBE_PATIENCE)
         self.journal = writes.journal
         self.leases = leases
         self.step_timeout = step_timeout
@@ -250,24 +265,40 @@ class Steps:
             self.leases.renew(run)
 
     def probe(self, run: Run, driver: Driver, domain: str) -> ProbeResult | None:
-        """Ask a host what it holds; journal the answer; None if it cannot tell."""
-        start = time.monotonic()
+        """Ask a host what it holds; journal the answer; None if it cannot tell.
+
+        A host that cannot be reached (``HostUnreachable``) is asked again within
+        ``probe_patience`` (a daemon restarting for a few seconds is no reason to give up on
+        a migration): each failed attempt is journaled at once, with ``retry_in``, the pause
+        before the next; the last one, or any other error, without."""
         host = redact_uri(driver.uri)  # journaled: never a password
-        try:
-            result = self.runner.call(
-                lambda: driver.probe(domain), step="probe", timeout=self.step_timeout
-            )
-        except Exception as exc:  # noqa: BLE001 -- any failure means "cannot tell"
-            draft = EventDraft(
-                kind=EventKind.ERROR,
-                step=Step.PROBE,
-                uri=host,
-                error_type=type(exc).__name__,
-                error_message=reasons.error_text(exc),
-                duration=time.monotonic() - start,
-            )
-            self.writes.note(run, draft, then=True)  # commits with what it leads to
-            return None
+        tries = self.probe_patience.start()
+        while True:
+            start = time.monotonic()
+            try:
+                result = self.runner.call(
+                    lambda: driver.probe(domain), step="probe", timeout=self.step_timeout
+                )
+            except Exception as exc:  # noqa: BLE001 -- any failure means "cannot tell"
+                again = isinstance(exc, HostUnreachable) and not tries.last
+                pause = self.probe_patience.pause(tries.number - 1)
+                draft = EventDraft(
+                    kind=EventKind.ERROR,
+                    step=Step.PROBE,
+                    uri=host,
+                    error_type=type(exc).__name__,
+                    error_message=reasons.error_text(exc),
+                    duration=time.monotonic() - start,
+                    attempt=tries.number,
+                    detail={"retry_in": round(pause, 3)} if again else None,
+                )
+                if again:
+                    self.writes.note(run, draft)  # committed now: the timeline shows it
+                    tries.next()
+                    continue
+                self.writes.note(run, draft, then=True)  # commits with what it leads to
+                return None
+            break
         detail: dict[str, Any] = {"host": host, "domain": domain, "state": str(result.state)}
         if result.detail:
             detail.update(_bounded_detail(result.detail))
@@ -277,6 +308,7 @@ class Steps:
             uri=host,
             detail=detail,
             duration=time.monotonic() - start,
+            attempt=tries.number,
         )
         self.writes.note(run, draft, then=True)  # commits with what it leads to
         return result

@@ -191,6 +191,12 @@ CASES: list[Case] = [
        "migrator: error: --timeout 'nan' is not a number (ASCII digits, e.g. 30 or 2.5) (see `migrator recover --help`)"),
     _c('recover', 'recover --timeout -1', 2,
        'migrator: error: --timeout must be more than 0 and at most 1e+06 s, not -1.0 (see `migrator recover --help`)'),
+    _c('recover', 'recover --probe-patience -1', 2,
+       'migrator: error: --probe-patience must be at least 0 and at most 1e+06 s, not -1.0 (see `migrator recover --help`)'),
+    _c('recover', 'recover --host-map nothing', 2,
+       "migrator: error: --host-map 'nothing': give OLD=NEW, two host URIs"),
+    _c('recover', 'recover --host-map test:///nowhere/a=test:///nowhere/b', 2,
+       'migrator: error: --host-map: no migration to recover was journaled with host test:///nowhere/a (give the URI as `migrator show` prints it)'),
     # -- test-host -------------------------------------------------------------
     _c('test-host', 'test-host define {src} vm9 --memory 0', 2,
        'migrator: error: --memory must be >= 1, not 0 (see `migrator test-host define --help`)'),

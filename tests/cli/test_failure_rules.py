@@ -329,6 +329,33 @@ def test_cleanup_finish_failing_always_resumes_source_and_says_dst_may_hold_a_co
     assert hosts.states("vm1") == ("running", "incoming")
 
 
+def test_a_probe_that_fails_is_asked_again_each_attempt_journaled(
+    db_url: str, hosts: Hosts
+) -> None:
+    # The preflight probe takes the first fault; after Finish fails the probe fails
+    # twice more, then answers: the destination runs the domain, so the migration goes on.
+    hosts.dst.set_fault("finish", "error")
+    hosts.dst.set_fault("probe", "unreachable", count=3)
+    _, m = run(hosts, db_url, "--probe-patience", "10")
+    probes = [e for e in m["events"] if e["step"] == "probe"]
+    assert [(e["kind"], e["attempt"]) for e in probes[:3]] == [
+        ("error", 1), ("error", 2), ("ok", 3)
+    ]  # fmt: skip
+    assert [e["detail"].get("retry_in") for e in probes[:3]] == [0.2, 0.4, None]
+    assert m["state"] == "ROLLED_BACK"  # it held the incoming copy only: back
+
+
+def test_a_probe_that_keeps_failing_gives_up_within_its_patience(db_url: str, hosts: Hosts) -> None:
+    hosts.dst.set_fault("finish", "error")
+    hosts.dst.set_fault("probe", "unreachable")
+    code, m = run(hosts, db_url, "--probe-patience", "1")
+    assert (code, m["state"]) == (EXIT_IN_DOUBT, "IN_DOUBT")
+    probes = [e for e in m["events"] if e["step"] == "probe"]
+    assert len(probes) >= 2 and all(e["kind"] == "error" for e in probes)
+    assert "retry_in" in probes[0]["detail"] and probes[-1]["detail"] is None
+    assert sum(probes[i]["detail"]["retry_in"] for i in range(len(probes) - 1)) <= 1.0
+
+
 def test_finish_error_with_unprobeable_destination_is_in_doubt(db_url: str, hosts: Hosts) -> None:
     # The preflight probe tolerates the failing dst probe; the one after Finish cannot tell.
     hosts.dst.set_fault("finish", "error")

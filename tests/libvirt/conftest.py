@@ -23,6 +23,7 @@ from migrator.journal.store import Journal
 from tests.libvirt import daemons, guests, netns
 from tests.libvirt.daemons import Daemon, Pair
 from tests.libvirt.netns import NsPair
+from tests.libvirt.nsrig import NsRig
 from tests.libvirt.rig import LibvirtRig
 
 REQUIRE_LIBVIRT = os.environ.get("MIGRATOR_REQUIRE_LIBVIRT") == "1"
@@ -78,6 +79,15 @@ def ns_guest(ns_pair: NsPair) -> Iterator[str]:
         for host in ns_pair.hosts():
             host.virsh("destroy", name, check=False)
             host.virsh("undefine", name, check=False)
+
+
+@pytest.fixture
+def ns_rig(ns_pair: NsPair, ns_guest: str, tmp_path: Path) -> NsRig:
+    """A fresh SQLite journal, the namespaced hosts over ``qemu+tcp://``, a running guest on
+    host ``a``; a test sets ``transport`` for another."""
+    db = f"sqlite:///{tmp_path / 'journal.db'}"
+    Journal.open(db, upgrade=True).close()
+    return NsRig(ns_pair, db, ns_guest)
 
 
 @pytest.fixture

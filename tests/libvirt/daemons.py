@@ -252,11 +252,12 @@ def qemu_processes(root: Path) -> dict[int, str]:
             continue
         text = [a.decode(errors="replace") for a in argv]
         if any(str(root) in a for a in text) and _alive(int(entry.name)):
-            found[int(entry.name)] = _guest_name(text)
+            found[int(entry.name)] = guest_name(text)
     return found
 
 
-def _guest_name(argv: list[str]) -> str:
+def guest_name(argv: list[str]) -> str:
+    """The guest a QEMU command line runs (its ``-name guest=NAME``), or ``""``."""
     for i, arg in enumerate(argv[:-1]):
         if arg == "-name":
             for part in argv[i + 1].split(","):

@@ -4,7 +4,8 @@
     python -m tests.libvirt.fault_hook STEP KIND create URI XMLFILE HOOK ID
 
 When the event on stdin is ``STEP``'s ``KIND`` (``intent``, ``ok``, ``error``):
-``kill-qemu`` kills every QEMU under ``DIR`` (one daemon's directory) running ``GUEST``
+``kill-qemu`` kills every QEMU under ``DIR`` (one daemon's directory; ``netns:NS`` for
+the QEMUs of a namespaced host) running ``GUEST``
 with SIGKILL, after ``DELAY`` seconds in the background when given (to land
 mid-transfer), else at once; ``create`` starts a guest from ``XMLFILE`` on ``URI``. Without
 a delay the fault is in place before the hook returns. Hook events are delivered by the
@@ -19,20 +20,39 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from tests.libvirt.daemons import qemu_processes, virsh
+from tests.libvirt.daemons import guest_name, qemu_processes, virsh
 
 
-def kill(root: Path, guest: str) -> list[int]:
-    pids = [pid for pid, name in qemu_processes(root).items() if name == guest]
+def _qemus(where: str) -> dict[int, str]:
+    """QEMUs under directory ``where``, or in network namespace NS for ``netns:NS``."""
+    if not where.startswith("netns:"):
+        return qemu_processes(Path(where))
+    out = subprocess.run(["ip", "netns", "pids", where.removeprefix("netns:")],
+                         capture_output=True, text=True, check=False).stdout  # fmt: skip
+    found = {}
+    for pid in (int(p) for p in out.split()):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and b"qemu-system" in argv[0]:
+            found[pid] = guest_name([a.decode(errors="replace") for a in argv])
+    return found
+
+
+def kill(root: Path | str, guest: str) -> list[int]:
+    where = str(root)
+    pids = [pid for pid, name in _qemus(where).items() if name == guest]
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while any(p in qemu_processes(root) for p in pids) and time.monotonic() < deadline:
+    while any(p in _qemus(where) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.02)
     return pids
 
@@ -48,7 +68,7 @@ def main(argv: list[str]) -> int:
     root, guest = target, arg
     delay = float(rest[0]) if len(rest) > 2 else None
     if delay is None:
-        kill(Path(root), guest)
+        kill(root, guest)
         return 0
     if os.fork() == 0:  # the coordinator goes on while the child waits, then kills
         os.setsid()
@@ -56,7 +76,7 @@ def main(argv: list[str]) -> int:
         for fd in (0, 1, 2):  # the hook's caller waits for its pipes to close
             os.dup2(null, fd)
         time.sleep(delay)
-        kill(Path(root), guest)
+        kill(root, guest)
         os._exit(0)
     return 0
 

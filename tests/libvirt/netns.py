@@ -4,11 +4,12 @@ Each host is a network namespace (``mlv<N>a``, ``mlv<N>b``: ``10.77.<N>.1`` and 
 bridge ``mlvbr<N>`` whose root-namespace end is ``10.77.<N>.254``) and a mount namespace
 in which ``/run/libvirt``, ``/var/lib/libvirt``, ``/etc/libvirt``... are directories of
 this run. In it run a system-mode ``libvirtd`` (QEMU as root, ``listen_tcp`` with auth none,
-``keepalive_interval = 1``, ``keepalive_count = 3`` so that a dead client goes in seconds)
-and Debian's ``sshd`` (``/usr/sbin/sshd``) on port 22, which accepts only the client key
-made here, for root. ``known_hosts`` holds both host keys; ``ssh_uri`` gives the
-``qemu+ssh://`` URI with ``keyfile=`` and ``known_hosts=``, so nothing of the machine's
-own ssh setup is read or written.
+``listen_tls`` with certificates of a CA made for the run (``pki.py``), whose client
+certificate is in ``pki``, ``keepalive_interval = 1``, ``keepalive_count = 3`` so that a
+dead client goes in seconds) and Debian's ``sshd`` (``/usr/sbin/sshd``) on port 22, which
+accepts only the client key made here, for root. ``known_hosts`` holds both host keys;
+``ssh_uri`` gives the ``qemu+ssh://`` URI with ``keyfile=`` and ``known_hosts=``, so
+nothing of the machine's own ssh setup is read or written.
 
 ``stop`` kills every process left in the namespaces (QEMU, sshd, libvirtd), by pid, then
 deletes the namespaces, the bridge and the directory, pass or fail.
@@ -29,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
-from tests.libvirt.daemons import LIBVIRTD, DaemonError, virsh
+from tests.libvirt import pki
+from tests.libvirt.daemons import LIBVIRTD, DaemonError, guest_name, virsh
 
 SSHD = "/usr/sbin/sshd"
 START_TIMEOUT_S = 30.0
@@ -46,7 +48,7 @@ def missing() -> str | None:
             return (
                 f"{tool} not found (apt-get install openssh-server openssh-client libvirt-daemon)"
             )
-    for tool in ("ip", "unshare", "nsenter", "ss", "virsh", "qemu-system-x86_64"):
+    for tool in ("ip", "unshare", "nsenter", "ss", "virsh", "qemu-system-x86_64", "openssl"):
         if shutil.which(tool) is None:
             return f"{tool} not found"
     return None
@@ -69,6 +71,7 @@ class NsHost:
     home: Path
     host_uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
     pids: list[int] = field(default_factory=list)
+    libvirtd_pid: int = 0
 
     @property
     def sock(self) -> Path:
@@ -90,11 +93,15 @@ class NsHost:
         """The ESTABLISHED TCP connections to ``port`` of this host, one line each."""
         return self.ss("-tn", "state", "established", f"( sport = :{port} )").splitlines()
 
-    def write_config(self) -> None:
+    def write_config(self, ca: pki.CA) -> None:
+        ca.server(self.home / "tls", self.addr)
+        shutil.copy(ca.cert, self.home / "tls" / "cacert.pem")
         for sub in (x.partition(":")[0] for x in MOUNTS):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
         (self.home / "etc" / "libvirtd.conf").write_text(
-            f'host_uuid = "{self.host_uuid}"\nlisten_tls = 0\nlisten_tcp = 1\n'
+            f'host_uuid = "{self.host_uuid}"\nlisten_tls = 1\nlisten_tcp = 1\n'
+            f'cert_file = "{self.home}/tls/servercert.pem"\n'
+            f'key_file = "{self.home}/tls/serverkey.pem"\nca_file = "{self.home}/tls/cacert.pem"\n'
             f'auth_tcp = "none"\nauth_unix_rw = "none"\nauth_unix_ro = "none"\n'
             f'unix_sock_rw_perms = "0700"\nkeepalive_interval = 1\nkeepalive_count = 3\n'
             f'log_outputs = "3:file:{self.home}/libvirtd.log"\n'
@@ -106,23 +113,7 @@ class NsHost:
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.home / "host_key"))
 
     def start(self, authorized_keys: Path) -> None:
-        binds = "; ".join(
-            f"mkdir -p {target} && mount --bind {self.home / src} {target}"
-            for src, _, target in (m.partition(":") for m in MOUNTS)
-        )
-        script = (
-            f"hostname lv-{self.name}; {binds}; exec {LIBVIRTD} --listen"
-            f" -f /etc/libvirt/libvirtd.conf -p {self.home / 'libvirtd.pid'}"
-        )
-        with open(self.home / "libvirtd.stdout", "wb") as out:
-            libvirtd = subprocess.Popen(
-                ["ip", "netns", "exec", self.ns, "unshare", "-m", "-u", "--propagation",
-                 "private", "bash", "-c", script],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
-        self.pids.append(libvirtd.pid)
-        self._wait(lambda: self.sock.exists(), "libvirtd", self.home / "libvirtd.stdout")
+        libvirtd = self.start_libvirtd()
         (self.home / "sshd_config").write_text(
             f"ListenAddress {self.addr}\nPort 22\nHostKey {self.home / 'host_key'}\n"
             f"PidFile {self.home / 'sshd.pid'}\nAuthorizedKeysFile {authorized_keys}\n"
@@ -138,6 +129,36 @@ class NsHost:
         )  # fmt: skip
         self.pids.append(sshd.pid)
         self._wait(lambda: ":22 " in self.ss("-tln"), "sshd", self.home / "sshd.log")
+
+    def start_libvirtd(self) -> subprocess.Popen[bytes]:
+        """Start libvirtd in the namespace and a mount namespace of its own; once it listens."""
+        binds = "; ".join(
+            f"mkdir -p {target} && mount --bind {self.home / src} {target}"
+            for src, _, target in (m.partition(":") for m in MOUNTS)
+        )
+        script = (
+            f"hostname lv-{self.name}; {binds}; exec {LIBVIRTD} --listen"
+            f" -f /etc/libvirt/libvirtd.conf -p {self.home / 'libvirtd.pid'}"
+        )
+        with open(self.home / "libvirtd.stdout", "ab") as out:
+            libvirtd = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns, "unshare", "-m", "-u", "--propagation",
+                 "private", "bash", "-c", script],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+        self.pids.append(libvirtd.pid)
+        self.libvirtd_pid = libvirtd.pid
+        self._wait(lambda: self.sock.exists(), "libvirtd", self.home / "libvirtd.stdout")
+        return libvirtd
+
+    def stop_libvirtd(self) -> None:
+        """Stop this host's libvirtd as a service restart does (SIGTERM: its guests run on)."""
+        os.kill(self.libvirtd_pid, signal.SIGTERM)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.libvirtd_pid, 0)
+        self.pids.remove(self.libvirtd_pid)
+        self.sock.unlink(missing_ok=True)
 
     def _wait(self, ready: object, what: str, log: Path) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -216,8 +237,10 @@ class NsPair:
         try:
             pair._network()
             run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(pair.key))
+            ca = pki.CA.make(root / "ca")
+            ca.client(pair.pki)
             for host in hosts:
-                host.write_config()
+                host.write_config(ca)
                 host.start(root / "client_key.pub")
             pair.known_hosts.write_text(
                 "".join(f"{h.addr} ssh-ed25519 {h.host_key()}\n" for h in hosts)
@@ -249,6 +272,37 @@ class NsPair:
 
     def hosts(self) -> list[NsHost]:
         return [self.a, self.b]
+
+    def stray_qemus(self) -> dict[int, str]:
+        """QEMUs in the hosts' namespaces whose guest their daemon does not list as active:
+        pid → guest."""
+        stray: dict[int, str] = {}
+        for host in self.hosts():
+            active = set(host.virsh("list", "--name", check=False, timeout=15).split())
+            for pid in (int(p) for p in run("ip", "netns", "pids", host.ns, check=False).split()):
+                try:
+                    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if argv and b"qemu-system" in argv[0]:
+                    name = guest_name([a.decode(errors="replace") for a in argv])
+                    if name not in active:
+                        stray[pid] = name
+        return stray
+
+    @property
+    def pki(self) -> Path:
+        """The client's ``pkipath``: the CA's certificate, a client certificate and key."""
+        return self.root / "client-pki"
+
+    def uri(self, host: NsHost, transport: str, **params: str) -> str:
+        """``host``'s URI over ``transport`` (``tcp``, ``tls`` or ``ssh``), with ``params``."""
+        if transport == "ssh":
+            return self.ssh_uri(host, **params)
+        if transport == "tls":
+            params = {"pkipath": str(self.pki), **params}
+        query = f"?{urlencode(params)}" if params else ""
+        return f"qemu+{transport}://{host.addr}/system{query}"
 
     def ssh_uri(self, host: NsHost, **params: str) -> str:
         query = {"keyfile": str(self.key), "known_hosts": str(self.known_hosts), **params}

@@ -25,6 +25,7 @@ from tests.crash.forkserver import SERVER, Child
 from tests.crash.harness import cli_env
 from tests.libvirt import guests
 from tests.libvirt.daemons import Daemon, Pair, migrate_uri
+from tests.libvirt.netns import NsHost
 from tests.libvirt.rpctap import Gate, Tap
 
 CLI_TIMEOUT = 120.0
@@ -130,9 +131,12 @@ def tapped(rig: LibvirtRig, gate: Gate) -> Iterator[tuple[str, str]]:
         dst.close()
 
 
-def kill_hook(daemon: Daemon, guest: str, step: str, kind: str, delay: float | None = None) -> str:
+def kill_hook(
+    daemon: Daemon | NsHost, guest: str, step: str, kind: str, delay: float | None = None
+) -> str:
     """A ``--hook-command`` that kills ``daemon``'s QEMU of ``guest`` at that event."""
-    args = ["kill-qemu", str(daemon.home), guest, *([str(delay)] if delay is not None else [])]
+    where = f"netns:{daemon.ns}" if isinstance(daemon, NsHost) else str(daemon.home)
+    args = ["kill-qemu", where, guest, *([str(delay)] if delay is not None else [])]
     return _hook(step, kind, *args)
 
 

@@ -16,7 +16,8 @@ for one procedure number (``remote_protocol.x``):
   previous step and this one (a QEMU killed, a guest started).
 - ``cut_reply(proc)``: the daemon's reply to ``proc`` is dropped and the connection is
   closed both ways: the call ran, its caller never hears of it (a lost reply). Once: a
-  later call on a new connection is answered.
+  later call on a new connection is answered. ``on_cut`` runs before the connection is
+  closed (a daemon stopped there, say).
 
 Framing: a big-endian u32 length that counts itself, then ``prog, vers, proc, type,
 serial, status``. Only calls and replies of the remote program are looked at; everything
@@ -75,6 +76,7 @@ class Gate:
     on_call: Callable[[], None] | None = None
     before_proc: int | None = None
     before: Callable[[], None] | None = None
+    on_cut: Callable[[], None] | None = None
     seen: list[tuple[str, int, float]] = field(default_factory=list)
     """(direction ``"call"`` | ``"reply"``, proc, ``time.monotonic()``) of the remote
     program's messages, in order."""
@@ -88,8 +90,8 @@ class Gate:
     def hold_after(self, proc: int, on_hold: Callable[[], None] | None = None) -> None:
         self.hold_proc, self.on_hold = proc, on_hold
 
-    def cut_reply(self, proc: int) -> None:
-        self.cut_proc = proc
+    def cut_reply(self, proc: int, on_cut: Callable[[], None] | None = None) -> None:
+        self.cut_proc, self.on_cut = proc, on_cut
 
     def before_call(self, proc: int, action: Callable[[], None]) -> None:
         self.before_proc, self.before = proc, action
@@ -185,6 +187,8 @@ class Tap:
             return True
         if header.proc == self.gate.cut_proc:
             self.gate.cut_proc = None  # once: a retry on a new connection gets its reply
+            if self.gate.on_cut is not None:
+                self.gate.on_cut()  # before the client can notice the cut
             self.gate.cut.set()
             return False
         self.gate._replied(header.proc)

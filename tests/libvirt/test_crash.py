@@ -1,5 +1,9 @@
 """Coordinators killed mid-migration between two real libvirt daemons, then ``migrator recover``.
 
+At the failpoints, in the soak and around a daemon restart the hosts are the namespaced
+system daemons over ``qemu+tcp://`` (``netns.py``); a kill while the daemon runs a step
+needs the RPC tap, on the session pair's UNIX sockets.
+
 The daemons drop their half of a migration when the coordinator's connection closes: an
 incoming guest not yet finished is destroyed, a source paused for the switch-over stays
 paused. Recovery must then resume that source when the destination has nothing, and
@@ -24,7 +28,8 @@ from migrator import failpoints
 from migrator.journal.store import Journal
 from tests.crash.forkserver import SERVER, Child
 from tests.libvirt import guests
-from tests.libvirt.daemons import Pair
+from tests.libvirt.netns import NsPair
+from tests.libvirt.nsrig import NsRig
 from tests.libvirt.rig import CLI_TIMEOUT, LibvirtRig, tapped
 from tests.libvirt.rpctap import Gate
 
@@ -50,16 +55,18 @@ def expected_end(failpoint: str) -> str:
 
 @pytest.mark.parametrize("failpoint", FAILPOINTS)
 def test_a_coordinator_killed_at_a_failpoint_is_recovered_to_one_copy(
-    rig: LibvirtRig, failpoint: str
+    ns_rig: NsRig, failpoint: str
 ) -> None:
+    rig = ns_rig  # over qemu+tcp://
     env = {failpoints.ENV_VAR: f"{failpoint}=crash"}
     code, _ = rig.migrate(env=env)
     assert code == failpoints.CRASH_EXIT_CODE
 
-    recovered = rig.recover()
+    code, rows = rig.recover()
 
-    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
-    m = rig.settled()
+    assert code == 0, rows
+    [m] = rig.migrations()
+    rig.settled(m)
     assert str(m.state) == expected_end(failpoint)
     src = "absent" if str(m.state) == "CONFIRMED" else "running"
     assert rig.states()[0] == src
@@ -100,48 +107,46 @@ def test_a_coordinator_killed_while_the_daemon_runs_a_step_is_recovered_at_once(
 
 
 @pytest.mark.timeout(60 + 20 * SOAK_KILLS)
-def test_sigkill_soak_every_kill_is_recovered_to_one_copy(
-    libvirt_driver: None, libvirt_pair: Pair, tmp_path: Path
-) -> None:
+def test_sigkill_soak_every_kill_is_recovered_to_one_copy(ns_pair: NsPair, tmp_path: Path) -> None:
+    """Over qemu+tcp:// between the namespaced hosts."""
     seed = int(os.environ.get("MIGRATOR_SOAK_SEED", "0")) or random.randrange(1 << 32)
     print(f"MIGRATOR_SOAK_SEED={seed}")
     rng = random.Random(seed)
     ends: dict[str, int] = {}
     for round_ in range(SOAK_KILLS):
-        rig = _fresh_rig(libvirt_pair, tmp_path / f"round-{round_}.db")
+        rig = _fresh_rig(ns_pair, tmp_path / f"round-{round_}.db")
         try:
             child = rig.spawn()
             time.sleep(rng.uniform(0.0, SOAK_WINDOW_S))
             SERVER.kill(child)
             SERVER.wait(child, CLI_TIMEOUT)
-            recovered = rig.recover()
-            assert recovered.returncode == 0, (seed, round_, recovered.stdout, recovered.stderr)
+            code, rows = rig.recover()
+            assert code == 0, (seed, round_, rows)
             end = _settled_or_never_started(rig)
         finally:
-            for daemon in libvirt_pair.daemons():
-                guests.destroy(daemon, rig.name)
+            for host in ns_pair.hosts():
+                guests.destroy(host, rig.name)  # type: ignore[arg-type]
         ends[end] = ends.get(end, 0) + 1
     print(json.dumps(ends))
     assert set(ends) <= {"CONFIRMED", "ROLLED_BACK", "not started"}, ends
 
 
-def _settled_or_never_started(rig: LibvirtRig) -> str:
+def _settled_or_never_started(rig: NsRig) -> str:
     """The end of the round's migration; ``"not started"`` if killed before it was journaled."""
-    with Journal.open(rig.db) as journal:
-        started = bool(journal.list())
-    if started:
-        return str(rig.settled().state)
+    if migrations := rig.migrations():
+        rig.settled(migrations[0])
+        return str(migrations[0].state)
     assert rig.states() == ("running", "absent")
     assert rig.pair.stray_qemus() == {}
     return "not started"
 
 
-def _fresh_rig(pair: Pair, path: Path) -> LibvirtRig:
+def _fresh_rig(pair: NsPair, path: Path) -> NsRig:
     db = f"sqlite:///{path}"
     Journal.open(db, upgrade=True).close()
     name = guests.unique_name("soak")
-    guests.create(pair.src, name, guests.domain_xml(name))
-    return LibvirtRig(pair, db, name)
+    guests.create(pair.a, name, guests.domain_xml(name))  # type: ignore[arg-type]
+    return NsRig(pair, db, name)
 
 
 @pytest.mark.parametrize(
@@ -153,14 +158,19 @@ def _fresh_rig(pair: Pair, path: Path) -> LibvirtRig:
     ],
 )
 def test_a_daemon_restarted_after_the_crash_is_reconciled_too(
-    rig: LibvirtRig, failpoint: str, daemon: str, expected: str
+    ns_rig: NsRig, failpoint: str, daemon: str, expected: str
 ) -> None:
     """The coordinator died, then a daemon restarted before recovery asked it anything."""
+    rig = ns_rig
     code, _ = rig.migrate(env={failpoints.ENV_VAR: f"{failpoint}=crash"})
     assert code == failpoints.CRASH_EXIT_CODE
-    (rig.pair.src if daemon == "src" else rig.pair.dst).restart()
+    host = rig.pair.a if daemon == "src" else rig.pair.b
+    host.stop_libvirtd()
+    host.start_libvirtd()
 
-    recovered = rig.recover()
+    code, rows = rig.recover()
 
-    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
-    assert str(rig.settled().state) == expected
+    assert code == 0, rows
+    [m] = rig.migrations()
+    rig.settled(m)
+    assert str(m.state) == expected

@@ -6,6 +6,9 @@ transfer or before Finish, the source's QEMU gone before Confirm, and replies lo
 the daemon's connection was cut right after a call ran (``rpctap.py``). Whatever the
 cause, the migration ends with the guest on exactly one host, or ``IN_DOUBT`` with the
 source paused, and no QEMU left without a domain.
+
+A fault at an exact point of the protocol needs the RPC tap, on the session pair's UNIX
+sockets; the others run between the namespaced system hosts over ``qemu+tcp://``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from migrator.states import Step
 from tests.crash.forkserver import SERVER
 from tests.libvirt import guests
 from tests.libvirt.fault_hook import kill
+from tests.libvirt.nsrig import NsRig
 from tests.libvirt.rig import CLI_TIMEOUT, LibvirtRig, kill_hook, tapped
 from tests.libvirt.rpctap import Gate
 
@@ -30,9 +34,11 @@ def _failed_step(rig: LibvirtRig, migration_id: str) -> tuple[Step | None, str]:
 
 
 def test_a_domain_of_that_name_on_the_destination_is_refused_before_begin(
-    rig: LibvirtRig,
+    ns_rig: NsRig,
 ) -> None:
-    guests.create(rig.pair.dst, rig.name, guests.domain_xml(rig.name))  # another guest, same name
+    rig = ns_rig  # over qemu+tcp://
+    xml = guests.domain_xml(rig.name)
+    guests.create(rig.pair.b, rig.name, xml)  # type: ignore[arg-type]  # another guest, same name
     proc = rig.cli(*rig.argv())
     assert proc.returncode == 2, proc.stderr
     assert f"domain {rig.name!r} already exists" in proc.stderr
@@ -67,16 +73,18 @@ def test_perform_to_a_migration_uri_nobody_listens_on_rolls_back(rig: LibvirtRig
     rig.settled()
 
 
-def test_destination_qemu_killed_mid_transfer_rolls_back(rig: LibvirtRig) -> None:
+def test_destination_qemu_killed_mid_transfer_rolls_back(ns_rig: NsRig) -> None:
+    rig, a = ns_rig, ns_rig.pair.a  # over qemu+tcp://
     pattern = payload.Pattern(touch_mib=24, seed=0x4B494C4C)
-    guests.destroy(rig.pair.src, rig.name)
-    guests.create_pattern_guest(rig.pair.src, rig.pair.root, rig.name, pattern, 64)
-    hook = kill_hook(rig.pair.dst, rig.name, "perform", "intent", delay=1.5)
+    guests.destroy(a, rig.name)  # type: ignore[arg-type]
+    guests.create_pattern_guest(a, rig.pair.root, rig.name, pattern, 64)  # type: ignore[arg-type]
+    hook = kill_hook(rig.pair.b, rig.name, "perform", "intent", delay=1.5)
     code, outcome = rig.migrate("--bandwidth", "4", "--hook-command", hook)  # 6 s of transfer
     assert (code, outcome["state"]) == (1, "ROLLED_BACK"), outcome
-    assert _failed_step(rig, outcome["id"])[0] is Step.PERFORM
-    rig.settled()
-    region = guests.read_memory(rig.pair.src, rig.name, pattern.start, pattern.size)
+    [error, *_] = [e for e in rig.history(outcome["id"]) if e.kind == "error"]
+    assert error.step is Step.PERFORM
+    rig.settled(rig.migrations()[0])
+    region = guests.read_memory(a, rig.name, pattern.start, pattern.size)  # type: ignore[arg-type]
     assert payload.check_region(region, pattern) == 0  # the source runs on, intact
 
 

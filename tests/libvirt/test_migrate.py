@@ -1,80 +1,83 @@
-"""``migrator migrate`` between two real libvirt daemons: guests that arrive, as they left."""
+"""``migrator migrate`` between two real libvirt hosts over ``qemu+tcp://`` (the namespaced
+system daemons of ``netns.py``): guests that arrive, as they left."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from migrator.drivers import payload
 from migrator.states import Step
 from tests.libvirt import guests
-from tests.libvirt.conftest import Guest
-from tests.libvirt.rig import LibvirtRig
+from tests.libvirt.nsrig import NsRig
 
 MIB = 1024 * 1024
 STEPS = [Step.BEGIN, Step.PREPARE, Step.PERFORM, Step.FINISH, Step.CONFIRM]
 
 
-def test_a_running_guest_moves_and_runs_on_the_destination_only(
-    libvirt_driver: None, guest: Guest, db_url: str
-) -> None:
-    rig = LibvirtRig(guest.pair, db_url, guest.name)
+def test_a_running_guest_moves_and_runs_on_the_destination_only(ns_rig: NsRig, db_url: str) -> None:
+    rig = NsRig(ns_rig.pair, db_url, ns_rig.name)  # on SQLite and PostgreSQL
     code, outcome = rig.migrate()
     assert (code, outcome["state"]) == (0, "CONFIRMED"), outcome
-    assert guest.states() == (("absent", ""), ("running", "migrated"))
+    assert guests.state(rig.pair.b, rig.name) == ("running", "migrated")  # type: ignore[arg-type]
     events = rig.history(outcome["id"])
     assert [e.step for e in events if e.kind == "ok"] == STEPS
-    rig.settled()
+    rig.settled(rig.migrations()[0])
 
 
-def test_a_paused_guest_stays_paused_on_the_destination(rig: LibvirtRig) -> None:
-    rig.pair.src.virsh("suspend", rig.name)
-    code, outcome = rig.migrate()
+def test_a_paused_guest_stays_paused_on_the_destination(ns_rig: NsRig) -> None:
+    ns_rig.pair.a.virsh("suspend", ns_rig.name)
+    code, outcome = ns_rig.migrate()
     assert (code, outcome["state"]) == (0, "CONFIRMED"), outcome
-    assert rig.states() == ("absent", "paused")
-    rig.settled(paused=True)
+    assert ns_rig.states() == ("absent", "paused")
+    ns_rig.settled(ns_rig.migrations()[0], paused=True)
 
 
-def test_flag_paused_leaves_a_running_guest_paused_on_the_destination(rig: LibvirtRig) -> None:
-    code, outcome = rig.migrate("--flag", "paused")
+def test_flag_paused_leaves_a_running_guest_paused_on_the_destination(ns_rig: NsRig) -> None:
+    code, outcome = ns_rig.migrate("--flag", "paused")
     assert (code, outcome["state"]) == (0, "CONFIRMED"), outcome
-    assert rig.states() == ("absent", "paused")
-    rig.settled(paused=True)
+    assert ns_rig.states() == ("absent", "paused")
+    ns_rig.settled(ns_rig.migrations()[0], paused=True)
 
 
-def test_dname_names_the_guest_on_the_destination(rig: LibvirtRig, guest: Guest) -> None:
+def test_dname_names_the_guest_on_the_destination(ns_rig: NsRig) -> None:
     dname = guests.unique_name("renamed")
     try:
-        code, outcome = rig.migrate("--dname", dname)
+        code, outcome = ns_rig.migrate("--dname", dname)
         assert (code, outcome["state"]) == (0, "CONFIRMED"), outcome
-        assert rig.states(dname) == ("absent", "running")
-        assert guests.state(rig.pair.dst, rig.name)[0] == "absent"
-        rig.settled(dname=dname)
+        assert ns_rig.states(dname) == ("absent", "running")
+        assert ns_rig.states()[1] == "absent"
+        ns_rig.settled(ns_rig.migrations()[0], dname=dname)
     finally:
-        guest.cleanup(dname)
+        ns_rig.pair.b.virsh("destroy", dname, check=False)
 
 
-def _pattern_rig(rig: LibvirtRig, touch_mib: int, memory_mib: int) -> payload.Pattern:
+def _pattern_rig(rig: NsRig, touch_mib: int, memory_mib: int) -> payload.Pattern:
     """Replace the rig's guest by a fresh one that wrote ``touch_mib`` MiB of pattern."""
     pattern = payload.Pattern(touch_mib=touch_mib, seed=0x6D696772)
-    guests.destroy(rig.pair.src, rig.name)
-    guests.create_pattern_guest(rig.pair.src, rig.pair.root, rig.name, pattern, memory_mib)
+    a = rig.pair.a
+    guests.destroy(a, rig.name)  # type: ignore[arg-type]
+    guests.create_pattern_guest(a, Path(rig.pair.root), rig.name, pattern, memory_mib)  # type: ignore[arg-type]
     return pattern
 
 
-def test_the_guest_memory_is_the_same_after_the_migration(rig: LibvirtRig) -> None:
+def test_the_guest_memory_is_the_same_after_the_migration(ns_rig: NsRig) -> None:
+    rig, a, b = ns_rig, ns_rig.pair.a, ns_rig.pair.b
     pattern = _pattern_rig(rig, touch_mib=32, memory_mib=64)
-    before = guests.read_memory(rig.pair.src, rig.name, 0, 64 * MIB)
+    before = guests.read_memory(a, rig.name, 0, 64 * MIB)  # type: ignore[arg-type]
     assert payload.check_region(before[pattern.start : pattern.end], pattern) == 0
 
     code, outcome = rig.migrate()
 
     assert (code, outcome["state"]) == (0, "CONFIRMED"), outcome
-    after = guests.read_memory(rig.pair.dst, rig.name, 0, 64 * MIB)
+    after = guests.read_memory(b, rig.name, 0, 64 * MIB)  # type: ignore[arg-type]
     assert after[pattern.start : pattern.end] == before[pattern.start : pattern.end]
     assert after == before, "the halted guest's RAM outside the pattern changed too"
-    assert guests.marker_set(rig.pair.dst, rig.name)
-    rig.settled()
+    assert guests.marker_set(b, rig.name)  # type: ignore[arg-type]
+    rig.settled(rig.migrations()[0])
 
 
-def test_a_bandwidth_cap_is_kept_and_seen_in_the_progress(rig: LibvirtRig) -> None:
+def test_a_bandwidth_cap_is_kept_and_seen_in_the_progress(ns_rig: NsRig) -> None:
+    rig = ns_rig
     _pattern_rig(rig, touch_mib=24, memory_mib=64)
     code, outcome = rig.migrate("--bandwidth", "8")
     assert (code, outcome["state"]) == (0, "CONFIRMED"), outcome
@@ -82,6 +85,6 @@ def test_a_bandwidth_cap_is_kept_and_seen_in_the_progress(rig: LibvirtRig) -> No
     assert perform.detail is not None
     assert perform.duration is not None and perform.duration >= 2.0  # 24 MiB at 8 MiB/s
     assert 0 < int(perform.detail["memory_bps"]) <= 8 * MIB * 1.25
-    progress = rig.only().progress
+    progress = rig.migrations()[0].progress
     assert progress is not None and progress["transferred"] >= 24 * MIB, progress
-    rig.settled()
+    rig.settled(rig.migrations()[0])

@@ -42,7 +42,7 @@ from migrator.drivers.api import (
     PrepareResult,
     ProbeResult,
 )
-from migrator.drivers.libvirt import reconcile
+from migrator.drivers.libvirt import jobs, reconcile
 from migrator.drivers.libvirt.errors import LibvirtError, LibvirtUnreachable
 from migrator.drivers.libvirt.host import Host, Session
 from migrator.drivers.libvirt.procedures import DrvFeature, ErrorCode, MigrateParam
@@ -287,19 +287,21 @@ class LibvirtDriver(Host):
         if isinstance(memo, ConfirmResult):
             return memo
         session = self.session(ctx.migration_id)
-        done = False
+        done, note = False, {}
         if session is not None and session.dom is not None and Step.CONFIRM not in session.spent:
             session.spent.add(Step.CONFIRM)
             done = self._confirm3(ctx, session, params, cookie, cancelled)
         if not done:
             uuid = session.dom.uuid if session and session.dom else reconcile.cookie_uuid(cookie)
-            self.on_control(
+            left = time_left(ctx)
+            note = self.on_control(
                 lambda r: reconcile.settle_confirm(
-                    r, params.domain, cancelled=cancelled, flags=params.flags, uuid=uuid
+                    r, params.domain, cancelled=cancelled, flags=params.flags, uuid=uuid,
+                    wait=None if left is None else min(jobs.JOB_END_WAIT, left * 0.8),
                 ),
-                time_left(ctx),
-            )
-        result = ConfirmResult()
+                left,
+            )  # fmt: skip
+        result = ConfirmResult(detail=note)
         self._keep(ctx, result, cancelled)
         self.forget(ctx.migration_id)
         return result
@@ -325,6 +327,15 @@ class LibvirtDriver(Host):
         return True
 
     # -- what the host holds -------------------------------------------------------------------
+
+    def host_uuid(self) -> str | None:
+        """The daemon's host UUID, from its capabilities (``hostmap.Identified``)."""
+        caps = self.on_control(lambda r: r.capabilities())
+        return reconcile.capabilities_host_uuid(caps)
+
+    def cookie_host_uuid(self, cookie: bytes) -> str | None:
+        """The host UUID a migration cookie of a daemon names (``hostmap.Identified``)."""
+        return reconcile.cookie_host_uuid(cookie)
 
     def probe(self, domain: str) -> ProbeResult:
         """Lookup, state and reason, and for a domain paused by a migration its job."""

@@ -5,6 +5,7 @@
     DriverError
     ├── LibvirtError              the daemon answered a call with remote_error
     ├── LibvirtUnreachable        no connection, connection lost, or no reply in time
+    │                             (a HostUnreachable: a probe asks again)
     │   └── LibvirtTimeout        a connect or a call did not finish within its timeout
     ├── LibvirtAuthUnsupported    the daemon asks for SASL or polkit authentication
     └── XDRError (xdr.py)         a message that does not decode
@@ -12,7 +13,7 @@
 
 from __future__ import annotations
 
-from migrator.errors import DriverError
+from migrator.errors import DriverError, HostUnreachable
 
 
 class LibvirtError(DriverError):
@@ -32,7 +33,7 @@ class LibvirtError(DriverError):
         return LibvirtError(code=self.code, domain=self.domain, message=message, proc=self.proc)
 
 
-class LibvirtUnreachable(DriverError):
+class LibvirtUnreachable(HostUnreachable):
     def __init__(self, *, host: str, reason: str) -> None:
         self.host = host
         super().__init__(f"libvirt daemon {host}: {reason}")

@@ -24,6 +24,7 @@ class Proc(enum.IntEnum):
     CONNECT_OPEN = 1
     CONNECT_CLOSE = 2
     CONNECT_GET_VERSION = 4
+    CONNECT_GET_CAPABILITIES = 7
     DOMAIN_DESTROY = 12
     DOMAIN_GET_XML_DESC = 14
     DOMAIN_LOOKUP_BY_NAME = 23
@@ -137,6 +138,17 @@ class JobType(enum.IntEnum):
     COMPLETED = 3
     FAILED = 4
     CANCELLED = 5
+
+
+class JobOperation(enum.IntEnum):
+    """virDomainJobOperation, the job statistics' ``operation``: what the job is doing."""
+
+    UNKNOWN = 0
+    START = 1
+    SAVE = 2
+    RESTORE = 3
+    MIGRATION_IN = 4
+    MIGRATION_OUT = 5
 
 
 class ErrorCode(enum.IntEnum):

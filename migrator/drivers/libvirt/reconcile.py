@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from migrator.drivers.api import DomainState
+from migrator.drivers.libvirt import jobs
 from migrator.drivers.libvirt.errors import LibvirtError
 from migrator.drivers.libvirt.procedures import DomainStateCode, ErrorCode, PausedReason
 from migrator.drivers.libvirt.remote import DomainStatus, JobInfo, Remote
@@ -66,6 +67,8 @@ _STATE_OF: dict[Holds, DomainState] = {
     Holds.RUNNING: DomainState.RUNNING,
 }
 
+_MAY_MIGRATE = (Holds.RUNNING, Holds.PAUSED, Holds.PAUSED_BY_MIGRATION)
+"""What a source holds while an outgoing migration job may run on it."""
 _KNOWN_STATES = frozenset(DomainStateCode)
 _ACTIVE_RUNNING = (DomainStateCode.RUNNING, DomainStateCode.BLOCKED)
 """SHUTDOWN is not among them: libvirt also reports it for a QEMU on its way out (an
@@ -107,6 +110,26 @@ def cookie_uuid(cookie: bytes) -> bytes | None:
         root = ET.fromstring(cookie.rstrip(b"\0").decode())
         text = root.findtext("uuid")
         return uuidlib.UUID(text).bytes if root.tag == "qemu-migration" and text else None
+    except (ET.ParseError, UnicodeDecodeError, ValueError):
+        return None
+
+
+def cookie_host_uuid(cookie: bytes) -> str | None:
+    """The host UUID a libvirt migration cookie names (``<hostuuid>``: the host that made
+    it, the source for Begin's, the destination for Prepare's), or None."""
+    return _uuid_text(cookie.rstrip(b"\0"), "qemu-migration", "hostuuid")
+
+
+def capabilities_host_uuid(xml: str) -> str | None:
+    """``<capabilities><host><uuid>``: the daemon's ``host_uuid``, the one its cookies name."""
+    return _uuid_text(xml.encode(), "capabilities", "host/uuid")
+
+
+def _uuid_text(document: bytes, tag: str, path: str) -> str | None:
+    try:
+        root = ET.fromstring(document.decode())
+        text = root.findtext(path)
+        return str(uuidlib.UUID(text)) if root.tag == tag and text else None
     except (ET.ParseError, UnicodeDecodeError, ValueError):
         return None
 
@@ -175,13 +198,24 @@ def settle_confirm(
     cancelled: bool,
     flags: MigrateFlags,
     uuid: bytes | None = None,
-) -> None:
-    """Confirm settled from what the source holds: resume it (``cancelled``) or end it."""
+    wait: float | None = None,
+) -> dict[str, Any]:
+    """Confirm settled from what the source holds: resume it (``cancelled``) or end it.
+
+    Before a source is resumed, an outgoing migration job still running there (its client
+    died while Perform3 ran) is aborted, waiting at most ``wait`` s for it to end
+    (``jobs.clear``); the words for the timeline are returned ({} if nothing of the sort)."""
     seen = look(remote, name, uuid)
-    if cancelled:
-        _resume(remote, name, seen)
-    else:
+    if not cancelled:
         _end(remote, name, seen, flags)
+        return {}
+    note: dict[str, Any] = {}
+    if seen.dom is not None and seen.holds in _MAY_MIGRATE:
+        note = jobs.clear(remote, seen.dom, wait)
+        if note:
+            seen = look(remote, name, uuid)  # an aborted Perform3 may have resumed it
+    _resume(remote, name, seen)
+    return note
 
 
 def _resume(remote: Remote, name: str, seen: Seen) -> None:

@@ -85,6 +85,9 @@ class Remote:
     def version(self) -> int:
         return self._read(Proc.CONNECT_GET_VERSION).uhyper()
 
+    def capabilities(self) -> str:
+        return self._read(Proc.CONNECT_GET_CAPABILITIES).string()
+
     def hostname(self) -> str:
         return self._read(Proc.CONNECT_GET_HOSTNAME).string()
 

@@ -79,15 +79,30 @@ def open_socket(target: LibvirtURI, *, host: str, timeout: float) -> socket.sock
         raise LibvirtTimeout(host=host, reason=f"no connection within {timeout:g} s") from None
     except ssl.SSLError as exc:
         reason = f"TLS handshake failed: {exc.reason or exc}"
+        if exc.reason == "CERTIFICATE_VERIFY_FAILED" and target.tls is not None:
+            reason += (
+                f"; the daemon's certificate does not check against {target.tls.ca} (give"
+                " the CA that signed it, pkipath=DIR, or no_verify=1 to skip the check)"
+            )
     except OSError as exc:
         reason = f"cannot connect to {target.address}: {exc.strerror or exc}"
     raise LibvirtUnreachable(host=host, reason=reason)
 
 
-def tls_context(target: LibvirtURI) -> ssl.SSLContext:
-    """A client context from libvirt's certificate layout (see ``uri.py``)."""
+def tls_context(target: LibvirtURI, host: str | None = None) -> ssl.SSLContext:
+    """A client context from libvirt's certificate layout (see ``uri.py``); a file that is
+    missing or does not load is ``LibvirtUnreachable`` naming ``host`` and the file."""
     files = target.tls
     assert files is not None
+    host = host or target.address
+    needed = [("CA certificate", files.ca)] if files.verify else []
+    needed += [("client certificate", files.cert), ("client key", files.key)]
+    for what, path in needed:
+        if not path.is_file():
+            raise LibvirtUnreachable(
+                host=host, reason=f"no TLS {what} at {path} (pkipath=DIR holds cacert.pem,"
+                " clientcert.pem and clientkey.pem, as virsh reads them)",
+            )  # fmt: skip
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
         if files.verify:
@@ -99,14 +114,14 @@ def tls_context(target: LibvirtURI) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         files_named = f"{files.ca}, {files.cert}, {files.key}"
         raise LibvirtUnreachable(
-            host=target.address, reason=f"cannot load the TLS files ({files_named}): {exc}"
+            host=host, reason=f"cannot load the TLS files ({files_named}): {exc}"
         ) from None
     return context
 
 
 def _tls(sock: socket.socket, target: LibvirtURI, *, host: str) -> socket.socket:
     try:
-        wrapped = tls_context(target).wrap_socket(sock, server_hostname=target.host)
+        wrapped = tls_context(target, host).wrap_socket(sock, server_hostname=target.host)
         # libvirtd sends one byte, 1, once it accepted our certificate (virNetClient).
         check = wrapped.recv(1)
     except BaseException:

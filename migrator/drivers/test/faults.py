@@ -27,6 +27,7 @@ class FaultMode(enum.StrEnum):
     IO_ERROR = "io-error"
     HANG = "hang"
     SLOW = "slow"
+    UNREACHABLE = "unreachable"
 
 
 def check_fault(step: str, mode: str, seconds: float | None, count: int | None) -> None:

@@ -19,7 +19,7 @@ from migrator.drivers.hoststate import Host
 from migrator.drivers.test.faults import FaultMode, check_fault, hang
 from migrator.drivers.test.shards import ShardedState
 from migrator.drivers.test.transfer import incoming_image, partials, write_image
-from migrator.errors import DomainExists, DomainNotFound, DriverError, InvalidURI
+from migrator.errors import DomainExists, DomainNotFound, DriverError, HostUnreachable, InvalidURI
 from migrator.flags import MigrateFlags
 from migrator.records import StepContext
 from migrator.states import Step
@@ -239,6 +239,8 @@ class TestHost(ShardedState):
             return
         if fault["mode"] == FaultMode.ERROR:
             raise DriverError(fault["message"] or f"injected error in {step}")
+        if fault["mode"] == FaultMode.UNREACHABLE:
+            raise HostUnreachable(fault["message"] or f"injected: {step}'s host cannot be reached")
         if fault["mode"] == FaultMode.HANG:
             hang(step, deadline)
         if fault["mode"] == FaultMode.SLOW:

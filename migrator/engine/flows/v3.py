@@ -258,6 +258,7 @@ def confirm_with_retries(
                 run, trigger, Step.CONFIRM, out, cookie_out=out.value.cookie,
                 cancelled=cancelled, attempt=attempt,
                 reason=cause if cancelled else None,  # a success clears retry noise
+                detail=getattr(out.value, "detail", None) or None,  # what else the host did
             )  # fmt: skip
             return
         last = tries.last

@@ -9,7 +9,7 @@ import pytest
 
 from migrator.drivers.api import DomainState
 from migrator.drivers.libvirt.procedures import DomainStateCode as S
-from migrator.drivers.libvirt.procedures import JobType, Proc
+from migrator.drivers.libvirt.procedures import JobOperation, JobType, Proc
 from migrator.drivers.libvirt.procedures import PausedReason as P
 from migrator.drivers.libvirt.reconcile import (
     Holds,
@@ -65,8 +65,10 @@ def host(state: int | None, reason: int = 0, job: int | None = 0) -> tuple[FakeD
         handlers[Proc.DOMAIN_GET_STATE] = reply(Packer().sint(state).sint(reason).data())
     if job is None:
         handlers[Proc.DOMAIN_GET_JOB_INFO] = fail(84, 10, "only on the source host")
+        handlers[Proc.DOMAIN_GET_JOB_STATS] = fail(84, 10, "only on the source host")
     else:
         handlers[Proc.DOMAIN_GET_JOB_INFO] = reply(Packer().sint(job).data() + bytes(80))
+        handlers[Proc.DOMAIN_GET_JOB_STATS] = reply(Packer().sint(job).params({}).data())
     fake = FakeDaemon(handlers)
     return fake, Remote(fake.connection())
 
@@ -168,3 +170,47 @@ def test_confirm_is_settled_from_the_source(made: list[FakeDaemon]) -> None:
         settle(made, "confirm", False, S.RUNNING, 1)
     with pytest.raises(DriverError, match="nothing to resume"):
         settle(made, "confirm", True, None)
+
+
+def _outgoing_job(fake: FakeDaemon, operation: int, *, ends: bool = True) -> None:
+    """The domain runs a job doing ``operation``; DOMAIN_ABORT_JOB ends it (if ``ends``)."""
+    stats = Packer().sint(JobType.UNBOUNDED).params({"operation": operation}).data()
+    fake.handlers[Proc.DOMAIN_GET_JOB_STATS] = reply(stats)
+    fake.handlers[Proc.DOMAIN_GET_JOB_INFO] = reply(
+        Packer().sint(JobType.UNBOUNDED).data() + bytes(80)
+    )
+
+    def abort(call: object) -> list[bytes]:
+        if ends:
+            none = Packer().sint(JobType.NONE).data() + bytes(80)
+            fake.handlers[Proc.DOMAIN_GET_JOB_INFO] = reply(none)
+        return reply()(call)  # type: ignore[arg-type]
+
+    fake.handlers[Proc.DOMAIN_ABORT_JOB] = abort  # type: ignore[assignment]
+
+
+def test_a_dead_clients_outgoing_job_is_aborted_before_the_source_is_resumed(
+    made: list[FakeDaemon],
+) -> None:
+    fake, remote = host(S.RUNNING, 1)
+    made.append(fake)
+    _outgoing_job(fake, JobOperation.MIGRATION_OUT)
+    note = settle_confirm(remote, "g", cancelled=True, flags=MigrateFlags(0), wait=5)
+    assert [f.proc for f in fake.received].count(Proc.DOMAIN_ABORT_JOB) == 1
+    assert "outgoing migration job of a client gone was aborted; it ended after" in note["job"]
+
+
+def test_a_job_that_outlasts_the_wait_is_said_so_and_another_job_is_left_alone(
+    made: list[FakeDaemon],
+) -> None:
+    fake, remote = host(S.RUNNING, 1)
+    made.append(fake)
+    _outgoing_job(fake, JobOperation.MIGRATION_OUT, ends=False)
+    note = settle_confirm(remote, "g", cancelled=True, flags=MigrateFlags(0), wait=0.3)
+    assert "still running after 0.3 s" in note["job"]
+    other, remote = host(S.RUNNING, 1)
+    made.append(other)
+    _outgoing_job(other, JobOperation.SAVE)
+    note = settle_confirm(remote, "g", cancelled=True, flags=MigrateFlags(0))
+    assert Proc.DOMAIN_ABORT_JOB not in [f.proc for f in other.received]
+    assert "not a migration's, left alone" in note["job"]
