@@ -10,7 +10,9 @@ Every error the library raises on purpose derives from :class:`MigratorError`::
     │   ├── MigrationNotFound      no migration matches an id or id prefix
     │   ├── AmbiguousMigrationId   an id prefix matches several migrations
     │   ├── NoCommonProtocol       the two drivers share no migration protocol
-    │   └── FlagNotHonoured        a migration flag a host's driver does not act on
+    │   ├── FlagNotHonoured        a migration flag a host's driver does not act on
+    │   ├── SettingNotHonoured     a policy setting a host's driver does not act on
+    │   └── PostcopyUnavailable    post-copy cannot be started for this migration
     ├── JournalError               the journal cannot be used; the CLI exits 2
     │   ├── JournalUnavailable     cannot connect, not a database, locked, disk full
     │   │   └── JournalReplaced    the database is not the one this journal opened
@@ -24,6 +26,7 @@ Every error the library raises on purpose derives from :class:`MigratorError`::
     └── DriverError                a driver hook failed (its text is data, never trusted)
         ├── StepTimeout            a hook did not return within its timeout
         ├── CookieTooLarge         a driver returned a cookie over REMOTE_MIGRATE_COOKIE_MAX
+        ├── PolicyAborted          a convergence policy cancelled Perform (stall, budget)
         ├── HostStateInvalid       a host's state file is malformed, too large or not a
         │                          file (also a UsageError: bad input, the CLI exits 2)
         └── QMPUnreachable         a QEMU domain's QMP socket does not answer
@@ -85,6 +88,21 @@ class FlagNotHonoured(UsageError):
             f"flag {flag} is not honoured by the {driver} driver ({host}); it honours:"
             f" {', '.join(honoured) or 'no flag'}"
         )
+
+
+class SettingNotHonoured(UsageError):
+    def __init__(self, *, setting: str, driver: str, host: str, honoured: list[str]) -> None:
+        self.setting = setting
+        listed = ", ".join(honoured) or "none"
+        super().__init__(
+            f"policy setting {setting} is refused: the {driver} driver of {host} does not"
+            f" honour it (it honours: {listed})"
+        )
+
+
+class PostcopyUnavailable(UsageError):
+    def __init__(self) -> None:
+        super().__init__("post-copy is not available for this migration")
 
 
 class JournalError(MigratorError):
@@ -187,6 +205,12 @@ class HookCommandFailed(MigratorError):
 
 class DriverError(MigratorError):
     """A driver hook failed. Drivers raise it (or anything) and the coordinator journals it."""
+
+
+class PolicyAborted(DriverError):
+    def __init__(self, *, why: str, detail: str) -> None:
+        self.why = why
+        super().__init__(f"the convergence policy aborted Perform ({why}): {detail}")
 
 
 class StepTimeout(DriverError):

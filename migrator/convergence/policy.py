@@ -36,7 +36,10 @@ class Setting(enum.StrEnum):
     """What a policy asks of the source host's driver; each is honoured or refused."""
 
     DOWNTIME = "downtime"
-    BANDWIDTH = "bandwidth"
+    """The allowed downtime, set before the data goes and changed while it goes."""
+    SPEED = "speed"
+    """The bandwidth changed while the data goes (``set-speed``); the bandwidth at the
+    start is the migration's own (``--bandwidth``), which every driver honours."""
     POSTCOPY_BANDWIDTH = "postcopy-bandwidth"
     JOB_STATS = "job-stats"
     """Remaining bytes and passes at iteration boundaries: stall and budget need them."""
@@ -83,7 +86,6 @@ class Policy:
         """What the policy needs of the source's driver, in a stable order."""
         needs = {
             Setting.DOWNTIME: self.max_downtime_ms is not None,
-            Setting.BANDWIDTH: self.bandwidth_mib is not None,
             Setting.POSTCOPY_BANDWIDTH: self.postcopy_bandwidth_mib is not None,
             Setting.JOB_STATS: self.budget_s_per_gib is not None
             or self.stall_iterations is not None,

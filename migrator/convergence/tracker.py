@@ -73,7 +73,7 @@ class Tracker:
         return out
 
     def _ramp(self, elapsed: float) -> list[Decision]:
-        policy, out = self.policy, []
+        policy, out = self.policy, list[Decision]()
         if policy.max_downtime_ms is None:
             return out
         while self.steps_taken < policy.downtime_steps and (

@@ -18,10 +18,12 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from migrator import limits
+from migrator.convergence.policy import Policy
 from migrator.drivers.api import Driver
 from migrator.drivers.registry import connect
 from migrator.drivers.uri import redact_uri
 from migrator.engine import lease, orphans
+from migrator.engine.applier import Convergence, PostcopyFactory
 from migrator.engine.delivery import Delivery
 from migrator.engine.flows import ABORTABLE, flow_for
 from migrator.engine.flows.base import Engine
@@ -67,7 +69,9 @@ class Coordinator:
     crash-test points armed (none by default; the command line reads them from
     ``MIGRATOR_FAILPOINTS``). ``hooks`` are given the committed events by ``delivery``;
     ``gate`` is called at each step boundary, before the intent, and raises to stop
-    driving (a worker's graceful stop, docs/workers.md).
+    driving (a worker's graceful stop, docs/workers.md). ``postcopy`` gives a run being
+    driven its post-copy entry point (``start_postcopy(reason)``); without it the
+    ``postcopy`` action and request are refused (docs/convergence.md).
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class Coordinator:
         connect: Connect = connect,
         failpoints: Failpoints = INERT,
         gate: Gate | None = None,
+        postcopy: PostcopyFactory | None = None,
     ) -> None:
         if step_timeout is not None:
             limits.seconds(step_timeout, name="step_timeout")
@@ -94,12 +99,14 @@ class Coordinator:
         self.delivery = Delivery(journal, Hooks(hooks), self.id)
         self._leases = lease.Keeper(journal)  # the one renewer of this coordinator's leases
         writes = WriteAhead(journal, self.id, failpoints)
+        self.convergence = Convergence(journal, self.id, postcopy)
         steps = Steps(
-            writes, self._leases, step_timeout=step_timeout, on_progress=on_progress, gate=gate
-        )
+            writes, self._leases, step_timeout=step_timeout, on_progress=on_progress, gate=gate,
+            beside=self.convergence.beside,
+        )  # fmt: skip
         retry = RetryPolicy(attempts=confirm_attempts, backoff=retry_backoff)
         self.engine = Engine(writes, steps, retry)
-        self._preflight = Preflight(steps.runner, step_timeout)
+        self._preflight = Preflight(steps.runner, step_timeout, postcopy=postcopy is not None)
 
     @property
     def step_timeout(self) -> float | None:
@@ -129,13 +136,18 @@ class Coordinator:
         dname: str | None = None,
         bandwidth: int = 0,
         protocol: int | None = None,
+        policy: Policy | None = None,
     ) -> Migration:
         """Migrate ``domain`` from ``src`` to ``dst``; return the migration at its end state.
 
-        Bad input raises a ``UsageError`` before anything is journaled or called.
+        ``policy``: how Perform converges (docs/convergence.md); its ``bandwidth_mib``
+        applies when ``bandwidth`` is 0. Bad input, and a policy setting the source's
+        driver does not honour, raise a ``UsageError`` before anything is journaled or
+        called.
         """
+        bandwidth = bandwidth or (policy.bandwidth_mib if policy is not None else None) or 0
         params, version = self._preflight.check(
-            domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol
+            domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol, policy
         )
         migration = self.journal.new(
             domain=domain,
@@ -147,7 +159,7 @@ class Coordinator:
             bandwidth=bandwidth,
             owner=self.id,
         )
-        return self._driven(Run(migration, src, dst, params, unwritten=True))
+        return self._driven(Run(migration, src, dst, params, unwritten=True, policy=policy))
 
     # -- the queue (docs/workers.md) -------------------------------------------------------
 
@@ -161,13 +173,15 @@ class Coordinator:
         dname: str | None = None,
         bandwidth: int = 0,
         protocol: int | None = None,
+        policy: Policy | None = None,
     ) -> Migration:
-        """Check the request as ``migrate`` does, journal it QUEUED and return at once; a
-        worker (``migrator.workers``) claims and drives it."""
+        """Check the request as ``migrate`` does, journal it QUEUED (with its policy) and
+        return at once; a worker (``migrator.workers``) claims and drives it."""
+        bandwidth = bandwidth or (policy.bandwidth_mib if policy is not None else None) or 0
         params, version = self._preflight.check(
-            domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol
+            domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol, policy
         )
-        return Queue(self.journal).submit(
+        queued = Queue(self.journal).submit(
             domain=domain,
             dname=dname,
             src=redact_uri(src.uri),
@@ -176,11 +190,14 @@ class Coordinator:
             flags=int(params.flags),
             bandwidth=bandwidth,
         )
+        if policy is not None:
+            self.convergence.requests.set_policy(queued.id, policy.as_dict())
+        return queued
 
     def drive(self, migration: Migration) -> Migration:
         """Drive a migration this coordinator claimed from the queue (state NEW, owned by
         ``self.id``) to an end state, reaching its journaled hosts with ``connect``."""
-        return self._driven(resume(migration, [], self.connect))
+        return self._driven(self.convergence.resumed(resume(migration, [], self.connect)))
 
     def _driven(self, run: Run) -> Migration:
         """``run`` driven to an end state, its lease renewed meanwhile (docs/recovery.md)."""
@@ -188,8 +205,12 @@ class Coordinator:
             with self._driving(run):
                 flow_for(run.migration.protocol).drive(self.engine, run)
         finally:
-            run.release()
+            self._release(run)
         return run.migration
+
+    def _release(self, run: Run) -> None:
+        run.release()
+        self.convergence.ended(run)
 
     # -- recovery, operators' commands ---------------------------------------------------
 
@@ -259,7 +280,7 @@ class Coordinator:
     def _carry_out(self, orphan: Orphan, claimed: Migration) -> Recovered:
         migration, plan, report = orphan.migration, orphan.plan, orphan.report
         try:
-            run = resume(claimed, orphan.history, self.connect)
+            run = self.convergence.resumed(resume(claimed, orphan.history, self.connect))
         except MigratorError as exc:
             return dataclasses.replace(report, note=f"cannot reach its hosts: {exc}")
         try:
@@ -275,7 +296,7 @@ class Coordinator:
             with self._driving(run):
                 flow_for(migration.protocol).carry_out(self.engine, run, plan)
         finally:
-            run.release()
+            self._release(run)
         return dataclasses.replace(
             report, claimed=True, result=run.migration.state, reason=run.migration.reason
         )
@@ -302,7 +323,7 @@ class Coordinator:
             with self._driving(run):
                 flow_for(migration.protocol).resolve(self.engine, run, running_on)
         finally:
-            run.release()
+            self._release(run)
         return run.migration
 
     def abort(self, migration_id: str) -> Migration:

@@ -15,11 +15,12 @@ from typing import Any
 from migrator.drivers.api import COOKIE_MAX, Driver, ProbeResult
 from migrator.drivers.uri import redact_uri
 from migrator.engine import reasons
+from migrator.engine.applier import Applier
 from migrator.engine.hookrunner import HookRunner
 from migrator.engine.lease import Keeper
 from migrator.engine.run import Outcome, Run
 from migrator.engine.writeahead import WriteAhead
-from migrator.errors import CookieTooLarge, DriverError, JournalError
+from migrator.errors import CookieTooLarge, DriverError, JournalError, PolicyAborted
 from migrator.records import EventDraft, EventKind, Migration, Progress, StepContext
 from migrator.states import RUNS_ON, START, Step, Trigger
 
@@ -31,6 +32,8 @@ ProgressCallback = Callable[[Migration, Progress], None]
 Gate = Callable[[Run, Step], None]
 """Called at each step boundary, before the intent: raises to stop driving (a worker's
 graceful stop, docs/workers.md)."""
+Beside = Callable[[Run, Step], Applier | None]
+"""What runs beside a step's hook (the policy applier beside Perform), if anything."""
 
 
 def check_cookie(step: Step, cookie: object) -> bytes:
@@ -63,8 +66,10 @@ class Steps:
         step_timeout: float | None,
         on_progress: ProgressCallback | None,
         gate: Gate | None = None,
+        beside: Beside | None = None,
     ) -> None:
         self.writes = writes
+        self.beside = beside
         self.journal = writes.journal
         self.leases = leases
         self.step_timeout = step_timeout
@@ -138,17 +143,31 @@ class Steps:
         """Call ``hook`` with its context and timeout, its lease watched (``lease.Keeper``);
         check what it gave."""
         timeout = self.step_timeout
+        self._fence_check(run, step)
+        self.writes.flush(run)  # a staged note (recovery replaying a step) is durable first
+        applier = self.beside(run, step) if self.beside is not None else None
         ctx = StepContext(
             migration_id=run.migration.id,
             step=step,
             attempt=attempt,
             fence=run.migration.fence,
             deadline=None if timeout is None else time.monotonic() + timeout,
-            progress=self._progress_sink(run),
-            aborted=self._abort_check(run),
+            progress=self._progress_sink(run, applier),
+            aborted=self._abort_check(run, applier),
+            controls=applier.take if applier is not None else list,
         )
-        self._fence_check(run, step)
-        self.writes.flush(run)  # a staged note (recovery replaying a step) is durable first
+        if applier is not None:
+            applier.start()
+        try:
+            return self._called(run, step, hook, ctx, applier)
+        finally:
+            if applier is not None:
+                applier.stop()
+
+    def _called(
+        self, run: Run, step: Step, hook: Hook, ctx: StepContext, applier: Applier | None
+    ) -> Outcome:
+        timeout = self.step_timeout
         start = time.monotonic()
         try:
             if run.blocking:
@@ -165,7 +184,9 @@ class Steps:
             raise  # the lease was lost while the hook ran: stop driving at once
         except Exception as exc:  # noqa: BLE001 -- every driver failure becomes journal data
             self.writes.failpoints.hit(step, "called")
-            return Outcome(error=exc, duration=time.monotonic() - start)
+            why = applier.gave_up if applier is not None else None
+            error = PolicyAborted(why=why, detail=str(exc)) if why else exc
+            return Outcome(error=error, duration=time.monotonic() - start)
         self.writes.failpoints.hit(step, "called")
         return validated(step, Outcome(value=value, duration=time.monotonic() - start))
 
@@ -210,11 +231,14 @@ class Steps:
         self.writes.note(run, draft, then=True)  # commits with what it leads to
         return result
 
-    def _abort_check(self, run: Run) -> Callable[[], bool]:
-        """``ctx.aborted``: reads the persisted abort request, at most every 0.25 s."""
+    def _abort_check(self, run: Run, applier: Applier | None) -> Callable[[], bool]:
+        """``ctx.aborted``: the policy's abort, or the persisted abort request (read at most
+        every 0.25 s)."""
         state = {"at": 0.0, "aborted": False}
 
         def aborted() -> bool:
+            if applier is not None and applier.aborted():
+                return True
             now = time.monotonic()
             if not state["aborted"] and now - state["at"] >= ABORT_POLL:
                 state["at"] = now
@@ -223,10 +247,12 @@ class Steps:
 
         return aborted
 
-    def _progress_sink(self, run: Run) -> Callable[[Progress], None]:
+    def _progress_sink(self, run: Run, applier: Applier | None) -> Callable[[Progress], None]:
         last = [0.0]
 
         def sink(progress: Progress) -> None:
+            if applier is not None:
+                applier.observe(progress)
             now = time.monotonic()
             final = progress.remaining == 0
             if self.on_progress is not None:
