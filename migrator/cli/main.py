@@ -12,7 +12,17 @@ import sys
 
 import click
 
-from migrator.cli import db, maintain, migrate, qmp_host, read, recover, testhost, workers
+from migrator.cli import (
+    convergence,
+    db,
+    maintain,
+    migrate,
+    qmp_host,
+    read,
+    recover,
+    testhost,
+    workers,
+)
 from migrator.cli.context import Settings, fail
 from migrator.cli.exits import ExitCode
 from migrator.cli.migrate import Terminated
@@ -55,6 +65,9 @@ for command in (
     workers.submit,
     workers.worker,
     workers.workers,
+    convergence.set_downtime,
+    convergence.set_speed,
+    convergence.postcopy,
 ):
     cli.add_command(command)
 

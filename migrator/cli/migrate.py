@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from migrator.cli import context, exits
+from migrator.cli.convergence import policy_of, policy_options
 from migrator.cli.options import NAME, SECONDS, URI, Count, hook_option, hooks_from, json_option
 from migrator.cli.testhost import test_host_driver
 from migrator.errors import FenceLost, JournalError, JournalReplaced, UsageError
@@ -29,6 +30,7 @@ MAX_DEMO_MIB = 4096
 F = TypeVar("F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
+    from migrator.convergence.policy import Policy
     from migrator.flags import MigrateFlags
     from migrator.journal.store import Journal
     from migrator.records import Migration, Progress
@@ -79,6 +81,7 @@ def request_options(f: F) -> F:
 )
 @hook_option
 @json_option
+@policy_options
 def migrate(
     domain: str,
     src: str,
@@ -92,10 +95,14 @@ def migrate(
     timeout: float,
     hook_commands: tuple[str, ...],
     as_json: bool,
+    policy_args: dict[str, Any],
 ) -> None:
-    """Migrate DOMAIN from --src to --dst and print the outcome."""
+    """Migrate DOMAIN from --src to --dst and print the outcome.
+
+    The policy options (docs/convergence.md) say how Perform converges."""
     with context.errors():
         flags = flags_of(flag_names, live=live, tunnelled=tunnelled)
+        policy = policy_of(policy_args, domain=domain, src=src, dst=dst)
         outcome = run(
             domain,
             src=src,
@@ -107,6 +114,7 @@ def migrate(
             timeout=timeout,
             progress=not as_json,
             hook_commands=hook_commands,
+            policy=policy,
         )
     if as_json:
         context.print_json(outcome)
@@ -141,6 +149,7 @@ def run(
     timeout: float,
     progress: bool,
     hook_commands: tuple[str, ...] = (),
+    policy: Policy | None = None,
 ) -> dict[str, Any]:
     """One migration from the command's options; its summary and exit code."""
     hooks = hooks_from(hook_commands)
@@ -165,6 +174,7 @@ def run(
                     dname=dname,
                     bandwidth=bandwidth,
                     protocol=protocol,
+                    policy=policy,
                 )
         except KeyboardInterrupt as exc:
             how = "terminated" if isinstance(exc, Terminated) else "interrupted"

@@ -321,6 +321,11 @@ class Convergence:
             step=step,
         )
 
+    def request(self, migration_id: str, kind: RequestKind, value: int | None) -> Request:
+        """Journal a runtime request for a migration (an id or a unique prefix) in Perform."""
+        migration = self.journal.find(migration_id)
+        return self.requests.add(migration.id, kind, value)
+
     def resumed(self, run: Run) -> Run:
         """``run`` (rebuilt from the journal) with the policy journaled for it."""
         found = self.requests.policy(run.migration.id)

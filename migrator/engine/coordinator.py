@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from migrator import limits
-from migrator.convergence.policy import Policy
+from migrator.convergence.policy import MAX_BANDWIDTH_MIB, MAX_DOWNTIME_MS, Policy
 from migrator.drivers.api import Driver
 from migrator.drivers.registry import connect
 from migrator.drivers.uri import redact_uri
@@ -46,7 +46,7 @@ from migrator.failpoints import INERT, Failpoints
 from migrator.flags import MigrateFlags
 from migrator.journal.queue import Queue
 from migrator.journal.store import Journal
-from migrator.records import EventDraft, EventKind, Migration
+from migrator.records import EventDraft, EventKind, Migration, Request, RequestKind
 from migrator.states import State
 
 log = logging.getLogger(__name__)
@@ -338,6 +338,23 @@ class Coordinator:
                 " finished Perform can be aborted"
             )
         return self.journal.get(migration.id)
+
+    # -- runtime requests (docs/convergence.md) ---------------------------------------------
+
+    def set_downtime(self, migration_id: str, ms: int) -> Request:
+        """Journal a request to allow ``ms`` of downtime to a migration in Perform; whoever
+        drives it applies it. A ``UsageError`` if the migration is not in Perform."""
+        limits.integer(ms, name="downtime (ms)", low=1, high=MAX_DOWNTIME_MS)
+        return self.convergence.request(migration_id, RequestKind.DOWNTIME, ms)
+
+    def set_speed(self, migration_id: str, mib: int) -> Request:
+        """Journal a request to send at ``mib`` MiB/s, as ``set_downtime``."""
+        limits.integer(mib, name="speed (MiB/s)", low=1, high=MAX_BANDWIDTH_MIB)
+        return self.convergence.request(migration_id, RequestKind.SPEED, mib)
+
+    def request_postcopy(self, migration_id: str) -> Request:
+        """Journal a request to switch to post-copy now (force-complete), as ``set_downtime``."""
+        return self.convergence.request(migration_id, RequestKind.POSTCOPY, None)
 
     def _abandon_queued(self, migration: Migration) -> bool:
         """End a migration no worker claimed yet: FAILED, nothing was called. False if a
