@@ -147,19 +147,9 @@ def _coordinator() -> Any:
     return context.coordinator(context.journal())
 
 
-def request_dict(request: Request) -> dict[str, Any]:
-    return {
-        "id": request.id,
-        "migration_id": request.migration_id,
-        "kind": str(request.kind),
-        "value": request.value,
-        "requested_at": request.requested_at.isoformat(),
-        "applied_at": request.applied_at.isoformat() if request.applied_at else None,
-        "outcome": request.outcome,
-    }
-
-
 def _print(request: Request, as_json: bool) -> None:
+    from migrator.inspect import request_dict
+
     if as_json:
         context.print_json(request_dict(request))
         return

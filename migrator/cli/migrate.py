@@ -246,11 +246,23 @@ def _progress_bar(enabled: bool) -> Iterator[Callable[[Migration, Progress], Non
         task = bar.add_task("perform", total=None)
 
         def update(_m: Migration, p: Progress) -> None:
-            bar.update(
-                task, total=p.total, completed=p.transferred, description=f"perform pass {p.passes}"
-            )
+            bar.update(task, total=p.total, completed=p.transferred, description=job_text(p))
 
         yield update
+
+
+def job_text(p: Progress) -> str:
+    """The progress bar's text: the pass, and the job statistics the driver gave."""
+    parts = [f"perform pass {p.passes}"]
+    if p.dirty_rate is not None:
+        parts.append(f"dirty {p.dirty_rate / 2**20:.1f} MiB/s")
+    if p.expected_downtime_ms is not None:
+        parts.append(f"downtime ~{p.expected_downtime_ms} ms")
+    if p.throttle_pct:
+        parts.append(f"throttle {p.throttle_pct} %")
+    if p.postcopy_requests:
+        parts.append(f"post-copy requests {p.postcopy_requests}")
+    return ", ".join(parts)
 
 
 def _taken_over(journal: Journal, lost: FenceLost) -> Migration:

@@ -162,8 +162,8 @@ class Applier:
         self._carry_out(self.tracker.decide(now - self._started, sample))
         if now - self._polled >= REQUEST_POLL:
             self._polled = now
-            for request in self.requests.pending(self.migration.id):
-                if request.id not in self._taken:
+            for request in self.journal.requests(self.migration.id):
+                if request.pending and request.id not in self._taken:
                     self._taken.add(request.id)
                     self._apply(request)
         self._journal_done()
@@ -328,7 +328,7 @@ class Convergence:
 
     def resumed(self, run: Run) -> Run:
         """``run`` (rebuilt from the journal) with the policy journaled for it."""
-        found = self.requests.policy(run.migration.id)
+        found = self.journal.policy(run.migration.id)
         if found is not None:
             run.policy, run.policy_journaled = from_dict(found), True
         return run

@@ -16,7 +16,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from migrator.errors import UsageError
-from migrator.journal.lifecycle import translated
 from migrator.journal.schema import migrations, policies, requests
 from migrator.journal.statement import Statement
 from migrator.journal.store import Journal
@@ -89,16 +88,7 @@ class Requests:
                 f"migration {migration.id} is {migration.state}, not in Perform:"
                 f" a {kind} request applies only while Perform runs"
             )
-        return next(r for r in reversed(self.of(migration_id)) if r.kind is kind)
-
-    def of(self, migration_id: str) -> list[Request]:
-        """Every request of a migration, oldest first."""
-        query = sa.select(requests).where(_R.migration_id == migration_id).order_by(_R.id)
-        with translated(self.url), self.engine.connect() as conn:
-            return [_request(row._mapping) for row in conn.execute(query)]
-
-    def pending(self, migration_id: str) -> list[Request]:
-        return [r for r in self.of(migration_id) if r.pending]
+        return next(r for r in reversed(self.journal.requests(migration_id)) if r.kind is kind)
 
     def settle(self, request_id: int, outcome: str) -> bool:
         """Stamp a request applied (or refused) with ``outcome``; False if it already was."""
@@ -124,21 +114,3 @@ class Requests:
             self._sql.policy.execute(cursor, {"migration_id": migration_id, "policy": policy})
 
         self.journal.write(write)
-
-    def policy(self, migration_id: str) -> dict[str, Any] | None:
-        query = sa.select(policies.c.policy).where(policies.c.migration_id == migration_id)
-        with translated(self.url), self.engine.connect() as conn:
-            found = conn.execute(query).scalar_one_or_none()
-        return dict(found) if isinstance(found, dict) else None
-
-
-def _request(row: Any) -> Request:
-    return Request(
-        id=int(row["id"]),
-        migration_id=row["migration_id"],
-        kind=RequestKind(row["kind"]),
-        value=row["value"],
-        requested_at=row["requested_at"],
-        applied_at=row["applied_at"],
-        outcome=row["outcome"],
-    )
