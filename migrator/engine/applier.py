@@ -110,6 +110,9 @@ class Applier:
         self._latest: Progress | None = None
         self._taken: set[int] = set()
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._settle_later: list[tuple[Request, str]] = []
         self._started = 0.0
         self._polled = 0.0
 
@@ -144,17 +147,25 @@ class Applier:
         thread.daemon = True
         thread.start()
 
-    def stop(self) -> None:
-        """Perform returned: the thread journals what is left to say and ends; not waited for."""
+    def stop(self) -> list[Change]:
+        """Perform returned: what is left to journal, for the caller to commit with
+        Perform's outcome (one transaction, no write of its own). Waits at most for the
+        one note the thread may be writing; the thread then stamps the requests and ends."""
+        with self._lock:
+            self._stopped = True
+            left, self._done = list(self._done), collections.deque()
+        self._settle_later = [(r, outcome) for _, r, outcome in left if r is not None]
         self._stop.set()
+        return [Change(draft, self.migration.state) for draft, _, _ in left]
 
     def _loop(self) -> None:
         try:
             while not self._stop.wait(TICK):
                 self._round()
+            for request, outcome in self._settle_later:
+                self.requests.settle(request.id, outcome)
         except JournalError as exc:  # the lease was lost or the journal fails: Perform decides
             log.warning("applier of %s stopped: %s", self.migration.id, exc)
-        self._journal_done()
 
     def _round(self) -> None:
         now = time.monotonic()
@@ -175,23 +186,23 @@ class Applier:
             if d.kind is Kind.DOWNTIME:
                 self._control(ControlKind.DOWNTIME, d.value, "ramp", **d.detail)
             elif d.kind is Kind.STALLED:
-                self._note(EventDraft(kind=EventKind.STALLED, step=self.step, detail=d.detail))
+                self._say(EventDraft(kind=EventKind.STALLED, step=self.step, detail=d.detail))
             elif d.kind is Kind.OVER_BUDGET:
-                self._note(EventDraft(kind=EventKind.OVER_BUDGET, step=self.step, detail=d.detail))
+                self._say(EventDraft(kind=EventKind.OVER_BUDGET, step=self.step, detail=d.detail))
             else:
                 self._act(Action(d.detail["action"]), str(d.detail["why"]))
 
     def _act(self, action: Action, why: str) -> None:
         detail: dict[str, Any] = {"action": str(action), "why": why}
         if action is Action.ABORT:
+            self._say(EventDraft(kind=EventKind.ACTION, step=self.step, detail=detail))
             self.gave_up = why
-            self._note(EventDraft(kind=EventKind.ACTION, step=self.step, detail=detail))
         elif action is Action.PAUSE:
             self._control(ControlKind.PAUSE, 1, "action", why=why)
         else:
             error = self._postcopy(f"the convergence policy: Perform {why.replace('_', ' ')}")
             detail["outcome"] = error or "post-copy started"
-            self._note(EventDraft(kind=EventKind.ACTION, step=self.step, detail=detail))
+            self._say(EventDraft(kind=EventKind.ACTION, step=self.step, detail=detail))
 
     def _postcopy(self, reason: str) -> str | None:
         try:
@@ -269,16 +280,22 @@ class Applier:
 
     # -- the journal -----------------------------------------------------------------------
 
+    def _say(self, draft: EventDraft) -> None:
+        self._done.append((draft, None, ""))
+
     def _journal_done(self) -> None:
-        while self._done:
-            draft, request, outcome = self._done.popleft()
-            self._note(draft)
+        """Journal each note in turn, unless Perform returned (``stop`` took them)."""
+        while True:
+            with self._lock:
+                if self._stopped or not self._done:
+                    return
+                draft, request, outcome = self._done.popleft()
+                self._note(draft)
             if request is not None:
                 self.requests.settle(request.id, outcome)
 
     def _note(self, draft: EventDraft) -> None:
-        """Journal ``draft`` in the migration's Perform state; if Perform's outcome
-        committed meanwhile (the state moved on), it is dropped: it came too late."""
+        """Journal ``draft`` in the migration's Perform state, beside the step."""
         change = Change(draft, self.migration.state)
         try:
             self.journal.record_changes(

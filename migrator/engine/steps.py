@@ -161,8 +161,8 @@ class Steps:
         try:
             return self._called(run, step, hook, ctx, applier)
         finally:
-            if applier is not None:
-                applier.stop()
+            if applier is not None:  # its last notes commit with the outcome
+                run.staged.extend(applier.stop())
 
     def _called(
         self, run: Run, step: Step, hook: Hook, ctx: StepContext, applier: Applier | None
