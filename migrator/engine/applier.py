@@ -322,8 +322,8 @@ class Convergence:
 
     def beside(self, run: Run, step: Step) -> Applier | None:
         """An applier for a Perform of protocol v3 (``Steps(beside=...)``)."""
-        if step is not Step.PERFORM:
-            return None
+        if step is not Step.PERFORM or (run.policy is None and not run.blocking):
+            return None  # an in-process host's Perform returns at once: nothing to apply
         if run.policy is not None and not run.policy_journaled:
             self.requests.set_policy(run.migration.id, run.policy.as_dict())
             run.policy_journaled = True
@@ -356,7 +356,8 @@ class Convergence:
         if state not in TERMINAL:
             return
         why = f"not applied: Perform had ended (the migration ended {state})"
-        try:
-            self.requests.settle_all(run.migration.id, why)
+        try:  # a read first: most migrations have no request, and a write is a commit
+            if any(r.pending for r in self.journal.requests(run.migration.id)):
+                self.requests.settle_all(run.migration.id, why)
         except JournalError as exc:  # shown as pending until the journal works again
             log.warning("requests of %s not stamped: %s", run.migration.id, exc)
