@@ -6,7 +6,7 @@ max_downtime_ms = 500
 
 [policy.busy-databases]    # the first matching table, in file order, over [defaults]
 domain = "db-*"            # globs (fnmatch) on the domain name and the host URIs
-src = "qemu+tcp://rack1-*"
+src = "*//rack1-*"
 stall_iterations = 5
 action = "pause"
 ```
