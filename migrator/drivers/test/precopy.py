@@ -86,10 +86,12 @@ class Precopy:
                 self.throttle = 20 if self.throttle == 0 else min(99, self.throttle + 10)
             remaining = self._dirtied(took)
 
+    def _rate(self) -> int:
+        """Bytes dirtied per second now: none once paused, less under a throttle."""
+        return 0 if self.paused_at is not None else int(self.dirty * (100 - self.throttle) / 100)
+
     def _dirtied(self, seconds: float) -> int:
-        if self.paused_at is not None:
-            return 0
-        return min(self.total, int(self.dirty * (100 - self.throttle) / 100 * seconds))
+        return min(self.total, int(self._rate() * seconds))
 
     def _seconds(self, size: int) -> float:
         return 0.0 if self.bandwidth <= 0 else size / (self.bandwidth * MIB)
@@ -121,7 +123,7 @@ class Precopy:
                 self.transferred,
                 remaining,
                 passes=self.passes + 1,
-                dirty_rate=self._dirtied(1.0),
+                dirty_rate=self._rate(),
                 expected_downtime_ms=int(expected),
                 throttle_pct=self.throttle,
             )
