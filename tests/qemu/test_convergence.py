@@ -6,8 +6,6 @@ completes the migration with the downtime reported and the guest's memory whole.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,27 +20,15 @@ from migrator.inspect import show
 from migrator.journal.store import Journal
 from migrator.records import EventKind
 from migrator.states import State
+from tests import busyguest
+from tests.busyguest import COUNTER, REGION
 from tests.qemu.conftest import REQUIRE_QEMU
 from tests.qemu.rig import QemuRig
-
-BUSY = Path(__file__).parent / "busy"
-COUNTER = 0x200000
-"""Where the guest's first page, and so its pass counter, is."""
-REGION = (0x200000, 0x3000000)
-PAGE = 4096
 
 
 @pytest.fixture(scope="module")
 def busy_kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("as") is None or shutil.which("ld") is None:
-        if REQUIRE_QEMU:
-            pytest.fail("binutils (as, ld) required to build the busy guest")
-        pytest.skip("binutils (as, ld) not installed")
-    out = tmp_path_factory.mktemp("busy")
-    subprocess.run(["as", "--32", "-o", out / "dirty.o", BUSY / "dirty.S"], check=True)
-    link = ["ld", "-m", "elf_i386", "-T", BUSY / "link.ld", "-o", out / "dirty.elf"]
-    subprocess.run([*link, out / "dirty.o"], check=True)
-    return out / "dirty.elf"
+    return busyguest.build(tmp_path_factory.mktemp("busy"), required=REQUIRE_QEMU)
 
 
 @pytest.fixture
@@ -111,7 +97,4 @@ def test_pause_completes_with_the_downtime_reported(
     with Monitor(rig.dst.rundir("busy")) as mon:
         mon.run("stop")  # one still snapshot: the sweep in progress, or just finished
     region = rig.dst.read_memory("busy", REGION[0], REGION[1] - REGION[0])
-    words = [int.from_bytes(region[k : k + 4], "little") for k in range(0, len(region), PAGE)]
-    first, last = words[0], words[-1]
-    assert first - last in (0, 1) and first > 0, "the counter did not carry over"
-    assert words == sorted(words, reverse=True), "a page was lost: the sweep is not one edge"
+    assert busyguest.one_sweep_edge(region), "a page was lost: the sweep is not one edge"

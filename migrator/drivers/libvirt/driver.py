@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
+from migrator.convergence.policy import Setting
 from migrator.drivers.api import (
     BeginResult,
     ConfirmResult,
@@ -48,7 +49,7 @@ from migrator.drivers.libvirt.host import Host, Session
 from migrator.drivers.libvirt.procedures import DrvFeature, ErrorCode, MigrateParam
 from migrator.drivers.libvirt.typed import common, dest_flags, final_stats, time_left
 from migrator.drivers.libvirt.uri import KeepAliveSettings, parse
-from migrator.drivers.libvirt.watch import PerformWatch, progress_of
+from migrator.drivers.libvirt.watch import HONOURED, PerformWatch, progress_of
 from migrator.drivers.libvirt.xdr import ParamValue
 from migrator.errors import DriverError
 from migrator.flags import MigrateFlags
@@ -80,6 +81,7 @@ class LibvirtDriver(Host):
 
     blocking: ClassVar[bool] = True
     honoured_flags: ClassVar[MigrateFlags] = ~(MigrateFlags.PEER2PEER | MigrateFlags.TUNNELLED)
+    honoured_settings: ClassVar[frozenset[Setting]] = HONOURED
     """Every flag reaches libvirt, which acts on it, but the two that ask libvirt itself to
     drive the steps (peer-to-peer, and tunnelled, which libvirt allows only peer-to-peer)."""
 
