@@ -13,6 +13,7 @@ import pytest
 from migrator.convergence.policy import Action, Policy
 from migrator.drivers.test import TestDriver
 from migrator.engine.coordinator import Coordinator
+from migrator.engine.observers import HookName
 from migrator.errors import PostcopyUnavailable, SettingNotHonoured, UsageError
 from migrator.flags import MigrateFlags
 from migrator.journal.store import Journal
@@ -177,3 +178,15 @@ def test_requests_are_applied_during_perform_and_stamped(
     assert sorted((e.detail or {})["request"] for e in applied) == [first.id, second.id]
     with pytest.raises(UsageError, match="is CONFIRMED, not in Perform"):
         coordinator.set_downtime(mid, 5)
+
+
+def test_hooks_are_given_the_notes_beside_perform(journal: Journal, busy: Hosts) -> None:
+    seen: list[tuple[HookName, EventKind]] = []
+    c = Coordinator(journal, step_timeout=60, hooks=[lambda h: seen.append((h.name, h.event.kind))])
+    try:
+        m = migrate(c, busy, Policy(stall_iterations=2))
+    finally:
+        c.close()  # once the hooks were given what it committed
+    assert m.state is State.ROLLED_BACK
+    notes = [kind for name, kind in seen if name is HookName.CONVERGENCE]
+    assert notes == [EventKind.STALLED, EventKind.ACTION]
