@@ -321,12 +321,14 @@ class Convergence:
         self.postcopy = postcopy
 
     def beside(self, run: Run, step: Step) -> Applier | None:
-        """An applier for a Perform of protocol v3 (``Steps(beside=...)``)."""
-        if step is not Step.PERFORM or (run.policy is None and not run.blocking):
-            return None  # an in-process host's Perform returns at once: nothing to apply
-        if run.policy is not None and not run.policy_journaled:
+        """An applier for a Perform of protocol v3 (``Steps(beside=...)``); at the first
+        call of a run with a policy not yet journaled (Begin's, its row now written), the
+        policy is journaled for whoever may take the migration over."""
+        if run.policy is not None and not run.policy_journaled:  # at the first call: Begin's
             self.requests.set_policy(run.migration.id, run.policy.as_dict())
             run.policy_journaled = True
+        if step is not Step.PERFORM or (run.policy is None and not run.blocking):
+            return None  # an in-process host's Perform returns at once: nothing to apply
         start = refuse_postcopy if self.postcopy is None else self.postcopy(run)
         return Applier(
             self.journal,

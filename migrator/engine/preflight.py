@@ -92,13 +92,19 @@ class Preflight:
             flags |= MigrateFlags.PAUSED  # as libvirt: a paused source stays paused on dst
         refuse_unhonoured(flags, src, dst)
         if policy is not None:
-            self._refuse_unhonoured_policy(policy, src)
+            self._refuse_unhonoured_policy(policy, src, version)
         params = MigrationParams(domain=domain, flags=flags, dname=dname, bandwidth=bandwidth)
         return params, version
 
-    def _refuse_unhonoured_policy(self, policy: Policy, src: Driver) -> None:
-        """Each setting of ``policy`` must be honoured by the source's driver, and the
-        ``postcopy`` action needs post-copy; else a one-line refusal, before Begin."""
+    def _refuse_unhonoured_policy(self, policy: Policy, src: Driver, version: int) -> None:
+        """Each setting of ``policy`` must be honoured by the source's driver in Perform of
+        protocol v3, and the ``postcopy`` action needs post-copy; else a one-line refusal,
+        before Begin."""
+        if version != 3 and (policy.settings() or policy.gives_up):
+            raise UsageError(
+                f"a convergence policy applies to Perform of protocol v3; this migration"
+                f" would use v{version}: migrate without the policy's settings"
+            )
         honoured = frozenset(getattr(src, "honoured_settings", frozenset()))
         for setting in policy.settings():
             if setting not in honoured:

@@ -86,7 +86,7 @@ class Requests:
             migration = self.journal.get(migration_id)  # MigrationNotFound if unknown
             raise UsageError(
                 f"migration {migration.id} is {migration.state}, not in Perform:"
-                f" a {kind} request applies only while Perform runs"
+                f" a {kind} request applies only while Perform (protocol v3) runs"
             )
         return next(r for r in reversed(self.journal.requests(migration_id)) if r.kind is kind)
 

@@ -120,7 +120,7 @@ def test_requests_for_a_migration_not_in_perform_are_refused_in_one_line(
         assert refused.stderr.splitlines() == [
             f"migrator: error: migration {mid} is CONFIRMED, not in Perform: a"
             f" {'speed' if argv[0] == 'set-speed' else argv[0].removeprefix('set-')} request"
-            " applies only while Perform runs"
+            " applies only while Perform (protocol v3) runs"
         ]
     unknown = run_cli("set-downtime", "0000", "500", db=db_url)
     assert (unknown.returncode, unknown.stderr) == (
