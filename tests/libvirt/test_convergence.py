@@ -71,3 +71,20 @@ def test_set_downtime_from_another_process_lets_it_complete(busy_rig: LibvirtRig
         [request] = journal.requests(found[0].id)
     assert request.outcome == "applied"
     assert busy_rig.states() == ("absent", "running")
+
+
+def test_pause_completes_with_the_downtime_reported_and_the_memory_whole(
+    busy_rig: LibvirtRig,
+) -> None:
+    code, outcome = busy_rig.migrate("--bandwidth", "16", "--budget", "32", "--on-stall", "pause")
+    assert (code, outcome["state"]) == (0, "CONFIRMED"), outcome
+    history = busy_rig.history(outcome["id"])
+    [action] = [e for e in history if e.kind == "action"]
+    assert action.detail is not None and action.detail["outcome"] == "applied"
+    performed = next(e for e in history if e.step == "perform" and e.kind == "ok")
+    assert performed.detail is not None and performed.detail["paused_ms"] > 0
+    assert busy_rig.states() == ("absent", "running")
+    busy_rig.pair.dst.virsh("suspend", busy_rig.name)  # one still snapshot
+    start, end = busyguest.REGION
+    region = guests.read_memory(busy_rig.pair.dst, busy_rig.name, start, end - start)
+    assert busyguest.one_sweep_edge(region), "a page was lost: the sweep is not one edge"

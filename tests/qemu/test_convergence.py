@@ -91,6 +91,7 @@ def test_pause_completes_with_the_downtime_reported(
     assert (action["detail"]["action"], action["detail"]["outcome"]) == ("pause", "applied")
     transfer = m["stats"]["transfer"]  # type: ignore[index]
     assert transfer["paused"] is True and transfer["downtime_ms"] > 0
+    assert transfer["paused_ms"] > transfer["downtime_ms"]  # stopped before the last pass
     assert transfer["passes"] >= 1
     rig.check_one_copy(m)
     assert advancing(rig, rig.dst, "busy"), "the guest does not run on the destination"

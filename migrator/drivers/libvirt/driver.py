@@ -30,6 +30,7 @@ crash during Perform is rolled back.
 from __future__ import annotations
 
 import math
+import time
 from typing import ClassVar
 
 from migrator.convergence.policy import Setting
@@ -219,7 +220,11 @@ class LibvirtDriver(Host):
         finally:
             watch.close()
         session.performed = True
+        paused = watch.paused_at  # suspended by a policy until the data was all sent
+        paused_ms = None if paused is None else int((time.monotonic() - paused) * 1000)
         stats = final_stats(session.remote, dom, time_left(ctx))
+        if paused_ms is not None:
+            stats["paused_ms"] = paused_ms
         sample = progress_of(stats, final=True)
         if sample is not None:
             ctx.progress(sample)

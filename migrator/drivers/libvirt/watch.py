@@ -84,6 +84,8 @@ class PerformWatch:
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._controlling = threading.Lock()
+        self.paused_at: float | None = None
+        """``time.monotonic()`` when ``PAUSE`` suspended the source, if it did."""
 
     def tick(self) -> None:
         """Report the latest sample; give up when it is time. Returns at once."""
@@ -164,6 +166,7 @@ class PerformWatch:
                 remote.set_max_speed(self.dom, control.value, postcopy=postcopy, timeout=timeout)
             elif control.kind is ControlKind.PAUSE:
                 remote.suspend(self.dom, timeout=timeout)
+                self.paused_at = time.monotonic()
             else:
                 return f"libvirt hosts do not honour {control.kind}"
         except _FAILURES as exc:

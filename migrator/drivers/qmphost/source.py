@@ -119,7 +119,10 @@ class QmpSource(QmpHost):
         except BaseException:
             self._mark(name, mid, "abandoned")
             raise
+        paused_ms = tuning.paused_ms()  # the guest stopped until the data was all sent
         stats = self._stats(name, info, params, tuning, time.monotonic() - begun)
+        if paused_ms is not None:
+            stats["paused_ms"] = paused_ms
         cookie = {"host": self.host_id, "stats": stats}
         return self._once(key, lambda h: self._performed(h, name, mid, cookie, stats))
 
@@ -219,7 +222,7 @@ class QmpSource(QmpHost):
             "bandwidth_mib": params.bandwidth,
             "downtime_limit_ms": tuning.downtime_limit_ms,
             "wall_seconds": round(wall, 3),
-            **({"paused": True} if tuning.paused else {}),
+            **({"paused": True} if tuning.paused_at is not None else {}),
             **({"auto_converge": True} if tuning.auto_converge else {}),
             **({"controls": tuning.applied} if tuning.applied else {}),
         }

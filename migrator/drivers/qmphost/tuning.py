@@ -10,6 +10,7 @@ have to enable it before ``migrate-incoming``, which a Prepare that knows no pol
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +43,8 @@ class Tuning:
     """What the controls set, for the final statistics."""
 
     downtime_limit_ms: int
-    paused: bool = False
+    paused_at: float | None = None
+    """``time.monotonic()`` when ``PAUSE`` stopped the guest: its downtime starts there."""
     auto_converge: bool = False
     applied: list[str] = field(default_factory=list)
 
@@ -79,13 +81,17 @@ class Tuning:
     def _make(self, mon: Monitor, control: Control) -> None:
         if control.kind is ControlKind.PAUSE:
             mon.run("stop")
-            self.paused = True
+            self.paused_at = time.monotonic()
         elif control.kind in _PARAMETER:
             name, unit = _PARAMETER[control.kind]
             mon.run("migrate-set-parameters", {name: control.value * unit})
             self._note(control)
         else:
             raise DriverError(f"{control.kind} can only be set before the data goes")
+
+    def paused_ms(self) -> int | None:
+        """How long the guest has been stopped by ``PAUSE`` (None: it was not)."""
+        return None if self.paused_at is None else int((time.monotonic() - self.paused_at) * 1000)
 
     def _note(self, control: Control) -> None:
         if control.kind is ControlKind.DOWNTIME:
