@@ -108,6 +108,8 @@ class Applier:
         self._controls: collections.deque[Control] = collections.deque()
         self._done: collections.deque[tuple[EventDraft, Request | None, str]] = collections.deque()
         self._latest: Progress | None = None
+        self._last_pass = 0
+        self._boundaries: collections.deque[Progress] = collections.deque()
         self._taken: set[int] = set()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -119,6 +121,12 @@ class Applier:
     # -- what the hook thread calls: each returns at once ------------------------------------
 
     def observe(self, progress: Progress) -> None:
+        """Keep the latest sample, and the first of each pass: the remaining bytes at the
+        iteration boundary, which stall detection compares (a later sample of the same
+        pass would say less)."""
+        if progress.passes > self._last_pass:
+            self._last_pass = progress.passes
+            self._boundaries.append(progress)
         self._latest = progress
 
     def take(self) -> list[Control]:
@@ -169,8 +177,11 @@ class Applier:
 
     def _round(self) -> None:
         now = time.monotonic()
+        elapsed = now - self._started
+        while self._boundaries:
+            self._carry_out(self.tracker.decide(elapsed, self._boundaries.popleft()))
         sample, self._latest = self._latest, None
-        self._carry_out(self.tracker.decide(now - self._started, sample))
+        self._carry_out(self.tracker.decide(elapsed, sample))
         if now - self._polled >= REQUEST_POLL:
             self._polled = now
             for request in self.journal.requests(self.migration.id):
