@@ -99,3 +99,31 @@ def test_pause_completes_with_the_downtime_reported(
         mon.run("stop")  # one still snapshot: the sweep in progress, or just finished
     region = rig.dst.read_memory("busy", REGION[0], REGION[1] - REGION[0])
     assert busyguest.one_sweep_edge(region), "a page was lost: the sweep is not one edge"
+
+
+def test_a_stall_seen_at_qemu_s_iteration_boundaries_takes_the_action(
+    rig: QemuRig, busy_kernel: Path, journal: Journal
+) -> None:
+    """The downtime ramp is set live (``downtime-limit``), and the stall is judged on
+    ``dirty-sync-count``: two passes without the remaining bytes going down."""
+    start_busy(rig, busy_kernel)
+    c = Coordinator(journal, step_timeout=120)
+    try:
+        policy = Policy(
+            stall_iterations=2, max_downtime_ms=300, downtime_steps=2, downtime_delay=1.0
+        )
+        done = c.migrate(
+            "busy", src=rig.src, dst=rig.dst, flags=MigrateFlags.LIVE, bandwidth=32, policy=policy
+        )
+    finally:
+        c.close()
+    m = show(journal, done.id)
+    assert m["state"] == State.ROLLED_BACK, m["reason"]
+    notes = [(e["kind"], e["detail"]) for e in m["events"] if e["kind"] in ("tuned", "stalled")]  # type: ignore[attr-defined]
+    assert [(k, d.get("value"), d.get("outcome")) for k, d in notes[:2]] == [
+        ("tuned", 150, "applied"), ("tuned", 300, "applied")
+    ]  # fmt: skip
+    kind, stalled = notes[2]
+    assert kind == "stalled" and stalled["iterations"] == 2
+    assert stalled["remaining"] >= stalled["least"] > 40 * 1024 * 1024  # the 46 MiB, again
+    rig.check_one_copy(m)
