@@ -171,8 +171,10 @@ def progress_text(p: dict[str, Any]) -> str:
     try:
         done, total = int(p["transferred"]) / 2**20, int(p["total"]) / 2**20
         parts = [f"{done:.1f} / {total:.1f} MiB", f"pass {int(p.get('passes', 1))}"]
-        parts += [
-            form.format(int(p[k]) / unit) for k, form, unit in JOB_STATS if p.get(k) is not None
+        parts += [  # the remaining bytes while there are some: a finished Perform has none
+            form.format(int(p[k]) / unit)
+            for k, form, unit in JOB_STATS
+            if p.get(k) is not None and (k != "remaining" or p[k])
         ]
         return ", ".join(parts)
     except (KeyError, TypeError, ValueError):

@@ -177,3 +177,23 @@ def test_a_policy_file_gives_named_defaults_that_options_override(
     assert shown["policy"] == {"action": "pause", "stall_iterations": 2, "max_downtime_ms": 100}
     kinds = [e["kind"] for e in shown["events"]]
     assert "stalled" in kinds and "action" in kinds
+
+
+def test_show_prints_the_job_statistics_of_the_last_sample() -> None:
+    from migrator.cli.migrate import job_text
+    from migrator.cli.render import progress_text
+    from migrator.records import Progress
+
+    mib = 1024 * 1024
+    sample = Progress(64 * mib, 12 * mib, 3 * mib, passes=4, dirty_rate=16 * mib,
+                      expected_downtime_ms=375, throttle_pct=30, postcopy_requests=0)  # fmt: skip
+    assert progress_text(sample.as_dict()) == (
+        "12.0 / 64.0 MiB, pass 4, remaining 3.0 MiB, dirty 16.0 MiB/s, expected downtime"
+        " 375 ms, throttle 30 %, post-copy requests 0"
+    )
+    assert job_text(sample) == "perform pass 4, dirty 16.0 MiB/s, downtime ~375 ms, throttle 30 %"
+    assert (
+        progress_text(Progress(2 * mib, mib, mib).as_dict())
+        == "1.0 / 2.0 MiB, pass 1, remaining 1.0 MiB"
+    )
+    assert progress_text(Progress(2 * mib, 2 * mib, 0).as_dict()) == "2.0 / 2.0 MiB, pass 1"
