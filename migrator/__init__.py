@@ -16,6 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from migrator.convergence.policy import Action, Policy
     from migrator.drivers.api import COOKIE_MAX, DomainState, Driver, Feature, MigrationParams
     from migrator.drivers.registry import connect
     from migrator.engine.coordinator import Coordinator
@@ -31,14 +32,25 @@ if TYPE_CHECKING:
     from migrator.flags import MigrateFlags
     from migrator.hostlimits import HostLimits
     from migrator.journal.store import Journal
-    from migrator.records import Event, Migration, Progress, StepContext
+    from migrator.records import (
+        Control,
+        ControlKind,
+        Event,
+        Migration,
+        Progress,
+        Request,
+        StepContext,
+    )
     from migrator.states import State, Step, Trigger
     from migrator.workers import Worker
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 _HOMES = {
+    "Action": "migrator.convergence.policy",
     "COOKIE_MAX": "migrator.drivers.api",
+    "Control": "migrator.records",
+    "ControlKind": "migrator.records",
     "Coordinator": "migrator.engine.coordinator",
     "DomainState": "migrator.drivers.api",
     "Driver": "migrator.drivers.api",
@@ -55,7 +67,9 @@ _HOMES = {
     "Migration": "migrator.records",
     "MigrationParams": "migrator.drivers.api",
     "MigratorError": "migrator.errors",
+    "Policy": "migrator.convergence.policy",
     "Progress": "migrator.records",
+    "Request": "migrator.records",
     "SchemaOutOfDate": "migrator.errors",
     "State": "migrator.states",
     "Step": "migrator.states",
@@ -68,6 +82,9 @@ _HOMES = {
 
 __all__ = [
     "COOKIE_MAX",
+    "Action",
+    "Control",
+    "ControlKind",
     "Coordinator",
     "DomainState",
     "Driver",
@@ -84,7 +101,9 @@ __all__ = [
     "Migration",
     "MigrationParams",
     "MigratorError",
+    "Policy",
     "Progress",
+    "Request",
     "SchemaOutOfDate",
     "State",
     "Step",

@@ -10,7 +10,9 @@ Every error the library raises on purpose derives from :class:`MigratorError`::
     │   ├── MigrationNotFound      no migration matches an id or id prefix
     │   ├── AmbiguousMigrationId   an id prefix matches several migrations
     │   ├── NoCommonProtocol       the two drivers share no migration protocol
-    │   └── FlagNotHonoured        a migration flag a host's driver does not act on
+    │   ├── FlagNotHonoured        a migration flag a host's driver does not act on
+    │   ├── SettingNotHonoured     a policy setting a host's driver does not act on
+    │   └── PostcopyUnavailable    post-copy cannot be started for this migration
     ├── JournalError               the journal cannot be used; the CLI exits 2
     │   ├── JournalUnavailable     cannot connect, not a database, locked, disk full
     │   │   └── JournalReplaced    the database is not the one this journal opened
@@ -26,6 +28,7 @@ Every error the library raises on purpose derives from :class:`MigratorError`::
         ├── StepAbandoned          a hook's call the engine stopped waiting for tried to act
         ├── CookieTooLarge         a driver returned a cookie over REMOTE_MIGRATE_COOKIE_MAX
         ├── DriverTextTooLarge     a description, URI or stats over its bound (drivers/api.py)
+        ├── PolicyAborted          a convergence policy cancelled Perform (stall, budget)
         ├── HostStateInvalid       a host's state file is malformed, too large or not a
         │                          file (also a UsageError: bad input, the CLI exits 2)
         └── QMPUnreachable         a QEMU domain's QMP socket does not answer
@@ -87,6 +90,21 @@ class FlagNotHonoured(UsageError):
             f"flag {flag} is not honoured by the {driver} driver ({host}); it honours:"
             f" {', '.join(honoured) or 'no flag'}"
         )
+
+
+class SettingNotHonoured(UsageError):
+    def __init__(self, *, setting: str, driver: str, host: str, honoured: list[str]) -> None:
+        self.setting = setting
+        listed = ", ".join(honoured) or "none"
+        super().__init__(
+            f"policy setting {setting} is refused: the {driver} driver of {host} does not"
+            f" honour it (it honours: {listed})"
+        )
+
+
+class PostcopyUnavailable(UsageError):
+    def __init__(self) -> None:
+        super().__init__("post-copy is not available for this migration")
 
 
 class JournalError(MigratorError):
@@ -194,6 +212,12 @@ class DriverError(MigratorError):
 class HostUnreachable(DriverError):
     """The host cannot be reached now (refused, lost, silent): asking again later may
     succeed, so a probe asks again within its patience (``Steps.probe``)."""
+
+
+class PolicyAborted(DriverError):
+    def __init__(self, *, why: str, detail: str) -> None:
+        self.why = why
+        super().__init__(f"the convergence policy aborted Perform ({why}): {detail}")
 
 
 class StepTimeout(DriverError):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from migrator.jsonform import event_dict as event_dict
 from migrator.jsonform import iso
 from migrator.jsonform import migration_dict as migration_dict
-from migrator.records import OUTCOMES, Event, EventKind, Migration
+from migrator.records import OUTCOMES, Event, EventKind, Migration, Request
 from migrator.states import TERMINAL, State
 
 if TYPE_CHECKING:
@@ -64,8 +64,23 @@ def show(journal: Reads, migration_id: str) -> dict[str, Any]:
     return {
         **migration_dict(migration),
         "owners": owners(history),
+        "policy": journal.policy(migration.id),
+        "requests": [request_dict(r) for r in journal.requests(migration.id)],
         "events": events,
         "stats": migration_stats(events),
+    }
+
+
+def request_dict(request: Request) -> dict[str, Any]:
+    """A runtime request in its JSON form (``show --json``, ``set-downtime --json``)."""
+    return {
+        "id": request.id,
+        "migration_id": request.migration_id,
+        "kind": str(request.kind),
+        "value": request.value,
+        "requested_at": iso(request.requested_at),
+        "applied_at": iso(request.applied_at),
+        "outcome": request.outcome,
     }
 
 

@@ -13,7 +13,11 @@ state), ``migrator_step_duration_seconds{step,result}`` (histogram: how long dri
 took, ``result`` ``ok`` or ``error``), ``migrator_migrations_in_flight`` (gauge); from the
 journal also ``migrator_queue_depth`` (gauge: migrations waiting for a worker) and
 ``migrator_takeovers_total`` (counter: migrations taken over from another coordinator,
-docs/workers.md).
+docs/workers.md), and for each migration in Perform the job statistics of its last
+progress sample (gauges labelled ``migration``, ``domain``; docs/convergence.md):
+``migrator_perform_remaining_bytes``, ``migrator_perform_dirty_rate_bytes``,
+``migrator_perform_iteration``, ``migrator_perform_expected_downtime_ms``,
+``migrator_perform_throttle_percent``, ``migrator_perform_postcopy_requests``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,15 @@ DURATIONS = "migrator_step_duration_seconds"
 QUEUE_DEPTH = "migrator_queue_depth"
 TAKEOVERS = "migrator_takeovers_total"
 IN_FLIGHT = "migrator_migrations_in_flight"
+JOB_STATS = (
+    ("remaining", "migrator_perform_remaining_bytes", "Bytes Perform has left to send."),
+    ("dirty_rate", "migrator_perform_dirty_rate_bytes", "Bytes the guest dirties per second."),
+    ("passes", "migrator_perform_iteration", "Passes over the guest memory so far."),
+    ("expected_downtime_ms", "migrator_perform_expected_downtime_ms", "Expected downtime, ms."),
+    ("throttle_pct", "migrator_perform_throttle_percent", "Auto-converge vCPU throttle."),
+    ("postcopy_requests", "migrator_perform_postcopy_requests", "Post-copy page requests."),
+)
+"""Each progress key of a migration in Perform, its gauge and what it means."""
 
 
 class MetricsUnavailable(UsageError):
@@ -117,6 +130,17 @@ class JournalCollector:
             TAKEOVERS, "Migrations taken over from another coordinator.", value=takeovers
         )
         yield self._durations(core, self.journal.duration_buckets(BUCKETS))
+        yield from self._job_stats(core)
+
+    def _job_stats(self, core: Any) -> Iterator[Any]:
+        performing = self.journal.list(states=[State.PERFORMING], limit=1000)
+        for key, name, text in JOB_STATS:
+            family = core.GaugeMetricFamily(name, text, labels=["migration", "domain"])
+            for m in performing:
+                value = (m.progress or {}).get(key)
+                if isinstance(value, int | float):
+                    family.add_metric([m.id, m.domain], value)
+            yield family
 
     @staticmethod
     def _durations(core: Any, rows: dict[tuple[str, str], Histogram]) -> Any:

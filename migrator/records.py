@@ -34,6 +34,23 @@ class EventKind(enum.StrEnum):
     """v1/v2: an end decided from a probe or an operator, with no step of its own."""
     QUEUE = "queue"
     """A worker claimed a queued migration, or handed it back to the queue (docs/workers.md)."""
+    TUNED = "tuned"
+    """A policy changed a setting of Perform in flight (the downtime ramp, docs/convergence.md)."""
+    STALLED = "stalled"
+    """A policy saw Perform stall: the remaining bytes did not shrink over its passes."""
+    OVER_BUDGET = "over_budget"
+    """A policy saw Perform overrun its completion budget."""
+    ACTION = "action"
+    """A policy took its action (abort, pause, postcopy) on a stall or an overrun budget."""
+    REQUEST = "request"
+    """A runtime request (``set-downtime``, ``set-speed``, ``postcopy``) was applied or refused."""
+
+
+CONVERGENCE: frozenset[EventKind] = frozenset(
+    {EventKind.TUNED, EventKind.STALLED, EventKind.OVER_BUDGET, EventKind.ACTION, EventKind.REQUEST}
+)
+"""The kinds journaled beside Perform (docs/convergence.md): notes of what a policy or a
+request did, timed by the job, not decisions of the engine's flow."""
 
 
 OUTCOMES: frozenset[EventKind] = frozenset({EventKind.OK, EventKind.ERROR})
@@ -53,15 +70,84 @@ Reason = str | None | Literal[Keep.REASON]
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """One sample of a long step (Perform): bytes, and passes over the guest memory."""
+    """One sample of a long step (Perform): bytes, and passes over the guest memory; and,
+    from a driver that reads them, the job statistics a convergence policy decides on."""
 
     total: int
     transferred: int
     remaining: int
     passes: int = 1
+    """The iteration: the passes over the guest memory begun so far."""
+    dirty_rate: int | None = None
+    """Bytes the guest dirties per second."""
+    expected_downtime_ms: int | None = None
+    throttle_pct: int | None = None
+    """How much auto-converge slows the guest's vCPUs down."""
+    postcopy_requests: int | None = None
+    """Pages the destination asked for after a switch to post-copy."""
 
     def as_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+class ControlKind(enum.StrEnum):
+    """A setting of Perform in flight that the engine asks a source driver to change."""
+
+    DOWNTIME = "downtime"
+    """The allowed downtime, milliseconds."""
+    SPEED = "speed"
+    """The pre-copy bandwidth, MiB/s."""
+    POSTCOPY_SPEED = "postcopy-speed"
+    """The post-copy bandwidth, MiB/s."""
+    AUTO_CONVERGE = "auto-converge"
+    """Throttle the guest's vCPUs while it does not converge (set before the data goes)."""
+    PARALLEL = "parallel"
+    """Send over this many connections (multifd; set before the data goes)."""
+    PAUSE = "pause"
+    """Suspend the source so that the last pass completes."""
+
+
+def _ignore_result(error: str | None) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """One change for a driver to make during Perform; it calls ``done`` with None once
+    made, or with why it could not. ``done`` returns at once: whatever it records is
+    written by the engine beside the step, never in the driver's loop."""
+
+    kind: ControlKind
+    value: int = 0
+    done: Callable[[str | None], None] = field(default=_ignore_result, compare=False)
+
+
+class RequestKind(enum.StrEnum):
+    """A runtime request an operator journals for a migration in Perform."""
+
+    DOWNTIME = "downtime"
+    """``set-downtime``: the allowed downtime, ms."""
+    SPEED = "speed"
+    """``set-speed``: the bandwidth, MiB/s."""
+    POSTCOPY = "postcopy"
+    """``postcopy``: switch to post-copy now (force-complete)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A runtime request as the journal holds it; ``applied_at`` None while pending."""
+
+    id: int
+    migration_id: str
+    kind: RequestKind
+    value: int | None
+    requested_at: datetime
+    applied_at: datetime | None = None
+    outcome: str | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.applied_at is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +219,10 @@ def _never() -> bool:
     return False
 
 
+def _no_controls() -> list[Control]:
+    return []
+
+
 @dataclass(frozen=True, slots=True)
 class StepContext:
     """What the engine tells a driver hook about the call it is making.
@@ -145,7 +235,10 @@ class StepContext:
     gives up (raising) when ``aborted()`` turns true or ``deadline`` (``time.monotonic``)
     passes; a hook that gave up must not take effect later. ``stopped()`` turns true once
     the engine stopped waiting for the call (its timeout, or the migration taken over):
-    the hook must then change nothing more on a host (docs/workers.md, "Fencing").
+    the hook must then change nothing more on a host (docs/workers.md, "Fencing"). A
+    Perform hook that honours controls (``drivers/api.py``: ``honoured_controls``) takes
+    ``controls()`` at each of its polls, and before the data goes, and makes each one
+    (docs/convergence.md).
     """
 
     migration_id: str
@@ -156,6 +249,7 @@ class StepContext:
     progress: Callable[[Progress], None] = field(default=_no_progress, compare=False)
     aborted: Callable[[], bool] = field(default=_never, compare=False)
     stopped: Callable[[], bool] = field(default=_never, compare=False)
+    controls: Callable[[], list[Control]] = field(default=_no_controls, compare=False)
 
     def time_left(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()

@@ -38,7 +38,7 @@ from migrator.errors import DriverError, HostUnreachable
 from migrator.failpoints import Crash
 from migrator.flags import MigrateFlags
 from migrator.journal.store import Journal
-from migrator.records import OUTCOMES, Event, EventKind, Migration, StepContext
+from migrator.records import CONVERGENCE, OUTCOMES, Event, EventKind, Migration, StepContext
 from migrator.replayphases import StopPoint
 from migrator.states import RUNS_ON, State, Step
 
@@ -270,7 +270,7 @@ def replay(journal: Journal, migration_id: str) -> ReplayResult:
     """Re-run the engine's decisions for one journaled migration and compare."""
     migration = journal.find(migration_id)
     full = journal.history(migration.id)
-    history = [e for e in full if not _queue_only(e)]
+    history = [e for e in full if not _queue_only(e) and e.kind not in CONVERGENCE]
     if (full and not history) or migration.state is State.QUEUED:
         return ReplayResult(migration.id, True, [], [], None, "never driven: nothing to replay")
     recorded = [signature(e) for e in history]
@@ -281,7 +281,8 @@ def replay(journal: Journal, migration_id: str) -> ReplayResult:
 
 def _queue_only(event: Event) -> bool:
     """The queue's own events (a claim, a hand-back, an abort while queued) are no decision
-    of the engine: replay compares the rest (docs/workers.md)."""
+    of the engine: replay compares the rest (docs/workers.md); so are the notes journaled
+    beside Perform (``CONVERGENCE``: timed by the job, docs/convergence.md)."""
     queued_abort = event.kind == EventKind.ABORT and (event.detail or {}).get("queued")
     return event.kind == EventKind.QUEUE or bool(queued_abort)
 

@@ -14,6 +14,7 @@ import sys
 import click
 
 from migrator.cli import (
+    convergence,
     db,
     maintain,
     migrate,
@@ -73,6 +74,9 @@ for command in (
     workers.worker,
     workers.workers,
     webhooks.webhooks,
+    convergence.set_downtime,
+    convergence.set_speed,
+    convergence.postcopy,
 ):
     cli.add_command(command)
 

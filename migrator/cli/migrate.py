@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from migrator.cli import context, exits
+from migrator.cli.convergence import policy_of, policy_options
 from migrator.cli.options import (
     NAME,
     PROBE_PATIENCE_DEFAULT,
@@ -39,6 +40,7 @@ MAX_DEMO_MIB = 4096
 F = TypeVar("F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
+    from migrator.convergence.policy import Policy
     from migrator.flags import MigrateFlags
     from migrator.journal.store import Journal
     from migrator.records import Migration, Progress
@@ -90,6 +92,7 @@ def request_options(f: F) -> F:
 @probe_patience_option
 @hook_option
 @json_option
+@policy_options
 def migrate(
     domain: str,
     src: str,
@@ -104,10 +107,14 @@ def migrate(
     probe_patience: float,
     hook_commands: tuple[str, ...],
     as_json: bool,
+    policy_args: dict[str, Any],
 ) -> None:
-    """Migrate DOMAIN from --src to --dst and print the outcome."""
+    """Migrate DOMAIN from --src to --dst and print the outcome.
+
+    The policy options (docs/convergence.md) say how Perform converges."""
     with context.errors():
         flags = flags_of(flag_names, live=live, tunnelled=tunnelled)
+        policy = policy_of(policy_args, domain=domain, src=src, dst=dst)
         outcome = run(
             domain,
             src=src,
@@ -120,6 +127,7 @@ def migrate(
             progress=not as_json,
             hook_commands=hook_commands,
             probe_patience=probe_patience,
+            policy=policy,
         )
     if as_json:
         context.print_json(outcome)
@@ -155,6 +163,7 @@ def run(
     progress: bool,
     hook_commands: tuple[str, ...] = (),
     probe_patience: float = PROBE_PATIENCE_DEFAULT,
+    policy: Policy | None = None,
 ) -> dict[str, Any]:
     """One migration from the command's options; its summary and exit code."""
     hooks = hooks_from(hook_commands)
@@ -180,6 +189,7 @@ def run(
                     dname=dname,
                     bandwidth=bandwidth,
                     protocol=protocol,
+                    policy=policy,
                 )
         except KeyboardInterrupt as exc:
             how = "terminated" if isinstance(exc, Terminated) else "interrupted"
@@ -251,11 +261,23 @@ def _progress_bar(enabled: bool) -> Iterator[Callable[[Migration, Progress], Non
         task = bar.add_task("perform", total=None)
 
         def update(_m: Migration, p: Progress) -> None:
-            bar.update(
-                task, total=p.total, completed=p.transferred, description=f"perform pass {p.passes}"
-            )
+            bar.update(task, total=p.total, completed=p.transferred, description=job_text(p))
 
         yield update
+
+
+def job_text(p: Progress) -> str:
+    """The progress bar's text: the pass, and the job statistics the driver gave."""
+    parts = [f"perform pass {p.passes}"]
+    if p.dirty_rate is not None:
+        parts.append(f"dirty {p.dirty_rate / 2**20:.1f} MiB/s")
+    if p.expected_downtime_ms is not None:
+        parts.append(f"downtime ~{p.expected_downtime_ms} ms")
+    if p.throttle_pct:
+        parts.append(f"throttle {p.throttle_pct} %")
+    if p.postcopy_requests:
+        parts.append(f"post-copy requests {p.postcopy_requests}")
+    return ", ".join(parts)
 
 
 def _taken_over(journal: Journal, lost: FenceLost) -> Migration:

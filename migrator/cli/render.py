@@ -132,6 +132,9 @@ def header_rows(m: dict[str, Any]) -> list[tuple[str, Text | str]]:
     ]
     if m.get("progress"):
         rows.append(("progress", Text(progress_text(m["progress"]))))
+    if m.get("policy"):
+        rows.append(("policy", Text(safe(policy_text(m["policy"]), 400))))
+    rows += [("request", Text(request_text(r))) for r in m.get("requests", [])]
     rows.append(("owner", Text(safe(m["owner"])) if m["owner"] else "-"))
     owners = m.get("owners", [])
     if len(owners) > 1:  # it changed hands: who held it, from which event on
@@ -152,13 +155,46 @@ def took(m: dict[str, Any], now: datetime | None = None) -> str:
     return f"{so_far:.3f} s so far (not ended; last event at {m['duration']:.3f} s)"
 
 
+JOB_STATS = (
+    ("remaining", "remaining {:.1f} MiB", 2**20),
+    ("dirty_rate", "dirty {:.1f} MiB/s", 2**20),
+    ("expected_downtime_ms", "expected downtime {:.0f} ms", 1),
+    ("throttle_pct", "throttle {:.0f} %", 1),
+    ("postcopy_requests", "post-copy requests {:.0f}", 1),
+)
+"""The job statistics of a progress sample that ``show`` prints, when a driver gave them."""
+
+
 def progress_text(p: dict[str, Any]) -> str:
-    """The last progress sample: ``12.0 / 64.0 MiB, 2 passes`` (driver numbers, made safe)."""
+    """The last progress sample: ``12.0 / 64.0 MiB, pass 2, remaining 3.0 MiB, dirty 16.0
+    MiB/s, ...`` (driver numbers, made safe)."""
     try:
         done, total = int(p["transferred"]) / 2**20, int(p["total"]) / 2**20
-        return f"{done:.1f} / {total:.1f} MiB, pass {int(p.get('passes', 1))}"
+        parts = [f"{done:.1f} / {total:.1f} MiB", f"pass {int(p.get('passes', 1))}"]
+        parts += [  # the remaining bytes while there are some: a finished Perform has none
+            form.format(int(p[k]) / unit)
+            for k, form, unit in JOB_STATS
+            if p.get(k) is not None and (k != "remaining" or p[k])
+        ]
+        return ", ".join(parts)
     except (KeyError, TypeError, ValueError):
         return safe(json.dumps(p, sort_keys=True), 200)
+
+
+def policy_text(policy: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(policy.items()))
+
+
+def request_text(r: dict[str, Any]) -> str:
+    """``3 downtime 5000: requested 04:55:01, applied 04:55:01.4 (applied)``."""
+    value = "" if r["value"] is None else f" {r['value']}"
+    applied = f"applied {_hms(r['applied_at'])}" if r["applied_at"] else "pending"
+    outcome = f" ({safe(r['outcome'], 200)})" if r["outcome"] else ""
+    return f"{r['id']} {r['kind']}{value}: requested {_hms(r['requested_at'])}, {applied}{outcome}"
+
+
+def _hms(at: str) -> str:
+    return at[11:23] if len(at) >= 23 else at
 
 
 def host_of(m: dict[str, Any], e: dict[str, Any]) -> str:

@@ -49,11 +49,20 @@ def test_host() -> None:
 @click.option(
     "--persistent", is_flag=True, help="Keep its definition on a source it leaves (else transient)."
 )
-def define(uri: str, domain: str, memory: int, paused: bool, persistent: bool) -> None:
+@click.option(
+    "--dirty-rate",
+    type=Count(0, 1_048_576),
+    default=0,
+    metavar="MIB",
+    help="MiB/s the domain dirties while it runs: it migrates in passes (0: one pass).",
+)
+def define(
+    uri: str, domain: str, memory: int, paused: bool, persistent: bool, dirty_rate: int
+) -> None:
     """Define DOMAIN, running (or paused), on the test host URI."""
     with context.errors():
         info = test_host_driver(uri).define(
-            domain, memory_mib=memory, paused=paused, persistent=persistent
+            domain, memory_mib=memory, paused=paused, persistent=persistent, dirty_mib_s=dirty_rate
         )
     click.echo(f"defined {domain} ({info['state']}, {memory} MiB) on {uri}")
 

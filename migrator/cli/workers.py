@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from migrator.cli import context
+from migrator.cli.convergence import policy_of, policy_options
 from migrator.cli.exits import ExitCode
 from migrator.cli.migrate import flags_of, request_options
 from migrator.cli.options import (
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     " the steps).",
 )
 @json_option
+@policy_options
 def submit(
     domain: str,
     src: str,
@@ -63,8 +65,11 @@ def submit(
     protocol: int | None,
     timeout: float,
     as_json: bool,
+    policy_args: dict[str, Any],
 ) -> None:
-    """Queue a migration of DOMAIN for a worker to drive; print its id at once."""
+    """Queue a migration of DOMAIN for a worker to drive; print its id at once.
+
+    The policy options (docs/convergence.md) are journaled with it for the worker."""
     from migrator.drivers.registry import connect
     from migrator.inspect import migration_dict
 
@@ -72,6 +77,7 @@ def submit(
         if bandwidth < 0:
             raise UsageError(f"--bandwidth must be >= 0 MiB/s, not {bandwidth}")
         flags = flags_of(flag_names, live=live, tunnelled=tunnelled)
+        policy = policy_of(policy_args, domain=domain, src=src, dst=dst)
         coordinator = context.coordinator(context.journal(), step_timeout=timeout)
         migration = coordinator.submit(
             domain,
@@ -81,6 +87,7 @@ def submit(
             dname=dname,
             bandwidth=bandwidth,
             protocol=protocol,
+            policy=policy,
         )
     if as_json:
         context.print_json(migration_dict(migration))

@@ -15,10 +15,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from migrator import limits
+from migrator.convergence.policy import MAX_BANDWIDTH_MIB, MAX_DOWNTIME_MS, Policy
 from migrator.drivers.api import Driver
 from migrator.drivers.registry import connect
 from migrator.drivers.uri import redact_uri
 from migrator.engine import hostmap, lease, orphans
+from migrator.engine.applier import Convergence, PostcopyFactory
 from migrator.engine.delivery import Delivery
 from migrator.engine.flows import ABORTABLE, flow_for
 from migrator.engine.flows.base import Engine
@@ -48,7 +50,7 @@ from migrator.failpoints import INERT, Failpoints
 from migrator.flags import MigrateFlags
 from migrator.journal.queue import Queue
 from migrator.journal.store import Journal
-from migrator.records import EventDraft, EventKind, Migration
+from migrator.records import EventDraft, EventKind, Migration, Request, RequestKind
 from migrator.states import State
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,9 @@ class Coordinator:
     ``gate`` is called at each step boundary, before the intent, and raises to stop
     driving (a worker's graceful stop, docs/workers.md). ``probe_patience`` (seconds) is how
     long a probe that cannot reach its host keeps asking before the host counts as unable
-    to tell (each attempt journaled; ``Steps.probe``).
+    to tell (each attempt journaled; ``Steps.probe``). ``postcopy`` gives a run being
+    driven its post-copy entry point (``start_postcopy(reason)``); without it the
+    ``postcopy`` action and request are refused (docs/convergence.md).
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class Coordinator:
         failpoints: Failpoints = INERT,
         gate: Gate | None = None,
         probe_patience: float = PROBE_PATIENCE,
+        postcopy: PostcopyFactory | None = None,
     ) -> None:
         if step_timeout is not None:
             limits.seconds(step_timeout, name="step_timeout")
@@ -103,13 +108,17 @@ class Coordinator:
         self.delivery = Delivery(journal, Hooks(hooks), self.id)
         self._leases = lease.Keeper(journal)  # the one renewer of this coordinator's leases
         writes = WriteAhead(journal, self.id, failpoints)
+        self.convergence = Convergence(journal, self.id, postcopy)
         steps = Steps(
             writes, self._leases, step_timeout=step_timeout, on_progress=on_progress, gate=gate,
             probe_patience=patience(probe_patience, retry_backoff),
+            beside=self.convergence.beside,
         )  # fmt: skip
         retry = RetryPolicy(attempts=confirm_attempts, backoff=retry_backoff)
         self.engine = Engine(writes, steps, retry)
-        self._preflight = Preflight(lambda: steps.runner, step_timeout)
+        self._preflight = Preflight(
+            lambda: steps.runner, step_timeout, postcopy=postcopy is not None
+        )
 
     @property
     def step_timeout(self) -> float | None:
@@ -139,13 +148,18 @@ class Coordinator:
         dname: str | None = None,
         bandwidth: int = 0,
         protocol: int | None = None,
+        policy: Policy | None = None,
     ) -> Migration:
         """Migrate ``domain`` from ``src`` to ``dst``; return the migration at its end state.
 
-        Bad input raises a ``UsageError`` before anything is journaled or called.
+        ``policy``: how Perform converges (docs/convergence.md); its ``bandwidth_mib``
+        applies when ``bandwidth`` is 0. Bad input, and a policy setting the source's
+        driver does not honour, raise a ``UsageError`` before anything is journaled or
+        called.
         """
+        bandwidth = bandwidth or (policy.bandwidth_mib if policy is not None else None) or 0
         params, version = self._preflight.check(
-            domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol
+            domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol, policy
         )
         migration = self.journal.new(
             domain=domain,
@@ -157,7 +171,7 @@ class Coordinator:
             bandwidth=bandwidth,
             owner=self.id,
         )
-        return self._driven(Run(migration, src, dst, params, unwritten=True))
+        return self._driven(Run(migration, src, dst, params, unwritten=True, policy=policy))
 
     # -- the queue (docs/workers.md) -------------------------------------------------------
 
@@ -171,13 +185,15 @@ class Coordinator:
         dname: str | None = None,
         bandwidth: int = 0,
         protocol: int | None = None,
+        policy: Policy | None = None,
     ) -> Migration:
-        """Check the request as ``migrate`` does, journal it QUEUED and return at once; a
-        worker (``migrator.workers``) claims and drives it."""
+        """Check the request as ``migrate`` does, journal it QUEUED (with its policy) and
+        return at once; a worker (``migrator.workers``) claims and drives it."""
+        bandwidth = bandwidth or (policy.bandwidth_mib if policy is not None else None) or 0
         params, version = self._preflight.check(
-            domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol
+            domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol, policy
         )
-        return Queue(self.journal).submit(
+        queued = Queue(self.journal).submit(
             domain=domain,
             dname=dname,
             src=redact_uri(src.uri),
@@ -186,11 +202,14 @@ class Coordinator:
             flags=int(params.flags),
             bandwidth=bandwidth,
         )
+        if policy is not None:
+            self.convergence.requests.set_policy(queued.id, policy.as_dict())
+        return queued
 
     def drive(self, migration: Migration) -> Migration:
         """Drive a migration this coordinator claimed from the queue (state NEW, owned by
         ``self.id``) to an end state, reaching its journaled hosts with ``connect``."""
-        return self._driven(resume(migration, [], self.connect))
+        return self._driven(self.convergence.resumed(resume(migration, [], self.connect)))
 
     def _driven(self, run: Run) -> Migration:
         """``run`` driven to an end state, its lease renewed meanwhile (docs/recovery.md)."""
@@ -198,8 +217,12 @@ class Coordinator:
             with self._driving(run):
                 flow_for(run.migration.protocol).drive(self.engine, run)
         finally:
-            run.release()
+            self._release(run)
         return run.migration
+
+    def _release(self, run: Run) -> None:
+        run.release()
+        self.convergence.ended(run)
 
     # -- recovery, operators' commands ---------------------------------------------------
 
@@ -298,7 +321,7 @@ class Coordinator:
         if host_map:
             connect = lambda uri: self.connect(host_map.get(uri, uri))  # noqa: E731
         try:
-            run = resume(claimed, orphan.history, connect)
+            run = self.convergence.resumed(resume(claimed, orphan.history, connect))
         except MigratorError as exc:
             return dataclasses.replace(report, note=f"cannot reach its hosts: {exc}")
         try:
@@ -316,7 +339,7 @@ class Coordinator:
             with self._driving(run):
                 flow_for(migration.protocol).carry_out(self.engine, run, plan)
         finally:
-            run.release()
+            self._release(run)
         return dataclasses.replace(
             report, claimed=True, result=run.migration.state, reason=run.migration.reason
         )
@@ -343,7 +366,7 @@ class Coordinator:
             with self._driving(run):
                 flow_for(migration.protocol).resolve(self.engine, run, running_on)
         finally:
-            run.release()
+            self._release(run)
         return run.migration
 
     def abort(self, migration_id: str) -> Migration:
@@ -358,6 +381,23 @@ class Coordinator:
                 " finished Perform can be aborted"
             )
         return self.journal.get(migration.id)
+
+    # -- runtime requests (docs/convergence.md) ---------------------------------------------
+
+    def set_downtime(self, migration_id: str, ms: int) -> Request:
+        """Journal a request to allow ``ms`` of downtime to a migration in Perform; whoever
+        drives it applies it. A ``UsageError`` if the migration is not in Perform."""
+        limits.integer(ms, name="downtime (ms)", low=1, high=MAX_DOWNTIME_MS)
+        return self.convergence.request(migration_id, RequestKind.DOWNTIME, ms)
+
+    def set_speed(self, migration_id: str, mib: int) -> Request:
+        """Journal a request to send at ``mib`` MiB/s, as ``set_downtime``."""
+        limits.integer(mib, name="speed (MiB/s)", low=1, high=MAX_BANDWIDTH_MIB)
+        return self.convergence.request(migration_id, RequestKind.SPEED, mib)
+
+    def request_postcopy(self, migration_id: str) -> Request:
+        """Journal a request to switch to post-copy now (force-complete), as ``set_downtime``."""
+        return self.convergence.request(migration_id, RequestKind.POSTCOPY, None)
 
     def _abandon_queued(self, migration: Migration) -> bool:
         """End a migration no worker claimed yet: FAILED, nothing was called. False if a

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from migrator.jsonform import event_dict, migration_dict
-from migrator.records import OUTCOMES, Event, EventKind, Migration
+from migrator.records import CONVERGENCE, OUTCOMES, Event, EventKind, Migration
 from migrator.states import TERMINAL, State
 
 log = logging.getLogger("migrator.hooks")  # the name embedders and the CLI configure
@@ -39,6 +39,9 @@ class HookName(enum.StrEnum):
     STEP_FINISHED = "step_finished"
     RECOVERED = "recovered"
     MIGRATION_FINISHED = "migration_finished"
+    CONVERGENCE = "convergence"
+    """A note journaled beside Perform: a policy tuned, saw a stall or an overrun budget,
+    took its action, or a runtime request was applied (docs/convergence.md)."""
 
 
 ENDS: frozenset[State] = TERMINAL | {State.IN_DOUBT}
@@ -76,6 +79,8 @@ def names_for(event: Event, previous: State | str) -> list[HookName]:
         names.append(HookName.STEP_FINISHED)
     elif event.kind == EventKind.RECOVERY and event.detail and "from_state" in event.detail:
         names.append(HookName.RECOVERED)
+    elif event.kind in CONVERGENCE:
+        names.append(HookName.CONVERGENCE)
     if event.state != previous and event.state in ENDS:
         names.append(HookName.MIGRATION_FINISHED)
     return names

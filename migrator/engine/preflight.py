@@ -13,12 +13,20 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from migrator import limits
+from migrator.convergence.policy import Action, Policy
 from migrator.drivers.api import DomainState, Driver, MigrationParams, is_blocking
 from migrator.drivers.flagcheck import refuse_unhonoured
-from migrator.drivers.uri import redact_uri
+from migrator.drivers.uri import driver_scheme, redact_uri
 from migrator.engine import negotiation
 from migrator.engine.hookrunner import HookRunner
-from migrator.errors import DomainExists, DomainNotFound, StepTimeout, UsageError
+from migrator.errors import (
+    DomainExists,
+    DomainNotFound,
+    PostcopyUnavailable,
+    SettingNotHonoured,
+    StepTimeout,
+    UsageError,
+)
 from migrator.flags import MigrateFlags, cli_name
 
 log = logging.getLogger(__name__)
@@ -32,11 +40,15 @@ source, so only going forward is safe, and the failure rules would cancel it."""
 
 class Preflight:
     """Checks requests, each call to a host within ``timeout`` seconds (None: unbounded)
-    on the calling thread's runner (``runner()``)."""
+    on the calling thread's runner (``runner()``); ``postcopy``: whether post-copy can be
+    started."""
 
-    def __init__(self, runner: Callable[[], HookRunner], timeout: float | None) -> None:
+    def __init__(
+        self, runner: Callable[[], HookRunner], timeout: float | None, *, postcopy: bool = False
+    ) -> None:
         self.runner = runner
         self.timeout = timeout
+        self.postcopy = postcopy
 
     def check(
         self,
@@ -47,6 +59,7 @@ class Preflight:
         dname: str | None,
         bandwidth: int,
         protocol: int | None,
+        policy: Policy | None = None,
     ) -> tuple[MigrationParams, int]:
         """The request's parameters and protocol version; else a ``UsageError``, or
         ``StepTimeout`` for a host that did not answer in time."""
@@ -80,8 +93,31 @@ class Preflight:
         if src_state is DomainState.PAUSED:
             flags |= MigrateFlags.PAUSED  # as libvirt: a paused source stays paused on dst
         refuse_unhonoured(flags, src, dst)
+        if policy is not None:
+            self._refuse_unhonoured_policy(policy, src, version)
         params = MigrationParams(domain=domain, flags=flags, dname=dname, bandwidth=bandwidth)
         return params, version
+
+    def _refuse_unhonoured_policy(self, policy: Policy, src: Driver, version: int) -> None:
+        """Each setting of ``policy`` must be honoured by the source's driver in Perform of
+        protocol v3, and the ``postcopy`` action needs post-copy; else a one-line refusal,
+        before Begin."""
+        if version != 3 and (policy.settings() or policy.gives_up):
+            raise UsageError(
+                f"a convergence policy applies to Perform of protocol v3; this migration"
+                f" would use v{version}: migrate without the policy's settings"
+            )
+        honoured = frozenset(getattr(src, "honoured_settings", frozenset()))
+        for setting in policy.settings():
+            if setting not in honoured:
+                raise SettingNotHonoured(
+                    setting=str(setting),
+                    driver=driver_scheme(src.uri),
+                    host=redact_uri(src.uri),
+                    honoured=sorted(str(s) for s in honoured),
+                )
+        if policy.action is Action.POSTCOPY and policy.gives_up and not self.postcopy:
+            raise PostcopyUnavailable()
 
     def _bounded(self, driver: Driver, what: str, call: Callable[[], R]) -> R:
         if not is_blocking(driver):

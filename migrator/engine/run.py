@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from migrator.convergence.policy import Policy
 from migrator.drivers.api import Driver, MigrationParams, TunnelStream, forget, is_blocking
 from migrator.drivers.uri import redact_uri
 from migrator.flags import MigrateFlags
@@ -54,6 +55,10 @@ class Run:
     """``migration`` is not in the journal yet: the first write inserts it."""
     lease_lost: Exception | None = None
     """The refusal the lease keeper met renewing this run's lease (``lease.Keeper``)."""
+    policy: Policy | None = None
+    """The convergence policy its Perform runs under (docs/convergence.md), if any."""
+    policy_journaled: bool = False
+    """``policy`` is in the journal (``journal/requests.py``) for whoever drives it next."""
 
     @property
     def blocking(self) -> bool:

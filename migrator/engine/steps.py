@@ -23,6 +23,7 @@ from migrator.drivers.api import (
 )
 from migrator.drivers.uri import redact_uri
 from migrator.engine import reasons
+from migrator.engine.applier import Applier
 from migrator.engine.hookrunner import HookRunner
 from migrator.engine.lease import Keeper
 from migrator.engine.retry import RetryPolicy
@@ -34,6 +35,7 @@ from migrator.errors import (
     DriverTextTooLarge,
     HostUnreachable,
     JournalError,
+    PolicyAborted,
     StepAbandoned,
 )
 from migrator.records import EventDraft, EventKind, Migration, Progress, StepContext
@@ -58,6 +60,8 @@ ProgressCallback = Callable[[Migration, Progress], None]
 Gate = Callable[[Run, Step], None]
 """Called at each step boundary, before the intent: raises to stop driving (a worker's
 graceful stop, docs/workers.md)."""
+Beside = Callable[[Run, Step], Applier | None]
+"""What runs beside a step's hook (the policy applier beside Perform), if anything."""
 
 
 def check_cookie(step: Step, cookie: object) -> bytes:
@@ -133,9 +137,11 @@ class Steps:
         on_progress: ProgressCallback | None,
         gate: Gate | None = None,
         probe_patience: RetryPolicy | None = None,
+        beside: Beside | None = None,
     ) -> None:
         self.writes = writes
         self.probe_patience = probe_patience or patience(PROBE_PATIENCE)
+        self.beside = beside
         self.journal = writes.journal
         self.leases = leases
         self.step_timeout = step_timeout
@@ -218,18 +224,38 @@ class Steps:
         check what it gave."""
         timeout = self.step_timeout
         stop = threading.Event()
+        self._fence_check(run, step)
+        self.writes.flush(run)  # a staged note (recovery replaying a step) is durable first
+        applier = self.beside(run, step) if self.beside is not None else None
         ctx = StepContext(
             migration_id=run.migration.id,
             step=step,
             attempt=attempt,
             fence=run.migration.fence,
             deadline=None if timeout is None else time.monotonic() + timeout,
-            progress=self._progress_sink(run, step, stop),
-            aborted=self._abort_check(run),
+            progress=self._progress_sink(run, step, stop, applier),
+            aborted=self._abort_check(run, applier),
             stopped=stop.is_set,
+            controls=applier.take if applier is not None else list,
         )
-        self._fence_check(run, step)
-        self.writes.flush(run)  # a staged note (recovery replaying a step) is durable first
+        if applier is not None:
+            applier.start()
+        try:
+            return self._called(run, step, hook, ctx, applier, stop)
+        finally:
+            if applier is not None:  # its last notes commit with the outcome
+                run.staged.extend(applier.stop())
+
+    def _called(
+        self,
+        run: Run,
+        step: Step,
+        hook: Hook,
+        ctx: StepContext,
+        applier: Applier | None,
+        stop: threading.Event,
+    ) -> Outcome:
+        timeout = self.step_timeout
         start = time.monotonic()
         try:
             if run.blocking:
@@ -248,7 +274,9 @@ class Steps:
         except Exception as exc:  # noqa: BLE001 -- every driver failure becomes journal data
             stop.set()  # a timed-out hook's thread too
             self.writes.failpoints.hit(step, "called")
-            return Outcome(error=exc, duration=time.monotonic() - start)
+            why = applier.gave_up if applier is not None else None
+            error = PolicyAborted(why=why, detail=str(exc)) if why else exc
+            return Outcome(error=error, duration=time.monotonic() - start)
         except BaseException:
             stop.set()
             raise
@@ -313,11 +341,14 @@ class Steps:
         self.writes.note(run, draft, then=True)  # commits with what it leads to
         return result
 
-    def _abort_check(self, run: Run) -> Callable[[], bool]:
-        """``ctx.aborted``: reads the persisted abort request, at most every 0.25 s."""
+    def _abort_check(self, run: Run, applier: Applier | None) -> Callable[[], bool]:
+        """``ctx.aborted``: the policy's abort, or the persisted abort request (read at most
+        every 0.25 s)."""
         state = {"at": 0.0, "aborted": False}
 
         def aborted() -> bool:
+            if applier is not None and applier.aborted():
+                return True
             now = time.monotonic()
             if not state["aborted"] and now - state["at"] >= ABORT_POLL:
                 state["at"] = now
@@ -327,16 +358,18 @@ class Steps:
         return aborted
 
     def _progress_sink(
-        self, run: Run, step: Step, stop: threading.Event
+        self, run: Run, step: Step, stop: threading.Event, applier: Applier | None
     ) -> Callable[[Progress], None]:
         """``ctx.progress``: journaled at most every 0.5 s, conditional on the fence (a
         refused sample raises ``FenceLost`` in the hook, which stops it); a hook the engine
-        stopped waiting for reports nothing more."""
+        stopped waiting for reports nothing more; the policy applier sees every sample."""
         last = [0.0]
 
         def sink(progress: Progress) -> None:
             if stop.is_set():
                 raise StepAbandoned(step=str(step))
+            if applier is not None:
+                applier.observe(progress)
             now = time.monotonic()
             final = progress.remaining == 0
             if self.on_progress is not None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from migrator.journal import log, reads
 from migrator.journal.reads import Db, Filters
-from migrator.records import Entry, Event, Migration
+from migrator.records import Entry, Event, Migration, Request
 from migrator.states import State
 
 if TYPE_CHECKING:
@@ -131,6 +131,14 @@ class Reads:
     def history(self, migration_id: str) -> builtins.list[Event]:
         """Every event of a migration, oldest first."""
         return self._read(lambda db: reads.history(db, migration_id))
+
+    def requests(self, migration_id: str) -> builtins.list[Request]:
+        """Every runtime request of a migration, oldest first (docs/convergence.md)."""
+        return self._read(lambda db: reads.requests(db, migration_id))
+
+    def policy(self, migration_id: str) -> dict[str, Any] | None:
+        """A migration's journaled convergence policy (its dict form), if it has one."""
+        return self._read(lambda db: reads.policy(db, migration_id))
 
     # -- the journal as a log (``log.py``) ---------------------------------------------
 

@@ -23,7 +23,7 @@ from migrator.journal.rows import (
     event_of,
     migration_of,
 )
-from migrator.records import Event, Migration
+from migrator.records import Event, Migration, Request, RequestKind
 from migrator.states import State
 
 STREAM_CHUNK = 500
@@ -223,3 +223,26 @@ def event_forms(db: Db, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
     for row in db.rows(f"{_EVENTS} WHERE {chosen} ORDER BY migration_id, seq", params):
         out[row[0]].append(event_form_of(row, f))
     return out
+
+
+def requests(db: Db, migration_id: str) -> list[Request]:
+    """Every runtime request of a migration, oldest first (revision 0009)."""
+    found = db.rows(
+        "SELECT id, kind, value, requested_at, applied_at, outcome FROM migration_requests"
+        " WHERE migration_id = :id ORDER BY id",
+        {"id": migration_id},
+    )
+    time = db.flavor.time
+    return [
+        Request(int(r[0]), migration_id, RequestKind(r[1]), r[2], time(r[3]), time(r[4]), r[5])  # type: ignore[arg-type]  # NOT NULL
+        for r in found
+    ]
+
+
+def policy(db: Db, migration_id: str) -> dict[str, Any] | None:
+    """A migration's journaled convergence policy, in its dict form; None if it has none."""
+    found = db.rows(
+        "SELECT policy FROM migration_policies WHERE migration_id = :id", {"id": migration_id}
+    )
+    value = db.flavor.json(found[0][0]) if found else None
+    return dict(value) if isinstance(value, dict) else None

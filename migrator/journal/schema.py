@@ -177,3 +177,38 @@ def with_postgresql_options() -> sa.MetaData:
     index = next(i for i in events.indexes if i.name == "ix_migration_events_step_kind_duration")
     index.dialect_kwargs["postgresql_where"] = sa.text(TIMED)
     return metadata
+
+
+requests = sa.Table(
+    "migration_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "migration_id",
+        sa.String(36),
+        sa.ForeignKey("migrations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("value", sa.Integer, nullable=True),
+    sa.Column("requested_at", UTCDateTime, nullable=False),
+    sa.Column("applied_at", UTCDateTime, nullable=True),
+    sa.Column("outcome", sa.Text, nullable=True),
+    sa.Index("ix_migration_requests_migration_id", "migration_id", "id"),
+)
+"""Runtime requests (``set-downtime``, ``set-speed``, ``postcopy``), written by any process
+and applied by whoever drives the migration (docs/convergence.md); revision 0009."""
+
+policies = sa.Table(
+    "migration_policies",
+    metadata,
+    sa.Column(
+        "migration_id",
+        sa.String(36),
+        sa.ForeignKey("migrations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("policy", sa.JSON, nullable=False),
+)
+"""Each migration's convergence policy, for the process that drives it after a takeover
+or from the queue; revision 0009."""

@@ -45,6 +45,7 @@ _WEBHOOK_CURSOR = (
     " excluded.position), updated_at = excluded.updated_at"
 )
 
+
 class Journal(Reads):
     """The journal of migrations. Open it with ``Journal.open(url)``; its reads are
     ``Reads``'s methods (``reading.py``)."""

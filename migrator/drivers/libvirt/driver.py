@@ -30,8 +30,10 @@ crash during Perform is rolled back.
 from __future__ import annotations
 
 import math
+import time
 from typing import ClassVar
 
+from migrator.convergence.policy import Setting
 from migrator.drivers.api import (
     BeginResult,
     ConfirmResult,
@@ -48,7 +50,7 @@ from migrator.drivers.libvirt.host import Host, Session
 from migrator.drivers.libvirt.procedures import DrvFeature, ErrorCode, MigrateParam
 from migrator.drivers.libvirt.typed import common, dest_flags, final_stats, time_left
 from migrator.drivers.libvirt.uri import KeepAliveSettings, parse
-from migrator.drivers.libvirt.watch import PerformWatch, progress_of
+from migrator.drivers.libvirt.watch import HONOURED, PerformWatch, progress_of
 from migrator.drivers.libvirt.xdr import ParamValue
 from migrator.errors import DriverError
 from migrator.flags import MigrateFlags
@@ -80,6 +82,7 @@ class LibvirtDriver(Host):
 
     blocking: ClassVar[bool] = True
     honoured_flags: ClassVar[MigrateFlags] = ~(MigrateFlags.PEER2PEER | MigrateFlags.TUNNELLED)
+    honoured_settings: ClassVar[frozenset[Setting]] = HONOURED
     """Every flag reaches libvirt, which acts on it, but the two that ask libvirt itself to
     drive the steps (peer-to-peer, and tunnelled, which libvirt allows only peer-to-peer)."""
 
@@ -217,7 +220,11 @@ class LibvirtDriver(Host):
         finally:
             watch.close()
         session.performed = True
+        paused = watch.paused_at  # suspended by a policy until the data was all sent
+        paused_ms = None if paused is None else int((time.monotonic() - paused) * 1000)
         stats = final_stats(session.remote, dom, time_left(ctx))
+        if paused_ms is not None:
+            stats["paused_ms"] = paused_ms
         sample = progress_of(stats, final=True)
         if sample is not None:
             ctx.progress(sample)

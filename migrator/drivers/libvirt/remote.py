@@ -49,6 +49,10 @@ class JobInfo:
         return self.type in (JobType.BOUNDED, JobType.UNBOUNDED)
 
 
+MAX_SPEED_POSTCOPY = 1
+"""VIR_DOMAIN_MIGRATE_MAX_SPEED_POSTCOPY."""
+
+
 def _dom(dom: DomainRef) -> Packer:
     return Packer().domain(dom)
 
@@ -140,6 +144,21 @@ class Remote:
 
     def resume(self, dom: DomainRef) -> None:
         self._call(Proc.DOMAIN_RESUME, _dom(dom))
+
+    def suspend(self, dom: DomainRef, timeout: float | None = None) -> None:
+        self._call(Proc.DOMAIN_SUSPEND, _dom(dom), timeout)
+
+    def set_max_downtime(self, dom: DomainRef, ms: int, timeout: float | None = None) -> None:
+        """virDomainMigrateSetMaxDowntime: the downtime the running migration may take."""
+        self._call(Proc.DOMAIN_MIGRATE_SET_MAX_DOWNTIME, _dom(dom).uhyper(ms).uint(0), timeout)
+
+    def set_max_speed(
+        self, dom: DomainRef, mib: int, *, postcopy: bool = False, timeout: float | None = None
+    ) -> None:
+        """virDomainMigrateSetMaxSpeed, MiB/s; ``postcopy``: the cap after the switch
+        (VIR_DOMAIN_MIGRATE_MAX_SPEED_POSTCOPY)."""
+        body = _dom(dom).uhyper(mib).uint(MAX_SPEED_POSTCOPY if postcopy else 0)
+        self._call(Proc.DOMAIN_MIGRATE_SET_MAX_SPEED, body, timeout)
 
     def destroy(self, dom: DomainRef) -> None:
         self._call(Proc.DOMAIN_DESTROY, _dom(dom))

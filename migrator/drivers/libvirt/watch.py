@@ -10,6 +10,10 @@ can delay the reading of Perform3's reply:
 - once ``ctx.aborted()`` turns true or the deadline passes, ``tick`` starts a thread that
   sends DOMAIN_ABORT_JOB on a new connection (not the poller's, which may be stalled),
   after which libvirt fails Perform3 and resumes the source itself.
+- the convergence controls waiting (``ctx.controls()``, docs/convergence.md) are made by
+  a thread of their own, in order, on a new connection: DOMAIN_MIGRATE_SET_MAX_DOWNTIME,
+  DOMAIN_MIGRATE_SET_MAX_SPEED (with the post-copy flag for post-copy's cap) and
+  DOMAIN_SUSPEND for ``pause``.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from migrator.convergence.policy import Setting
 from migrator.drivers.libvirt.remote import Remote
 from migrator.drivers.libvirt.rpc import TICK
 from migrator.drivers.libvirt.typed import stats_timeout
 from migrator.drivers.libvirt.xdr import DomainRef, ParamValue
 from migrator.errors import DriverError
-from migrator.records import Progress, StepContext
+from migrator.records import Control, ControlKind, Progress, StepContext
 
 log = logging.getLogger(__name__)
 _FAILURES = (DriverError, OSError)
@@ -40,7 +45,27 @@ def progress_of(stats: Mapping[str, ParamValue], *, final: bool = False) -> Prog
     transferred = int(stats.get("memory_processed", 0))
     remaining = 0 if final else int(stats.get("memory_remaining", 0))
     passes = max(1, int(stats.get("memory_iteration", 1)))
-    return Progress(total, transferred, remaining, passes=passes)
+    page = int(stats.get("memory_page_size", 4096)) or 4096
+    return Progress(
+        total,
+        transferred,
+        remaining,
+        passes=passes,
+        dirty_rate=_optional(stats, "memory_dirty_rate", page),
+        throttle_pct=_optional(stats, "auto_converge_throttle"),
+        postcopy_requests=_optional(stats, "memory_postcopy_requests"),
+    )
+
+
+def _optional(stats: Mapping[str, ParamValue], key: str, unit: int = 1) -> int | None:
+    return int(stats[key]) * unit if key in stats else None
+
+
+HONOURED: frozenset[Setting] = frozenset(
+    {Setting.DOWNTIME, Setting.SPEED, Setting.POSTCOPY_BANDWIDTH, Setting.JOB_STATS, Setting.PAUSE}
+)
+"""The convergence settings the watch makes (auto-converge and multifd would be Perform3
+flags and parameters: not offered)."""
 
 
 class PerformWatch:
@@ -58,6 +83,9 @@ class PerformWatch:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        self._controlling = threading.Lock()
+        self.paused_at: float | None = None
+        """``time.monotonic()`` when ``PAUSE`` suspended the source, if it did."""
 
     def tick(self) -> None:
         """Report the latest sample; give up when it is time. Returns at once."""
@@ -67,6 +95,9 @@ class PerformWatch:
             sample, self._latest = self._latest, None
         if sample is not None:
             self.ctx.progress(sample)
+        controls = self.ctx.controls()
+        if controls:
+            _thread(lambda: self._control(controls), f"perform controls {self.dom.name}")
         if self.gave_up is None:
             why = self._why_give_up()
             if why is not None:
@@ -109,6 +140,38 @@ class PerformWatch:
         except _FAILURES as exc:
             self.abort_note = f"DOMAIN_ABORT_JOB failed ({exc})"
             log.warning("perform watch of %s: %s", self.dom.name, self.abort_note)
+
+    def _control(self, controls: list[Control]) -> None:
+        """Make each control on a connection of its own; each is done with its outcome."""
+        try:
+            remote = self._open()
+        except _FAILURES as exc:
+            for control in controls:
+                control.done(f"the source cannot be reached: {exc}")
+            return
+        try:
+            with self._controlling:  # in the order they were asked for
+                for control in controls:
+                    control.done(self._make(remote, control))
+        finally:
+            remote.conn.close()
+
+    def _make(self, remote: Remote, control: Control) -> str | None:
+        timeout = stats_timeout(self.ctx.time_left())
+        try:
+            if control.kind is ControlKind.DOWNTIME:
+                remote.set_max_downtime(self.dom, control.value, timeout=timeout)
+            elif control.kind in (ControlKind.SPEED, ControlKind.POSTCOPY_SPEED):
+                postcopy = control.kind is ControlKind.POSTCOPY_SPEED
+                remote.set_max_speed(self.dom, control.value, postcopy=postcopy, timeout=timeout)
+            elif control.kind is ControlKind.PAUSE:
+                remote.suspend(self.dom, timeout=timeout)
+                self.paused_at = time.monotonic()
+            else:
+                return f"libvirt hosts do not honour {control.kind}"
+        except _FAILURES as exc:
+            return f"refused by libvirt: {exc}"
+        return None
 
     def close(self) -> None:
         """Stop the poller; it closes its connection once its call in flight returns."""

@@ -88,8 +88,24 @@ def check_name(name: str) -> str:
 # -- configuration --------------------------------------------------------------------------
 
 
-def new_config(name: str, memory_mib: int, touch_mib: int | None, busy: bool) -> dict[str, Any]:
-    """A domain's configuration; ValueError says what is wrong with the numbers."""
+KERNEL_MAX = 1024 * 1024
+"""The largest guest kernel of one's own a QMP domain boots instead of the payload."""
+
+
+def check_kernel(path: str) -> str:
+    """``path`` if it names a regular file of at most ``KERNEL_MAX`` bytes, absolute."""
+    found = Path(path)
+    if not found.is_absolute() or not found.is_file() or found.stat().st_size > KERNEL_MAX:
+        raise ValueError(f"kernel must be an absolute path to a file of at most 1 MiB: {path!r}")
+    return str(found)
+
+
+def new_config(
+    name: str, memory_mib: int, touch_mib: int | None, busy: bool, kernel: str | None = None
+) -> dict[str, Any]:
+    """A domain's configuration; ValueError says what is wrong with the numbers. A
+    ``kernel`` (a multiboot image of one's own, such as a busy guest built for a test) is
+    booted instead of the payload; its memory is then the kernel's to write."""
     if memory_mib < 16 or memory_mib > 64 * 1024:
         raise ValueError(f"memory must be between 16 and 65536 MiB, not {memory_mib}")
     limit = memory_mib - payload.REGION_START // MIB - payload.HEADROOM_MIB
@@ -103,6 +119,7 @@ def new_config(name: str, memory_mib: int, touch_mib: int | None, busy: bool) ->
         "busy": busy,
         "seed": zlib.crc32(name.encode()) | 1,
         "downtime_limit_ms": DEFAULT_DOWNTIME_MS,
+        **({"kernel": check_kernel(kernel)} if kernel is not None else {}),
     }
 
 
@@ -120,6 +137,8 @@ def config_from_description(text: str) -> dict[str, Any]:
             "seed": int(config["seed"]) & 0xFFFFFFFF,
             "downtime_limit_ms": int(config["downtime_limit_ms"]),
         }
+        if config.get("kernel") is not None:
+            checked["kernel"] = check_kernel(str(config["kernel"]))
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise DriverError(f"prepare got a description that is not a qemu domain: {exc}") from None
     if not _SAFE_MACHINE.fullmatch(checked["machine"]) or not 1 <= checked["smp"] <= 64:

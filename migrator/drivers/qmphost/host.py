@@ -38,14 +38,16 @@ class QmpHost(QmpProcesses):
         touch_mib: int | None = None,
         busy: bool = False,
         wait: bool = True,
+        kernel: str | None = None,
     ) -> dict[str, Any]:
-        """Start domain ``name`` running; with ``wait``, return once its memory is written.
+        """Start domain ``name`` running; with ``wait``, return once its memory is written
+        (a ``kernel`` of one's own, booted instead of the payload, has no marker to wait for).
 
         ValueError for bad numbers or name, DomainExists if it is here, DriverError if QEMU
         is missing or does not start (the domain is then not defined).
         """
         check_name(name)
-        config = new_config(name, memory_mib, touch_mib, busy)
+        config = new_config(name, memory_mib, touch_mib, busy, kernel)
         qemu_binary()
         with self._txn() as host:
             if name in host["domains"]:
@@ -53,7 +55,7 @@ class QmpHost(QmpProcesses):
             host["domains"][name] = self._record(config, job=None)
         try:
             pid = self._start(name, config, incoming=False)
-            if wait:
+            if wait and kernel is None:
                 self.wait_ready(name)
         except BaseException:
             self._stop(name)

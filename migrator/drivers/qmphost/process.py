@@ -17,6 +17,7 @@ from migrator.drivers import payload
 from migrator.drivers.hoststate import Host, HostState, Memo
 from migrator.drivers.qmp import Monitor
 from migrator.drivers.qmphost.config import (
+    KERNEL_MAX,
     START_TIMEOUT,
     STOP_TIMEOUT,
     check_name,
@@ -112,7 +113,11 @@ class QmpProcesses(HostState):
         rundir.mkdir(parents=True, exist_ok=True)
         for stale in ("qmp.sock", "qemu.pid"):
             (rundir / stale).unlink(missing_ok=True)
-        (rundir / "payload.bin").write_bytes(payload.image(pattern_of(config)))
+        kernel = config.get("kernel")
+        image = (
+            Path(kernel).read_bytes()[:KERNEL_MAX] if kernel else payload.image(pattern_of(config))
+        )
+        (rundir / "payload.bin").write_bytes(image)
         pidfile = rundir / "qemu.pid"
         argv = [
             binary, "-accel", "tcg", "-machine", config["machine"], "-nodefaults",

@@ -6,8 +6,9 @@ import json
 import re
 import socket
 import time
-from typing import Any
+from typing import Any, ClassVar
 
+from migrator.convergence.policy import Setting
 from migrator.drivers.api import (
     BeginResult,
     ConfirmResult,
@@ -26,9 +27,10 @@ from migrator.drivers.qmphost.config import (
     map_status,
 )
 from migrator.drivers.qmphost.host import QmpHost
+from migrator.drivers.qmphost.tuning import HONOURED, Tuning, progress
 from migrator.errors import DomainNotFound, DriverError, StepAbandoned
 from migrator.flags import MigrateFlags
-from migrator.records import Progress, StepContext
+from migrator.records import Control, StepContext
 from migrator.states import Step
 
 _INCOMING_URI = re.compile(r"tcp:127\.0\.0\.1:(\d{1,5})")
@@ -36,7 +38,9 @@ IN_FLIGHT = frozenset({"setup", "active", "pre-switchover", "device", "cancellin
 
 
 class QmpSource(QmpHost):
-    """The source's steps: Begin, Perform (with its progress) and Confirm."""
+    """The source's steps: Begin, Perform (with its progress and controls) and Confirm."""
+
+    honoured_settings: ClassVar[frozenset[Setting]] = HONOURED
 
     def begin(self, ctx: StepContext, params: MigrationParams) -> BeginResult:
         """Take the domain for this migration; its configuration is the description."""
@@ -108,14 +112,18 @@ class QmpSource(QmpHost):
             dom["outgoing"][mid] = "started"
             config = dict(dom["config"])
         begun = time.monotonic()
+        tuning = Tuning(int(config["downtime_limit_ms"]))
         try:
             if started is None:
-                self._send(name, config, params, uri)
-            info = self._watch(ctx, name)
+                self._send(name, config, params, uri, tuning, ctx.controls())
+            info = self._watch(ctx, name, tuning)
         except BaseException:
             self._mark(name, mid, "abandoned")
             raise
-        stats = self._stats(name, info, params, config, time.monotonic() - begun)
+        paused_ms = tuning.paused_ms()  # the guest stopped until the data was all sent
+        stats = self._stats(name, info, params, tuning, time.monotonic() - begun)
+        if paused_ms is not None:
+            stats["paused_ms"] = paused_ms
         cookie = {"host": self.host_id, "stats": stats}
         return self._once(key, lambda h: self._performed(h, name, mid, cookie, stats), ctx)
 
@@ -125,37 +133,43 @@ class QmpSource(QmpHost):
             raise DriverError(f"domain {name!r} on {self.uri} has no job for migration {mid}")
         return dom
 
-    def _send(self, name: str, config: dict[str, Any], params: MigrationParams, uri: str) -> None:
+    def _send(
+        self,
+        name: str,
+        config: dict[str, Any],
+        params: MigrationParams,
+        uri: str,
+        tuning: Tuning,
+        controls: list[Control],
+    ) -> None:
         cap = params.bandwidth * MIB if params.bandwidth > 0 else UNLIMITED_BANDWIDTH
+        capabilities, tuned = tuning.before_migrate(controls)
+        parameters = {"max-bandwidth": cap, "downtime-limit": int(config["downtime_limit_ms"])}
         with Monitor(self.rundir(name)) as mon:
-            mon.run(
-                "migrate-set-capabilities",
-                {"capabilities": [{"capability": "events", "state": True}]},
-            )
-            mon.run(
-                "migrate-set-parameters",
-                {"max-bandwidth": cap, "downtime-limit": int(config["downtime_limit_ms"])},
-            )
+            mon.run("migrate-set-capabilities", {"capabilities": capabilities})
+            mon.run("migrate-set-parameters", {**parameters, **tuned})
             if not params.flags & MigrateFlags.LIVE:
                 mon.run("stop")  # an offline migration: the guest does not run meanwhile
             mon.run("migrate", {"uri": uri})
 
-    def _watch(self, ctx: StepContext, name: str) -> dict[str, Any]:
-        """Poll ``query-migrate`` until completed; raise on failure, abort or deadline."""
+    def _watch(self, ctx: StepContext, name: str, tuning: Tuning) -> dict[str, Any]:
+        """Poll ``query-migrate`` until completed, making the controls waiting at each poll;
+        raise on failure, abort or deadline."""
         rundir = self.rundir(name)
         while True:
             with Monitor(rundir) as mon:
+                tuning.during(mon, ctx.controls())
                 info: dict[str, Any] = mon.run("query-migrate")
             status = info.get("status", "none")
             ram = info.get("ram") or {}
             if status == "completed":
-                ctx.progress(_progress(ram, final=True))
+                ctx.progress(progress(info, final=True))
                 return info
             if status in ("failed", "cancelled"):
                 desc = str(info.get("error-desc", "no reason given"))
                 raise DriverError(f"migration of {name} {status}: {desc}")
             if ram:
-                ctx.progress(_progress(ram))
+                ctx.progress(progress(info))
             if ctx.aborted():
                 self._cancel_outgoing(name)
                 raise DriverError(f"perform aborted: migrate_cancel sent to {name}")
@@ -188,7 +202,7 @@ class QmpSource(QmpHost):
         name: str,
         info: dict[str, Any],
         params: MigrationParams,
-        config: dict[str, Any],
+        tuning: Tuning,
         wall: float,
     ) -> dict[str, Any]:
         """The final statistics; re-queried while QEMU still reads 0 for its times."""
@@ -210,8 +224,11 @@ class QmpSource(QmpHost):
             "passes": ram.get("dirty-sync-count"),
             "mbps": round(float(ram.get("mbps") or 0), 1),
             "bandwidth_mib": params.bandwidth,
-            "downtime_limit_ms": config["downtime_limit_ms"],
+            "downtime_limit_ms": tuning.downtime_limit_ms,
             "wall_seconds": round(wall, 3),
+            **({"paused": True} if tuning.paused_at is not None else {}),
+            **({"auto_converge": True} if tuning.auto_converge else {}),
+            **({"controls": tuning.applied} if tuning.applied else {}),
         }
 
     def _mark(self, name: str, mid: str, outcome: str) -> None:
@@ -272,10 +289,3 @@ class QmpSource(QmpHost):
             if dom is not None and dom["job"] == mid:
                 dom["job"], dom["state_before_job"] = None, None
                 dom["outgoing"].pop(mid, None)
-
-
-def _progress(ram: dict[str, Any], *, final: bool = False) -> Progress:
-    total = int(ram.get("total", 0))
-    transferred = int(ram.get("transferred", 0))
-    remaining = 0 if final else int(ram.get("remaining", 0))
-    return Progress(total, transferred, remaining, passes=int(ram.get("dirty-sync-count", 1)))

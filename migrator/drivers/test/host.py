@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
+from migrator.convergence.policy import Setting
 from migrator.drivers.api import (
     DomainState,
     Feature,
@@ -127,13 +128,21 @@ class TestHost(ShardedState):
     # -- public helpers (the ``migrator test-host`` CLI) ---------------------------------
 
     def define(
-        self, name: str, memory_mib: int = 4, paused: bool = False, persistent: bool = False
+        self,
+        name: str,
+        memory_mib: int = 4,
+        paused: bool = False,
+        persistent: bool = False,
+        dirty_mib_s: float = 0.0,
     ) -> dict[str, Any]:
         """Create domain ``name`` with a fresh image; raise DomainExists if it is here.
 
         A ``persistent`` domain keeps its definition (shut off) on a source it left, unless
-        the migration has UNDEFINE_SOURCE; a transient one is gone from it.
+        the migration has UNDEFINE_SOURCE; a transient one is gone from it. A domain that
+        dirties ``dirty_mib_s`` MiB/s while it runs migrates in passes (``precopy.py``).
         """
+        if not 0 <= dirty_mib_s <= 1_048_576:
+            raise ValueError(f"dirty_mib_s must be in [0, 1048576], not {dirty_mib_s}")
         if not name:
             raise ValueError("a domain name must not be empty")
         if memory_mib < 1:
@@ -145,6 +154,8 @@ class TestHost(ShardedState):
         state = DomainState.PAUSED if paused else DomainState.RUNNING
         dom = domain_record(state, memory_mib, image, checksum, uuid.uuid4().hex, job=None)
         dom["persistent"] = persistent
+        if dirty_mib_s:
+            dom["dirty_mib_s"] = dirty_mib_s
         try:
             with self._txn(name) as host:
                 if name in host["domains"]:
@@ -296,6 +307,10 @@ class TestHost(ShardedState):
     # -- the declared interface -----------------------------------------------------------
 
     blocking: ClassVar[bool] = True  # file I/O, copies, injected hangs: watched
+    honoured_settings: ClassVar[frozenset[Setting]] = frozenset(Setting) - {
+        Setting.POSTCOPY_BANDWIDTH
+    }
+    """What the simulated passes act on (``precopy.py``); it has no post-copy."""
 
     def features(self) -> frozenset[Feature]:
         return self._features

@@ -22,6 +22,7 @@ from migrator.drivers.api import (
 from migrator.drivers.hoststate import Host, Memo, dec, enc, json_bytes, memo_key
 from migrator.drivers.test.faults import FINISH_STEPS, FaultMode, injected_io_errors
 from migrator.drivers.test.host import TestHost, domain_record
+from migrator.drivers.test.precopy import Precopy
 from migrator.drivers.test.transfer import (
     Landing,
     copy_to,
@@ -176,15 +177,19 @@ class V3Steps(TestHost):
             self._fence(host, ctx)
             dom = self._job_domain(host, params.domain, mid)
             before, source = dom["state"], self.dir / dom["image"]
+            dirty = float(dom.get("dirty_mib_s", 0)) if params.flags & MigrateFlags.LIVE else 0.0
             if not params.flags & MigrateFlags.LIVE:
                 dom["state"] = str(DomainState.PAUSED)
         start = time.monotonic()
+        precopy = Precopy(ctx, source.stat().st_size, dirty, params.bandwidth)
         try:
+            precopy.take()  # what is set before the data goes
             sent = transfer(source)
+            passes = precopy.run(sent, time.monotonic() - start)
         except BaseException:
             self._restore(ctx, params.domain, before)
             raise
-        stats = perform_stats(start, sent, io_errors)
+        stats = {**perform_stats(start, sent, io_errors), **passes}
         return self._once(
             key,
             lambda h: self._performed(h, params.domain, mid, stats),
