@@ -317,23 +317,13 @@ class Coordinator:
         self, orphan: Orphan, claimed: Migration, host_map: Mapping[str, str]
     ) -> Recovered:
         migration, plan, report = orphan.migration, orphan.plan, orphan.report
-        connect = self.connect
-        if host_map:
-            connect = lambda uri: self.connect(host_map.get(uri, uri))  # noqa: E731
+        connect = hostmap.connecting(self.connect, host_map)
         try:
             run = self.convergence.resumed(resume(claimed, orphan.history, connect))
         except MigratorError as exc:
             return dataclasses.replace(report, note=f"cannot reach its hosts: {exc}")
         try:
-            detail: dict[str, object] = {
-                "from_state": str(migration.state),
-                "action": str(plan.action),
-                "plan": plan.text,
-                "previous_owner": migration.owner,
-                "because": orphan.because,
-            }
-            if moved := hostmap.noted(host_map, migration):
-                detail["host_map"] = moved
+            detail = orphans.recovery_detail(orphan, hostmap.noted(host_map, migration))
             recovery = EventDraft(kind=EventKind.RECOVERY, detail=detail)
             self.engine.writes.note(run, recovery, then=True)  # commits with the plan's first
             with self._driving(run):

@@ -146,3 +146,12 @@ def noted(host_map: Mapping[str, str], migration: Migration) -> dict[str, str]:
         for role, uri in (("src", migration.src), ("dst", migration.dst))
         if uri in host_map
     }
+
+
+def connecting(
+    connect: Callable[[str], Driver], host_map: Mapping[str, str]
+) -> Callable[[str], Driver]:
+    """``connect`` that reaches each mapped host at its new URI."""
+    if not host_map:
+        return connect
+    return lambda uri: connect(host_map.get(uri, uri))

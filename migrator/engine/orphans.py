@@ -170,3 +170,19 @@ def in_order(
             yield pending.popleft().result()
     while pending:
         yield pending.popleft().result()
+
+
+def recovery_detail(orphan: Orphan, moved: dict[str, str]) -> dict[str, object]:
+    """What a recovery event says of the plan carried out for ``orphan`` (and the host
+    maps that apply to it, ``moved``)."""
+    migration, plan = orphan.migration, orphan.plan
+    detail: dict[str, object] = {
+        "from_state": str(migration.state),
+        "action": str(plan.action),
+        "plan": plan.text,
+        "previous_owner": migration.owner,
+        "because": orphan.because,
+    }
+    if moved:
+        detail["host_map"] = moved
+    return detail

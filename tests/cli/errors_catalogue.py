@@ -303,7 +303,7 @@ CASES: list[Case] = [
     _c('webhooks', 'webhooks run --config {tmp}/unknown.json', 2,
        "migrator: error: webhook configuration {tmp}/unknown.json: endpoint 1: unknown key 'retries'", setup='webhook-files'),
     _c('webhooks', 'webhooks run --config {tmp}/kinds.json', 2,
-       'migrator: error: webhook configuration {tmp}/kinds.json: endpoint 1: kinds must be a list of event kinds (intent, ok, error, recovery, resolve, abort, in_doubt, decided, queue)', setup='webhook-files'),
+       'migrator: error: webhook configuration {tmp}/kinds.json: endpoint 1: kinds must be a list of event kinds (intent, ok, error, recovery, resolve, abort, in_doubt, decided, queue, tuned, stalled, over_budget, action, request)', setup='webhook-files'),
     _c('webhooks', 'webhooks run --config {tmp}/twice.json', 2,
        "migrator: error: webhook configuration {tmp}/twice.json: endpoint name 'ops' is used twice", setup='webhook-files'),
     _c('webhooks', 'webhooks run --config {tmp}/zero-secret.json', 2,
