@@ -13,12 +13,15 @@ from migrator.drivers.api import (
     URI_MAX,
     BeginResult,
     DomainState,
+    FinishResult,
     MigrationParams,
     PerformResult,
     PrepareResult,
+    ProbeResult,
 )
 from migrator.drivers.null import NullDriver
 from migrator.engine.coordinator import Coordinator
+from migrator.errors import DriverError
 from migrator.journal.store import Journal
 from migrator.records import Event, StepContext
 from migrator.states import State
@@ -46,9 +49,27 @@ class Wordy(NullDriver):
         return PerformResult(stats={"note": "s" * self.sizes.get("stats", 1)})
 
 
+class LostFinish(Wordy):
+    """A destination whose Finish(0) runs the domain but loses its reply, and whose probe
+    answers with a detail of ``sizes["detail"]`` bytes."""
+
+    def finish(
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
+    ) -> FinishResult:
+        super().finish(ctx, params, cookie, cancelled)
+        if not cancelled:
+            raise DriverError("reply lost")
+        return FinishResult(running=False)
+
+    def probe(self, domain: str) -> ProbeResult:
+        found = super().probe(domain)
+        return ProbeResult(found.state, detail={"blob": "b" * self.sizes["detail"]})
+
+
 def migrate(journal: Journal, **sizes: int) -> tuple[State, list[Event], Wordy, Wordy]:
     name = uuid.uuid4().hex[:12]
-    src, dst = Wordy(f"null://src-{name}"), Wordy(f"null://dst-{name}")
+    src = Wordy(f"null://src-{name}")
+    dst = (LostFinish if "detail" in sizes else Wordy)(f"null://dst-{name}")
     src.sizes = dst.sizes = sizes
     src.define("vm1")
     coordinator = Coordinator(journal)
@@ -91,3 +112,14 @@ def test_perform_stats_over_their_bound_fail_perform(journal: Journal) -> None:
     state, history, _src, _dst = migrate(journal, stats=DETAIL_MAX)
     assert state is State.ROLLED_BACK
     assert ("perform", "DriverTextTooLarge") in errors(history)
+
+
+def test_a_probe_detail_over_its_bound_is_journaled_as_its_size(journal: Journal) -> None:
+    """The probe after a lost Finish reply still decides (the domain runs on the
+    destination); its detail is journaled as its size alone."""
+    state, history, _src, _dst = migrate(journal, detail=DETAIL_MAX)
+    assert state is State.CONFIRMED
+    [probe] = [e for e in history if e.step == "probe"]
+    assert probe.detail is not None and "detail" not in probe.detail
+    assert probe.detail["detail_bytes"] > DETAIL_MAX
+    assert probe.detail["state"] == "running"

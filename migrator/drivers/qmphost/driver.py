@@ -157,13 +157,16 @@ class QmpDriver(QmpSource):
         loaded, why = self._loaded(ctx, name)
         if not loaded:
             return self._drop_incoming(name, mid, key, why)
-        with Monitor(self.rundir(name)) as mon:
+        # ``cont`` under the host lock, the fence checked first: a stale Finish never runs
+        # a guest that another coordinator's cancel is about to stop.
+        with self._txn() as host, Monitor(self.rundir(name)) as mon:
+            self._fence(host, ctx)
             if not paused and mon.run("query-status")["status"] != "running":
                 mon.run("cont")
             status = str(mon.run("query-status")["status"])
         if self.pid_of(name) is None:
             return self._drop_incoming(name, mid, key, "the QEMU died at cont")
-        return self._once(key, lambda h: self._landed(h, name, mid, status))
+        return self._once(key, lambda h: self._landed(h, name, mid, status), ctx)
 
     def _loaded(self, ctx: StepContext, name: str) -> tuple[bool, str]:
         """Whether the incoming QEMU loaded the whole state (its own ``query-migrate``)."""
