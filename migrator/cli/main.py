@@ -1,7 +1,7 @@
 """``migrator``: the command group, and the console script that runs it.
 
 Each command group lives in its own module (``migrate``, ``read``, ``recover``,
-``maintain``, ``db``, ``testhost``, ``qmp_host``, ``workers``) and imports what its work
+``maintain``, ``db``, ``testhost``, ``qmp_host``, ``workers``, ``serve``) and imports what its work
 needs inside the command, so ``migrator --help`` loads no database, driver or rendering
 code. Exit codes are ``ExitCode`` (``migrator.cli.exits``, ``docs/cli.md``).
 """
@@ -12,7 +12,17 @@ import sys
 
 import click
 
-from migrator.cli import db, maintain, migrate, qmp_host, read, recover, testhost, workers
+from migrator.cli import (
+    db,
+    maintain,
+    migrate,
+    qmp_host,
+    read,
+    recover,
+    serve,
+    testhost,
+    workers,
+)
 from migrator.cli.context import Settings, fail
 from migrator.cli.exits import ExitCode
 from migrator.cli.migrate import Terminated
@@ -55,6 +65,8 @@ for command in (
     workers.submit,
     workers.worker,
     workers.workers,
+    serve.serve,
+    serve.token,
 ):
     cli.add_command(command)
 

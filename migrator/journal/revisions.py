@@ -3,8 +3,8 @@ the read commands check a SQLite journal's revision before they decide to load i
 
 from __future__ import annotations
 
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 """The Alembic head revision the tables of ``schema.py`` match."""
 
-KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005")
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")
 """Every revision this code can upgrade from, oldest first."""

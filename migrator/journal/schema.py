@@ -147,3 +147,24 @@ deliveries = sa.Table(
 """How far each migration's hook events were delivered (``engine/delivery.py``); revision
 0005. Its events after ``seq`` are owed to hooks; no row: none delivered yet, or every one
 of a finished migration."""
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(255), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+"""The HTTP API's bearer tokens, by SHA-256 (``journal/tokens.py``); revision 0006."""
+
+api_idempotency = sa.Table(
+    "api_idempotency",
+    metadata,
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("migration_id", sa.String(36), nullable=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+"""``Idempotency-Key``s of queued migrations (``journal/tokens.py``); revision 0006."""
