@@ -41,7 +41,7 @@ Key = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_le
     response_model=models.Migration,
     responses={
         200: {"model": models.Migration, "description": "Queued before, with this key"},
-        **responses(401, 403, 409, 413, 422, 502, 503),
+        **responses(400, 401, 403, 409, 413, 422, 502, 503),
     },
 )
 def submit(
@@ -152,7 +152,7 @@ def _utc(value: datetime | None) -> datetime | None:
 @router.get(
     "/{migration_id}",
     response_model=models.MigrationDetail,
-    responses=responses(401, 403, 404, 409, 503),
+    responses=responses(401, 403, 404, 409, 422, 503),
 )
 def get(request: Request, migration_id: MigrationId, _auth: None = READ) -> dict[str, Any]:
     """One migration: state, reason, owner, progress, the time each step began, the
@@ -172,7 +172,7 @@ def _detail(shown: dict[str, Any]) -> dict[str, Any]:
 @router.get(
     "/{migration_id}/events",
     response_model=models.Timeline,
-    responses=responses(401, 403, 404, 409, 503),
+    responses=responses(401, 403, 404, 409, 422, 503),
 )
 def events(request: Request, migration_id: MigrationId, _auth: None = READ) -> dict[str, Any]:
     """One migration's timeline, every event of it, as ``migrator show`` prints it."""
@@ -195,7 +195,7 @@ def abort(request: Request, migration_id: MigrationId, _auth: None = OPERATE) ->
 @router.post(
     "/{migration_id}/resolve",
     response_model=models.Migration,
-    responses=responses(401, 403, 404, 409, 413, 422, 502, 503),
+    responses=responses(400, 401, 403, 404, 409, 413, 422, 502, 503),
 )
 def resolve(
     request: Request, migration_id: MigrationId, body: models.ResolveRequest,

@@ -23,7 +23,7 @@ from migrator.errors import (
 
 MEDIA_TYPE = "application/problem+json"
 TITLES = {
-    400: "Bad Request",
+    400: "Bad Request",  # a body that is not text at all
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",

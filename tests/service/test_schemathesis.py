@@ -1,0 +1,73 @@
+"""schemathesis against the OpenAPI document, in process on the ASGI application over a
+SQLite journal: every operation (the endless event stream aside, which ``test_stream.py``
+covers), with requests generated to fit the document and to break it, and every check of
+schemathesis: no 500, every response (status, content type, body, headers) as documented,
+auth that is not ignored, requests that break the document refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.generation.modes import GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from migrator.drivers.api import Driver
+from migrator.drivers.registry import connect
+from migrator.errors import InvalidURI
+from migrator.journal.store import Journal
+from migrator.journal.tokens import Scope, Tokens
+from migrator.service.app import create_app
+from tests.service.test_openapi import COMMITTED
+
+EXAMPLES = 20
+VALIDATION = ("body", "query.", "path.", "header.")
+"""How a 422 of the request's shape begins (``loc: msg``): a request that fits the
+document is refused only for what no schema says (a host that is not there, a cursor
+naming no migration), never for its shape. schemathesis's own check of that
+(``positive_data_acceptance``) counts every 422 as a shape error, so it is this test's."""
+OPERATIONS = [
+    (method.upper(), path, mode)
+    for path, operations in json.loads(COMMITTED.read_text())["paths"].items()
+    for method, operation in operations.items()
+    for mode in GenerationMode
+    if path != "/v1/events"
+    # A request that breaks the document needs something to break.
+    and (mode.is_positive or "parameters" in operation or "requestBody" in operation)
+]
+
+
+def _hosts_under(root: Path) -> Any:
+    """Hosts a generated request may reach: test hosts under ``root`` only, so that a
+    generated ``test:///...`` URI can write nothing elsewhere."""
+
+    def connect_here(uri: str) -> Driver:
+        if not uri.startswith(f"test://{root}/"):
+            raise InvalidURI(uri=uri[:60], reason="not a host of this test")
+        return connect(uri)
+
+    return connect_here
+
+
+@pytest.mark.parametrize(("method", "path", "mode"), OPERATIONS)
+def test_every_operation_answers_as_documented(
+    tmp_path: Path, method: str, path: str, mode: GenerationMode
+) -> None:
+    with Journal.open(f"sqlite:///{tmp_path / 'journal.db'}") as journal:
+        _made, token = Tokens(journal).create(Scope.OPERATE)
+        app = create_app(journal, connect=_hosts_under(tmp_path))
+        operation = schemathesis.openapi.from_asgi("/openapi.json", app)[path][method]
+
+        @given(operation.as_strategy(generation_mode=mode))
+        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+        def answers_as_documented(case: Any) -> None:
+            response = case.call(headers={"Authorization": f"Bearer {token}"})
+            case.validate_response(response, excluded_checks=[positive_data_acceptance])
+            if mode.is_positive and response.status_code == 422:
+                assert not response.json()["detail"].startswith(VALIDATION), response.text
+
+        answers_as_documented()
