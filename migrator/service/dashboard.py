@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 ROOT = Path(str(resources.files("migrator.service") / "dashboard"))
 router = APIRouter(include_in_schema=False)
 CSP = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self';"
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self';"
     " connect-src 'self'; frame-ancestors 'none'"
 )
 
