@@ -44,12 +44,18 @@ def is_loopback(host: str) -> bool:
 
 @click.command()
 @_DB
-@click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT")
+@click.option(
+    "--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT",
+    help="Address and port; beyond loopback only once the journal holds a token.",
+)  # fmt: skip
 @click.option(
     "--tls-certfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Serve HTTPS with this certificate (PEM), with --tls-keyfile.",
 )  # fmt: skip
-@click.option("--tls-keyfile", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--tls-keyfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The certificate's private key (PEM).",
+)  # fmt: skip
 @click.option(
     "--cors-origin", "cors", multiple=True, type=Text(255), metavar="ORIGIN",
     help="Allow cross-origin requests from ORIGIN (repeatable; default: none).",
@@ -130,7 +136,10 @@ def token() -> None:
 
 @token.command("create")
 @_DB
-@click.option("--scope", type=click.Choice(["read", "operate"]), required=True)
+@click.option(
+    "--scope", type=click.Choice(["read", "operate"]), required=True,
+    help="read: GETs and the stream; operate: also queue and act on migrations.",
+)  # fmt: skip
 @click.option("--name", type=Text(255), help="What the token is for.")
 def create(db_url: str | None, scope: str, name: str | None) -> None:
     """Make a token and print it (once: only its hash is kept)."""
