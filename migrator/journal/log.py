@@ -55,6 +55,14 @@ def events_after(
     return _entries(db, f"{sql} ORDER BY {order} LIMIT :limit", params)
 
 
+def last_position(db: Db) -> int | None:
+    """The highest position a reader may read now (None: no event yet): every event below
+    it has committed, so reading after it misses none that commits later."""
+    where = f"position IS NOT NULL{HORIZON[db.flavor.name]}"
+    found = db.rows(f"SELECT max(position) FROM migration_events WHERE {where}")
+    return None if not found or found[0][0] is None else int(found[0][0])
+
+
 def entries_from(db: Db, migration_id: str, seq: int) -> list[Entry]:
     """The entries of a migration's events from ``seq`` on, by seq: what is committed, read
     by the migration's own order (delivery needs no horizon: one migration's events commit

@@ -151,6 +151,11 @@ class Reads:
         has ended."""
         return self._read(lambda db: log.events_after(db, position, limit, migration_id))
 
+    def last_position(self) -> int | None:
+        """The position to follow the journal from, from now on: the highest one readable
+        now (None: no event yet); ``events_after`` it gives every event committed later."""
+        return self._read(log.last_position)
+
     def entries_from(self, migration_id: str, seq: int) -> builtins.list[Entry]:
         """The entries of a migration's events from ``seq`` on, oldest first."""
         return self._read(lambda db: log.entries_from(db, migration_id, seq))

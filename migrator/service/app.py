@@ -14,6 +14,7 @@ from migrator.engine.coordinator import Coordinator
 from migrator.journal.tokens import Tokens
 from migrator.service import dashboard, fleet, migrations, problems, stream
 from migrator.service.auth import Auth
+from migrator.service.hub import Hub
 from migrator.service.limit import MAX_BODY, BodyLimit
 from migrator.service.state import Service
 
@@ -49,18 +50,20 @@ def create_app(
 
         connect = registry_connect
     coordinator = Coordinator(journal, step_timeout=step_timeout)
+    hub = Hub(journal, poll=poll)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            hub.stop()
             coordinator.close()
 
     app = FastAPI(
         title=TITLE, version=version("migrator"), description=DESCRIPTION, lifespan=lifespan
     )
-    app.state.service = Service(journal, coordinator, connect, poll, heartbeat, lease)
+    app.state.service = Service(journal, coordinator, connect, hub, poll, heartbeat, lease)
     app.state.auth = Auth(Tokens(journal))
     problems.install(app)
     for router in (migrations.router, stream.router, fleet.router):

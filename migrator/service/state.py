@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from migrator.drivers.api import Driver
     from migrator.engine.coordinator import Coordinator
     from migrator.journal.store import Journal
+    from migrator.service.hub import Hub
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class Service:
     journal: Journal
     coordinator: Coordinator
     connect: Callable[[str], Driver]
+    hub: Hub
     poll: float = 0.2
     """Seconds between two reads of the journal by a stream with nothing new."""
     heartbeat: float = 15.0

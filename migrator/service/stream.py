@@ -4,7 +4,8 @@ Each event's ``id`` is its journal-wide position. A client that reconnects with
 ``Last-Event-ID`` (browsers' ``EventSource`` does it by itself) gets every event after it
 exactly once, in position order, whichever server it reaches and however the writers'
 commits interleaved: the stream is ``Journal.events_after`` read from that position
-(docs/journal.md, "Positions"), never a buffer of the server's. Progress samples of a
+(docs/journal.md, "Positions"), by the stream itself or, once it has caught up, by the
+server's one shared reader (``hub.py``), whose reads are the same. Progress samples of a
 long step (``event: progress``) carry no id: they are the last sample, not history.
 """
 
@@ -100,9 +101,14 @@ class Tail:
 
     async def lines(self, request: Request) -> AsyncIterator[str]:
         yield f"retry: {RETRY_MS}\n\n"
+        hub = self.svc.hub
+        await hub.start()
         quiet_since = time.monotonic()
         while not await request.is_disconnected():
-            read = await self._read()
+            shared = hub.covers(self.position)
+            read = (
+                hub.after(self.position, self.migration_id, PAGE) if shared else await self._read()
+            )
             for entry in read:
                 yield frame(entry)
                 self.position = entry.position
@@ -115,7 +121,10 @@ class Tail:
             elif time.monotonic() - quiet_since >= self.svc.heartbeat:
                 yield ": heartbeat\n\n"
                 quiet_since = time.monotonic()
-            await anyio.sleep(self.svc.poll)
+            if shared:
+                await hub.wait(PROGRESS_EVERY if self.progress else self.svc.heartbeat)
+            else:
+                await anyio.sleep(self.svc.poll)
 
     async def _read(self) -> list[Entry]:
         journal = self.svc.journal
