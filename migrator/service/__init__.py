@@ -6,5 +6,6 @@ module owns one part: ``models`` (the request and response bodies), ``problems``
 (``application/problem+json`` errors), ``auth`` (bearer tokens and scopes), ``limit``
 (request bodies bounded in size), ``migrations`` (the migrations and their actions),
 ``fleet`` (workers, statistics, health, metrics, the diagram), ``stream`` (the
-Server-Sent Events stream) and ``dashboard`` (the static dashboard at ``/``).
+Server-Sent Events stream), ``hub`` (the journal's log read once for every stream), ``state``
+(what routes share) and ``dashboard`` (the static dashboard at ``/``).
 """

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,14 +36,20 @@ class Server:
     port: int = field(default_factory=free_port)
     args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
+    certificate: str | None = None
+    """Serve HTTPS with this certificate (its key beside it as ``key.pem``)."""
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.certificate else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> Server:
         command = [sys.executable, "-m", "migrator", "serve", "--db", self.db]
         command += ["--listen", f"127.0.0.1:{self.port}", "--poll", "0.05", *self.args]
+        if self.certificate:
+            key = str(Path(self.certificate).with_name("key.pem"))
+            command += ["--tls-certfile", self.certificate, "--tls-keyfile", key]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.process = subprocess.Popen(command, env=env, cwd=ROOT, stderr=subprocess.PIPE)
         deadline = time.monotonic() + START_WAIT
@@ -56,7 +63,8 @@ class Server:
 
     def _answers(self) -> bool:
         try:
-            return httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200
+            verify = self.certificate or True
+            return httpx.get(f"{self.base}/healthz", timeout=1, verify=verify).status_code == 200
         except httpx.TransportError:
             return False
 
