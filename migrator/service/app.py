@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from migrator.engine.coordinator import Coordinator
@@ -61,7 +61,11 @@ def create_app(
             coordinator.close()
 
     app = FastAPI(
-        title=TITLE, version=version("migrator"), description=DESCRIPTION, lifespan=lifespan
+        title=TITLE,
+        version=version("migrator"),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        dependencies=[Depends(problems.known_query)],
     )
     app.state.service = Service(journal, coordinator, connect, hub, poll, heartbeat, lease)
     app.state.auth = Auth(Tokens(journal))

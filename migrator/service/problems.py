@@ -92,3 +92,23 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(MigratorError, _library)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(RequestValidationError, _invalid)
+
+
+def known_query(request: Request) -> None:
+    """Refuse a query parameter the operation does not declare (422), as bodies refuse
+    unknown fields: a misspelt filter must not silently widen a listing."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or not getattr(route, "include_in_schema", True):
+        return  # the dashboard's pages and files
+    declared = _declared(dependant)
+    unknown = [name for name in request.query_params if name not in declared]
+    if unknown:
+        raise HTTPException(422, f"query.{unknown[0][:60]}: unknown query parameter")
+
+
+def _declared(dependant: Any) -> frozenset[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _declared(sub)
+    return frozenset(names)

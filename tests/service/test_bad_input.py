@@ -99,6 +99,13 @@ CASES: dict[str, tuple[int, Send, str]] = {
         ),
         "body.really: Extra inputs are not permitted",
     ),
+    "an unknown query parameter": (
+        422,
+        lambda api, _hosts, _mid: api.client.get(
+            "/v1/migrations", params={"stat": "QUEUED"}, headers=api.headers()
+        ),
+        "query.stat: unknown query parameter",
+    ),
     "an unknown flag": (
         422,
         lambda api, hosts, _mid: api.client.post(

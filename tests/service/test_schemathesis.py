@@ -18,10 +18,12 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from migrator.drivers.api import Driver
 from migrator.drivers.registry import connect
+from migrator.engine.coordinator import Coordinator
 from migrator.errors import InvalidURI
 from migrator.journal.store import Journal
 from migrator.journal.tokens import Scope, Tokens
 from migrator.service.app import create_app
+from tests.conftest import Hosts
 from tests.service.test_openapi import COMMITTED
 
 EXAMPLES = 20
@@ -71,3 +73,45 @@ def test_every_operation_answers_as_documented(
                 assert not response.json()["detail"].startswith(VALIDATION), response.text
 
         answers_as_documented()
+
+
+def test_sequences_of_calls_linked_by_their_answers_answer_as_documented(
+    tmp_path: Path, hosts: Hosts
+) -> None:
+    """Stateful: schemathesis chains the operations by the ids their answers give (a listed
+    or queued migration is then shown, aborted, resolved), on a journal that holds a
+    queued and a confirmed migration to start from."""
+    with Journal.open(f"sqlite:///{tmp_path / 'journal.db'}") as journal:
+        coordinator = Coordinator(journal)
+        try:
+            hosts.src.define("vm2", memory_mib=4)
+            coordinator.migrate("vm1", src=hosts.src, dst=hosts.dst)
+            coordinator.submit("vm2", src=hosts.src, dst=hosts.dst)
+        finally:
+            coordinator.close()
+        _made, token = Tokens(journal).create(Scope.OPERATE)
+        app = create_app(journal, connect=_hosts_under(tmp_path))
+        machine = schemathesis.openapi.from_asgi("/openapi.json", app).as_state_machine()
+
+        found: list[str] = []
+
+        class Calls(machine):  # type: ignore[misc,valid-type]
+            def after_call(self, response: Any, case: Any) -> None:
+                if response.status_code < 300 and "{migration_id}" in case.path:
+                    found.append(case.path_parameters["migration_id"])
+
+            def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+                return {"headers": {"Authorization": f"Bearer {token}"}}
+
+            def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
+                case.validate_response(response, excluded_checks=[positive_data_acceptance])
+
+        Calls.run(
+            settings=settings(
+                max_examples=EXAMPLES, deadline=None, stateful_step_count=6,
+                suppress_health_check=list(HealthCheck),
+            )
+        )  # fmt: skip
+        known = {m.id for m in journal.list()}
+    assert found, "no call reached a migration by an id an answer gave"
+    assert set(found) <= known
