@@ -195,12 +195,19 @@ def test_an_old_postgres_journal_upgrades_below_every_new_position(
         assert old[-1].position < new[2].position
 
 
-def test_the_last_position_is_none_on_an_empty_journal_then_the_newest_events(
+def test_the_last_position_is_none_on_an_empty_journal_then_a_readable_event(
     journal: Journal,
 ) -> None:
+    """The newest event on SQLite; on PostgreSQL one at most as new (the horizon is below
+    every transaction running on the server, another test's too)."""
     assert journal.last_position() is None
     migrate(journal)
-    assert journal.last_position() == journal.events_after(None, limit=1000)[-1].position
+    last = journal.last_position()
+    positions = [e.position for e in journal.events_after(None, limit=1000)]
+    if journal.engine.dialect.name == "sqlite":
+        assert last == positions[-1]
+    else:
+        assert last is None or last in positions
 
 
 def test_the_last_position_stays_below_an_event_that_commits_late(pg_url: str) -> None:
