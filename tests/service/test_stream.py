@@ -5,18 +5,22 @@ as its id; a client that resumes with ``Last-Event-ID`` after the server was kil
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 
 from migrator.engine.coordinator import Coordinator
 from migrator.journal.store import Journal
+from migrator.service.app import create_app
 from migrator.states import TERMINAL
 from migrator.workers import Worker
 from tests.conftest import Hosts
-from tests.service.server import Message, Server, messages
+from tests.service.server import Message, Server, free_port, messages
 
 MIGRATIONS = 6
 WAIT = 60.0
@@ -91,7 +95,7 @@ def test_a_client_resuming_after_the_server_was_killed_gets_every_event_once_in_
 
 @pytest.mark.no_replay
 def test_a_stream_of_one_migration_holds_only_its_events_and_an_unknown_id_is_404(
-    tmp_path: object, hosts: Hosts
+    tmp_path: Path, hosts: Hosts
 ) -> None:
     db = f"sqlite:///{tmp_path}/journal.db"
     Journal.open(db).close()
@@ -124,3 +128,58 @@ def _read_one(server: Server, migration: str, until: int) -> Iterator[Message]:
             yield message
             if n >= until:
                 return
+
+
+def test_progress_samples_come_as_progress_messages_without_an_id(
+    tmp_path: Path, hosts: Hosts
+) -> None:
+    db = f"sqlite:///{tmp_path}/journal.db"
+    hosts.src.define("big", memory_mib=8)
+    with Journal.open(db) as journal:
+        submitter = Coordinator(journal)
+        try:
+            mid = submitter.submit("big", src=hosts.src, dst=hosts.dst, bandwidth=4).id
+        finally:
+            submitter.close()
+        server = Server(db).start()
+        worker = Worker(journal, poll=0.02).start()
+        got: list[Message] = []
+        try:
+            url = f"{server.base}/v1/events"
+            params = {"migration": mid, "progress": "true"}
+            with httpx.stream("GET", url, params=params, timeout=WAIT) as r:
+                for message in messages(r):
+                    got.append(message)
+                    if message.data.get("state") == "CONFIRMED" and message.event == "message":
+                        break
+        finally:
+            worker.stop()
+            assert worker.join(WAIT)
+            server.kill()
+    samples = [m for m in got if m.event == "progress"]
+    assert samples and all(m.id is None for m in samples)
+    assert {m.data["migration_id"] for m in samples} == {mid}
+    assert any(0 < s.data["progress"]["transferred"] < s.data["progress"]["total"] for s in samples)
+
+
+def test_a_quiet_stream_sends_heartbeat_comments(tmp_path: Path) -> None:
+    with Journal.open(f"sqlite:///{tmp_path}/journal.db") as journal:
+        app = create_app(journal, heartbeat=0.1, poll=0.02)
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            while not server.started:
+                time.sleep(0.02)
+            lines = []
+            with httpx.stream("GET", f"http://127.0.0.1:{port}/v1/events", timeout=WAIT) as r:
+                for line in r.iter_lines():
+                    lines.append(line)
+                    if lines.count(": heartbeat") == 2:
+                        break
+        finally:
+            server.should_exit = True
+            thread.join(WAIT)
+    assert lines[0] == "retry: 1000"
+    assert [line for line in lines if line] == ["retry: 1000", ": heartbeat", ": heartbeat"]
