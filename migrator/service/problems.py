@@ -4,6 +4,7 @@ translates them into exit codes."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,6 +22,7 @@ from migrator.errors import (
     UsageError,
 )
 
+log = logging.getLogger(__name__)
 MEDIA_TYPE = "application/problem+json"
 TITLES = {
     400: "Bad Request",  # a body that is not text at all
@@ -87,8 +89,14 @@ def _one_line(error: Any) -> str:
     return f"{where}: {error.get('msg', 'invalid')}"
 
 
+def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    log.error("unexpected error answering a request", exc_info=exc)
+    return problem(500, f"unexpected {type(exc).__name__} (the server's log has where)")
+
+
 def install(app: FastAPI) -> None:
     """Every error the app answers with becomes a problem document."""
+    app.add_exception_handler(Exception, _unexpected)
     app.add_exception_handler(MigratorError, _library)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(RequestValidationError, _invalid)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.conftest import Hosts
 from tests.service.conftest import Api, dump
@@ -132,3 +133,13 @@ def test_a_bad_request_is_refused_as_a_problem_and_changes_nothing(
     assert body["status"] == status
     assert detail in body["detail"]
     assert dump(api.journal) == before
+
+
+def test_an_unexpected_error_is_a_problem_document_too(api: Api) -> None:
+    app = api.client.app
+    app.state.service.coordinator.abort = None  # type: ignore[attr-defined] # a route that breaks
+    with TestClient(app, raise_server_exceptions=False) as client:
+        got = client.post("/v1/migrations/abc/abort", headers=api.headers())
+    assert got.status_code == 500
+    assert got.headers["content-type"] == "application/problem+json"
+    assert got.json()["detail"] == "unexpected TypeError (the server's log has where)"
