@@ -11,7 +11,7 @@ import click
 
 from migrator.cli import context
 from migrator.cli.exits import ExitCode
-from migrator.cli.options import SECONDS, Count, Text
+from migrator.cli.options import SECONDS, Count, Text, json_option
 from migrator.errors import UsageError
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -152,3 +152,47 @@ def create(db_url: str | None, scope: str, name: str | None) -> None:
         made, text = Tokens(journal).create(Scope(scope), name=name)
     click.echo(text)
     click.echo(f"token {made.id} ({made.scope}) created; it is not shown again", err=True)
+
+
+@token.command("list")
+@_DB
+@json_option
+def list_tokens(db_url: str | None, as_json: bool) -> None:
+    """List the tokens: id, scope, name, when made (never the tokens themselves)."""
+    from migrator.journal.store import Journal
+    from migrator.journal.tokens import Tokens
+    from migrator.jsonform import iso
+
+    with context.errors():
+        journal = Journal.open(_journal_url(db_url))
+        click.get_current_context().with_resource(journal)
+        rows = [
+            {"id": t.id, "scope": str(t.scope), "name": t.name, "created_at": iso(t.created_at)}
+            for t in Tokens(journal).list()
+        ]
+    if as_json:
+        context.print_json(rows)
+        return
+    from migrator.cli.render import safe
+
+    for row in rows:
+        name = safe(row["name"] or "-", 80)
+        click.echo(f"{row['id']}  {row['scope']:<7}  {row['created_at']}  {name}")
+    if not rows:
+        click.echo("no tokens")
+
+
+@token.command("revoke")
+@_DB
+@click.argument("token_id", metavar="ID", type=Text(32))
+def revoke(db_url: str | None, token_id: str) -> None:
+    """Delete a token: requests carrying it are refused from now on."""
+    from migrator.journal.store import Journal
+    from migrator.journal.tokens import Tokens
+
+    with context.errors():
+        journal = Journal.open(_journal_url(db_url))
+        click.get_current_context().with_resource(journal)
+        if not Tokens(journal).revoke(token_id):
+            raise UsageError(f"no token {token_id!r} in the journal (`migrator token list`)")
+    click.echo(f"token {token_id} revoked")

@@ -53,6 +53,7 @@ def digest(text: str) -> str:
 class _Sql:
     def __init__(self, dialect: sa.Dialect) -> None:
         self.add_token = Statement(api_tokens.insert(), dialect)
+        self.revoke = Statement(api_tokens.delete().where(_T.id == sa.bindparam("tid")), dialect)
         self.reserve = Statement(
             sa.text(
                 "INSERT INTO api_idempotency (key, migration_id, request_hash, created_at)"
@@ -111,6 +112,15 @@ class Tokens:
         add = self._sql.add_token
         self.journal.write(lambda cursor: add.execute(cursor, row))
         return made, text
+
+    def revoke(self, token_id: str) -> bool:
+        """Delete the token ``token_id``: requests carrying it are refused from now on.
+        False if there is no such token."""
+        revoke = self._sql.revoke
+        gone = self.journal.write(
+            lambda cursor: int(revoke.execute(cursor, {"tid": token_id}).rowcount)
+        )
+        return gone > 0
 
     def any(self) -> bool:
         """Whether any token exists (then every request must carry one)."""

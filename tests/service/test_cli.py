@@ -4,6 +4,7 @@ exit 2."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -62,3 +63,29 @@ def test_a_server_with_tokens_answers_only_a_request_that_carries_one(tmp_path: 
     assert bare.status_code == 401
     assert bare.headers["www-authenticate"] == 'Bearer realm="migrator"'
     assert bearing.json() == {"items": [], "next_cursor": None}
+
+
+def test_a_revoked_token_is_listed_no_more_and_refused_at_once(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from migrator.service.app import create_app
+
+    db = _db(tmp_path)
+    kept = run_cli("token", "create", "--scope", "read", "--name", "kept", "--db", db)
+    gone = run_cli("token", "create", "--scope", "operate", "--name", "gone", "--db", db)
+    gone_id = gone.stdout.strip().split("_")[1]
+    with Journal.open(db) as journal, TestClient(create_app(journal)) as client:
+        bearer = {"Authorization": f"Bearer {gone.stdout.strip()}"}
+        before = client.get("/v1/migrations", headers=bearer).status_code
+        revoked = run_cli("token", "revoke", gone_id, "--db", db)
+        after = client.get("/v1/migrations", headers=bearer).status_code
+    listed = json.loads(run_cli("token", "list", "--json", "--db", db).stdout)
+    again = run_cli("token", "revoke", gone_id, "--db", db)
+    assert (before, after) == (200, 401)
+    assert revoked.stdout == f"token {gone_id} revoked\n"
+    assert [(t["name"], t["scope"]) for t in listed] == [("kept", "read")]
+    assert kept.stdout.strip().split("_")[1] == listed[0]["id"]
+    assert again.returncode == 2
+    assert again.stderr == (
+        f"migrator: error: no token '{gone_id}' in the journal (`migrator token list`)\n"
+    )
