@@ -1,7 +1,8 @@
 """The dashboard in a real browser: Debian's Chromium driven by Playwright against
 ``migrator serve`` and a ``migrator worker`` on loopback. A migration started through the
-API shows in the table, its bar moves and reaches 100 % and its state CONFIRMED; its
-timeline and the path it took are drawn; a screenshot is kept as the test's artifact.
+API shows in the table, its bar moves and reaches 100 % and its state CONFIRMED; another's
+failure reason shows; its timeline and the path it took are drawn; a screenshot is kept as
+the test's artifact; the state and host filters narrow the table.
 
 Without Chromium the test skips, unless ``MIGRATOR_REQUIRE_BROWSER=1`` makes that a
 failure (CI sets it: ``.ci/run``)."""
@@ -122,11 +123,24 @@ def test_a_migration_started_through_the_api_reaches_100_percent_and_confirmed(
         assert {"prepare", "perform", "finish", "confirm"} <= set(steps)
         shot = tmp_path / "dashboard.png"
         page.screenshot(path=str(shot), full_page=True)
+        page.select_option("#state", "CONFIRMED")
+        _until(lambda: _shown(page) == [made.json()["id"]])
+        page.select_option("#state", "")
+        page.fill("#host", "no-such-host")
+        _until(lambda: _shown(page) == [])
+        page.fill("#host", "host-a")
+        _until(lambda: len(_shown(page)) == 2)
     finally:
         server.kill()
     assert shot.stat().st_size > 10_000
     if SCREENSHOT:
         shutil.copyfile(shot, SCREENSHOT)
+
+
+def _shown(page: Any) -> list[str]:
+    return list(
+        page.eval_on_selector_all("#migrations tbody tr", "rs => rs.map(r => r.dataset.id)")
+    )
 
 
 def _until(done: Any) -> None:
