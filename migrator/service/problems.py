@@ -5,7 +5,7 @@ translates them into exit codes."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, get_origin
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -110,13 +110,16 @@ def known_query(request: Request) -> None:
     if dependant is None or not getattr(route, "include_in_schema", True):
         return  # the dashboard's pages and files
     declared = _declared(dependant)
-    unknown = [name for name in request.query_params if name not in declared]
-    if unknown:
-        raise HTTPException(422, f"query.{unknown[0][:60]}: unknown query parameter")
+    for name in request.query_params:
+        if name not in declared:
+            raise HTTPException(422, f"query.{name[:60]}: unknown query parameter")
+        if not declared[name] and len(request.query_params.getlist(name)) > 1:
+            raise HTTPException(422, f"query.{name[:60]}: given more than once")
 
 
-def _declared(dependant: Any) -> frozenset[str]:
-    names = {p.alias for p in dependant.query_params}
+def _declared(dependant: Any) -> dict[str, bool]:
+    """The operation's query parameters, each with whether it may repeat (a list)."""
+    names = {p.alias: get_origin(p.field_info.annotation) is list for p in dependant.query_params}
     for sub in dependant.dependencies:
-        names |= _declared(sub)
-    return frozenset(names)
+        names.update(_declared(sub))
+    return names

@@ -107,6 +107,13 @@ CASES: dict[str, tuple[int, Send, str]] = {
         ),
         "query.stat: unknown query parameter",
     ),
+    "a filter given twice": (
+        422,
+        lambda api, _hosts, _mid: api.client.get(
+            "/v1/migrations?domain=a&domain=b", headers=api.headers()
+        ),
+        "query.domain: given more than once",
+    ),
     "an unknown flag": (
         422,
         lambda api, hosts, _mid: api.client.post(

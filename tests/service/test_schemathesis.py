@@ -110,6 +110,7 @@ def test_sequences_of_calls_linked_by_their_answers_answer_as_documented(
             settings=settings(
                 max_examples=EXAMPLES, deadline=None, stateful_step_count=6,
                 suppress_health_check=list(HealthCheck),
+                derandomize=True,  # the same sequences each run: some reach a migration by id
             )
         )  # fmt: skip
         known = {m.id for m in journal.list()}
