@@ -102,7 +102,10 @@ class Tail:
     async def lines(self, request: Request) -> AsyncIterator[str]:
         yield f"retry: {RETRY_MS}\n\n"
         hub = self.svc.hub
-        await hub.start()
+        try:
+            await hub.start()
+        except JournalError as exc:  # this stream reads the journal itself meanwhile
+            log.warning("event stream: %s", exc)
         quiet_since = time.monotonic()
         while not await request.is_disconnected():
             shared = hub.covers(self.position)
