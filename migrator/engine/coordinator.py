@@ -161,9 +161,11 @@ class Coordinator:
         dname: str | None = None,
         bandwidth: int = 0,
         protocol: int | None = None,
+        migration_id: str | None = None,
     ) -> Migration:
         """Check the request as ``migrate`` does, journal it QUEUED and return at once; a
-        worker (``migrator.workers``) claims and drives it."""
+        worker (``migrator.workers``) claims and drives it. ``migration_id``: the id to
+        give it (``Queue.submit``: a retry with the same id queues nothing more)."""
         params, version = self._preflight.check(
             domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol
         )
@@ -175,6 +177,7 @@ class Coordinator:
             protocol=version,
             flags=int(params.flags),
             bandwidth=bandwidth,
+            migration_id=migration_id,
         )
 
     def drive(self, migration: Migration) -> Migration:

@@ -28,7 +28,7 @@ _T = api_tokens.c
 _I = api_idempotency.c
 PREFIX = "mgr_"
 STALE_RESERVATION = timedelta(seconds=60)
-"""A key reserved this long ago with no migration: its request died; the key is free."""
+"""A key reserved this long ago whose migration is not journaled: its request died."""
 
 
 class Scope(enum.StrEnum):
@@ -57,34 +57,28 @@ class _Sql:
         self.reserve = Statement(
             sa.text(
                 "INSERT INTO api_idempotency (key, migration_id, request_hash, created_at)"
-                " VALUES (:key, NULL, :hash, :at) ON CONFLICT (key) DO NOTHING"
+                " VALUES (:key, :mid, :hash, :at) ON CONFLICT (key) DO NOTHING"
             ).bindparams(sa.bindparam("at", type_=api_idempotency.c.created_at.type)),
             dialect,
         )
-        self.bind = Statement(
-            api_idempotency.update()
-            .where(_I.key == sa.bindparam("k"))
-            .values(migration_id=sa.bindparam("mid")),
-            dialect,
-        )
-        self.free = Statement(
-            api_idempotency.delete().where(
-                _I.key == sa.bindparam("k"),
-                _I.migration_id.is_(None),
-                _I.created_at <= sa.bindparam("before"),
-            ),
-            dialect,
-        )
+        self.free = Statement(api_idempotency.delete().where(_I.key == sa.bindparam("k")), dialect)
 
 
 @dataclass(frozen=True, slots=True)
 class Reserved:
-    """An idempotency key as the journal holds it: the request's hash and its migration
-    (None while the request that reserved it is still running)."""
+    """An idempotency key as the journal holds it: the request's hash, the id of the
+    migration its request queues (chosen before it is queued), when it was reserved, and
+    whether this call reserved it."""
 
     request_hash: str
-    migration_id: str | None
+    migration_id: str
+    reserved_at: datetime
     mine: bool
+
+    def stale(self) -> bool:
+        """Reserved so long ago that its request must have died, if its migration is not
+        journaled: a retry queues it, with the same id."""
+        return now() - self.reserved_at > STALE_RESERVATION
 
 
 class Tokens:
@@ -139,35 +133,26 @@ class Tokens:
 
     # -- idempotency keys -----------------------------------------------------------------
 
-    def reserve(self, key: str, request_hash: str) -> Reserved:
-        """Take ``key`` for a request with ``request_hash`` (``mine``), or say who has it."""
-        sql = self._sql
-        free = {"k": key, "before": now() - STALE_RESERVATION}
-        values: dict[str, Any] = {"key": key, "hash": request_hash, "at": now()}
-
-        def take(cursor: Any) -> int:
-            sql.free.execute(cursor, free)
-            return int(sql.reserve.execute(cursor, values).rowcount)
-
-        if self.journal.write(take) == 1:
-            return Reserved(request_hash, None, True)
-        query = sa.select(_I.request_hash, _I.migration_id).where(_I.key == key)
+    def reserve(self, key: str, request_hash: str, migration_id: str) -> Reserved:
+        """Take ``key`` for a request with ``request_hash`` that will queue ``migration_id``
+        (``mine``), or say which request has it."""
+        insert = self._sql.reserve
+        at = now()
+        values: dict[str, Any] = {"key": key, "mid": migration_id, "hash": request_hash, "at": at}
+        if self.journal.write(lambda cursor: int(insert.execute(cursor, values).rowcount)) == 1:
+            return Reserved(request_hash, migration_id, at, True)
+        query = sa.select(_I.request_hash, _I.migration_id, _I.created_at).where(_I.key == key)
         with translated(self.journal.url), self.journal.engine.connect() as conn:
             row = conn.execute(query).one_or_none()
         if row is None:  # freed in between: try again
-            return self.reserve(key, request_hash)
-        return Reserved(row.request_hash, row.migration_id, False)
+            return self.reserve(key, request_hash, migration_id)
+        return Reserved(row.request_hash, row.migration_id, row.created_at, False)
 
-    def bind(self, key: str, migration_id: str | None) -> None:
-        """Record the migration ``key``'s request queued; None: it queued none (the key
-        is freed, so the request may be retried)."""
-        sql = self._sql
-        if migration_id is None:
-            free = {"k": key, "before": now() + STALE_RESERVATION}
-            self.journal.write(lambda cursor: sql.free.execute(cursor, free))
-            return
-        values = {"k": key, "mid": migration_id}
-        self.journal.write(lambda cursor: sql.bind.execute(cursor, values))
+    def free(self, key: str) -> None:
+        """Forget ``key``: its request queued nothing (it was refused), so a corrected
+        request may use it."""
+        free = self._sql.free
+        self.journal.write(lambda cursor: free.execute(cursor, {"k": key}))
 
     def _one(self, query: sa.Select[Any]) -> Any:
         with translated(self.journal.url), self.journal.engine.connect() as conn:

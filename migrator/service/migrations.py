@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -13,7 +14,7 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Resp
 from fastapi.responses import JSONResponse
 
 from migrator import inspect
-from migrator.errors import MigrationNotFound, UsageError
+from migrator.errors import JournalError, MigrationNotFound, MigratorError, UsageError
 from migrator.flags import MigrateFlags, parse_flags
 from migrator.journal.tokens import Tokens
 from migrator.records import EventKind
@@ -64,7 +65,7 @@ def submit(
     return inspect.migration_dict(queued)
 
 
-def _queue(svc: Service, body: models.MigrationRequest) -> Record:
+def _queue(svc: Service, body: models.MigrationRequest, migration_id: str | None = None) -> Record:
     try:
         flags = parse_flags(body.flags)
     except ValueError as exc:
@@ -81,32 +82,53 @@ def _queue(svc: Service, body: models.MigrationRequest) -> Record:
         dname=body.dname,
         bandwidth=body.bandwidth,
         protocol=body.protocol,
+        migration_id=migration_id,
     )
 
 
 def _once(svc: Service, key: str, body: models.MigrationRequest) -> tuple[Record, bool]:
-    """The migration of ``key``'s request: queued now (True), or by an earlier one."""
+    """The migration of ``key``'s request: queued now (True), or by an earlier request.
+
+    The key is reserved with the id of the migration to queue before it is queued, and a
+    migration id is journaled at most once: whichever requests race, or die, with one
+    key, at most one migration is queued for it."""
     tokens = Tokens(svc.journal)
     wanted = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
     deadline = time.monotonic() + IDEMPOTENT_WAIT
     while True:
-        held = tokens.reserve(key, wanted)
-        if held.mine:
-            break
+        held = tokens.reserve(key, wanted, str(uuid.uuid4()))
         if held.request_hash != wanted:
             raise UsageError("this Idempotency-Key was used for a different request")
-        if held.migration_id is not None:
-            return svc.journal.get(held.migration_id), False
+        found = None if held.mine else _journaled(svc, held.migration_id)
+        if found is not None:
+            return found, False
+        if held.mine or held.stale():
+            return _queue_once(svc, tokens, key, body, held.migration_id)
         if time.monotonic() > deadline:
             raise HTTPException(409, "a request with this Idempotency-Key is still running")
         time.sleep(0.1)
+
+
+def _queue_once(
+    svc: Service, tokens: Tokens, key: str, body: models.MigrationRequest, migration_id: str
+) -> tuple[Record, bool]:
     try:
-        queued = _queue(svc, body)
-    except BaseException:
-        tokens.bind(key, None)
+        return _queue(svc, body, migration_id), True
+    except JournalError:
+        found = _journaled(svc, migration_id)  # another request with the key queued it
+        if found is None:
+            raise
+        return found, False
+    except MigratorError:
+        tokens.free(key)  # refused: nothing queued, the corrected request may use the key
         raise
-    tokens.bind(key, queued.id)
-    return queued, True
+
+
+def _journaled(svc: Service, migration_id: str) -> Record | None:
+    try:
+        return svc.journal.get(migration_id)
+    except MigrationNotFound:
+        return None
 
 
 @router.get("", response_model=models.MigrationPage, responses=responses(401, 403, 422, 503))

@@ -3,12 +3,20 @@ back as the commands read it; ``Idempotency-Key`` never queues a second one; pag
 
 from __future__ import annotations
 
+import hashlib
 import threading
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
 
 from migrator import inspect
+from migrator.journal.queue import Queue
+from migrator.journal.schema import api_idempotency
+from migrator.journal.tokens import Tokens
+from migrator.service import models
 from migrator.workers import Worker
 from tests.conftest import Hosts
-from tests.service.conftest import Api
+from tests.service.conftest import Api, dump
 
 
 def test_a_queued_migration_is_driven_by_a_worker_and_reads_as_show_reads_it(
@@ -135,3 +143,38 @@ def test_workers_stats_health_and_metrics_answer(api: Api, worker: Worker) -> No
     assert api.client.get("/readyz").json()["revision"] == "0006"
     metrics = api.client.get("/metrics", headers=read)
     assert "migrator_queue_depth 0.0" in metrics.text
+
+
+def test_a_retry_after_the_first_request_died_queues_the_reserved_id_once(
+    api: Api, hosts: Hosts
+) -> None:
+    """The first request reserved the key with its migration's id, then its server died
+    before queuing it: once the reservation is stale a retry queues that very id, and a
+    later retry returns it."""
+    body = models.MigrationRequest.model_validate(api.request_for(hosts))
+    request_hash = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    reserved = "00000000-0000-4000-8000-000000000001"
+    Tokens(api.journal).reserve("died", request_hash, reserved)
+    with api.journal.engine.begin() as conn:
+        conn.execute(
+            sa.update(api_idempotency).values(created_at=datetime.now(UTC) - timedelta(minutes=5))
+        )
+    headers = {**api.headers(), "Idempotency-Key": "died"}
+    first = api.client.post("/v1/migrations", json=api.request_for(hosts), headers=headers)
+    again = api.client.post("/v1/migrations", json=api.request_for(hosts), headers=headers)
+    assert (first.status_code, first.json()["id"]) == (201, reserved)
+    assert (again.status_code, again.json()["id"]) == (200, reserved)
+    assert [m.id for m in api.journal.list()] == [reserved]
+
+
+def test_queue_submit_with_a_journaled_id_returns_it_and_writes_nothing(
+    api: Api, hosts: Hosts
+) -> None:
+    queue = Queue(api.journal)
+    chosen = "00000000-0000-4000-8000-000000000002"
+    fields = {"src": hosts.src_uri, "dst": hosts.dst_uri, "protocol": 3, "flags": 0}
+    first = queue.submit(domain="vm1", bandwidth=0, migration_id=chosen, **fields)
+    before = dump(api.journal)
+    second = queue.submit(domain="other", bandwidth=0, migration_id=chosen, **fields)
+    assert second == first
+    assert dump(api.journal) == before
