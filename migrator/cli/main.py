@@ -1,9 +1,9 @@
 """``migrator``: the command group, and the console script that runs it.
 
 Each command group lives in its own module (``migrate``, ``read``, ``recover``,
-``maintain``, ``db``, ``testhost``, ``qmp_host``, ``workers``, ``webhooks``) and imports
-what its work needs inside the command, so ``migrator --help`` loads no database, driver or
-rendering code. Exit codes are ``ExitCode`` (``migrator.cli.exits``, ``docs/cli.md``).
+``maintain``, ``db``, ``testhost``, ``qmp_host``, ``workers``, ``webhooks``, ``serve``) and
+imports what its work needs inside the command, so ``migrator --help`` loads no database,
+driver or rendering code. Exit codes are ``ExitCode`` (``migrator.cli.exits``, ``docs/cli.md``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from migrator.cli import (
     qmp_host,
     read,
     recover,
+    serve,
     testhost,
     webhooks,
     workers,
@@ -77,6 +78,8 @@ for command in (
     convergence.set_downtime,
     convergence.set_speed,
     convergence.postcopy,
+    serve.serve,
+    serve.token,
 ):
     cli.add_command(command)
 

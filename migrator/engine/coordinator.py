@@ -186,9 +186,11 @@ class Coordinator:
         bandwidth: int = 0,
         protocol: int | None = None,
         policy: Policy | None = None,
+        migration_id: str | None = None,
     ) -> Migration:
         """Check the request as ``migrate`` does, journal it QUEUED (with its policy) and
-        return at once; a worker (``migrator.workers``) claims and drives it."""
+        return at once; a worker claims and drives it. ``migration_id``: the id to give it
+        (``Queue.submit``: a retry with the same id queues nothing more)."""
         bandwidth = bandwidth or (policy.bandwidth_mib if policy is not None else None) or 0
         params, version = self._preflight.check(
             domain, src, dst, MigrateFlags(flags), dname, bandwidth, protocol, policy
@@ -201,6 +203,7 @@ class Coordinator:
             protocol=version,
             flags=int(params.flags),
             bandwidth=bandwidth,
+            migration_id=migration_id,
         )
         if policy is not None:
             self.convergence.requests.set_policy(queued.id, policy.as_dict())
@@ -336,12 +339,9 @@ class Coordinator:
 
     def resolve(self, migration_id: str, *, running_on: str) -> Migration:
         """An operator's decision for an IN_DOUBT migration: where the domain really runs.
-
         ``src``: the destination is cleaned (Finish with ``cancelled=1``) and the source
-        resumed; should the destination still report the domain running, the migration
-        stays IN_DOUBT. ``dst``: the paused source is ended. The decision is journaled with
-        the operator's coordinator id.
-        """
+        resumed (the migration stays IN_DOUBT if the destination still reports the domain
+        running); ``dst``: the paused source is ended. Journaled with our coordinator id."""
         if running_on not in ("src", "dst"):
             raise UsageError(f"--running-on must be src or dst, not {running_on!r}")
         migration = self.journal.find(migration_id)

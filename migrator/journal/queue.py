@@ -21,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from migrator.errors import MigrationNotFound
 from migrator.hostlimits import HostLimits
 from migrator.journal import rows
 from migrator.journal.claims import NOT_IN_FLIGHT, Claim, ClaimSql
@@ -103,11 +104,20 @@ class Queue:
         flags: int,
         bandwidth: int,
         dname: str | None = None,
+        migration_id: str | None = None,
     ) -> Migration:
-        """Journal a QUEUED migration: no owner, no lease, fence 1, no event yet."""
+        """Journal a QUEUED migration: no owner, no lease, fence 1, no event yet.
+
+        ``migration_id``: its id, chosen by the caller (a new UUID if None); a migration
+        with that id already journaled is left as it is and returned (an idempotent
+        retry), never written twice."""
+        if migration_id is not None:
+            found = self._existing(migration_id)
+            if found is not None:
+                return found
         at = now()
         values = rows.new_migration(
-            migration_id=str(uuid.uuid4()),
+            migration_id=migration_id or str(uuid.uuid4()),
             domain=domain,
             dname=dname,
             src=src,
@@ -124,6 +134,12 @@ class Queue:
         # The record written alone (no change), read back if its commit goes unanswered.
         self.journal.record_changes(queued, [], insert=True)
         return queued
+
+    def _existing(self, migration_id: str) -> Migration | None:
+        try:
+            return self.journal.get(migration_id)
+        except MigrationNotFound:
+            return None
 
     def depth(self) -> int:
         """How many migrations wait in the queue."""

@@ -63,11 +63,13 @@ class Reads:
         host: str | None = None,
         limit: int | None = None,
         owner: str | None = None,
+        after: Migration | None = None,
     ) -> builtins.list[Migration]:
         """Migrations, newest first; ``host`` matches the source or the destination URI,
-        ``owner`` part of the owner's id."""
+        ``owner`` part of the owner's id; only those after ``after`` in that order (the
+        next page of a keyset cursor)."""
         chosen = Filters.of(states, since, until, domain, host, owner)
-        return self._read(lambda db: reads.page(db, chosen, limit=limit))
+        return self._read(lambda db: reads.page(db, chosen, after=after, limit=limit))
 
     def count(
         self,

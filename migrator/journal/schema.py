@@ -212,3 +212,23 @@ policies = sa.Table(
 )
 """Each migration's convergence policy, for the process that drives it after a takeover
 or from the queue; revision 0009."""
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(255), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+"""The HTTP API's bearer tokens, by SHA-256 (``journal/tokens.py``); revision 0006."""
+
+api_idempotency = sa.Table(
+    "api_idempotency",
+    metadata,
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("migration_id", sa.String(36), nullable=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+"""``Idempotency-Key``s of queued migrations (``journal/tokens.py``); revision 0006."""

@@ -205,3 +205,41 @@ def test_an_old_postgres_journal_upgrades_below_every_new_position(
         new = read_all(journal, 12)
         assert [e.event.migration_id for e in new[2:]] == [new_mid] * 10
         assert old[-1].position < new[2].position
+
+
+def test_the_last_position_is_none_on_an_empty_journal_then_a_readable_event(
+    journal: Journal,
+) -> None:
+    """The newest event on SQLite; on PostgreSQL one at most as new (the horizon is below
+    every transaction running on the server, another test's too)."""
+    assert journal.last_position() is None
+    migrate(journal)
+    last = journal.last_position()
+    positions = [e.position for e in journal.events_after(None, limit=1000)]
+    if journal.engine.dialect.name == "sqlite":
+        assert last == positions[-1]
+    else:
+        assert last is None or last in positions
+
+
+def test_the_last_position_stays_below_an_event_that_commits_late(pg_url: str) -> None:
+    """PostgreSQL: following the journal from its last position while a transaction that
+    began writing first is still open misses none of its events: that position is below
+    them."""
+    journal = Journal.open(pg_url, upgrade=True)
+    try:
+        late_m, early_m = (_created(journal, f"vm{i}") for i in (1, 2))
+        engine = sa.create_engine(pg_url)
+        with engine.connect() as late:
+            late.begin()
+            late.execute(events.insert().values(_event(late_m, 1)))
+            journal.record(
+                journal.get(early_m), EventDraft(kind=EventKind.RECOVERY), state=State.NEW
+            )
+            start = journal.last_position()
+            late.commit()
+        engine.dispose()
+        seen = read_all_after(journal, [], 2) if start is None else journal.events_after(start)
+        assert [(e.event.migration_id, e.event.seq) for e in seen] == [(late_m, 1), (early_m, 1)]
+    finally:
+        journal.close()
