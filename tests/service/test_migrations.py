@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from migrator import inspect
 from migrator.journal.queue import Queue
+from migrator.journal.revisions import SCHEMA_HEAD
 from migrator.journal.schema import api_idempotency
 from migrator.journal.tokens import Tokens
 from migrator.service import models
@@ -140,7 +141,7 @@ def test_workers_stats_health_and_metrics_answer(api: Api, worker: Worker) -> No
     assert worker.id in [w["id"] for w in workers]
     assert api.client.get("/v1/stats", headers=read).json()["total"] == 0
     assert api.client.get("/healthz").json() == {"status": "ok"}
-    assert api.client.get("/readyz").json()["revision"] == "0006"
+    assert api.client.get("/readyz").json()["revision"] == SCHEMA_HEAD
     metrics = api.client.get("/metrics", headers=read)
     assert "migrator_queue_depth 0.0" in metrics.text
 
