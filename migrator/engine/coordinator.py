@@ -23,7 +23,7 @@ from migrator.drivers.registry import connect
 from migrator.drivers.uri import redact_uri
 from migrator.engine import lease, orphans
 from migrator.engine.delivery import Delivery
-from migrator.engine.flows import ABORTABLE, flow_for
+from migrator.engine.flows import ABORTABLE, flow_for, postcopy
 from migrator.engine.flows.base import Engine
 from migrator.engine.observers import Hook, Hooks
 from migrator.engine.orphans import Orphan, Recovered
@@ -45,7 +45,7 @@ from migrator.flags import MigrateFlags
 from migrator.journal.queue import Queue
 from migrator.journal.store import Journal
 from migrator.records import EventDraft, EventKind, Migration
-from migrator.states import State
+from migrator.states import POSTCOPY_STATES, State
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +312,8 @@ class Coordinator:
             return self.journal.get(migration.id)
         if not self.journal.request_abort(migration.id, states=ABORTABLE):
             current = self.journal.get(migration.id)
+            if current.state in POSTCOPY_STATES:
+                raise UsageError(postcopy.abort_refused(current.id, current.state))
             raise UsageError(
                 f"migration {current.id} is {current.state}: only a migration that has not"
                 " finished Perform can be aborted"

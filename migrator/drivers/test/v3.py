@@ -183,7 +183,8 @@ class V3Steps(TestHost):
     def _restore(self, name: str, mid: str, state: str) -> None:
         with self._txn(name) as host:
             dom = host["domains"].get(name)
-            if dom is not None and dom["job"] == mid:
+            switched = dom is not None and dom["outgoing"].get(mid) == "postcopy"
+            if dom is not None and dom["job"] == mid and not switched:  # never after a switch
                 dom["state"] = state
 
     def _performed(self, host: Host, name: str, mid: str, stats: dict[str, Any]) -> Memo:
