@@ -38,8 +38,13 @@ class QmpHost(QmpProcesses):
         touch_mib: int | None = None,
         busy: bool = False,
         wait: bool = True,
+        kernel: bytes | None = None,
     ) -> dict[str, Any]:
         """Start domain ``name`` running; with ``wait``, return once its memory is written.
+
+        ``kernel``: a multiboot image of the caller's to boot instead of the generated
+        guest (whose memory pattern ``wait`` and the checks know); only this host runs it,
+        an incoming copy's memory is the one migrated.
 
         ValueError for bad numbers or name, DomainExists if it is here, DriverError if QEMU
         is missing or does not start (the domain is then not defined).
@@ -52,8 +57,8 @@ class QmpHost(QmpProcesses):
                 raise DomainExists(domain=name, host=self.uri)
             host["domains"][name] = self._record(config, job=None)
         try:
-            pid = self._start(name, config, incoming=False)
-            if wait:
+            pid = self._start(name, config, incoming=False, kernel=kernel)
+            if wait and kernel is None:
                 self.wait_ready(name)
         except BaseException:
             self._stop(name)

@@ -104,7 +104,9 @@ class QmpProcesses(HostState):
         pid = _read_pid(pidfile)
         return pid if pid is not None and process_alive(pid, pidfile) else None
 
-    def _start(self, name: str, config: dict[str, Any], *, incoming: bool) -> int:
+    def _start(
+        self, name: str, config: dict[str, Any], *, incoming: bool, kernel: bytes | None = None
+    ) -> int:
         """Start ``name``'s QEMU, detached (it must outlive us); return its pid."""
         binary = qemu_binary()
         rundir = self.rundir(name)
@@ -112,7 +114,7 @@ class QmpProcesses(HostState):
         rundir.mkdir(parents=True, exist_ok=True)
         for stale in ("qmp.sock", "qemu.pid"):
             (rundir / stale).unlink(missing_ok=True)
-        (rundir / "payload.bin").write_bytes(payload.image(pattern_of(config)))
+        (rundir / "payload.bin").write_bytes(kernel or payload.image(pattern_of(config)))
         pidfile = rundir / "qemu.pid"
         argv = [
             binary, "-accel", "tcg", "-machine", config["machine"], "-nodefaults",
