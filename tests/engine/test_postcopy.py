@@ -1,0 +1,103 @@
+"""Post-copy's failure rules on test hosts, in the process that drives the migration
+(docs/postcopy.md): after the switch's intent every failure goes forward."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migrator.inspect import show
+from migrator.journal.store import Journal
+from tests.conftest import Hosts, run_cli
+
+SWITCH = {"MIGRATOR_FAILPOINTS": "perform.underway=postcopy"}
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[str]:
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    Journal.open(url, upgrade=True).close()
+    yield url
+
+
+def migrate(db: str, hosts: Hosts, *extra: str, env: dict[str, str] | None = None) -> Any:
+    argv = ["migrate", "vm1", "--src", hosts.src_uri, "--dst", hosts.dst_uri, "--live"]
+    return run_cli(*argv, "--flag", "postcopy", "--bandwidth", "16", *extra, db=db, env=env)
+
+
+def only(db: str) -> dict[str, Any]:
+    with Journal.open(db) as journal:
+        [m] = journal.list()
+        return show(journal, m.id)
+
+
+def steps(m: dict[str, Any]) -> list[tuple[str | None, str, str]]:
+    return [(e["step"], e["kind"], e["state"]) for e in m["events"]]
+
+
+def test_a_perform_whose_reply_is_lost_after_the_switch_goes_forward(db: str, hosts: Hosts) -> None:
+    """Without post-copy a lost Perform reply cancels; after the switch the source is
+    asked where post-copy is (completed) and the migration goes on to CONFIRMED."""
+    hosts.src.set_fault("perform", "lost-reply")
+    proc = migrate(db, hosts, env=SWITCH)
+    assert proc.returncode == 0, proc.stderr
+    m = only(db)
+    assert m["state"] == "CONFIRMED"
+    assert ("perform", "error", "POSTCOPY_PAUSED") in steps(m)
+    assert ("postcopy_resume", "ok", "PERFORMED") in steps(m)
+    assert not [e for e in m["events"] if e["cancelled"]]
+    assert hosts.states("vm1") == ("absent", "running")
+
+
+def test_resumptions_that_fail_are_retried_until_one_succeeds(db: str, hosts: Hosts) -> None:
+    hosts.src.set_fault("perform", "lost-reply")
+    hosts.src.set_fault("postcopy_resume", "error", count=2)
+    proc = migrate(db, hosts, env=SWITCH)
+    assert proc.returncode == 0, proc.stderr
+    m = only(db)
+    resumed = [(e["kind"], e["attempt"]) for e in m["events"] if e["step"] == "postcopy_resume"]
+    assert resumed == [
+        ("intent", 1), ("error", 1), ("intent", 2), ("error", 2), ("intent", 3), ("ok", 3)
+    ]  # fmt: skip
+    assert m["state"] == "CONFIRMED"
+
+
+def test_a_switch_the_source_refuses_still_goes_forward(db: str, hosts: Hosts) -> None:
+    """The intent is the point of no return: a failed switch is an error event, and the
+    transfer carries on to Finish(cancelled=0)."""
+    hosts.src.set_fault("postcopy", "error")
+    proc = migrate(db, hosts, env=SWITCH)
+    assert proc.returncode == 0, proc.stderr
+    m = only(db)
+    assert ("postcopy", "error", "POSTCOPY_SWITCHING") in steps(m)
+    assert ("perform", "ok", "PERFORMED") in steps(m)
+    assert m["state"] == "CONFIRMED"
+
+
+def test_a_lost_destination_after_the_switch_is_in_doubt_not_rolled_back(
+    db: str, hosts: Hosts
+) -> None:
+    """Finish finds no domain after post-copy: the source only has the pages of the
+    switch, so nothing is resumed there; IN_DOUBT, exit 3, with what to do."""
+    hosts.dst.set_fault("finish", "no-domain")
+    proc = migrate(db, hosts, env=SWITCH)
+    assert proc.returncode == 3, proc.stderr
+    m = only(db)
+    assert m["state"] == "IN_DOUBT"
+    assert "`migrator resolve`" in m["reason"]
+    assert hosts.states("vm1")[0] == "paused"
+
+
+def test_without_the_flag_nothing_switches(db: str, hosts: Hosts) -> None:
+    """``switch`` needs a post-copy capable Perform underway: without ``--flag postcopy``
+    the request is ignored, nothing journaled."""
+    proc = run_cli(
+        "migrate", "vm1", "--src", hosts.src_uri, "--dst", hosts.dst_uri, "--live", db=db,
+        env=SWITCH,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    m = only(db)
+    assert "postcopy" not in {e["step"] for e in m["events"]}
