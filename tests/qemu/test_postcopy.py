@@ -194,3 +194,35 @@ def test_a_paused_post_copy_is_resumed_by_recover(
     check_landed(rig, m, src_pass)
     resumed = [e for e in m["events"] if e["step"] == "postcopy_resume" and e["kind"] == "ok"]
     assert resumed, "no resumption journaled"
+
+
+def test_a_post_copy_paused_under_the_driving_process_is_resumed_by_it(
+    rig: QemuRig, db: str, busy_kernel: bytes
+) -> None:
+    """The stream is cut (``migrate-pause`` on the source) while the coordinator drives
+    post-copy: both QEMUs pause, and the same process resumes it to CONFIRMED, no
+    ``recover``, no operator."""
+    from tests.crash.forkserver import SERVER
+    from tests.crash.harness import CLI_TIMEOUT, ROOT, cli_env
+
+    src_pass = define_busy(rig, busy_kernel)
+    argv = ["migrate", "vm1", "--src", rig.src.uri, "--dst", rig.dst.uri, "--live", "--json"]
+    child = SERVER.spawn(
+        [*argv, "--bandwidth", "4", "--flag", "postcopy"],
+        env=cli_env(db, {"MIGRATOR_FAILPOINTS": SWITCH}),
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 20
+    while not (_all(db) and _all(db)[0].state.value == "POSTCOPY_ACTIVE"):
+        assert time.monotonic() < deadline, "never switched"
+        time.sleep(0.02)
+    with Monitor(rig.src.rundir("vm1")) as mon:
+        mon.run("migrate-pause")
+    done = SERVER.wait(child, CLI_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    m = view(db, only(db).id)
+    check_landed(rig, m, src_pass)
+    kinds = [(e["step"], e["kind"], e["state"]) for e in m["events"]]
+    assert ("perform", "error", "POSTCOPY_PAUSED") in kinds, kinds
+    assert ("postcopy_resume", "ok", "PERFORMED") in kinds, kinds
+    assert {e["coordinator"] for e in m["events"]} == {m["owner"]}, "one process did it all"
