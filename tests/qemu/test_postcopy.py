@@ -12,10 +12,13 @@ exactly one QEMU runs the guest, on the destination, its memory intact.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import struct
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,16 @@ START, END, PAGE = 0x200000, 0x1200000, 4096
 MEMORY = 32
 CAP = "8"  # MiB/s: a pass of 16 MiB takes 2 s while the guest rewrites it hundreds of times
 SWITCH = "perform.underway=postcopy"
+OUT_VAR = "MIGRATOR_POSTCOPY_QMP_OUT"
+RESULTS: list[dict[str, Any]] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _write_results() -> Iterator[None]:
+    yield
+    out = os.environ.get(OUT_VAR)
+    if out:
+        Path(out).write_text(json.dumps(RESULTS, indent=1) + "\n")
 
 
 @pytest.fixture(scope="session")
@@ -170,6 +183,10 @@ def test_a_coordinator_killed_in_post_copy_is_recovered_forward(
     m = view(db, crashed.id)
     check_landed(rig, m, src_pass)
     assert cli(db, "recover", "--json") == (0, [])
+    RESULTS.append(
+        {"point": point, "backend": "qmp", "crashed": str(crashed.state),
+         "action": rows[0]["action_code"], "plan": rows[0]["action"], "end": m["state"]}
+    )  # fmt: skip
 
 
 def test_a_paused_post_copy_is_resumed_by_recover(
