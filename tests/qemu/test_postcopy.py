@@ -243,3 +243,27 @@ def test_a_post_copy_paused_under_the_driving_process_is_resumed_by_it(
     assert ("perform", "error", "POSTCOPY_PAUSED") in kinds, kinds
     assert ("postcopy_resume", "ok", "PERFORMED") in kinds, kinds
     assert {e["coordinator"] for e in m["events"]} == {m["owner"]}, "one process did it all"
+
+
+def test_qmp_host_define_boots_a_kernel_of_one_s_own(
+    rig: QemuRig, busy_kernel: bytes, tmp_path: Path
+) -> None:
+    from tests.conftest import run_cli
+
+    image = tmp_path / "busy.elf"
+    image.write_bytes(busy_kernel)
+    proc = run_cli(
+        "qmp-host", "define", rig.src.uri, "vm1", "--memory", "32", "--kernel", str(image)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "own kernel" in proc.stdout
+    time.sleep(0.2)
+    first, then = advancing(rig.src)
+    assert then > first, "the kernel does not run"
+    missing = str(tmp_path / "missing.elf")
+    proc = run_cli("qmp-host", "define", rig.src.uri, "vm2", "--kernel", missing)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "migrator: error: cannot read the kernel: No such file or directory"
+    ]
+    assert rig.state(rig.src, "vm2") == "absent"
