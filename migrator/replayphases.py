@@ -107,9 +107,22 @@ def stop_point(phase: list[Event], *, first: bool) -> StopPoint | None:
     return (name, sum(1 for e in phase if e.step is last.step and e.kind in kinds))
 
 
-def armed(point: StopPoint | None) -> Failpoints:
+def armed(point: StopPoint | None, *, switch: bool = False) -> Failpoints:
     """The failpoints that stop a replayed phase where ``point`` says; ``CLAIMED``: once
-    the recovery's claim is committed (alone, as the original recovery's was)."""
+    the recovery's claim is committed (alone, as the original recovery's was). ``switch``:
+    Perform's progress asks for post-copy, as it was asked in the original."""
     if point == CLAIMED:
-        return Failpoints(NthHit("recovery.noted", 1))
-    return Failpoints(None if point is None else NthHit(*point))
+        hits = NthHit("recovery.noted", 1)
+    else:
+        hits = NthHit(*point) if point is not None else NthHit("", 0)
+    return Failpoints(Switching(hits) if switch else hits if point is not None else None)
+
+
+class Switching(NthHit):
+    """``hits``, and ``perform.underway`` armed with ``postcopy``."""
+
+    def __init__(self, hits: NthHit) -> None:
+        super().__init__(hits.name, hits.n)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return "postcopy" if key == "perform.underway" else super().get(key, default)

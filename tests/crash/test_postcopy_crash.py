@@ -24,6 +24,7 @@ from migrator import failpoints
 from migrator.drivers.test import TestDriver
 from migrator.drivers.test.transfer import sha256_of
 from migrator.journal.store import Journal
+from tests.conftest import assert_replays_consistently
 from tests.crash.harness import (
     Rig,
     check_invariants,
@@ -117,6 +118,7 @@ def test_a_crash_in_post_copy_is_recovered_forward(
     assert checksum(rig.hosts.dst, rig.domain) == before, "the guest's memory changed"
     code, again = rig.cli_json("recover")
     assert (code, again) == (0, [])
+    assert_replays_consistently(rig.db)
     RESULTS.append(
         {"point": point, "backend": backend, "crashed": str(crashed.state),
          "action": plan["action_code"], "plan": plan["action"], "end": m["state"]}
@@ -134,6 +136,7 @@ def test_without_a_crash_post_copy_ends_confirmed_with_the_image_whole(tmp_path:
     assert m["events"][5]["detail"] == {"reason": "asked by failpoint perform.underway"}
     check_invariants(m, rig.hosts)
     assert checksum(rig.hosts.dst, rig.domain) == before
+    assert_replays_consistently(rig.db)
 
 
 def test_abort_after_the_switch_is_refused_in_one_line(tmp_path: Path) -> None:
@@ -170,3 +173,4 @@ def test_a_destination_whose_copy_is_lost_ends_in_doubt_with_what_to_do(tmp_path
     proc = rig.cli("resolve", m.id, "--running-on", "src")
     assert proc.returncode in (0, 1), proc.stderr
     assert rig.hosts.states(rig.domain) == ("running", "absent")
+    assert_replays_consistently(rig.db)

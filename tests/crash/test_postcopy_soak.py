@@ -21,6 +21,7 @@ import pytest
 from migrator import failpoints
 from migrator.engine.run import switched
 from migrator.journal.store import Journal
+from tests.conftest import assert_replays_consistently
 from tests.crash.forkserver import SERVER
 from tests.crash.harness import (
     ACTIVE,
@@ -78,3 +79,4 @@ def test_sigkill_during_post_copy_never_loses_the_guest(kill: int, tmp_path: Pat
     if m["state"] == "CONFIRMED":
         assert checksum(rig.hosts.dst, domain) == before, "the guest's memory changed"
     assert rig.cli_json("recover") == (0, [])
+    assert_replays_consistently(db)

@@ -11,7 +11,7 @@ import pytest
 
 from migrator.inspect import show
 from migrator.journal.store import Journal
-from tests.conftest import Hosts, run_cli
+from tests.conftest import Hosts, assert_replays_consistently, run_cli
 
 SWITCH = {"MIGRATOR_FAILPOINTS": "perform.underway=postcopy"}
 
@@ -21,6 +21,7 @@ def db(tmp_path: Path) -> Iterator[str]:
     url = f"sqlite:///{tmp_path / 'journal.db'}"
     Journal.open(url, upgrade=True).close()
     yield url
+    assert_replays_consistently(url)  # today's engine decides as the journal says
 
 
 def migrate(db: str, hosts: Hosts, *extra: str, env: dict[str, str] | None = None) -> Any:

@@ -139,7 +139,8 @@ def carry_on(e: Engine, run: Run, *, attempt: int = 1, replay: bool = False) -> 
     """Forward from any post-copy state until every page is sent (``PERFORMED``: True, the
     caller goes on with Finish(cancelled=0)); False if it ended ``IN_DOUBT`` or the
     resumptions ran out (still ``POSTCOPY_PAUSED``, for ``recover``)."""
-    tries = RESUME.start(attempt)
+    policy = RESUME if e.retry.backoff > 0 else replace(RESUME, backoff=0.0)  # replay, tests
+    tries = policy.start(attempt)
     while True:
         out = resume(e, run, tries.number, replay=replay)
         replay = False
