@@ -102,3 +102,24 @@ def test_without_the_flag_nothing_switches(db: str, hosts: Hosts) -> None:
     assert proc.returncode == 0, proc.stderr
     m = only(db)
     assert "postcopy" not in {e["step"] for e in m["events"]}
+
+
+def test_a_host_without_the_feature_is_refused_in_one_line() -> None:
+    """A QMP host whose QEMU cannot open userfaultfd does not offer the feature."""
+    from migrator.drivers.api import Feature
+    from migrator.engine.preflight import refuse_postcopy
+    from migrator.errors import UsageError
+    from migrator.flags import MigrateFlags
+
+    plain = frozenset({Feature.MIGRATION_V3})
+    both = frozenset({Feature.MIGRATION_V3, Feature.POSTCOPY})
+    refuse_postcopy(MigrateFlags.LIVE, {"qmp:///a": plain}, 3)  # not asked: nothing to refuse
+    refuse_postcopy(MigrateFlags.POSTCOPY, {"qmp:///a": both, "qmp:///b": both}, 3)
+    with pytest.raises(UsageError) as caught:
+        refuse_postcopy(MigrateFlags.POSTCOPY, {"qmp:///a": both, "qmp:///b": plain}, 3)
+    assert str(caught.value) == (
+        "flag postcopy is refused: host qmp:///b cannot switch a migration to post-copy and"
+        " resume it after a failure; migrate without it"
+    )
+    with pytest.raises(UsageError, match="post-copy needs protocol v3"):
+        refuse_postcopy(MigrateFlags.POSTCOPY, {"qmp:///a": both}, 2)
