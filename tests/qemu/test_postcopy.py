@@ -267,3 +267,45 @@ def test_qmp_host_define_boots_a_kernel_of_one_s_own(
         "migrator: error: cannot read the kernel: No such file or directory"
     ]
     assert rig.state(rig.src, "vm2") == "absent"
+
+
+@pytest.mark.parametrize("kill", range(6), ids=lambda k: f"kill-{k}")
+def test_sigkill_at_a_random_instant_of_a_post_copy_migration(
+    rig: QemuRig, db: str, busy_kernel: bytes, kill: int
+) -> None:
+    """``migrate`` SIGKILLed after a seeded random delay, then ``recover``: one QEMU runs
+    the guest; once the switch was journaled it ended CONFIRMED, its memory whole."""
+    import random
+
+    from migrator.engine.run import switched
+    from migrator.journal.store import Journal
+    from tests.crash.forkserver import SERVER
+    from tests.crash.harness import CLI_TIMEOUT, ROOT, cli_env
+
+    delay = random.Random(f"qmp-postcopy:{kill}").uniform(0.2, 4.0)
+    src_pass = define_busy(rig, busy_kernel)
+    argv = ["migrate", "vm1", "--src", rig.src.uri, "--dst", rig.dst.uri, "--live", "--json"]
+    child = SERVER.spawn(
+        [*argv, "--bandwidth", CAP, "--flag", "postcopy"],
+        env=cli_env(db, {"MIGRATOR_FAILPOINTS": SWITCH}),
+        cwd=ROOT,
+    )
+    try:
+        time.sleep(delay)
+    finally:
+        SERVER.kill(child)
+        SERVER.wait(child, CLI_TIMEOUT)
+    if not _all(db):
+        return  # killed before the journal had a row
+    crashed = only(db)
+    with Journal.open(db) as journal:
+        was_switched = switched(journal.history(crashed.id))
+    code, _ = cli(db, "recover", "--json")
+    assert code == 0
+    m = view(db, crashed.id)
+    print(f"killed after {delay:.2f} s in {crashed.state}, switched: {was_switched}")
+    if was_switched or m["state"] == "CONFIRMED":
+        check_landed(rig, m, src_pass)
+    else:
+        rig.check_one_copy(m)
+        assert m["state"] == "ROLLED_BACK", m["reason"]
