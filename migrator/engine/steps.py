@@ -20,7 +20,15 @@ from migrator.engine.lease import Keeper
 from migrator.engine.run import Outcome, Run
 from migrator.engine.writeahead import WriteAhead
 from migrator.errors import CookieTooLarge, DriverError, JournalError
-from migrator.records import EventDraft, EventKind, Migration, Progress, StepContext
+from migrator.records import (
+    KEEP_REASON,
+    EventDraft,
+    EventKind,
+    Migration,
+    Progress,
+    Reason,
+    StepContext,
+)
 from migrator.states import RUNS_ON, START, Step, Trigger
 
 PROGRESS_INTERVAL = 0.5
@@ -110,8 +118,10 @@ class Steps:
         *,
         replay: bool = False,
         unless_aborted: bool = False,
+        reason: Reason = KEEP_REASON,
     ) -> Outcome:
-        """Intent, call, and on failure the failed outcome; the caller records success.
+        """Intent, call, and on failure the failed outcome (with ``reason``, by default the
+        step's error); the caller records success.
 
         ``replay`` calls the hook again under the intent already journaled (recovery of a
         crash between intent and outcome): same inputs, the attempt number of ``draft``.
@@ -130,8 +140,9 @@ class Steps:
         out = self.call(run, step, hook, attempt=draft.attempt)
         if not out.ok:
             self.writes.outcome(
-                run, failed, step, out, cancelled=draft.cancelled, attempt=draft.attempt
-            )
+                run, failed, step, out, cancelled=draft.cancelled, attempt=draft.attempt,
+                reason=reason,
+            )  # fmt: skip
         return out
 
     def call(self, run: Run, step: Step, hook: Hook, *, attempt: int = 1) -> Outcome:

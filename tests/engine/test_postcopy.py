@@ -123,3 +123,31 @@ def test_a_host_without_the_feature_is_refused_in_one_line() -> None:
     )
     with pytest.raises(UsageError, match="post-copy needs protocol v3"):
         refuse_postcopy(MigrateFlags.POSTCOPY, {"qmp:///a": both}, 2)
+
+
+def test_when_resumptions_run_out_recover_carries_on(db: str, hosts: Hosts) -> None:
+    """Every resumption fails: the migration stays POSTCOPY_PAUSED, saying so; once the
+    host answers again, ``recover`` resumes it to CONFIRMED."""
+    from migrator.engine.coordinator import Coordinator
+    from migrator.failpoints import Failpoints
+    from migrator.flags import MigrateFlags
+    from migrator.states import State, Step
+
+    hosts.src.set_fault("perform", "lost-reply")
+    hosts.src.set_fault("postcopy_resume", "error", message="the source does not answer")
+    flags = MigrateFlags.LIVE | MigrateFlags.POSTCOPY
+    with Journal.open(db) as journal:
+        switching = Failpoints({"perform.underway": "postcopy"})
+        coordinator = Coordinator(journal, retry_backoff=0.0, failpoints=switching)
+        m = coordinator.migrate("vm1", src=hosts.src, dst=hosts.dst, flags=flags, bandwidth=16)
+        coordinator.close()
+        assert m.state is State.POSTCOPY_PAUSED
+        assert m.reason == "post-copy paused after 30 resumptions; `migrator recover` resumes it"
+        assert hosts.states("vm1") == ("paused", "running")
+        hosts.src.clear_faults()
+        [report] = Coordinator(journal, retry_backoff=0.0).recover(steal=True)
+        assert report.result is State.CONFIRMED
+        events = journal.history(m.id)
+    resumed = [e.attempt for e in events if e.step is Step.POSTCOPY_RESUME]
+    assert resumed[-2:] == [31, 31] and max(resumed) == 31
+    assert hosts.states("vm1") == ("absent", "running")

@@ -28,7 +28,7 @@ from migrator.engine.retry import RetryPolicy
 from migrator.engine.run import Run
 from migrator.errors import AbortRequested, DriverError, PostcopyLost
 from migrator.flags import MigrateFlags
-from migrator.records import EventDraft, EventKind, Progress, StepContext
+from migrator.records import KEEP_REASON, EventDraft, EventKind, Progress, Reason, StepContext
 from migrator.states import POSTCOPY_STATES, State, Step, Trigger
 
 RESUME = RetryPolicy(attempts=30, backoff=0.5, cap=5.0)
@@ -142,7 +142,7 @@ def carry_on(e: Engine, run: Run, *, attempt: int = 1, replay: bool = False) -> 
     policy = RESUME if e.retry.backoff > 0 else replace(RESUME, backoff=0.0)  # replay, tests
     tries = policy.start(attempt)
     while True:
-        out = resume(e, run, tries.number, replay=replay)
+        out = resume(e, run, tries.number, replay=replay, last=tries.last)
         replay = False
         if out is None:
             return True
@@ -150,23 +150,22 @@ def carry_on(e: Engine, run: Run, *, attempt: int = 1, replay: bool = False) -> 
             e.writes.give_up(run, lost_reason(run, out))
             return False
         if tries.last:
-            e.writes.note(
-                run,
-                EventDraft(kind=EventKind.RECOVERY, step=Step.POSTCOPY_RESUME),
-                reason=f"post-copy paused: {out} (after {tries.number} resumptions;"
-                " `migrator recover` resumes it)",
-            )
             return False
         tries.next()
 
 
-def resume(e: Engine, run: Run, attempt: int, *, replay: bool = False) -> BaseException | None:
+def resume(
+    e: Engine, run: Run, attempt: int, *, replay: bool = False, last: bool = False
+) -> BaseException | None:
     """One resumption, write-ahead: None once every page is sent (``PERFORMED``), else
-    what failed (``POSTCOPY_PAUSED``)."""
+    what failed (``POSTCOPY_PAUSED``); the ``last`` one's failure says what comes next."""
     draft = EventDraft(kind=EventKind.INTENT, step=Step.POSTCOPY_RESUME, attempt=attempt)
+    reason: Reason = KEEP_REASON
+    if last:  # the error is in the outcome's event
+        reason = f"post-copy paused after {attempt} resumptions; `migrator recover` resumes it"
     out = e.steps.step(
         run, draft, lambda ctx: resume_hosts(run, ctx), Trigger.POSTCOPY_RESUME_FAILED,
-        replay=replay,
+        replay=replay, reason=reason,
     )  # fmt: skip
     if not out.ok:
         return out.error or DriverError("post-copy resumption failed")
