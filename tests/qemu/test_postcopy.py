@@ -309,3 +309,28 @@ def test_sigkill_at_a_random_instant_of_a_post_copy_migration(
     else:
         rig.check_one_copy(m)
         assert m["state"] == "ROLLED_BACK", m["reason"]
+
+
+def test_a_destination_qemu_killed_in_post_copy_ends_in_doubt_with_what_to_do(
+    rig: QemuRig, db: str, busy_kernel: bytes
+) -> None:
+    """The destination's QEMU dies mid post-copy: the guest's memory is split and a part is
+    gone, nothing can be resumed: IN_DOUBT, the source's QEMU kept paused, the reason
+    saying what to do; never a silent loss."""
+    import os
+    import signal
+
+    define_busy(rig, busy_kernel)
+    env = {"MIGRATOR_FAILPOINTS": f"{SWITCH},postcopy.recorded=crash"}
+    assert migrate(rig, db, "--flag", "postcopy", env=env) == 137
+    pid = rig.dst.pid_of("vm1")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    code, rows = cli(db, "recover", "--json")
+    assert (code, rows[0]["result"]) == (3, "IN_DOUBT"), rows
+    m = view(db, only(db).id)
+    assert "cannot resume" in m["reason"] and "the incoming QEMU is gone" in m["reason"]
+    assert "Restart the guest from its disks" in m["reason"]
+    assert rig.state(rig.src, "vm1") == "paused"
+    assert rig.src.pid_of("vm1") is not None, "the source's part is kept"
+    assert cli(db, "recover", "--json") == (0, []), "IN_DOUBT waits for an operator"

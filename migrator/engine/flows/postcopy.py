@@ -200,9 +200,10 @@ def lost_reason(run: Run, error: BaseException) -> str:
     """What an operator can do when post-copy cannot be resumed."""
     return (
         f"post-copy cannot be resumed: {error}; the guest's memory is split between the"
-        f" hosts; if the destination's copy is truly gone, `migrator resolve"
-        f" {run.migration.id} --running-on src` restarts the source's copy as it was at the"
-        " switch (what the guest did since is lost)"
+        " hosts and a part is gone, so no host can run it from memory; the source keeps its"
+        " part, paused. Restart the guest from its disks; `migrator resolve"
+        f" {run.migration.id} --running-on src` then cleans the destination and tries to"
+        " resume the source's copy (QEMU refuses to after post-copy)"
     )
 
 
