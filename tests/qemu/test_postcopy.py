@@ -165,10 +165,12 @@ def _all(db: str) -> list[Any]:
         "postcopy.recorded",
         "postcopy.underway",
         "perform.called",
+        "perform.recorded",
         "finish.intent",
         "finish.called",
         "finish.recorded",
         "confirm.intent",
+        "confirm.called",
     ],
 )
 def test_a_coordinator_killed_in_post_copy_is_recovered_forward(
