@@ -22,11 +22,11 @@ class FileRefused(ValueError):
     not JSON, or JSON nested too deeply. The message names why, without the path."""
 
 
-def read_text(path: Path, *, max_bytes: int) -> str:
-    """The text of the regular file ``path``, at most ``max_bytes`` long.
+def read_bytes(path: Path, *, max_bytes: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``max_bytes`` long.
 
     ``FileNotFoundError`` (and other ``OSError``) as ``open`` raises them; a file that is
-    not regular, larger than ``max_bytes`` or not UTF-8 is a ``FileRefused``.
+    not regular or larger than ``max_bytes`` is a ``FileRefused``.
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     try:
@@ -41,6 +41,13 @@ def read_text(path: Path, *, max_bytes: int) -> str:
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise FileRefused(f"larger than {max_bytes:,} bytes")
+    return data
+
+
+def read_text(path: Path, *, max_bytes: int) -> str:
+    """The text of the regular file ``path``, at most ``max_bytes`` long: as
+    ``read_bytes``, and a file that is not UTF-8 is a ``FileRefused``."""
+    data = read_bytes(path, max_bytes=max_bytes)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -31,7 +31,8 @@ Every error the library raises on purpose derives from :class:`MigratorError`::
         ├── PolicyAborted          a convergence policy cancelled Perform (stall, budget)
         ├── HostStateInvalid       a host's state file is malformed, too large or not a
         │                          file (also a UsageError: bad input, the CLI exits 2)
-        └── QMPUnreachable         a QEMU domain's QMP socket does not answer
+        ├── QMPUnreachable         a QEMU domain's QMP socket does not answer
+        └── PostcopyLost           a post-copy migration cannot resume: a side's copy is gone
 
 Errors take identifiers as keyword arguments and write their own message.
 """
@@ -255,6 +256,15 @@ class HostStateInvalid(DriverError, UsageError):
 
 class QMPUnreachable(HostUnreachable):
     """The QMP socket of a QEMU domain does not answer (no process, or one that hangs)."""
+
+
+class PostcopyLost(DriverError):
+    """A post-copy migration cannot be resumed: the destination's copy (or the source's
+    pages) is gone. Recovery ends the migration IN_DOUBT with this text."""
+
+    def __init__(self, *, domain: str, host: str, detail: str) -> None:
+        self.domain = domain
+        super().__init__(f"post-copy of {domain!r} cannot resume on {host}: {detail}")
 
 
 class HandedOver(MigratorError):

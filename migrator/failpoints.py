@@ -5,11 +5,15 @@ A :class:`Failpoints` maps point names to actions; the engine is handed one
 
 - ``<step>.intent``: after the step's intent is committed, before the driver is called;
 - ``<step>.called``: after the driver returned, before the outcome is committed;
-- ``<step>.recorded``: after the outcome is committed.
+- ``<step>.recorded``: after the outcome is committed;
+- ``perform.underway``, ``postcopy.underway``: at a progress report of a running Perform,
+  before and after a switch to post-copy (docs/postcopy.md).
 
 ``crash`` makes the process die with ``os._exit`` (no clean-up, like SIGKILL); ``raise``
-raises :class:`Crash`, an in-process stand-in. The command line builds its failpoints once,
-from ``MIGRATOR_FAILPOINTS="perform.intent=crash,finish.called=crash"``
+raises :class:`Crash`, an in-process stand-in; ``postcopy`` (on ``perform.underway``
+only) asks a post-copy capable migration to switch as soon as its transfer is underway.
+The command line builds its failpoints once, from
+``MIGRATOR_FAILPOINTS="perform.intent=crash,finish.called=crash"``
 (:meth:`Failpoints.from_env`); nothing else reads the environment. With none armed, a hit
 costs one dictionary lookup.
 """
@@ -24,7 +28,9 @@ from migrator.errors import UsageError
 ENV_VAR = "MIGRATOR_FAILPOINTS"
 CRASH_EXIT_CODE = 137
 POINTS = ("intent", "called", "recorded")
-ACTIONS = ("crash", "raise")
+UNDERWAY = "underway"
+"""A point hit at Perform's progress reports (``perform.underway``, ``postcopy.underway``)."""
+ACTIONS = ("crash", "raise", "postcopy")
 
 
 class Crash(BaseException):
@@ -40,10 +46,14 @@ def parse(spec: str) -> dict[str, str]:
     points: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         name, sep, action = item.partition("=")
-        if not sep or action not in ACTIONS or name.rpartition(".")[2] not in POINTS:
+        point = name.rpartition(".")[2]
+        if not sep or action not in ACTIONS or point not in (*POINTS, UNDERWAY):
             raise ValueError(
-                f"bad failpoint {item!r}; expected <step>.<intent|called|recorded>=crash|raise"
+                f"bad failpoint {item!r}; expected"
+                " <step>.<intent|called|recorded|underway>=crash|raise|postcopy"
             )
+        if action == "postcopy" and name != "perform.underway":
+            raise ValueError(f"bad failpoint {item!r}: postcopy only on perform.underway")
         points[name] = action
     return points
 
@@ -78,6 +88,10 @@ class Failpoints:
             return False
         name = f"{step}.{point}"
         return any(key == name for key in self.armed)
+
+    def asks(self, step: str, point: str, action: str) -> bool:
+        """Whether ``<step>.<point>`` is armed with ``action`` (not a crash: a request)."""
+        return bool(self.armed) and self.armed.get(f"{step}.{point}") == action
 
     def hit(self, step: str, point: str) -> None:
         """Die at once if ``<step>.<point>`` is armed with ``crash``; raise :class:`Crash` if

@@ -28,17 +28,25 @@ from migrator.drivers.api import (
     FinishResult,
     MigrationParams,
     PerformResult,
+    PostcopyPhase,
     PrepareResult,
     ProbeResult,
     TunnelResult,
 )
 from migrator.engine.coordinator import Coordinator
 from migrator.engine.flows import ABORTABLE
-from migrator.errors import DriverError, HostUnreachable
+from migrator.errors import DriverError, HostUnreachable, PostcopyLost
 from migrator.failpoints import Crash
 from migrator.flags import MigrateFlags
 from migrator.journal.store import Journal
-from migrator.records import CONVERGENCE, OUTCOMES, Event, EventKind, Migration, StepContext
+from migrator.records import (
+    OUTCOMES,
+    Event,
+    EventKind,
+    Migration,
+    Progress,
+    StepContext,
+)
 from migrator.replayphases import StopPoint
 from migrator.states import RUNS_ON, State, Step
 
@@ -108,6 +116,8 @@ class _Tape:
 
 
 def _result(event: Event) -> Event:
+    if event.kind == EventKind.ERROR and event.error_type == PostcopyLost.__name__:
+        raise PostcopyLost(domain="", host="", detail=event.error_message or "recorded")
     if event.kind == EventKind.ERROR:
         raise DriverError(event.error_message or "recorded error")
     return event
@@ -150,6 +160,8 @@ class ReplayDriver:
         self.original_id = original_id
         self.shared = _Shared(mid=original_id)
         self.before_perform_returns: Callable[[str], None] | None = None
+        self.switches = False
+        """The journal switched to post-copy: Perform reports progress, which switches."""
 
     def _started(self, ctx: StepContext) -> None:
         """A hook ran: the migration exists, and later probes answer from the journal."""
@@ -179,6 +191,9 @@ class ReplayDriver:
     def perform(
         self, ctx: StepContext, params: MigrationParams, cookie: bytes, uri: str
     ) -> PerformResult:
+        self._started(ctx)
+        if self.switches:  # the switch came while Perform ran (``perform.underway``)
+            ctx.progress(Progress(total=1, transferred=1, remaining=1))
         e = self._next(ctx)
         if self.before_perform_returns is not None:
             self.before_perform_returns(ctx.migration_id)
@@ -219,6 +234,24 @@ class ReplayDriver:
     perform2 = perform
     finish2 = finish
 
+    # Post-copy: the switch's and the resumptions' outcomes, as journaled (on the source).
+
+    def start_postcopy(self, ctx: StepContext, params: MigrationParams) -> None:
+        self._next(ctx)
+
+    def run_postcopy(self, ctx: StepContext, params: MigrationParams) -> None:
+        return None
+
+    def postcopy_phase(self, params: MigrationParams, migration_id: str) -> PostcopyPhase:
+        return PostcopyPhase.COMPLETED  # the resumption's outcome is journaled as one
+
+    def recover_postcopy(self, ctx: StepContext, params: MigrationParams) -> str:
+        return ""
+
+    def resume_postcopy(self, ctx: StepContext, params: MigrationParams, uri: str) -> PerformResult:
+        e = self._next(ctx)
+        return PerformResult(cookie=e.cookie_out or b"", stats=dict(e.detail or {}))
+
     def probe(self, domain: str) -> ProbeResult:
         if not self.shared.started:
             return ProbeResult(state=self.start)
@@ -245,7 +278,7 @@ def _split_tapes(
     src_steps = {step for step, host in RUNS_ON.items() if host == "src"}
     dst_steps = {step for step, host in RUNS_ON.items() if host == "dst"}
     probes = [e for e in history if e.step is Step.PROBE]
-    src_uris = {migration.src} | _moved(history, "src")
+    src_uris = {migration.src} | replayphases.moved(history, "src")
     src_probes = [e for e in probes if e.uri in src_uris]
     dst_probes = [e for e in probes if e.uri not in src_uris]
     return (
@@ -256,35 +289,17 @@ def _split_tapes(
     )
 
 
-def _moved(history: Sequence[Event], role: str) -> set[str]:
-    """Where recovery reached the ``role`` host instead (``recover --host-map``)."""
-    moved = set()
-    for e in history:
-        maps = (e.detail or {}).get("host_map") if e.kind == EventKind.RECOVERY else None
-        if isinstance(maps, dict) and isinstance(maps.get(role), str):
-            moved.add(maps[role].partition(" -> ")[2])
-    return moved
-
-
 def replay(journal: Journal, migration_id: str) -> ReplayResult:
     """Re-run the engine's decisions for one journaled migration and compare."""
     migration = journal.find(migration_id)
     full = journal.history(migration.id)
-    history = [e for e in full if not _queue_only(e) and e.kind not in CONVERGENCE]
+    history = replayphases.driven(full)
     if (full and not history) or migration.state is State.QUEUED:
         return ReplayResult(migration.id, True, [], [], None, "never driven: nothing to replay")
     recorded = [signature(e) for e in history]
     with tempfile.TemporaryDirectory(prefix="migrator-replay-") as tmp:
         replayed, note = _rerun(migration, history, Path(tmp) / "replay.db")
     return _compare(migration.id, recorded, replayed, note)
-
-
-def _queue_only(event: Event) -> bool:
-    """The queue's own events (a claim, a hand-back, an abort while queued) are no decision
-    of the engine: replay compares the rest (docs/workers.md); so are the notes journaled
-    beside Perform (``CONVERGENCE``: timed by the job, docs/convergence.md)."""
-    queued_abort = event.kind == EventKind.ABORT and (event.detail or {}).get("queued")
-    return event.kind == EventKind.QUEUE or bool(queued_abort)
 
 
 def _rerun(
@@ -300,6 +315,7 @@ def _rerun(
     dst.shared = src.shared
     phases = replayphases.phases(history)
     stops = [replayphases.stop_point(p, first=i == 0) for i, p in enumerate(phases[:-1])] + [None]
+    src.switches = any(e.step is Step.POSTCOPY and e.kind == EventKind.INTENT for e in history)
     with Journal.open(f"sqlite:///{path}") as scratch:
         if any(e.kind == EventKind.ABORT for e in history):
             src.before_perform_returns = lambda mid: _request_abort(scratch, mid)
@@ -324,7 +340,7 @@ def _first_run(
     dst: ReplayDriver,
     stop: StopPoint | None,
 ) -> None:
-    armed = replayphases.armed(stop)
+    armed = replayphases.armed(stop, switch=src.switches)
     coordinator = Coordinator(scratch, retry_backoff=0.0, step_timeout=None, failpoints=armed)
     if stop is not None and stop[0] == "created":
         # It died between recording the migration and its first step.
@@ -354,7 +370,7 @@ def _later_run(
         retry_backoff=0.0,
         step_timeout=None,
         connect=hosts.__getitem__,
-        failpoints=replayphases.armed(stop),
+        failpoints=replayphases.armed(stop, switch=src.switches),
     )
     with contextlib.suppress(Crash):
         if opening.kind == EventKind.RESOLVE:

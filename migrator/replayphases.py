@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from migrator.failpoints import Failpoints
-from migrator.records import OUTCOMES, Event, EventKind
+from migrator.records import CONVERGENCE, OUTCOMES, Event, EventKind
 from migrator.states import Step
 
 
@@ -107,9 +107,44 @@ def stop_point(phase: list[Event], *, first: bool) -> StopPoint | None:
     return (name, sum(1 for e in phase if e.step is last.step and e.kind in kinds))
 
 
-def armed(point: StopPoint | None) -> Failpoints:
+def armed(point: StopPoint | None, *, switch: bool = False) -> Failpoints:
     """The failpoints that stop a replayed phase where ``point`` says; ``CLAIMED``: once
-    the recovery's claim is committed (alone, as the original recovery's was)."""
+    the recovery's claim is committed (alone, as the original recovery's was). ``switch``:
+    Perform's progress asks for post-copy, as it was asked in the original."""
     if point == CLAIMED:
-        return Failpoints(NthHit("recovery.noted", 1))
-    return Failpoints(None if point is None else NthHit(*point))
+        hits = NthHit("recovery.noted", 1)
+    else:
+        hits = NthHit(*point) if point is not None else NthHit("", 0)
+    return Failpoints(Switching(hits) if switch else hits if point is not None else None)
+
+
+class Switching(NthHit):
+    """``hits``, and ``perform.underway`` armed with ``postcopy``."""
+
+    def __init__(self, hits: NthHit) -> None:
+        super().__init__(hits.name, hits.n)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return "postcopy" if key == "perform.underway" else super().get(key, default)
+
+
+def driven(history: Sequence[Event]) -> list[Event]:
+    """The events replay compares: the engine's decisions. Not the queue's own events (a
+    claim, a hand-back, an abort while queued; docs/workers.md), nor the notes journaled
+    beside Perform (``CONVERGENCE``: timed by the job, docs/convergence.md)."""
+    return [e for e in history if not _queue_only(e) and e.kind not in CONVERGENCE]
+
+
+def _queue_only(event: Event) -> bool:
+    queued_abort = event.kind == EventKind.ABORT and (event.detail or {}).get("queued")
+    return event.kind == EventKind.QUEUE or bool(queued_abort)
+
+
+def moved(history: Sequence[Event], role: str) -> set[str]:
+    """Where recovery reached the ``role`` host instead (``recover --host-map``)."""
+    found = set()
+    for e in history:
+        maps = (e.detail or {}).get("host_map") if e.kind == EventKind.RECOVERY else None
+        if isinstance(maps, dict) and isinstance(maps.get(role), str):
+            found.add(maps[role].partition(" -> ")[2])
+    return found

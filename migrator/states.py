@@ -49,6 +49,12 @@ class State(enum.StrEnum):
     PERFORMING1 = "PERFORMING1"
     PERFORMED1 = "PERFORMED1"
     FINISHING1 = "FINISHING1"
+    # Post-copy (docs/postcopy.md): the switch is write-ahead; from its intent on, only
+    # forward. The destination runs the guest while pages still come from the source.
+    POSTCOPY_SWITCHING = "POSTCOPY_SWITCHING"
+    POSTCOPY_ACTIVE = "POSTCOPY_ACTIVE"
+    POSTCOPY_PAUSED = "POSTCOPY_PAUSED"
+    POSTCOPY_RESUMING = "POSTCOPY_RESUMING"
 
 
 STATE_OF: dict[str, State] = {s.value: s for s in State}
@@ -70,6 +76,8 @@ class Step(enum.StrEnum):
     PREPARE1 = "prepare1"
     PERFORM1 = "perform1"
     FINISH1 = "finish1"
+    POSTCOPY = "postcopy"
+    POSTCOPY_RESUME = "postcopy_resume"
 
 
 class Trigger(enum.StrEnum):
@@ -115,6 +123,13 @@ class Trigger(enum.StrEnum):
     DOMAIN_LOST = "domain_lost"
     FAIL = "fail"
     RESOLVE_DST = "resolve_dst"
+    # Post-copy
+    START_POSTCOPY = "start_postcopy"
+    POSTCOPY_OK = "postcopy_ok"
+    POSTCOPY_FAILED = "postcopy_failed"
+    START_POSTCOPY_RESUME = "start_postcopy_resume"
+    POSTCOPY_RESUME_OK = "postcopy_resume_ok"
+    POSTCOPY_RESUME_FAILED = "postcopy_resume_failed"
     # Queued migrations (docs/workers.md)
     CLAIM = "claim"
     REQUEUE = "requeue"
@@ -149,6 +164,8 @@ INTENT_STATES: dict[State, Step] = {
     S.PREPARING1: Step.PREPARE1,
     S.PERFORMING1: Step.PERFORM1,
     S.FINISHING1: Step.FINISH1,
+    S.POSTCOPY_SWITCHING: Step.POSTCOPY,
+    S.POSTCOPY_RESUMING: Step.POSTCOPY_RESUME,
 }
 """The states entered when a step's intent is committed, before its hook is called."""
 
@@ -166,6 +183,8 @@ START: dict[Step, Trigger] = {
     Step.PREPARE1: Trigger.START_PREPARE1,
     Step.PERFORM1: Trigger.START_PERFORM1,
     Step.FINISH1: Trigger.START_FINISH1,
+    Step.POSTCOPY: Trigger.START_POSTCOPY,
+    Step.POSTCOPY_RESUME: Trigger.START_POSTCOPY_RESUME,
 }
 """The trigger that commits each step's intent."""
 
@@ -183,6 +202,8 @@ RUNS_ON: dict[Step, str] = {
     Step.PREPARE1: "dst",
     Step.PERFORM1: "src",
     Step.FINISH1: "dst",
+    Step.POSTCOPY: "src",
+    Step.POSTCOPY_RESUME: "src",
 }
 """The host each step's hook runs on."""
 
@@ -203,6 +224,12 @@ OWN_STATES[3] = (
 )
 """The states only one protocol passes through; QUEUED, NEW, IN_DOUBT and the ends are
 shared."""
+
+POSTCOPY_STATES: frozenset[State] = frozenset(
+    {S.POSTCOPY_SWITCHING, S.POSTCOPY_ACTIVE, S.POSTCOPY_PAUSED, S.POSTCOPY_RESUMING}
+)
+"""v3's post-copy phase: entered by the switch's intent, left by the transfer's end
+(``PERFORMED``) or an operator's decision (``IN_DOUBT``); nothing in it goes back."""
 
 # (trigger, sources, dest). The happy path of protocol v3 first, then each failure rule
 # (docs/states.md), then the recovery moves (docs/recovery.md).
@@ -279,6 +306,23 @@ _TABLE: tuple[tuple[Trigger, tuple[State, ...], State], ...] = (
     (T.FAIL, (S.DUMPING, S.DUMPED, S.PREPARING1, S.PREPARED1, S.PERFORMING1, S.IN_DOUBT), S.FAILED),
     (T.GIVE_UP, (S.PERFORMING2, S.FINISHING2, S.PERFORMING1, S.FINISHING1), S.IN_DOUBT),
     (T.RESOLVE_DST, (S.IN_DOUBT,), S.CONFIRMED),
+    # Post-copy (docs/postcopy.md): the switch's intent commits while Perform runs; from
+    # there only forward. Perform's end leaves the phase (PERFORMED, then Finish(0)); a
+    # failure pauses it, and a resumption (recover on the destination, resume on the
+    # source) carries it on; a destination whose copy is lost ends IN_DOUBT.
+    (T.START_POSTCOPY, (S.PERFORMING,), S.POSTCOPY_SWITCHING),
+    (T.POSTCOPY_OK, (S.POSTCOPY_SWITCHING,), S.POSTCOPY_ACTIVE),
+    (T.POSTCOPY_FAILED, (S.POSTCOPY_SWITCHING,), S.POSTCOPY_SWITCHING),
+    (T.PERFORM_OK, (S.POSTCOPY_SWITCHING, S.POSTCOPY_ACTIVE), S.PERFORMED),
+    (T.PERFORM_FAILED, (S.POSTCOPY_SWITCHING, S.POSTCOPY_ACTIVE), S.POSTCOPY_PAUSED),
+    (
+        T.START_POSTCOPY_RESUME,
+        (S.POSTCOPY_SWITCHING, S.POSTCOPY_ACTIVE, S.POSTCOPY_PAUSED),
+        S.POSTCOPY_RESUMING,
+    ),
+    (T.POSTCOPY_RESUME_OK, (S.POSTCOPY_RESUMING,), S.PERFORMED),
+    (T.POSTCOPY_RESUME_FAILED, (S.POSTCOPY_RESUMING,), S.POSTCOPY_PAUSED),
+    (T.GIVE_UP, tuple(sorted(POSTCOPY_STATES)), S.IN_DOUBT),
     # A worker claims a queued migration, or hands one it has not begun back to the queue;
     # an abort ends a queued migration before anything is called (docs/workers.md).
     (T.CLAIM, (S.QUEUED,), S.NEW),

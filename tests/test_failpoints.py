@@ -28,6 +28,15 @@ def test_parse_refuses_anything_else(spec: str) -> None:
         failpoints.parse(spec)
 
 
+def test_postcopy_is_a_request_only_on_perform_underway() -> None:
+    armed = Failpoints(failpoints.parse("perform.underway=postcopy,postcopy.underway=crash"))
+    assert armed.asks("perform", "underway", "postcopy")
+    assert not armed.asks("postcopy", "underway", "postcopy")
+    armed.hit("perform", "underway")  # a request, not a crash: nothing happens
+    with pytest.raises(ValueError, match=r"postcopy only on perform\.underway"):
+        failpoints.parse("finish.underway=postcopy")
+
+
 def test_unset_means_inert() -> None:
     armed = Failpoints.from_env({})
     assert not armed and armed.armed == {}

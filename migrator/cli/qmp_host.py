@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -43,15 +44,27 @@ def qmp_host() -> None:
     help="MiB the guest writes (default: 3/4 of --memory, within what fits).",
 )
 @click.option("--busy", is_flag=True, help="Keep rewriting the touched pages (dirties memory).")
-def define(uri: str, domain: str, memory: int, touch: int | None, busy: bool) -> None:
+@click.option(
+    "--kernel",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Boot this multiboot image instead of the generated guest (not waited for).",
+)
+def define(
+    uri: str, domain: str, memory: int, touch: int | None, busy: bool, kernel: Path | None
+) -> None:
     """Start DOMAIN, running, on the qmp host URI; return once its memory is written."""
     with errors():
         host = qmp_host_driver(uri)
         try:
-            info = host.define(domain, memory_mib=memory, touch_mib=touch, busy=busy)
+            image = None if kernel is None else str(kernel.absolute())
+            if kernel is not None:
+                kernel.stat()  # a missing image: the system's reason, in one line
+            info = host.define(domain, memory_mib=memory, touch_mib=touch, busy=busy, kernel=image)
+        except OSError as exc:
+            raise UsageError(f"cannot read the kernel: {exc.strerror or exc}") from None
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    kind = "busy" if busy else "idle"
+    kind = "own kernel" if kernel else "busy" if busy else "idle"
     click.echo(
         f"defined {domain} (running, pid {info['pid']}, {memory} MiB,"
         f" {info['touch_mib']} MiB touched, {kind}) on {uri}"

@@ -37,6 +37,9 @@ class Feature(enum.StrEnum):
     MIGRATION_V2 = "MIGRATION_V2"
     MIGRATION_V3 = "MIGRATION_V3"
     TUNNELLED = "TUNNELLED"
+    POSTCOPY = "POSTCOPY"
+    """The host can switch a running migration to post-copy and resume a paused one
+    (``PostcopyDriver``); without it ``--flag postcopy`` is refused before Begin."""
 
 
 class DomainState(enum.StrEnum):
@@ -203,6 +206,50 @@ class TunnelledDriver(Protocol):
         send: Callable[[bytes], None],
     ) -> PerformResult:
         """Src: as ``perform``, sending the data through ``send`` (the coordinator's relay)."""
+        ...
+
+
+class PostcopyPhase(enum.StrEnum):
+    """Where a source's post-copy migration is, as ``postcopy_phase`` reports it."""
+
+    PRECOPY = "precopy"
+    """Still copying before any switch (or nothing was switched)."""
+    ACTIVE = "active"
+    """Switched: the destination runs the guest, the source sends what is left."""
+    PAUSED = "paused"
+    """Switched, and the stream broke (or nobody drives it): needs a resumption."""
+    COMPLETED = "completed"
+    """Every page reached the destination."""
+    LOST = "lost"
+    """The source's side is gone (its process died): nothing can be resumed from it."""
+
+
+class PostcopyDriver(Protocol):
+    """The hooks of post-copy (feature POSTCOPY), besides those of ``Driver``
+    (docs/postcopy.md). Every one is idempotent per migration."""
+
+    def start_postcopy(self, ctx: StepContext, params: MigrationParams) -> None:
+        """Src: switch the running Perform to post-copy; return once switched (a switch
+        already made is no error). Raise if the migration cannot switch."""
+        ...
+
+    def run_postcopy(self, ctx: StepContext, params: MigrationParams) -> None:
+        """Dst: once switched, let the guest run while its pages still arrive (unless
+        PAUSED); ``PostcopyLost`` if the incoming copy is gone."""
+        ...
+
+    def postcopy_phase(self, params: MigrationParams, migration_id: str) -> PostcopyPhase:
+        """Src: where this migration's post-copy is (a read; raise if it cannot tell)."""
+        ...
+
+    def recover_postcopy(self, ctx: StepContext, params: MigrationParams) -> str:
+        """Dst: make a paused post-copy listen again; return the URI to resume to.
+        ``PostcopyLost`` if the destination's copy is gone."""
+        ...
+
+    def resume_postcopy(self, ctx: StepContext, params: MigrationParams, uri: str) -> PerformResult:
+        """Src: resume a paused post-copy to ``uri`` (empty: it is not paused), and return
+        once every page was sent, as Perform does; raise if it paused again."""
         ...
 
 

@@ -22,7 +22,7 @@ from migrator.drivers.uri import redact_uri
 from migrator.engine import hostmap, lease, orphans
 from migrator.engine.applier import Convergence, PostcopyFactory
 from migrator.engine.delivery import Delivery
-from migrator.engine.flows import ABORTABLE, flow_for
+from migrator.engine.flows import ABORTABLE, flow_for, postcopy
 from migrator.engine.flows.base import Engine
 from migrator.engine.observers import Hook, Hooks
 from migrator.engine.orphans import Orphan, Recovered
@@ -51,7 +51,7 @@ from migrator.flags import MigrateFlags
 from migrator.journal.queue import Queue
 from migrator.journal.store import Journal
 from migrator.records import EventDraft, EventKind, Migration, Request, RequestKind
-from migrator.states import State
+from migrator.states import POSTCOPY_STATES, State
 
 log = logging.getLogger(__name__)
 
@@ -366,6 +366,8 @@ class Coordinator:
             return self.journal.get(migration.id)
         if not self.journal.request_abort(migration.id, states=ABORTABLE):
             current = self.journal.get(migration.id)
+            if current.state in POSTCOPY_STATES:
+                raise UsageError(postcopy.abort_refused(current.id, current.state))
             raise UsageError(
                 f"migration {current.id} is {current.state}: only a migration that has not"
                 " finished Perform can be aborted"
@@ -385,8 +387,7 @@ class Coordinator:
         limits.integer(mib, name="speed (MiB/s)", low=1, high=MAX_BANDWIDTH_MIB)
         return self.convergence.request(migration_id, RequestKind.SPEED, mib)
 
-    def request_postcopy(self, migration_id: str) -> Request:
-        """Journal a request to switch to post-copy now (force-complete), as ``set_downtime``."""
+    def request_postcopy(self, migration_id: str) -> Request:  # now (force-complete)
         return self.convergence.request(migration_id, RequestKind.POSTCOPY, None)
 
     def _abandon_queued(self, migration: Migration) -> bool:

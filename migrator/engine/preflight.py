@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from migrator import limits
 from migrator.convergence.policy import Action, Policy
-from migrator.drivers.api import DomainState, Driver, MigrationParams, is_blocking
+from migrator.drivers.api import DomainState, Driver, Feature, MigrationParams, is_blocking
 from migrator.drivers.flagcheck import refuse_unhonoured
 from migrator.drivers.uri import driver_scheme, redact_uri
 from migrator.engine import negotiation
@@ -32,10 +32,29 @@ from migrator.flags import MigrateFlags, cli_name
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
-NOT_CARRIED = MigrateFlags.POSTCOPY | MigrateFlags.POSTCOPY_RESUME
-"""Flags the engine cannot yet carry safely, refused for every driver: once a post-copy
-migration switched, the destination runs the guest with part of its memory still on the
-source, so only going forward is safe, and the failure rules would cancel it."""
+NOT_CARRIED = MigrateFlags.POSTCOPY_RESUME
+"""Flags refused for every driver: resuming a post-copy migration is the engine's own
+business (docs/postcopy.md), never a caller's flag."""
+
+
+def refuse_postcopy(
+    flags: MigrateFlags, hosts: dict[str, frozenset[Feature]], version: int
+) -> None:
+    """``--flag postcopy`` only where both hosts can switch and resume (feature POSTCOPY),
+    over plain (not tunnelled) protocol v3; else a one-line ``UsageError``."""
+    if not flags & MigrateFlags.POSTCOPY:
+        return
+    for uri, features in hosts.items():
+        if Feature.POSTCOPY not in features:
+            raise UsageError(
+                f"flag postcopy is refused: host {redact_uri(uri)} cannot switch a migration"
+                " to post-copy and resume it after a failure; migrate without it"
+            )
+    if version != 3 or flags & MigrateFlags.TUNNELLED:
+        raise UsageError(
+            "flag postcopy is refused: post-copy needs protocol v3 without tunnelled;"
+            " migrate without it"
+        )
 
 
 class Preflight:
@@ -65,9 +84,8 @@ class Preflight:
         ``StepTimeout`` for a host that did not answer in time."""
         for flag in MigrateFlags(flags & NOT_CARRIED):
             raise UsageError(
-                f"flag {cli_name(flag)} is refused: migrator cannot yet carry a post-copy"
-                " migration safely (after the switch only going forward is safe); migrate"
-                " without it"
+                f"flag {cli_name(flag)} is refused: migrator resumes a paused post-copy"
+                " migration itself; migrate with postcopy alone"
             )
         limits.integer(bandwidth, name="bandwidth")
         limits.domain_name(domain, name="domain name")
@@ -77,12 +95,15 @@ class Preflight:
             limits.integer(protocol, name="protocol", low=1, high=3)
         if src.uri == dst.uri:
             raise UsageError(f"source and destination are the same host: {redact_uri(src.uri)}")
+        src_features = self._bounded(src, "features", src.features)
+        dst_features = self._bounded(dst, "features", dst.features)
         version = negotiation.negotiate(
-            self._bounded(src, "features", src.features),
-            self._bounded(dst, "features", dst.features),
+            src_features,
+            dst_features,
             forced=protocol,
             tunnelled=bool(flags & MigrateFlags.TUNNELLED),
         )
+        refuse_postcopy(flags, {src.uri: src_features, dst.uri: dst_features}, version)
         src_state = self._best_effort_probe(src, domain)
         if src_state is not None and not src_state.active:
             raise DomainNotFound(domain=domain, host=redact_uri(src.uri))

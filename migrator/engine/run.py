@@ -59,6 +59,10 @@ class Run:
     """The convergence policy its Perform runs under (docs/convergence.md), if any."""
     policy_journaled: bool = False
     """``policy`` is in the journal (``journal/requests.py``) for whoever drives it next."""
+    postcopy: bool = False
+    """The switch to post-copy was journaled (its intent): from there only forward."""
+    switcher: Any = None
+    """While a post-copy capable Perform runs: what ``postcopy.switch`` asks."""
 
     @property
     def blocking(self) -> bool:
@@ -134,4 +138,10 @@ def resume(migration: Migration, history: Sequence[Event], connect: Connect) -> 
     begun, prepared = _first_ok(history, DESCRIBE), _first_ok(history, PREPARE)
     run.description = (begun.description if begun else None) or ""
     run.uri = (prepared.uri if prepared else None) or ""
+    run.postcopy = switched(history)
     return run
+
+
+def switched(history: Sequence[Event]) -> bool:
+    """Whether the journal holds a switch to post-copy: its intent is the point of no return."""
+    return any(e.step is Step.POSTCOPY and e.kind == EventKind.INTENT for e in history)

@@ -38,7 +38,15 @@ from migrator.errors import (
     PolicyAborted,
     StepAbandoned,
 )
-from migrator.records import EventDraft, EventKind, Migration, Progress, StepContext
+from migrator.records import (
+    KEEP_REASON,
+    EventDraft,
+    EventKind,
+    Migration,
+    Progress,
+    Reason,
+    StepContext,
+)
 from migrator.states import RUNS_ON, START, Step, Trigger
 
 PROGRESS_INTERVAL = 0.5
@@ -187,9 +195,11 @@ class Steps:
         *,
         replay: bool = False,
         unless_aborted: bool = False,
+        reason: Reason = KEEP_REASON,
     ) -> Outcome:
-        """Intent, call, and on failure the failed outcome; the caller records success.
-        The machine calls the hook: it is the intent's ``call`` callback.
+        """Intent, call, and on failure the failed outcome (with ``reason``, by default the
+        step's error); the caller records success. The machine calls the hook: it is the
+        intent's ``call`` callback.
 
         ``replay`` calls the hook again under the intent already journaled (recovery of a
         crash between intent and outcome): same inputs, the attempt number of ``draft``.
@@ -210,8 +220,9 @@ class Steps:
             done.append(out)
             if not out.ok:
                 self.writes.outcome(
-                    run, failed, step, out, cancelled=draft.cancelled, attempt=draft.attempt
-                )
+                    run, failed, step, out, cancelled=draft.cancelled, attempt=draft.attempt,
+                    reason=reason,
+                )  # fmt: skip
 
         if replay:
             call()

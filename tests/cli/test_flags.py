@@ -222,9 +222,9 @@ def test_v2_protects_the_source_while_perform_runs(db: str, tmp_path: Path) -> N
 
 HONOURED_BY_TEST_HOSTS = {
     "live", "tunnelled", "persist-dest", "undefine-source", "paused", "change-protection",
-    "abort-on-error",
+    "abort-on-error", "postcopy",
 }  # fmt: skip
-NOT_CARRIED = {"postcopy", "postcopy-resume"}  # refused by the engine for every driver
+NOT_CARRIED = {"postcopy-resume"}  # refused by the engine for every driver
 UNHONOURED_BY_TEST_HOSTS = sorted(
     cli_name(f)
     for f in MigrateFlags
@@ -244,7 +244,7 @@ def test_a_flag_the_test_driver_does_not_honour_is_refused_before_begin(
     assert proc.stderr == (
         f"migrator: error: flag {flag} is not honoured by the test driver ({hosts.src_uri});"
         " it honours: live, tunnelled, persist-dest, undefine-source, paused,"
-        " change-protection, abort-on-error\n"
+        " change-protection, abort-on-error, postcopy\n"
     )
     with Journal.open(db) as journal:
         assert journal.list() == [], "nothing is journaled"
@@ -252,8 +252,8 @@ def test_a_flag_the_test_driver_does_not_honour_is_refused_before_begin(
     assert record(hosts.src, "vm1")["job"] is None, "Begin never ran"
 
 
-def test_14_of_the_21_flags_are_refused_by_test_hosts() -> None:
-    """12 by the driver, and the 2 post-copy flags by the engine for every driver."""
+def test_13_of_the_21_flags_are_refused_by_test_hosts() -> None:
+    """12 by the driver, and postcopy-resume by the engine for every driver."""
     assert len(UNHONOURED_BY_TEST_HOSTS) == 12
     assert len(UNHONOURED_BY_TEST_HOSTS) + len(NOT_CARRIED) + len(HONOURED_BY_TEST_HOSTS) == 21
 
@@ -263,21 +263,47 @@ def test_tunnelled_is_honoured_only_by_test_hosts_that_speak_v3(tmp_path: Path) 
     older = TestDriver(f"test://{tmp_path / 'b'}?protocols=1,2")
     assert v3.honoured_flags & MigrateFlags.TUNNELLED
     assert not older.honoured_flags & MigrateFlags.TUNNELLED
-    assert older.honoured_flags | MigrateFlags.TUNNELLED == v3.honoured_flags
+    v3_only = MigrateFlags.TUNNELLED | MigrateFlags.POSTCOPY
+    assert older.honoured_flags | v3_only == v3.honoured_flags
 
 
-@pytest.mark.parametrize("flag", ["postcopy", "postcopy-resume"])
-def test_post_copy_is_refused_before_anything_is_journaled_or_called(
-    db: str, flag: str
-) -> None:
-    """The engine cannot carry a post-copy migration safely yet: refused for every driver,
-    libvirt's included, before a host is reached (these addresses answer nothing)."""
+def test_postcopy_resume_is_refused_before_anything_is_journaled_or_called(db: str) -> None:
+    """Resuming post-copy is the engine's own business: refused for every driver, before a
+    host is reached (these addresses answer nothing)."""
     src, dst = "qemu+tcp://10.77.254.1/system", "qemu+tcp://10.77.254.2/system"
-    proc = run_cli("migrate", "vm1", "--src", src, "--dst", dst, "--flag", flag, db=db)
+    proc = run_cli("migrate", "vm1", "--src", src, "--dst", dst, "--flag", "postcopy-resume", db=db)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        f"migrator: error: flag {flag} is refused: migrator cannot yet carry a post-copy"
-        " migration safely (after the switch only going forward is safe); migrate without it"
+        "migrator: error: flag postcopy-resume is refused: migrator resumes a paused post-copy"
+        " migration itself; migrate with postcopy alone"
     ]
+    with Journal.open(db) as journal:
+        assert journal.list() == []
+
+
+def test_postcopy_is_refused_by_a_host_without_the_feature(db: str, tmp_path: Path) -> None:
+    """A host that cannot switch and resume (here one speaking only v1 and v2): one line,
+    exit 2, nothing journaled or called."""
+    a = TestDriver(f"test://{tmp_path / 'a'}?protocols=1,2")
+    b = TestDriver(f"test://{tmp_path / 'b'}?protocols=1,2")
+    a.define("vm1", memory_mib=1)
+    proc = run_cli("migrate", "vm1", "--src", a.uri, "--dst", b.uri, "--flag", "postcopy", db=db)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"migrator: error: flag postcopy is refused: host {a.uri} cannot switch a migration"
+        " to post-copy and resume it after a failure; migrate without it"
+    ]
+    with Journal.open(db) as journal:
+        assert journal.list() == []
+    assert record(a, "vm1")["job"] is None
+
+
+def test_postcopy_is_refused_when_tunnelled(db: str, hosts: Hosts) -> None:
+    proc = run_cli(
+        "migrate", "vm1", "--src", hosts.src_uri, "--dst", hosts.dst_uri, "--flag", "postcopy",
+        "--flag", "tunnelled", db=db,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "post-copy needs protocol v3 without tunnelled" in proc.stderr
     with Journal.open(db) as journal:
         assert journal.list() == []

@@ -49,8 +49,9 @@ def test_a_flag_only_the_destination_lacks_is_refused(tmp_path: Path) -> None:
         refuse_unhonoured(MigrateFlags.PERSIST_DEST, src, NullDriver("null://b"))
 
 
-def test_the_qmp_driver_honours_live_and_paused_only(tmp_path: Path) -> None:
-    assert QmpDriver(f"qmp://{tmp_path}").honoured_flags == MigrateFlags.LIVE | MigrateFlags.PAUSED
+def test_the_qmp_driver_honours_live_paused_and_postcopy_only(tmp_path: Path) -> None:
+    honoured = MigrateFlags.LIVE | MigrateFlags.PAUSED | MigrateFlags.POSTCOPY
+    assert QmpDriver(f"qmp://{tmp_path}").honoured_flags == honoured
     with pytest.raises(FlagNotHonoured, match=r"undefine-source .* by the qmp driver"):
         refuse_unhonoured(MigrateFlags.UNDEFINE_SOURCE, QmpDriver(f"qmp://{tmp_path}"))
 
@@ -80,9 +81,9 @@ def test_the_null_driver_keeps_a_paused_domain_paused(journal: Journal) -> None:
 F = MigrateFlags
 HONOURED = {
     "null": F.LIVE | F.PAUSED,
-    "qmp": F.LIVE | F.PAUSED,
+    "qmp": F.LIVE | F.PAUSED | F.POSTCOPY,
     "test": F.LIVE | F.TUNNELLED | F.PERSIST_DEST | F.UNDEFINE_SOURCE | F.PAUSED
-    | F.CHANGE_PROTECTION | F.ABORT_ON_ERROR,
+    | F.CHANGE_PROTECTION | F.ABORT_ON_ERROR | F.POSTCOPY,
     "libvirt": ~(F.PEER2PEER | F.TUNNELLED),
 }  # fmt: skip
 """What docs/drivers.md ("Flags each driver honours") and docs/libvirt.md say each driver acts

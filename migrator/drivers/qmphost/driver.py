@@ -23,20 +23,23 @@ from migrator.drivers.qmphost.config import (
     check_name,
     config_from_description,
 )
+from migrator.drivers.qmphost.postcopy import QmpPostcopy, userfaultfd_usable
 from migrator.drivers.qmphost.process import free_port, log_tail
-from migrator.drivers.qmphost.source import QmpSource
+from migrator.drivers.qmphost.source import capabilities
 from migrator.errors import DomainExists, DriverError, QMPUnreachable
 from migrator.flags import MigrateFlags
 from migrator.records import StepContext
 from migrator.states import Step
 
 _FEATURES = frozenset({Feature.MIGRATION_V3})
-HONOURED = MigrateFlags.LIVE | MigrateFlags.PAUSED
-"""What the steps act on: LIVE (Perform ``stop``s the guest first without it) and PAUSED
-(Finish leaves the destination stopped). Every other flag is refused before Begin."""
+HONOURED = MigrateFlags.LIVE | MigrateFlags.PAUSED | MigrateFlags.POSTCOPY
+"""What the steps act on: LIVE (Perform ``stop``s the guest first without it), PAUSED
+(Finish leaves the destination stopped) and POSTCOPY (``postcopy-ram`` on both sides; the
+engine refuses it where userfaultfd is not usable). Every other flag is refused before
+Begin."""
 
 
-class QmpDriver(QmpSource):
+class QmpDriver(QmpPostcopy):
     """One host of real QEMU processes; every hook is idempotent per migration and step."""
 
     blocking: ClassVar[bool] = True  # QMP round trips, a transfer of seconds: watched
@@ -45,7 +48,7 @@ class QmpDriver(QmpSource):
     # -- the protocol ----------------------------------------------------------------------------
 
     def features(self) -> frozenset[Feature]:
-        return _FEATURES
+        return _FEATURES | {Feature.POSTCOPY} if userfaultfd_usable() else _FEATURES
 
     def prepare(
         self, ctx: StepContext, params: MigrationParams, cookie: bytes, description: str
@@ -74,7 +77,7 @@ class QmpDriver(QmpSource):
             if dom is None:
                 host["domains"][name] = self._record(config, job=mid)
         self._start(name, config, incoming=True)
-        uri = self._listen(name)
+        uri = self._listen(name, params)
         with Monitor(self.rundir(name)) as mon:
             version = mon.run("query-version")["qemu"]
         cookie = {
@@ -103,17 +106,14 @@ class QmpDriver(QmpSource):
             elif dom is None:
                 shutil.rmtree(self.rundir(name), ignore_errors=True)
 
-    def _listen(self, name: str, tries: int = 5) -> str:
+    def _listen(self, name: str, params: MigrationParams, tries: int = 5) -> str:
         """``migrate-incoming`` on a free loopback port; another port if that one is taken."""
         error: DriverError | None = None
         for _ in range(tries):
             uri = f"tcp:127.0.0.1:{free_port()}"
             try:
                 with Monitor(self.rundir(name)) as mon:
-                    mon.run(
-                        "migrate-set-capabilities",
-                        {"capabilities": [{"capability": "events", "state": True}]},
-                    )
+                    mon.run("migrate-set-capabilities", {"capabilities": capabilities(params)})
                     mon.run("migrate-incoming", {"uri": uri})
                 return uri
             except QMPUnreachable:

@@ -43,6 +43,10 @@ class QmpHost(QmpProcesses):
         """Start domain ``name`` running; with ``wait``, return once its memory is written
         (a ``kernel`` of one's own, booted instead of the payload, has no marker to wait for).
 
+        ``kernel``: the absolute path of a multiboot image of the caller's (at most 1 MiB) to
+        boot instead of the generated guest (whose memory pattern ``wait`` and the checks
+        know); an incoming copy starts from the same image, its memory the one migrated.
+
         ValueError for bad numbers or name, DomainExists if it is here, DriverError if QEMU
         is missing or does not start (the domain is then not defined).
         """

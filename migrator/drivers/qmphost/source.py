@@ -35,6 +35,8 @@ from migrator.states import Step
 
 _INCOMING_URI = re.compile(r"tcp:127\.0\.0\.1:(\d{1,5})")
 IN_FLIGHT = frozenset({"setup", "active", "pre-switchover", "device", "cancelling", "wait-unplug"})
+POSTCOPY_STATUSES = frozenset({"postcopy-active", "postcopy-paused", "postcopy-recover"})
+"""Switched to post-copy: never cancelled, only resumed (docs/postcopy.md)."""
 
 
 class QmpSource(QmpHost):
@@ -73,7 +75,7 @@ class QmpSource(QmpHost):
         state = map_status(status)
         if not state.active or status == "postmigrate":
             raise DomainNotFound(domain=name, host=self.uri)
-        busy = migration.get("status") in IN_FLIGHT
+        busy = migration.get("status") in IN_FLIGHT | POSTCOPY_STATUSES
         if dom["job"] not in (None, mid) and (busy or dom["outgoing"]):
             raise DriverError(f"domain {name!r} is being migrated by {dom['job']}")
         dom["job"], dom["state_before_job"], dom["outgoing"] = mid, str(state), {}
@@ -143,10 +145,13 @@ class QmpSource(QmpHost):
         controls: list[Control],
     ) -> None:
         cap = params.bandwidth * MIB if params.bandwidth > 0 else UNLIMITED_BANDWIDTH
-        capabilities, tuned = tuning.before_migrate(controls)
+        tuned_caps, tuned = tuning.before_migrate(controls)
+        caps = {c["capability"]: c for c in [*capabilities(params), *tuned_caps]}
         parameters = {"max-bandwidth": cap, "downtime-limit": int(config["downtime_limit_ms"])}
         with Monitor(self.rundir(name)) as mon:
-            mon.run("migrate-set-capabilities", {"capabilities": capabilities})
+            mon.run("migrate-set-capabilities", {"capabilities": list(caps.values())})
+            if params.flags & MigrateFlags.POSTCOPY:  # the cap holds after a switch too
+                parameters["max-postcopy-bandwidth"] = cap if params.bandwidth > 0 else 0
             mon.run("migrate-set-parameters", {**parameters, **tuned})
             if not params.flags & MigrateFlags.LIVE:
                 mon.run("stop")  # an offline migration: the guest does not run meanwhile
@@ -168,8 +173,14 @@ class QmpSource(QmpHost):
             if status in ("failed", "cancelled"):
                 desc = str(info.get("error-desc", "no reason given"))
                 raise DriverError(f"migration of {name} {status}: {desc}")
+            if status in ("postcopy-paused", "postcopy-recover"):
+                raise DriverError(f"post-copy of {name} paused: its stream broke")
             if ram:
                 ctx.progress(progress(info))
+            if status in POSTCOPY_STATUSES:  # switched: never cancelled, only resumed
+                self._still_in_time(ctx, name)
+                time.sleep(POLL)
+                continue
             if ctx.aborted():
                 self._cancel_outgoing(name)
                 raise DriverError(f"perform aborted: migrate_cancel sent to {name}")
@@ -180,6 +191,11 @@ class QmpSource(QmpHost):
                 self._cancel_outgoing(name)
                 raise DriverError(f"perform passed its deadline: migrate_cancel sent to {name}")
             time.sleep(POLL)
+
+    @staticmethod
+    def _still_in_time(ctx: StepContext, name: str) -> None:
+        if ctx.deadline is not None and time.monotonic() > ctx.deadline:
+            raise DriverError(f"post-copy of {name} still running at the step's deadline")
 
     def _cancel_outgoing(self, name: str) -> dict[str, Any]:
         """``migrate_cancel`` an outgoing migration in flight; wait until it ended."""
@@ -289,3 +305,11 @@ class QmpSource(QmpHost):
             if dom is not None and dom["job"] == mid:
                 dom["job"], dom["state_before_job"] = None, None
                 dom["outgoing"].pop(mid, None)
+
+
+def capabilities(params: MigrationParams) -> list[dict[str, Any]]:
+    """The migration capabilities both sides set: events, and post-copy if asked."""
+    caps = [{"capability": "events", "state": True}]
+    if params.flags & MigrateFlags.POSTCOPY:
+        caps.append({"capability": "postcopy-ram", "state": True})
+    return caps

@@ -20,6 +20,7 @@ from migrator.drivers.api import (
 )
 from migrator.drivers.hoststate import Host, Memo, dec, enc, json_bytes, memo_key
 from migrator.drivers.test.faults import FaultMode, injected_io_errors
+from migrator.drivers.test.postcopy import PostcopySteps
 from migrator.drivers.test.transfer import (
     FileSink,
     copy_to,
@@ -28,16 +29,15 @@ from migrator.drivers.test.transfer import (
     perform_stats,
     stream_file,
 )
-from migrator.drivers.test.v3 import V3Steps
 from migrator.errors import DomainNotFound, DriverError
 from migrator.flags import MigrateFlags
 from migrator.records import StepContext
 from migrator.states import Step
 
 
-class TestDriver(V3Steps):
-    """One simulated host: v3, tunnelled v3, v2 and v1 (docs/drivers.md); every hook is
-    idempotent per migration id and step."""
+class TestDriver(PostcopySteps):
+    """One simulated host: v3 (with post-copy), tunnelled v3, v2 and v1 (docs/drivers.md);
+    every hook is idempotent per migration id and step."""
 
     # -- tunnelled v3 ---------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from migrator.states import Step
 _PROTOCOL_FEATURES = {
     1: {Feature.MIGRATION_V1},
     2: {Feature.MIGRATION_V2},
-    3: {Feature.MIGRATION_V3, Feature.TUNNELLED},
+    3: {Feature.MIGRATION_V3, Feature.TUNNELLED, Feature.POSTCOPY},
 }
 
 
@@ -317,7 +317,8 @@ class TestHost(ShardedState):
 
     @property
     def honoured_flags(self) -> MigrateFlags:
-        """The flags the steps act on (docs/drivers.md); TUNNELLED where v3 is spoken."""
+        """The flags the steps act on (docs/drivers.md); TUNNELLED and POSTCOPY where v3
+        is spoken."""
         if Feature.TUNNELLED in self._features:
-            return HONOURED | MigrateFlags.TUNNELLED
+            return HONOURED | MigrateFlags.TUNNELLED | MigrateFlags.POSTCOPY
         return HONOURED

@@ -202,7 +202,9 @@ class V3Steps(TestHost):
         (another coordinator took over: its own Confirm resumes the source)."""
         with self._txn(name) as host:
             dom = host["domains"].get(name)
-            ours = dom is not None and dom["job"] == ctx.migration_id
+            mid = ctx.migration_id
+            switched = dom is not None and dom["outgoing"].get(mid) == "postcopy"
+            ours = dom is not None and dom["job"] == mid and not switched  # never after a switch
             if ours and self._fenced_or_none(host, ctx):
                 dom["state"] = state
 

@@ -44,6 +44,8 @@ class Action(enum.StrEnum):
     CONFIRM = "confirm"
     GIVE_UP = "give-up"
     REPLAY_CONFIRM = "replay-confirm"
+    POSTCOPY_RESUME = "postcopy-resume"
+    POSTCOPY_REPLAY_RESUME = "postcopy-replay-resume"
     NONE = "none"
 
 

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, cast
 
 from migrator.drivers.api import TunnelledDriver
 from migrator.engine import reasons
-from migrator.engine.flows import v3_plans, v3_tunnel
+from migrator.engine.flows import postcopy, v3_plans, v3_tunnel
 from migrator.engine.flows.base import (
     Action,
     Engine,
@@ -42,6 +42,11 @@ from migrator.states import State, Step, Trigger
 ABORTED = "aborted by an operator"
 NOT_STARTED = "finish: the destination did not start the domain"
 BROKEN = "Finish(cancelled=1) still reports the domain running on the destination: broken driver"
+POSTCOPY_NOT_RUNNING = (
+    "finish after post-copy: the destination does not run the domain, and the source holds"
+    " only the pages it had at the switch (kept paused); find where the guest's state is,"
+    " then `migrator resolve`"
+)
 
 
 FAILED_FINISH: dict[tuple[FinishVerdict, bool], tuple[Then, str]] = {
@@ -69,7 +74,10 @@ def drive(e: Engine, run: Run) -> None:
     if not begin(e, run):
         return
     if not prepare(e, run) or not perform(e, run):
-        finish(e, run, cancelled=True)
+        if run.postcopy:  # switched: the failure paused post-copy, only forward
+            forward(e, run)
+        else:
+            finish(e, run, cancelled=True)
         return
     if not run.migration.abort_requested:  # as of the last commit
         try:  # Perform's outcome commits with this intent, unless an abort is requested
@@ -132,7 +140,10 @@ def perform(e: Engine, run: Run, *, attempt: int = 1, replay: bool = False) -> b
         hook = lambda ctx: v3_tunnel.relay(ctx, run, cookie, replay=replay)
     else:
         hook = lambda ctx: run.src.perform(ctx, run.params, cookie, uri)
+        if postcopy.capable(run) and not replay:
+            hook = postcopy.watched(e, run, hook)
     out = e.steps.step(run, draft, hook, Trigger.PERFORM_FAILED, replay=replay)
+    run.switcher = None
     if not out.ok:
         return False
     run.cookie = out.value.cookie
@@ -190,6 +201,8 @@ def after_finish(e: Engine, run: Run, *, cancelled: bool, running: bool) -> None
         e.writes.give_up(run, BROKEN)
     elif running:
         confirm(e, run, cancelled=False)
+    elif run.postcopy and not cancelled:  # never back after the switch
+        e.writes.give_up(run, POSTCOPY_NOT_RUNNING)
     elif cancelled:
         confirm(e, run, cancelled=True)
     else:
@@ -207,6 +220,8 @@ def after_finish_failed(
     """
     probe = e.steps.probe(run, run.dst, run.params.dest_name)
     then, text = FAILED_FINISH[(judge_finish(probe), cancelled)]
+    if run.postcopy and not cancelled and then is not Then.FORWARD:
+        then, text = Then.GIVE_UP, POSTCOPY_NOT_RUNNING
     if then is Then.FORWARD:
         confirm(e, run, cancelled=False)
     elif then is Then.GIVE_UP:
@@ -287,6 +302,12 @@ def resolve(e: Engine, run: Run, running_on: str) -> None:
     confirm_with_retries(e, run, cancelled=False)
 
 
+def forward(e: Engine, run: Run, *, attempt: int = 1, replay: bool = False) -> None:
+    """After the switch: resume post-copy until every page is sent, then Finish(0)."""
+    if postcopy.carry_on(e, run, attempt=attempt, replay=replay):
+        finish(e, run, cancelled=False)
+
+
 # -- recovery ----------------------------------------------------------------------------
 
 
@@ -346,6 +367,10 @@ CARRY_OUT: dict[Action, Callable[[Engine, Run, Plan], None]] = {
         cancelled=bool(p.cancelled),
         first_attempt=p.attempt,
         cause=p.reason or KEEP_REASON,
+    ),
+    Action.POSTCOPY_RESUME: lambda e, run, p: forward(e, run, attempt=p.attempt),
+    Action.POSTCOPY_REPLAY_RESUME: lambda e, run, p: forward(
+        e, run, attempt=p.attempt, replay=True
     ),
     Action.NONE: lambda e, run, p: None,
 }

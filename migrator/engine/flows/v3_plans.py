@@ -17,8 +17,14 @@ from migrator.engine.flows.base import (
     last_event,
     waits_for_operator,
 )
+from migrator.engine.run import switched
 from migrator.records import Event, EventKind, Migration
 from migrator.states import State, Step
+
+FORWARD_POSTCOPY = (
+    "post-copy, forward only: resume it (recover on the destination, resume on the source)"
+    " until every page is sent, then Finish(cancelled=0) and Confirm(cancelled=0)"
+)
 
 CLEANUP = Plan(
     Action.CANCEL_WITH_CLEANUP,
@@ -43,7 +49,8 @@ SIMPLE: dict[State, Plan] = {
 def plan(migration: Migration, history: Sequence[Event]) -> Plan:
     """The recovery action for a v3 ``migration`` as the journal leaves it."""
     state = migration.state
-    if migration.abort_requested and state in (State.PERFORMING, State.PERFORMED):
+    aborted = migration.abort_requested and not switched(history)  # after the switch: no
+    if aborted and state in (State.PERFORMING, State.PERFORMED):
         return Plan(
             Action.CANCEL_WITH_CLEANUP,
             "aborted: Finish(cancelled=1) on the destination, then Confirm(cancelled=1)",
@@ -89,6 +96,12 @@ def _finished(history: Sequence[Event]) -> Plan:
     running = bool(ok and ok.detail and ok.detail.get("running"))
     if ok is not None and ok.cancelled and running:
         return Plan(Action.GIVE_UP, "IN_DOUBT: Finish(cancelled=1) reported the domain running")
+    if ok is not None and not ok.cancelled and not running and switched(history):
+        return Plan(
+            Action.GIVE_UP,
+            "IN_DOUBT: Finish after post-copy reported the domain not running on the"
+            " destination; find where the guest's state is, then `migrator resolve`",
+        )
     return Plan(Action.CONFIRM, f"Confirm(cancelled={flag(not running)})", not running)
 
 
@@ -106,7 +119,22 @@ def _confirming(history: Sequence[Event]) -> Plan:
     )
 
 
+def _postcopy(history: Sequence[Event]) -> Plan:
+    last = last_event(history, Step.POSTCOPY_RESUME)
+    return Plan(Action.POSTCOPY_RESUME, FORWARD_POSTCOPY, False, (last.attempt if last else 0) + 1)
+
+
+def _postcopy_resuming(history: Sequence[Event]) -> Plan:
+    intent = last_event(history, Step.POSTCOPY_RESUME, EventKind.INTENT)
+    text = "replay the post-copy resumption, then " + FORWARD_POSTCOPY.partition(": ")[2]
+    return Plan(Action.POSTCOPY_REPLAY_RESUME, text, False, (intent.attempt if intent else 1) + 1)
+
+
 _PLANNERS: dict[State, Callable[[Sequence[Event]], Plan]] = {
+    State.POSTCOPY_SWITCHING: _postcopy,
+    State.POSTCOPY_ACTIVE: _postcopy,
+    State.POSTCOPY_PAUSED: _postcopy,
+    State.POSTCOPY_RESUMING: _postcopy_resuming,
     State.PERFORMING: _performing,
     State.FINISHING: _finishing,
     State.FINISH_FAILED: _finish_failed,
