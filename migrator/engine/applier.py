@@ -30,7 +30,7 @@ from typing import Any
 from migrator.convergence.policy import Action, Policy, Setting, from_dict
 from migrator.convergence.tracker import Decision, Kind, Tracker
 from migrator.engine.run import Run
-from migrator.errors import JournalError, PostcopyUnavailable
+from migrator.errors import JournalError, PostcopyUnavailable, StateConflict
 from migrator.journal.requests import Requests
 from migrator.journal.store import Journal
 from migrator.records import (
@@ -44,12 +44,15 @@ from migrator.records import (
     Request,
     RequestKind,
 )
-from migrator.states import TERMINAL, Step
+from migrator.states import POSTCOPY_STATES, TERMINAL, State, Step
 
 log = logging.getLogger(__name__)
 
 TICK = 0.1
 REQUEST_POLL = 0.5
+
+BESIDE_PERFORM = frozenset({State.PERFORMING, *POSTCOPY_STATES})
+"""The states a note of the applier is journaled in."""
 
 StartPostcopy = Callable[[str], None]
 """Switch the migration to post-copy now, for ``reason``; raises if it cannot."""
@@ -306,14 +309,24 @@ class Applier:
                 self.requests.settle(request.id, outcome)
 
     def _note(self, draft: EventDraft) -> None:
-        """Journal ``draft`` in the migration's Perform state, beside the step."""
-        change = Change(draft, self.migration.state)
-        try:
-            self.journal.record_changes(
-                self.migration, [change], coordinator=self.coordinator_id, each=False
-            )
-        except JournalError as exc:
-            log.info("applier of %s: %s not journaled: %s", self.migration.id, draft.kind, exc)
+        """Journal ``draft`` beside the step, in the migration's state: Perform's, or the
+        post-copy state a switch moved it to meanwhile (read again once, same fence)."""
+        for _ in range(2):
+            change = Change(draft, self.migration.state)
+            try:
+                [self.migration] = self.journal.record_changes(
+                    self.migration, [change], coordinator=self.coordinator_id, each=False
+                )
+                return
+            except StateConflict:
+                now = self.journal.get(self.migration.id)
+                if now.fence != self.migration.fence or now.state not in BESIDE_PERFORM:
+                    break
+                self.migration = now
+            except JournalError as exc:
+                log.info("applier of %s: %s not journaled: %s", self.migration.id, draft.kind, exc)
+                return
+        log.info("applier of %s: %s not journaled: Perform ended", self.migration.id, draft.kind)
 
 
 PostcopyFactory = Callable[[Run], StartPostcopy]

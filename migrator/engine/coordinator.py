@@ -24,6 +24,7 @@ from migrator.engine.applier import Convergence, PostcopyFactory
 from migrator.engine.delivery import Delivery
 from migrator.engine.flows import ABORTABLE, flow_for, postcopy
 from migrator.engine.flows.base import Engine
+from migrator.engine.flows.postcopy import starter
 from migrator.engine.observers import Hook, Hooks
 from migrator.engine.orphans import Orphan, Recovered
 from migrator.engine.ownership import new_owner_id
@@ -77,8 +78,8 @@ class Coordinator:
     driving (a worker's graceful stop, docs/workers.md). ``probe_patience`` (seconds) is how
     long a probe that cannot reach its host keeps asking before the host counts as unable
     to tell (each attempt journaled; ``Steps.probe``). ``postcopy`` gives a run being
-    driven its post-copy entry point (``start_postcopy(reason)``); without it the
-    ``postcopy`` action and request are refused (docs/convergence.md).
+    driven its post-copy entry point (``start_postcopy(reason)``), by default the switch
+    of ``flows/postcopy.py`` (docs/convergence.md, docs/postcopy.md).
     """
 
     def __init__(
@@ -108,7 +109,7 @@ class Coordinator:
         self.delivery = Delivery(journal, Hooks(hooks), self.id)
         self._leases = lease.Keeper(journal)  # the one renewer of this coordinator's leases
         writes = WriteAhead(journal, self.id, failpoints)
-        self.convergence = Convergence(journal, self.id, postcopy)
+        self.convergence = Convergence(journal, self.id, postcopy or starter)
         steps = Steps(
             writes, self._leases, step_timeout=step_timeout, on_progress=on_progress, gate=gate,
             probe_patience=patience(probe_patience, retry_backoff),
@@ -116,9 +117,7 @@ class Coordinator:
         )  # fmt: skip
         retry = RetryPolicy(attempts=confirm_attempts, backoff=retry_backoff)
         self.engine = Engine(writes, steps, retry)
-        self._preflight = Preflight(
-            lambda: steps.runner, step_timeout, postcopy=postcopy is not None
-        )
+        self._preflight = Preflight(lambda: steps.runner, step_timeout)
 
     @property
     def step_timeout(self) -> float | None:

@@ -59,15 +59,11 @@ def refuse_postcopy(
 
 class Preflight:
     """Checks requests, each call to a host within ``timeout`` seconds (None: unbounded)
-    on the calling thread's runner (``runner()``); ``postcopy``: whether post-copy can be
-    started."""
+    on the calling thread's runner (``runner()``)."""
 
-    def __init__(
-        self, runner: Callable[[], HookRunner], timeout: float | None, *, postcopy: bool = False
-    ) -> None:
+    def __init__(self, runner: Callable[[], HookRunner], timeout: float | None) -> None:
         self.runner = runner
         self.timeout = timeout
-        self.postcopy = postcopy
 
     def check(
         self,
@@ -115,14 +111,16 @@ class Preflight:
             flags |= MigrateFlags.PAUSED  # as libvirt: a paused source stays paused on dst
         refuse_unhonoured(flags, src, dst)
         if policy is not None:
-            self._refuse_unhonoured_policy(policy, src, version)
+            self._refuse_unhonoured_policy(policy, src, version, flags)
         params = MigrationParams(domain=domain, flags=flags, dname=dname, bandwidth=bandwidth)
         return params, version
 
-    def _refuse_unhonoured_policy(self, policy: Policy, src: Driver, version: int) -> None:
+    def _refuse_unhonoured_policy(
+        self, policy: Policy, src: Driver, version: int, flags: MigrateFlags
+    ) -> None:
         """Each setting of ``policy`` must be honoured by the source's driver in Perform of
-        protocol v3, and the ``postcopy`` action needs post-copy; else a one-line refusal,
-        before Begin."""
+        protocol v3, and the ``postcopy`` action needs ``--flag postcopy`` (which hosts that
+        cannot switch refused already); else a one-line refusal, before Begin."""
         if version != 3 and (policy.settings() or policy.gives_up):
             raise UsageError(
                 f"a convergence policy applies to Perform of protocol v3; this migration"
@@ -137,7 +135,8 @@ class Preflight:
                     host=redact_uri(src.uri),
                     honoured=sorted(str(s) for s in honoured),
                 )
-        if policy.action is Action.POSTCOPY and policy.gives_up and not self.postcopy:
+        postcopy = policy.action is Action.POSTCOPY and policy.gives_up
+        if postcopy and not flags & MigrateFlags.POSTCOPY:
             raise PostcopyUnavailable()
 
     def _bounded(self, driver: Driver, what: str, call: Callable[[], R]) -> R:

@@ -119,7 +119,10 @@ def test_the_postcopy_action_calls_the_one_entry_point(journal: Journal, busy: H
 
     c = holder["c"] = Coordinator(journal, step_timeout=60, postcopy=start)  # type: ignore[arg-type]
     try:
-        m = migrate(c, busy, Policy(stall_iterations=2, action=Action.POSTCOPY))
+        m = c.migrate(
+            "vm1", src=busy.src, dst=busy.dst, flags=MigrateFlags.LIVE | MigrateFlags.POSTCOPY,
+            bandwidth=BANDWIDTH, policy=Policy(stall_iterations=2, action=Action.POSTCOPY),
+        )  # fmt: skip
     finally:
         c.close()
     assert m.state is State.CONFIRMED
@@ -190,3 +193,29 @@ def test_hooks_are_given_the_notes_beside_perform(journal: Journal, busy: Hosts)
     assert m.state is State.ROLLED_BACK
     notes = [kind for name, kind in seen if name is HookName.CONVERGENCE]
     assert notes == [EventKind.STALLED, EventKind.ACTION]
+
+
+def test_the_postcopy_action_switches_a_stalled_migration_that_ends_confirmed(
+    coordinator: Coordinator, journal: Journal, busy: Hosts
+) -> None:
+    """The default entry point is the write-ahead switch (``flows/postcopy.py``)."""
+    m = coordinator.migrate(
+        "vm1", src=busy.src, dst=busy.dst, flags=MigrateFlags.LIVE | MigrateFlags.POSTCOPY,
+        bandwidth=BANDWIDTH, policy=Policy(stall_iterations=2, action=Action.POSTCOPY),
+    )  # fmt: skip
+    assert m.state is State.CONFIRMED
+    history = journal.history(m.id)
+    [switch] = [e for e in history if e.step is not None and e.step.value == "postcopy"][:1]
+    assert switch.kind is EventKind.INTENT
+    assert switch.detail == {"reason": "the convergence policy: Perform stalled"}
+    [action] = of_kind(history, EventKind.ACTION)
+    assert action.detail is not None and action.detail["outcome"] == "post-copy started"
+    assert busy.states("vm1") == ("absent", "running")
+
+
+def test_the_postcopy_action_without_the_flag_is_refused_before_begin(
+    coordinator: Coordinator, journal: Journal, busy: Hosts
+) -> None:
+    with pytest.raises(PostcopyUnavailable):
+        migrate(coordinator, busy, Policy(stall_iterations=2, action=Action.POSTCOPY))
+    assert journal.list() == []

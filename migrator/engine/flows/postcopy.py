@@ -26,7 +26,7 @@ from migrator.drivers.uri import redact_uri
 from migrator.engine.flows.base import Engine
 from migrator.engine.retry import RetryPolicy
 from migrator.engine.run import Run
-from migrator.errors import AbortRequested, DriverError, PostcopyLost
+from migrator.errors import AbortRequested, DriverError, PostcopyLost, PostcopyUnavailable
 from migrator.flags import MigrateFlags
 from migrator.records import KEEP_REASON, EventDraft, EventKind, Progress, Reason, StepContext
 from migrator.states import POSTCOPY_STATES, State, Step, Trigger
@@ -60,6 +60,19 @@ def switch(run: Run, reason: str) -> bool:
     """
     switcher: Switcher | None = run.switcher
     return False if switcher is None else switcher.switch(reason)
+
+
+def starter(run: Run) -> Callable[[str], None]:
+    """The post-copy entry point a convergence applier is given for ``run`` (its policy's
+    ``postcopy`` action, an operator's ``migrator postcopy`` request): ``switch``, raising
+    ``PostcopyUnavailable`` where it cannot switch (no ``--flag postcopy``, Perform ended,
+    already switched, an abort requested)."""
+
+    def start(reason: str) -> None:
+        if not switch(run, reason):
+            raise PostcopyUnavailable()
+
+    return start
 
 
 class Switcher:
