@@ -41,6 +41,7 @@ _DELIVERED = (
 _ALL_DELIVERED = "DELETE FROM migration_deliveries WHERE migration_id = :mid"
 
 
+
 class Journal(Reads):
     """The journal of migrations. Open it with ``Journal.open(url)``; its reads are
     ``Reads``'s methods (``reading.py``)."""
