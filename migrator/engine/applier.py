@@ -309,9 +309,9 @@ class Applier:
         """Journal ``draft`` in the migration's Perform state, beside the step."""
         change = Change(draft, self.migration.state)
         try:
-            self.journal.record_changes(
+            self.migration = self.journal.record_changes(
                 self.migration, [change], coordinator=self.coordinator_id, each=False
-            )
+            )[-1]  # its last_seq, which the step's next commit reads back by (``steps.py``)
         except JournalError as exc:
             log.info("applier of %s: %s not journaled: %s", self.migration.id, draft.kind, exc)
 

@@ -7,6 +7,7 @@ which the flows journal (``writeahead.py``) and judge by their failure rules.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -163,6 +164,10 @@ class Steps:
         finally:
             if applier is not None:  # its last notes commit with the outcome
                 run.staged.extend(applier.stop())
+                if applier.migration.last_seq > run.migration.last_seq:  # it wrote notes
+                    run.migration = dataclasses.replace(
+                        run.migration, last_seq=applier.migration.last_seq
+                    )
 
     def _called(
         self, run: Run, step: Step, hook: Hook, ctx: StepContext, applier: Applier | None
