@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from migrator.cli import context
+from migrator.cli.exits import ExitCode
 from migrator.cli.options import MIGRATION_ID, Count, Seconds, json_option
 
 if TYPE_CHECKING:
@@ -22,6 +25,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 POLICY_FILE_ENV = "MIGRATOR_POLICY_FILE"
 MAX_DOWNTIME_MS = 3_600_000
 MAX_MIB = 1_048_576
+POLL = 0.1
+"""How often ``--wait`` reads the request back."""
 
 _POLICY: tuple[click.Option, ...] = (
     click.Option(
@@ -111,50 +116,77 @@ def policy_of(args: dict[str, Any], *, domain: str, src: str, dst: str) -> Polic
 # -- runtime requests ----------------------------------------------------------------------
 
 
+def wait_option(f: F) -> F:
+    return click.option(
+        "--wait",
+        type=Seconds(zero=True),
+        default=0.0,
+        metavar="S",
+        help="Wait up to S s for the request's outcome; exit 1 unless it was applied.",
+    )(f)
+
+
 @click.command("set-downtime")
 @click.argument("migration_id", type=MIGRATION_ID, metavar="ID")
 @click.argument("ms", type=Count(1, MAX_DOWNTIME_MS), metavar="MS")
+@wait_option
 @json_option
-def set_downtime(migration_id: str, ms: int, as_json: bool) -> None:
+def set_downtime(migration_id: str, ms: int, wait: float, as_json: bool) -> None:
     """Allow MS of downtime to migration ID, now in Perform (a journaled request)."""
-    with context.errors():
-        request = _coordinator().set_downtime(migration_id, ms)
-    _print(request, as_json)
+    _request(lambda c: c.set_downtime(migration_id, ms), wait, as_json)
 
 
 @click.command("set-speed")
 @click.argument("migration_id", type=MIGRATION_ID, metavar="ID")
 @click.argument("mib", type=Count(1, MAX_MIB), metavar="MIB")
+@wait_option
 @json_option
-def set_speed(migration_id: str, mib: int, as_json: bool) -> None:
+def set_speed(migration_id: str, mib: int, wait: float, as_json: bool) -> None:
     """Send migration ID, now in Perform, at MIB MiB/s (a journaled request)."""
-    with context.errors():
-        request = _coordinator().set_speed(migration_id, mib)
-    _print(request, as_json)
+    _request(lambda c: c.set_speed(migration_id, mib), wait, as_json)
 
 
 @click.command("postcopy")
 @click.argument("migration_id", type=MIGRATION_ID, metavar="ID")
+@wait_option
 @json_option
-def postcopy(migration_id: str, as_json: bool) -> None:
+def postcopy(migration_id: str, wait: float, as_json: bool) -> None:
     """Switch migration ID, now in Perform, to post-copy (a journaled request)."""
+    _request(lambda c: c.request_postcopy(migration_id), wait, as_json)
+
+
+def _request(ask: Callable[[Any], Request], wait: float, as_json: bool) -> None:
+    """Journal the request; with ``wait``, follow it until it has an outcome."""
     with context.errors():
-        request = _coordinator().request_postcopy(migration_id)
+        journal = context.journal()
+        request = ask(context.coordinator(journal))
+        if wait > 0:
+            request = _followed(journal, request, wait)
     _print(request, as_json)
+    if wait > 0 and not (request.outcome or "").startswith("applied"):
+        sys.exit(ExitCode.FAILED)
 
 
-def _coordinator() -> Any:
-    return context.coordinator(context.journal())
+def _followed(journal: Any, request: Request, wait: float) -> Request:
+    deadline = time.monotonic() + wait
+    while request.pending and time.monotonic() < deadline:
+        time.sleep(min(POLL, max(0.0, deadline - time.monotonic())))
+        request = next(r for r in journal.requests(request.migration_id) if r.id == request.id)
+    return request
 
 
 def _print(request: Request, as_json: bool) -> None:
+    from migrator.cli.render import safe
     from migrator.inspect import request_dict
 
     if as_json:
         context.print_json(request_dict(request))
         return
     what = str(request.kind) + ("" if request.value is None else f" {request.value}")
-    click.echo(
-        f"request {request.id} ({what}) journaled for migration {request.migration_id};"
-        f" whoever drives it applies it: `migrator show {request.migration_id[:8]}`"
-    )
+    if request.pending:
+        click.echo(
+            f"request {request.id} ({what}) journaled for migration {request.migration_id};"
+            f" whoever drives it applies it: `migrator show {request.migration_id[:8]}`"
+        )
+    else:
+        click.echo(f"request {request.id} ({what}): {safe(request.outcome or '', 300)}")

@@ -314,9 +314,9 @@ class Applier:
         for _ in range(2):
             change = Change(draft, self.migration.state)
             try:
-                [self.migration] = self.journal.record_changes(
+                self.migration = self.journal.record_changes(
                     self.migration, [change], coordinator=self.coordinator_id, each=False
-                )
+                )[-1]  # its last_seq, which the step's next commit reads back by (``steps.py``)
                 return
             except StateConflict:
                 now = self.journal.get(self.migration.id)

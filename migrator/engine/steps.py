@@ -7,6 +7,7 @@ which the flows journal (``writeahead.py``) and judge by their failure rules.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -256,6 +257,10 @@ class Steps:
         finally:
             if applier is not None:  # its last notes commit with the outcome
                 run.staged.extend(applier.stop())
+                if applier.migration.last_seq > run.migration.last_seq:  # it wrote notes
+                    run.migration = dataclasses.replace(
+                        run.migration, last_seq=applier.migration.last_seq
+                    )
 
     def _called(
         self,

@@ -46,6 +46,7 @@ _WEBHOOK_CURSOR = (
 )
 
 
+
 class Journal(Reads):
     """The journal of migrations. Open it with ``Journal.open(url)``; its reads are
     ``Reads``'s methods (``reading.py``)."""

@@ -197,3 +197,31 @@ def test_show_prints_the_job_statistics_of_the_last_sample() -> None:
         == "1.0 / 2.0 MiB, pass 1, remaining 1.0 MiB"
     )
     assert progress_text(Progress(2 * mib, 2 * mib, 0).as_dict()) == "2.0 / 2.0 MiB, pass 1"
+
+
+def test_wait_follows_a_request_to_its_outcome(db_url: str, busy: Hosts) -> None:
+    """``postcopy --wait`` where post-copy is not available: refused, exit 1; then
+    ``set-downtime --wait``: applied, exit 0, and the migration completes."""
+    proc = _migrate(db_url, busy)
+    try:
+        mid = _in_perform(db_url, proc)
+        refused = run_cli("postcopy", mid, "--wait", "30", db=db_url)
+        applied = run_cli("set-downtime", mid, "100000", "--wait", "30", db=db_url)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        _stop(proc)
+    assert (refused.returncode, refused.stdout) == (
+        1, "request 1 (postcopy): refused: post-copy is not available for this migration\n"
+    )  # fmt: skip
+    assert (applied.returncode, applied.stdout) == (0, "request 2 (downtime 100000): applied\n")
+    assert json.loads(out)["state"] == "CONFIRMED", err
+    shown = json.loads(run_cli("show", mid, "--json", db=db_url).stdout)
+    outcomes = [
+        (e["detail"]["setting"], e["detail"]["outcome"])
+        for e in shown["events"]
+        if e["kind"] == "request"
+    ]
+    assert outcomes == [
+        ("postcopy", "refused: post-copy is not available for this migration"),
+        ("downtime", "applied"),
+    ]

@@ -6,6 +6,11 @@ completes the migration with the downtime reported and the guest's memory whole.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +27,7 @@ from migrator.records import EventKind
 from migrator.states import State
 from tests import busyguest
 from tests.busyguest import COUNTER, REGION
+from tests.conftest import ROOT, run_cli
 from tests.qemu.conftest import REQUIRE_QEMU
 from tests.qemu.rig import QemuRig
 
@@ -127,3 +133,41 @@ def test_a_stall_seen_at_qemu_s_iteration_boundaries_takes_the_action(
     assert kind == "stalled" and stalled["iterations"] == 2
     assert stalled["remaining"] >= stalled["least"] > 40 * 1024 * 1024  # the 46 MiB, again
     rig.check_one_copy(m)
+
+
+def test_a_request_left_by_a_killed_coordinator_is_stamped_and_one_copy_runs(
+    rig: QemuRig, busy_kernel: Path, tmp_path: Path
+) -> None:
+    """SIGKILLed in Perform (QEMU goes on sending), a ``set-speed`` journaled meanwhile;
+    ``recover`` rolls the migration back (the transfer never completed), the source runs,
+    and the request says it was never applied."""
+    start_busy(rig, busy_kernel)
+    db = f"sqlite:///{tmp_path / 'journal.db'}"
+    argv = [sys.executable, "-m", "migrator", "--db", db, "migrate", "busy", "--live",
+            "--src", rig.src.uri, "--dst", rig.dst.uri, "--bandwidth", "16",
+            "--stall-iterations", "1000"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline and proc.poll() is None, "never in Perform"
+            with Journal.open(db) as journal:
+                found = journal.list(limit=1)
+            if found and found[0].state is State.PERFORMING:
+                break
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    mid = found[0].id
+    asked = run_cli("set-speed", mid, "64", db=db)
+    assert asked.returncode == 0, asked.stderr
+    recovered = run_cli("recover", "--json", db=db, timeout=120)
+    assert [r["result"] for r in json.loads(recovered.stdout)] == ["ROLLED_BACK"], recovered.stderr
+    m = json.loads(run_cli("show", mid, "--json", db=db).stdout)
+    [request] = m["requests"]
+    assert request["outcome"] == "not applied: Perform had ended (the migration ended ROLLED_BACK)"
+    rig.check_one_copy(m)
+    assert advancing(rig, rig.src, "busy")

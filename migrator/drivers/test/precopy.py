@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from migrator.drivers.test.transfer import MIB, NAP
-from migrator.errors import DriverError
+from migrator.errors import DriverError, StepAbandoned
 from migrator.records import ControlKind, Progress, StepContext
 
 DOWNTIME_MS = 300
@@ -111,6 +111,8 @@ class Precopy:
 
     def _check_stop(self) -> None:
         where = f"in pass {self.passes + 1}, {self.transferred} bytes sent"
+        if self.ctx.stopped():  # the engine stopped waiting: change nothing more
+            raise StepAbandoned(step=str(self.ctx.step))
         if self.ctx.aborted():
             raise DriverError(f"perform aborted {where}")
         if self.ctx.deadline is not None and time.monotonic() > self.ctx.deadline:

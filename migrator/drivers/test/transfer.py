@@ -83,7 +83,7 @@ def partials(image: Path) -> list[Path]:
         return []
 
 
-def check_stop(ctx: StepContext, done: int, total: int) -> None:
+def _check_stop(ctx: StepContext, done: int, total: int) -> None:
     if ctx.stopped():
         raise StepAbandoned(step=str(ctx.step))
     if ctx.aborted():
@@ -98,7 +98,7 @@ def _pace(ctx: StepContext, start: float, done: int, total: int, bandwidth: int)
         return
     due = start + done / (bandwidth * MIB)
     while (left := due - time.monotonic()) > 0:
-        check_stop(ctx, done, total)
+        _check_stop(ctx, done, total)
         time.sleep(min(NAP, left))
 
 
@@ -108,14 +108,14 @@ def stream_file(ctx: StepContext, src: Path, write: Callable[[bytes], Any], band
     done, start, reported = 0, time.monotonic(), time.monotonic()
     with open(src, "rb") as fin:
         while chunk := fin.read(CHUNK):
-            check_stop(ctx, done, total)
+            _check_stop(ctx, done, total)
             write(chunk)
             done += len(chunk)
             _pace(ctx, start, done, total, bandwidth)
             if time.monotonic() - reported >= PROGRESS_EVERY:
                 reported = time.monotonic()
                 ctx.progress(Progress(total, done, total - done, passes=1))
-        check_stop(ctx, done, total)
+        _check_stop(ctx, done, total)
     ctx.progress(Progress(total, done, 0, passes=1))
     return done
 
