@@ -1,6 +1,6 @@
 """``/v1/migrations``: queue, list, show and act on migrations, each route one call of the
 library function the matching command calls (``submit``, ``list``, ``show``, ``abort``,
-``resolve``)."""
+``resolve``, and the runtime requests ``set-downtime``, ``set-speed``, ``postcopy``)."""
 
 from __future__ import annotations
 
@@ -233,3 +233,39 @@ def resolve(
     resolve``)."""
     svc = service(request)
     return inspect.migration_dict(svc.coordinator.resolve(migration_id, running_on=body.running_on))
+
+
+_REQUESTED = {
+    "status_code": 202,
+    "response_model": models.RuntimeRequest,
+    "responses": responses(401, 403, 404, 409, 413, 422, 503),
+}
+
+
+@router.post("/{migration_id}/downtime", **_REQUESTED)  # type: ignore[arg-type]
+def set_downtime(
+    request: Request, migration_id: MigrationId, body: models.DowntimeRequest,
+    _auth: None = OPERATE,
+) -> dict[str, Any]:  # fmt: skip
+    """Journal a request to allow ``ms`` of downtime to a migration in Perform (as
+    ``migrator set-downtime``); whoever drives it applies it (docs/convergence.md)."""
+    svc = service(request)
+    return inspect.request_dict(svc.coordinator.set_downtime(migration_id, body.ms))
+
+
+@router.post("/{migration_id}/speed", **_REQUESTED)  # type: ignore[arg-type]
+def set_speed(
+    request: Request, migration_id: MigrationId, body: models.SpeedRequest,
+    _auth: None = OPERATE,
+) -> dict[str, Any]:  # fmt: skip
+    """Journal a request to send a migration in Perform at ``mib`` MiB/s (as ``migrator
+    set-speed``)."""
+    svc = service(request)
+    return inspect.request_dict(svc.coordinator.set_speed(migration_id, body.mib))
+
+
+@router.post("/{migration_id}/postcopy", **_REQUESTED)  # type: ignore[arg-type]
+def postcopy(request: Request, migration_id: MigrationId, _auth: None = OPERATE) -> dict[str, Any]:
+    """Journal a request to switch a migration in Perform to post-copy now (as ``migrator
+    postcopy``): refused in its outcome where the migration cannot switch."""
+    return inspect.request_dict(service(request).coordinator.request_postcopy(migration_id))

@@ -41,6 +41,35 @@ class ResolveRequest(BaseModel):
     running_on: Literal["src", "dst"]
 
 
+class DowntimeRequest(BaseModel):
+    """The downtime to allow a migration in Perform (as ``migrator set-downtime``)."""
+
+    model_config = _STRICT
+
+    ms: int = Field(ge=1, le=3_600_000, description="Milliseconds.")
+
+
+class SpeedRequest(BaseModel):
+    """The bandwidth to send a migration in Perform at (as ``migrator set-speed``)."""
+
+    model_config = _STRICT
+
+    mib: int = Field(ge=1, le=1_048_576, description="MiB/s.")
+
+
+class RuntimeRequest(BaseModel):
+    """A journaled runtime request, as ``set-downtime --json`` prints it: applied by
+    whoever drives the migration, stamped ``applied_at`` with its ``outcome``."""
+
+    id: int
+    migration_id: str
+    kind: Literal["downtime", "speed", "postcopy"]
+    value: int | None
+    requested_at: str
+    applied_at: str | None
+    outcome: str | None
+
+
 class Migration(BaseModel):
     """A migration's summary, as ``migrator list --json`` gives it."""
 

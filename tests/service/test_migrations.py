@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -15,6 +16,7 @@ from migrator.journal.revisions import SCHEMA_HEAD
 from migrator.journal.schema import api_idempotency
 from migrator.journal.tokens import Tokens
 from migrator.service import models
+from migrator.states import State
 from migrator.workers import Worker
 from tests.conftest import Hosts
 from tests.service.conftest import Api, dump
@@ -178,4 +180,33 @@ def test_queue_submit_with_a_journaled_id_returns_it_and_writes_nothing(
     before = dump(api.journal)
     second = queue.submit(domain="other", bandwidth=0, migration_id=chosen, **fields)
     assert second == first
+    assert dump(api.journal) == before
+
+
+def test_a_downtime_request_through_the_api_lets_a_busy_migration_complete(
+    api: Api, hosts: Hosts, worker: Worker
+) -> None:
+    """``vm2`` dirties its memory twice as fast as the link carries it: Perform never ends
+    until the downtime the request allows covers a whole pass (docs/convergence.md)."""
+    hosts.src.define("vm2", memory_mib=4, dirty_mib_s=16)
+    body = {**api.request_for(hosts, "vm2"), "bandwidth": 8}
+    made = api.client.post("/v1/migrations", json=body, headers=api.headers()).json()
+    deadline = time.monotonic() + 30
+    while api.journal.get(made["id"]).state is not State.PERFORMING:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    path = f"/v1/migrations/{made['id']}/downtime"
+    assert api.client.post(path, json={"ms": 1}, headers=api.headers("read")).status_code == 403
+    assert api.client.post(path, json={"ms": 0}, headers=api.headers()).status_code == 422
+    asked = api.client.post(path, json={"ms": 100_000}, headers=api.headers())
+    assert asked.status_code == 202, asked.text
+    assert asked.json()["kind"] == "downtime" and asked.json()["value"] == 100_000
+    assert api.wait_for_end(made["id"])["state"] == "CONFIRMED"
+    [applied] = inspect.show(api.journal, made["id"])["requests"]
+    assert applied["id"] == asked.json()["id"] and applied["outcome"] == "applied"
+    before = dump(api.journal)
+    late = api.client.post(
+        f"/v1/migrations/{made['id']}/speed", json={"mib": 5}, headers=api.headers()
+    )
+    assert late.status_code == 422 and "not in Perform" in late.json()["detail"]
     assert dump(api.journal) == before
