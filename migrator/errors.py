@@ -31,6 +31,7 @@ Every error the library raises on purpose derives from :class:`MigratorError`::
         ├── PolicyAborted          a convergence policy cancelled Perform (stall, budget)
         ├── HostStateInvalid       a host's state file is malformed, too large or not a
         │                          file (also a UsageError: bad input, the CLI exits 2)
+        ├── HostUnreachable        a host cannot be reached now: a probe asks again
         ├── QMPUnreachable         a QEMU domain's QMP socket does not answer
         └── PostcopyLost           a post-copy migration cannot resume: a side's copy is gone
 
@@ -254,7 +255,7 @@ class HostStateInvalid(DriverError, UsageError):
         super().__init__(f"{path} is not a host state: {reason}")
 
 
-class QMPUnreachable(HostUnreachable):
+class QMPUnreachable(DriverError):
     """The QMP socket of a QEMU domain does not answer (no process, or one that hangs)."""
 
 

@@ -35,6 +35,7 @@ from tests.libvirt.daemons import LIBVIRTD, DaemonError, guest_name, virsh
 
 SSHD = "/usr/sbin/sshd"
 START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 5.0
 MOUNTS = ("run:/run/libvirt", "lib:/var/lib/libvirt", "cache:/var/cache/libvirt",
           "log:/var/log/libvirt", "etc:/etc/libvirt")  # fmt: skip
 
@@ -153,11 +154,19 @@ class NsHost:
         return libvirtd
 
     def stop_libvirtd(self) -> None:
-        """Stop this host's libvirtd as a service restart does (SIGTERM: its guests run on)."""
-        os.kill(self.libvirtd_pid, signal.SIGTERM)
+        """Stop this host's libvirtd as a service restart does (SIGTERM, SIGKILL after 5 s):
+        its guests run on."""
+        pid = self.libvirtd_pid
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.libvirtd_pid, 0)
-        self.pids.remove(self.libvirtd_pid)
+            while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:  # it waits on a job: as a service manager would
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    break
+                time.sleep(0.05)
+        self.pids.remove(pid)
         self.sock.unlink(missing_ok=True)
 
     def _wait(self, ready: object, what: str, log: Path) -> None:

@@ -1,4 +1,5 @@
-"""``LibvirtDriver`` against two real daemons, hook by hook (no coordinator, no journal).
+"""``LibvirtDriver`` against two real daemons, hook by hook (no coordinator, no journal),
+the namespaced system hosts of ``netns.py`` over ``qemu+tcp://``.
 
 The RPC client first (version, lookup, state), then the five steps, the cancel paths
 libvirt's own client takes, and the settling of Finish and Confirm on new connections after
@@ -24,10 +25,60 @@ from migrator.flags import MigrateFlags
 from migrator.records import Progress, StepContext
 from migrator.states import Step
 from tests.libvirt import guests
-from tests.libvirt.conftest import Guest
-from tests.libvirt.daemons import Daemon
+from tests.libvirt.daemons import free_port
+from tests.libvirt.netns import NsHost, NsPair
 
 pytestmark = pytest.mark.usefixtures("libvirt_driver")
+
+
+@dataclass
+class NsGuest:
+    """A transient guest on host ``a`` of the namespaced pair, reached over qemu+tcp://."""
+
+    name: str
+    pair: NsPair
+
+    @property
+    def src(self) -> NsHost:
+        return self.pair.a
+
+    @property
+    def dst(self) -> NsHost:
+        return self.pair.b
+
+    @property
+    def src_uri(self) -> str:
+        return self.pair.uri(self.pair.a, "tcp")
+
+    @property
+    def dst_uri(self) -> str:
+        return self.pair.uri(self.pair.b, "tcp")
+
+    def states(self) -> tuple[tuple[str, str], tuple[str, str]]:
+        return guests.state(self.src, self.name), guests.state(self.dst, self.name)  # type: ignore[arg-type]
+
+    def cleanup(self, *names: str) -> None:
+        for host in self.pair.hosts():
+            for name in (self.name, *names):
+                host.virsh("destroy", name, check=False)
+                host.virsh("undefine", name, check=False)
+
+
+@pytest.fixture
+def guest(ns_pair: NsPair) -> Iterator[NsGuest]:
+    """A fresh running tiny guest on host a; destroyed on both hosts afterwards."""
+    made = NsGuest(guests.unique_name(), ns_pair)
+    guests.create(ns_pair.a, made.name, guests.domain_xml(made.name))  # type: ignore[arg-type]
+    try:
+        yield made
+    finally:
+        made.cleanup()
+
+
+@pytest.fixture
+def migration_uri(ns_pair: NsPair) -> str:
+    """Where host b receives the guest: its own address, a port free now."""
+    return f"tcp://{ns_pair.b.addr}:{free_port()}"
 
 
 @dataclass
@@ -71,16 +122,16 @@ class Hooks:
 
 
 @pytest.fixture
-def hooks(guest: Guest, migration_uri: str) -> Iterator[Hooks]:
-    src = LibvirtDriver(guest.src.uri)
-    dst = LibvirtDriver(guest.dst.uri, migrate_uri=migration_uri)
+def hooks(guest: NsGuest, migration_uri: str) -> Iterator[Hooks]:
+    src = LibvirtDriver(guest.src_uri)
+    dst = LibvirtDriver(guest.dst_uri, migrate_uri=migration_uri)
     made = Hooks(src, dst, MigrationParams(domain=guest.name, flags=MigrateFlags.LIVE))
     yield made
     src.close()
     dst.close()
 
 
-def wait_gone(guest: Guest, side: str, name: str, timeout: float = 15.0) -> None:
+def wait_gone(guest: NsGuest, side: str, name: str, timeout: float = 15.0) -> None:
     """Until the daemon dropped ``name`` (its clean-up after a lost connection)."""
     daemon = guest.dst if side == "dst" else guest.src
     deadline = time.monotonic() + timeout
@@ -88,8 +139,8 @@ def wait_gone(guest: Guest, side: str, name: str, timeout: float = 15.0) -> None
         time.sleep(0.1)
 
 
-def test_rpc_against_a_real_daemon(guest: Guest) -> None:
-    driver = LibvirtDriver(guest.src.uri)
+def test_rpc_against_a_real_daemon(guest: NsGuest) -> None:
+    driver = LibvirtDriver(guest.src_uri)
     try:
         remote = driver.control()
         assert remote.version() > 0 and remote.hostname()
@@ -104,9 +155,9 @@ def test_rpc_against_a_real_daemon(guest: Guest) -> None:
         driver.close()
 
 
-def test_five_steps_move_a_running_guest(hooks: Hooks, guest: Guest) -> None:
+def test_five_steps_move_a_running_guest(hooks: Hooks, guest: NsGuest) -> None:
     cookie, uri = hooks.begin_prepare()
-    assert uri.startswith("tcp://127.0.0.1:")
+    assert uri.startswith(f"tcp://{guest.dst.addr}:")
     assert hooks.dst.probe(guest.name).state is DomainState.INCOMING
     performed = hooks.src.perform(hooks.ctx(Step.PERFORM), hooks.params, cookie, uri)
     assert int(performed.stats["memory_total"]) > 0
@@ -118,7 +169,7 @@ def test_five_steps_move_a_running_guest(hooks: Hooks, guest: Guest) -> None:
     assert guest.states() == (("absent", ""), ("running", "migrated"))
 
 
-def _max_bandwidth(daemon: Daemon, name: str) -> int:
+def _max_bandwidth(daemon: NsHost, name: str) -> int:
     """The source QEMU's own migration speed limit, in bytes/s (QMP
     ``query-migrate-parameters``, asked through the daemon)."""
     query = '{"execute": "query-migrate-parameters"}'
@@ -126,7 +177,7 @@ def _max_bandwidth(daemon: Daemon, name: str) -> int:
     return int(answer["return"]["max-bandwidth"])
 
 
-def test_dname_and_bandwidth_reach_libvirt(hooks: Hooks, guest: Guest) -> None:
+def test_dname_and_bandwidth_reach_libvirt(hooks: Hooks, guest: NsGuest) -> None:
     new_name = f"{guest.name}-renamed"
     hooks.params = MigrationParams(guest.name, MigrateFlags.LIVE, dname=new_name, bandwidth=50)
     try:
@@ -141,7 +192,9 @@ def test_dname_and_bandwidth_reach_libvirt(hooks: Hooks, guest: Guest) -> None:
         guest.cleanup(new_name)
 
 
-def test_without_a_bandwidth_libvirt_leaves_the_speed_unlimited(hooks: Hooks, guest: Guest) -> None:
+def test_without_a_bandwidth_libvirt_leaves_the_speed_unlimited(
+    hooks: Hooks, guest: NsGuest
+) -> None:
     """The other half of the check above: 50 MiB/s there is the parameter's doing."""
     cookie = hooks.up_to_perform()
     assert _max_bandwidth(guest.src, guest.name) > 50 * 1024 * 1024  # 8 PiB/s here
@@ -150,14 +203,14 @@ def test_without_a_bandwidth_libvirt_leaves_the_speed_unlimited(hooks: Hooks, gu
     assert guest.states()[1][0] == "running"
 
 
-def test_cancel_after_begin_leaves_the_source_running(hooks: Hooks, guest: Guest) -> None:
+def test_cancel_after_begin_leaves_the_source_running(hooks: Hooks, guest: NsGuest) -> None:
     hooks.src.begin(hooks.ctx(Step.BEGIN), hooks.params)
     hooks.confirm(b"", cancelled=True)
     assert guest.states()[0][0] == "running"
     assert guest.states()[1][0] == "absent"
 
 
-def test_cancel_after_prepare_removes_the_incoming_copy(hooks: Hooks, guest: Guest) -> None:
+def test_cancel_after_prepare_removes_the_incoming_copy(hooks: Hooks, guest: NsGuest) -> None:
     hooks.begin_prepare()
     assert not hooks.finish(b"", cancelled=True)
     assert not hooks.finish(b"", cancelled=True)  # idempotent
@@ -166,7 +219,7 @@ def test_cancel_after_prepare_removes_the_incoming_copy(hooks: Hooks, guest: Gue
     assert guest.states()[1][0] == "absent"
 
 
-def test_after_a_crash_past_perform_the_source_is_resumed(hooks: Hooks, guest: Guest) -> None:
+def test_after_a_crash_past_perform_the_source_is_resumed(hooks: Hooks, guest: NsGuest) -> None:
     cookie = hooks.up_to_perform()
     again = hooks.restart()
     wait_gone(guest, "dst", guest.name)
@@ -178,7 +231,7 @@ def test_after_a_crash_past_perform_the_source_is_resumed(hooks: Hooks, guest: G
     again.dst.close()
 
 
-def test_after_a_crash_past_finish_the_source_is_destroyed(hooks: Hooks, guest: Guest) -> None:
+def test_after_a_crash_past_finish_the_source_is_destroyed(hooks: Hooks, guest: NsGuest) -> None:
     cookie = hooks.up_to_perform()
     assert hooks.finish(cookie, cancelled=False)
     again = hooks.restart()
@@ -189,13 +242,13 @@ def test_after_a_crash_past_finish_the_source_is_destroyed(hooks: Hooks, guest: 
     again.dst.close()
 
 
-def test_settling_never_destroys_a_running_source(hooks: Hooks, guest: Guest) -> None:
+def test_settling_never_destroys_a_running_source(hooks: Hooks, guest: NsGuest) -> None:
     with pytest.raises(DriverError, match="refusing to destroy a running copy"):
         hooks.confirm(b"", cancelled=False)
     assert guest.states()[0][0] == "running"
 
 
-def test_a_paused_guest_stays_paused(hooks: Hooks, guest: Guest) -> None:
+def test_a_paused_guest_stays_paused(hooks: Hooks, guest: NsGuest) -> None:
     guest.src.virsh("suspend", guest.name)
     hooks.params = MigrationParams(guest.name, MigrateFlags.LIVE | MigrateFlags.PAUSED)
     cookie = hooks.up_to_perform()
@@ -206,12 +259,12 @@ def test_a_paused_guest_stays_paused(hooks: Hooks, guest: Guest) -> None:
 
 
 @pytest.mark.slow
-def test_abort_during_perform_resumes_the_source(guest: Guest, migration_uri: str) -> None:
+def test_abort_during_perform_resumes_the_source(guest: NsGuest, migration_uri: str) -> None:
     name = f"{guest.name}-big"
     pattern = payload.Pattern(touch_mib=32, seed=0x41424F52)
     guests.create_pattern_guest(guest.src, guest.pair.root, name, pattern, 64)
-    src = LibvirtDriver(guest.src.uri)
-    dst = LibvirtDriver(guest.dst.uri, migrate_uri=migration_uri)
+    src = LibvirtDriver(guest.src_uri)
+    dst = LibvirtDriver(guest.dst_uri, migrate_uri=migration_uri)
     hooks = Hooks(src, dst, MigrationParams(name, MigrateFlags.LIVE, bandwidth=2))
     try:
         cookie, uri = hooks.begin_prepare()
@@ -233,7 +286,7 @@ def test_abort_during_perform_resumes_the_source(guest: Guest, migration_uri: st
 
 
 def test_a_namesake_on_the_destination_is_not_taken_for_the_guest(
-    hooks: Hooks, guest: Guest
+    hooks: Hooks, guest: NsGuest
 ) -> None:
     begun = hooks.src.begin(hooks.ctx(Step.BEGIN), hooks.params)
     guests.create(guest.dst, guest.name, guests.domain_xml(guest.name))  # another UUID
@@ -244,15 +297,14 @@ def test_a_namesake_on_the_destination_is_not_taken_for_the_guest(
     assert guest.states() == (("running", "booted"), ("running", "booted"))
 
 
-def restart(daemon: Daemon) -> None:
-    """Stop ``daemon`` by pid and start it again; its QEMUs live on."""
-    daemon.stop()
-    daemon.start()
-    daemon.wait_ready(time.monotonic() + 30)
+def restart(daemon: NsHost) -> None:
+    """Stop ``daemon``'s libvirtd and start it again; its QEMUs live on."""
+    daemon.stop_libvirtd()
+    daemon.start_libvirtd()
 
 
 @pytest.mark.slow
-def test_a_source_daemon_restarted_after_perform_rolls_back(hooks: Hooks, guest: Guest) -> None:
+def test_a_source_daemon_restarted_after_perform_rolls_back(hooks: Hooks, guest: NsGuest) -> None:
     cookie = hooks.up_to_perform()
     restart(guest.src)  # libvirt's own recovery then resumes the source ("migration canceled")
     with pytest.raises(DriverError, match="Finish refused: the source lost"):
@@ -265,7 +317,7 @@ def test_a_source_daemon_restarted_after_perform_rolls_back(hooks: Hooks, guest:
 
 
 def test_a_settled_confirm_undefines_a_persistent_source_when_the_flags_say_so(
-    hooks: Hooks, guest: Guest
+    hooks: Hooks, guest: NsGuest
 ) -> None:
     name = f"{guest.name}-p"
     path = guest.src.home / f"{name}.xml"
