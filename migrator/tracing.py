@@ -136,6 +136,12 @@ class Builder:
             trail.recovery = event
         elif event.kind is EventKind.RESOLVE:
             spans.append(self._span(trail, "resolve", f"resolve/{event.seq}", event, event))
+        elif event.kind is EventKind.ACTION:  # a convergence policy's action
+            span = self._span(trail, "policy action", f"action/{event.seq}", event, event)
+            for key, value in (event.detail or {}).items():
+                if key in ("action", "why", "outcome") and isinstance(value, str):
+                    span.attributes[f"migrator.policy.{key}"] = _bounded(value)
+            spans.append(span)
         if event.state in TERMINAL:
             spans += self._ended(trail, event, entry.reason)
         return spans

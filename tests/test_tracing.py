@@ -159,3 +159,32 @@ def test_a_worker_s_takeover_continues_the_same_trace(db_url: str, hosts: Hosts)
     assert recovery.attributes and recovery.attributes["migrator.coordinator"] == worker.id
     assert spans[-1].name == "migration"
     assert recovery.parent and recovery.parent.span_id == spans[-1].context.span_id
+
+
+def test_a_convergence_policy_s_action_is_a_span_of_its_own(db_url: str, tmp_path) -> None:
+    """A domain that never converges alone: the policy's abort is a ``policy action`` span
+    under the root, with what it did, why, and the migration rolled back."""
+    from migrator.convergence.policy import Action, Policy
+    from migrator.drivers.test import TestDriver
+    from migrator.flags import MigrateFlags
+
+    src = TestDriver(f"test://{tmp_path / 'busy-a'}")
+    dst = TestDriver(f"test://{tmp_path / 'busy-b'}")
+    src.define("vm1", memory_mib=4, dirty_mib_s=16)
+    with Journal.open(db_url) as journal:
+        c = Coordinator(journal, step_timeout=60)
+        try:
+            m = c.migrate(
+                "vm1", src=src, dst=dst, flags=MigrateFlags.LIVE, bandwidth=8,
+                policy=Policy(stall_iterations=2, action=Action.ABORT),
+            )  # fmt: skip
+        finally:
+            c.close()
+        spans = exported(journal)
+    assert m.state.value == "ROLLED_BACK"
+    [action] = [s for s in spans if s.name == "policy action"]
+    [root] = [s for s in spans if s.name == "migration"]
+    assert action.parent is not None and action.parent.span_id == root.context.span_id
+    assert action.attributes is not None
+    assert action.attributes["migrator.policy.action"] == "abort"
+    assert action.attributes["migrator.policy.why"] == "stalled"
