@@ -24,7 +24,7 @@ from migrator.records import EventKind
 PREVIEW_MAX = 48
 KIND_STYLE = {EventKind.INTENT: "", EventKind.OK: "", EventKind.ERROR: "red"}
 TEXT_MAX = 400
-PIPE_WIDTH = 200
+PIPE_WIDTH = 320
 """The console's width when output is not a terminal: wide enough for a row on one line."""
 
 STATE_STYLE = {

@@ -147,7 +147,9 @@ def _restamp(conn: sa.Connection) -> None:
         return
     for name, table in schema.metadata.tables.items():
         columns = {c["name"] for c in inspector.get_columns(name)}
-        indexes = {i["name"] for i in inspector.get_indexes(name)}
+        indexes = {  # not PostgreSQL's index behind a unique constraint (``unique=True``)
+            i["name"] for i in inspector.get_indexes(name) if not i.get("duplicates_constraint")
+        }
         if columns != set(table.columns.keys()) or indexes != {i.name for i in table.indexes}:
             return
     conn.execute(

@@ -135,7 +135,7 @@ CASES: list[Case] = [
     _c('list', 'list --until yesterday', 2,
        "migrator: error: --until 'yesterday': expected an ISO time or an age like 30s, 2h, 3d"),
     _c('list', 'list --state HALFWAY', 2,
-       "migrator: error: Invalid value for '--state': 'HALFWAY' is not one of 'queued', 'new', 'beginning', 'begun', 'preparing', 'prepared', 'prepare_failed', 'performing', 'performed', 'perform_failed', 'finishing', 'finished', 'finish_failed', 'confirming', 'confirmed', 'rolled_back', 'failed', 'lost', 'in_doubt', 'dumping', 'dumped', 'preparing2', 'prepared2', 'performing2', 'performed2', 'finishing2', 'preparing1', 'prepared1', 'performing1', 'performed1', 'finishing1'. (see `migrator list --help`)"),
+       "migrator: error: Invalid value for '--state': 'HALFWAY' is not one of 'queued', 'new', 'beginning', 'begun', 'preparing', 'prepared', 'prepare_failed', 'performing', 'performed', 'perform_failed', 'finishing', 'finished', 'finish_failed', 'confirming', 'confirmed', 'rolled_back', 'failed', 'lost', 'in_doubt', 'dumping', 'dumped', 'preparing2', 'prepared2', 'performing2', 'performed2', 'finishing2', 'preparing1', 'prepared1', 'performing1', 'performed1', 'finishing1', 'postcopy_switching', 'postcopy_active', 'postcopy_paused', 'postcopy_resuming'. (see `migrator list --help`)"),
     _c('list', ('list', '--domain', '\udcff'), 2,
        "migrator: error: argument '\\udcff' is not valid UTF-8"),
     # -- one migration ---------------------------------------------------------
