@@ -238,7 +238,7 @@ def resolve(
 _REQUESTED = {
     "status_code": 202,
     "response_model": models.RuntimeRequest,
-    "responses": responses(401, 403, 404, 409, 413, 422, 503),
+    "responses": responses(400, 401, 403, 404, 409, 413, 422, 503),
 }
 
 

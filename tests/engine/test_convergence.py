@@ -208,6 +208,7 @@ def test_the_postcopy_action_switches_a_stalled_migration_that_ends_confirmed(
     [switch] = [e for e in history if e.step is not None and e.step.value == "postcopy"][:1]
     assert switch.kind is EventKind.INTENT
     assert switch.detail == {"reason": "the convergence policy: Perform stalled"}
+    assert of_kind(history, EventKind.ERROR) == []  # Perform ended once the guest moved
     [action] = of_kind(history, EventKind.ACTION)
     assert action.detail is not None and action.detail["outcome"] == "post-copy started"
     assert busy.states("vm1") == ("absent", "running")

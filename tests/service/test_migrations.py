@@ -204,9 +204,9 @@ def test_a_downtime_request_through_the_api_lets_a_busy_migration_complete(
     assert api.wait_for_end(made["id"])["state"] == "CONFIRMED"
     [applied] = inspect.show(api.journal, made["id"])["requests"]
     assert applied["id"] == asked.json()["id"] and applied["outcome"] == "applied"
-    before = dump(api.journal)
+    before = {k: rows for k, rows in dump(api.journal).items() if k != "workers"}
     late = api.client.post(
         f"/v1/migrations/{made['id']}/speed", json={"mib": 5}, headers=api.headers()
     )
     assert late.status_code == 422 and "not in Perform" in late.json()["detail"]
-    assert dump(api.journal) == before
+    assert {k: rows for k, rows in dump(api.journal).items() if k != "workers"} == before

@@ -18,6 +18,7 @@ controls, abort and deadline act on them as on a real job:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from migrator.drivers.test.transfer import MIB, NAP
@@ -45,6 +46,9 @@ class Precopy:
         self.passes = 1
         self.transferred = 0
         self.controlled = False
+        self.switched: Callable[[], bool] = lambda: False
+        """Whether the migration switched to post-copy: the guest then runs on the
+        destination and dirties nothing here; the pages left go once, as they are pulled."""
 
     def take(self) -> None:
         for control in self.ctx.controls():
@@ -87,8 +91,11 @@ class Precopy:
             remaining = self._dirtied(took)
 
     def _rate(self) -> int:
-        """Bytes dirtied per second now: none once paused, less under a throttle."""
-        return 0 if self.paused_at is not None else int(self.dirty * (100 - self.throttle) / 100)
+        """Bytes dirtied per second now: none once paused or switched to post-copy, less
+        under a throttle."""
+        if self.paused_at is not None or self.switched():
+            return 0
+        return int(self.dirty * (100 - self.throttle) / 100)
 
     def _dirtied(self, seconds: float) -> int:
         return min(self.total, int(self._rate() * seconds))

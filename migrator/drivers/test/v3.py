@@ -182,6 +182,7 @@ class V3Steps(TestHost):
                 dom["state"] = str(DomainState.PAUSED)
         start = time.monotonic()
         precopy = Precopy(ctx, source.stat().st_size, dirty, params.bandwidth)
+        precopy.switched = lambda: self._switched(params.domain, mid)
         try:
             precopy.take()  # what is set before the data goes
             sent = transfer(source)
@@ -196,6 +197,12 @@ class V3Steps(TestHost):
             ctx=ctx,
             name=params.domain,
         )
+
+    def _switched(self, name: str, mid: str) -> bool:
+        """Whether ``mid``'s Perform of ``name`` switched to post-copy (``postcopy.py``):
+        the destination runs the guest, so the source dirties nothing more."""
+        dom = self._read(name)["domains"].get(name) or {}
+        return bool(dom.get("outgoing", {}).get(mid) == "postcopy")
 
     def _restore(self, ctx: StepContext, name: str, state: str) -> None:
         """A failed Perform puts the source back, unless the call may change nothing more
