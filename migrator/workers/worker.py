@@ -104,7 +104,10 @@ class Worker:
     # -- running and stopping ------------------------------------------------------------
 
     def start(self) -> Worker:
-        """Run the worker on a daemon thread; ``stop()`` then ``join()`` ends it."""
+        """Register the worker (``register``: a refusal is raised here), then run it on a
+        daemon thread; ``stop()`` then ``join()`` ends it."""
+        if not self._registered:
+            self.register()
         self._thread = threading.Thread(target=self.run, name=f"migrator-worker-{self.id}")
         self._thread.daemon = True
         self._thread.start()
