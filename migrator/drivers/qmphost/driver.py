@@ -132,7 +132,7 @@ class QmpDriver(QmpPostcopy):
         if memo is None:
             name, mid = params.dest_name, ctx.migration_id
             if cancelled:
-                memo = self._cancel_incoming(name, mid, key)
+                memo = self._cancel_incoming(ctx, name, mid, key)
             else:
                 memo = self._land(ctx, name, mid, bool(params.flags & MigrateFlags.PAUSED), key)
         return FinishResult(running=memo["running"], cookie=dec(memo["cookie"]))
@@ -153,10 +153,10 @@ class QmpDriver(QmpPostcopy):
     def _land(self, ctx: StepContext, name: str, mid: str, paused: bool, key: str) -> Memo:
         arrived = self._arrived(name, mid)
         if arrived != "pending":
-            return self._once(key, lambda h: self._finished(h, arrived == "landed"))
+            return self._once(key, lambda h: self._finished(h, arrived == "landed"), ctx)
         loaded, why = self._loaded(ctx, name)
         if not loaded:
-            return self._drop_incoming(name, mid, key, why)
+            return self._drop_incoming(ctx, name, mid, key, why)
         # ``cont`` under the host lock, the fence checked first: a stale Finish never runs
         # a guest that another coordinator's cancel is about to stop.
         with self._txn() as host, Monitor(self.rundir(name)) as mon:
@@ -165,7 +165,7 @@ class QmpDriver(QmpPostcopy):
                 mon.run("cont")
             status = str(mon.run("query-status")["status"])
         if self.pid_of(name) is None:
-            return self._drop_incoming(name, mid, key, "the QEMU died at cont")
+            return self._drop_incoming(ctx, name, mid, key, "the QEMU died at cont")
         return self._once(key, lambda h: self._landed(h, name, mid, status), ctx)
 
     def _loaded(self, ctx: StepContext, name: str) -> tuple[bool, str]:
@@ -195,21 +195,23 @@ class QmpDriver(QmpPostcopy):
         dom["job"] = None
         return self._finished(host, True, qemu_status=status)
 
-    def _drop_incoming(self, name: str, mid: str, key: str, why: str) -> Memo:
-        self._stop(name)
-        with self._txn() as host:
+    def _drop_incoming(self, ctx: StepContext, name: str, mid: str, key: str, why: str) -> Memo:
+        """Stop ``mid``'s incoming QEMU and forget it, recording the outcome in that write."""
+        with self._fenced(ctx) as host:
             dom = host["domains"].get(name)
             if dom is not None and dom["job"] == mid:
+                self._stop(name)
                 self._discard(host, name)
-        return self._once(key, lambda h: self._finished(h, False, why=why[:500]))
+            memo: Memo = host["calls"].setdefault(key, self._finished(host, False, why=why[:500]))
+            return memo
 
-    def _cancel_incoming(self, name: str, mid: str, key: str) -> Memo:
+    def _cancel_incoming(self, ctx: StepContext, name: str, mid: str, key: str) -> Memo:
         arrived = self._arrived(name, mid)
         if arrived == "landed":  # a Finish(0) ran it: say so, the engine calls that in doubt
-            return self._once(key, lambda h: self._finished(h, True))
+            return self._once(key, lambda h: self._finished(h, True), ctx)
         if arrived == "none":
-            return self._once(key, lambda h: self._finished(h, False))
-        return self._drop_incoming(name, mid, key, "cancelled")
+            return self._once(key, lambda h: self._finished(h, False), ctx)
+        return self._drop_incoming(ctx, name, mid, key, "cancelled")
 
     def probe(self, domain: str) -> ProbeResult:
         """What QEMU really does with ``domain``: state, pid, run state, transfers."""

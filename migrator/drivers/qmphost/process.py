@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,15 @@ class QmpProcesses(HostState):
         """Refuse a call with a lower fence than this host has seen for the migration."""
         with self._txn() as host:
             self._fence(host, ctx)
+
+    @contextlib.contextmanager
+    def _fenced(self, ctx: StepContext) -> Iterator[Host]:
+        """The host's state under its lock, ``ctx``'s call admitted again: a step acts on
+        its QEMU and records its outcome inside, so a call that lost the migration after
+        its admission (``_admit``) does neither."""
+        with self._txn() as host:
+            self._fence(host, ctx)
+            yield host
 
     # -- processes of this host ---------------------------------------------------------------
 

@@ -272,39 +272,35 @@ class QmpSource(QmpHost):
         if self._memo(key) is None:
             name, mid = params.domain, ctx.migration_id
             if cancelled:
-                self._resume(name, mid)
+                self._resume(ctx, name, mid, key)
             else:
-                self._kill_source(name, mid)
-            self._once(key, lambda h: {})
+                self._kill_source(ctx, name, mid, key)
         return ConfirmResult(cookie=b"")
 
-    def _kill_source(self, name: str, mid: str) -> None:
-        dom = self._read()["domains"].get(name)
-        if dom is None:
-            return
-        if dom["job"] != mid:
-            raise DriverError(f"domain {name!r} has no job for migration {mid}: not killing it")
-        self._stop(name)
-        with self._txn() as host:
-            if host["domains"].get(name, {}).get("job") == mid:
+    def _kill_source(self, ctx: StepContext, name: str, mid: str, key: str) -> None:
+        with self._fenced(ctx) as host:
+            dom = host["domains"].get(name)
+            if dom is not None and dom["job"] != mid:
+                raise DriverError(f"domain {name!r} has no job for migration {mid}: not killing it")
+            if dom is not None:
+                self._stop(name)
                 self._discard(host, name)
+            host["calls"].setdefault(key, {})
 
-    def _resume(self, name: str, mid: str) -> None:
-        dom = self._read()["domains"].get(name)
-        if dom is None or dom["job"] != mid:
-            return
-        if self.pid_of(name) is None:
-            raise DriverError(f"the source QEMU of {name} is gone: it cannot be resumed")
-        self._cancel_outgoing(name)
-        with Monitor(self.rundir(name)) as mon:
-            status = mon.run("query-status")["status"]
-            if dom["state_before_job"] == str(DomainState.RUNNING) and status != "running":
-                mon.run("cont")  # from postmigrate too: the rollback after a transfer
-        with self._txn() as host:
+    def _resume(self, ctx: StepContext, name: str, mid: str, key: str) -> None:
+        with self._fenced(ctx) as host:
             dom = host["domains"].get(name)
             if dom is not None and dom["job"] == mid:
+                if self.pid_of(name) is None:
+                    raise DriverError(f"the source QEMU of {name} is gone: it cannot be resumed")
+                self._cancel_outgoing(name)
+                with Monitor(self.rundir(name)) as mon:
+                    status = mon.run("query-status")["status"]
+                    if dom["state_before_job"] == str(DomainState.RUNNING) and status != "running":
+                        mon.run("cont")  # from postmigrate too: the rollback after a transfer
                 dom["job"], dom["state_before_job"] = None, None
                 dom["outgoing"].pop(mid, None)
+            host["calls"].setdefault(key, {})
 
 
 def capabilities(params: MigrationParams) -> list[dict[str, Any]]:
