@@ -154,7 +154,8 @@ class LibvirtDriver(Host):
             if dom is None:
                 raise DriverError(f"domain {params.domain!r} not found on {self.host}")
             flags = self._source_flags(params, time_left(ctx))
-            cookie, xml = session.remote.begin3(dom, common(params), flags, time_left(ctx))
+            remote = session.remote.guarded(ctx)  # an abandoned call begins no job
+            cookie, xml = remote.begin3(dom, common(params), flags, time_left(ctx))
         except BaseException:
             self.forget(ctx.migration_id)  # no job began: nothing follows Begin
             raise
@@ -178,7 +179,8 @@ class LibvirtDriver(Host):
             typed[MigrateParam.URI] = self.migrate_uri
         flags = int(dest_flags(params))
         try:
-            out, uri_out = session.remote.prepare3(typed, cookie, flags, time_left(ctx))
+            remote = session.remote.guarded(ctx)
+            out, uri_out = remote.prepare3(typed, cookie, flags, time_left(ctx))
         except LibvirtError as exc:
             raise _hinted(exc) from None
         session.prepared = True
@@ -208,7 +210,7 @@ class LibvirtDriver(Host):
         watch = PerformWatch(ctx, dom, self.connect)
         left = time_left(ctx)
         try:
-            out = session.remote.perform3(
+            out = session.remote.guarded(ctx).perform3(
                 dom, typed, cookie, flags,
                 timeout=math.inf if left is None else left + PERFORM_GRACE, tick=watch.tick,
             )  # fmt: skip
@@ -244,19 +246,20 @@ class LibvirtDriver(Host):
             session.spent.add(Step.FINISH)
             result = self._finish3(ctx, session, params, cookie, cancelled)
         else:
-            settled = self._settle_finish(params, cookie, cancelled, time_left(ctx))
-            result = FinishResult(running=settled)
+            result = FinishResult(running=self._settle_finish(ctx, params, cookie, cancelled))
         self._keep(ctx, result, cancelled)
         self.forget(ctx.migration_id)
         return result
 
     def _settle_finish(
-        self, params: MigrationParams, cookie: bytes, cancelled: bool, timeout: float | None
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, cancelled: bool
     ) -> bool:
         uuid = reconcile.cookie_uuid(cookie)
         return self.on_control(
-            lambda r: reconcile.settle_finish(r, params.dest_name, cancelled=cancelled, uuid=uuid),
-            timeout,
+            lambda r: reconcile.settle_finish(
+                r.guarded(ctx), params.dest_name, cancelled=cancelled, uuid=uuid
+            ),
+            time_left(ctx),
         )
 
     def _finish3(
@@ -276,14 +279,14 @@ class LibvirtDriver(Host):
         typed: dict[str, ParamValue] = {**common(params), MigrateParam.DEST_NAME: params.dest_name}
         flags = int(dest_flags(params))
         try:
-            _dom, out = session.remote.finish3(typed, cookie, flags, cancelled, time_left(ctx))
+            remote = session.remote.guarded(ctx)
+            _dom, out = remote.finish3(typed, cookie, flags, cancelled, time_left(ctx))
         except (LibvirtError, LibvirtUnreachable) as exc:
             if not cancelled:
                 raise  # libvirt killed the incoming copy or cannot tell: the engine probes
             if isinstance(exc, LibvirtError) and exc.code == ErrorCode.MIGRATE_FINISH_OK:
                 return FinishResult(running=False)  # "migration successfully aborted"
-            settled = self._settle_finish(params, cookie, True, time_left(ctx))
-            return FinishResult(running=settled)
+            return FinishResult(running=self._settle_finish(ctx, params, cookie, True))
         return FinishResult(running=True, cookie=out)
 
     def confirm(
@@ -303,7 +306,8 @@ class LibvirtDriver(Host):
             left = time_left(ctx)
             note = self.on_control(
                 lambda r: reconcile.settle_confirm(
-                    r, params.domain, cancelled=cancelled, flags=params.flags, uuid=uuid,
+                    r.guarded(ctx), params.domain, cancelled=cancelled, flags=params.flags,
+                    uuid=uuid,
                     wait=None if left is None else min(jobs.JOB_END_WAIT, left * 0.8),
                 ),
                 left,
@@ -328,7 +332,8 @@ class LibvirtDriver(Host):
             typed[MigrateParam.URI] = session.uri
         flags = self._source_flags(params, time_left(ctx))
         try:
-            session.remote.confirm3(session.dom, typed, cookie, flags, cancelled, time_left(ctx))
+            remote = session.remote.guarded(ctx)
+            remote.confirm3(session.dom, typed, cookie, flags, cancelled, time_left(ctx))
         except (LibvirtError, LibvirtUnreachable):
             return False
         return True

@@ -2,6 +2,11 @@
 
 Each method packs the arguments of ``remote_protocol.x``, calls, and unpacks the reply;
 libvirt's errors pass through as ``LibvirtError`` except where a method says otherwise.
+
+A ``Remote`` guarded for a step (``guarded(ctx)``) sends a call that may change the host
+(every procedure but the reads in ``READS``) only while ``ctx.stopped()`` is false, and
+raises ``StepAbandoned`` instead: a hook's thread the engine abandoned (its timeout, or the
+migration taken over) changes nothing more on a host (docs/workers.md, "Fencing").
 """
 
 from __future__ import annotations
@@ -19,6 +24,17 @@ from migrator.drivers.libvirt.procedures import (
 )
 from migrator.drivers.libvirt.rpc import Connection, Tick
 from migrator.drivers.libvirt.xdr import DomainRef, Packer, ParamValue, TypedParams, Unpacker
+from migrator.errors import StepAbandoned
+from migrator.records import StepContext
+
+READS = frozenset({
+    Proc.CONNECT_GET_VERSION, Proc.CONNECT_GET_CAPABILITIES, Proc.CONNECT_GET_HOSTNAME,
+    Proc.CONNECT_SUPPORTS_FEATURE, Proc.DOMAIN_GET_XML_DESC, Proc.DOMAIN_LOOKUP_BY_NAME,
+    Proc.DOMAIN_LOOKUP_BY_UUID, Proc.DOMAIN_GET_STATE, Proc.DOMAIN_GET_JOB_INFO,
+    Proc.DOMAIN_GET_JOB_STATS, Proc.DOMAIN_IS_PERSISTENT,
+})  # fmt: skip
+"""The procedures that only read: a guarded ``Remote`` sends them whatever its step's
+state. Every other procedure, a new one included, is taken to change the host."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,20 +76,35 @@ def _dom(dom: DomainRef) -> Packer:
 class Remote:
     """The typed procedures over ``conn`` (which does the locking and the timeouts).
 
-    ``timeout`` bounds each call that gives none (else the connection's ``call_timeout``).
+    ``timeout`` bounds each call that gives none (else the connection's ``call_timeout``);
+    ``ctx``, if given, guards the calls that change the host (``guarded``).
     """
 
-    def __init__(self, conn: Connection, timeout: float | None = None) -> None:
+    def __init__(
+        self, conn: Connection, timeout: float | None = None, ctx: StepContext | None = None
+    ) -> None:
         self.conn = conn
         self.timeout = timeout
+        self.ctx = ctx
 
     def bounded(self, timeout: float | None) -> Remote:
         """The same connection, each call taking at most ``timeout`` s (None: as now)."""
         if timeout is None:
             return self
-        return Remote(self.conn, timeout if self.timeout is None else min(timeout, self.timeout))
+        least = timeout if self.timeout is None else min(timeout, self.timeout)
+        return Remote(self.conn, least, self.ctx)
+
+    def guarded(self, ctx: StepContext) -> Remote:
+        """The same connection for ``ctx``'s call: once ``ctx.stopped()``, a call that may
+        change the host raises ``StepAbandoned`` instead of being sent."""
+        return Remote(self.conn, self.timeout, ctx)
+
+    def _admit(self, proc: Proc) -> None:
+        if self.ctx is not None and proc not in READS and self.ctx.stopped():
+            raise StepAbandoned(step=str(self.ctx.step))
 
     def _call(self, proc: Proc, body: Packer | None = None, timeout: float | None = None) -> bytes:
+        self._admit(proc)
         limit = self.timeout if timeout is None else timeout
         return self.conn.call(proc, body.data() if body else b"", timeout=limit)
 
@@ -197,6 +228,7 @@ class Remote:
     ) -> bytes:
         body = _dom(dom).optional_string(None).params(params).opaque(cookie).uint(flags)
         proc = Proc.DOMAIN_MIGRATE_PERFORM3_PARAMS
+        self._admit(proc)
         reply = self.conn.call(proc, body.data(), timeout=timeout, tick=tick)
         return self._reader(proc, reply).opaque()
 

@@ -9,11 +9,14 @@ can delay the reading of Perform3's reply:
   ``ctx.progress``. A poller that stalls or fails only leaves the progress where it was.
 - once ``ctx.aborted()`` turns true or the deadline passes, ``tick`` starts a thread that
   sends DOMAIN_ABORT_JOB on a new connection (not the poller's, which may be stalled),
-  after which libvirt fails Perform3 and resumes the source itself.
+  after which libvirt fails Perform3 and resumes the source itself. It is sent even for a
+  call the engine abandoned: it ends the job of this very Perform3, still waiting for its
+  reply, which is what keeps an abandoned Perform from taking effect.
 - the convergence controls waiting (``ctx.controls()``, docs/convergence.md) are made by
   a thread of their own, in order, on a new connection: DOMAIN_MIGRATE_SET_MAX_DOWNTIME,
   DOMAIN_MIGRATE_SET_MAX_SPEED (with the post-copy flag for post-copy's cap) and
-  DOMAIN_SUSPEND for ``pause``.
+  DOMAIN_SUSPEND for ``pause``; none once the engine abandoned the call (``ctx.stopped()``:
+  the connection is guarded, ``Remote.guarded``).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from migrator.drivers.libvirt.remote import Remote
 from migrator.drivers.libvirt.rpc import TICK
 from migrator.drivers.libvirt.typed import stats_timeout
 from migrator.drivers.libvirt.xdr import DomainRef, ParamValue
-from migrator.errors import DriverError
+from migrator.errors import DriverError, StepAbandoned
 from migrator.records import Control, ControlKind, Progress, StepContext
 
 log = logging.getLogger(__name__)
@@ -144,7 +147,7 @@ class PerformWatch:
     def _control(self, controls: list[Control]) -> None:
         """Make each control on a connection of its own; each is done with its outcome."""
         try:
-            remote = self._open()
+            remote = self._open().guarded(self.ctx)
         except _FAILURES as exc:
             for control in controls:
                 control.done(f"the source cannot be reached: {exc}")
@@ -169,6 +172,8 @@ class PerformWatch:
                 self.paused_at = time.monotonic()
             else:
                 return f"libvirt hosts do not honour {control.kind}"
+        except StepAbandoned as exc:
+            return str(exc)
         except _FAILURES as exc:
             return f"refused by libvirt: {exc}"
         return None
