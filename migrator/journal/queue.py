@@ -15,6 +15,7 @@ import functools
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +26,7 @@ from migrator.errors import MigrationNotFound
 from migrator.hostlimits import HostLimits
 from migrator.journal import rows
 from migrator.journal.claims import NOT_IN_FLIGHT, Claim, ClaimSql
+from migrator.journal.flavor import Flavor, flavor
 from migrator.journal.lifecycle import translated
 from migrator.journal.schema import events, migrations, workers
 from migrator.journal.statement import Statement
@@ -36,6 +38,16 @@ from migrator.states import State, Trigger
 
 _C = migrations.c
 _W = workers.c
+_PG_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', :ms, true)"
+_PG_WORKERS_LOCK = "LOCK TABLE workers IN SHARE ROW EXCLUSIVE MODE"
+"""A registration's lock on PostgreSQL: it conflicts with itself and with every write of
+the table (heartbeats wait the few milliseconds it lasts), never with reads."""
+REGISTER_LOCK_TIMEOUT = 10.0
+"""Seconds a registration waits for another one's lock (as SQLite's busy timeout)."""
+
+Admit = Callable[[list["WorkerInfo"]], None]
+"""A check of the workers registered, made in the registration's transaction: raising
+refuses the registration."""
 
 
 class _Sql:
@@ -60,6 +72,10 @@ class _Sql:
         )
         silent = workers.delete().where(_W.heartbeat_at < sa.bindparam("before"))
         self.forget = Statement(silent, dialect)
+        self.flavor = flavor(dialect.name)
+        self.rows = Statement(sa.select(workers).order_by(_W.started_at, _W.id), dialect)
+        self.server = dialect.name == "postgresql"
+        self.lock = [self.flavor.sql(_PG_LOCK_TIMEOUT), _PG_WORKERS_LOCK]
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,8 +219,14 @@ class Queue:
         concurrency: int,
         limits: dict[str, Any] | None = None,
         lease_seconds: float | None = None,
+        admit: Admit | None = None,
     ) -> None:
-        """Add (or replace) the worker's row, with its limits and lease."""
+        """Add (or replace) the worker's row, with its limits and lease.
+
+        With ``admit``, the workers' rows are read and checked (``admit`` raising refuses
+        the registration) in the same transaction as the write, under a lock that orders
+        registrations (SQLite's write lock; on PostgreSQL a lock of the table): of two
+        workers registering at once, the second checks against the first."""
         at = now()
         row = {
             "limits": limits,
@@ -220,10 +242,23 @@ class Queue:
         sql = self._sql
 
         def replace(cursor: Any) -> None:
+            if admit is not None:
+                admit(self._registered(cursor))
             sql.unregister.execute(cursor, {"wid": worker_id})
             sql.register.execute(cursor, row)
 
         self.journal.write(replace)
+
+    def _registered(self, cursor: Any) -> list[WorkerInfo]:
+        """The workers' rows, oldest first, read under the registration lock."""
+        sql = self._sql
+        if sql.server:
+            ms = str(int(REGISTER_LOCK_TIMEOUT * 1000))
+            cursor.execute(sql.lock[0], {"ms": ms})
+            cursor.execute(sql.lock[1])
+        elif not cursor.connection.in_transaction:  # in a batch, the write lock is held
+            cursor.execute("BEGIN IMMEDIATE")
+        return [_worker_of(row, sql.flavor) for row in sql.rows.execute(cursor, {}).fetchall()]
 
     def beat(self, worker_id: str, *, stopping: bool = False) -> None:
         """Heartbeat the worker's row (and say whether it is stopping)."""
@@ -257,3 +292,15 @@ class Queue:
     def _write(self, statement: Statement, values: dict[str, Any]) -> int:
         """One idempotent statement through the journal's write path; the rows it changed."""
         return self.journal.write(lambda cursor: int(statement.execute(cursor, values).rowcount))
+
+
+def _worker_of(row: tuple[Any, ...], f: Flavor) -> WorkerInfo:
+    """A ``workers`` row read on a driver's cursor (in the table's column order)."""
+    wid, hostname, pid, concurrency, started, beat, stopping, limits, lease = row
+    started_at, heartbeat_at = f.time(started), f.time(beat)
+    assert started_at is not None and heartbeat_at is not None  # NOT NULL columns
+    return WorkerInfo(
+        id=wid, hostname=hostname, pid=pid, concurrency=concurrency, started_at=started_at,
+        heartbeat_at=heartbeat_at, stopping=bool(f.boolean(stopping)), limits=f.json(limits),
+        lease_seconds=lease,
+    )  # fmt: skip

@@ -9,7 +9,8 @@ none, the reader's (``workers --lease``) applies. A dead worker's row stays unti
 forgotten (``forget``).
 
 Every worker must claim under the same limits: a worker whose limits differ from a running
-worker's is refused at start (``check_limits``), naming the first limit that differs.
+worker's is refused at start (``limits_check``, made in the registration's own
+transaction), naming the first limit that differs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from migrator import limits
 from migrator.engine.ownership import owner_is_dead
 from migrator.errors import UsageError
 from migrator.hostlimits import HostLimits
-from migrator.journal.queue import Queue, WorkerInfo
+from migrator.journal.queue import Admit, Queue, WorkerInfo
 from migrator.journal.store import Journal
 
 
@@ -86,19 +87,25 @@ def forget(journal: Journal, ids: Iterable[str] = (), *, lease: float) -> list[s
     return targets
 
 
-def check_limits(journal: Journal, worker_id: str, mine: HostLimits, *, lease: float) -> None:
-    """Refuse (``UsageError``) limits that differ from those of a running worker: every
-    worker of a journal must claim under the same ones (docs/workers.md)."""
-    for other in seen(journal, lease=lease):
-        if other.info.id == worker_id or other.info.limits is None:
-            continue
-        try:
-            theirs = HostLimits.from_dict(other.info.limits)
-        except (ValueError, UsageError):
-            continue  # a row no worker of this version wrote: nothing to agree with
-        diff = mine.difference(theirs)
-        if diff is not None:
-            raise UsageError(
-                f"this worker's limits differ from those of running worker {other.info.id}:"
-                f" {diff}; give every worker the same limits"
-            )
+def limits_check(worker_id: str, mine: HostLimits, *, lease: float) -> Admit:
+    """The check ``Queue.register`` makes of the workers registered, in the registration's
+    transaction: ``UsageError`` if ``mine`` differ from a running worker's limits (every
+    worker of a journal must claim under the same ones, docs/workers.md)."""
+
+    def check(registered: list[WorkerInfo]) -> None:
+        for info in registered:
+            other = status(info, lease=lease)
+            if info.id == worker_id or info.limits is None or other.status is Status.DEAD:
+                continue
+            try:
+                theirs = HostLimits.from_dict(info.limits)
+            except (ValueError, UsageError):
+                continue  # a row no worker of this version wrote: nothing to agree with
+            diff = mine.difference(theirs)
+            if diff is not None:
+                raise UsageError(
+                    f"this worker's limits differ from those of running worker {info.id}:"
+                    f" {diff}; give every worker the same limits"
+                )
+
+    return check

@@ -133,11 +133,15 @@ class Worker:
 
     def register(self) -> None:
         """Check this worker's limits against the running workers' (``UsageError`` if they
-        differ) and register it, with its limits and lease; ``run`` does it if not done."""
+        differ) and register it, with its limits and lease, in one transaction (two workers
+        starting at once cannot both pass); ``run`` does it if not done."""
         lease = self.journal.lease_seconds
-        fleet.check_limits(self.journal, self.id, self.limits, lease=lease)
         self.queue.register(
-            self.id, concurrency=self.concurrency, limits=self.limits.as_dict(), lease_seconds=lease
+            self.id,
+            concurrency=self.concurrency,
+            limits=self.limits.as_dict(),
+            lease_seconds=lease,
+            admit=fleet.limits_check(self.id, self.limits, lease=lease),
         )
         self._registered = True
 
