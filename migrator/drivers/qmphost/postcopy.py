@@ -116,7 +116,7 @@ class QmpPostcopy(QmpSource):
         with Monitor(self.rundir(name)) as mon:
             mon.run("migrate-recover", {"uri": uri})
         self._forget_call(key)  # a new URI for each resumption
-        return str(self._once(key, lambda h: {"uri": uri})["uri"])
+        return str(self._once(key, lambda h: {"uri": uri}, ctx)["uri"])
 
     def resume_postcopy(self, ctx: StepContext, params: MigrationParams, uri: str) -> PerformResult:
         """``migrate`` with ``resume`` to ``uri`` if paused; then until completed."""
@@ -136,7 +136,7 @@ class QmpPostcopy(QmpSource):
             info = self._watch(ctx, name, tuning)
             stats = self._stats(name, info, params, tuning, time.monotonic() - begun)
             cookie = {"host": self.host_id, "stats": stats}
-            memo = self._once(key, lambda h: self._performed(h, name, mid, cookie, stats))
+            memo = self._once(key, lambda h: self._performed(h, name, mid, cookie, stats), ctx)
         return PerformResult(cookie=dec(memo["cookie"]), stats=memo["stats"])
 
     # -- helpers ---------------------------------------------------------------------------

@@ -51,7 +51,7 @@ class QmpSource(QmpHost):
         memo = self._memo(key)
         if memo is None:
             version = self._begin_check(params.domain)
-            memo = self._once(key, lambda h: self._begin(h, ctx, params, version))
+            memo = self._once(key, lambda h: self._begin(h, ctx, params, version), ctx)
         return BeginResult(description=memo["description"], cookie=dec(memo["cookie"]))
 
     def _begin_check(self, name: str) -> str:
