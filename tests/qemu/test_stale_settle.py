@@ -1,7 +1,7 @@
-"""A Confirm or a cancelling Finish admitted before its coordinator lost the migration (the
-engine stopped waiting for it: its lease refused, or its timeout) acts on no QEMU and
-records no outcome: the fence is checked again, under the host lock, in the write that
-acts and records (docs/workers.md, "Fencing")."""
+"""A Begin, a Confirm or a cancelling Finish admitted before its coordinator lost the
+migration (the engine stopped waiting for it: its lease refused, or its timeout) acts on
+no QEMU and records no outcome: the fence is checked again, under the host lock, in the
+write that acts and records (docs/workers.md, "Fencing")."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from collections.abc import Callable
 import pytest
 
 from migrator.drivers.api import MigrationParams
+from migrator.drivers.hoststate import memo_key
 from migrator.drivers.qmp import Monitor
 from migrator.drivers.qmphost import QmpDriver
-from migrator.drivers.hoststate import memo_key
 from migrator.errors import DriverError
 from migrator.flags import MigrateFlags
 from migrator.records import StepContext
@@ -74,3 +74,12 @@ def test_a_cancelling_finish_that_lost_the_migration_after_admission_changes_not
     rig.dst.finish(StepContext("m1", Step.FINISH, fence=2), LIVE, b"", cancelled=True)
     assert set(qemu_processes(rig.root)) == set(pids) - {incoming}
     assert rig.state(rig.dst, "vm1") == "absent"
+
+
+def test_a_begin_that_lost_the_migration_after_admission_takes_no_job(rig: QemuRig) -> None:
+    rig.src.define("vm1", memory_mib=32, touch_mib=4)
+    ctx = StepContext("m1", Step.BEGIN, fence=1, stopped=lost_after_admission())
+    with pytest.raises(DriverError, match="abandoned"):
+        rig.src.begin(ctx, LIVE)
+    assert rig.src._read()["domains"]["vm1"]["job"] is None
+    assert memo_key("m1", Step.BEGIN) not in rig.src._read()["calls"]
