@@ -19,10 +19,12 @@ from migrator.drivers.libvirt.reconcile import (
     settle_confirm,
     settle_finish,
 )
-from migrator.drivers.libvirt.remote import DomainStatus, JobInfo, Remote
+from migrator.drivers.libvirt.remote import READS, DomainStatus, JobInfo, Remote
 from migrator.drivers.libvirt.xdr import DomainRef, Packer
-from migrator.errors import DriverError
+from migrator.errors import DriverError, StepAbandoned
 from migrator.flags import MigrateFlags
+from migrator.records import StepContext
+from migrator.states import Step
 from tests.drivers.libvirt.fake_daemon import FakeDaemon, Handler, fail, reply
 
 COOKIE = (
@@ -214,3 +216,51 @@ def test_a_job_that_outlasts_the_wait_is_said_so_and_another_job_is_left_alone(
     note = settle_confirm(remote, "g", cancelled=True, flags=MigrateFlags(0))
     assert Proc.DOMAIN_ABORT_JOB not in [f.proc for f in other.received]
     assert "not a migration's, left alone" in note["job"]
+
+
+# -- a call the engine abandoned (``Remote.guarded``) ---------------------------------------
+
+
+def _stopped() -> StepContext:
+    return StepContext("m1", Step.CONFIRM, stopped=lambda: True)
+
+
+@pytest.mark.parametrize(
+    ("step", "cancelled", "state", "reason", "job"),
+    [
+        ("finish", True, S.PAUSED, P.MIGRATION, None),  # would destroy the incoming copy
+        ("confirm", True, S.PAUSED, P.MIGRATION, 0),  # would resume the source
+        ("confirm", False, S.PAUSED, P.MIGRATION, 0),  # would destroy it
+    ],
+)
+def test_an_abandoned_settling_looks_but_changes_nothing(
+    made: list[FakeDaemon], step: str, cancelled: bool, state: int, reason: int, job: int | None
+) -> None:
+    fake, remote = host(state, reason, job)
+    made.append(fake)
+    guarded = remote.guarded(_stopped())
+    with pytest.raises(StepAbandoned):
+        if step == "finish":
+            settle_finish(guarded, "g", cancelled=cancelled)
+        else:
+            settle_confirm(guarded, "g", cancelled=cancelled, flags=MigrateFlags(0))
+    received = [f.proc for f in fake.received]
+    assert Proc.DOMAIN_GET_STATE in received  # it looked
+    assert not set(received) - READS - {Proc.AUTH_LIST, Proc.CONNECT_OPEN}
+
+
+def test_an_abandoned_settling_aborts_no_job(made: list[FakeDaemon]) -> None:
+    fake, remote = host(S.RUNNING, 1)
+    made.append(fake)
+    _outgoing_job(fake, JobOperation.MIGRATION_OUT)
+    with pytest.raises(StepAbandoned):
+        settle_confirm(remote.guarded(_stopped()), "g", cancelled=True, flags=MigrateFlags(0))
+    assert Proc.DOMAIN_ABORT_JOB not in [f.proc for f in fake.received]
+
+
+def test_a_guarded_call_goes_while_its_step_runs(made: list[FakeDaemon]) -> None:
+    fake, remote = host(S.PAUSED, P.MIGRATION)
+    made.append(fake)
+    running = StepContext("m1", Step.CONFIRM)
+    settle_confirm(remote.guarded(running).bounded(5.0), "g", cancelled=True, flags=MigrateFlags(0))
+    assert Proc.DOMAIN_RESUME in [f.proc for f in fake.received]
