@@ -14,7 +14,6 @@ JSON file::
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +110,12 @@ class HostLimits:
         byte is read, a file over ``LIMITS_MAX_BYTES`` too."""
         try:
             text = bounded.read_text(path, max_bytes=LIMITS_MAX_BYTES)
-            data = bounded.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+            if path.suffix == ".json":
+                data = bounded.loads(text)
+            else:
+                import tomllib  # only here: a migration that reads no limits file skips it
+
+                data = tomllib.loads(text)
             return cls.from_dict(data)
         except OSError as exc:
             raise UsageError(f"limits file {path}: {exc.strerror or exc}") from None

@@ -100,16 +100,17 @@ def policy_options(f: F) -> F:
 def policy_of(args: dict[str, Any], *, domain: str, src: str, dst: str) -> Policy | None:
     """The policy of a migration: the policy file's match, the options over it; None if
     neither says anything. A bad file or value is a one-line ``UsageError``."""
-    from migrator.convergence import policyfile
-    from migrator.convergence.policy import Policy, from_dict
-
     given = {_FIELD[k]: v for k, v in args.items() if k in _FIELD and v is not None}
     path = args.get("policy_file") or os.environ.get(POLICY_FILE_ENV) or None
+    if not given and path is None:
+        return None  # nothing to import: the policy modules are not on a bare migrate's path
+    from migrator.convergence.policy import Policy, from_dict
+
     base = Policy()
     if path is not None:
+        from migrator.convergence import policyfile
+
         _name, base = policyfile.load(Path(path)).lookup(domain=domain, src=src, dst=dst)
-    if not given and path is None:
-        return None
     return from_dict(given, where="options").over(base)
 
 

@@ -1,16 +1,18 @@
-"""The driver registry: entry points for every driver, loaded only when a URI needs one."""
+"""The driver registry: built-in drivers from a table, others through entry points, each
+loaded only when a URI needs one."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from migrator.drivers.null import NullDriver
-from migrator.drivers.registry import connect, schemes
+from migrator.drivers.registry import BUILT_IN, connect, schemes
 from migrator.drivers.test import TestDriver
 from migrator.errors import InvalidURI
 from tests.conftest import run_cli
@@ -20,6 +22,22 @@ CONCRETE = ("migrator.drivers.test.driver", "migrator.drivers.qmphost", "migrato
 
 def test_every_built_in_driver_is_declared_as_an_entry_point() -> None:
     assert {"null", "qmp", "test"} <= set(schemes())
+
+
+def test_the_built_in_table_is_what_pyproject_declares_as_entry_points() -> None:
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert pyproject["project"]["entry-points"]["migrator.drivers"] == BUILT_IN
+
+
+def test_a_built_in_scheme_connects_without_reading_package_metadata() -> None:
+    code = (
+        "import sys\nfrom migrator.drivers.registry import connect\n"
+        "print(type(connect('null://a')).__name__, 'importlib.metadata' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    assert out.split() == ["NullDriver", "False"]
 
 
 def test_connect_opens_the_driver_its_entry_point_names(tmp_path: Path) -> None:
@@ -83,17 +101,21 @@ def test_a_scheme_declared_by_another_package_is_found_and_legacy_qmp_hosts_stay
     dist = tmp_path / "fake_warp-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-warp\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[migrator.drivers]\nwarp = fake_warp:Warp\n")
+    (dist / "entry_points.txt").write_text(
+        "[migrator.drivers]\nwarp = fake_warp:Warp\nnull = fake_warp:Warp\n"
+    )
     code = (
         "from migrator.drivers.registry import connect, factory, schemes\n"
         "print('warp' in schemes())\n"
         "print(type(connect('warp://x/y')).__name__)\n"
         "print(factory('qemu:///system').__name__)\n"
         f"print(type(connect('qemu://{tmp_path}/a')).__name__)\n"
+        "print(type(connect('null://a')).__name__)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
         check=True, capture_output=True, text=True,
         env={**os.environ, "PYTHONPATH": str(tmp_path)},
     ).stdout  # fmt: skip
-    assert out.splitlines() == ["True", "Warp", "LibvirtDriver", "QmpDriver"]
+    # a package declaring a built-in scheme again does not replace the built-in driver
+    assert out.splitlines() == ["True", "Warp", "LibvirtDriver", "QmpDriver", "NullDriver"]

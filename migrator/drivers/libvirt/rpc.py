@@ -25,7 +25,6 @@ import contextlib
 import math
 import select
 import socket
-import ssl
 import struct
 import threading
 import time
@@ -351,7 +350,10 @@ def _left(deadline: float | None, host: str) -> float | None:
 
 
 def _pending(sock: socket.socket) -> bool:
-    return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+    """True when a TLS socket holds decrypted bytes that ``select`` cannot see (``ssl`` is
+    imported for ``qemu+tls`` only, so the socket is asked, not its type)."""
+    pending = getattr(sock, "pending", None)  # ssl.SSLSocket.pending
+    return pending is not None and int(pending()) > 0
 
 
 def _auth_name(value: int) -> str:

@@ -8,6 +8,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,3 +116,27 @@ def test_a_server_certificate_from_another_ca_is_refused(
     target = parse(f"qemu+tls://127.0.0.1:{server}/system?pkipath={tmp_path}")
     with pytest.raises(LibvirtUnreachable, match="TLS handshake failed"):
         Connection.open(target, host="tls-host", connect_timeout=5)
+
+
+def test_the_libvirt_driver_imports_ssl_only_for_a_tls_host() -> None:
+    """``ssl`` is part of a command's start-up: the driver loads it for ``qemu+tls`` only."""
+    code = (
+        "import socket, sys\n"
+        "import migrator.drivers.libvirt.driver\n"
+        "print('ssl' in sys.modules)\n"
+        "from migrator.drivers.libvirt import sockets\n"
+        "from migrator.drivers.libvirt.errors import LibvirtUnreachable\n"
+        "from migrator.drivers.libvirt.uri import parse\n"
+        "listener = socket.create_server(('127.0.0.1', 0))\n"
+        "port = listener.getsockname()[1]\n"
+        "target = parse(f'qemu+tls://127.0.0.1:{port}/system?pkipath=/nonexistent')\n"
+        "try:\n"
+        "    sockets.open_socket(target, host='h', timeout=5)\n"
+        "except LibvirtUnreachable as exc:\n"
+        "    print('no TLS CA certificate' in str(exc))\n"
+        "print('ssl' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    assert out.split() == ["False", "True", "True"]
