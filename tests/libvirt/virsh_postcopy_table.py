@@ -16,15 +16,18 @@ second ``virsh migrate-postcopy`` asks the source for the switch through the sam
   waits on the destination until every page is there), the guest running there;
 - ``finish``: Finish3's reply reached ``virsh`` (every page sent), Confirm3 is held.
 
-Then the hosts are watched (``virsh domstate --reason``, ``virsh domjobinfo``) until
-nothing changed for ``STABLE_S`` or ``WATCH_S`` passed, and whether the guest still
-runs is checked by its pass counter advancing. Nothing is done for it: the table says
-what the hosts do by themselves.
+Then nobody acts: the hosts are watched (``postcopy_watch.py``: ``virsh domstate
+--reason``, ``virsh domjobinfo``) until nothing changed for ``STABLE_S`` (and neither side
+is in post-copy any more) or ``WATCH_S`` passed; where the guest runs is where its pass
+counter advances; a guest running on the destination has its memory checked (one edge of
+the sweep); where it runs nowhere, ``virsh resume`` is tried on the paused source. The
+table says what the hosts do by themselves.
 
-    .venv/bin/python -m tests.libvirt.virsh_postcopy_table            # every point
-    .venv/bin/python -m tests.libvirt.virsh_postcopy_table finish     # some points
+    PYTHONPATH=. python -m tests.libvirt.virsh_postcopy_table --repeat 3      # 7.5 min
+    PYTHONPATH=. python -m tests.libvirt.virsh_postcopy_table --repeat 10 switch
 
-prints the markdown table of ``docs/postcopy.md``.
+prints the markdown tables of ``docs/postcopy.md`` (one row per point and outcome; runs of
+a point that ended alike share a row).
 """
 
 from __future__ import annotations
