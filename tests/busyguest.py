@@ -1,5 +1,7 @@
-"""The project's busy guest (``tests/qemu/busy/dirty.S``), built with binutils for a test:
-a multiboot kernel that rewrites one word of every page from 2 to 48 MiB for ever."""
+"""The project's busy guest (``tests/qemu/busyguest/busy.S``, linked by ``busy.ld``), built
+with binutils for a test: a multiboot kernel that rewrites one word of every page from
+2 MiB to ``end`` (48 MiB by default) for ever, so pre-copy over a capped link never
+converges."""
 
 from __future__ import annotations
 
@@ -9,23 +11,30 @@ from pathlib import Path
 
 import pytest
 
-SOURCE = Path(__file__).parent / "qemu" / "busy"
+SOURCE = Path(__file__).parent / "qemu" / "busyguest"
 COUNTER = 0x200000
 """The guest's first page: its pass counter."""
 REGION = (0x200000, 0x3000000)
+"""The pages the default build rewrites: ``[start, end)``."""
 PAGE = 4096
 
 
-def build(out: Path, *, required: bool) -> Path:
-    """``out/dirty.elf``; skips (or fails, if ``required``) without ``as`` and ``ld``."""
+def build(out: Path, *, required: bool, end: int = REGION[1]) -> Path:
+    """``out/busy-<end>.elf``, rewriting ``[COUNTER, end)``; skips (or fails, if
+    ``required``) without ``as`` and ``ld``."""
     if shutil.which("as") is None or shutil.which("ld") is None:
         if required:
             pytest.fail("binutils (as, ld) required to build the busy guest")
         pytest.skip("binutils (as, ld) not installed")
-    subprocess.run(["as", "--32", "-o", out / "dirty.o", SOURCE / "dirty.S"], check=True)
-    link = ["ld", "-m", "elf_i386", "-T", SOURCE / "link.ld", "-o", out / "dirty.elf"]
-    subprocess.run([*link, out / "dirty.o"], check=True)
-    return out / "dirty.elf"
+    if end % PAGE or end <= COUNTER:
+        raise ValueError(f"end {end:#x}: a page boundary above {COUNTER:#x}")
+    obj, elf = out / f"busy-{end:x}.o", out / f"busy-{end:x}.elf"
+    subprocess.run(
+        ["as", "--32", "--defsym", f"END={end:#x}", "-o", obj, SOURCE / "busy.S"], check=True
+    )
+    link = ["ld", "-m", "elf_i386", "-T", SOURCE / "busy.ld", "-o", elf, obj]
+    subprocess.run(link, check=True)
+    return elf
 
 
 def one_sweep_edge(region: bytes) -> bool:

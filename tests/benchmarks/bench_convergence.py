@@ -2,7 +2,7 @@
 
     python -m tests.benchmarks.bench_convergence [--rounds N]
 
-The busy guest (``tests/qemu/busy/dirty.S``, 64 MiB, rewriting 46 MiB for ever) migrates
+The busy guest (``tests/qemu/busyguest/busy.S``, 64 MiB, rewriting 46 MiB for ever) migrates
 at 16 MiB/s under a 2 s budget, once with ``abort`` and once with ``pause`` per round:
 for each, the wall time, the time from the ``action`` event to Perform's outcome, and for
 ``pause`` the passes, the bytes sent, how long the guest was stopped (``paused_ms``) and

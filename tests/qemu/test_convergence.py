@@ -1,5 +1,5 @@
 """A guest that never converges, on real QEMU over QMP: the project's busy kernel
-(``tests/qemu/busy/dirty.S``, built here with binutils) rewrites 46 MiB for ever, and the
+(``tests/qemu/busyguest/busy.S``, built here with binutils) rewrites 46 MiB for ever, and the
 bandwidth is capped at 16 MiB/s, so pre-copy alone never ends. Its convergence policy's
 budget (2 s for a 64 MiB guest) runs out: ``abort`` leaves the source running, ``pause``
 completes the migration with the downtime reported and the guest's memory whole."""

@@ -1,6 +1,6 @@
 """Post-copy between real QEMU processes, with a guest that never converges.
 
-The guest is the project's own busy kernel (``busyguest/busy.S``), assembled and linked
+The guest is the project's own busy kernel (``tests/busyguest.py``), assembled and linked
 with binutils at test time: it rewrites a pass counter into every page of 16 MiB for ever.
 With the bandwidth capped, pre-copy cannot converge (the step's timeout gives up and rolls
 back, the source running on); switched to post-copy (``--flag postcopy``, the
@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,12 +25,12 @@ import pytest
 from migrator.drivers.qmp import Monitor
 from migrator.drivers.qmphost import QmpDriver
 from migrator.drivers.qmphost.postcopy import userfaultfd_usable
+from tests import busyguest
 from tests.qemu.conftest import REQUIRE_QEMU
 from tests.qemu.rig import QemuRig
 from tests.qemu.test_crash import cli, only, view
 
-HERE = Path(__file__).parent / "busyguest"
-START, END, PAGE = 0x200000, 0x1200000, 4096
+START, END, PAGE = busyguest.COUNTER, 0x1200000, busyguest.PAGE
 MEMORY = 32
 CAP = "8"  # MiB/s: a pass of 16 MiB takes 2 s while the guest rewrites it hundreds of times
 SWITCH = "perform.underway=postcopy"
@@ -50,18 +48,8 @@ def _write_results() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def busy_kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``busy.S`` assembled and linked with binutils (``as``, ``ld``)."""
-    if not (shutil.which("as") and shutil.which("ld")):
-        if REQUIRE_QEMU:
-            pytest.fail("binutils (as, ld) required to build the busy guest")
-        pytest.skip("binutils (as, ld) not installed")
-    out = tmp_path_factory.mktemp("busyguest")
-    subprocess.run(["as", "--32", "-o", out / "busy.o", HERE / "busy.S"], check=True)
-    subprocess.run(
-        ["ld", "-m", "elf_i386", "-T", HERE / "busy.ld", "-o", out / "busy.elf", out / "busy.o"],
-        check=True,
-    )
-    return out / "busy.elf"
+    """The busy guest rewriting ``[START, END)``, built with binutils (``as``, ``ld``)."""
+    return busyguest.build(tmp_path_factory.mktemp("busyguest"), required=REQUIRE_QEMU, end=END)
 
 
 @pytest.fixture

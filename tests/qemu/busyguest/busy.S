@@ -1,18 +1,22 @@
-/* The busy guest of the post-copy tests: a multiboot (v1) kernel that never converges.
+/* The busy guest: a multiboot (v1) kernel that never converges.
  *
- * It writes a pass counter into the first word of every 4 KiB page from 2 MiB to
- * 18 MiB, then starts the next pass with the counter plus one, for ever: every page is
- * dirtied again on every pass (a few hundred passes a second under TCG), faster than a
- * capped link carries it, so pre-copy never converges. The counter of page 0x200000
- * is always the current pass; a page behind the sweep holds the pass before it.
+ * It writes a pass counter into the first word of every 4 KiB page from 2 MiB to END
+ * (48 MiB unless the build says otherwise), then starts the next pass with the counter
+ * plus one, for ever: every page is dirtied again on every pass (hundreds of passes a
+ * second under TCG), faster than a capped link carries it, so pre-copy never converges.
+ * The counter of page 0x200000 is always the current pass; a page behind the sweep holds
+ * the pass before it.
  *
- * Built in the tests with binutils alone:
- *     as --32 -o busy.o busy.S && ld -m elf_i386 -T busy.ld -o busy.elf busy.o
+ * Built by tests/busyguest.py with binutils alone:
+ *     as --32 [--defsym END=0x1200000] -o busy.o busy.S
+ *     ld -m elf_i386 -T busy.ld -o busy.elf busy.o
  */
     .set MAGIC, 0x1BADB002
     .set FLAGS, 0x00010000          /* bit 16: the address fields below are valid */
     .set START, 0x200000
-    .set END, 0x1200000
+    .ifndef END
+    .set END, 0x3000000
+    .endif
     .set PAGE, 4096
 
     .section .text
