@@ -178,8 +178,6 @@ CASES: list[Case] = [
     _c('one migration', 'postcopy 00000000', 2,
        "migrator: error: no migration matches '00000000'"),
     # -- convergence policies --------------------------------------------------
-    _c('convergence policies', 'migrate vm1 --src {src} --dst {dst} --postcopy-bandwidth 10', 2,
-       'migrator: error: policy setting postcopy-bandwidth is refused: the test driver of {src} does not honour it (it honours: auto-converge, downtime, job-stats, parallel-connections, pause, speed)'),
     _c('convergence policies', 'migrate vm1 --src {src} --dst {dst} --stall-iterations 3 --on-stall postcopy', 2,
        'migrator: error: post-copy is not available for this migration'),
     _c('convergence policies', 'migrate vm1 --src {src} --dst {dst} --protocol 2 --max-downtime 500', 2,

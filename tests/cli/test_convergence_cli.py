@@ -137,10 +137,6 @@ def test_requests_for_a_migration_not_in_perform_are_refused_in_one_line(
     ("options", "message"),
     [
         (
-            ("--postcopy-bandwidth", "10"),
-            "policy setting postcopy-bandwidth is refused: the test driver",
-        ),
-        (
             ("--stall-iterations", "3", "--on-stall", "postcopy"),
             "post-copy is not available for this migration",
         ),
