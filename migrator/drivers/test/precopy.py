@@ -156,6 +156,12 @@ class Precopy:
             "throttle_pct": self.throttle,
             "paused": self.paused_at is not None,
             "parallel_connections": self.parallel,
-            **({"postcopy_bandwidth_mib": self.postcopy_bandwidth} if self.postcopy_bandwidth else {}),
             "sent_bytes": self.transferred,
+            **self._controlled(),
         }
+
+    def _controlled(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"downtime_limit_ms": self.downtime_ms}
+        if self.postcopy_bandwidth is not None:
+            out["postcopy_bandwidth_mib"] = self.postcopy_bandwidth
+        return out
