@@ -112,7 +112,10 @@ class Preflight:
         refuse_unhonoured(flags, src, dst)
         if policy is not None:
             self._refuse_unhonoured_policy(policy, src, version, flags)
-        params = MigrationParams(domain=domain, flags=flags, dname=dname, bandwidth=bandwidth)
+        connections = (policy.parallel_connections if policy is not None else None) or 0
+        params = MigrationParams(
+            domain=domain, flags=flags, dname=dname, bandwidth=bandwidth, connections=connections
+        )
         return params, version
 
     def _refuse_unhonoured_policy(

@@ -5,6 +5,7 @@ migration over; the requests journaled by any process, and stamped when it ends.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from migrator.convergence.policy import Setting, from_dict
@@ -64,10 +65,13 @@ class Convergence:
         return self.requests.add(migration.id, kind, value)
 
     def resumed(self, run: Run) -> Run:
-        """``run`` (rebuilt from the journal) with the policy journaled for it."""
+        """``run`` (rebuilt from the journal) with the policy journaled for it, and the
+        parallel connections its hosts were set up with."""
         found = self.journal.policy(run.migration.id)
         if found is not None:
             run.policy, run.policy_journaled = from_dict(found), True
+            connections = run.policy.parallel_connections or 0
+            run.params = dataclasses.replace(run.params, connections=connections)
         return run
 
     def ended(self, run: Run) -> None:
