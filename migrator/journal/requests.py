@@ -1,6 +1,7 @@
 """Runtime requests and convergence policies in the journal (docs/convergence.md).
 
-Any process may journal a request for a migration in Perform (``add``): the insert is
+Any process may journal a request for a migration in Perform, or in post-copy for a
+``speed`` (``add``, ``ACCEPTED``): the insert is
 conditional on the migration's state in the same statement, so a request is never written
 for a migration that finished meanwhile. Whoever drives the migration reads the pending
 ones (``pending``) and stamps each once applied (``settle``); when the migration ends,
