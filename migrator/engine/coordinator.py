@@ -383,7 +383,7 @@ class Coordinator:
         return self.convergence.request(migration_id, RequestKind.DOWNTIME, ms)
 
     def set_speed(self, migration_id: str, mib: int) -> Request:
-        """Journal a request to send at ``mib`` MiB/s, as ``set_downtime``."""
+        """Journal a request to send at ``mib`` MiB/s, as ``set_downtime`` (or post-copy)."""
         limits.integer(mib, name="speed (MiB/s)", low=1, high=MAX_BANDWIDTH_MIB)
         return self.convergence.request(migration_id, RequestKind.SPEED, mib)
 
