@@ -143,7 +143,7 @@ def set_downtime(migration_id: str, ms: int, wait: float, as_json: bool) -> None
 @wait_option
 @json_option
 def set_speed(migration_id: str, mib: int, wait: float, as_json: bool) -> None:
-    """Send migration ID, now in Perform, at MIB MiB/s (a journaled request)."""
+    """Send migration ID, now in Perform or post-copy, at MIB MiB/s (a journaled request)."""
     _request(lambda c: c.set_speed(migration_id, mib), wait, as_json)
 
 

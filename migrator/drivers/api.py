@@ -125,6 +125,9 @@ class MigrationParams:
     dname: str | None = None
     bandwidth: int = 0
     """MiB/s; 0 means unlimited."""
+    connections: int = 0
+    """Parallel connections (multifd) both hosts set up before the data goes, from the
+    migration's policy (``parallel_connections``); 0: one connection, as without."""
 
     @property
     def dest_name(self) -> str:

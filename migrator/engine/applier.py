@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from migrator.convergence.policy import Action, Policy, Setting, from_dict
+from migrator.convergence.policy import Action, Policy, Setting
 from migrator.convergence.tracker import Decision, Kind, Tracker
 from migrator.engine.run import Run
 from migrator.errors import JournalError, PostcopyUnavailable, StateConflict
@@ -44,7 +44,7 @@ from migrator.records import (
     Request,
     RequestKind,
 )
-from migrator.states import POSTCOPY_STATES, TERMINAL, State, Step
+from migrator.states import POSTCOPY_STATES, State, Step
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,10 @@ REQUEST_POLL = 0.5
 
 BESIDE_PERFORM = frozenset({State.PERFORMING, *POSTCOPY_STATES})
 """The states a note of the applier is journaled in."""
+BESIDE = frozenset({Step.PERFORM, Step.POSTCOPY_RESUME})
+"""The steps an applier runs beside: Perform, and each resumption of a paused post-copy."""
+
+AFTER_SWITCH = "the migration switched to post-copy, where a downtime means nothing"
 
 StartPostcopy = Callable[[str], None]
 """Switch the migration to post-copy now, for ``reason``; raises if it cannot."""
@@ -77,12 +81,6 @@ SETTING_OF_CONTROL = {
 }
 
 
-def honoured(driver: object) -> frozenset[Setting]:
-    """The policy settings a driver acts on (``honoured_settings``; none if it says none)."""
-    found: frozenset[Setting] = getattr(driver, "honoured_settings", frozenset())
-    return frozenset(found)
-
-
 class Applier:
     """Applies ``policy`` and the runtime requests to one Perform of ``migration``."""
 
@@ -96,6 +94,7 @@ class Applier:
         settings: frozenset[Setting],
         start_postcopy: StartPostcopy = refuse_postcopy,
         step: Step = Step.PERFORM,
+        switched: Callable[[], bool] = lambda: False,
     ) -> None:
         self.journal = journal
         self.requests = Requests(journal)
@@ -105,6 +104,9 @@ class Applier:
         self.settings = settings
         self.start_postcopy = start_postcopy
         self.step = step
+        self.switched = switched
+        """Whether the migration switched to post-copy (its intent is journaled): the
+        policy then decides nothing more, and ``set-speed`` is the post-copy bandwidth."""
         self.tracker = Tracker(self.policy)
         self.gave_up: str | None = None
         """Why the policy aborted Perform ("stalled", "over_budget"), or None."""
@@ -144,8 +146,18 @@ class Applier:
     # -- the applier's own thread ----------------------------------------------------------
 
     def start(self) -> None:
-        """Queue what must be set before the data goes, then start the thread."""
+        """Queue what must be set before the data goes (Perform's, not a post-copy
+        resumption's), then start the thread."""
         self._started = time.monotonic()
+        if self.step is Step.PERFORM:
+            self._before_data()
+        else:  # a resumption: what was journaled while paused goes with its first data
+            self._poll()
+        thread = threading.Thread(target=self._loop, name=f"applier {self.migration.id[:8]}")
+        thread.daemon = True
+        thread.start()
+
+    def _before_data(self) -> None:
         policy = self.policy
         if policy.auto_converge:
             self._control(ControlKind.AUTO_CONVERGE, 1, "auto_converge")
@@ -154,20 +166,18 @@ class Applier:
         if policy.postcopy_bandwidth_mib is not None:
             self._control(ControlKind.POSTCOPY_SPEED, policy.postcopy_bandwidth_mib, "postcopy")
         self._carry_out(self.tracker.decide(0.0, None))
-        thread = threading.Thread(target=self._loop, name=f"applier {self.migration.id[:8]}")
-        thread.daemon = True
-        thread.start()
 
-    def stop(self) -> list[Change]:
-        """Perform returned: what is left to journal, for the caller to commit with
-        Perform's outcome (one transaction, no write of its own). Waits at most for the
-        one note the thread may be writing; the thread then stamps the requests and ends."""
+    def stop(self, state: State) -> list[Change]:
+        """The step returned: what is left to journal, in ``state`` (the run's), for the
+        caller to commit with the step's outcome (one transaction, no write of its own).
+        Waits at most for the one note the thread may be writing; the thread then stamps
+        the requests and ends."""
         with self._lock:
             self._stopped = True
             left, self._done = list(self._done), collections.deque()
         self._settle_later = [(r, outcome) for _, r, outcome in left if r is not None]
         self._stop.set()
-        return [Change(draft, self.migration.state) for draft, _, _ in left]
+        return [Change(draft, state) for draft, _, _ in left]
 
     def _loop(self) -> None:
         try:
@@ -180,20 +190,32 @@ class Applier:
 
     def _round(self) -> None:
         now = time.monotonic()
-        elapsed = now - self._started
+        self._decide(now - self._started)
+        if now - self._polled >= REQUEST_POLL:
+            self._poll()
+        self._journal_done()
+
+    def _poll(self) -> None:
+        self._polled = time.monotonic()
+        for request in self.journal.requests(self.migration.id):
+            if request.pending and request.id not in self._taken:
+                self._taken.add(request.id)
+                self._apply(request)
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def _decide(self, elapsed: float) -> None:
+        """What the policy says of the samples since the last round; nothing once the
+        migration switched to post-copy: the guest runs on the destination, so a stall, a
+        budget or a downtime means nothing there, and no action may follow."""
+        if self.switched():
+            self._boundaries.clear()
+            self._latest = None
+            return
         while self._boundaries:
             self._carry_out(self.tracker.decide(elapsed, self._boundaries.popleft()))
         sample, self._latest = self._latest, None
         self._carry_out(self.tracker.decide(elapsed, sample))
-        if now - self._polled >= REQUEST_POLL:
-            self._polled = now
-            for request in self.journal.requests(self.migration.id):
-                if request.pending and request.id not in self._taken:
-                    self._taken.add(request.id)
-                    self._apply(request)
-        self._journal_done()
-
-    # -- decisions -------------------------------------------------------------------------
 
     def _carry_out(self, decisions: list[Decision]) -> None:
         for d in decisions:
@@ -219,6 +241,9 @@ class Applier:
             self._say(EventDraft(kind=EventKind.ACTION, step=self.step, detail=detail))
 
     def _postcopy(self, reason: str) -> str | None:
+        """Switch; the notes that led to it are journaled first, before the switch's
+        intent, in Perform's state."""
+        self._journal_done()
         try:
             self.start_postcopy(reason)
         except Exception as exc:  # noqa: BLE001 -- a refusal is the request's outcome
@@ -262,27 +287,16 @@ class Applier:
 
     def _apply(self, request: Request) -> None:
         if request.kind is RequestKind.POSTCOPY:
-            error = self._postcopy(f"requested by an operator (request {request.id})")
-            outcome = error or "applied: post-copy started"
-            detail = {"request": request.id, "setting": "postcopy", "outcome": outcome}
-            self._done.append(
-                (
-                    EventDraft(kind=EventKind.REQUEST, step=self.step, detail=detail),
-                    request,
-                    outcome,
-                )
-            )
+            self._apply_postcopy(request)
             return
-        kind, value = CONTROL_OF_REQUEST[request.kind], int(request.value or 0)
-        if SETTING_OF_CONTROL[kind] not in self.settings:
-            self._finished(
-                kind,
-                value,
-                "request",
-                request,
-                "refused: the source's driver does not honour it",
-                {},
-            )
+        kind, value = self._control_of(request)
+        refused = None
+        if self.switched() and kind is ControlKind.DOWNTIME:
+            refused = f"refused: {AFTER_SWITCH}"
+        elif SETTING_OF_CONTROL[kind] not in self.settings:
+            refused = "refused: the source's driver does not honour it"
+        if refused is not None:
+            self._finished(kind, value, "request", request, refused, {})
             return
         self._controls.append(
             Control(
@@ -291,6 +305,24 @@ class Applier:
                 done=lambda error: self._finished(kind, value, "request", request, error, {}),
             )
         )
+
+    def _control_of(self, request: Request) -> tuple[ControlKind, int]:
+        """The control a ``downtime`` or ``speed`` request is: after the switch to
+        post-copy, a ``speed`` is the post-copy bandwidth."""
+        kind = CONTROL_OF_REQUEST[request.kind]
+        if kind is ControlKind.SPEED and self.switched():
+            kind = ControlKind.POSTCOPY_SPEED
+        return kind, int(request.value or 0)
+
+    def _apply_postcopy(self, request: Request) -> None:
+        if self.switched():
+            outcome = "not applied: the migration had switched to post-copy already"
+        else:
+            error = self._postcopy(f"requested by an operator (request {request.id})")
+            outcome = error or "applied: post-copy started"
+        detail = {"request": request.id, "setting": "postcopy", "outcome": outcome}
+        draft = EventDraft(kind=EventKind.REQUEST, step=self.step, detail=detail)
+        self._done.append((draft, request, outcome))
 
     # -- the journal -----------------------------------------------------------------------
 
@@ -331,59 +363,3 @@ class Applier:
 
 PostcopyFactory = Callable[[Run], StartPostcopy]
 """The post-copy entry point of a run being driven (the coordinator's ``postcopy=``)."""
-
-
-class Convergence:
-    """What a coordinator runs beside Perform, and keeps of policies and requests."""
-
-    def __init__(
-        self, journal: Journal, coordinator_id: str, postcopy: PostcopyFactory | None
-    ) -> None:
-        self.journal = journal
-        self.requests = Requests(journal)
-        self.coordinator_id = coordinator_id
-        self.postcopy = postcopy
-
-    def beside(self, run: Run, step: Step) -> Applier | None:
-        """An applier for a Perform of protocol v3 (``Steps(beside=...)``); at the first
-        call of a run with a policy not yet journaled (Begin's, its row now written), the
-        policy is journaled for whoever may take the migration over."""
-        if run.policy is not None and not run.policy_journaled:  # at the first call: Begin's
-            self.requests.set_policy(run.migration.id, run.policy.as_dict())
-            run.policy_journaled = True
-        if step is not Step.PERFORM or (run.policy is None and not run.blocking):
-            return None  # an in-process host's Perform returns at once: nothing to apply
-        start = refuse_postcopy if self.postcopy is None else self.postcopy(run)
-        return Applier(
-            self.journal,
-            self.coordinator_id,
-            run.migration,
-            run.policy,
-            settings=honoured(run.src),
-            start_postcopy=start,
-            step=step,
-        )
-
-    def request(self, migration_id: str, kind: RequestKind, value: int | None) -> Request:
-        """Journal a runtime request for a migration (an id or a unique prefix) in Perform."""
-        migration = self.journal.find(migration_id)
-        return self.requests.add(migration.id, kind, value)
-
-    def resumed(self, run: Run) -> Run:
-        """``run`` (rebuilt from the journal) with the policy journaled for it."""
-        found = self.journal.policy(run.migration.id)
-        if found is not None:
-            run.policy, run.policy_journaled = from_dict(found), True
-        return run
-
-    def ended(self, run: Run) -> None:
-        """Stamp the requests still pending once the migration ended: never applied."""
-        state = run.migration.state
-        if state not in TERMINAL:
-            return
-        why = f"not applied: Perform had ended (the migration ended {state})"
-        try:  # a read first: most migrations have no request, and a write is a commit
-            if any(r.pending for r in self.journal.requests(run.migration.id)):
-                self.requests.settle_all(run.migration.id, why)
-        except JournalError as exc:  # shown as pending until the journal works again
-            log.warning("requests of %s not stamped: %s", run.migration.id, exc)

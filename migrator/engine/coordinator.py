@@ -20,7 +20,7 @@ from migrator.drivers.api import Driver
 from migrator.drivers.registry import connect
 from migrator.drivers.uri import redact_uri
 from migrator.engine import hostmap, lease, orphans
-from migrator.engine.applier import Convergence, PostcopyFactory
+from migrator.engine.applier import PostcopyFactory
 from migrator.engine.delivery import Delivery
 from migrator.engine.flows import ABORTABLE, flow_for, postcopy
 from migrator.engine.flows.base import Engine
@@ -31,6 +31,7 @@ from migrator.engine.ownership import new_owner_id
 from migrator.engine.preflight import Preflight
 from migrator.engine.retry import RetryPolicy
 from migrator.engine.run import Connect, Run, resume
+from migrator.engine.runtime import Convergence
 from migrator.engine.steps import (
     PROBE_PATIENCE,
     Gate,
@@ -382,7 +383,7 @@ class Coordinator:
         return self.convergence.request(migration_id, RequestKind.DOWNTIME, ms)
 
     def set_speed(self, migration_id: str, mib: int) -> Request:
-        """Journal a request to send at ``mib`` MiB/s, as ``set_downtime``."""
+        """Journal a request to send at ``mib`` MiB/s, as ``set_downtime`` (or post-copy)."""
         limits.integer(mib, name="speed (MiB/s)", low=1, high=MAX_BANDWIDTH_MIB)
         return self.convergence.request(migration_id, RequestKind.SPEED, mib)
 

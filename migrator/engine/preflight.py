@@ -57,6 +57,25 @@ def refuse_postcopy(
         )
 
 
+def refuse_parallel(flags: MigrateFlags, policy: Policy | None) -> None:
+    """Parallel connections (a policy's ``parallel_connections``, libvirt's ``--flag
+    parallel``) neither with post-copy nor tunnelled; else a one-line ``UsageError``."""
+    parallel = flags & MigrateFlags.PARALLEL or (policy and policy.parallel_connections)
+    if not parallel:
+        return
+    if flags & MigrateFlags.POSTCOPY:
+        raise UsageError(
+            "parallel connections are refused with post-copy: QEMU cannot switch a multifd"
+            " migration to post-copy (the destination does not get the guest); migrate with"
+            " one of them"
+        )
+    if flags & MigrateFlags.TUNNELLED:
+        raise UsageError(
+            "parallel connections are refused with tunnelled: a tunnelled migration goes"
+            " over the daemons' one connection; migrate with one of them"
+        )
+
+
 class Preflight:
     """Checks requests, each call to a host within ``timeout`` seconds (None: unbounded)
     on the calling thread's runner (``runner()``)."""
@@ -100,6 +119,7 @@ class Preflight:
             tunnelled=bool(flags & MigrateFlags.TUNNELLED),
         )
         refuse_postcopy(flags, {src.uri: src_features, dst.uri: dst_features}, version)
+        refuse_parallel(flags, policy)
         src_state = self._best_effort_probe(src, domain)
         if src_state is not None and not src_state.active:
             raise DomainNotFound(domain=domain, host=redact_uri(src.uri))
@@ -112,7 +132,10 @@ class Preflight:
         refuse_unhonoured(flags, src, dst)
         if policy is not None:
             self._refuse_unhonoured_policy(policy, src, version, flags)
-        params = MigrationParams(domain=domain, flags=flags, dname=dname, bandwidth=bandwidth)
+        connections = (policy.parallel_connections if policy is not None else None) or 0
+        params = MigrationParams(
+            domain=domain, flags=flags, dname=dname, bandwidth=bandwidth, connections=connections
+        )
         return params, version
 
     def _refuse_unhonoured_policy(

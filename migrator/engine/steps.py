@@ -256,7 +256,7 @@ class Steps:
             return self._called(run, step, hook, ctx, applier, stop)
         finally:
             if applier is not None:  # its last notes commit with the outcome
-                run.staged.extend(applier.stop())
+                run.staged.extend(applier.stop(run.state))
                 if applier.migration.last_seq > run.migration.last_seq:  # it wrote notes
                     run.migration = dataclasses.replace(
                         run.migration, last_seq=applier.migration.last_seq

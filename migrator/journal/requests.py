@@ -1,6 +1,7 @@
 """Runtime requests and convergence policies in the journal (docs/convergence.md).
 
-Any process may journal a request for a migration in Perform (``add``): the insert is
+Any process may journal a request for a migration in Perform, or in post-copy for a
+``speed`` (``add``, ``ACCEPTED``): the insert is
 conditional on the migration's state in the same statement, so a request is never written
 for a migration that finished meanwhile. Whoever drives the migration reads the pending
 ones (``pending``) and stamps each once applied (``settle``); when the migration ends,
@@ -21,11 +22,19 @@ from migrator.journal.statement import Statement
 from migrator.journal.store import Journal
 from migrator.journal.writes import now
 from migrator.records import Request, RequestKind
-from migrator.states import State
+from migrator.states import POSTCOPY_STATES, State
 
 _R = requests.c
 IN_PERFORM: frozenset[State] = frozenset({State.PERFORMING})
-"""The states a runtime request is accepted in: Perform of protocol v3 is running."""
+"""Perform of protocol v3 is running, not switched to post-copy."""
+ACCEPTED: dict[RequestKind, frozenset[State]] = {
+    RequestKind.DOWNTIME: IN_PERFORM,
+    RequestKind.SPEED: IN_PERFORM | POSTCOPY_STATES,
+    RequestKind.POSTCOPY: IN_PERFORM,
+}
+"""The states each kind of request is accepted in: a ``speed`` after the switch to
+post-copy too (the post-copy bandwidth, applied by whoever carries post-copy on); a
+downtime means nothing once the destination runs the guest, and a switch happens once."""
 
 
 class _Sql:
@@ -65,29 +74,31 @@ class _Sql:
 class Requests:
     """The runtime requests and policies of one journal."""
 
-    def __init__(self, journal: Journal, states: frozenset[State] = IN_PERFORM) -> None:
+    def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self.engine = journal.engine
         self.url = journal.url
-        self.states = states
 
     @functools.cached_property
     def _sql(self) -> _Sql:
-        return _Sql(self.engine.dialect, self.states)
+        return _Sql(self.engine.dialect, IN_PERFORM)
+
+    @functools.cached_property
+    def _add(self) -> dict[RequestKind, Statement]:
+        dialect = self.engine.dialect
+        return {kind: _Sql(dialect, states).add for kind, states in ACCEPTED.items()}
 
     def add(self, migration_id: str, kind: RequestKind, value: int | None = None) -> Request:
-        """Journal a request for a migration in Perform; a UsageError (one line) if the
-        migration is not there, is unknown, or the id names no migration."""
+        """Journal a request for a migration in a state that accepts it (``ACCEPTED``); a
+        UsageError (one line) if the migration is not there, is unknown, or the id names
+        no migration."""
         values = {"mid": migration_id, "kind": str(kind), "value": value, "at": now()}
         added = self.journal.write(
-            lambda cursor: int(self._sql.add.execute(cursor, values).rowcount)
+            lambda cursor: int(self._add[kind].execute(cursor, values).rowcount)
         )
         if not added:
             migration = self.journal.get(migration_id)  # MigrationNotFound if unknown
-            raise UsageError(
-                f"migration {migration.id} is {migration.state}, not in Perform:"
-                f" a {kind} request applies only while Perform (protocol v3) runs"
-            )
+            raise UsageError(refusal(migration.id, migration.state, kind))
         return next(r for r in reversed(self.journal.requests(migration_id)) if r.kind is kind)
 
     def settle(self, request_id: int, outcome: str) -> bool:
@@ -114,3 +125,18 @@ class Requests:
             self._sql.policy.execute(cursor, {"migration_id": migration_id, "policy": policy})
 
         self.journal.write(write)
+
+
+def refusal(migration_id: str, state: State, kind: RequestKind) -> str:
+    """Why a request of ``kind`` is not accepted for a migration in ``state``."""
+    if state in POSTCOPY_STATES and kind is RequestKind.POSTCOPY:
+        return f"migration {migration_id} is {state}: it switched to post-copy already"
+    if state in POSTCOPY_STATES:
+        return (
+            f"migration {migration_id} is {state}: it switched to post-copy, where the"
+            f" destination runs the guest and a {kind} means nothing; set-speed still applies"
+        )
+    return (
+        f"migration {migration_id} is {state}, not in Perform:"
+        f" a {kind} request applies only while Perform (protocol v3) runs"
+    )

@@ -46,7 +46,6 @@ _WEBHOOK_CURSOR = (
 )
 
 
-
 class Journal(Reads):
     """The journal of migrations. Open it with ``Journal.open(url)``; its reads are
     ``Reads``'s methods (``reading.py``)."""

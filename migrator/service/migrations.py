@@ -259,7 +259,7 @@ def set_speed(
     _auth: None = OPERATE,
 ) -> dict[str, Any]:  # fmt: skip
     """Journal a request to send a migration in Perform at ``mib`` MiB/s (as ``migrator
-    set-speed``)."""
+    set-speed``); after the switch to post-copy, its post-copy bandwidth."""
     svc = service(request)
     return inspect.request_dict(svc.coordinator.set_speed(migration_id, body.mib))
 

@@ -50,7 +50,8 @@ class DowntimeRequest(BaseModel):
 
 
 class SpeedRequest(BaseModel):
-    """The bandwidth to send a migration in Perform at (as ``migrator set-speed``)."""
+    """The bandwidth to send a migration in Perform or post-copy at (as ``migrator
+    set-speed``)."""
 
     model_config = _STRICT
 

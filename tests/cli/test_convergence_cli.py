@@ -137,14 +137,18 @@ def test_requests_for_a_migration_not_in_perform_are_refused_in_one_line(
     ("options", "message"),
     [
         (
-            ("--postcopy-bandwidth", "10"),
-            "policy setting postcopy-bandwidth is refused: the test driver",
-        ),
-        (
             ("--stall-iterations", "3", "--on-stall", "postcopy"),
             "post-copy is not available for this migration",
         ),
         (("--downtime-steps", "3"), "options: downtime_steps needs max_downtime_ms"),
+        (
+            ("--parallel-connections", "2", "--flag", "postcopy"),
+            "parallel connections are refused with post-copy: QEMU cannot switch a multifd",
+        ),
+        (
+            ("--parallel-connections", "2", "--flag", "tunnelled"),
+            "parallel connections are refused with tunnelled",
+        ),
         (("--max-downtime", "0"), "--max-downtime must be >= 1, not 0"),
     ],
 )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from migrator.convergence.policy import Action, Policy
+from migrator.convergence.policy import Action, Policy, Setting
 from migrator.drivers.test import TestDriver
 from migrator.engine.coordinator import Coordinator
 from migrator.engine.observers import HookName
@@ -131,11 +131,18 @@ def test_the_postcopy_action_calls_the_one_entry_point(journal: Journal, busy: H
     assert action.detail == {"action": "postcopy", "why": "stalled", "outcome": "post-copy started"}
 
 
+class NoPostcopyBandwidth(TestDriver):
+    """A test host that declares it does not act on a post-copy bandwidth."""
+
+    honoured_settings = frozenset(Setting) - {Setting.POSTCOPY_BANDWIDTH}
+
+
 def test_settings_a_driver_does_not_honour_are_refused_before_begin(
     coordinator: Coordinator, journal: Journal, busy: Hosts
 ) -> None:
+    narrow = Hosts(NoPostcopyBandwidth(busy.src.uri), busy.dst)
     with pytest.raises(SettingNotHonoured, match="postcopy-bandwidth is refused: the test driver"):
-        migrate(coordinator, busy, Policy(postcopy_bandwidth_mib=10))
+        migrate(coordinator, narrow, Policy(postcopy_bandwidth_mib=10))
     with pytest.raises(PostcopyUnavailable, match="post-copy is not available"):
         migrate(coordinator, busy, Policy(stall_iterations=3, action=Action.POSTCOPY))
     assert journal.list() == []
@@ -208,6 +215,8 @@ def test_the_postcopy_action_switches_a_stalled_migration_that_ends_confirmed(
     [switch] = [e for e in history if e.step is not None and e.step.value == "postcopy"][:1]
     assert switch.kind is EventKind.INTENT
     assert switch.detail == {"reason": "the convergence policy: Perform stalled"}
+    [stalled] = of_kind(history, EventKind.STALLED)  # what led to the switch, journaled before it
+    assert stalled.state is State.PERFORMING and stalled.seq < switch.seq
     assert of_kind(history, EventKind.ERROR) == []  # Perform ended once the guest moved
     [action] = of_kind(history, EventKind.ACTION)
     assert action.detail is not None and action.detail["outcome"] == "post-copy started"

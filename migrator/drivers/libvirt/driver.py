@@ -48,7 +48,13 @@ from migrator.drivers.libvirt import jobs, reconcile
 from migrator.drivers.libvirt.errors import LibvirtError, LibvirtUnreachable
 from migrator.drivers.libvirt.host import Host, Session
 from migrator.drivers.libvirt.procedures import DrvFeature, ErrorCode, MigrateParam
-from migrator.drivers.libvirt.typed import common, dest_flags, final_stats, time_left
+from migrator.drivers.libvirt.typed import (
+    common,
+    dest_flags,
+    final_stats,
+    parallel,
+    time_left,
+)
 from migrator.drivers.libvirt.uri import KeepAliveSettings, parse
 from migrator.drivers.libvirt.watch import HONOURED, PerformWatch, progress_of
 from migrator.drivers.libvirt.xdr import ParamValue
@@ -124,7 +130,7 @@ class LibvirtDriver(Host):
         return frozenset({Feature.MIGRATION_V3}) if v3 else frozenset()
 
     def _source_flags(self, params: MigrationParams, timeout: float | None) -> int:
-        flags = params.flags
+        flags = params.flags | parallel(params)
         if self.supports(DrvFeature.MIGRATE_CHANGE_PROTECTION, timeout):
             flags |= MigrateFlags.CHANGE_PROTECTION
         return int(flags)

@@ -175,3 +175,4 @@ class MigrateParam(enum.StrEnum):
     DEST_NAME = "destination_name"
     DEST_XML = "destination_xml"
     BANDWIDTH = "bandwidth"
+    PARALLEL_CONNECTIONS = "parallel.connections"

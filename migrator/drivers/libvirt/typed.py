@@ -16,19 +16,28 @@ STATS_TIMEOUT = 5.0
 hold up a step."""
 
 
+def parallel(params: MigrationParams) -> MigrateFlags:
+    """``VIR_MIGRATE_PARALLEL`` for a migration over parallel connections (its policy's
+    ``parallel_connections``): libvirt sets up multifd on both QEMUs."""
+    return MigrateFlags.PARALLEL if params.connections else MigrateFlags.NONE
+
+
 def dest_flags(params: MigrationParams) -> int:
     """The flags of Prepare and Finish: libvirt keeps ABORT_ON_ERROR and AUTO_CONVERGE to
     the source (``virDomainMigrateVersion3Full``)."""
-    return int(params.flags & ~_SOURCE_ONLY)
+    return int((params.flags | parallel(params)) & ~_SOURCE_ONLY)
 
 
 def common(params: MigrationParams) -> dict[str, ParamValue]:
-    """The parameters of every step: ``destination_name`` and ``bandwidth`` when set."""
+    """The parameters of every step: ``destination_name``, ``bandwidth`` and
+    ``parallel.connections`` when set."""
     typed: dict[str, ParamValue] = {}
     if params.dname:
         typed[MigrateParam.DEST_NAME] = params.dname
     if params.bandwidth > 0:
         typed[MigrateParam.BANDWIDTH] = params.bandwidth
+    if params.connections:
+        typed[MigrateParam.PARALLEL_CONNECTIONS] = params.connections
     return typed
 
 

@@ -65,10 +65,19 @@ def _optional(stats: Mapping[str, ParamValue], key: str, unit: int = 1) -> int |
 
 
 HONOURED: frozenset[Setting] = frozenset(
-    {Setting.DOWNTIME, Setting.SPEED, Setting.POSTCOPY_BANDWIDTH, Setting.JOB_STATS, Setting.PAUSE}
+    {
+        Setting.DOWNTIME,
+        Setting.SPEED,
+        Setting.POSTCOPY_BANDWIDTH,
+        Setting.JOB_STATS,
+        Setting.PAUSE,
+        Setting.PARALLEL,
+    }
 )
-"""The convergence settings the watch makes (auto-converge and multifd would be Perform3
-flags and parameters: not offered)."""
+"""The convergence settings the driver honours: the watch makes all but ``PARALLEL``,
+which is Begin3/Prepare3/Perform3's ``VIR_MIGRATE_PARALLEL`` and ``parallel.connections``
+(``typed.py``). Auto-converge as a policy setting is not offered: ``--flag
+auto-converge`` asks libvirt for it."""
 
 
 class PerformWatch:
@@ -170,6 +179,8 @@ class PerformWatch:
             elif control.kind is ControlKind.PAUSE:
                 remote.suspend(self.dom, timeout=timeout)
                 self.paused_at = time.monotonic()
+            elif control.kind is ControlKind.PARALLEL:
+                return None  # Perform3's parallel.connections: made as the data began
             else:
                 return f"libvirt hosts do not honour {control.kind}"
         except StepAbandoned as exc:

@@ -25,7 +25,7 @@ from migrator.drivers.qmphost.config import (
 )
 from migrator.drivers.qmphost.postcopy import QmpPostcopy, userfaultfd_usable
 from migrator.drivers.qmphost.process import free_port, log_tail
-from migrator.drivers.qmphost.source import capabilities
+from migrator.drivers.qmphost.source import capabilities, parameters
 from migrator.errors import DomainExists, DriverError, QMPUnreachable
 from migrator.flags import MigrateFlags
 from migrator.records import StepContext
@@ -114,6 +114,8 @@ class QmpDriver(QmpPostcopy):
             try:
                 with Monitor(self.rundir(name)) as mon:
                     mon.run("migrate-set-capabilities", {"capabilities": capabilities(params)})
+                    if params.connections:  # multifd: set before it listens
+                        mon.run("migrate-set-parameters", parameters(params))
                     mon.run("migrate-incoming", {"uri": uri})
                 return uri
             except QMPUnreachable:

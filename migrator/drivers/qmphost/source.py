@@ -147,12 +147,12 @@ class QmpSource(QmpHost):
         cap = params.bandwidth * MIB if params.bandwidth > 0 else UNLIMITED_BANDWIDTH
         tuned_caps, tuned = tuning.before_migrate(controls)
         caps = {c["capability"]: c for c in [*capabilities(params), *tuned_caps]}
-        parameters = {"max-bandwidth": cap, "downtime-limit": int(config["downtime_limit_ms"])}
+        limits = {"max-bandwidth": cap, "downtime-limit": int(config["downtime_limit_ms"])}
         with Monitor(self.rundir(name)) as mon:
             mon.run("migrate-set-capabilities", {"capabilities": list(caps.values())})
             if params.flags & MigrateFlags.POSTCOPY:  # the cap holds after a switch too
-                parameters["max-postcopy-bandwidth"] = cap if params.bandwidth > 0 else 0
-            mon.run("migrate-set-parameters", {**parameters, **tuned})
+                limits["max-postcopy-bandwidth"] = cap if params.bandwidth > 0 else 0
+            mon.run("migrate-set-parameters", {**limits, **parameters(params), **tuned})
             if not params.flags & MigrateFlags.LIVE:
                 mon.run("stop")  # an offline migration: the guest does not run meanwhile
             mon.run("migrate", {"uri": uri})
@@ -229,6 +229,7 @@ class QmpSource(QmpHost):
             with Monitor(self.rundir(name)) as mon:
                 info = mon.run("query-migrate")
         ram = info.get("ram") or {}
+        channels = self._channels(name) if params.connections else None
         return {
             "status": info.get("status"),
             "total_time_ms": info.get("total-time"),
@@ -245,7 +246,14 @@ class QmpSource(QmpHost):
             **({"paused": True} if tuning.paused_at is not None else {}),
             **({"auto_converge": True} if tuning.auto_converge else {}),
             **({"controls": tuning.applied} if tuning.applied else {}),
+            **({"multifd_channels": channels} if channels is not None else {}),
         }
+
+    def _channels(self, name: str) -> int | None:
+        """The parallel connections the source's QEMU reports it sent over."""
+        with Monitor(self.rundir(name)) as mon:
+            found = mon.run("query-migrate-parameters").get("multifd-channels")
+        return int(found) if isinstance(found, int) else None
 
     def _mark(self, name: str, mid: str, outcome: str) -> None:
         with self._txn() as host:
@@ -304,8 +312,16 @@ class QmpSource(QmpHost):
 
 
 def capabilities(params: MigrationParams) -> list[dict[str, Any]]:
-    """The migration capabilities both sides set: events, and post-copy if asked."""
+    """The migration capabilities both sides set: events, post-copy if asked, and
+    ``multifd`` for parallel connections (``params.connections``)."""
     caps = [{"capability": "events", "state": True}]
     if params.flags & MigrateFlags.POSTCOPY:
         caps.append({"capability": "postcopy-ram", "state": True})
+    if params.connections:
+        caps.append({"capability": "multifd", "state": True})
     return caps
+
+
+def parameters(params: MigrationParams) -> dict[str, int]:
+    """The migration parameters both sides set before the data goes."""
+    return {"multifd-channels": params.connections} if params.connections else {}

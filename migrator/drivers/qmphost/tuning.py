@@ -4,8 +4,10 @@ Before ``migrate``: capabilities (``auto-converge``) and parameters (``downtime-
 ``max-bandwidth``, ``max-postcopy-bandwidth``) from the controls the engine queued. While
 the data goes, each poll makes the controls waiting (``migrate-set-parameters``, or
 ``stop`` for ``PAUSE``) in the same QMP session that reads ``query-migrate``, and turns its
-``ram`` statistics into a ``Progress``. ``multifd`` is not offered: the destination would
-have to enable it before ``migrate-incoming``, which a Prepare that knows no policy cannot.
+``ram`` statistics into a ``Progress``. Parallel connections (``multifd``, with
+``multifd-channels``) are set on both sides before the data goes: the destination's
+Prepare, before ``migrate-incoming``, from ``MigrationParams.connections``, and the source
+before ``migrate`` (``capabilities``, ``source.py``); the ``PARALLEL`` control says the same.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ HONOURED: frozenset[Setting] = frozenset(
         Setting.JOB_STATS,
         Setting.PAUSE,
         Setting.AUTO_CONVERGE,
+        Setting.PARALLEL,
     }
 )
 _PARAMETER = {
     ControlKind.DOWNTIME: ("downtime-limit", 1),
     ControlKind.SPEED: ("max-bandwidth", MIB),
     ControlKind.POSTCOPY_SPEED: ("max-postcopy-bandwidth", MIB),
+    ControlKind.PARALLEL: ("multifd-channels", 1),
 }
 """Each control that is a migration parameter: its name and the unit of its value."""
 
@@ -58,6 +62,10 @@ class Tuning:
             if control.kind is ControlKind.AUTO_CONVERGE:
                 self.auto_converge = bool(control.value)
                 capabilities.append({"capability": "auto-converge", "state": self.auto_converge})
+            elif control.kind is ControlKind.PARALLEL:  # the destination set the same count
+                capabilities.append({"capability": "multifd", "state": True})
+                parameters["multifd-channels"] = control.value
+                self._note(control)
             elif control.kind in _PARAMETER:
                 name, unit = _PARAMETER[control.kind]
                 parameters[name] = control.value * unit
@@ -82,7 +90,7 @@ class Tuning:
         if control.kind is ControlKind.PAUSE:
             mon.run("stop")
             self.paused_at = time.monotonic()
-        elif control.kind in _PARAMETER:
+        elif control.kind in _PARAMETER and control.kind is not ControlKind.PARALLEL:
             name, unit = _PARAMETER[control.kind]
             mon.run("migrate-set-parameters", {name: control.value * unit})
             self._note(control)

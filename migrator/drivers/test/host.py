@@ -307,10 +307,9 @@ class TestHost(ShardedState):
     # -- the declared interface -----------------------------------------------------------
 
     blocking: ClassVar[bool] = True  # file I/O, copies, injected hangs: watched
-    honoured_settings: ClassVar[frozenset[Setting]] = frozenset(Setting) - {
-        Setting.POSTCOPY_BANDWIDTH
-    }
-    """What the simulated passes act on (``precopy.py``); it has no post-copy."""
+    honoured_settings: ClassVar[frozenset[Setting]] = frozenset(Setting)
+    """What the simulated passes act on (``precopy.py``), and a post-copy resumption
+    (its bandwidth: ``postcopy.py``)."""
 
     def features(self) -> frozenset[Feature]:
         return self._features

@@ -21,7 +21,7 @@ from migrator.drivers.test.transfer import copy_to, incoming_image, incoming_pat
 from migrator.drivers.test.v3 import V3Steps
 from migrator.errors import DriverError, PostcopyLost
 from migrator.flags import MigrateFlags
-from migrator.records import StepContext
+from migrator.records import ControlKind, StepContext
 from migrator.states import Step
 
 SWITCHED = "postcopy"
@@ -93,8 +93,11 @@ class PostcopySteps(V3Steps):
             source = self.dir / self._source(host, name, mid)["image"]
         start = time.monotonic()
         landing = self.destination(uri, ctx, params)
-        sent = copy_to(ctx, source, incoming_path(uri, mid), params.bandwidth, landing)
+        bandwidth = postcopy_bandwidth(ctx, params.bandwidth)
+        sent = copy_to(ctx, source, incoming_path(uri, mid), bandwidth, landing)
         stats = {**perform_stats(start, sent, 0), "resumed": True}
+        if bandwidth != params.bandwidth:
+            stats["postcopy_bandwidth_mib"] = bandwidth
         return self._once(key, lambda h: self._performed(h, name, mid, stats), ctx=ctx, name=name)
 
     def _source(self, host: Host, name: str, mid: str) -> dict[str, Any]:
@@ -111,3 +114,15 @@ class PostcopySteps(V3Steps):
         if dom is not None and dom.get("arrived_with") == mid and dom["job"] is None:
             return None
         raise PostcopyLost(domain=name, host=self.uri, detail="the incoming copy is gone")
+
+
+def postcopy_bandwidth(ctx: StepContext, bandwidth: int) -> int:
+    """The bandwidth a resumption sends at: the last ``POSTCOPY_SPEED`` control waiting
+    (a ``set-speed`` journaled while post-copy was paused), else ``bandwidth``."""
+    for control in ctx.controls():
+        if control.kind is ControlKind.POSTCOPY_SPEED:
+            bandwidth = control.value
+            control.done(None)
+        else:
+            control.done(f"the test host does not honour {control.kind} after a switch")
+    return bandwidth

@@ -8,6 +8,8 @@ the domain paused. The passes take real time (they sleep at the bandwidth), so P
 controls, abort and deadline act on them as on a real job:
 
 - ``DOWNTIME`` and ``SPEED`` change the allowed downtime and the bandwidth at once;
+  ``POSTCOPY_SPEED`` the bandwidth after a switch to post-copy (recorded; the passes
+  after a switch have nothing dirtied to send);
 - ``AUTO_CONVERGE`` throttles the dirty rate 20 % after a pass that did not converge,
   then 10 % more after each (at most 99 %), as QEMU does;
 - ``PARALLEL`` is recorded (the bandwidth is the total over the connections);
@@ -42,6 +44,7 @@ class Precopy:
         self.throttle = 0
         self.auto_converge = False
         self.parallel = 1
+        self.postcopy_bandwidth: int | None = None
         self.paused_at: float | None = None
         self.passes = 1
         self.transferred = 0
@@ -57,6 +60,8 @@ class Precopy:
                 self.downtime_ms = control.value
             elif control.kind is ControlKind.SPEED:
                 self.bandwidth = control.value
+            elif control.kind is ControlKind.POSTCOPY_SPEED:
+                self.postcopy_bandwidth = control.value
             elif control.kind is ControlKind.AUTO_CONVERGE:
                 self.auto_converge = bool(control.value)
             elif control.kind is ControlKind.PARALLEL:
@@ -74,7 +79,7 @@ class Precopy:
         self.transferred = sent
         if self.dirty <= 0:
             self.take()
-            return {"downtime_limit_ms": self.downtime_ms} if self.controlled else {}
+            return self._controlled() if self.controlled else {}
         remaining = self._dirtied(first_pass)
         while True:
             self.take()
@@ -152,4 +157,11 @@ class Precopy:
             "paused": self.paused_at is not None,
             "parallel_connections": self.parallel,
             "sent_bytes": self.transferred,
+            **self._controlled(),
         }
+
+    def _controlled(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"downtime_limit_ms": self.downtime_ms}
+        if self.postcopy_bandwidth is not None:
+            out["postcopy_bandwidth_mib"] = self.postcopy_bandwidth
+        return out
