@@ -1,8 +1,9 @@
 """Coordinators killed mid-migration between two real libvirt daemons, then ``migrator recover``.
 
-At the failpoints, in the soak and around a daemon restart the hosts are the namespaced
-system daemons over ``qemu+tcp://`` (``netns.py``); a kill while the daemon runs a step
-needs the RPC tap, on the session pair's UNIX sockets.
+The hosts are the namespaced system daemons (``netns.py``): at the failpoints, in the soak
+and around a daemon restart over ``qemu+tcp://``. A kill while the daemon runs a step is
+placed by RPC taps in front of both hosts (``nettap.py``); each case runs over the
+daemons' UNIX sockets and over one network transport, ``tcp``, ``tls`` and ``ssh`` in turn.
 
 The daemons drop their half of a migration when the coordinator's connection closes: an
 incoming guest not yet finished is destroyed, a source paused for the switch-over stays
@@ -29,8 +30,7 @@ from migrator.journal.store import Journal
 from tests.crash.forkserver import SERVER, Child
 from tests.libvirt import guests
 from tests.libvirt.netns import NsPair
-from tests.libvirt.nsrig import NsRig
-from tests.libvirt.rig import CLI_TIMEOUT, LibvirtRig, tapped
+from tests.libvirt.nsrig import CLI_TIMEOUT, NsRig, unix_and_one_network
 from tests.libvirt.rpctap import Gate
 
 STEPS = ("begin", "prepare", "perform", "finish", "confirm")
@@ -79,30 +79,24 @@ IN_FLIGHT = {"prepare": (303, {"ROLLED_BACK"}),
 its own after the coordinator died may go either way, as long as one copy runs."""
 
 
-@pytest.mark.parametrize(
-    ("step", "delay"),
-    [
-        ("prepare", 0.0),
-        ("prepare", 0.2),
-        ("perform", 0.0),
-        ("perform", 0.2),
-        ("finish", 0.0),
-        ("finish", 0.2),
-    ],
-)
+IN_FLIGHT_CASES = [(step, delay) for step in IN_FLIGHT for delay in (0.0, 0.2)]
+
+
+@pytest.mark.parametrize(("step", "delay", "transport"), unix_and_one_network(IN_FLIGHT_CASES))
 def test_a_coordinator_killed_while_the_daemon_runs_a_step_is_recovered_at_once(
-    rig: LibvirtRig, step: str, delay: float
+    ns_rig: NsRig, step: str, delay: float
 ) -> None:
     """Killed ``delay`` s after the call left, recovered before the daemons cleaned up."""
+    rig = ns_rig
     proc, expected = IN_FLIGHT[step]
     gate = Gate()
     children: list[Child] = []
     gate.after_call(proc, lambda: threading.Timer(delay, SERVER.kill, [children[0]]).start())
-    with tapped(rig, gate) as (src, dst):
+    with rig.tapped(gate) as (src, dst):
         children.append(rig.spawn(src=src, dst=dst))
         assert SERVER.wait(children[0], CLI_TIMEOUT).returncode == -signal.SIGKILL
-        recovered = rig.recover()
-    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+        code, rows = rig.recover()
+    assert code == 0, rows
     assert str(rig.settled().state) in expected
 
 
