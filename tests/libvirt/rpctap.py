@@ -160,11 +160,18 @@ class Relay:
 
     def _relay(self, accepted: socket.socket) -> None:
         try:
-            client = self._open_client(accepted)
             daemon = self._open_upstream()
-        except OSError:
+        except OSError:  # the daemon is down: the client's connection is reset
             with contextlib.suppress(OSError):
+                accepted.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 accepted.close()
+            return
+        try:
+            client = self._open_client(accepted)
+        except OSError:
+            for s in (accepted, daemon):
+                with contextlib.suppress(OSError):
+                    s.close()
             return
         self._sockets += [client, daemon]
         threading.Thread(target=self._pump, args=(daemon, client, False), daemon=True).start()
