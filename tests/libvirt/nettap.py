@@ -98,6 +98,8 @@ class NetTap(Relay):
         context.load_cert_chain(tls / "servercert.pem", tls / "serverkey.pem")
         context.load_verify_locations(tls / "cacert.pem")
         context.verify_mode = ssl.CERT_REQUIRED  # as libvirtd: a client certificate of the CA
+        context.num_tickets = 0  # libvirt's client takes any record after the handshake
+        # for the daemon's one byte of acceptance (and fails on a session ticket)
         wrapped = context.wrap_socket(sock, server_side=True)
         wrapped.sendall(ACCEPTED)
         return _plain(wrapped)
