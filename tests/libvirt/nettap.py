@@ -90,6 +90,22 @@ class NetTap(Relay):
         uri = self.pair.uri(self.host, self.transport, **params)
         return uri.replace(f"//{self.host.addr}/", f"//{self.host.addr}:{self.port}/", 1)
 
+    def virsh_uri(self) -> str:
+        """The URI ``virsh`` reaches the host with through the tap: over ssh, the system
+        ``ssh`` through ``command=``, a script that adds the run's ``known_hosts`` (libvirt's
+        ``ssh`` transport has no parameter for it), so nothing of the machine's own ssh
+        set-up is read or written."""
+        if self.transport != "ssh":
+            return self.uri()
+        wrapper = self.pair.root / "virsh-ssh"
+        if not wrapper.exists():
+            wrapper.write_text(
+                "#!/bin/sh\nexec ssh -o BatchMode=yes -o StrictHostKeyChecking=yes"
+                f' -o UserKnownHostsFile={self.pair.known_hosts} "$@"\n'
+            )
+            wrapper.chmod(0o755)
+        return self.uri(command=str(wrapper))
+
     def _open_client(self, sock: socket.socket) -> socket.socket:
         if self.transport != "tls":
             return sock

@@ -4,9 +4,8 @@ table between the namespaced system hosts (``netns.py``), reached by ``virsh`` o
 through RPC taps on that transport (``nettap.py``): what the daemons leave behind does not
 depend on how the dead client reached them.
 
-Over ssh, ``virsh`` runs the system ``ssh`` through ``command=`` (a script that adds the
-run's ``known_hosts``: libvirt's ``ssh`` transport has no parameter for it), so nothing of
-the machine's own ssh set-up is read or written.
+Over ssh, ``virsh`` runs the system ``ssh`` through ``command=``, a script that adds the
+run's ``known_hosts`` (``NetTap.virsh_uri``).
 """
 
 from __future__ import annotations
@@ -38,20 +37,6 @@ LEFT_BEHIND = {
 SETTLE_TIMEOUT_S = 30.0
 
 
-def virsh_uri(tap: NetTap) -> str:
-    """The URI ``virsh`` reaches ``tap``'s host with."""
-    if tap.transport != "ssh":
-        return tap.uri()
-    wrapper = tap.pair.root / "virsh-ssh"
-    if not wrapper.exists():
-        wrapper.write_text(
-            "#!/bin/sh\nexec ssh -o BatchMode=yes -o StrictHostKeyChecking=yes"
-            f' -o UserKnownHostsFile={tap.pair.known_hosts} "$@"\n'
-        )
-        wrapper.chmod(0o755)
-    return tap.uri(command=str(wrapper))
-
-
 def _states(pair: NsPair, name: str) -> tuple[str, str]:
     return guests.state(pair.a, name)[0], guests.state(pair.b, name)[0]  # type: ignore[arg-type]
 
@@ -67,7 +52,7 @@ def test_virsh_killed_after_a_step_leaves_what_the_table_says(
     src = NetTap(pair, pair.a, transport, gate)
     dst = NetTap(pair, pair.b, transport, gate)
     try:
-        argv = ["virsh", "-c", virsh_uri(src), "migrate", "--live", name, virsh_uri(dst),
+        argv = ["virsh", "-c", src.virsh_uri(), "migrate", "--live", name, dst.virsh_uri(),
                 "--migrateuri", f"tcp://{pair.b.addr}:{free_port()}"]  # fmt: skip
         with open(tmp_path / "virsh.err", "wb") as err:
             procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err,
