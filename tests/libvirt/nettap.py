@@ -38,6 +38,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import TypeVar
+from urllib.parse import urlencode
 
 from tests.libvirt.netns import NsHost, NsPair
 from tests.libvirt.rpctap import Gate, Relay
@@ -62,6 +63,23 @@ def in_netns(ns: str, make: Callable[[], T]) -> T:
         finally:
             if libc.setns(own.fileno(), CLONE_NEWNET) != 0:
                 raise OSError(ctypes.get_errno(), "setns back to this thread's namespace")
+
+
+def virsh_uri(pair: NsPair, uri: str) -> str:
+    """``uri`` of a host of ``pair`` as ``virsh`` takes it: over ssh, the system ``ssh``
+    through ``command=``, a script that adds the run's ``known_hosts`` (libvirt's ``ssh``
+    transport has no parameter for it), so nothing of the machine's own ssh set-up is read
+    or written."""
+    if not uri.startswith("qemu+ssh://"):
+        return uri
+    wrapper = pair.root / "virsh-ssh"
+    if not wrapper.exists():
+        wrapper.write_text(
+            "#!/bin/sh\nexec ssh -o BatchMode=yes -o StrictHostKeyChecking=yes"
+            f' -o UserKnownHostsFile={pair.known_hosts} "$@"\n'
+        )
+        wrapper.chmod(0o755)
+    return f"{uri}&{urlencode({'command': str(wrapper)})}"
 
 
 class NetTap(Relay):
@@ -91,20 +109,8 @@ class NetTap(Relay):
         return uri.replace(f"//{self.host.addr}/", f"//{self.host.addr}:{self.port}/", 1)
 
     def virsh_uri(self) -> str:
-        """The URI ``virsh`` reaches the host with through the tap: over ssh, the system
-        ``ssh`` through ``command=``, a script that adds the run's ``known_hosts`` (libvirt's
-        ``ssh`` transport has no parameter for it), so nothing of the machine's own ssh
-        set-up is read or written."""
-        if self.transport != "ssh":
-            return self.uri()
-        wrapper = self.pair.root / "virsh-ssh"
-        if not wrapper.exists():
-            wrapper.write_text(
-                "#!/bin/sh\nexec ssh -o BatchMode=yes -o StrictHostKeyChecking=yes"
-                f' -o UserKnownHostsFile={self.pair.known_hosts} "$@"\n'
-            )
-            wrapper.chmod(0o755)
-        return self.uri(command=str(wrapper))
+        """The URI ``virsh`` reaches the host with through the tap (``virsh_uri``)."""
+        return virsh_uri(self.pair, self.uri())
 
     def _open_client(self, sock: socket.socket) -> socket.socket:
         if self.transport != "tls":
