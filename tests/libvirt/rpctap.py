@@ -2,8 +2,10 @@
 each message's header, so a test can stop a client at an exact point of the protocol.
 
 A client connects to the tap's socket (``qemu+unix:///session?socket=TAP``) instead of
-the daemon's; every connection is relayed to the daemon unchanged. Two faults, each armed
-for one procedure number (``remote_protocol.x``):
+the daemon's; every connection is relayed to the daemon unchanged (``Relay``: ``Tap`` on
+a UNIX socket here, ``nettap.NetTap`` over TCP, TLS or ssh in front of a namespaced
+host); a connection the daemon cannot take is reset. The faults, each armed for one
+procedure number (``remote_protocol.x``):
 
 - ``hold_after(proc, on_hold)``: once the reply to ``proc`` has reached the client, the
   client's next call (on any connection of this tap or of taps sharing the same
