@@ -7,14 +7,14 @@ the daemon's connection was cut right after a call ran (``rpctap.py``). Whatever
 cause, the migration ends with the guest on exactly one host, or ``IN_DOUBT`` with the
 source paused, and no QEMU left without a domain.
 
-All but the last two run between the namespaced system hosts (``netns.py``). A fault at
+The failure cases run between the namespaced system hosts (``netns.py``). A fault at
 an exact point of the protocol is placed by RPC taps in front of both hosts, over the
 transport of the case (``nettap.py``: beside the UNIX socket, on a TCP port of the host,
 behind a TLS termination with the host's own certificate, at the far end of the ssh
 tunnel): each such case runs over the daemons' UNIX sockets and over one network
 transport, ``tcp``, ``tls`` and ``ssh`` in turn across the cases (the whole matrix would
-triple their time). The two faults placed without a tap run over ``qemu+tcp://``; the
-abort and the post-copy refusal run on the session pair.
+triple their time). The two faults placed without a tap run over ``qemu+tcp://``, the
+abort during Perform on the session pair.
 """
 
 from __future__ import annotations
