@@ -46,7 +46,7 @@ from tests.libvirt.rpctap import Gate, Relay
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
 PORTS = {"tcp": 16509, "tls": 16514}
-TRANSPORTS = ("unix", "tcp", "tls", "ssh")
+ALL_TRANSPORTS = ("unix", "tcp", "tls", "ssh")
 ACCEPTED = b"\1"
 """What libvirtd sends once TLS is up and it accepted the client's certificate."""
 
@@ -86,8 +86,8 @@ class NetTap(Relay):
     """A tap in front of ``host`` of ``pair``, reached over ``transport``."""
 
     def __init__(self, pair: NsPair, host: NsHost, transport: str, gate: Gate) -> None:
-        if transport not in TRANSPORTS:
-            raise ValueError(f"transport {transport!r} not in {TRANSPORTS}")
+        if transport not in ALL_TRANSPORTS:
+            raise ValueError(f"transport {transport!r} not in {ALL_TRANSPORTS}")
         self.pair, self.host, self.transport, self.gate = pair, host, transport, gate
         self.path = pair.root / f"tap-{host.name}-{uuid.uuid4().hex[:8]}.sock"
         if transport in PORTS:

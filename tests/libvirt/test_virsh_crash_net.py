@@ -47,7 +47,8 @@ def test_virsh_killed_after_a_step_leaves_what_the_table_says(
 ) -> None:
     pair, name = ns_pair, guests.unique_name("v")
     guests.create(pair.a, name, guests.domain_xml(name))  # type: ignore[arg-type]
-    gate, procs = Gate(), list[subprocess.Popen[bytes]]()
+    gate = Gate()
+    procs: list[subprocess.Popen[bytes]] = []
     gate.hold_after(PROC[step], lambda: os.kill(procs[0].pid, signal.SIGKILL))
     src = NetTap(pair, pair.a, transport, gate)
     dst = NetTap(pair, pair.b, transport, gate)
