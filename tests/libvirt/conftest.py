@@ -82,12 +82,19 @@ def ns_guest(ns_pair: NsPair) -> Iterator[str]:
 
 
 @pytest.fixture
-def ns_rig(ns_pair: NsPair, ns_guest: str, tmp_path: Path) -> NsRig:
-    """A fresh SQLite journal, the namespaced hosts over ``qemu+tcp://``, a running guest on
-    host ``a``; a test sets ``transport`` for another."""
+def transport() -> str:
+    """How ``ns_rig`` reaches the hosts: ``tcp``, unless a test parametrizes ``transport``
+    (``unix``, ``tcp``, ``tls`` or ``ssh``; see ``nsrig.unix_and_one_network``)."""
+    return "tcp"
+
+
+@pytest.fixture
+def ns_rig(ns_pair: NsPair, ns_guest: str, tmp_path: Path, transport: str) -> NsRig:
+    """A fresh SQLite journal, the namespaced hosts over ``transport`` (``qemu+tcp://``
+    unless parametrized), a running guest on host ``a``."""
     db = f"sqlite:///{tmp_path / 'journal.db'}"
     Journal.open(db, upgrade=True).close()
-    return NsRig(ns_pair, db, ns_guest)
+    return NsRig(ns_pair, db, ns_guest, transport)
 
 
 @pytest.fixture

@@ -305,7 +305,11 @@ class NsPair:
         return self.root / "client-pki"
 
     def uri(self, host: NsHost, transport: str, **params: str) -> str:
-        """``host``'s URI over ``transport`` (``tcp``, ``tls`` or ``ssh``), with ``params``."""
+        """``host``'s URI over ``transport`` (``tcp``, ``tls`` or ``ssh``; ``unix``: the
+        daemon's own socket), with ``params``."""
+        if transport == "unix":
+            params = {"socket": str(host.sock), **params}
+            return f"qemu+unix:///system?{urlencode(params)}"
         if transport == "ssh":
             return self.ssh_uri(host, **params)
         if transport == "tls":

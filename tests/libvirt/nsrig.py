@@ -2,17 +2,22 @@
 the journal and what each host holds.
 
 ``transport`` is ``tcp``, ``tls`` or ``ssh``: the hosts are reached as operators reach
-real ones, never through their UNIX sockets (``virsh`` set-up aside). The destination's
-URI carries a ``migrate_uri`` on its own address: the hosts cannot resolve each other's
-names.
+real ones, never through their UNIX sockets (``virsh`` set-up aside); ``unix`` is the
+daemons' own sockets. The destination's URI carries a ``migrate_uri`` on its own address:
+the hosts cannot resolve each other's names. ``tapped`` gives both URIs through RPC taps
+over the rig's transport (``nettap.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import pytest
 
 from migrator.journal.store import Journal
 from migrator.records import Event, Migration
@@ -21,14 +26,35 @@ from tests.crash.forkserver import SERVER, Child
 from tests.crash.harness import cli_env
 from tests.libvirt import guests
 from tests.libvirt.daemons import free_port
+from tests.libvirt.fault_hook import kill
 from tests.libvirt.netns import NsHost, NsPair
+from tests.libvirt.nettap import net_tapped
+from tests.libvirt.rpctap import Gate
 
 CLI_TIMEOUT = 180.0
 TRANSPORTS = ("tcp", "tls", "ssh")
 
 
+def unix_and_one_network(cases: Sequence[Any], start: int = 0) -> list[Any]:
+    """Parameters for ``@pytest.mark.parametrize((..., "transport"), ...)``: each case over
+    the daemons' UNIX sockets and over one network transport, ``tcp``, ``tls`` and ``ssh``
+    in turn from ``TRANSPORTS[start]`` (a case is a value, or a tuple of values)."""
+    params = []
+    for i, case in enumerate(cases):
+        values = case if isinstance(case, tuple) else (case,)
+        network = TRANSPORTS[(start + i) % len(TRANSPORTS)]
+        params += [pytest.param(*values, t, id="-".join([*map(str, values), t]))
+                   for t in ("unix", network)]  # fmt: skip
+    return params
+
+
 def state(host: NsHost, name: str) -> str:
     return guests.state(host, name)[0]  # type: ignore[arg-type]
+
+
+def kill_qemu(host: NsHost, name: str) -> list[int]:
+    """SIGKILL ``host``'s QEMU of guest ``name``; once it is gone, its pids."""
+    return kill(f"netns:{host.ns}", name)
 
 
 @dataclass
@@ -46,12 +72,22 @@ class NsRig:
 
     @property
     def dst(self) -> str:
-        addr = self.pair.b.addr
-        return self.pair.uri(self.pair.b, self.transport, migrate_uri=f"tcp://{addr}:{free_port()}")
+        return self.pair.uri(self.pair.b, self.transport, migrate_uri=self.migrate_uri())
 
-    def argv(self, *extra: str) -> list[str]:
-        return ["migrate", self.name, "--src", self.src, "--dst", self.dst, "--live", "--json",
-                *extra]  # fmt: skip
+    def migrate_uri(self) -> str:
+        """Where the source's QEMU sends the guest: a free port of host ``b``."""
+        return f"tcp://{self.pair.b.addr}:{free_port()}"
+
+    @contextlib.contextmanager
+    def tapped(self, gate: Gate) -> Iterator[tuple[str, str]]:
+        """The source's and destination's URIs over the rig's transport through RPC taps
+        sharing ``gate`` (``nettap.py``)."""
+        with net_tapped(self.pair, self.transport, gate, self.migrate_uri()) as uris:
+            yield uris
+
+    def argv(self, *extra: str, src: str | None = None, dst: str | None = None) -> list[str]:
+        return ["migrate", self.name, "--src", src or self.src, "--dst", dst or self.dst,
+                "--live", "--json", *extra]  # fmt: skip
 
     def cli(
         self, *args: str, env: dict[str, str] | None = None
@@ -60,13 +96,26 @@ class NsRig:
         assert "Traceback" not in proc.stderr, proc.stderr
         return proc
 
-    def migrate(self, *extra: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-        proc = self.cli(*self.argv(*extra), env=env)
+    def migrate(
+        self,
+        *extra: str,
+        src: str | None = None,
+        dst: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        proc = self.cli(*self.argv(*extra, src=src, dst=dst), env=env)
         outcome: dict[str, Any] = json.loads(proc.stdout) if proc.stdout.strip() else {}
         return proc.returncode, outcome
 
-    def spawn(self, *extra: str, env: dict[str, str] | None = None) -> Child:
-        return SERVER.spawn(self.argv(*extra), env=cli_env(self.db, env), cwd=ROOT)
+    def spawn(
+        self,
+        *extra: str,
+        src: str | None = None,
+        dst: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Child:
+        argv = self.argv(*extra, src=src, dst=dst)
+        return SERVER.spawn(argv, env=cli_env(self.db, env), cwd=ROOT)
 
     def recover(self, *extra: str) -> tuple[int, list[dict[str, Any]]]:
         proc = self.cli("recover", "--json", *extra)
@@ -85,10 +134,13 @@ class NsRig:
         return state(self.pair.a, self.name), state(self.pair.b, dname or self.name)
 
     def settled(
-        self, migration: Migration, *, dname: str | None = None, paused: bool = False
-    ) -> None:
+        self, migration: Migration | None = None, *, dname: str | None = None, paused: bool = False
+    ) -> Migration:
         """The guest is active on exactly the host the journal names (``paused`` if the
-        guest was), no QEMU runs without a domain, and replay agrees with the journal."""
+        guest was), no QEMU runs without a domain, and replay agrees with the journal.
+        ``migration`` is the journal's only one by default; it is returned."""
+        if migration is None:
+            [migration] = self.migrations()
         end, states = str(migration.state), self.states(dname)
         guest = "paused" if paused else "running"
         if end == "CONFIRMED":
@@ -98,3 +150,4 @@ class NsRig:
             assert states == (guest, "absent"), (end, states)
         assert self.pair.stray_qemus() == {}, "a QEMU runs without a domain"
         assert_replays_consistently(self.db)
+        return migration

@@ -2,8 +2,10 @@
 each message's header, so a test can stop a client at an exact point of the protocol.
 
 A client connects to the tap's socket (``qemu+unix:///session?socket=TAP``) instead of
-the daemon's; every connection is relayed to the daemon unchanged. Two faults, each armed
-for one procedure number (``remote_protocol.x``):
+the daemon's; every connection is relayed to the daemon unchanged (``Relay``: ``Tap`` on
+a UNIX socket here, ``nettap.NetTap`` over TCP, TLS or ssh in front of a namespaced
+host); a connection the daemon cannot take is reset. The faults, each armed for one
+procedure number (``remote_protocol.x``):
 
 - ``hold_after(proc, on_hold)``: once the reply to ``proc`` has reached the client, the
   client's next call (on any connection of this tap or of taps sharing the same
@@ -128,21 +130,26 @@ class Gate:
         return False
 
 
-class Tap:
-    """A relay listening on ``path`` for connections to the daemon socket ``upstream``."""
+class Relay:
+    """Relays every connection accepted on a listening socket to a new connection to the
+    daemon, through the ``Gate``; subclasses say how each end is opened."""
 
-    def __init__(self, path: Path, upstream: Path, gate: Gate) -> None:
-        self.path, self.upstream, self.gate = path, upstream, gate
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(str(path))
+    gate: Gate
+
+    def _serve(self, listener: socket.socket) -> None:
+        self._listener = listener
         self._listener.listen(16)
         self._sockets: list[socket.socket] = []
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
-    @property
-    def uri(self) -> str:
-        return f"qemu+unix:///session?socket={self.path}"
+    def _open_client(self, sock: socket.socket) -> socket.socket:
+        """The client's end, from the accepted socket (a TLS server wraps it)."""
+        return sock
+
+    def _open_upstream(self) -> socket.socket:
+        """A new connection to the daemon."""
+        raise NotImplementedError
 
     def _accept(self) -> None:
         while True:
@@ -150,16 +157,27 @@ class Tap:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            daemon = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                daemon.connect(str(self.upstream))
-            except OSError:
-                client.close()
-                continue
-            self._sockets += [client, daemon]
-            pair = (client, daemon)
-            threading.Thread(target=self._pump, args=(*pair, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(*pair[::-1], False), daemon=True).start()
+            self._sockets.append(client)
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, accepted: socket.socket) -> None:
+        try:
+            daemon = self._open_upstream()
+        except OSError:  # the daemon is down: the client's connection is reset
+            with contextlib.suppress(OSError):
+                accepted.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                accepted.close()
+            return
+        try:
+            client = self._open_client(accepted)
+        except OSError:
+            for s in (accepted, daemon):
+                with contextlib.suppress(OSError):
+                    s.close()
+            return
+        self._sockets += [client, daemon]
+        threading.Thread(target=self._pump, args=(daemon, client, False), daemon=True).start()
+        self._pump(client, daemon, True)
 
     def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
         try:
@@ -201,4 +219,30 @@ class Tap:
         for s in self._sockets:
             with contextlib.suppress(OSError):
                 s.close()
+
+
+class Tap(Relay):
+    """A relay listening on ``path`` for connections to the daemon socket ``upstream``."""
+
+    def __init__(self, path: Path, upstream: Path, gate: Gate) -> None:
+        self.path, self.upstream, self.gate = path, upstream, gate
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(path))
+        self._serve(listener)
+
+    @property
+    def uri(self) -> str:
+        return f"qemu+unix:///session?socket={self.path}"
+
+    def _open_upstream(self) -> socket.socket:
+        daemon = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            daemon.connect(str(self.upstream))
+        except OSError:
+            daemon.close()
+            raise
+        return daemon
+
+    def close(self) -> None:
+        super().close()
         self.path.unlink(missing_ok=True)

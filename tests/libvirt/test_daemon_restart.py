@@ -3,26 +3,29 @@ probe that follows asks again until the daemon is back, so the migration ends by
 (CONFIRMED here: the restarted daemon reconnects to the guest Finish3 started), never
 IN_DOUBT. Each failed attempt is in the timeline.
 
-The destination is reached through an RPC tap (``rpctap.py``) in front of its socket: the
-tap drops Finish3's reply, stops the daemon before the coordinator can notice, and a
-thread starts it again 3 s after the stop began.
+Both hosts are reached through RPC taps (``nettap.py``) over ``qemu+tls://`` and over
+``qemu+ssh://`` (every new connection to the restarted daemon is a new TLS handshake, or a
+new ssh session): the destination's tap drops Finish3's reply, stops the daemon before the
+coordinator can notice, and a thread starts it again 3 s after the stop began; meanwhile
+the taps reset every new connection at once (where the host itself would refuse it).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-import uuid
+
+import pytest
 
 from migrator.drivers.libvirt.procedures import Proc
 from migrator.states import Step
-from tests.libvirt.daemons import free_port
 from tests.libvirt.nsrig import NsRig
-from tests.libvirt.rpctap import Gate, Tap
+from tests.libvirt.rpctap import Gate
 
 DOWN_S = 3.0
 
 
+@pytest.mark.parametrize("transport", ["tls", "ssh"])
 def test_a_destination_restarted_after_finish3_ends_the_migration_by_itself(
     ns_rig: NsRig,
 ) -> None:
@@ -42,15 +45,12 @@ def test_a_destination_restarted_after_finish3_ends_the_migration_by_itself(
 
     gate = Gate()
     gate.cut_reply(Proc.DOMAIN_MIGRATE_FINISH3_PARAMS, on_cut=restart)
-    tap = Tap(rig.pair.root / f"tap-{uuid.uuid4().hex[:8]}.sock", b.sock, gate)
-    dst = f"qemu+unix:///system?socket={tap.path}&migrate_uri=tcp://{b.addr}:{free_port()}"
     try:
-        argv = ["migrate", rig.name, "--src", rig.src, "--dst", dst, "--live", "--json"]
-        proc = rig.cli(*argv)
+        with rig.tapped(gate) as (src, dst):
+            proc = rig.cli(*rig.argv(src=src, dst=dst))
     finally:
         for thread in started:
             thread.join(30)
-        tap.close()
     assert gate.cut.is_set(), "Finish3's reply was never cut"
     [m] = rig.migrations()
     assert str(m.state) in ("CONFIRMED", "ROLLED_BACK"), (m.state, m.reason, proc.stderr)

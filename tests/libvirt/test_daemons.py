@@ -1,4 +1,5 @@
-"""The real-daemon rig itself: two hosts libvirt tells apart, guests, and a clean stop."""
+"""The real-daemon rigs themselves: two hosts libvirt tells apart, guests, a clean stop, and
+the namespaced hosts reached by ``virsh`` over each network transport."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from xml.etree import ElementTree
 from migrator.drivers import payload
 from tests.libvirt import guests
 from tests.libvirt.conftest import Guest
-from tests.libvirt.daemons import Pair, qemu_processes
+from tests.libvirt.daemons import Pair, free_port, qemu_processes, virsh
+from tests.libvirt.netns import NsPair
+from tests.libvirt.nettap import virsh_uri
+from tests.libvirt.nsrig import TRANSPORTS
 
 
 def test_the_two_daemons_are_distinct_hosts(libvirt_pair: Pair) -> None:
@@ -32,6 +36,21 @@ def test_virsh_migrates_a_guest_between_them(guest: Guest, migration_uri: str) -
     guest.src.virsh("migrate", "--live", guest.name, guest.dst.uri, "--migrateuri", migration_uri)
     assert guest.states() == (("absent", ""), ("running", "migrated"))
     assert guest.pair.stray_qemus() == {}
+
+
+def test_virsh_migrates_between_the_namespaced_hosts_over_each_transport(
+    ns_pair: NsPair, ns_guest: str
+) -> None:
+    """There and back over ``qemu+tcp://``, ``qemu+tls://``, then there over ``qemu+ssh://``:
+    the hosts' URIs (``NsPair.uri``) are what libvirt's own client takes."""
+    hosts = [ns_pair.a, ns_pair.b, ns_pair.a, ns_pair.b]
+    for transport, src, dst in zip(TRANSPORTS, hosts[:-1], hosts[1:], strict=True):
+        uris = [virsh_uri(ns_pair, ns_pair.uri(h, transport)) for h in (src, dst)]
+        migrate_uri = f"tcp://{dst.addr}:{free_port()}"
+        virsh(uris[0], "migrate", "--live", ns_guest, uris[1], "--migrateuri", migrate_uri)
+        states = [guests.state(h, ns_guest) for h in (src, dst)]  # type: ignore[arg-type]
+        assert states == [("absent", ""), ("running", "migrated")], transport
+    assert ns_pair.stray_qemus() == {}
 
 
 def test_a_second_pair_runs_beside_the_first_and_stops_by_pid(libvirt_pair: Pair) -> None:

@@ -7,8 +7,14 @@ the daemon's connection was cut right after a call ran (``rpctap.py``). Whatever
 cause, the migration ends with the guest on exactly one host, or ``IN_DOUBT`` with the
 source paused, and no QEMU left without a domain.
 
-A fault at an exact point of the protocol needs the RPC tap, on the session pair's UNIX
-sockets; the others run between the namespaced system hosts over ``qemu+tcp://``.
+The failure cases run between the namespaced system hosts (``netns.py``). A fault at
+an exact point of the protocol is placed by RPC taps in front of both hosts, over the
+transport of the case (``nettap.py``: beside the UNIX socket, on a TCP port of the host,
+behind a TLS termination with the host's own certificate, at the far end of the ssh
+tunnel): each such case runs over the daemons' UNIX sockets and over one network
+transport, ``tcp``, ``tls`` and ``ssh`` in turn across the cases (the whole matrix would
+triple their time). The two faults placed without a tap run over ``qemu+tcp://``, the
+abort during Perform on the session pair.
 """
 
 from __future__ import annotations
@@ -22,13 +28,12 @@ from migrator.drivers import payload
 from migrator.states import Step
 from tests.crash.forkserver import SERVER
 from tests.libvirt import guests
-from tests.libvirt.fault_hook import kill
-from tests.libvirt.nsrig import NsRig
-from tests.libvirt.rig import CLI_TIMEOUT, LibvirtRig, kill_hook, tapped
+from tests.libvirt.nsrig import NsRig, kill_qemu, unix_and_one_network
+from tests.libvirt.rig import CLI_TIMEOUT, LibvirtRig, kill_hook
 from tests.libvirt.rpctap import Gate
 
 
-def _failed_step(rig: LibvirtRig, migration_id: str) -> tuple[Step | None, str]:
+def _failed_step(rig: NsRig, migration_id: str) -> tuple[Step | None, str]:
     [error, *_] = [e for e in rig.history(migration_id) if e.kind == "error"]
     return error.step, error.error_message or ""
 
@@ -45,28 +50,32 @@ def test_a_domain_of_that_name_on_the_destination_is_refused_before_begin(
     assert rig.states() == ("running", "running")  # each host keeps its own guest
 
 
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
 def test_prepare_refused_by_a_domain_of_that_name_on_the_destination_rolls_back(
-    rig: LibvirtRig,
+    ns_rig: NsRig,
 ) -> None:
     # It appears after migrator looked and before Prepare: libvirt itself refuses.
+    rig, b = ns_rig, ns_rig.pair.b
     xml = guests.domain_xml(rig.name)
     gate = Gate()
-    gate.before_call(PREPARE3, lambda: guests.create(rig.pair.dst, rig.name, xml))
-    with tapped(rig, gate) as (src, dst):
+    gate.before_call(PREPARE3, lambda: guests.create(b, rig.name, xml))  # type: ignore[arg-type]
+    with rig.tapped(gate) as (src, dst):
         code, outcome = rig.migrate(src=src, dst=dst)
     assert (code, outcome["state"]) == (1, "ROLLED_BACK"), outcome
     step, message = _failed_step(rig, outcome["id"])
     assert step is Step.PREPARE and "already" in message, message
     assert rig.states() == ("running", "running")  # each host keeps its own guest
-    assert guests.state(rig.pair.src, rig.name) == ("running", "booted")
+    assert guests.state(rig.pair.a, rig.name) == ("running", "booted")  # type: ignore[arg-type]
     assert rig.pair.stray_qemus() == {}
 
 
-def test_perform_to_a_migration_uri_nobody_listens_on_rolls_back(rig: LibvirtRig) -> None:
+@pytest.mark.parametrize("transport", ["unix", "tls"])
+def test_perform_to_a_migration_uri_nobody_listens_on_rolls_back(ns_rig: NsRig) -> None:
     # Prepare's QEMU listens there; killed right after Prepare, nothing answers Perform.
+    rig = ns_rig
     gate = Gate()
-    gate.before_call(PERFORM3, lambda: kill(rig.pair.dst.home, rig.name))
-    with tapped(rig, gate) as (src, dst):
+    gate.before_call(PERFORM3, lambda: kill_qemu(rig.pair.b, rig.name))
+    with rig.tapped(gate) as (src, dst):
         code, outcome = rig.migrate(src=src, dst=dst)
     assert (code, outcome["state"]) == (1, "ROLLED_BACK"), outcome
     assert _failed_step(rig, outcome["id"])[0] is Step.PERFORM
@@ -88,22 +97,26 @@ def test_destination_qemu_killed_mid_transfer_rolls_back(ns_rig: NsRig) -> None:
     assert payload.check_region(region, pattern) == 0  # the source runs on, intact
 
 
+@pytest.mark.parametrize("transport", ["unix", "ssh"])
 def test_destination_qemu_killed_before_finish_rolls_back_and_resumes_the_source(
-    rig: LibvirtRig,
+    ns_rig: NsRig,
 ) -> None:
+    rig = ns_rig
     gate = Gate()  # killed once Perform answered, before Finish is called
-    gate.before_call(FINISH3, lambda: kill(rig.pair.dst.home, rig.name))
-    with tapped(rig, gate) as (src, dst):
+    gate.before_call(FINISH3, lambda: kill_qemu(rig.pair.b, rig.name))
+    with rig.tapped(gate) as (src, dst):
         code, outcome = rig.migrate(src=src, dst=dst)
     assert outcome["state"] == "ROLLED_BACK", outcome
     assert code == 1
     rig.settled()  # the source, paused for the switch-over, runs again
 
 
-def test_source_qemu_gone_before_confirm_still_confirms(rig: LibvirtRig) -> None:
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_source_qemu_gone_before_confirm_still_confirms(ns_rig: NsRig) -> None:
+    rig = ns_rig
     gate = Gate()  # killed once Finish answered, before Confirm is called
-    gate.before_call(CONFIRM3, lambda: kill(rig.pair.src.home, rig.name))
-    with tapped(rig, gate) as (src, dst):
+    gate.before_call(CONFIRM3, lambda: kill_qemu(rig.pair.a, rig.name))
+    with rig.tapped(gate) as (src, dst):
         code, outcome = rig.migrate(src=src, dst=dst)
     assert outcome["state"] == "CONFIRMED", outcome
     assert code == 0
@@ -120,12 +133,13 @@ LOST = {
 }
 
 
-@pytest.mark.parametrize("step", list(LOST))
-def test_a_lost_reply_ends_with_one_copy_of_the_guest(rig: LibvirtRig, step: str) -> None:
+@pytest.mark.parametrize(("step", "transport"), unix_and_one_network(list(LOST), start=1))
+def test_a_lost_reply_ends_with_one_copy_of_the_guest(ns_rig: NsRig, step: str) -> None:
+    rig = ns_rig
     proc, expected = LOST[step]
     gate = Gate()
     gate.cut_reply(proc)
-    with tapped(rig, gate) as (src, dst):
+    with rig.tapped(gate) as (src, dst):
         code, outcome = rig.migrate(src=src, dst=dst)
     assert gate.cut.is_set(), f"the reply to {step} was never cut"
     if expected is not None:
