@@ -1,0 +1,104 @@
+"""Post-copy between two real system-mode libvirt daemons (``ns_pair``), with the busy
+guest that never converges (``postcopy_rig.py``): the switch completes it, a network cut
+during post-copy is ridden out, a crash at each post-copy point is recovered forward, a
+session-mode daemon and an abort after the switch are refused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from migrator.states import State
+from tests.conftest import assert_replays_consistently
+from tests.libvirt.nsrig import NsRig
+from tests.libvirt.postcopy_rig import CAP, SWITCH, start_busy, whole_and_advancing
+from tests.libvirt.rig import LibvirtRig
+
+POSTCOPY_STATES = ("POSTCOPY_SWITCHING", "POSTCOPY_ACTIVE")
+
+
+@pytest.fixture
+def busy(ns_rig: NsRig) -> NsRig:
+    start_busy(ns_rig)
+    return ns_rig
+
+
+def states_of(rig: NsRig, migration_id: str) -> list[str]:
+    return [str(e.state) for e in rig.history(migration_id)]
+
+
+def test_the_switch_completes_a_migration_that_never_converges(busy: NsRig) -> None:
+    code, outcome = busy.migrate(
+        "--bandwidth", CAP, "--flag", "postcopy", env={"MIGRATOR_FAILPOINTS": SWITCH}
+    )
+    assert (code, outcome.get("state")) == (0, "CONFIRMED"), outcome
+    seen = states_of(busy, outcome["id"])
+    for state in POSTCOPY_STATES:
+        assert state in seen, seen
+    assert seen.index("POSTCOPY_ACTIVE") < seen.index("PERFORMED") < seen.index("FINISHED")
+    whole_and_advancing(busy)
+    assert_replays_consistently(busy.db)
+
+
+def test_the_stall_policy_switches_to_postcopy(busy: NsRig) -> None:
+    code, outcome = busy.migrate(
+        "--bandwidth", CAP, "--flag", "postcopy", "--budget", "4", "--on-stall", "postcopy"
+    )
+    assert (code, outcome.get("state")) == (0, "CONFIRMED"), outcome
+    history = busy.history(outcome["id"])
+    [intent] = [e for e in history if e.step == "postcopy" and e.kind == "intent"]
+    assert intent.detail is not None and "reason" in intent.detail
+    whole_and_advancing(busy)
+
+
+def test_an_abort_after_the_switch_is_refused(busy: NsRig) -> None:
+    child = busy.spawn(
+        "--bandwidth", CAP, "--flag", "postcopy", "--postcopy-bandwidth", "2",
+        env={"MIGRATOR_FAILPOINTS": SWITCH},
+    )  # fmt: skip
+    try:
+        mid = _wait_state(busy, State.POSTCOPY_ACTIVE)
+        refused = busy.cli("abort", mid)
+        done = _wait_child(child)
+    finally:
+        from tests.crash.forkserver import SERVER
+
+        SERVER.kill(child)
+    assert refused.returncode == 2, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "it switched to post-copy" in refused.stderr
+    assert done["state"] == "CONFIRMED", done
+    whole_and_advancing(busy)
+
+
+def test_a_session_mode_daemon_is_refused_before_begin(rig: LibvirtRig) -> None:
+    proc = rig.cli(*rig.argv("--flag", "postcopy"))
+    assert proc.returncode == 2, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert "flag postcopy is refused: host" in line and "session-mode daemon" in line, line
+    assert "userfaultfd" in line
+    assert rig.migrations() == []
+
+
+def _wait_state(rig: NsRig, state: State, timeout: float = 120.0) -> str:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        found = rig.migrations()
+        if found and found[0].state is state:
+            return found[0].id
+        assert time.monotonic() < deadline, f"never {state}: {found}"
+        time.sleep(0.05)
+
+
+def _wait_child(child: Any) -> dict[str, Any]:
+    import json
+
+    from tests.crash.forkserver import SERVER
+
+    done = SERVER.wait(child, 180)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
