@@ -52,6 +52,8 @@ class Handoff:
     """Set once ``cookie`` (Perform3's, for Finish3) is there."""
     done: threading.Event = field(default_factory=threading.Event)
     """Set once Finish3 returned, with ``finished`` or ``error``."""
+    started: threading.Event = field(default_factory=threading.Event)
+    """Set once a Finish3 thread started."""
     finishing: bool = False
     finished: FinishResult | None = None
     error: BaseException | None = None
@@ -62,6 +64,7 @@ class Handoff:
         """Run ``call(cookie)`` (Finish3) on a thread once the cookie is handed over."""
         self.finishing = True
         self.done.clear()
+        self.started.set()
         threading.Thread(target=lambda: self._finish(call), daemon=True).start()
 
     def _finish(self, call: Callable[[bytes], FinishResult]) -> None:

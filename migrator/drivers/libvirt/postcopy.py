@@ -155,6 +155,7 @@ class LibvirtPostcopy(Host):
         """Src, once Perform3 returned in post-copy: hand its cookie to Finish3, then wait
         until every page is sent (``handoff.await_finish``)."""
         h.hand(cookie)
+        h.started.wait(SWITCH_WAIT_S)  # a switch made from another thread is still calling
         if not h.finishing and not h.done.is_set():
             remote = self.connect()
             try:
