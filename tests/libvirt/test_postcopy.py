@@ -12,10 +12,11 @@ import pytest
 from migrator.states import State
 from tests.conftest import assert_replays_consistently
 from tests.libvirt.nsrig import NsRig
-from tests.libvirt.postcopy_rig import CAP, SWITCH, start_busy, whole_and_advancing
+from tests.libvirt.postcopy_rig import CAP, SLOW, SWITCH, start_busy, whole_and_advancing
 from tests.libvirt.rig import LibvirtRig
 
 POSTCOPY_STATES = ("POSTCOPY_SWITCHING", "POSTCOPY_ACTIVE")
+CUT_S = 20.0
 
 
 @pytest.fixture
@@ -102,3 +103,31 @@ def _wait_child(child: Any) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+def test_a_network_cut_during_postcopy_is_resumed_without_an_operator(busy: NsRig) -> None:
+    """The destination's link down for 20 s while post-copy runs: both sides pause, and
+    the same process resumes it once the link is back."""
+    import time
+
+    from tests.crash.forkserver import SERVER
+
+    child = busy.spawn(
+        "--bandwidth", CAP, "--flag", "postcopy", "--postcopy-bandwidth", SLOW,
+        "--timeout", "120", env={"MIGRATOR_FAILPOINTS": SWITCH},
+    )  # fmt: skip
+    try:
+        _wait_state(busy, State.POSTCOPY_ACTIVE)
+        time.sleep(1.0)  # pages on their way
+        busy.pair.cut(busy.pair.b)
+        time.sleep(CUT_S)
+        busy.pair.cut(busy.pair.b, up=True)
+        done = _wait_child(child)
+    finally:
+        busy.pair.cut(busy.pair.b, up=True)
+        SERVER.kill(child)
+    assert done["state"] == "CONFIRMED", done
+    seen = states_of(busy, done["id"])
+    assert "POSTCOPY_PAUSED" in seen and "POSTCOPY_RESUMING" in seen, seen
+    whole_and_advancing(busy)
+    assert_replays_consistently(busy.db)
