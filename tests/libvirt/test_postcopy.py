@@ -5,10 +5,15 @@ session-mode daemon and an abort after the switch are refused."""
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from migrator import failpoints
 from migrator.states import State
 from tests.conftest import assert_replays_consistently
 from tests.libvirt.nsrig import NsRig
@@ -131,3 +136,44 @@ def test_a_network_cut_during_postcopy_is_resumed_without_an_operator(busy: NsRi
     assert "POSTCOPY_PAUSED" in seen and "POSTCOPY_RESUMING" in seen, seen
     whole_and_advancing(busy)
     assert_replays_consistently(busy.db)
+
+
+CI_POINTS = ("postcopy.intent", "postcopy.recorded", "postcopy.underway")
+MORE_POINTS = ("postcopy.called", "perform.called", "perform.recorded", "finish.intent",
+               "finish.called", "finish.recorded", "confirm.intent", "confirm.called")  # fmt: skip
+ALL_POINTS = os.environ.get("MIGRATOR_POSTCOPY_LIBVIRT_ALL") == "1"
+OUT_VAR = "MIGRATOR_POSTCOPY_LIBVIRT_OUT"
+RESULTS: list[dict[str, Any]] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _write_results() -> Iterator[None]:
+    yield
+    out = os.environ.get(OUT_VAR)
+    if out:
+        Path(out).write_text(json.dumps(RESULTS, indent=1) + "\n")
+
+
+@pytest.mark.parametrize("point", CI_POINTS + MORE_POINTS)
+def test_a_coordinator_killed_in_post_copy_is_recovered_forward(busy: NsRig, point: str) -> None:
+    """Killed at ``point`` (the last eight with MIGRATOR_POSTCOPY_LIBVIRT_ALL=1), then
+    ``recover`` in a new process: the guest runs on the destination only, whole."""
+    if point in MORE_POINTS and not ALL_POINTS:
+        pytest.skip("MIGRATOR_POSTCOPY_LIBVIRT_ALL=1 runs every post-copy point")
+    env = {"MIGRATOR_FAILPOINTS": f"{SWITCH},{point}=crash"}
+    code, _ = busy.migrate(
+        "--bandwidth", CAP, "--flag", "postcopy", "--postcopy-bandwidth", CAP, env=env
+    )
+    assert code == failpoints.CRASH_EXIT_CODE
+    [crashed] = busy.migrations()
+    code, rows = busy.recover()
+    assert code == 0, rows
+    [m] = busy.migrations()
+    assert str(m.state) == "CONFIRMED", (m.state, m.reason)
+    whole_and_advancing(busy)
+    assert busy.recover() == (0, [])
+    assert_replays_consistently(busy.db)
+    RESULTS.append(
+        {"point": point, "backend": "libvirt", "crashed": str(crashed.state),
+         "action": rows[0]["action_code"], "plan": rows[0]["action"], "end": str(m.state)}
+    )  # fmt: skip

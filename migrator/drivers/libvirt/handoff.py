@@ -58,6 +58,9 @@ class Handoff:
     finished: FinishResult | None = None
     error: BaseException | None = None
     dst: Any = None
+    restart: bool = False
+    """The source runs the guest whole with no migration job: the journaled switch never
+    reached it, so the resumption migrates it again (``postcopy_phase``)."""
     """The destination's driver, for a resumption (``recover_postcopy`` names it)."""
 
     def finish(self, call: Callable[[bytes], FinishResult]) -> None:
@@ -147,6 +150,31 @@ def await_finish(
     assert h.finished is not None
     stats.pop("type", None)
     return h.finished, stats
+
+
+def switch_soon(switch: Callable[[], None]) -> Callable[[], None]:
+    """A Perform3 tick that switches to post-copy on a thread, retried until libvirt takes
+    it (the job must have reached QEMU's transfer) or ``COOKIE_WAIT_S`` passed."""
+    started: list[threading.Thread] = []
+
+    def keep_trying() -> None:
+        deadline = time.monotonic() + COOKIE_WAIT_S
+        while True:
+            try:
+                switch()
+                return
+            except (DriverError, OSError) as exc:
+                if time.monotonic() > deadline:
+                    log.warning("the switch of a restarted post-copy failed: %s", exc)
+                    return
+            time.sleep(POLL_S)
+
+    def tick() -> None:
+        if not started:
+            started.append(threading.Thread(target=keep_trying, daemon=True))
+            started[0].start()
+
+    return tick
 
 
 def pause(remote: Remote | None, dom: DomainRef) -> str:

@@ -131,8 +131,8 @@ class LibvirtPostcopy(Host):
         if Step.FINISH in session.spent or session.remote.conn.broken:
             return
         session.spent.add(Step.FINISH)
-        flags = dest_flags(params)
-        h.finish(lambda cookie: self._postcopy_finish3(ctx.migration_id, session, params, cookie, flags))
+        flags, mid = dest_flags(params), ctx.migration_id
+        h.finish(lambda cookie: self._postcopy_finish3(mid, session, params, cookie, flags))
 
     def _postcopy_finish3(
         self, mid: str, session: Session, params: MigrationParams, cookie: bytes, flags: int
@@ -182,25 +182,22 @@ class LibvirtPostcopy(Host):
             return PostcopyPhase.PAUSED
         if seen.job is not None and seen.job.active:
             return PostcopyPhase.PRECOPY
-        raise PostcopyLost(
-            domain=params.domain,
-            host=self.host,
-            detail=(
-                f"the source holds it {seen.holds} with no migration job: libvirt ended the"
-                " migration before the switch reached it (its client died), so the guest"
-                " never left the source"
-            ),
-        )
+        # The switch never reached it, and libvirt ended the migration when its client died:
+        # the guest runs whole here. Forward is migrating it again, switching at once.
+        handoff.of(migration_id).restart = True
+        return PostcopyPhase.PAUSED
 
     def recover_postcopy(self, ctx: StepContext, params: MigrationParams) -> str:
         """Dst: check the copy is here and offer it to the source's resumption (which runs
         Prepare3 with VIR_MIGRATE_POSTCOPY_RESUME here: the URI comes from it)."""
+        h = handoff.of(ctx.migration_id)
         seen = self.on_control(lambda r: reconcile.look(r, params.dest_name), time_left(ctx))
-        if seen.holds in (reconcile.Holds.ABSENT, reconcile.Holds.SHUTOFF):
+        gone = seen.holds in (reconcile.Holds.ABSENT, reconcile.Holds.SHUTOFF)
+        if gone and not h.restart:
             raise PostcopyLost(
                 domain=params.dest_name, host=self.host, detail="the destination's copy is gone"
             )
-        handoff.of(ctx.migration_id).dst = self
+        h.dst = self
         return ""
 
     def resume_postcopy(self, ctx: StepContext, params: MigrationParams, uri: str) -> PerformResult:
@@ -224,52 +221,58 @@ class LibvirtPostcopy(Host):
             return PerformResult(cookie=b"", stats={"postcopy": True, "status": "completed"})
         if not isinstance(dst, LibvirtPostcopy):
             raise DriverError(f"no destination to resume the post-copy of {params.domain} to")
-        return self._resume(ctx, params, dst)
+        return self._resume(ctx, params, dst, fresh=h.restart)
 
     def _resume(
-        self, ctx: StepContext, params: MigrationParams, dst: LibvirtPostcopy
+        self, ctx: StepContext, params: MigrationParams, dst: LibvirtPostcopy, *, fresh: bool
     ) -> PerformResult:
+        """The five steps with VIR_MIGRATE_POSTCOPY_RESUME; ``fresh``: with POSTCOPY alone,
+        and the switch as soon as Perform3 runs (the source never switched)."""
         mid = ctx.migration_id
         for host in (self, dst):
             host.forget(mid)  # libvirt marks a post-copy failed when its client goes
         h = handoff.renew(mid)
         h.dst = dst
+        extra = int(MigrateFlags.POSTCOPY if fresh else RESUME)
         try:
             session = self.session(mid, create=True, timeout=time_left(ctx))
             assert session is not None
             remote = session.remote
             dom = session.dom = self._domain(remote, params.domain, "source")
-            handoff.pause(remote, dom)  # a stalled post-copy must be paused to resume
-            flags = int(params.flags | RESUME)
+            if not fresh:
+                handoff.pause(remote, dom)  # a stalled post-copy must be paused to resume
+            flags = int(params.flags) | extra
             if self.supports(DrvFeature.MIGRATE_CHANGE_PROTECTION, time_left(ctx)):
                 flags |= MigrateFlags.CHANGE_PROTECTION
             cookie, xml = remote.begin3(dom, common(params), flags, time_left(ctx))
             self.begun(mid)
-            cookie, uri = dst.prepare_resume(ctx, params, cookie, xml)
+            cookie, uri = dst.prepare_resume(ctx, params, cookie, xml, extra)
             typed = {**common(params), MigrateParam.URI: uri}
-            out = remote.perform3(dom, typed, cookie, flags, timeout=time_left(ctx), tick=None)
-            dst.finish_resume(ctx, params, h)
+            tick = handoff.switch_soon(lambda: self.start_postcopy(ctx, params)) if fresh else None
+            out = remote.perform3(dom, typed, cookie, flags, timeout=time_left(ctx), tick=tick)
+            dst.finish_resume(ctx, params, h, extra)
             finished, stats = self.through_postcopy(ctx, h, dom, out)
             remote.confirm3(dom, typed, finished.cookie, flags, False, time_left(ctx))
         except BaseException:
             for host in (self, dst):
                 host.forget(mid)
             raise
-        self._results[(mid, Step.CONFIRM, False)] = ConfirmResult(detail={"resumed": True})
+        done = {"restarted": True} if fresh else {"resumed": True}
+        self._results[(mid, Step.CONFIRM, False)] = ConfirmResult(detail=done)
         self.forget(mid)
-        return PerformResult(cookie=out, stats={**stats, "postcopy": True, "resumed": True})
+        return PerformResult(cookie=out, stats={**stats, "postcopy": True, **done})
 
     def prepare_resume(
-        self, ctx: StepContext, params: MigrationParams, cookie: bytes, xml: str
+        self, ctx: StepContext, params: MigrationParams, cookie: bytes, xml: str, extra: int
     ) -> tuple[bytes, str]:
-        """Dst: Prepare3 with VIR_MIGRATE_POSTCOPY_RESUME on a new connection: the paused
-        incoming QEMU listens again; its cookie and the URI to resume to."""
+        """Dst: Prepare3 with VIR_MIGRATE_POSTCOPY_RESUME (``extra``) on a new connection:
+        the paused incoming QEMU listens again; its cookie and the URI to resume to."""
         session = self.session(ctx.migration_id, create=True, timeout=time_left(ctx))
         assert session is not None
         typed: dict[str, ParamValue] = {**common(params), MigrateParam.DEST_XML: xml}
         if self.migrate_uri:
             typed[MigrateParam.URI] = self.migrate_uri
-        flags = dest_flags(params) | int(RESUME)
+        flags = dest_flags(params) | extra
         out, uri_out = session.remote.prepare3(typed, cookie, flags, time_left(ctx))
         session.prepared = True
         uri = uri_out or self.migrate_uri
@@ -277,14 +280,16 @@ class LibvirtPostcopy(Host):
             raise DriverError(f"Prepare3 on {self.host} gave no URI to resume post-copy to")
         return out, uri
 
-    def finish_resume(self, ctx: StepContext, params: MigrationParams, h: handoff.Handoff) -> None:
+    def finish_resume(
+        self, ctx: StepContext, params: MigrationParams, h: handoff.Handoff, extra: int
+    ) -> None:
         """Dst: the resumption's Finish3 on Prepare's connection, on a thread (``h``)."""
         mid = ctx.migration_id
         session = self.session(mid)
         if session is None:
             raise DriverError(f"the resumption of {params.dest_name} lost its Prepare3")
         session.spent.add(Step.FINISH)
-        flags = dest_flags(params) | int(RESUME)
+        flags = dest_flags(params) | extra
         h.finish(lambda cookie: self._postcopy_finish3(mid, session, params, cookie, flags))
 
     def arrived(self, ctx: StepContext, params: MigrationParams) -> bool:
