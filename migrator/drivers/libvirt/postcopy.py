@@ -122,8 +122,9 @@ class LibvirtPostcopy(Host):
 
     def run_postcopy(self, ctx: StepContext, params: MigrationParams) -> None:
         """Dst: Finish3 (which starts the guest here and returns when every page arrived) on
-        Prepare's connection, on a thread, once Perform3 hands over its cookie. Nothing to
-        do in a resumption: its own Finish3 runs the guest."""
+        Prepare's connection, on a thread, at once: until it runs, libvirt destroys the
+        incoming copy if this connection closes. Returns once the guest runs here. Nothing
+        to do in a resumption: its own Finish3 runs the guest."""
         h = handoff.of(ctx.migration_id)
         session = self.session(ctx.migration_id)
         if h.finishing or session is None or not session.prepared:
@@ -132,7 +133,22 @@ class LibvirtPostcopy(Host):
             return
         session.spent.add(Step.FINISH)
         flags, mid = dest_flags(params), ctx.migration_id
+        h.hand(b"")  # Perform3's cookie comes too late: Finish3 takes none
         h.finish(lambda cookie: self._postcopy_finish3(mid, session, params, cookie, flags))
+        deadline = time.monotonic() + min(SWITCH_WAIT_S, time_left(ctx) or SWITCH_WAIT_S)
+        while not self._runs(params.dest_name, h):
+            if time.monotonic() > deadline:
+                raise DriverError(f"{params.dest_name} does not run on {self.host}")
+            time.sleep(0.05)
+
+    def _runs(self, name: str, h: handoff.Handoff) -> bool:
+        """The guest runs here; raises what Finish3 raised if it ended first."""
+        if h.done.is_set():
+            if h.error is not None:
+                raise DriverError(f"Finish3 of {name} failed: {h.error}") from h.error
+            return True
+        seen = self.on_control(lambda r: reconcile.look(r, name))
+        return seen.holds is reconcile.Holds.RUNNING
 
     def _postcopy_finish3(
         self, mid: str, session: Session, params: MigrationParams, cookie: bytes, flags: int
@@ -152,9 +168,10 @@ class LibvirtPostcopy(Host):
     def through_postcopy(
         self, ctx: StepContext, h: handoff.Handoff, dom: DomainRef, cookie: bytes
     ) -> tuple[FinishResult, dict[str, ParamValue]]:
-        """Src, once Perform3 returned in post-copy: hand its cookie to Finish3, then wait
-        until every page is sent (``handoff.await_finish``)."""
-        h.hand(cookie)
+        """Src, once Perform3 returned in post-copy: hand its cookie to Finish3 (unless it
+        took none), then wait until every page is sent (``handoff.await_finish``)."""
+        if not h.ready.is_set():
+            h.hand(cookie)
         h.started.wait(SWITCH_WAIT_S)  # a switch made from another thread is still calling
         if not h.finishing and not h.done.is_set():
             remote = self.connect()
