@@ -17,6 +17,10 @@ page hundreds of times, so pre-copy never converges."""
 SLOW = "2"
 """MiB/s of post-copy where it must last a while (a cut, a crash in the middle)."""
 SWITCH = "perform.underway=postcopy"
+LATER = ("--budget", "32", "--on-stall", "postcopy")
+"""The switch by the convergence policy, 2 s into Perform of the 64 MiB guest: after the
+Perform watch set the post-copy bandwidth (which the failpoint's switch, at the first
+progress report, may outrun)."""
 
 
 def start_busy(rig: NsRig) -> None:

@@ -19,7 +19,14 @@ from migrator.states import State
 from tests.conftest import assert_replays_consistently
 from tests.crash.forkserver import SERVER, Child
 from tests.libvirt.nsrig import NsRig
-from tests.libvirt.postcopy_rig import CAP, SLOW, SWITCH, start_busy, whole_and_advancing
+from tests.libvirt.postcopy_rig import (
+    CAP,
+    LATER,
+    SLOW,
+    SWITCH,
+    start_busy,
+    whole_and_advancing,
+)
 from tests.libvirt.rig import LibvirtRig
 
 POSTCOPY_STATES = ("POSTCOPY_SWITCHING", "POSTCOPY_ACTIVE")
@@ -62,9 +69,8 @@ def test_the_stall_policy_switches_to_postcopy(busy: NsRig) -> None:
 
 def test_an_abort_after_the_switch_is_refused(busy: NsRig) -> None:
     child = busy.spawn(
-        "--bandwidth", CAP, "--flag", "postcopy", "--postcopy-bandwidth", "2",
-        env={"MIGRATOR_FAILPOINTS": SWITCH},
-    )  # fmt: skip
+        "--bandwidth", CAP, "--flag", "postcopy", "--postcopy-bandwidth", SLOW, *LATER
+    )
     try:
         mid = _wait_state(busy, State.POSTCOPY_ACTIVE)
         refused = busy.cli("abort", mid)
@@ -113,8 +119,8 @@ def test_a_network_cut_during_postcopy_is_resumed_without_an_operator(busy: NsRi
     """The destination's link down for 20 s while post-copy runs: both sides pause, and
     the same process resumes it once the link is back."""
     child = busy.spawn(
-        "--bandwidth", CAP, "--flag", "postcopy", "--postcopy-bandwidth", SLOW,
-        "--timeout", "120", env={"MIGRATOR_FAILPOINTS": SWITCH},
+        "--bandwidth", CAP, "--flag", "postcopy", "--postcopy-bandwidth", SLOW, *LATER,
+        "--timeout", "120",
     )  # fmt: skip
     try:
         _wait_state(busy, State.POSTCOPY_ACTIVE)
@@ -155,9 +161,9 @@ def test_a_coordinator_killed_in_post_copy_is_recovered_forward(busy: NsRig, poi
     ``recover`` in a new process: the guest runs on the destination only, whole."""
     if point in MORE_POINTS and not ALL_POINTS:
         pytest.skip("MIGRATOR_POSTCOPY_LIBVIRT_ALL=1 runs every post-copy point")
-    env = {"MIGRATOR_FAILPOINTS": f"{SWITCH},{point}=crash"}
+    env = {"MIGRATOR_FAILPOINTS": f"{point}=crash"}
     code, _ = busy.migrate(
-        "--bandwidth", CAP, "--flag", "postcopy", "--postcopy-bandwidth", CAP, env=env
+        "--bandwidth", CAP, "--flag", "postcopy", "--postcopy-bandwidth", CAP, *LATER, env=env
     )
     assert code == failpoints.CRASH_EXIT_CODE
     [crashed] = busy.migrations()
