@@ -44,7 +44,7 @@ from migrator.drivers.api import (
     PrepareResult,
     ProbeResult,
 )
-from migrator.drivers.libvirt import jobs, reconcile
+from migrator.drivers.libvirt import handoff, jobs, reconcile
 from migrator.drivers.libvirt.errors import LibvirtError, LibvirtUnreachable
 from migrator.drivers.libvirt.host import Session
 from migrator.drivers.libvirt.postcopy import LibvirtPostcopy
@@ -225,7 +225,7 @@ class LibvirtDriver(LibvirtPostcopy):
         finally:
             watch.close()
         session.performed = True
-        switched = self.switched(ctx.migration_id)
+        switched = self.switched(ctx.migration_id, session.remote, dom)
         if switched is not None:  # Perform3 returned at the switch: on to the last page
             _finished, stats = self.through_postcopy(ctx, switched, dom, out)
             result = PerformResult(cookie=out, stats={**stats, "postcopy": True})
@@ -322,6 +322,7 @@ class LibvirtDriver(LibvirtPostcopy):
         result = ConfirmResult(detail=note)
         self._keep(ctx, result, cancelled)
         self.forget(ctx.migration_id)
+        handoff.drop(ctx.migration_id)
         return result
 
     def _confirm3(

@@ -160,10 +160,18 @@ class LibvirtPostcopy(Host):
         self.end_session(mid)
         return result
 
-    def switched(self, mid: str) -> handoff.Handoff | None:
-        """The handoff of ``mid`` if its source was switched to post-copy here."""
+    def switched(self, mid: str, remote: Remote, dom: DomainRef) -> handoff.Handoff | None:
+        """Once Perform3 returned: the handoff of ``mid`` if its source was switched to
+        post-copy here (a switch asked for as pre-copy completed did not happen)."""
         h = handoff.peek(mid)
-        return h if h is not None and h.switched else None
+        if h is None or not h.switched:
+            return None
+        if h.started.is_set():
+            return h  # the destination's Finish3 runs
+        try:
+            return h if _in_postcopy(remote, dom) else None
+        except (LibvirtError, LibvirtUnreachable):
+            return h  # cannot tell: waiting for Finish3 is the safe side
 
     def through_postcopy(
         self, ctx: StepContext, h: handoff.Handoff, dom: DomainRef, cookie: bytes
@@ -277,6 +285,7 @@ class LibvirtPostcopy(Host):
         done = {"restarted": True} if fresh else {"resumed": True}
         self._results[(mid, Step.CONFIRM, False)] = ConfirmResult(detail=done)
         self.forget(mid)
+        handoff.drop(mid)
         return PerformResult(cookie=out, stats={**stats, "postcopy": True, **done})
 
     def prepare_resume(
