@@ -55,6 +55,8 @@ class Handoff:
     started: threading.Event = field(default_factory=threading.Event)
     """Set once a Finish3 thread started."""
     finishing: bool = False
+    stalled: bool = False
+    """Its post-copy stalled and was paused: the Finish3 still waiting counts no more."""
     finished: FinishResult | None = None
     error: BaseException | None = None
     dst: Any = None
@@ -80,6 +82,11 @@ class Handoff:
         finally:
             self.finishing = False
             self.done.set()
+
+    @property
+    def in_flight(self) -> bool:
+        """Its Finish3 runs and may still complete post-copy."""
+        return self.finishing and not self.stalled
 
     def hand(self, cookie: bytes) -> None:
         self.cookie = cookie
@@ -136,7 +143,8 @@ def await_finish(
                 ctx.progress(sample)
                 if best is None or sample.remaining < best:
                     best, since = sample.remaining, time.monotonic()
-            if time.monotonic() - since > STALL_S:
+            if best and time.monotonic() - since > STALL_S:  # bytes left, none going
+                h.stalled = True
                 pause(remote, dom)
                 raise DriverError(
                     f"post-copy of {dom.name} stalled ({best} bytes left for {STALL_S:.0f} s):"

@@ -196,7 +196,7 @@ class LibvirtPostcopy(Host):
 
     def postcopy_phase(self, params: MigrationParams, migration_id: str) -> PostcopyPhase:
         h = handoff.peek(migration_id)
-        if h is not None and h.finishing:
+        if h is not None and h.in_flight:
             return PostcopyPhase.ACTIVE  # its Finish3 is in flight in this process
         seen = self.on_control(lambda r: reconcile.look(r, params.domain))
         if seen.holds in (reconcile.Holds.ABSENT, reconcile.Holds.SHUTOFF):
@@ -230,7 +230,7 @@ class LibvirtPostcopy(Host):
         steps and VIR_MIGRATE_POSTCOPY_RESUME; return once every page was sent."""
         mid = ctx.migration_id
         h = handoff.of(mid)
-        if h.finishing:
+        if h.in_flight:
             remote = self.connect(timeout=time_left(ctx))
             try:
                 dom = self._domain(remote, params.domain, "source")
