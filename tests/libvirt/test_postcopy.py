@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,11 +99,14 @@ def test_a_session_mode_daemon_is_refused_before_begin(rig: LibvirtRig) -> None:
     assert rig.migrations() == [], "nothing is journaled"
 
 
-def _wait_state(rig: NsRig, state: State, timeout: float = 120.0) -> str:
+def _wait_state(
+    rig: NsRig, state: State, timeout: float = 120.0, within: tuple[State, ...] = ()
+) -> str:
+    """The migration's id once it is in ``state`` (or one of ``within``)."""
     deadline = time.monotonic() + timeout
     while True:
         found = rig.migrations()
-        if found and found[0].state is state:
+        if found and (found[0].state is state or found[0].state in within):
             return found[0].id
         assert time.monotonic() < deadline, f"never {state}: {found}"
         time.sleep(0.05)
@@ -180,3 +184,33 @@ def test_a_coordinator_killed_in_post_copy_is_recovered_forward(busy: NsRig, poi
         {"point": point, "backend": "libvirt", "crashed": str(crashed.state),
          "action": rows[0]["action_code"], "plan": rows[0]["action"], "end": str(m.state)}
     )  # fmt: skip
+
+
+SOAK_KILLS = int(os.environ.get("MIGRATOR_POSTCOPY_LIBVIRT_SOAK", "3"))
+
+
+@pytest.mark.parametrize("kill", range(SOAK_KILLS), ids=lambda k: f"kill-{k}")
+def test_sigkill_at_a_random_instant_of_post_copy_is_recovered_forward(
+    busy: NsRig, kill: int
+) -> None:
+    """SIGKILL at a seeded random instant of the first 6 s after the switch's intent
+    (``MIGRATOR_POSTCOPY_LIBVIRT_SOAK=N`` cases), then ``recover``: CONFIRMED, the guest on
+    the destination only, whole and advancing."""
+    seed = int(os.environ.get("MIGRATOR_SOAK_SEED", "0")) or random.randrange(1 << 32)
+    delay = random.Random(seed + kill).uniform(0.0, 6.0)
+    print(f"MIGRATOR_SOAK_SEED={seed} delay={delay:.2f}")
+    child = busy.spawn(
+        "--bandwidth", CAP, "--flag", "postcopy", "--postcopy-bandwidth", CAP, *LATER
+    )  # fmt: skip
+    try:
+        _wait_state(busy, State.POSTCOPY_SWITCHING, within=(State.POSTCOPY_ACTIVE,))
+        time.sleep(delay)
+    finally:
+        SERVER.kill(child)
+        SERVER.wait(child, 60)
+    code, rows = busy.recover()
+    assert code == 0, rows
+    [m] = busy.migrations()
+    assert str(m.state) == "CONFIRMED", (seed, delay, m.state, m.reason)
+    whole_and_advancing(busy)
+    assert_replays_consistently(busy.db)
