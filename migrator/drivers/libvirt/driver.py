@@ -192,6 +192,8 @@ class LibvirtDriver(LibvirtPostcopy):
             raise DriverError(f"Prepare3 on {self.host} gave no migration URI and none was set")
         result = PrepareResult(uri=uri, cookie=out)
         self._keep(ctx, result)
+        if params.flags & MigrateFlags.POSTCOPY:
+            self.offer_finish(ctx.migration_id, params)  # postcopy.py
         return result
 
     def perform(

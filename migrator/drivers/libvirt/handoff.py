@@ -61,6 +61,8 @@ class Handoff:
     error: BaseException | None = None
     dst: Any = None
     restart: bool = False
+    early: Callable[[], bool] | None = None
+    """Starts the destination's Finish3 (``offer_finish``), for the switch to call first."""
     """The source runs the guest whole with no migration job: the journaled switch never
     reached it, so the resumption migrates it again (``postcopy_phase``)."""
     """The destination's driver, for a resumption (``recover_postcopy`` names it)."""

@@ -53,6 +53,8 @@ from migrator.states import Step
 
 SWITCH_WAIT_S = 30.0
 """Seconds the source may take to report post-copy after START_POST_COPY."""
+EARLY_S = 0.2
+"""Seconds between sending the destination's Finish3 and switching the source."""
 RUNNING_POSTCOPY = 10
 """VIR_DOMAIN_RUNNING_POSTCOPY: running while its pages still arrive."""
 RESUME = MigrateFlags.POSTCOPY | MigrateFlags.POSTCOPY_RESUME
@@ -104,6 +106,8 @@ class LibvirtPostcopy(Host):
         remote = self.connect(timeout=time_left(ctx))
         try:
             dom = self._domain(remote, params.domain, "source")
+            if h.early is not None and not h.started.is_set() and h.early():
+                time.sleep(EARLY_S)  # the destination's Finish3 first
             if not _in_postcopy(remote, dom):
                 h.switched = True  # before the call: Perform3 may return at once
                 try:
@@ -120,26 +124,43 @@ class LibvirtPostcopy(Host):
         finally:
             remote.conn.close()
 
+    def offer_finish(self, mid: str, params: MigrationParams) -> None:
+        """Dst, after Prepare3 of a post-copy capable migration: let the switch start
+        Finish3 here before it tells the source (``start_postcopy``)."""
+        h = handoff.of(mid)
+        h.early = lambda: self._start_finish(mid, params, h)
+
     def run_postcopy(self, ctx: StepContext, params: MigrationParams) -> None:
         """Dst: Finish3 (which starts the guest here and returns when every page arrived) on
-        Prepare's connection, on a thread, at once: until it runs, libvirt destroys the
-        incoming copy if this connection closes. Returns once the guest runs here. Nothing
-        to do in a resumption: its own Finish3 runs the guest."""
+        Prepare's connection, on a thread, unless the switch started it already; return
+        once the guest runs here. Nothing to do in a resumption: its own Finish3 runs the
+        guest."""
         h = handoff.of(ctx.migration_id)
-        session = self.session(ctx.migration_id)
-        if h.finishing or session is None or not session.prepared:
+        if not h.started.is_set() and not self._start_finish(ctx.migration_id, params, h):
             return
-        if Step.FINISH in session.spent or session.remote.conn.broken:
-            return
-        session.spent.add(Step.FINISH)
-        flags, mid = dest_flags(params), ctx.migration_id
-        h.hand(b"")  # Perform3's cookie comes too late: Finish3 takes none
-        h.finish(lambda cookie: self._postcopy_finish3(mid, session, params, cookie, flags))
+        if not h.in_flight:
+            return  # it ended (Perform reports how) or stalled: a resumption's business
         deadline = time.monotonic() + min(SWITCH_WAIT_S, time_left(ctx) or SWITCH_WAIT_S)
         while not self._runs(params.dest_name, h):
             if time.monotonic() > deadline:
                 raise DriverError(f"{params.dest_name} does not run on {self.host}")
             time.sleep(0.05)
+
+    def _start_finish(self, mid: str, params: MigrationParams, h: handoff.Handoff) -> bool:
+        """Finish3 on Prepare's connection, on a thread (``h``); False without one. Until
+        Finish3 runs, libvirt destroys the incoming copy when that connection closes, even
+        in post-copy; Finish3 waits for post-copy (or the end of the transfer) itself, and
+        takes no cookie (Perform3's would come after the switch)."""
+        session = self.session(mid)
+        if session is None or not session.prepared or session.remote.conn.broken:
+            return False
+        if Step.FINISH in session.spent:
+            return False
+        session.spent.add(Step.FINISH)
+        flags = dest_flags(params)
+        h.hand(b"")
+        h.finish(lambda cookie: self._postcopy_finish3(mid, session, params, cookie, flags))
+        return True
 
     def _runs(self, name: str, h: handoff.Handoff) -> bool:
         """The guest runs here; raises what Finish3 raised if it ended first."""
@@ -273,9 +294,13 @@ class LibvirtPostcopy(Host):
             self.begun(mid)
             cookie, uri = dst.prepare_resume(ctx, params, cookie, xml, extra)
             typed = {**common(params), MigrateParam.URI: uri}
-            tick = handoff.switch_soon(lambda: self.start_postcopy(ctx, params)) if fresh else None
+            tick = None
+            if fresh:  # Finish3 first (see _start_finish), then switch once Perform3 runs
+                dst.finish_resume(ctx, params, h, extra)
+                tick = handoff.switch_soon(lambda: self.start_postcopy(ctx, params))
             out = remote.perform3(dom, typed, cookie, flags, timeout=time_left(ctx), tick=tick)
-            dst.finish_resume(ctx, params, h, extra)
+            if not fresh:
+                dst.finish_resume(ctx, params, h, extra)
             finished, stats = self.through_postcopy(ctx, h, dom, out)
             remote.confirm3(dom, typed, finished.cookie, flags, False, time_left(ctx))
         except BaseException:
