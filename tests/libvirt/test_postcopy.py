@@ -189,6 +189,7 @@ def test_a_coordinator_killed_in_post_copy_is_recovered_forward(busy: NsRig, poi
 SOAK_KILLS = int(os.environ.get("MIGRATOR_POSTCOPY_LIBVIRT_SOAK", "3"))
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("kill", range(SOAK_KILLS), ids=lambda k: f"kill-{k}")
 def test_sigkill_at_a_random_instant_of_post_copy_is_recovered_forward(
     busy: NsRig, kill: int

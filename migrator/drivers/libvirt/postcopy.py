@@ -33,7 +33,7 @@ from migrator.drivers.api import (
     PerformResult,
     PostcopyPhase,
 )
-from migrator.drivers.libvirt import handoff, reconcile
+from migrator.drivers.libvirt import handoff, jobs, reconcile
 from migrator.drivers.libvirt.errors import LibvirtError, LibvirtUnreachable
 from migrator.drivers.libvirt.host import Host, Session
 from migrator.drivers.libvirt.procedures import (
@@ -53,6 +53,8 @@ from migrator.states import Step
 
 SWITCH_WAIT_S = 30.0
 """Seconds the source may take to report post-copy after START_POST_COPY."""
+RESTART_WAIT_S = 15.0
+"""Seconds a restart waits for an aborted pre-copy job to end on the source."""
 EARLY_S = 0.2
 """Seconds between sending the destination's Finish3 and switching the source."""
 RUNNING_POSTCOPY = 10
@@ -228,8 +230,9 @@ class LibvirtPostcopy(Host):
             return PostcopyPhase.PAUSED
         if seen.job is not None and seen.job.active:
             return PostcopyPhase.PRECOPY
-        # The switch never reached it, and libvirt ended the migration when its client died:
-        # the guest runs whole here. Forward is migrating it again, switching at once.
+        # Running: the switch never reached it, and the migration ended with its client (or
+        # its pre-copy runs on for nobody): the guest is whole here. Forward is migrating it
+        # again, switching at once (a pre-copy job left running is aborted first).
         handoff.of(migration_id).restart = True
         return PostcopyPhase.PAUSED
 
@@ -285,7 +288,10 @@ class LibvirtPostcopy(Host):
             assert session is not None
             remote = session.remote
             dom = session.dom = self._domain(remote, params.domain, "source")
-            if not fresh:
+            cleared: dict[str, Any] = {}
+            if fresh:  # a pre-copy of a client gone, which nobody will switch: abort it
+                cleared = jobs.clear(remote, dom, wait=min(RESTART_WAIT_S, time_left(ctx) or 30))
+            else:
                 handoff.pause(remote, dom)  # a stalled post-copy must be paused to resume
             flags = int(params.flags) | extra
             if self.supports(DrvFeature.MIGRATE_CHANGE_PROTECTION, time_left(ctx)):
@@ -307,7 +313,7 @@ class LibvirtPostcopy(Host):
             for host in (self, dst):
                 host.forget(mid)
             raise
-        done = {"restarted": True} if fresh else {"resumed": True}
+        done: dict[str, Any] = {"restarted": True, **cleared} if fresh else {"resumed": True}
         self._results[(mid, Step.CONFIRM, False)] = ConfirmResult(detail=done)
         self.forget(mid)
         handoff.drop(mid)
