@@ -4,8 +4,9 @@ each other in this process, and the wait for the end of post-copy.
 libvirt's Perform3 returns as soon as post-copy is active; the destination's Finish3 then
 starts the guest's vCPUs there and returns once every page arrived (a resumption's Finish3
 likewise). So a switched migration's Finish3 runs on a thread of the destination's driver
-(``Handoff.finish``), started by ``run_postcopy`` and fed Perform3's cookie by the source's
-``perform``, which returns only when that Finish3 returned: as for the other drivers,
+(``Handoff.finish``), started by the switch just before it tells the source (``early``) or
+by ``run_postcopy``, with no cookie (a resumption's gets its Perform3's, ``hand``); the
+source's ``perform`` returns only when that Finish3 returned: as for the other drivers,
 Perform's end means every page was sent. While it waits, the source's job statistics are
 progress; post-copy whose remaining bytes do not shrink for ``STALL_S`` (a cut link stalls
 QEMU's stream without breaking it) is paused with VIR_DOMAIN_ABORT_JOB_POSTCOPY, and the

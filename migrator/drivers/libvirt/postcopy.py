@@ -2,18 +2,21 @@
 
 libvirt's client-driven v3 with VIR_MIGRATE_POSTCOPY on every step:
 
-- the switch: VIR_DOMAIN_MIGRATE_START_POST_COPY (procedure 364) on a connection of its
-  own while Perform3 runs; Perform3 returns once post-copy is active, and the
-  destination's Finish3 starts the guest there and returns when every page arrived
-  (``handoff.py`` makes Perform wait for that Finish3, so that Perform's end means every
-  page was sent, as the engine expects);
+- the switch: the destination's Finish3 first (until it runs, libvirt destroys an incoming
+  copy whose client is gone, even in post-copy), then VIR_DOMAIN_MIGRATE_START_POST_COPY
+  (procedure 364) on a connection of its own while Perform3 runs; Perform3 returns once
+  post-copy is active, and Finish3 starts the guest on the destination and returns when
+  every page arrived (``handoff.py`` makes Perform wait for that Finish3, so that
+  Perform's end means every page was sent, as the engine expects);
 - a failure (the stream broke, a client died) leaves both domains "paused (post-copy
   failed)" (or the destination running so); libvirt >= 8.5 resumes it with the five steps
   again, each with VIR_MIGRATE_POSTCOPY_RESUME, on new connections: Begin3, Prepare3 (the
   destination listens again), Perform3 (returns at once), Finish3 (until every page
   arrived), Confirm3; a post-copy still in flight (stalled) is first paused with
   VIR_DOMAIN_ABORT_JOB_POSTCOPY. The resumption's Finish3 and Confirm3 are kept as the
-  results of the engine's Finish(0) and Confirm(0) that follow.
+  results of the engine's Finish(0) and Confirm(0) that follow;
+- a switch that never reached the source (the guest runs whole there) is carried forward
+  by migrating it again and switching at once.
 
 Offered only where both can be done: libvirt >= 8.5 (``POSTCOPY_RESUME_VERSION``), and not
 by a session-mode daemon, whose QEMU runs unprivileged: it cannot open userfaultfd where
