@@ -38,17 +38,23 @@ business (docs/postcopy.md), never a caller's flag."""
 
 
 def refuse_postcopy(
-    flags: MigrateFlags, hosts: dict[str, frozenset[Feature]], version: int
+    flags: MigrateFlags,
+    hosts: dict[str, frozenset[Feature]],
+    version: int,
+    why: Callable[[str], str | None] = lambda uri: None,
 ) -> None:
     """``--flag postcopy`` only where both hosts can switch and resume (feature POSTCOPY),
-    over plain (not tunnelled) protocol v3; else a one-line ``UsageError``."""
+    over plain (not tunnelled) protocol v3; else a one-line ``UsageError``, with the
+    host's driver's reason where it gives one (``why(uri)``)."""
     if not flags & MigrateFlags.POSTCOPY:
         return
     for uri, features in hosts.items():
         if Feature.POSTCOPY not in features:
+            reason = why(uri)
             raise UsageError(
-                f"flag postcopy is refused: host {redact_uri(uri)} cannot switch a migration"
-                " to post-copy and resume it after a failure; migrate without it"
+                f"flag postcopy is refused: host {redact_uri(uri)} "
+                + (reason or "cannot switch a migration to post-copy and resume it after a failure")
+                + "; migrate without it"
             )
     if version != 3 or flags & MigrateFlags.TUNNELLED:
         raise UsageError(
@@ -118,7 +124,10 @@ class Preflight:
             forced=protocol,
             tunnelled=bool(flags & MigrateFlags.TUNNELLED),
         )
-        refuse_postcopy(flags, {src.uri: src_features, dst.uri: dst_features}, version)
+        refuse_postcopy(
+            flags, {src.uri: src_features, dst.uri: dst_features}, version,
+            why=lambda uri: self._postcopy_refusal(src if uri == src.uri else dst),
+        )  # fmt: skip
         refuse_parallel(flags, policy)
         src_state = self._best_effort_probe(src, domain)
         if src_state is not None and not src_state.active:
@@ -137,6 +146,11 @@ class Preflight:
             domain=domain, flags=flags, dname=dname, bandwidth=bandwidth, connections=connections
         )
         return params, version
+
+    def _postcopy_refusal(self, driver: Driver) -> str | None:
+        """Why ``driver``'s host cannot carry post-copy, if its driver says (libvirt)."""
+        refusal = getattr(driver, "postcopy_refusal", None)
+        return None if refusal is None else self._bounded(driver, "features", refusal)
 
     def _refuse_unhonoured_policy(
         self, policy: Policy, src: Driver, version: int, flags: MigrateFlags

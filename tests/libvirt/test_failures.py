@@ -167,16 +167,3 @@ def test_abort_during_perform_rolls_back_with_the_source_intact(rig: LibvirtRig)
     rig.settled()
     region = guests.read_memory(rig.pair.src, rig.name, pattern.start, pattern.size)
     assert payload.check_region(region, pattern) == 0
-
-
-def test_postcopy_is_refused_by_libvirt_hosts_in_one_line(rig: LibvirtRig) -> None:
-    """The libvirt driver does not offer the feature POSTCOPY (docs/postcopy.md): refused
-    before Begin, nothing journaled, the guest where it was."""
-    proc = rig.cli(*rig.argv("--flag", "postcopy"))
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.splitlines() == [
-        f"migrator: error: flag postcopy is refused: host {rig.pair.src.uri} cannot switch a"
-        " migration to post-copy and resume it after a failure; migrate without it"
-    ]
-    assert rig.states()[0] == "running"
-    assert rig.migrations() == [], "nothing is journaled"

@@ -44,9 +44,10 @@ from migrator.drivers.api import (
     PrepareResult,
     ProbeResult,
 )
-from migrator.drivers.libvirt import jobs, reconcile
+from migrator.drivers.libvirt import handoff, jobs, reconcile
 from migrator.drivers.libvirt.errors import LibvirtError, LibvirtUnreachable
-from migrator.drivers.libvirt.host import Host, Session
+from migrator.drivers.libvirt.host import Session
+from migrator.drivers.libvirt.postcopy import LibvirtPostcopy
 from migrator.drivers.libvirt.procedures import DrvFeature, ErrorCode, MigrateParam
 from migrator.drivers.libvirt.typed import (
     common,
@@ -77,7 +78,7 @@ RESOLVE_HINT = (
 Result = BeginResult | PrepareResult | PerformResult | FinishResult | ConfirmResult
 
 
-class LibvirtDriver(Host):
+class LibvirtDriver(LibvirtPostcopy):
     """A libvirt host (``qemu:///system``, ``qemu+tls://HOST/system``, ...; see ``uri.py``).
 
     ``migrate_uri`` (or the URI's ``?migrate_uri=``) is where, as a destination, this host
@@ -127,7 +128,11 @@ class LibvirtDriver(Host):
     def features(self) -> frozenset[Feature]:
         """v3 if the daemon offers MIGRATION_V3 with MIGRATION_PARAMS (the only form used)."""
         v3 = self.supports(DrvFeature.MIGRATION_V3) and self.supports(DrvFeature.MIGRATION_PARAMS)
-        return frozenset({Feature.MIGRATION_V3}) if v3 else frozenset()
+        if not v3:
+            return frozenset()
+        if self.postcopy_refusal() is not None:  # postcopy.py
+            return frozenset({Feature.MIGRATION_V3})
+        return frozenset({Feature.MIGRATION_V3, Feature.POSTCOPY})
 
     def _source_flags(self, params: MigrationParams, timeout: float | None) -> int:
         flags = params.flags | parallel(params)
@@ -195,6 +200,8 @@ class LibvirtDriver(Host):
             raise DriverError(f"Prepare3 on {self.host} gave no migration URI and none was set")
         result = PrepareResult(uri=uri, cookie=out)
         self._keep(ctx, result)
+        if params.flags & MigrateFlags.POSTCOPY:
+            self.offer_finish(ctx.migration_id, params)  # postcopy.py
         return result
 
     def perform(
@@ -228,6 +235,12 @@ class LibvirtDriver(Host):
         finally:
             watch.close()
         session.performed = True
+        switched = self.switched(ctx.migration_id, session.remote, dom)
+        if switched is not None:  # Perform3 returned at the switch: on to the last page
+            _finished, stats = self.through_postcopy(ctx, switched, dom, out)
+            result = PerformResult(cookie=out, stats={**stats, "postcopy": True})
+            self._keep(ctx, result)
+            return result
         paused = watch.paused_at  # suspended by a policy until the data was all sent
         paused_ms = None if paused is None else int((time.monotonic() - paused) * 1000)
         stats = final_stats(session.remote, dom, time_left(ctx))
@@ -321,6 +334,7 @@ class LibvirtDriver(Host):
         result = ConfirmResult(detail=note)
         self._keep(ctx, result, cancelled)
         self.forget(ctx.migration_id)
+        handoff.drop(ctx.migration_id)
         return result
 
     def _confirm3(

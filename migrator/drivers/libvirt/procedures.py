@@ -35,6 +35,7 @@ class Proc(enum.IntEnum):
     CONNECT_SUPPORTS_FEATURE = 60
     AUTH_LIST = 66
     DOMAIN_IS_PERSISTENT = 151
+    CONNECT_GET_LIB_VERSION = 157
     DOMAIN_GET_JOB_INFO = 163
     DOMAIN_ABORT_JOB = 164
     DOMAIN_MIGRATE_SET_MAX_DOWNTIME = 166
@@ -47,6 +48,8 @@ class Proc(enum.IntEnum):
     DOMAIN_MIGRATE_PERFORM3_PARAMS = 305
     DOMAIN_MIGRATE_FINISH3_PARAMS = 306
     DOMAIN_MIGRATE_CONFIRM3_PARAMS = 307
+    DOMAIN_MIGRATE_START_POST_COPY = 364
+    DOMAIN_ABORT_JOB_FLAGS = 442
 
 
 class KeepAlive(enum.IntEnum):
@@ -163,6 +166,12 @@ class ErrorCode(enum.IntEnum):
     OPERATION_UNSUPPORTED = 84
     MIGRATE_FINISH_OK = 93
 
+
+ABORT_JOB_POSTCOPY = 1
+"""VIR_DOMAIN_ABORT_JOB_POSTCOPY: pause a post-copy migration (QEMU's ``migrate-pause``)
+instead of cancelling it (libvirt >= 8.5)."""
+POSTCOPY_RESUME_VERSION = 8_005_000
+"""libvirt 8.5.0: the first to resume a failed post-copy (VIR_MIGRATE_POSTCOPY_RESUME)."""
 
 JOB_STATS_COMPLETED = 1
 """VIR_DOMAIN_JOB_STATS_COMPLETED: the statistics of the job that just ended."""

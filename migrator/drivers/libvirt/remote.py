@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from migrator.drivers.libvirt.errors import LibvirtError
 from migrator.drivers.libvirt.procedures import (
+    ABORT_JOB_POSTCOPY,
     JOB_STATS_COMPLETED,
     DomainStateCode,
     DrvFeature,
@@ -120,6 +121,10 @@ class Remote:
     def version(self) -> int:
         return self._read(Proc.CONNECT_GET_VERSION).uhyper()
 
+    def lib_version(self) -> int:
+        """The daemon's libvirt version, major * 1,000,000 + minor * 1,000 + micro."""
+        return self._read(Proc.CONNECT_GET_LIB_VERSION).uhyper()
+
     def capabilities(self) -> str:
         return self._read(Proc.CONNECT_GET_CAPABILITIES).string()
 
@@ -172,6 +177,14 @@ class Remote:
 
     def abort_job(self, dom: DomainRef, timeout: float | None = None) -> None:
         self._call(Proc.DOMAIN_ABORT_JOB, _dom(dom), timeout)
+
+    def abort_job_postcopy(self, dom: DomainRef, timeout: float | None = None) -> None:
+        """virDomainAbortJobFlags(VIR_DOMAIN_ABORT_JOB_POSTCOPY): pause a post-copy."""
+        self._call(Proc.DOMAIN_ABORT_JOB_FLAGS, _dom(dom).uint(ABORT_JOB_POSTCOPY), timeout)
+
+    def start_postcopy(self, dom: DomainRef, timeout: float | None = None) -> None:
+        """virDomainMigrateStartPostCopy: switch the running migration to post-copy."""
+        self._call(Proc.DOMAIN_MIGRATE_START_POST_COPY, _dom(dom).uint(0), timeout)
 
     def resume(self, dom: DomainRef) -> None:
         self._call(Proc.DOMAIN_RESUME, _dom(dom))
