@@ -85,6 +85,38 @@ def test_an_abort_after_the_switch_is_refused(busy: NsRig) -> None:
     whole_and_advancing(busy)
 
 
+def test_set_speed_after_the_switch_is_the_post_copy_bandwidth(busy: NsRig) -> None:
+    """An operator's ``set-speed`` in POSTCOPY_ACTIVE reaches the source as its post-copy
+    bandwidth (virDomainMigrateSetMaxSpeed with the POSTCOPY flag) while Finish3 carries
+    the last pages: 1 MiB/s is what the source reports, then 512 lets it complete."""
+    from migrator.inspect import show
+    from migrator.journal.store import Journal
+
+    child = busy.spawn(
+        "--bandwidth", CAP, "--flag", "postcopy", "--postcopy-bandwidth", SLOW, *LATER
+    )
+    try:
+        mid = _wait_state(busy, State.POSTCOPY_ACTIVE)
+        slow = busy.cli("set-speed", mid, "1", "--wait", "30")
+        assert slow.returncode == 0, slow.stdout + slow.stderr
+        speed = busy.pair.a.virsh("migrate-getspeed", "--postcopy", busy.name).strip()
+        fast = busy.cli("set-speed", mid, "512", "--wait", "30")
+        assert fast.returncode == 0, fast.stdout + fast.stderr
+        done = _wait_child(child)
+    finally:
+        SERVER.kill(child)
+    assert speed == "1", speed
+    assert done["state"] == "CONFIRMED", done
+    with Journal.open(busy.db) as journal:
+        m = show(journal, mid)
+    notes = [e for e in m["events"] if e["kind"] == "request"]
+    assert [(e["detail"]["setting"], e["detail"]["value"]) for e in notes] == [
+        ("postcopy-speed", 1), ("postcopy-speed", 512)
+    ]  # fmt: skip
+    assert [r["outcome"] for r in m["requests"]] == ["applied", "applied"]
+    whole_and_advancing(busy)
+
+
 def test_a_session_mode_daemon_is_refused_before_begin(rig: LibvirtRig) -> None:
     """Its QEMU cannot open userfaultfd: one line, exit 2, nothing journaled, the guest
     where it was."""

@@ -26,7 +26,7 @@ from migrator.drivers.api import FinishResult
 from migrator.drivers.libvirt.errors import LibvirtError, LibvirtUnreachable
 from migrator.drivers.libvirt.remote import Remote
 from migrator.drivers.libvirt.typed import stats_timeout
-from migrator.drivers.libvirt.watch import progress_of
+from migrator.drivers.libvirt.watch import postcopy_control, progress_of
 from migrator.drivers.libvirt.xdr import DomainRef, ParamValue, XDRError
 from migrator.errors import DriverError
 from migrator.records import StepContext
@@ -126,8 +126,9 @@ def drop(mid: str) -> None:
 def await_finish(
     ctx: StepContext, h: Handoff, open_source: Callable[[], Remote], dom: DomainRef
 ) -> tuple[FinishResult, dict[str, ParamValue]]:
-    """Wait for ``h``'s Finish3, reporting the source's job statistics as progress; the
-    result, and the last statistics. Raises what Finish3 raised, or ``DriverError`` once a
+    """Wait for ``h``'s Finish3, reporting the source's job statistics as progress and
+    making the controls asked for meanwhile (``postcopy_control``); the result, and the
+    last statistics. Raises what Finish3 raised, or ``DriverError`` once a
     stalled post-copy was paused."""
     remote: Remote | None = None
     stats: dict[str, ParamValue] = {}
@@ -141,6 +142,8 @@ def await_finish(
             except _FAILURES as exc:
                 log.debug("post-copy of %s: no statistics: %s", dom.name, exc)
                 continue
+            for control in ctx.controls():  # the post-copy bandwidth, asked for meanwhile
+                control.done(postcopy_control(remote.guarded(ctx), dom, control))
             sample = progress_of(stats)
             if sample is not None:
                 ctx.progress(sample)

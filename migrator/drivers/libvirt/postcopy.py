@@ -108,7 +108,7 @@ class LibvirtPostcopy(Host):
     def start_postcopy(self, ctx: StepContext, params: MigrationParams) -> None:
         """Src: START_POST_COPY on a new connection; return once the source reports it."""
         h = handoff.of(ctx.migration_id)
-        remote = self.connect(timeout=time_left(ctx))
+        remote = self.connect(timeout=time_left(ctx)).guarded(ctx)
         try:
             dom = self._domain(remote, params.domain, "source")
             if h.early is not None and not h.started.is_set() and h.early():
@@ -289,7 +289,7 @@ class LibvirtPostcopy(Host):
         try:
             session = self.session(mid, create=True, timeout=time_left(ctx))
             assert session is not None
-            remote = session.remote
+            remote = session.remote.guarded(ctx)  # an abandoned resumption changes nothing
             dom = session.dom = self._domain(remote, params.domain, "source")
             cleared: dict[str, Any] = {}
             if fresh:  # a pre-copy of a client gone, which nobody will switch: abort it
@@ -333,7 +333,7 @@ class LibvirtPostcopy(Host):
         if self.migrate_uri:
             typed[MigrateParam.URI] = self.migrate_uri
         flags = dest_flags(params) | extra
-        out, uri_out = session.remote.prepare3(typed, cookie, flags, time_left(ctx))
+        out, uri_out = session.remote.guarded(ctx).prepare3(typed, cookie, flags, time_left(ctx))
         session.prepared = True
         uri = uri_out or self.migrate_uri
         if not uri:

@@ -194,6 +194,20 @@ class PerformWatch:
         self._stop.set()
 
 
+def postcopy_control(remote: Remote, dom: DomainRef, control: Control) -> str | None:
+    """Make ``control`` on a source in post-copy (Perform3 returned at the switch): the
+    bandwidth is the post-copy one; nothing else applies any more. None once made."""
+    if control.kind not in (ControlKind.SPEED, ControlKind.POSTCOPY_SPEED):
+        return f"{control.kind} does not apply after the switch to post-copy"
+    try:
+        remote.set_max_speed(dom, control.value, postcopy=True, timeout=stats_timeout(None))
+    except StepAbandoned as exc:
+        return str(exc)
+    except _FAILURES as exc:
+        return f"refused by libvirt: {exc}"
+    return None
+
+
 def _thread(target: Callable[[], None], name: str) -> threading.Thread:
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
