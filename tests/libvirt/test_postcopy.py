@@ -1,6 +1,6 @@
 """Post-copy between two real system-mode libvirt daemons (``ns_pair``), with the busy
 guest that never converges (``postcopy_rig.py``): the switch completes it, a network cut
-during post-copy is ridden out, a crash at each post-copy point is recovered forward, a
+and a restart of the destination's daemon during post-copy are ridden out, a crash at each post-copy point is recovered forward, a
 session-mode daemon and an abort after the switch are refused."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from migrator import failpoints
-from migrator.states import State
+from migrator.states import State, Step
 from tests.conftest import assert_replays_consistently
 from tests.crash.forkserver import SERVER, Child
 from tests.libvirt.nsrig import NsRig
@@ -171,6 +171,45 @@ def test_a_network_cut_during_postcopy_is_resumed_without_an_operator(busy: NsRi
     assert done["state"] == "CONFIRMED", done
     seen = states_of(busy, done["id"])
     assert "POSTCOPY_PAUSED" in seen and "POSTCOPY_RESUMING" in seen, seen
+    whole_and_advancing(busy)
+    assert_replays_consistently(busy.db)
+
+
+RESTART_DOWN_S = 3.0
+
+
+@pytest.mark.timeout(150)
+def test_a_destination_daemon_restarted_during_postcopy_is_resumed(busy: NsRig) -> None:
+    """The destination's libvirtd stopped (as a service restart does) while post-copy runs,
+    started again 3 s later: Finish3's connection is lost, the migration pauses instead of
+    losing the guest (the restarted daemon finds its QEMU still "running (post-copy)"), and
+    the same process pauses post-copy and resumes it with VIR_MIGRATE_POSTCOPY_RESUME once
+    the daemon answers again: CONFIRMED without an operator."""
+    b = busy.pair.b
+    child = busy.spawn(
+        "--bandwidth", CAP, "--flag", "postcopy", "--postcopy-bandwidth", SLOW, *LATER,
+        "--timeout", "120",
+    )  # fmt: skip
+    try:
+        _wait_state(busy, State.POSTCOPY_ACTIVE)
+        time.sleep(1.0)  # pages on their way
+        b.stop_libvirtd()
+        try:
+            time.sleep(RESTART_DOWN_S)
+        finally:
+            b.start_libvirtd()
+        done = _wait_child(child)
+    finally:
+        SERVER.kill(child)
+    assert done["state"] == "CONFIRMED", done
+    seen = states_of(busy, done["id"])
+    assert "POSTCOPY_PAUSED" in seen, seen
+    assert seen.index("POSTCOPY_PAUSED") < seen.index("POSTCOPY_RESUMING"), seen
+    assert seen[-1] == "CONFIRMED", seen
+    [resumed] = [
+        e for e in busy.history(done["id"]) if e.step is Step.POSTCOPY_RESUME and e.kind == "ok"
+    ]
+    assert resumed.detail is not None and resumed.detail.get("resumed") is True, resumed.detail
     whole_and_advancing(busy)
     assert_replays_consistently(busy.db)
 
