@@ -1,7 +1,8 @@
 """Post-copy between two real system-mode libvirt daemons (``ns_pair``), with the busy
 guest that never converges (``postcopy_rig.py``): the switch completes it, a network cut
-and a restart of the destination's daemon during post-copy are ridden out, a crash at each post-copy point is recovered forward, a
-session-mode daemon and an abort after the switch are refused."""
+and a restart of the destination's daemon during post-copy are ridden out, a crash at each
+post-copy point is recovered forward, a session-mode daemon and an abort after the switch
+are refused."""
 
 from __future__ import annotations
 
