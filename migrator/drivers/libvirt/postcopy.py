@@ -95,7 +95,10 @@ class LibvirtPostcopy(Host):
     def _postcopy_refusal(self) -> str | None:
         if self.target.name.endswith("/session"):
             return SESSION_REFUSAL
-        version = self.on_control(lambda r: r.lib_version())
+        try:
+            version = self.on_control(lambda r: r.lib_version())
+        except LibvirtError as exc:  # only post-copy needs the answer: refuse it alone
+            return f"did not say which libvirt it runs ({exc})"
         if version < POSTCOPY_RESUME_VERSION:
             return (
                 f"runs libvirt {_version(version)}, which cannot resume a failed post-copy"

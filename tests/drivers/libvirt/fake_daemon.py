@@ -136,6 +136,7 @@ def _defaults(handlers: dict[int, Handler]) -> None:
     handlers.setdefault(Proc.CONNECT_SUPPORTS_FEATURE, reply(Packer().sint(1).data()))
     handlers.setdefault(Proc.CONNECT_OPEN, reply())
     handlers.setdefault(Proc.CONNECT_CLOSE, reply())
+    handlers.setdefault(Proc.CONNECT_GET_LIB_VERSION, reply(Packer().uhyper(9000000).data()))
 
 
 @dataclass

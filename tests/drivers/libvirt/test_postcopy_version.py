@@ -16,7 +16,7 @@ from migrator.drivers.libvirt.procedures import POSTCOPY_RESUME_VERSION, Proc
 from migrator.drivers.libvirt.xdr import Packer
 from migrator.journal.store import Journal
 from tests.conftest import run_cli
-from tests.drivers.libvirt.fake_daemon import FakeHost, reply
+from tests.drivers.libvirt.fake_daemon import FakeHost, fail, reply
 
 V8_4_0 = 8_004_000
 V8_5_0 = 8_005_000
@@ -94,6 +94,24 @@ def test_libvirt_8_4_offers_migration_v3_without_post_copy(
         assert driver.postcopy_refusal() == (
             "runs libvirt 8.4.0, which cannot resume a failed post-copy (8.5.0 or later can)"
         )
+        assert driver.features() == frozenset({Feature.MIGRATION_V3})
+    finally:
+        driver.close()
+
+
+def test_a_daemon_that_does_not_say_its_version_offers_migration_without_post_copy(
+    hosts: list[FakeHost], tmp_path: Path
+) -> None:
+    """Only post-copy needs the version: an error there refuses post-copy alone."""
+    fake = FakeHost(
+        tmp_path / "sock-err",
+        {Proc.CONNECT_GET_LIB_VERSION: fail(1, 0, "this function is not supported")},
+    )
+    hosts.append(fake)
+    driver = LibvirtDriver(fake.uri)
+    try:
+        reason = driver.postcopy_refusal()
+        assert reason is not None and reason.startswith("did not say which libvirt it runs")
         assert driver.features() == frozenset({Feature.MIGRATION_V3})
     finally:
         driver.close()
