@@ -2,7 +2,11 @@
 SQLite journal: every operation (the endless event stream aside, which ``test_stream.py``
 covers), with requests generated to fit the document and to break it, and every check of
 schemathesis: no 500, every response (status, content type, body, headers) as documented,
-auth that is not ignored, requests that break the document refused."""
+auth that is not ignored, requests that break the document refused.
+
+The examples are derandomized: the same cases on every run. A random run once met a false
+positive of schemathesis's negative mode (a nullable query integer, ``since``, "broken"
+into a valid integer and then reported as accepted)."""
 
 from __future__ import annotations
 
@@ -65,7 +69,10 @@ def test_every_operation_answers_as_documented(
         operation = schemathesis.openapi.from_asgi("/openapi.json", app)[path][method]
 
         @given(operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES, deadline=None, derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )  # fmt: skip
         def answers_as_documented(case: Any) -> None:
             response = case.call(headers={"Authorization": f"Bearer {token}"})
             case.validate_response(response, excluded_checks=[positive_data_acceptance])
