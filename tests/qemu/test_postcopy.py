@@ -105,6 +105,22 @@ def migrate(rig: QemuRig, db: str, *extra: str, env: dict[str, str] | None = Non
     return int(code)
 
 
+def killed_after_the_switch_then_cut(rig: QemuRig, db: str, *extra: str) -> None:
+    """The coordinator killed right after the switch, then the source's stream cut
+    (``migrate-pause``); returns once both QEMUs are ``postcopy-paused``."""
+    env = {"MIGRATOR_FAILPOINTS": f"{SWITCH},postcopy.recorded=crash"}
+    assert migrate(rig, db, *extra, "--flag", "postcopy", env=env) == 137
+    with Monitor(rig.src.rundir("vm1")) as mon:
+        mon.run("migrate-pause")
+    deadline = time.monotonic() + 10
+    while {
+        rig.dst.migration_info("vm1").get("status"),
+        rig.src.migration_info("vm1").get("status"),
+    } != {"postcopy-paused"}:  # both sides see the cut, each in its own time
+        assert time.monotonic() < deadline, rig.src.migration_info("vm1")
+        time.sleep(0.05)
+
+
 def check_landed(rig: QemuRig, m: dict[str, Any], src_pass: int) -> None:
     assert m["state"] == "CONFIRMED", (m["state"], m["reason"])
     rig.check_one_copy(m)
@@ -184,17 +200,7 @@ def test_a_paused_post_copy_is_resumed_by_recover(rig: QemuRig, db: str, busy_ke
     both QEMUs pause; ``recover`` resumes it (``migrate-recover`` on the destination,
     ``migrate`` with ``resume`` on the source) to CONFIRMED."""
     src_pass = define_busy(rig, busy_kernel)
-    env = {"MIGRATOR_FAILPOINTS": f"{SWITCH},postcopy.recorded=crash"}
-    assert migrate(rig, db, "--flag", "postcopy", env=env) == 137
-    with Monitor(rig.src.rundir("vm1")) as mon:
-        mon.run("migrate-pause")
-    deadline = time.monotonic() + 10
-    while {
-        rig.dst.migration_info("vm1").get("status"),
-        rig.src.migration_info("vm1").get("status"),
-    } != {"postcopy-paused"}:  # both sides see the cut, each in its own time
-        assert time.monotonic() < deadline, rig.src.migration_info("vm1")
-        time.sleep(0.05)
+    killed_after_the_switch_then_cut(rig, db)
     code, rows = cli(db, "recover", "--json")
     assert code == 0, rows
     m = view(db, only(db).id)

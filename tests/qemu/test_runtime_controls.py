@@ -32,7 +32,13 @@ from tests.qemu.rig import QemuRig
 from tests.qemu.test_convergence import advancing, start_busy
 from tests.qemu.test_convergence import busy_kernel as busy_kernel  # the fixture
 from tests.qemu.test_crash import cli, only, view
-from tests.qemu.test_postcopy import SWITCH, _all, check_landed, define_busy
+from tests.qemu.test_postcopy import (
+    SWITCH,
+    _all,
+    check_landed,
+    define_busy,
+    killed_after_the_switch_then_cut,
+)
 from tests.qemu.test_postcopy import db as db  # the fixture: skips without userfaultfd
 
 MIB = 1024 * 1024
@@ -124,18 +130,7 @@ def test_set_speed_journaled_while_post_copy_is_paused_is_applied_by_recover(
     rig: QemuRig, db: str, postcopy_kernel: Path
 ) -> None:
     src_pass = define_busy(rig, postcopy_kernel)
-    env = {"MIGRATOR_FAILPOINTS": f"{SWITCH},postcopy.recorded=crash"}
-    argv = ["migrate", "vm1", "--src", rig.src.uri, "--dst", rig.dst.uri, "--live", "--json"]
-    assert cli(db, *argv, "--bandwidth", "8", "--flag", "postcopy", env=env)[0] == 137
-    with Monitor(rig.src.rundir("vm1")) as mon:
-        mon.run("migrate-pause")
-    deadline = time.monotonic() + 10
-    while {
-        rig.dst.migration_info("vm1").get("status"),
-        rig.src.migration_info("vm1").get("status"),
-    } != {"postcopy-paused"}:  # both sides see the cut, each in its own time
-        assert time.monotonic() < deadline, rig.src.migration_info("vm1")
-        time.sleep(0.05)
+    killed_after_the_switch_then_cut(rig, db)  # at 8 MiB/s, as before
     mid = only(db).id
     asked = run_cli("set-speed", mid, "256", db=db)
     assert asked.returncode == 0, asked.stderr
