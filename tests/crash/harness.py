@@ -147,6 +147,16 @@ def make_rig(db: str, root: Path, domain: str = "vm1", memory_mib: int = 4) -> R
     return Rig(db, Hosts(src, dst), domain)
 
 
+def backend_rig(backend: str, root: Path, request: Any, memory_mib: int = 4) -> Rig:
+    """A rig journaled in SQLite under ``root``, or (``postgres``) in the test run's
+    PostgreSQL schema (the ``pg_url`` fixture, taken from ``request``)."""
+    if backend == "sqlite":
+        return make_rig(sqlite_url(root), root, memory_mib=memory_mib)
+    url = request.getfixturevalue("pg_url")
+    Journal.open(url, upgrade=True).close()
+    return make_rig(url, root, memory_mib=memory_mib)
+
+
 def sqlite_url(root: Path) -> str:
     root.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{root / 'journal.db'}"

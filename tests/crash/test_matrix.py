@@ -29,13 +29,13 @@ from typing import Any
 import pytest
 
 from migrator import failpoints
-from migrator.journal.store import Journal
 from tests.conftest import assert_replays_consistently
 from tests.crash.harness import (
     FAILPOINTS,
     SCENARIOS,
     TERMINAL,
     Rig,
+    backend_rig,
     check_invariants,
     check_recovered_by_another,
     expected_end,
@@ -91,14 +91,6 @@ def _write_results() -> Iterator[None]:
         Path(out).write_text(json.dumps(RESULTS, indent=1) + "\n")
 
 
-def _rig(backend: str, root: Path, request: pytest.FixtureRequest) -> Rig:
-    if backend == "sqlite":
-        return make_rig(sqlite_url(root), root)
-    url = request.getfixturevalue("pg_url")
-    Journal.open(url, upgrade=True).close()
-    return make_rig(url, root)
-
-
 def _crash(rig: Rig, failpoint: str) -> None:
     proc = rig.cli(*rig.migrate_argv("--json"), env={failpoints.ENV_VAR: f"{failpoint}=crash"})
     assert proc.returncode == failpoints.CRASH_EXIT_CODE, (proc.returncode, proc.stderr)
@@ -109,7 +101,7 @@ def _crash(rig: Rig, failpoint: str) -> None:
 def test_crash_at_failpoint_is_recovered_to_a_safe_end(
     backend: str, scenario: str, failpoint: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    rig = _rig(backend, tmp_path, request)
+    rig = backend_rig(backend, tmp_path, request)
     rig.arm(SCENARIOS[scenario])
     _crash(rig, failpoint)
     crashed = rig.only_migration()

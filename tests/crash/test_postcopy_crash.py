@@ -23,10 +23,10 @@ import pytest
 from migrator import failpoints
 from migrator.drivers.test import TestDriver
 from migrator.drivers.test.transfer import sha256_of
-from migrator.journal.store import Journal
 from tests.conftest import assert_replays_consistently
 from tests.crash.harness import (
     Rig,
+    backend_rig,
     check_invariants,
     check_recovered_by_another,
     make_rig,
@@ -66,14 +66,6 @@ def _write_results() -> Iterator[None]:
         Path(out).write_text(json.dumps(RESULTS, indent=1) + "\n")
 
 
-def _rig(backend: str, root: Path, request: pytest.FixtureRequest) -> Rig:
-    if backend == "sqlite":
-        return make_rig(sqlite_url(root), root, memory_mib=MEMORY_MIB)
-    url = request.getfixturevalue("pg_url")
-    Journal.open(url, upgrade=True).close()
-    return make_rig(url, root, memory_mib=MEMORY_MIB)
-
-
 def checksum(host: TestDriver, name: str) -> str | None:
     """The sha256 of the image ``name`` has on ``host`` (its memory, on a test host)."""
     dom = host._read(name)["domains"][name]
@@ -97,7 +89,7 @@ def check_forward_only(m: dict[str, Any]) -> None:
 def test_a_crash_in_post_copy_is_recovered_forward(
     backend: str, point: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    rig = _rig(backend, tmp_path, request)
+    rig = backend_rig(backend, tmp_path, request, memory_mib=MEMORY_MIB)
     before = checksum(rig.hosts.src, rig.domain)
     crash(rig, point)
     crashed = rig.only_migration()
