@@ -16,9 +16,9 @@ bytecode cache of its own (``PYTHONPYCACHEPREFIX``, written even where the envir
 says ``PYTHONDONTWRITEBYTECODE``), as an installed package has its ``.pyc`` files.
 Medians are reported, with migrator's per-step times from its journal.
 
-This process reaps the daemons' exited QEMUs at once, as a libvirt host's init does
-(``subreaper.py``): libvirt's Confirm3 lasts until the source's QEMU is reaped, which this
-machine's PID 1 does only once a second. ``--init-reaps`` leaves them to PID 1.
+The daemons' exited QEMUs are reaped at once, as a libvirt host's init does
+(``tests/libvirt/reaper.py``): libvirt's Confirm3 lasts until the source's QEMU is reaped,
+which this machine's PID 1 does only once a second. ``--init-reaps`` leaves them to PID 1.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from typing import Any
 from migrator import Coordinator, MigrateFlags, State, connect
 from migrator.drivers import payload
 from migrator.journal.store import Journal
-from tests.benchmarks import subreaper
 from tests.libvirt import guests
 from tests.libvirt.daemons import Daemon, Pair, migrate_uri
 
@@ -52,9 +51,9 @@ stretched by whatever else the machine runs."""
 
 
 def _children_cpu() -> float:
-    """CPU seconds of this process's waited-for children, the reaped QEMUs left out."""
+    """CPU seconds of this process's waited-for children (the QEMUs are not among them)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime - subreaper.qemu_cpu()
+    return usage.ru_utime + usage.ru_stime
 
 
 def _timed_process(client: str, argv: list[str], **kwargs: Any) -> tuple[float, str]:
@@ -125,8 +124,7 @@ CLIENTS = ("virsh", "migrator", "library")
 
 
 def run(rounds: int, memory_mib: int, touch_mib: int, init_reaps: bool = False) -> dict[str, Any]:
-    reaped_here = not init_reaps and subreaper.start()
-    pair = Pair.start()
+    pair = Pair.start(reaped=not init_reaps)
     here = [pair.src, pair.dst]  # here[0] holds the guest
     times: dict[str, list[float]] = {client: [] for client in CLIENTS}
     steps: dict[str, list[dict[str, float]]] = {"migrator": [], "library": []}
@@ -159,7 +157,7 @@ def run(rounds: int, memory_mib: int, touch_mib: int, init_reaps: bool = False) 
         "rounds": rounds,
         "memory_mib": memory_mib,
         "touch_mib": touch_mib,
-        "qemu_reaped_by": "this process" if reaped_here else "PID 1",
+        "qemu_reaped_by": "PID 1" if init_reaps else "reaper.py",
         "seconds": times,
         "median_s": medians,
         "over_virsh": {c: medians[c] / medians["virsh"] - 1 for c in CLIENTS[1:]},

@@ -16,6 +16,7 @@ its pid, never by name. A daemon started here also exits by itself after
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import os
 import pwd
@@ -23,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -31,6 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LIBVIRTD = "/usr/sbin/libvirtd"
+REAPER = str(Path(__file__).with_name("reaper.py"))
+"""Daemons run under ``reaper.py``, which reaps their exited QEMUs at once as a host's init
+does (libvirt's Confirm3 lasts until the source's QEMU is reaped)."""
 QEMU_DRIVER = "/usr/lib/*/libvirt/connection-driver/libvirt_driver_qemu.so"
 USERS = ("lvsrc", "lvdst")
 START_TIMEOUT_S = 30.0
@@ -95,6 +100,8 @@ class Daemon:
     gid: int
     host_uuid: str
     pid: int = 0
+    reaped: bool = True
+    """Run under ``reaper.py``; else the daemon's QEMUs are left to PID 1."""
 
     @property
     def sock(self) -> Path:
@@ -141,6 +148,8 @@ class Daemon:
                 str(self.home / "config" / "libvirt" / "libvirtd.conf")]  # fmt: skip
         if os.geteuid() == 0:
             argv = ["runuser", "-u", self.user, "--", *argv]
+        if self.reaped:
+            argv = [sys.executable, REAPER, *argv]
         with open(self.home / "libvirtd.stdout", "wb") as out:
             proc = subprocess.Popen(
                 argv, env=self.environment(), stdout=out, stderr=subprocess.STDOUT,
@@ -149,7 +158,8 @@ class Daemon:
         self.pid = proc.pid
 
     def daemon_pid(self) -> int:
-        """The pid of ``libvirtd`` itself (``runuser`` stays as its parent when root)."""
+        """The pid of ``libvirtd`` itself (``reaper.py``, and ``runuser`` when root, stay
+        above it)."""
         pidfile = self.home / "run" / "libvirt" / "libvirtd.pid"
         try:
             return int(pidfile.read_text().strip())
@@ -266,12 +276,26 @@ def guest_name(argv: list[str]) -> str:
     return ""
 
 
+@contextlib.contextmanager
+def accounts_lock() -> Iterator[None]:
+    """Held while test runs create system users and groups: the two processes of one run
+    (and simultaneous runs) would otherwise race, the loser's ``useradd`` failing."""
+    with open("/tmp/migrator-tests-accounts.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _ensure_user(name: str) -> tuple[int, int]:
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", name], check=True,
-                       capture_output=True)  # fmt: skip
+        with accounts_lock():
+            if subprocess.run(["id", name], capture_output=True).returncode:
+                subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", name], check=True,
+                               capture_output=True)  # fmt: skip
         entry = pwd.getpwnam(name)
     return entry.pw_uid, entry.pw_gid
 
@@ -312,12 +336,15 @@ class Pair:
     extra: list[Path] = field(default_factory=list)
 
     @classmethod
-    def start(cls, root: Path | None = None) -> Pair:
+    def start(cls, root: Path | None = None, *, reaped: bool = True) -> Pair:
+        """Both daemons, under ``reaper.py`` unless ``reaped`` is false (their QEMUs are
+        then left to PID 1, whose pace then sets Confirm3's)."""
         root = root or Path(tempfile.mkdtemp(prefix="mlv-"))  # short: sockets live below it
         root.chmod(0o711)
         daemons = []
         for name in USERS:
             daemon = _daemon(root, name, name[-3:])
+            daemon.reaped = reaped
             daemon.write_config()
             daemons.append(daemon)
         pair = cls(root, daemons[0], daemons[1])

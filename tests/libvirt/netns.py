@@ -23,6 +23,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -31,7 +32,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from tests.libvirt import pki
-from tests.libvirt.daemons import LIBVIRTD, DaemonError, guest_name, virsh
+from tests.libvirt.daemons import LIBVIRTD, REAPER, DaemonError, accounts_lock, guest_name, virsh
 
 SSHD = "/usr/sbin/sshd"
 START_TIMEOUT_S = 30.0
@@ -132,14 +133,15 @@ class NsHost:
         self._wait(lambda: ":22 " in self.ss("-tln"), "sshd", self.home / "sshd.log")
 
     def start_libvirtd(self) -> subprocess.Popen[bytes]:
-        """Start libvirtd in the namespace and a mount namespace of its own; once it listens."""
+        """Start libvirtd in the namespace and a mount namespace of its own, under
+        ``reaper.py`` (whose pid this is: stopping it stops libvirtd); once it listens."""
         binds = "; ".join(
             f"mkdir -p {target} && mount --bind {self.home / src} {target}"
             for src, _, target in (m.partition(":") for m in MOUNTS)
         )
         script = (
-            f"hostname lv-{self.name}; {binds}; exec {LIBVIRTD} --listen"
-            f" -f /etc/libvirt/libvirtd.conf -p {self.home / 'libvirtd.pid'}"
+            f"hostname lv-{self.name}; {binds}; exec {sys.executable} {REAPER} {LIBVIRTD}"
+            f" --listen -f /etc/libvirt/libvirtd.conf -p {self.home / 'libvirtd.pid'}"
         )
         with open(self.home / "libvirtd.stdout", "ab") as out:
             libvirtd = subprocess.Popen(
@@ -207,11 +209,12 @@ def _claim_net() -> int:
 
 def _ensure_qemu_user() -> None:
     """libvirt 9.0 (Debian) resolves its compiled-in QEMU user before reading qemu.conf."""
-    if subprocess.run(["getent", "group", "libvirt-qemu"], capture_output=True).returncode:
-        run("groupadd", "-r", "libvirt-qemu")
-    if subprocess.run(["id", "libvirt-qemu"], capture_output=True).returncode:
-        run("useradd", "-r", "-g", "libvirt-qemu", "-d", "/var/lib/libvirt", "-s",
-            "/usr/sbin/nologin", "libvirt-qemu")  # fmt: skip
+    with accounts_lock():
+        if subprocess.run(["getent", "group", "libvirt-qemu"], capture_output=True).returncode:
+            run("groupadd", "-r", "libvirt-qemu")
+        if subprocess.run(["id", "libvirt-qemu"], capture_output=True).returncode:
+            run("useradd", "-r", "-g", "libvirt-qemu", "-d", "/var/lib/libvirt", "-s",
+                "/usr/sbin/nologin", "libvirt-qemu")  # fmt: skip
 
 
 @dataclass
