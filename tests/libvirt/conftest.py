@@ -23,7 +23,7 @@ from migrator.journal.store import Journal
 from tests.libvirt import daemons, guests, netns
 from tests.libvirt.daemons import Daemon, Pair
 from tests.libvirt.netns import NsPair
-from tests.libvirt.nsrig import NsRig
+from tests.libvirt.nsrig import TRANSPORTS, NsRig
 from tests.libvirt.rig import LibvirtRig
 
 REQUIRE_LIBVIRT = os.environ.get("MIGRATOR_REQUIRE_LIBVIRT") == "1"
@@ -81,17 +81,18 @@ def ns_guest(ns_pair: NsPair) -> Iterator[str]:
             host.virsh("undefine", name, check=False)
 
 
-@pytest.fixture
-def transport() -> str:
-    """How ``ns_rig`` reaches the hosts: ``tcp``, unless a test parametrizes ``transport``
-    (``unix``, ``tcp``, ``tls`` or ``ssh``; see ``nsrig.unix_and_one_network``)."""
-    return "tcp"
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """How ``ns_rig`` reaches the hosts: each test that uses it runs over ``qemu+tcp://``,
+    ``qemu+tls://`` and ``qemu+ssh://`` in turn, unless it parametrizes ``transport``
+    itself (``unix``, ``tcp``, ``tls`` or ``ssh``; see ``nsrig.WITH_UNIX``)."""
+    return str(request.param)
 
 
 @pytest.fixture
 def ns_rig(ns_pair: NsPair, ns_guest: str, tmp_path: Path, transport: str) -> NsRig:
-    """A fresh SQLite journal, the namespaced hosts over ``transport`` (``qemu+tcp://``
-    unless parametrized), a running guest on host ``a``."""
+    """A fresh SQLite journal, the namespaced hosts over ``transport``, a running guest on
+    host ``a``."""
     db = f"sqlite:///{tmp_path / 'journal.db'}"
     Journal.open(db, upgrade=True).close()
     return NsRig(ns_pair, db, ns_guest, transport)

@@ -13,11 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-
-import pytest
 
 from migrator.journal.store import Journal
 from migrator.records import Event, Migration
@@ -33,19 +31,6 @@ from tests.libvirt.rpctap import Gate
 
 CLI_TIMEOUT = 180.0
 TRANSPORTS = ("tcp", "tls", "ssh")
-
-
-def unix_and_one_network(cases: Sequence[Any], start: int = 0) -> list[Any]:
-    """Parameters for ``@pytest.mark.parametrize((..., "transport"), ...)``: each case over
-    the daemons' UNIX sockets and over one network transport, ``tcp``, ``tls`` and ``ssh``
-    in turn from ``TRANSPORTS[start]`` (a case is a value, or a tuple of values)."""
-    params = []
-    for i, case in enumerate(cases):
-        values = case if isinstance(case, tuple) else (case,)
-        network = TRANSPORTS[(start + i) % len(TRANSPORTS)]
-        params += [pytest.param(*values, t, id="-".join([*map(str, values), t]))
-                   for t in ("unix", network)]  # fmt: skip
-    return params
 
 
 def state(host: NsHost, name: str) -> str:

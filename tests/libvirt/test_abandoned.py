@@ -2,9 +2,10 @@
 its lease was refused after a takeover) sends no call that changes a host, at any step,
 nor in the settling of Confirm or in Perform's controls (docs/workers.md, "Fencing").
 
-The session-mode daemons of ``daemons.py``, each behind an RPC tap (``rpctap.py``) that
-records every call the driver sends: what the driver does is read from the wire, and what
-the hosts hold from the daemons themselves.
+The namespaced system hosts of ``netns.py``, each behind an RPC tap that records every
+call the driver sends, over ``qemu+tcp://``, ``qemu+tls://`` and ``qemu+ssh://`` in turn
+(``nettap.py``): what the driver does is read from the wire, and what the hosts hold from
+the daemons themselves.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from migrator.flags import MigrateFlags
 from migrator.records import Control, ControlKind, StepContext
 from migrator.states import Step
 from tests.libvirt import guests
-from tests.libvirt.conftest import Guest
-from tests.libvirt.daemons import migrate_uri
-from tests.libvirt.rpctap import Gate, Tap
+from tests.libvirt.daemons import free_port
+from tests.libvirt.netns import NsPair
+from tests.libvirt.nettap import net_tapped
+from tests.libvirt.rpctap import Gate
 
 pytestmark = pytest.mark.usefixtures("libvirt_driver")
 
@@ -44,7 +46,8 @@ CHANGES_HOST = frozenset({
 class Tapped:
     """A source and a destination driver, each behind a tap of one ``gate``."""
 
-    guest: Guest
+    pair: NsPair
+    name: str
     gate: Gate
     src: LibvirtDriver
     dst: LibvirtDriver
@@ -64,7 +67,7 @@ class Tapped:
                 if kind == "call" and proc in CHANGES_HOST]  # fmt: skip
 
     def states(self) -> tuple[tuple[str, str], tuple[str, str]]:
-        return self.guest.states()
+        return guests.state(self.pair.a, self.name), guests.state(self.pair.b, self.name)  # type: ignore[arg-type]
 
     def restart(self) -> None:
         """New drivers for the same migration, the old connections gone (a crash)."""
@@ -74,20 +77,18 @@ class Tapped:
 
 
 @pytest.fixture
-def tapped(guest: Guest) -> Iterator[Tapped]:
-    gate, tag = Gate(), uuid.uuid4().hex[:8]
-    taps = [Tap(guest.pair.root / f"abandon-{tag}-{side}.sock", daemon.sock, gate)
-            for side, daemon in (("src", guest.src), ("dst", guest.dst))]  # fmt: skip
-    src = LibvirtDriver(taps[0].uri)
-    dst = LibvirtDriver(f"{taps[1].uri}&migrate_uri={migrate_uri()}")
-    made = Tapped(
-        guest, gate, src, dst, MigrationParams(domain=guest.name, flags=MigrateFlags.LIVE)
-    )
-    yield made
-    made.src.close()
-    made.dst.close()
-    for tap in taps:
-        tap.close()
+def tapped(ns_pair: NsPair, ns_guest: str, transport: str) -> Iterator[Tapped]:
+    gate = Gate()
+    migrate_uri = f"tcp://{ns_pair.b.addr}:{free_port()}"
+    with net_tapped(ns_pair, transport, gate, migrate_uri) as (src_uri, dst_uri):
+        params = MigrationParams(domain=ns_guest, flags=MigrateFlags.LIVE)
+        made = Tapped(ns_pair, ns_guest, gate, LibvirtDriver(src_uri), LibvirtDriver(dst_uri),
+                      params)  # fmt: skip
+        try:
+            yield made
+        finally:
+            made.src.close()
+            made.dst.close()
 
 
 def begin(t: Tapped) -> tuple[bytes, str]:
@@ -167,11 +168,11 @@ def test_an_abandoned_settled_confirm_leaves_the_source_paused(tapped: Tapped) -
     with pytest.raises(StepAbandoned):
         tapped.src.confirm(ctx, tapped.params, cookie, True)
     assert tapped.changes_since(mark) == []
-    assert guests.state(tapped.guest.src, tapped.guest.name) == ("paused", "migrating")
+    assert guests.state(tapped.pair.a, tapped.name) == ("paused", "migrating")  # type: ignore[arg-type]
 
 
 def test_an_abandoned_performs_controls_are_not_made(tapped: Tapped) -> None:
-    dom = tapped.src.control().lookup(tapped.guest.name)
+    dom = tapped.src.control().lookup(tapped.name)
     assert dom is not None
     outcomes: list[str | None] = []
     made = threading.Event()

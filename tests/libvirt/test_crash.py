@@ -1,8 +1,9 @@
 """Coordinators killed mid-migration between two real libvirt daemons, then ``migrator recover``.
 
-The hosts are the namespaced system daemons over ``qemu+tcp://`` (``netns.py``): kills at
-each failpoint. Kills at random instants are in ``test_crash_soak.py``; kills while a
-daemon runs a step, and a daemon restarted after the crash, in ``test_crash_daemons.py``.
+The hosts are the namespaced system daemons (``netns.py``), over ``qemu+tcp://``,
+``qemu+tls://`` and ``qemu+ssh://``: kills at each failpoint. Kills at random instants are
+in ``test_crash_soak.py``; kills while a daemon runs a step, and a daemon restarted after
+the crash, in ``test_crash_daemons.py``.
 
 The daemons drop their half of a migration when the coordinator's connection closes: an
 incoming guest not yet finished is destroyed, a source paused for the switch-over stays
@@ -40,7 +41,7 @@ def expected_end(failpoint: str) -> str:
 def test_a_coordinator_killed_at_a_failpoint_is_recovered_to_one_copy(
     ns_rig: NsRig, failpoint: str
 ) -> None:
-    rig = ns_rig  # over qemu+tcp://
+    rig = ns_rig
     env = {failpoints.ENV_VAR: f"{failpoint}=crash"}
     code, _ = rig.migrate(env=env)
     assert code == failpoints.CRASH_EXIT_CODE

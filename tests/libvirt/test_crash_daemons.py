@@ -2,13 +2,12 @@
 daemon runs Prepare3, Perform3 or Finish3, and killed before a daemon restarted.
 
 A kill while the daemon runs a step is placed by RPC taps in front of both namespaced hosts
-(``nettap.py``): once the step's call has left for the daemon, the coordinator is
-SIGKILLed at once or 0.2 s later, and recovered before the daemons cleaned up. Each case
-runs over the daemons' UNIX sockets and over one network transport, ``tcp``, ``tls`` and
-``ssh`` in turn (the whole matrix would triple their time). The daemon restarts run over
-``qemu+tcp://``. After recovery, exactly one copy of the guest runs, no QEMU runs without
-a domain, and ``migrator replay`` agrees with the journal (``NsRig.settled``).
-"""
+(``nettap.py``): once the step's call has left for the daemon, the coordinator is SIGKILLed
+at once or 0.2 s later, and recovered before the daemons cleaned up. Each case runs over the
+daemons' UNIX sockets, ``qemu+tcp://``, ``qemu+tls://`` and ``qemu+ssh://``; the daemon
+restarts over the three network transports. After recovery, exactly one copy of the guest
+runs, no QEMU runs without a domain, and ``migrator replay`` agrees with the journal
+(``NsRig.settled``)."""
 
 from __future__ import annotations
 
@@ -19,7 +18,8 @@ import pytest
 
 from migrator import failpoints
 from tests.crash.forkserver import SERVER, Child
-from tests.libvirt.nsrig import CLI_TIMEOUT, NsRig, unix_and_one_network
+from tests.libvirt.nettap import ALL_TRANSPORTS
+from tests.libvirt.nsrig import CLI_TIMEOUT, NsRig
 from tests.libvirt.rpctap import Gate
 
 IN_FLIGHT = {"prepare": (303, {"ROLLED_BACK"}),
@@ -32,7 +32,8 @@ its own after the coordinator died may go either way, as long as one copy runs."
 IN_FLIGHT_CASES = [(step, delay) for step in IN_FLIGHT for delay in (0.0, 0.2)]
 
 
-@pytest.mark.parametrize(("step", "delay", "transport"), unix_and_one_network(IN_FLIGHT_CASES))
+@pytest.mark.parametrize("transport", ALL_TRANSPORTS)
+@pytest.mark.parametrize(("step", "delay"), IN_FLIGHT_CASES)
 def test_a_coordinator_killed_while_the_daemon_runs_a_step_is_recovered_at_once(
     ns_rig: NsRig, step: str, delay: float
 ) -> None:

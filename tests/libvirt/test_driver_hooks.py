@@ -1,5 +1,6 @@
 """``LibvirtDriver`` against two real daemons, hook by hook (no coordinator, no journal),
-the namespaced system hosts of ``netns.py`` over ``qemu+tcp://``.
+the namespaced system hosts of ``netns.py`` over ``qemu+tcp://``, ``qemu+tls://`` and
+``qemu+ssh://``.
 
 The RPC client first (version, lookup, state), then the five steps, the cancel paths
 libvirt's own client takes, and the settling of Finish and Confirm on new connections after
@@ -33,10 +34,11 @@ pytestmark = pytest.mark.usefixtures("libvirt_driver")
 
 @dataclass
 class NsGuest:
-    """A transient guest on host ``a`` of the namespaced pair, reached over qemu+tcp://."""
+    """A transient guest on host ``a`` of the namespaced pair, reached over ``transport``."""
 
     name: str
     pair: NsPair
+    transport: str
 
     @property
     def src(self) -> NsHost:
@@ -48,11 +50,11 @@ class NsGuest:
 
     @property
     def src_uri(self) -> str:
-        return self.pair.uri(self.pair.a, "tcp")
+        return self.pair.uri(self.pair.a, self.transport)
 
     @property
     def dst_uri(self) -> str:
-        return self.pair.uri(self.pair.b, "tcp")
+        return self.pair.uri(self.pair.b, self.transport)
 
     def states(self) -> tuple[tuple[str, str], tuple[str, str]]:
         return guests.state(self.src, self.name), guests.state(self.dst, self.name)  # type: ignore[arg-type]
@@ -65,9 +67,10 @@ class NsGuest:
 
 
 @pytest.fixture
-def guest(ns_pair: NsPair) -> Iterator[NsGuest]:
-    """A fresh running tiny guest on host a; destroyed on both hosts afterwards."""
-    made = NsGuest(guests.unique_name(), ns_pair)
+def guest(ns_pair: NsPair, transport: str) -> Iterator[NsGuest]:
+    """A fresh running tiny guest on host a, reached over each transport in turn (conftest's
+    ``transport``); destroyed on both hosts afterwards."""
+    made = NsGuest(guests.unique_name(), ns_pair, transport)
     guests.create(ns_pair.a, made.name, guests.domain_xml(made.name))  # type: ignore[arg-type]
     try:
         yield made

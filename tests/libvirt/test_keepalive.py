@@ -1,4 +1,5 @@
-"""Keepalive against real daemons in network namespaces (``netns.py``), seen with ``ss``.
+"""Keepalive against real daemons in network namespaces (``netns.py``), seen with ``ss``,
+over ``qemu+tcp://``, ``qemu+tls://`` and ``qemu+ssh://``.
 
 The daemons say ``keepalive_interval = 1``, ``keepalive_count = 3``: a client that stops
 answering is dropped within seconds. A coordinator that is SIGSTOPped (alive for TCP,
@@ -22,11 +23,10 @@ from migrator.drivers.libvirt.procedures import Proc
 from migrator.drivers.libvirt.rpc import Connection
 from migrator.drivers.libvirt.uri import parse
 from tests.conftest import ROOT
-from tests.libvirt.daemons import Pair
 from tests.libvirt.netns import NsHost, NsPair
 
 DEADLINE = 60.0
-PORT = 16509
+PORTS = {"tcp": 16509, "tls": 16514}
 COORDINATOR = """
 import sys, time
 from migrator.drivers.libvirt.driver import LibvirtDriver
@@ -45,23 +45,31 @@ def eventually(what: Callable[[], bool]) -> bool:
     return True
 
 
-def from_root_ns(pair: NsPair, host: NsHost) -> list[str]:
-    """The daemon's ESTABLISHED TCP connections that come from the root namespace."""
-    return [line for line in host.established(PORT) if f"10.77.{pair.net}.254:" in line]
+def clients(pair: NsPair, host: NsHost, transport: str) -> list[str]:
+    """The connections of ``host``'s daemon to a client in the root namespace: over TCP and
+    TLS, those of its port; over ssh, those of its UNIX socket (where ``sshd``'s session
+    meets the daemon: the daemon's peer is the far end of the tunnel)."""
+    if transport == "ssh":
+        return [line for line in host.ss("-x").splitlines() if "/run/libvirt/libvirt-sock " in line]
+    return [line for line in host.established(PORTS[transport]) if f"10.77.{pair.net}.254:" in line]
 
 
-def test_the_daemon_drops_a_coordinator_that_stopped_answering(ns_pair: NsPair) -> None:
-    """SIGSTOP leaves the TCP connection up; only libvirt's keepalive can tell it is dead."""
-    uri = f"qemu+tcp://{ns_pair.a.addr}/system"
+def test_the_daemon_drops_a_coordinator_that_stopped_answering(
+    ns_pair: NsPair, transport: str
+) -> None:
+    """SIGSTOP leaves the TCP connection up; only libvirt's keepalive can tell it is dead.
+    Over ssh the daemon's peer is the far end of the tunnel: the coordinator's silence still
+    reaches it, and the daemon closes, which ends the ssh session."""
+    uri = ns_pair.uri(ns_pair.a, transport)
     proc = subprocess.Popen(
         [sys.executable, "-c", COORDINATOR, uri], stdout=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
     )  # fmt: skip
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "lv-a"
-        assert len(from_root_ns(ns_pair, ns_pair.a)) == 1
-        proc.send_signal(signal.SIGSTOP)
-        assert eventually(lambda: not from_root_ns(ns_pair, ns_pair.a)), (
+        assert len(clients(ns_pair, ns_pair.a, transport)) == 1
+        proc.send_signal(signal.SIGSTOP)  # ssh, in a session of its own, runs on
+        assert eventually(lambda: not clients(ns_pair, ns_pair.a, transport)), (
             "the daemon kept the connection of a stopped coordinator"
         )
     finally:
@@ -70,11 +78,11 @@ def test_the_daemon_drops_a_coordinator_that_stopped_answering(ns_pair: NsPair) 
 
 
 def test_behind_a_cut_the_client_fails_its_call_and_the_daemon_drops_it(
-    ns_pair: NsPair,
+    ns_pair: NsPair, transport: str
 ) -> None:
-    uri = f"qemu+tcp://{ns_pair.b.addr}/system?keepalive_interval=0.5&keepalive_count=4"
+    uri = ns_pair.uri(ns_pair.b, transport, keepalive_interval="0.5", keepalive_count="4")
     conn = Connection.open(parse(uri), host=uri, call_timeout=None)
-    assert len(from_root_ns(ns_pair, ns_pair.b)) == 1
+    assert len(clients(ns_pair, ns_pair.b, transport)) == 1
     errors: list[BaseException] = []
 
     def call() -> None:
@@ -89,7 +97,7 @@ def test_behind_a_cut_the_client_fails_its_call_and_the_daemon_drops_it(
         caller.start()
         caller.join(DEADLINE)
         assert not caller.is_alive(), "the call still waits on a daemon behind a cut"
-        assert eventually(lambda: not from_root_ns(ns_pair, ns_pair.b)), (
+        assert eventually(lambda: not clients(ns_pair, ns_pair.b, transport)), (
             "the daemon kept the connection of a client behind a cut"
         )
     finally:
@@ -100,35 +108,14 @@ def test_behind_a_cut_the_client_fails_its_call_and_the_daemon_drops_it(
     assert f"libvirt daemon {uri}: no answer to keepalive for 2 s" in str(error)
 
 
-def test_a_stopped_ssh_coordinator_is_dropped_too(ns_pair: NsPair) -> None:
-    """Over ssh the daemon's peer is virt-ssh-helper: the coordinator's silence still
-    reaches it through the tunnel, and the daemon closes, which ends the ssh session."""
-    uri = ns_pair.ssh_uri(ns_pair.a)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", COORDINATOR, uri], stdout=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "lv-a"
-        ssh = [line for line in ns_pair.a.established(22) if f"{ns_pair.net}.254:" in line]
-        assert len(ssh) == 1
-        proc.send_signal(signal.SIGSTOP)  # ssh, in a session of its own, runs on
-        assert eventually(
-            lambda: not [x for x in ns_pair.a.established(22) if f"{ns_pair.net}.254:" in x]
-        ), "the daemon kept a stopped coordinator's ssh session"
-    finally:
-        proc.kill()
-        proc.wait()
-
-
 def test_a_real_daemon_answers_our_pings_so_an_idle_connection_lives_on(
-    libvirt_pair: Pair,
+    ns_pair: NsPair, transport: str
 ) -> None:
     """Idle for many times interval x count: only the daemon's PONGs keep it alive."""
-    uri = f"{libvirt_pair.src.uri}&keepalive_interval=0.2&keepalive_count=2"
+    uri = ns_pair.uri(ns_pair.a, transport, keepalive_interval="0.2", keepalive_count="2")
     conn = Connection.open(parse(uri), host=uri)
     try:
-        time.sleep(20 * 0.2 * 2)
+        time.sleep(10 * 0.2 * 2)
         assert not conn.broken
         assert conn.call(Proc.CONNECT_GET_VERSION)
     finally:

@@ -1,5 +1,6 @@
-"""``migrator migrate`` between two real libvirt hosts over ``qemu+tcp://`` (the namespaced
-system daemons of ``netns.py``): guests that arrive, as they left."""
+"""``migrator migrate`` between two real libvirt hosts over ``qemu+tcp://``, ``qemu+tls://``
+and ``qemu+ssh://`` (the namespaced system daemons of ``netns.py``): guests that arrive, as
+they left."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ STEPS = [Step.BEGIN, Step.PREPARE, Step.PERFORM, Step.FINISH, Step.CONFIRM]
 
 
 def test_a_running_guest_moves_and_runs_on_the_destination_only(ns_rig: NsRig, db_url: str) -> None:
-    rig = NsRig(ns_rig.pair, db_url, ns_rig.name)  # on SQLite and PostgreSQL
+    rig = NsRig(ns_rig.pair, db_url, ns_rig.name, ns_rig.transport)  # SQLite and PostgreSQL
     code, outcome = rig.migrate()
     assert (code, outcome["state"]) == (0, "CONFIRMED"), outcome
     assert guests.state(rig.pair.b, rig.name) == ("running", "migrated")  # type: ignore[arg-type]

@@ -39,10 +39,10 @@ def refused(rig: NsRig, pki: Path, *, host: str = "src") -> str:
     return line
 
 
+@pytest.mark.parametrize("transport", ["tls"])
 def test_a_server_certificate_of_another_ca_is_refused(
     ns_rig: NsRig, stranger: CA, tmp_path: Path
 ) -> None:
-    ns_rig.transport = "tls"
     pki = tmp_path / "pki"
     shutil.copytree(ns_rig.pair.pki, pki)
     shutil.copy(stranger.cert, pki / "cacert.pem")  # checks servers against the wrong CA
@@ -51,8 +51,8 @@ def test_a_server_certificate_of_another_ca_is_refused(
     assert f"does not check against {pki / 'cacert.pem'}" in line
 
 
+@pytest.mark.parametrize("transport", ["tls"])
 def test_no_client_certificate_is_refused(ns_rig: NsRig, tmp_path: Path) -> None:
-    ns_rig.transport = "tls"
     pki = tmp_path / "pki"
     pki.mkdir()
     shutil.copy(ns_rig.pair.pki / "cacert.pem", pki / "cacert.pem")
@@ -60,10 +60,10 @@ def test_no_client_certificate_is_refused(ns_rig: NsRig, tmp_path: Path) -> None
     assert f"no TLS client certificate at {pki / 'clientcert.pem'}" in line
 
 
+@pytest.mark.parametrize("transport", ["tls"])
 def test_a_client_certificate_of_another_ca_is_refused_by_the_daemon(
     ns_rig: NsRig, stranger: CA, tmp_path: Path
 ) -> None:
-    ns_rig.transport = "tls"
     pki = stranger.client(tmp_path / "pki", ca=CA(ns_rig.pair.root / "ca"))
     line = refused(ns_rig, pki)
     assert line.endswith("the daemon refused our TLS client certificate or address")

@@ -5,8 +5,8 @@ sshd in front of each daemon), between the namespaced hosts of ``netns.py``.
 What depends on the transport: the migration's own connections (Begin's, Prepare's, held
 to Confirm and Finish), the control connection, Perform's watch and an abort on
 connections of their own, and recovery reconnecting to the URIs as journaled (a TLS
-``pkipath``, an ssh ``keyfile``) after the coordinator was killed. The rest of the suite
-runs on one transport (docs/libvirt.md, "What the tests cover").
+``pkipath``, an ssh ``keyfile``) after the coordinator was killed. (Every test of the
+namespaced hosts runs over the three: docs/libvirt.md, "What the tests cover".)
 """
 
 from __future__ import annotations
@@ -22,15 +22,14 @@ from migrator.drivers.uri import redact_uri
 from migrator.states import State, Step
 from tests.crash.forkserver import SERVER
 from tests.libvirt import guests
-from tests.libvirt.nsrig import CLI_TIMEOUT, TRANSPORTS, NsRig
+from tests.libvirt.nsrig import CLI_TIMEOUT, NsRig
 
 STEPS = [Step.BEGIN, Step.PREPARE, Step.PERFORM, Step.FINISH, Step.CONFIRM]
 
 
-@pytest.fixture(params=TRANSPORTS)
-def rig(ns_rig: NsRig, request: pytest.FixtureRequest) -> NsRig:
-    ns_rig.transport = request.param
-    return ns_rig
+@pytest.fixture
+def rig(ns_rig: NsRig) -> NsRig:
+    return ns_rig  # over each transport (conftest's ``transport``)
 
 
 def test_a_migration_ends_confirmed(rig: NsRig) -> None:

@@ -1,7 +1,8 @@
 """A destination that cannot resolve its own host name, as an operator first meets it: two
-namespaced system daemons over ``qemu+tcp://`` and no ``migrate_uri``. Perform3 fails with
-libvirt's "Unable to resolve address" (the source cannot resolve the destination's host
-name, which Prepare3 gave), and the error says what fixes it."""
+namespaced system daemons over ``qemu+tcp://``, ``qemu+tls://`` and ``qemu+ssh://``, and no
+``migrate_uri``. Perform3 fails with libvirt's "Unable to resolve address" (the source
+cannot resolve the destination's host name, which Prepare3 gave), and the error says what
+fixes it."""
 
 from __future__ import annotations
 
@@ -13,19 +14,15 @@ from tests.conftest import ROOT
 from tests.crash.forkserver import SERVER
 from tests.crash.harness import cli_env
 from tests.libvirt import guests
-from tests.libvirt.netns import NsHost, NsPair
-
-
-def tcp(host: NsHost) -> str:
-    return f"qemu+tcp://{host.addr}/system"
+from tests.libvirt.netns import NsPair
 
 
 def test_an_unresolvable_destination_says_to_give_migrate_uri(
-    ns_pair: NsPair, ns_guest: str, tmp_path: Path
+    ns_pair: NsPair, ns_guest: str, tmp_path: Path, transport: str
 ) -> None:
     db = f"sqlite:///{tmp_path / 'journal.db'}"
     Journal.open(db, upgrade=True).close()
-    src, dst = tcp(ns_pair.a), tcp(ns_pair.b)
+    src, dst = ns_pair.uri(ns_pair.a, transport), ns_pair.uri(ns_pair.b, transport)
     argv = ["migrate", ns_guest, "--src", src, "--dst", dst, "--live", "--json"]
     proc = SERVER.run(argv, env=cli_env(db), cwd=ROOT, timeout=120.0)
     assert "Traceback" not in proc.stderr, proc.stderr

@@ -302,6 +302,8 @@ class Connection:
         keepalive meanwhile."""
         next_tick = time.monotonic() + TICK
         while not self._buffer and not _pending(self._sock):
+            if _readable(self._sock, 0):
+                return  # what arrived is read before the daemon is judged silent
             self._keepalive_due()
             now = time.monotonic()
             waits = [_left(deadline, self.host), self._clock.wait(now),

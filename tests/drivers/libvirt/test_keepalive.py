@@ -119,3 +119,17 @@ def test_a_daemon_without_keepalive_is_never_pinged(fakes: list[FakeDaemon]) -> 
     time.sleep(10 * FAST.interval * FAST.count)
     assert not fake.keepalives(KeepAlive.PING) and not conn.broken
     conn.call(Proc.CONNECT_GET_VERSION)
+
+
+def test_a_frame_waiting_in_the_socket_is_read_before_the_daemon_is_judged_silent(
+    fakes: list[FakeDaemon],
+) -> None:
+    """A client that reads late (a busy machine, a call holding the connection) must not
+    call the daemon dead while what it sent waits unread: the frame is read first."""
+    fake = daemon(fakes)
+    conn = fake.connection(keepalive=FAST)
+    with conn._lock:  # as while a call runs: the idle loop leaves the connection alone
+        fake.send(ping())  # the daemon speaks at once...
+        time.sleep(2 * FAST.interval * FAST.count)  # ...and is read only after the dead time
+    assert wait_for(lambda: bool(fake.keepalives(KeepAlive.PONG))), "the PING was never answered"
+    assert not conn.broken, conn._broken
