@@ -1,12 +1,11 @@
 """Connecting to real daemons: what migrator refuses, in one line, before anything runs: on
-the session pair's UNIX sockets, and over ``qemu+tcp://`` and ``qemu+tls://`` to the
-namespaced hosts (ssh's refusals are in ``test_ssh.py``)."""
+the session pair's UNIX sockets (SASL, ``qemu:///session``: what only a UNIX socket has),
+and over ``qemu+tcp://``, ``qemu+tls://`` and ``qemu+ssh://`` to the namespaced hosts
+(ssh's other refusals are in ``test_ssh.py``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
 
 from tests.libvirt.daemons import start_daemon
 from tests.libvirt.nsrig import NsRig
@@ -35,10 +34,9 @@ def test_a_socket_nobody_listens_on_is_refused_in_one_line(rig: LibvirtRig, tmp_
     assert rig.states() == ("running", "absent")
 
 
-@pytest.mark.parametrize("transport", ["tcp", "tls"])
 def test_a_port_nobody_listens_on_is_refused_in_one_line(ns_rig: NsRig) -> None:
     rig, addr = ns_rig, ns_rig.pair.b.addr
-    dst = rig.dst.replace(f"//{addr}/", f"//{addr}:1/", 1)  # the host is up, the port closed
+    dst = rig.dst.replace(f"{addr}/", f"{addr}:1/", 1)  # the host is up, the port closed
     proc = rig.cli(*rig.argv(dst=dst))
     assert proc.returncode == 1, proc.stderr
     [line] = proc.stderr.strip().splitlines()

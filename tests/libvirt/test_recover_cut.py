@@ -1,5 +1,6 @@
 """A coordinator killed during a network cut, then ``migrator recover``: the hosts are left
-clean, so the next migration of the same guest succeeds (namespaced hosts, ``netns.py``).
+clean, so the next migration of the same guest succeeds (namespaced hosts, ``netns.py``,
+over ``qemu+tcp://``, ``qemu+tls://`` and ``qemu+ssh://``).
 
 The destination's link goes down while Perform3 sends the guest; the coordinator is
 SIGKILLed during the cut; ``recover`` runs while the link is still down (the destination
