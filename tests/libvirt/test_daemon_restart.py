@@ -3,19 +3,18 @@ probe that follows asks again until the daemon is back, so the migration ends by
 (CONFIRMED here: the restarted daemon reconnects to the guest Finish3 started), never
 IN_DOUBT. Each failed attempt is in the timeline.
 
-Both hosts are reached through RPC taps (``nettap.py``) over ``qemu+tls://`` and over
-``qemu+ssh://`` (every new connection to the restarted daemon is a new TLS handshake, or a
-new ssh session): the destination's tap drops Finish3's reply, stops the daemon before the
-coordinator can notice, and a thread starts it again 3 s after the stop began; meanwhile
-the taps reset every new connection at once (where the host itself would refuse it).
+Both hosts are reached through RPC taps (``nettap.py``) over ``qemu+tcp://``,
+``qemu+tls://`` and ``qemu+ssh://`` (every new connection to the restarted daemon is a new
+TCP connection, TLS handshake or ssh session): the destination's tap drops Finish3's reply,
+stops the daemon before the coordinator can notice, and a thread starts it again 3 s after
+the stop began; meanwhile the taps reset every new connection at once (where the host itself
+would refuse it).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-
-import pytest
 
 from migrator.drivers.libvirt.procedures import Proc
 from migrator.states import Step
@@ -25,7 +24,6 @@ from tests.libvirt.rpctap import Gate
 DOWN_S = 3.0
 
 
-@pytest.mark.parametrize("transport", ["tls", "ssh"])
 def test_a_destination_restarted_after_finish3_ends_the_migration_by_itself(
     ns_rig: NsRig,
 ) -> None:
