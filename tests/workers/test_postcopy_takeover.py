@@ -1,5 +1,6 @@
 """A takeover in post-copy (docs/postcopy.md): the worker driving a switched migration is
-killed mid post-copy, another worker takes it over and resumes it, forward only."""
+killed mid post-copy, another worker takes it over and resumes it, forward only; on a
+SQLite journal and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,18 +9,23 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from migrator.drivers.test.transfer import sha256_of
 from migrator.journal.store import Journal
 from migrator.states import State
 from tests.crash.forkserver import SERVER
-from tests.crash.harness import CLI_TIMEOUT, ROOT, check_invariants, cli_env, make_rig, sqlite_url
+from tests.crash.harness import CLI_TIMEOUT, ROOT, backend_rig, check_invariants, cli_env
 
 WAIT = 60.0
 
 
-def test_a_worker_killed_in_post_copy_is_taken_over_by_another(tmp_path: Path) -> None:
-    db = sqlite_url(tmp_path)
-    rig = make_rig(db, tmp_path, memory_mib=8)
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_worker_killed_in_post_copy_is_taken_over_by_another(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    rig = backend_rig(backend, tmp_path, request, memory_mib=8)
+    db = rig.db
     image = rig.hosts.src._read("vm1")["domains"]["vm1"]["image"]
     before = sha256_of(rig.hosts.src.dir / image)
     proc = rig.cli(
