@@ -11,6 +11,7 @@ runs, no QEMU runs without a domain, and ``migrator replay`` agrees with the jou
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 
@@ -72,7 +73,7 @@ def test_a_daemon_restarted_after_the_crash_is_reconciled_too(
 
     code, rows = rig.recover()
 
-    assert code == 0, rows
+    assert code == 0, json.dumps(rows)
     [m] = rig.migrations()
     rig.settled(m)
     assert str(m.state) == expected
