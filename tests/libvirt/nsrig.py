@@ -39,13 +39,34 @@ def unix_and_one_network(cases: Sequence[Any], start: int = 0) -> list[Any]:
     """Parameters for ``@pytest.mark.parametrize((..., "transport"), ...)``: each case over
     the daemons' UNIX sockets and over one network transport, ``tcp``, ``tls`` and ``ssh``
     in turn from ``TRANSPORTS[start]`` (a case is a value, or a tuple of values)."""
+    return _over(cases, start, ("unix",))
+
+
+def one_network_each(cases: Sequence[Any], start: int = 0, prefix: str = "") -> list[Any]:
+    """Parameters for ``@pytest.mark.parametrize((..., "transport"), ...)``: each case over
+    one network transport, ``tcp``, ``tls`` and ``ssh`` in turn from ``TRANSPORTS[start]``
+    (ids ``PREFIX-CASE-TRANSPORT``)."""
+    return _over(cases, start, (), prefix)
+
+
+def _over(cases: Sequence[Any], start: int, also: tuple[str, ...], prefix: str = "") -> list[Any]:
     params = []
     for i, case in enumerate(cases):
         values = case if isinstance(case, tuple) else (case,)
         network = TRANSPORTS[(start + i) % len(TRANSPORTS)]
-        params += [pytest.param(*values, t, id="-".join([*map(str, values), t]))
-                   for t in ("unix", network)]  # fmt: skip
+        head = [prefix] if prefix else []
+        params += [pytest.param(*values, t, id="-".join([*head, *map(str, values), t]))
+                   for t in (*also, network)]  # fmt: skip
     return params
+
+
+EACH_NETWORK = pytest.mark.parametrize("transport", TRANSPORTS)
+"""The test over each network transport: ``tcp``, ``tls`` and ``ssh``."""
+
+
+def on(transport: str) -> pytest.MarkDecorator:
+    """The test over ``transport`` alone."""
+    return pytest.mark.parametrize("transport", [transport])
 
 
 def state(host: NsHost, name: str) -> str:

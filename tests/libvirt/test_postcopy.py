@@ -2,7 +2,13 @@
 guest that never converges (``postcopy_rig.py``): the switch completes it, a network cut
 and a restart of the destination's daemon during post-copy are ridden out, a crash at each
 post-copy point is recovered forward, a session-mode daemon and an abort after the switch
-are refused."""
+are refused.
+
+Transports, each set here: the short tests (the switch by failpoint or by the stall
+policy, set-speed after the switch) over each of tcp, tls and ssh; each long one on one
+(the 20 s cut: tcp, the destination's daemon restarted: tls, the abort refused: ssh); the
+crash points and the random kills over tcp, tls and ssh in turn; the session-mode refusal
+on the session pair (UNIX sockets), since it is about session mode."""
 
 from __future__ import annotations
 
@@ -20,31 +26,20 @@ from migrator import failpoints
 from migrator.states import State, Step
 from tests.conftest import assert_replays_consistently
 from tests.crash.forkserver import SERVER, Child
-from tests.libvirt.nsrig import NsRig
-from tests.libvirt.postcopy_rig import (
-    CAP,
-    LATER,
-    SLOW,
-    SWITCH,
-    start_busy,
-    whole_and_advancing,
-)
+from tests.libvirt.nsrig import EACH_NETWORK, NsRig, on, one_network_each
+from tests.libvirt.postcopy_rig import CAP, LATER, SLOW, SWITCH, whole_and_advancing
+from tests.libvirt.postcopy_rig import busy as busy  # the fixture
 from tests.libvirt.rig import LibvirtRig
 
 POSTCOPY_STATES = ("POSTCOPY_SWITCHING", "POSTCOPY_ACTIVE")
 CUT_S = 20.0
 
 
-@pytest.fixture
-def busy(ns_rig: NsRig) -> NsRig:
-    start_busy(ns_rig)
-    return ns_rig
-
-
 def states_of(rig: NsRig, migration_id: str) -> list[str]:
     return [str(e.state) for e in rig.history(migration_id)]
 
 
+@EACH_NETWORK
 def test_the_switch_completes_a_migration_that_never_converges(busy: NsRig) -> None:
     code, outcome = busy.migrate(
         "--bandwidth", CAP, "--flag", "postcopy", env={"MIGRATOR_FAILPOINTS": SWITCH}
@@ -58,6 +53,7 @@ def test_the_switch_completes_a_migration_that_never_converges(busy: NsRig) -> N
     assert_replays_consistently(busy.db)
 
 
+@EACH_NETWORK
 def test_the_stall_policy_switches_to_postcopy(busy: NsRig) -> None:
     code, outcome = busy.migrate(
         "--bandwidth", CAP, "--flag", "postcopy", "--budget", "4", "--on-stall", "postcopy"
@@ -69,6 +65,7 @@ def test_the_stall_policy_switches_to_postcopy(busy: NsRig) -> None:
     whole_and_advancing(busy)
 
 
+@on("ssh")
 def test_an_abort_after_the_switch_is_refused(busy: NsRig) -> None:
     child = busy.spawn(
         "--bandwidth", CAP, "--flag", "postcopy", "--postcopy-bandwidth", SLOW, *LATER
@@ -86,6 +83,7 @@ def test_an_abort_after_the_switch_is_refused(busy: NsRig) -> None:
     whole_and_advancing(busy)
 
 
+@EACH_NETWORK
 def test_set_speed_after_the_switch_is_the_post_copy_bandwidth(busy: NsRig) -> None:
     """An operator's ``set-speed`` in POSTCOPY_ACTIVE reaches the source as its post-copy
     bandwidth (virDomainMigrateSetMaxSpeed with the POSTCOPY flag) while Finish3 carries
@@ -152,6 +150,7 @@ def _wait_child(child: Child) -> dict[str, Any]:
     return result
 
 
+@on("tcp")
 def test_a_network_cut_during_postcopy_is_resumed_without_an_operator(busy: NsRig) -> None:
     """The destination's link down for 20 s while post-copy runs: both sides pause, and
     the same process resumes it once the link is back."""
@@ -180,6 +179,7 @@ RESTART_DOWN_S = 3.0
 
 
 @pytest.mark.timeout(150)
+@on("tls")
 def test_a_destination_daemon_restarted_during_postcopy_is_resumed(busy: NsRig) -> None:
     """The destination's libvirtd stopped (as a service restart does) while post-copy runs,
     started again 3 s later: Finish3's connection is lost, the migration pauses instead of
@@ -233,10 +233,13 @@ def _write_results() -> Iterator[None]:
         Path(out).write_text(json.dumps(RESULTS, indent=1) + "\n")
 
 
-@pytest.mark.parametrize("point", CI_POINTS + MORE_POINTS)
-def test_a_coordinator_killed_in_post_copy_is_recovered_forward(busy: NsRig, point: str) -> None:
+@pytest.mark.parametrize(("point", "transport"), one_network_each(CI_POINTS + MORE_POINTS))
+def test_a_coordinator_killed_in_post_copy_is_recovered_forward(
+    busy: NsRig, point: str, transport: str
+) -> None:
     """Killed at ``point`` (the last six with MIGRATOR_POSTCOPY_LIBVIRT_ALL=1), then
-    ``recover`` in a new process: the guest runs on the destination only, whole."""
+    ``recover`` in a new process: the guest runs on the destination only, whole. The points
+    go over tcp, tls and ssh in turn."""
     if point in MORE_POINTS and not ALL_POINTS:
         pytest.skip("MIGRATOR_POSTCOPY_LIBVIRT_ALL=1 runs every post-copy point")
     env = {"MIGRATOR_FAILPOINTS": f"{point}=crash"}
@@ -262,13 +265,13 @@ SOAK_KILLS = int(os.environ.get("MIGRATOR_POSTCOPY_LIBVIRT_SOAK", "3"))
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("kill", range(SOAK_KILLS), ids=lambda k: f"kill-{k}")
+@pytest.mark.parametrize(("kill", "transport"), one_network_each(range(SOAK_KILLS), prefix="kill"))
 def test_sigkill_at_a_random_instant_of_post_copy_is_recovered_forward(
-    busy: NsRig, kill: int
+    busy: NsRig, kill: int, transport: str
 ) -> None:
     """SIGKILL at a seeded random instant of the first 6 s after the switch's intent
-    (``MIGRATOR_POSTCOPY_LIBVIRT_SOAK=N`` cases), then ``recover``: CONFIRMED, the guest on
-    the destination only, whole and advancing."""
+    (``MIGRATOR_POSTCOPY_LIBVIRT_SOAK=N`` cases, over tcp, tls and ssh in turn), then
+    ``recover``: CONFIRMED, the guest on the destination only, whole and advancing."""
     seed = int(os.environ.get("MIGRATOR_SOAK_SEED", "0")) or random.randrange(1 << 32)
     delay = random.Random(seed + kill).uniform(0.0, 6.0)
     print(f"MIGRATOR_SOAK_SEED={seed} delay={delay:.2f}")
