@@ -27,6 +27,7 @@ from migrator import failpoints
 from migrator.states import State, Step
 from tests.conftest import assert_replays_consistently
 from tests.crash.forkserver import SERVER, Child
+from tests.libvirt.netns import NsHost
 from tests.libvirt.nsrig import EACH_NETWORK, NsRig, on, one_network_each
 from tests.libvirt.postcopy_rig import CAP, LATER, SLOW, SWITCH, whole_and_advancing
 from tests.libvirt.postcopy_rig import busy as busy  # the fixture
@@ -179,6 +180,26 @@ def test_a_network_cut_during_postcopy_is_resumed_without_an_operator(busy: NsRi
 RESTART_DOWN_S = 3.0
 
 
+def _restarted_during_postcopy(busy: NsRig, host: NsHost) -> dict[str, Any]:
+    """Migrate, switched by the policy; 1 s into post-copy stop ``host``'s libvirtd (as a
+    service restart does), start it again ``RESTART_DOWN_S`` later; the outcome."""
+    child = busy.spawn(
+        "--bandwidth", CAP, "--flag", "postcopy", "--postcopy-bandwidth", SLOW, *LATER,
+        "--timeout", "120",
+    )  # fmt: skip
+    try:
+        _wait_state(busy, State.POSTCOPY_ACTIVE)
+        time.sleep(1.0)  # pages on their way
+        host.stop_libvirtd()
+        try:
+            time.sleep(RESTART_DOWN_S)
+        finally:
+            host.start_libvirtd()
+        return _wait_child(child)
+    finally:
+        SERVER.kill(child)
+
+
 @pytest.mark.timeout(150)
 @on("tls")
 def test_a_destination_daemon_restarted_during_postcopy_is_resumed(busy: NsRig) -> None:
@@ -187,22 +208,7 @@ def test_a_destination_daemon_restarted_during_postcopy_is_resumed(busy: NsRig) 
     losing the guest (the restarted daemon finds its QEMU still "running (post-copy)"), and
     the same process pauses post-copy and resumes it with VIR_MIGRATE_POSTCOPY_RESUME once
     the daemon answers again: CONFIRMED without an operator."""
-    b = busy.pair.b
-    child = busy.spawn(
-        "--bandwidth", CAP, "--flag", "postcopy", "--postcopy-bandwidth", SLOW, *LATER,
-        "--timeout", "120",
-    )  # fmt: skip
-    try:
-        _wait_state(busy, State.POSTCOPY_ACTIVE)
-        time.sleep(1.0)  # pages on their way
-        b.stop_libvirtd()
-        try:
-            time.sleep(RESTART_DOWN_S)
-        finally:
-            b.start_libvirtd()
-        done = _wait_child(child)
-    finally:
-        SERVER.kill(child)
+    done = _restarted_during_postcopy(busy, busy.pair.b)
     assert done["state"] == "CONFIRMED", done
     seen = states_of(busy, done["id"])
     assert "POSTCOPY_PAUSED" in seen, seen
@@ -224,22 +230,7 @@ def test_a_source_daemon_restarted_during_postcopy_completes_by_itself(busy: NsR
     all there, and the migration is CONFIRMED by the same process with no pause and no
     resumption (the source's statistics are missed while its daemon is down; Confirm3's
     connection is gone, so Confirm is settled from what the source holds)."""
-    a = busy.pair.a
-    child = busy.spawn(
-        "--bandwidth", CAP, "--flag", "postcopy", "--postcopy-bandwidth", SLOW, *LATER,
-        "--timeout", "120",
-    )  # fmt: skip
-    try:
-        _wait_state(busy, State.POSTCOPY_ACTIVE)
-        time.sleep(1.0)  # pages on their way
-        a.stop_libvirtd()
-        try:
-            time.sleep(RESTART_DOWN_S)
-        finally:
-            a.start_libvirtd()
-        done = _wait_child(child)
-    finally:
-        SERVER.kill(child)
+    done = _restarted_during_postcopy(busy, busy.pair.a)
     assert done["state"] == "CONFIRMED", done
     seen = states_of(busy, done["id"])
     assert "POSTCOPY_PAUSED" not in seen and "POSTCOPY_RESUMING" not in seen, seen
