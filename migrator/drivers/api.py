@@ -128,6 +128,9 @@ class MigrationParams:
     connections: int = 0
     """Parallel connections (multifd) both hosts set up before the data goes, from the
     migration's policy (``parallel_connections``); 0: one connection, as without."""
+    postcopy_bandwidth: int = 0
+    """MiB/s post-copy may use once switched, from the migration's policy
+    (``postcopy_bandwidth_mib``); 0: not set (the driver's default)."""
 
     @property
     def dest_name(self) -> str:

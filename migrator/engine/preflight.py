@@ -142,9 +142,11 @@ class Preflight:
         if policy is not None:
             self._refuse_unhonoured_policy(policy, src, version, flags)
         connections = (policy.parallel_connections if policy is not None else None) or 0
+        postcopy_mib = (policy.postcopy_bandwidth_mib if policy is not None else None) or 0
         params = MigrationParams(
-            domain=domain, flags=flags, dname=dname, bandwidth=bandwidth, connections=connections
-        )
+            domain=domain, flags=flags, dname=dname, bandwidth=bandwidth,
+            connections=connections, postcopy_bandwidth=postcopy_mib,
+        )  # fmt: skip
         return params, version
 
     def _postcopy_refusal(self, driver: Driver) -> str | None:

@@ -66,12 +66,15 @@ class Convergence:
 
     def resumed(self, run: Run) -> Run:
         """``run`` (rebuilt from the journal) with the policy journaled for it, and the
-        parallel connections its hosts were set up with."""
+        parallel connections its hosts were set up with and its post-copy bandwidth."""
         found = self.journal.policy(run.migration.id)
         if found is not None:
             run.policy, run.policy_journaled = from_dict(found), True
-            connections = run.policy.parallel_connections or 0
-            run.params = dataclasses.replace(run.params, connections=connections)
+            run.params = dataclasses.replace(
+                run.params,
+                connections=run.policy.parallel_connections or 0,
+                postcopy_bandwidth=run.policy.postcopy_bandwidth_mib or 0,
+            )
         return run
 
     def ended(self, run: Run) -> None:

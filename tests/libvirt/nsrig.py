@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import pytest
 
 from migrator.journal.store import Journal
 from migrator.records import Event, Migration
@@ -31,6 +33,27 @@ from tests.libvirt.rpctap import Gate
 
 CLI_TIMEOUT = 180.0
 TRANSPORTS = ("tcp", "tls", "ssh")
+
+
+def one_network_each(cases: Sequence[Any], start: int = 0, prefix: str = "") -> list[Any]:
+    """Parameters for ``@pytest.mark.parametrize((..., "transport"), ...)``: each case over
+    one network transport, ``tcp``, ``tls`` and ``ssh`` in turn from ``TRANSPORTS[start]``
+    (ids ``PREFIX-CASE-TRANSPORT``), for cases too long to run over each (conftest's
+    ``transport`` runs every other test over the three)."""
+    params = []
+    for i, case in enumerate(cases):
+        values = case if isinstance(case, tuple) else (case,)
+        network = TRANSPORTS[(start + i) % len(TRANSPORTS)]
+        head = [prefix] if prefix else []
+        params.append(
+            pytest.param(*values, network, id="-".join([*head, *map(str, values), network]))
+        )
+    return params
+
+
+def on(transport: str) -> pytest.MarkDecorator:
+    """The test over ``transport`` alone."""
+    return pytest.mark.parametrize("transport", [transport])
 
 
 def state(host: NsHost, name: str) -> str:

@@ -1,9 +1,12 @@
-"""The busy guest on the namespaced libvirt hosts, for the post-copy tests: start it, read
-its memory, and check that what runs on the destination is whole and advancing."""
+"""The busy guest on the namespaced libvirt hosts, for the post-copy and convergence tests
+(fixture ``busy``): start it, read its memory, and check that what runs on the destination
+is whole and advancing."""
 
 from __future__ import annotations
 
 import time
+
+import pytest
 
 from tests import busyguest
 from tests.libvirt import guests
@@ -21,6 +24,13 @@ LATER = ("--budget", "32", "--on-stall", "postcopy")
 """The switch by the convergence policy, 2 s into Perform of the 64 MiB guest: after the
 Perform watch set the post-copy bandwidth (which the failpoint's switch, at the first
 progress report, may outrun)."""
+
+
+@pytest.fixture
+def busy(ns_rig: NsRig) -> NsRig:
+    """``ns_rig`` with its guest replaced by the busy guest, running."""
+    start_busy(ns_rig)
+    return ns_rig
 
 
 def start_busy(rig: NsRig) -> None:

@@ -1,65 +1,46 @@
-"""Convergence on two real libvirt daemons, with the project's busy guest (booted from
-``<os><kernel>``) and the bandwidth capped at 16 MiB/s so that pre-copy never converges:
-a budget aborts it (the source keeps running); ``set-downtime`` from another process, made
-by the Perform watch with virDomainMigrateSetMaxDowntime, lets it complete."""
+"""Convergence between the namespaced system-mode libvirt hosts (``ns_pair``), with the
+project's busy guest (booted from ``<os><kernel>``, fixture ``busy``) and the bandwidth
+capped at 16 MiB/s so that pre-copy never converges: a budget aborts it (the source keeps
+running); ``set-downtime`` from another process, made by the Perform watch with
+virDomainMigrateSetMaxDowntime, lets it complete; the ``pause`` action completes it with
+the memory whole. Each test over each of tcp, tls and ssh."""
 
 from __future__ import annotations
 
 import json
 import time
 
-import pytest
-
 from migrator.journal.store import Journal
 from migrator.states import State
-from tests import busyguest
 from tests.crash.forkserver import SERVER
-from tests.libvirt import guests
-from tests.libvirt.conftest import REQUIRE_LIBVIRT
-from tests.libvirt.rig import LibvirtRig
+from tests.libvirt.nsrig import NsRig
+from tests.libvirt.postcopy_rig import busy as busy  # the fixture
+from tests.libvirt.postcopy_rig import counter, whole_and_advancing
 
 
-@pytest.fixture
-def busy_rig(rig: LibvirtRig) -> LibvirtRig:
-    """The rig's guest replaced by the busy guest, dirtying its memory."""
-    kernel = busyguest.build(rig.pair.root, required=REQUIRE_LIBVIRT)
-    guests.destroy(rig.pair.src, rig.name)
-    guests.create(rig.pair.src, rig.name, guests.domain_xml(rig.name, kernel=kernel))
-    first = _counter(rig)
-    deadline = time.monotonic() + 30
-    while _counter(rig) <= first:
-        assert time.monotonic() < deadline, "the busy guest does not run"
-        time.sleep(0.1)
-    return rig
-
-
-def _counter(rig: LibvirtRig) -> int:
-    raw = guests.read_memory(rig.pair.src, rig.name, busyguest.COUNTER, 4)
-    return int.from_bytes(raw, "little")
-
-
-def test_an_overrun_budget_aborts_and_the_source_keeps_running(busy_rig: LibvirtRig) -> None:
-    code, outcome = busy_rig.migrate("--bandwidth", "16", "--budget", "32")
+def test_an_overrun_budget_aborts_and_the_source_keeps_running(busy: NsRig) -> None:
+    code, outcome = busy.migrate("--bandwidth", "16", "--budget", "32")
     assert (code, outcome["state"]) == (1, "ROLLED_BACK"), outcome
     assert "the convergence policy aborted Perform (over_budget)" in outcome["reason"]
-    kinds = [e.kind for e in busy_rig.history(outcome["id"])]
+    kinds = [e.kind for e in busy.history(outcome["id"])]
     assert "over_budget" in kinds and "action" in kinds
-    assert busy_rig.states() == ("running", "absent")
-    first = _counter(busy_rig)
+    assert busy.states() == ("running", "absent")
+    first = counter(busy.pair.a, busy.name)
     time.sleep(0.3)
-    assert _counter(busy_rig) > first, "the source does not run"
+    assert counter(busy.pair.a, busy.name) > first, "the source does not run"
 
 
-def test_set_downtime_from_another_process_lets_it_complete(busy_rig: LibvirtRig) -> None:
-    child = busy_rig.spawn("--bandwidth", "16")
+def test_set_downtime_from_another_process_lets_it_complete(busy: NsRig) -> None:
+    child = busy.spawn("--bandwidth", "16")
     try:
         deadline = time.monotonic() + 60
-        while not (found := busy_rig.migrations()) or found[0].state is not State.PERFORMING:
+        while not (found := busy.migrations()) or found[0].state is not State.PERFORMING:
             assert time.monotonic() < deadline, "never in Perform"
             time.sleep(0.1)
         time.sleep(3.0)  # a pass or so: still not converging
-        assert busy_rig.only().state is State.PERFORMING
-        asked = busy_rig.cli("set-downtime", found[0].id, "60000")
+        [m] = busy.migrations()
+        assert m.state is State.PERFORMING
+        asked = busy.cli("set-downtime", found[0].id, "60000")
         assert asked.returncode == 0, asked.stderr
         done = SERVER.wait(child, 120)
     except BaseException:
@@ -67,24 +48,18 @@ def test_set_downtime_from_another_process_lets_it_complete(busy_rig: LibvirtRig
         SERVER.wait(child, 30)
         raise
     assert done.returncode == 0 and json.loads(done.stdout)["state"] == "CONFIRMED", done.stderr
-    with Journal.open(busy_rig.db) as journal:
+    with Journal.open(busy.db) as journal:
         [request] = journal.requests(found[0].id)
     assert request.outcome == "applied"
-    assert busy_rig.states() == ("absent", "running")
+    assert busy.states() == ("absent", "running")
 
 
-def test_pause_completes_with_the_downtime_reported_and_the_memory_whole(
-    busy_rig: LibvirtRig,
-) -> None:
-    code, outcome = busy_rig.migrate("--bandwidth", "16", "--budget", "32", "--on-stall", "pause")
+def test_pause_completes_with_the_downtime_reported_and_the_memory_whole(busy: NsRig) -> None:
+    code, outcome = busy.migrate("--bandwidth", "16", "--budget", "32", "--on-stall", "pause")
     assert (code, outcome["state"]) == (0, "CONFIRMED"), outcome
-    history = busy_rig.history(outcome["id"])
+    history = busy.history(outcome["id"])
     [action] = [e for e in history if e.kind == "action"]
     assert action.detail is not None and action.detail["outcome"] == "applied"
     performed = next(e for e in history if e.step == "perform" and e.kind == "ok")
     assert performed.detail is not None and performed.detail["paused_ms"] > 0
-    assert busy_rig.states() == ("absent", "running")
-    busy_rig.pair.dst.virsh("suspend", busy_rig.name)  # one still snapshot
-    start, end = busyguest.REGION
-    region = guests.read_memory(busy_rig.pair.dst, busy_rig.name, start, end - start)
-    assert busyguest.one_sweep_edge(region), "a page was lost: the sweep is not one edge"
+    whole_and_advancing(busy)  # on the destination only, no page lost, running

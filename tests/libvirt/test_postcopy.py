@@ -2,7 +2,14 @@
 guest that never converges (``postcopy_rig.py``): the switch completes it, a network cut
 and a restart of the destination's daemon during post-copy are ridden out, a crash at each
 post-copy point is recovered forward, a session-mode daemon and an abort after the switch
-are refused."""
+are refused; a restart of the source's daemon during post-copy completes by itself.
+
+Transports, each set here: the short tests (the switch by failpoint or by the stall
+policy, set-speed after the switch) over each of tcp, tls and ssh; each long one on one
+(the 20 s cut: tcp, the destination's daemon restarted: tls, the abort refused and the
+source's daemon restarted: ssh); the crash points and the random kills over tcp, tls and
+ssh in turn; the session-mode refusal on the session pair (UNIX sockets), since it is
+about session mode."""
 
 from __future__ import annotations
 
@@ -20,25 +27,14 @@ from migrator import failpoints
 from migrator.states import State, Step
 from tests.conftest import assert_replays_consistently
 from tests.crash.forkserver import SERVER, Child
-from tests.libvirt.nsrig import NsRig
-from tests.libvirt.postcopy_rig import (
-    CAP,
-    LATER,
-    SLOW,
-    SWITCH,
-    start_busy,
-    whole_and_advancing,
-)
+from tests.libvirt.netns import NsHost
+from tests.libvirt.nsrig import NsRig, on, one_network_each
+from tests.libvirt.postcopy_rig import CAP, LATER, SLOW, SWITCH, whole_and_advancing
+from tests.libvirt.postcopy_rig import busy as busy  # the fixture
 from tests.libvirt.rig import LibvirtRig
 
 POSTCOPY_STATES = ("POSTCOPY_SWITCHING", "POSTCOPY_ACTIVE")
 CUT_S = 20.0
-
-
-@pytest.fixture
-def busy(ns_rig: NsRig) -> NsRig:
-    start_busy(ns_rig)
-    return ns_rig
 
 
 def states_of(rig: NsRig, migration_id: str) -> list[str]:
@@ -69,6 +65,7 @@ def test_the_stall_policy_switches_to_postcopy(busy: NsRig) -> None:
     whole_and_advancing(busy)
 
 
+@on("ssh")
 def test_an_abort_after_the_switch_is_refused(busy: NsRig) -> None:
     child = busy.spawn(
         "--bandwidth", CAP, "--flag", "postcopy", "--postcopy-bandwidth", SLOW, *LATER
@@ -152,6 +149,7 @@ def _wait_child(child: Child) -> dict[str, Any]:
     return result
 
 
+@on("tcp")
 def test_a_network_cut_during_postcopy_is_resumed_without_an_operator(busy: NsRig) -> None:
     """The destination's link down for 20 s while post-copy runs: both sides pause, and
     the same process resumes it once the link is back."""
@@ -179,14 +177,9 @@ def test_a_network_cut_during_postcopy_is_resumed_without_an_operator(busy: NsRi
 RESTART_DOWN_S = 3.0
 
 
-@pytest.mark.timeout(150)
-def test_a_destination_daemon_restarted_during_postcopy_is_resumed(busy: NsRig) -> None:
-    """The destination's libvirtd stopped (as a service restart does) while post-copy runs,
-    started again 3 s later: Finish3's connection is lost, the migration pauses instead of
-    losing the guest (the restarted daemon finds its QEMU still "running (post-copy)"), and
-    the same process pauses post-copy and resumes it with VIR_MIGRATE_POSTCOPY_RESUME once
-    the daemon answers again: CONFIRMED without an operator."""
-    b = busy.pair.b
+def _restarted_during_postcopy(busy: NsRig, host: NsHost) -> dict[str, Any]:
+    """Migrate, switched by the policy; 1 s into post-copy stop ``host``'s libvirtd (as a
+    service restart does), start it again ``RESTART_DOWN_S`` later; the outcome."""
     child = busy.spawn(
         "--bandwidth", CAP, "--flag", "postcopy", "--postcopy-bandwidth", SLOW, *LATER,
         "--timeout", "120",
@@ -194,14 +187,25 @@ def test_a_destination_daemon_restarted_during_postcopy_is_resumed(busy: NsRig) 
     try:
         _wait_state(busy, State.POSTCOPY_ACTIVE)
         time.sleep(1.0)  # pages on their way
-        b.stop_libvirtd()
+        host.stop_libvirtd()
         try:
             time.sleep(RESTART_DOWN_S)
         finally:
-            b.start_libvirtd()
-        done = _wait_child(child)
+            host.start_libvirtd()
+        return _wait_child(child)
     finally:
         SERVER.kill(child)
+
+
+@pytest.mark.timeout(150)
+@on("tls")
+def test_a_destination_daemon_restarted_during_postcopy_is_resumed(busy: NsRig) -> None:
+    """The destination's libvirtd stopped (as a service restart does) while post-copy runs,
+    started again 3 s later: Finish3's connection is lost, the migration pauses instead of
+    losing the guest (the restarted daemon finds its QEMU still "running (post-copy)"), and
+    the same process pauses post-copy and resumes it with VIR_MIGRATE_POSTCOPY_RESUME once
+    the daemon answers again: CONFIRMED without an operator."""
+    done = _restarted_during_postcopy(busy, busy.pair.b)
     assert done["state"] == "CONFIRMED", done
     seen = states_of(busy, done["id"])
     assert "POSTCOPY_PAUSED" in seen, seen
@@ -212,6 +216,23 @@ def test_a_destination_daemon_restarted_during_postcopy_is_resumed(busy: NsRig) 
     ]
     assert resumed.detail is not None and resumed.detail.get("resumed") is True, resumed.detail
     whole_and_advancing(busy)
+    assert_replays_consistently(busy.db)
+
+
+@pytest.mark.timeout(150)
+@on("ssh")
+def test_a_source_daemon_restarted_during_postcopy_completes_by_itself(busy: NsRig) -> None:
+    """The source's libvirtd stopped while post-copy runs, started again 3 s later: its
+    QEMU sends the pages on without it, the destination's Finish3 returns once they are
+    all there, and the migration is CONFIRMED by the same process with no pause and no
+    resumption (the source's statistics are missed while its daemon is down; Confirm3's
+    connection is gone, so Confirm is settled from what the source holds)."""
+    done = _restarted_during_postcopy(busy, busy.pair.a)
+    assert done["state"] == "CONFIRMED", done
+    seen = states_of(busy, done["id"])
+    assert "POSTCOPY_PAUSED" not in seen and "POSTCOPY_RESUMING" not in seen, seen
+    whole_and_advancing(busy)
+    assert busy.recover() == (0, [])
     assert_replays_consistently(busy.db)
 
 
@@ -233,10 +254,13 @@ def _write_results() -> Iterator[None]:
         Path(out).write_text(json.dumps(RESULTS, indent=1) + "\n")
 
 
-@pytest.mark.parametrize("point", CI_POINTS + MORE_POINTS)
-def test_a_coordinator_killed_in_post_copy_is_recovered_forward(busy: NsRig, point: str) -> None:
+@pytest.mark.parametrize(("point", "transport"), one_network_each(CI_POINTS + MORE_POINTS))
+def test_a_coordinator_killed_in_post_copy_is_recovered_forward(
+    busy: NsRig, point: str, transport: str
+) -> None:
     """Killed at ``point`` (the last six with MIGRATOR_POSTCOPY_LIBVIRT_ALL=1), then
-    ``recover`` in a new process: the guest runs on the destination only, whole."""
+    ``recover`` in a new process: the guest runs on the destination only, whole. The points
+    go over tcp, tls and ssh in turn."""
     if point in MORE_POINTS and not ALL_POINTS:
         pytest.skip("MIGRATOR_POSTCOPY_LIBVIRT_ALL=1 runs every post-copy point")
     env = {"MIGRATOR_FAILPOINTS": f"{point}=crash"}
@@ -262,13 +286,13 @@ SOAK_KILLS = int(os.environ.get("MIGRATOR_POSTCOPY_LIBVIRT_SOAK", "3"))
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("kill", range(SOAK_KILLS), ids=lambda k: f"kill-{k}")
+@pytest.mark.parametrize(("kill", "transport"), one_network_each(range(SOAK_KILLS), prefix="kill"))
 def test_sigkill_at_a_random_instant_of_post_copy_is_recovered_forward(
-    busy: NsRig, kill: int
+    busy: NsRig, kill: int, transport: str
 ) -> None:
     """SIGKILL at a seeded random instant of the first 6 s after the switch's intent
-    (``MIGRATOR_POSTCOPY_LIBVIRT_SOAK=N`` cases), then ``recover``: CONFIRMED, the guest on
-    the destination only, whole and advancing."""
+    (``MIGRATOR_POSTCOPY_LIBVIRT_SOAK=N`` cases, over tcp, tls and ssh in turn), then
+    ``recover``: CONFIRMED, the guest on the destination only, whole and advancing."""
     seed = int(os.environ.get("MIGRATOR_SOAK_SEED", "0")) or random.randrange(1 << 32)
     delay = random.Random(seed + kill).uniform(0.0, 6.0)
     print(f"MIGRATOR_SOAK_SEED={seed} delay={delay:.2f}")

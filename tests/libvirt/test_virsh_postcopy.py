@@ -6,6 +6,9 @@ after Perform3 (the guest already running on the destination, Finish3 not sent),
 destination's daemon destroys its running copy and the source keeps a copy it will not
 resume: the guest runs nowhere. Killed after Finish3, the guest runs on the destination
 and the source's QEMU stays paused, its migration job with it, until an operator acts.
+
+``virsh`` reaches the hosts over the network through RPC taps (``nettap.py``), each row
+over a transport of its own: killed after Perform3 over ssh, after Finish3 over tls.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ def kernel(ns_pair: NsPair, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_killed_after_perform3_the_guest_runs_nowhere(ns_pair: NsPair, kernel: Path) -> None:
     outcome = virsh_killed_at(
-        ns_pair, kernel, "perform", watch_s=WATCH_S, stable_s=STABLE_S, resume=False
-    )
+        ns_pair, kernel, "perform", watch_s=WATCH_S, stable_s=STABLE_S, resume=False,
+        transport="ssh",
+    )  # fmt: skip
     assert outcome.exit == "SIGKILL"
     assert outcome.first.destination[0] in ("running", "absent")  # destroyed within moments
     assert outcome.last.source == ("paused", "post-copy failed")
@@ -43,8 +47,9 @@ def test_killed_after_perform3_the_guest_runs_nowhere(ns_pair: NsPair, kernel: P
 
 def test_killed_after_finish3_the_source_stays_paused(ns_pair: NsPair, kernel: Path) -> None:
     outcome = virsh_killed_at(
-        ns_pair, kernel, "finish", watch_s=WATCH_S, stable_s=STABLE_S, postcopy_mib=100
-    )
+        ns_pair, kernel, "finish", watch_s=WATCH_S, stable_s=STABLE_S, postcopy_mib=100,
+        transport="tls",
+    )  # fmt: skip
     assert outcome.exit == "SIGKILL"
     assert outcome.last.source == ("paused", "post-copy failed")
     assert outcome.last.destination == ("running", "migrated")

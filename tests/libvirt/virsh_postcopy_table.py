@@ -33,13 +33,13 @@ a point that ended alike share a row).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +48,7 @@ from tests import busyguest
 from tests.libvirt import guests
 from tests.libvirt.daemons import DaemonError, free_port
 from tests.libvirt.netns import NsPair
+from tests.libvirt.nettap import NetTap
 from tests.libvirt.postcopy_watch import (
     Sample,
     advancing,
@@ -56,7 +57,7 @@ from tests.libvirt.postcopy_watch import (
     watch,
     where_it_runs,
 )
-from tests.libvirt.rpctap import Gate, Tap
+from tests.libvirt.rpctap import Gate
 
 POINTS = ("switch", "perform", "postcopy", "finish")
 TITLE = {
@@ -119,8 +120,14 @@ class Outcome:
         return out
 
 
-def system_uri(sock: Path) -> str:
-    return f"qemu+unix:///system?socket={sock}"
+def _taps(pair: NsPair, gate: Gate, transport: str) -> tuple[NetTap, NetTap]:
+    """Taps in front of host ``a`` and host ``b`` over ``transport``, sharing ``gate``."""
+    src = NetTap(pair, pair.a, transport, gate)
+    try:
+        return src, NetTap(pair, pair.b, transport, gate)
+    except BaseException:
+        src.close()
+        raise
 
 
 def _wait(what: str, ready: Callable[[], bool], timeout: float = STEP_TIMEOUT_S) -> None:
@@ -148,23 +155,25 @@ def virsh_killed_at(
     stable_s: float = STABLE_S,
     postcopy_mib: int = POSTCOPY_BANDWIDTH_MIB,
     resume: bool = True,
+    transport: str = "unix",
 ) -> Outcome:
     """Migrate a fresh busy guest with ``virsh migrate --postcopy`` and kill it at ``point``;
     watch what the hosts do (at most ``watch_s``, until ``stable_s`` without a change),
     where the guest runs, and, where it runs nowhere, whether ``virsh resume`` revives the
     paused source (``resume``: libvirt waits 30 s for the job's lock before it answers);
     when it runs on the destination, whether its memory is whole; then destroy the guest
-    on both hosts. ``postcopy_mib`` caps post-copy (MiB/s)."""
+    on both hosts. ``postcopy_mib`` caps post-copy (MiB/s). ``virsh`` reaches the hosts
+    over ``transport`` (``unix``: the daemons' own sockets; ``tcp``, ``tls``, ``ssh``:
+    ``nettap.py``)."""
     name = boot_busy_guest(pair, kernel)
     gate = Gate()
-    tag = uuid.uuid4().hex[:8]
-    src = Tap(pair.root / f"tap-{tag}-a.sock", pair.a.sock, gate)
-    dst = Tap(pair.root / f"tap-{tag}-b.sock", pair.b.sock, gate)
-    argv = ["virsh", "-c", system_uri(src.path), "migrate", "--live", "--postcopy",
+    src, dst = _taps(pair, gate, transport)
+    argv = ["virsh", "-c", src.virsh_uri(), "migrate", "--live", "--postcopy",
             "--bandwidth", str(BANDWIDTH_MIB), "--postcopy-bandwidth",
-            str(postcopy_mib), name, system_uri(dst.path),
+            str(postcopy_mib), name, dst.virsh_uri(),
             "--migrateuri", f"tcp://{pair.b.addr}:{free_port()}"]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
     killed = threading.Event()
 
     def kill() -> None:
@@ -183,7 +192,7 @@ def virsh_killed_at(
             gate.hold_after(FINISH3, kill)
         _wait("Perform3 called", called(PERFORM3))
         time.sleep(PRECOPY_S)
-        ask = ["virsh", "-c", system_uri(src.path), "migrate-postcopy", name]
+        ask = ["virsh", "-c", src.virsh_uri(), "migrate-postcopy", name]
         switch = subprocess.run(ask, capture_output=True, text=True, timeout=60, check=False)
         if switch.returncode != 0:
             raise DaemonError(f"virsh migrate-postcopy: {switch.stderr.strip()}")
@@ -208,6 +217,8 @@ def virsh_killed_at(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        with contextlib.suppress(ProcessLookupError):  # its ssh, if it left one behind
+            os.killpg(proc.pid, signal.SIGKILL)
         src.close()
         dst.close()
         for host in pair.hosts():

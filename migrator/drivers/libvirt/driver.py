@@ -54,6 +54,7 @@ from migrator.drivers.libvirt.typed import (
     dest_flags,
     final_stats,
     parallel,
+    perform_typed,
     time_left,
 )
 from migrator.drivers.libvirt.uri import KeepAliveSettings, parse
@@ -217,7 +218,7 @@ class LibvirtDriver(LibvirtPostcopy):
                 f"Perform of migration {ctx.migration_id} on {self.host} needs the connection"
                 " that ran Begin, which is gone"
             )
-        dom, typed = session.dom, {**common(params), MigrateParam.URI: uri}
+        dom, typed = session.dom, perform_typed(params, uri)
         session.uri = uri
         flags = self._source_flags(params, time_left(ctx))
         watch = PerformWatch(ctx, dom, self.connect)

@@ -47,7 +47,7 @@ from migrator.drivers.libvirt.procedures import (
     PausedReason,
 )
 from migrator.drivers.libvirt.remote import Remote
-from migrator.drivers.libvirt.typed import common, dest_flags, time_left
+from migrator.drivers.libvirt.typed import common, dest_flags, perform_typed, time_left
 from migrator.drivers.libvirt.xdr import DomainRef, ParamValue
 from migrator.errors import DriverError, PostcopyLost
 from migrator.flags import MigrateFlags
@@ -306,11 +306,12 @@ class LibvirtPostcopy(Host):
             self.begun(mid)
             cookie, uri = dst.prepare_resume(ctx, params, cookie, xml, extra)
             typed = {**common(params), MigrateParam.URI: uri}
+            sent = perform_typed(params, uri) if fresh else typed
             tick = None
             if fresh:  # Finish3 first (see _start_finish), then switch once Perform3 runs
                 dst.finish_resume(ctx, params, h, extra)
                 tick = handoff.switch_soon(lambda: self.start_postcopy(ctx, params))
-            out = remote.perform3(dom, typed, cookie, flags, timeout=time_left(ctx), tick=tick)
+            out = remote.perform3(dom, sent, cookie, flags, timeout=time_left(ctx), tick=tick)
             if not fresh:
                 dst.finish_resume(ctx, params, h, extra)
             finished, stats = self.through_postcopy(ctx, h, dom, out)

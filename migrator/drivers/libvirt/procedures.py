@@ -184,4 +184,5 @@ class MigrateParam(enum.StrEnum):
     DEST_NAME = "destination_name"
     DEST_XML = "destination_xml"
     BANDWIDTH = "bandwidth"
+    BANDWIDTH_POSTCOPY = "bandwidth.postcopy"
     PARALLEL_CONNECTIONS = "parallel.connections"

@@ -41,6 +41,16 @@ def common(params: MigrationParams) -> dict[str, ParamValue]:
     return typed
 
 
+def perform_typed(params: MigrationParams, uri: str) -> dict[str, ParamValue]:
+    """Perform3's parameters: ``common``'s, the URI, and for a post-copy migration its
+    post-copy bandwidth (``bandwidth.postcopy``, libvirt >= 5.1): the source's QEMU has it
+    before the data goes, so that a switch however early never runs uncapped."""
+    typed = {**common(params), MigrateParam.URI: uri}
+    if params.flags & MigrateFlags.POSTCOPY and params.postcopy_bandwidth > 0:
+        typed[MigrateParam.BANDWIDTH_POSTCOPY] = params.postcopy_bandwidth
+    return typed
+
+
 def time_left(ctx: StepContext) -> float | None:
     """The timeout of a call made for ``ctx``: what is left of its deadline, if any."""
     left = ctx.time_left()
