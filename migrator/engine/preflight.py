@@ -9,6 +9,7 @@ A driver that never blocks (``Driver.blocking`` false) is called inline, as its 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -179,10 +180,21 @@ class Preflight:
             raise PostcopyUnavailable()
 
     def _bounded(self, driver: Driver, what: str, call: Callable[[], R]) -> R:
+        """``call()`` within the timeout. A driver bounds its own calls by the same timeout
+        (``bound_calls``), so its "no reply in time" and the runner's ``StepTimeout`` race:
+        a failure that comes once the timeout has passed is the timeout, whichever won."""
         if not is_blocking(driver):
             return call()
         step = f"pre-flight {what} of {redact_uri(driver.uri)}"
-        return self.runner().call(call, step=step, timeout=self.timeout)
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        try:
+            return self.runner().call(call, step=step, timeout=self.timeout)
+        except StepTimeout:
+            raise
+        except Exception as exc:
+            if deadline is not None and self.timeout is not None and time.monotonic() >= deadline:
+                raise StepTimeout(step=step, seconds=self.timeout) from exc
+            raise
 
     def _best_effort_probe(self, driver: Driver, domain: str) -> DomainState | None:
         """A host that cannot be probed is left for the steps to judge; one that hangs, or
