@@ -186,13 +186,13 @@ class Preflight:
         if not is_blocking(driver):
             return call()
         step = f"pre-flight {what} of {redact_uri(driver.uri)}"
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        start = time.monotonic()
         try:
             return self.runner().call(call, step=step, timeout=self.timeout)
         except StepTimeout:
             raise
         except Exception as exc:
-            if deadline is not None and self.timeout is not None and time.monotonic() >= deadline:
+            if self.timeout is not None and time.monotonic() - start >= self.timeout:
                 raise StepTimeout(step=step, seconds=self.timeout) from exc
             raise
 

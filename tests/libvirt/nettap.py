@@ -201,14 +201,20 @@ def net_tapped(
 ) -> Iterator[tuple[str, str]]:
     """Host ``a``'s and host ``b``'s URIs over ``transport`` through taps sharing ``gate``;
     ``b``'s with ``migrate_uri``."""
-    src = NetTap(pair, pair.a, transport, gate)
-    try:
-        dst = NetTap(pair, pair.b, transport, gate)
-    except BaseException:
-        src.close()
-        raise
+    src, dst = net_taps(pair, transport, gate)
     try:
         yield src.uri(), dst.uri(migrate_uri=migrate_uri)
     finally:
         src.close()
         dst.close()
+
+
+def net_taps(pair: NsPair, transport: str, gate: Gate) -> tuple[NetTap, NetTap]:
+    """Taps in front of host ``a`` and host ``b`` over ``transport``, sharing ``gate``; the
+    caller closes both."""
+    src = NetTap(pair, pair.a, transport, gate)
+    try:
+        return src, NetTap(pair, pair.b, transport, gate)
+    except BaseException:
+        src.close()
+        raise

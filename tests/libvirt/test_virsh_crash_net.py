@@ -22,7 +22,7 @@ import pytest
 from tests.libvirt import guests
 from tests.libvirt.daemons import free_port
 from tests.libvirt.netns import NsPair
-from tests.libvirt.nettap import NetTap
+from tests.libvirt.nettap import net_taps
 from tests.libvirt.rpctap import Gate
 from tests.libvirt.virsh_crash_table import PROC, VIRSH_TIMEOUT_S
 
@@ -48,8 +48,7 @@ def test_virsh_killed_after_a_step_leaves_what_the_table_says(
     gate = Gate()
     procs: list[subprocess.Popen[bytes]] = []
     gate.hold_after(PROC[step], lambda: os.kill(procs[0].pid, signal.SIGKILL))
-    src = NetTap(pair, pair.a, transport, gate)
-    dst = NetTap(pair, pair.b, transport, gate)
+    src, dst = net_taps(pair, transport, gate)
     try:
         argv = ["virsh", "-c", src.virsh_uri(), "migrate", "--live", name, dst.virsh_uri(),
                 "--migrateuri", f"tcp://{pair.b.addr}:{free_port()}"]  # fmt: skip

@@ -48,7 +48,7 @@ from tests import busyguest
 from tests.libvirt import guests
 from tests.libvirt.daemons import DaemonError, free_port
 from tests.libvirt.netns import NsPair
-from tests.libvirt.nettap import NetTap
+from tests.libvirt.nettap import net_taps
 from tests.libvirt.postcopy_watch import (
     Sample,
     advancing,
@@ -120,16 +120,6 @@ class Outcome:
         return out
 
 
-def _taps(pair: NsPair, gate: Gate, transport: str) -> tuple[NetTap, NetTap]:
-    """Taps in front of host ``a`` and host ``b`` over ``transport``, sharing ``gate``."""
-    src = NetTap(pair, pair.a, transport, gate)
-    try:
-        return src, NetTap(pair, pair.b, transport, gate)
-    except BaseException:
-        src.close()
-        raise
-
-
 def _wait(what: str, ready: Callable[[], bool], timeout: float = STEP_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
@@ -167,7 +157,7 @@ def virsh_killed_at(
     ``nettap.py``)."""
     name = boot_busy_guest(pair, kernel)
     gate = Gate()
-    src, dst = _taps(pair, gate, transport)
+    src, dst = net_taps(pair, transport, gate)
     argv = ["virsh", "-c", src.virsh_uri(), "migrate", "--live", "--postcopy",
             "--bandwidth", str(BANDWIDTH_MIB), "--postcopy-bandwidth",
             str(postcopy_mib), name, dst.virsh_uri(),
