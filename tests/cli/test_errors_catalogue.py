@@ -148,6 +148,8 @@ def _webhook_files(s: Scratch) -> None:
     (s.tmp / "zero-secret.json").write_text(
         f'{{"endpoints": [{{{url}, "secret_file": "/dev/zero"}}]}}'
     )
+
+
 def _running_worker(s: Scratch) -> None:
     """A worker ``w1`` registered, running under ``--max-outgoing 1``."""
     (s.tmp / "host-override.toml").write_text('[hosts."test:///big"]\nmax_outgoing = 4\n')

@@ -45,9 +45,14 @@ def _qemus(where: str) -> dict[int, str]:
     return found
 
 
+def qemus_of(root: Path | str, guest: str) -> list[int]:
+    """The pids of the QEMUs under ``root`` (or ``netns:NS``) running ``guest``."""
+    return [pid for pid, name in _qemus(str(root)).items() if name == guest]
+
+
 def kill(root: Path | str, guest: str) -> list[int]:
     where = str(root)
-    pids = [pid for pid, name in _qemus(where).items() if name == guest]
+    pids = qemus_of(where, guest)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

@@ -155,12 +155,12 @@ class NsHost:
         self._wait(lambda: self.sock.exists(), "libvirtd", self.home / "libvirtd.stdout")
         return libvirtd
 
-    def stop_libvirtd(self) -> None:
-        """Stop this host's libvirtd as a service restart does (SIGTERM, SIGKILL after 5 s):
-        its guests run on."""
+    def stop_libvirtd(self, grace: float = STOP_TIMEOUT_S) -> None:
+        """Stop this host's libvirtd as a service restart does (SIGTERM, SIGKILL after
+        ``grace`` s): its guests run on."""
         pid = self.libvirtd_pid
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
+        deadline = time.monotonic() + grace
         with contextlib.suppress(ChildProcessError):
             while os.waitpid(pid, os.WNOHANG) == (0, 0):
                 if time.monotonic() > deadline:  # it waits on a job: as a service manager would

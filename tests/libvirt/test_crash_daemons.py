@@ -1,5 +1,6 @@
 """Coordinators killed while a daemon works, then ``migrator recover``: killed while a
-daemon runs Prepare3, Perform3 or Finish3, and killed before a daemon restarted.
+daemon runs Prepare3, Perform3 or Finish3, killed before a daemon restarted, and killed
+before the source's daemon, restarted, resumed the guest the destination runs.
 
 A kill while the daemon runs a step is placed by RPC taps in front of both namespaced hosts
 (``nettap.py``): once the step's call has left for the daemon, the coordinator is SIGKILLed
@@ -12,13 +13,21 @@ runs, no QEMU runs without a domain, and ``migrator replay`` agrees with the jou
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
+import time
+from collections.abc import Callable
 
 import pytest
 
 from migrator import failpoints
+from migrator.records import EventKind
+from migrator.states import Step
 from tests.crash.forkserver import SERVER, Child
+from tests.libvirt import guests
+from tests.libvirt.fault_hook import qemus_of
+from tests.libvirt.netns import NsHost
 from tests.libvirt.nettap import ALL_TRANSPORTS
 from tests.libvirt.nsrig import CLI_TIMEOUT, NsRig
 from tests.libvirt.rpctap import Gate
@@ -77,3 +86,51 @@ def test_a_daemon_restarted_after_the_crash_is_reconciled_too(
     [m] = rig.migrations()
     rig.settled(m)
     assert str(m.state) == expected
+
+
+def test_a_source_its_daemon_resumed_after_the_crash_is_destroyed(ns_rig: NsRig) -> None:
+    """libvirt 9.0 resumes the source of a finished transfer if its daemon is killed while
+    it cleans up after the lost client (the job then reads ``confirm3_cancelled``, as if
+    Finish3 had failed): two copies run. Recovery keeps the destination's, which Finish3
+    started, and destroys the source's. The source's QEMU is stopped so the cleanup hangs in
+    the monitor; in the wild a slow QEMU and a service restart do the same, now and then."""
+    rig, src = ns_rig, ns_rig.pair.a
+    gate, stopped = Gate(), []
+    gate.before_call(FINISH3, lambda: stopped.extend(signal_qemus(src, rig.name, "STOP")))
+    with rig.tapped(gate) as (s, d):
+        code, _ = rig.migrate(src=s, dst=d, env={failpoints.ENV_VAR: "finish.called=crash"})
+        assert code == failpoints.CRASH_EXIT_CODE
+        assert stopped
+        closed = f"{CLOSED} {rig.name} was closed"
+        wait_for(lambda: closed in (src.home / "libvirtd.log").read_text(), "the cleanup")
+        src.stop_libvirtd(grace=0.5)  # it hangs in the cleanup: killed, as a service manager does
+        signal_qemus(src, rig.name, "CONT")
+        src.start_libvirtd()
+        resumed = ("running", "migration canceled")  # libvirt's doing, once it reconnects
+        wait_for(lambda: guests.state(src, rig.name) == resumed, "the source resumed")
+
+        code, rows = rig.recover()
+
+    assert code == 0, json.dumps(rows)
+    m = rig.settled()
+    assert str(m.state) == "CONFIRMED"
+    [confirm] = [e for e in rig.history(m.id) if e.step == Step.CONFIRM and e.kind == EventKind.OK]
+    assert "resumed it as a cancelled migration" in (confirm.detail or {})["source"]
+
+
+FINISH3 = IN_FLIGHT["finish"][0]
+CLOSED = "The connection which controls migration of domain"
+
+
+def signal_qemus(host: NsHost, name: str, sig: str) -> list[int]:
+    pids = qemus_of(f"netns:{host.ns}", name)
+    for pid in pids:
+        os.kill(pid, signal.Signals[f"SIG{sig}"])
+    return pids
+
+
+def wait_for(ready: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, f"no sign of {what} after {timeout:g} s"
+        time.sleep(0.05)

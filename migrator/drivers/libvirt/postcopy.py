@@ -45,6 +45,7 @@ from migrator.drivers.libvirt.procedures import (
     DrvFeature,
     MigrateParam,
     PausedReason,
+    RunningReason,
 )
 from migrator.drivers.libvirt.remote import Remote
 from migrator.drivers.libvirt.typed import common, dest_flags, perform_typed, time_left
@@ -60,8 +61,6 @@ RESTART_WAIT_S = 15.0
 """Seconds a restart waits for an aborted pre-copy job to end on the source."""
 EARLY_S = 0.2
 """Seconds between sending the destination's Finish3 and switching the source."""
-RUNNING_POSTCOPY = 10
-"""VIR_DOMAIN_RUNNING_POSTCOPY: running while its pages still arrive."""
 RESUME = MigrateFlags.POSTCOPY | MigrateFlags.POSTCOPY_RESUME
 _IN_POSTCOPY = (PausedReason.POSTCOPY, PausedReason.POSTCOPY_FAILED)
 SESSION_REFUSAL = (
@@ -363,7 +362,7 @@ class LibvirtPostcopy(Host):
         status = seen.status
         if seen.holds is not reconcile.Holds.RUNNING or status is None:
             return False
-        return status.reason not in (RUNNING_POSTCOPY, RUNNING_POSTCOPY + 1)
+        return status.reason not in (RunningReason.POSTCOPY, RunningReason.POSTCOPY_FAILED)
 
     def _domain(self, remote: Remote, name: str, side: str) -> DomainRef:
         dom = remote.lookup(name)

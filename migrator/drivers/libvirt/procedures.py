@@ -115,6 +115,23 @@ class DomainStateCode(enum.IntEnum):
     PMSUSPENDED = 7
 
 
+class RunningReason(enum.IntEnum):
+    """virDomainRunningReason (the reason of a RUNNING state)."""
+
+    UNKNOWN = 0
+    BOOTED = 1
+    MIGRATED = 2
+    RESTORED = 3
+    FROM_SNAPSHOT = 4
+    UNPAUSED = 5
+    MIGRATION_CANCELED = 6
+    SAVE_CANCELED = 7
+    WAKEUP = 8
+    CRASHED = 9
+    POSTCOPY = 10
+    POSTCOPY_FAILED = 11
+
+
 class PausedReason(enum.IntEnum):
     """virDomainPausedReason (the reason of a PAUSED state)."""
 

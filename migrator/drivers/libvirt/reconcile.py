@@ -18,8 +18,10 @@ with no job statistics:      error (cannot tell)
 "only on the source host")
 paused by the migration      as an incoming copy     cancelled: resumed; else destroyed
 paused otherwise             running                 cancelled: left paused; else destroyed
-running                      running                 cancelled: done; else error (never
-                                                     destroy a running copy)
+running, resumed by libvirt  running                 cancelled: done; else destroyed (see
+as a cancelled migration                             below)
+running otherwise            running                 cancelled: done; else error (never
+                                                     destroy a copy someone resumed)
 ===========================  ======================  ==========================================
 
 The domain is found by the UUID in libvirt's migration cookie (``<qemu-migration><uuid>``)
@@ -29,6 +31,13 @@ destination, say, which made Prepare fail) is never taken for the migrated one.
 The coordinator calls Confirm(cancelled=0) only once the destination was seen running (its
 Finish said so, or its probe did, or an operator resolved it): that is why the source is
 destroyed here without looking at the destination.
+
+A source running with reason ``migration-canceled`` was resumed by its own daemon, not by a
+person: libvirt 9.0, told that the client of a finished transfer is gone, marks the job
+``confirm3_cancelled`` while it resets the migration's parameters, and a daemon killed in
+that moment (stopped while QEMU was slow to answer) resumes the source when it starts again,
+as if Finish3 had failed. The destination runs the migrated guest by then, so two copies
+run: the source's is destroyed, and Confirm's detail says so.
 """
 
 from __future__ import annotations
@@ -42,7 +51,12 @@ from typing import Any
 from migrator.drivers.api import DomainState
 from migrator.drivers.libvirt import jobs
 from migrator.drivers.libvirt.errors import LibvirtError
-from migrator.drivers.libvirt.procedures import DomainStateCode, ErrorCode, PausedReason
+from migrator.drivers.libvirt.procedures import (
+    DomainStateCode,
+    ErrorCode,
+    PausedReason,
+    RunningReason,
+)
 from migrator.drivers.libvirt.remote import DomainStatus, JobInfo, Remote
 from migrator.drivers.libvirt.xdr import DomainRef
 from migrator.errors import DriverError
@@ -207,8 +221,7 @@ def settle_confirm(
     (``jobs.clear``); the words for the timeline are returned ({} if nothing of the sort)."""
     seen = look(remote, name, uuid)
     if not cancelled:
-        _end(remote, name, seen, flags)
-        return {}
+        return _end(remote, name, seen, flags)
     note: dict[str, Any] = {}
     if seen.dom is not None and seen.holds in _MAY_MIGRATE:
         note = jobs.clear(remote, seen.dom, wait)
@@ -226,14 +239,21 @@ def _resume(remote: Remote, name: str, seen: Seen) -> None:
         raise DriverError(f"the source holds {seen.holds} for {name!r}: nothing to resume")
 
 
-def _end(remote: Remote, name: str, seen: Seen, flags: MigrateFlags) -> None:
+def _end(remote: Remote, name: str, seen: Seen, flags: MigrateFlags) -> dict[str, Any]:
+    note: dict[str, Any] = {}
     if seen.holds is Holds.RUNNING:
-        raise DriverError(
-            f"the source runs {name!r} (it was resumed after the migration paused it);"
-            " refusing to destroy a running copy"
+        assert seen.status is not None
+        if seen.status.reason != RunningReason.MIGRATION_CANCELED:
+            raise DriverError(
+                f"the source runs {name!r} (it was resumed after the migration paused it);"
+                " refusing to destroy a running copy"
+            )
+        note["source"] = (
+            "its daemon had resumed it as a cancelled migration after the transfer"
+            " finished (a restart while it cleaned up after the lost client): destroyed"
         )
     if seen.dom is None:
-        return
+        return note
     dom = seen.dom
     if seen.holds is not Holds.SHUTOFF:
         _destroy(remote, dom)
@@ -241,6 +261,7 @@ def _end(remote: Remote, name: str, seen: Seen, flags: MigrateFlags) -> None:
         again = remote.lookup_uuid(dom.uuid)  # a transient domain is gone once destroyed
         if again is not None:
             remote.undefine(again)
+    return note
 
 
 def _destroy(remote: Remote, dom: DomainRef) -> None:

@@ -11,6 +11,7 @@ from migrator.drivers.api import DomainState
 from migrator.drivers.libvirt.procedures import DomainStateCode as S
 from migrator.drivers.libvirt.procedures import JobOperation, JobType, Proc
 from migrator.drivers.libvirt.procedures import PausedReason as P
+from migrator.drivers.libvirt.procedures import RunningReason as R
 from migrator.drivers.libvirt.reconcile import (
     Holds,
     Seen,
@@ -139,8 +140,7 @@ def settle(
     if step == "finish":
         result: object = settle_finish(remote, "g", cancelled=cancelled)
     else:
-        settle_confirm(remote, "g", cancelled=cancelled, flags=MigrateFlags(flags))
-        result = None
+        result = settle_confirm(remote, "g", cancelled=cancelled, flags=MigrateFlags(flags))
     acts = (Proc.DOMAIN_RESUME, Proc.DOMAIN_DESTROY, Proc.DOMAIN_UNDEFINE_FLAGS)
     return result, [f.proc for f in fake.received if f.proc in acts]
 
@@ -168,8 +168,14 @@ def test_confirm_is_settled_from_the_source(made: list[FakeDaemon]) -> None:
     assert settle(made, "confirm", False, S.SHUTOFF, 0, flags=undefine)[1] == [
         Proc.DOMAIN_UNDEFINE_FLAGS
     ]
-    with pytest.raises(DriverError, match="refusing to destroy a running copy"):
-        settle(made, "confirm", False, S.RUNNING, 1)
+    for resumed_by_someone in (R.BOOTED, R.UNPAUSED, R.MIGRATED, R.UNKNOWN):
+        with pytest.raises(DriverError, match="refusing to destroy a running copy"):
+            settle(made, "confirm", False, S.RUNNING, resumed_by_someone)
+    # resumed by its own daemon as if Finish3 had failed, while the destination runs it
+    note, acts = settle(made, "confirm", False, S.RUNNING, R.MIGRATION_CANCELED)
+    assert acts == [Proc.DOMAIN_DESTROY]
+    assert "resumed it as a cancelled migration" in note["source"]  # type: ignore[index]
+    assert settle(made, "confirm", True, S.RUNNING, R.MIGRATION_CANCELED)[1] == []
     with pytest.raises(DriverError, match="nothing to resume"):
         settle(made, "confirm", True, None)
 
