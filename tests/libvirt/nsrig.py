@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import subprocess
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +29,7 @@ from tests.crash.forkserver import SERVER, Child
 from tests.crash.harness import cli_env
 from tests.libvirt import guests
 from tests.libvirt.daemons import free_port
-from tests.libvirt.fault_hook import kill
+from tests.libvirt.fault_hook import kill, qemus_of
 from tests.libvirt.netns import NsHost, NsPair
 from tests.libvirt.nettap import net_tapped
 from tests.libvirt.rpctap import Gate
@@ -58,6 +61,43 @@ def on(transport: str) -> pytest.MarkDecorator:
 
 def state(host: NsHost, name: str) -> str:
     return guests.state(host, name)[0]  # type: ignore[arg-type]
+
+
+RESUMED_BY_LIBVIRT = ("running", "migration canceled")
+"""A source libvirt itself resumed: after a failed migration, or (9.0) after a restart that
+found the job of a finished transfer marked ``confirm3_cancelled``."""
+
+
+def wait_until(ready: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Poll ``ready`` every 50 ms; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, f"no sign of {what} after {timeout:g} s"
+        time.sleep(0.05)
+
+
+def signal_qemus(host: NsHost, name: str, sig: signal.Signals) -> list[int]:
+    """Send ``sig`` to ``host``'s QEMUs of guest ``name``; their pids."""
+    pids = qemus_of(f"netns:{host.ns}", name)
+    for pid in pids:
+        os.kill(pid, sig)
+    return pids
+
+
+def restart_resuming(host: NsHost, name: str) -> None:
+    """Restart ``host``'s libvirtd so that libvirt 9.0 resumes ``name``, the source of a
+    finished transfer whose client is gone: with its QEMU stopped, the daemon's cleanup of
+    the job hangs in the monitor (phase ``confirm3_cancelled``), so SIGTERM does not end it
+    and it is killed 0.5 s later; the daemon started again resumes the source. Returns once
+    libvirt says so. A QEMU slow to answer does the same in the wild, now and then."""
+    signal_qemus(host, name, signal.SIGSTOP)
+    try:
+        host.stop_libvirtd(grace=0.5)
+    finally:
+        signal_qemus(host, name, signal.SIGCONT)
+    host.start_libvirtd()
+    resumed = lambda: guests.state(host, name) == RESUMED_BY_LIBVIRT  # noqa: E731
+    wait_until(resumed, "the source resumed by libvirt, once it reconnects")
 
 
 def kill_qemu(host: NsHost, name: str) -> list[int]:

@@ -13,11 +13,8 @@ runs, no QEMU runs without a domain, and ``migrator replay`` agrees with the jou
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
-import time
-from collections.abc import Callable
 
 import pytest
 
@@ -25,11 +22,8 @@ from migrator import failpoints
 from migrator.records import EventKind
 from migrator.states import Step
 from tests.crash.forkserver import SERVER, Child
-from tests.libvirt import guests
-from tests.libvirt.fault_hook import qemus_of
-from tests.libvirt.netns import NsHost
 from tests.libvirt.nettap import ALL_TRANSPORTS
-from tests.libvirt.nsrig import CLI_TIMEOUT, NsRig
+from tests.libvirt.nsrig import CLI_TIMEOUT, NsRig, restart_resuming, signal_qemus, wait_until
 from tests.libvirt.rpctap import Gate
 
 IN_FLIGHT = {"prepare": (303, {"ROLLED_BACK"}),
@@ -95,19 +89,15 @@ def test_a_source_its_daemon_resumed_after_the_crash_is_destroyed(ns_rig: NsRig)
     started, and destroys the source's. The source's QEMU is stopped so the cleanup hangs in
     the monitor; in the wild a slow QEMU and a service restart do the same, now and then."""
     rig, src = ns_rig, ns_rig.pair.a
-    gate, stopped = Gate(), []
-    gate.before_call(FINISH3, lambda: stopped.extend(signal_qemus(src, rig.name, "STOP")))
+    gate, stopped = Gate(), []  # stopped before the coordinator dies: its cleanup will hang
+    gate.before_call(FINISH3, lambda: stopped.extend(signal_qemus(src, rig.name, signal.SIGSTOP)))
     with rig.tapped(gate) as (s, d):
         code, _ = rig.migrate(src=s, dst=d, env={failpoints.ENV_VAR: "finish.called=crash"})
         assert code == failpoints.CRASH_EXIT_CODE
         assert stopped
         closed = f"{CLOSED} {rig.name} was closed"
-        wait_for(lambda: closed in (src.home / "libvirtd.log").read_text(), "the cleanup")
-        src.stop_libvirtd(grace=0.5)  # it hangs in the cleanup: killed, as a service manager does
-        signal_qemus(src, rig.name, "CONT")
-        src.start_libvirtd()
-        resumed = ("running", "migration canceled")  # libvirt's doing, once it reconnects
-        wait_for(lambda: guests.state(src, rig.name) == resumed, "the source resumed")
+        wait_until(lambda: closed in (src.home / "libvirtd.log").read_text(), "the cleanup")
+        restart_resuming(src, rig.name)
 
         code, rows = rig.recover()
 
@@ -120,17 +110,3 @@ def test_a_source_its_daemon_resumed_after_the_crash_is_destroyed(ns_rig: NsRig)
 
 FINISH3 = IN_FLIGHT["finish"][0]
 CLOSED = "The connection which controls migration of domain"
-
-
-def signal_qemus(host: NsHost, name: str, sig: str) -> list[int]:
-    pids = qemus_of(f"netns:{host.ns}", name)
-    for pid in pids:
-        os.kill(pid, signal.Signals[f"SIG{sig}"])
-    return pids
-
-
-def wait_for(ready: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert time.monotonic() < deadline, f"no sign of {what} after {timeout:g} s"
-        time.sleep(0.05)

@@ -28,6 +28,7 @@ from migrator.states import Step
 from tests.libvirt import guests
 from tests.libvirt.daemons import free_port
 from tests.libvirt.netns import NsHost, NsPair
+from tests.libvirt.nsrig import restart_resuming
 
 pytestmark = pytest.mark.usefixtures("libvirt_driver")
 
@@ -319,6 +320,15 @@ def test_a_source_daemon_restarted_after_perform_rolls_back(hooks: Hooks, guest:
     hooks.confirm(b"", cancelled=True)  # Begin's connection is gone: settled on a new one
     assert guest.states()[0][0] == "running"
     assert guest.states()[1][0] == "absent"
+
+
+@pytest.mark.slow
+def test_a_source_daemon_restarted_after_finish_is_confirmed(hooks: Hooks, guest: NsGuest) -> None:
+    cookie = hooks.up_to_perform()
+    assert hooks.finish(cookie, cancelled=False)
+    restart_resuming(guest.src, guest.name)  # Begin's connection is gone with the daemon
+    hooks.confirm(cookie, cancelled=False)  # settled: destroys that copy, the destination runs it
+    assert guest.states() == (("absent", ""), ("running", "migrated"))
 
 
 def test_a_settled_confirm_undefines_a_persistent_source_when_the_flags_say_so(
