@@ -19,6 +19,7 @@ import threading
 import pytest
 
 from migrator import failpoints
+from migrator.drivers.libvirt.procedures import Proc
 from migrator.records import EventKind
 from migrator.states import Step
 from tests.crash.forkserver import SERVER, Child
@@ -90,7 +91,10 @@ def test_a_source_its_daemon_resumed_after_the_crash_is_destroyed(ns_rig: NsRig)
     the monitor; in the wild a slow QEMU and a service restart do the same, now and then."""
     rig, src = ns_rig, ns_rig.pair.a
     gate, stopped = Gate(), []  # stopped before the coordinator dies: its cleanup will hang
-    gate.before_call(FINISH3, lambda: stopped.extend(signal_qemus(src, rig.name, signal.SIGSTOP)))
+    gate.before_call(
+        Proc.DOMAIN_MIGRATE_FINISH3_PARAMS,
+        lambda: stopped.extend(signal_qemus(src, rig.name, signal.SIGSTOP)),
+    )
     with rig.tapped(gate) as (s, d):
         code, _ = rig.migrate(src=s, dst=d, env={failpoints.ENV_VAR: "finish.called=crash"})
         assert code == failpoints.CRASH_EXIT_CODE
@@ -108,5 +112,4 @@ def test_a_source_its_daemon_resumed_after_the_crash_is_destroyed(ns_rig: NsRig)
     assert "resumed it as a cancelled migration" in (confirm.detail or {})["source"]
 
 
-FINISH3 = IN_FLIGHT["finish"][0]
 CLOSED = "The connection which controls migration of domain"
